@@ -1,0 +1,73 @@
+//! The control-plane catalog (sqlx): tenants, their domains and placement, database servers,
+//! idempotency records. Every change that affects routing bumps the tenant's epoch and publishes
+//! on [`CHANNEL`] in the same transaction, so every instance drops stale cache entries.
+
+mod db_servers;
+mod domains;
+mod idempotency;
+mod tenants;
+
+pub use db_servers::{DbServer, RegisterServerError, ServerUrlError};
+pub use domains::DomainError as CatalogDomainError;
+pub use idempotency::{IdempotencyOutcome, StoredResponse};
+pub use tenants::{InsertTenantError, NewTenant, Placement, Tenant, TenantPatch, TenantStatus};
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::crypto::MasterKey;
+use crate::ids::TenantId;
+
+/// The LISTEN/NOTIFY channel for catalog changes. The payload is a tenant id, or `*`.
+pub const CHANNEL: &str = "platform_catalog";
+
+/// A catalog query failed (the database, not the caller).
+#[derive(Debug, thiserror::Error)]
+#[error("catalog query failed")]
+pub struct CatalogError(#[from] pub sqlx::Error);
+
+/// Handle to the control-plane database.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    pool: PgPool,
+    key: MasterKey,
+}
+
+impl Catalog {
+    /// Connects to the control plane (lazily: the first query opens the first connection).
+    pub fn connect_lazy(url: &str, key: MasterKey) -> Result<Self, CatalogError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy(url)?;
+        Ok(Self { pool, key })
+    }
+
+    /// The sqlx pool, for the notification listener and health checks.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// `SELECT 1`, for readiness.
+    pub async fn ping(&self) -> Result<(), CatalogError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Publishes a change for `tenant` (or all tenants) to every instance, outside a transaction.
+    pub async fn publish(&self, tenant: Option<TenantId>) -> Result<(), CatalogError> {
+        publish(&self.pool, tenant).await
+    }
+}
+
+pub(crate) async fn publish<'e, E: sqlx::PgExecutor<'e>>(ex: E, tenant: Option<TenantId>) -> Result<(), CatalogError> {
+    let payload = tenant.map_or_else(|| "*".to_owned(), |t| t.to_string());
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(ex).await?;
+    Ok(())
+}
+
+/// Whether a database error is the violation of the named constraint.
+pub(crate) fn violates(e: &sqlx::Error, constraint: &str) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.constraint() == Some(constraint))
+}

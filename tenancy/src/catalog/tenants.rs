@@ -1,0 +1,278 @@
+//! Tenants in the catalog: create, read, list (cursor), patch, soft-delete, purge.
+
+use sqlx::FromRow;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Catalog, CatalogError, publish, violates};
+use crate::ids::{DbServerId, TenantId, TenantSlug};
+
+/// Lifecycle of a tenant. `deleted` tenants do not resolve; `platformctl tenants purge` removes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TenantStatus {
+    Provisioning,
+    Active,
+    Suspended,
+    Deleted,
+}
+
+impl TenantStatus {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "provisioning" => Self::Provisioning,
+            "active" => Self::Active,
+            "suspended" => Self::Suspended,
+            _ => Self::Deleted,
+        }
+    }
+}
+
+/// Where a tenant's data lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Rows in the shared database, isolated by row-level security.
+    Shared,
+    /// Its own database on a registered server.
+    Dedicated { server: DbServerId, database: String },
+}
+
+impl Placement {
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::Dedicated { .. } => "dedicated",
+        }
+    }
+}
+
+/// A tenant as the catalog knows it.
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub slug: TenantSlug,
+    pub name: String,
+    pub plan: String,
+    pub status: TenantStatus,
+    pub placement: Placement,
+    pub epoch: i64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(FromRow)]
+struct TenantRow {
+    id: Uuid,
+    slug: String,
+    name: String,
+    plan: String,
+    status: String,
+    placement: String,
+    db_server_id: Option<Uuid>,
+    db_name: Option<String>,
+    epoch: i64,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(r: TenantRow) -> Self {
+        let placement = match (r.placement.as_str(), r.db_server_id, r.db_name) {
+            ("dedicated", Some(server), Some(database)) => {
+                Placement::Dedicated { server: DbServerId::from_uuid(server), database }
+            }
+            _ => Placement::Shared,
+        };
+        Self {
+            id: TenantId::from_uuid(r.id),
+            slug: TenantSlug::from_trusted(r.slug),
+            name: r.name,
+            plan: r.plan,
+            status: TenantStatus::parse(&r.status),
+            placement,
+            epoch: r.epoch,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, created_at, updated_at";
+
+/// A tenant to insert.
+#[derive(Clone, Debug)]
+pub struct NewTenant {
+    pub id: TenantId,
+    pub slug: TenantSlug,
+    pub name: String,
+    pub plan: String,
+    pub status: TenantStatus,
+    pub placement: Placement,
+}
+
+/// Fields an operator may change.
+#[derive(Clone, Debug, Default)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub plan: Option<String>,
+    pub status: Option<TenantStatus>,
+}
+
+/// Inserting a tenant failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertTenantError {
+    #[error("the slug is taken")]
+    SlugTaken,
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl Catalog {
+    /// Inserts a tenant row.
+    pub async fn insert_tenant(&self, t: &NewTenant) -> Result<Tenant, InsertTenantError> {
+        let (server, db) = match &t.placement {
+            Placement::Shared => (None, None),
+            Placement::Dedicated { server, database } => (Some(server.as_uuid()), Some(database.clone())),
+        };
+        let mut tx = self.pool.begin().await.map_err(CatalogError)?;
+        let row: TenantRow = sqlx::query_as(&format!(
+            "INSERT INTO tenants (id, slug, name, plan, status, placement, db_server_id, db_name)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+        ))
+        .bind(t.id.as_uuid())
+        .bind(t.slug.as_str())
+        .bind(&t.name)
+        .bind(&t.plan)
+        .bind(t.status.as_str())
+        .bind(t.placement.kind())
+        .bind(server)
+        .bind(db)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| if violates(&e, "tenants_slug_key") { InsertTenantError::SlugTaken } else { CatalogError(e).into() })?;
+        publish(&mut *tx, Some(t.id)).await?;
+        tx.commit().await.map_err(CatalogError)?;
+        Ok(row.into())
+    }
+
+    /// A tenant by id, in any status.
+    pub async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>, CatalogError> {
+        let row: Option<TenantRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    /// A tenant by slug, in any status.
+    pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, CatalogError> {
+        let row: Option<TenantRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE slug = $1"))
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    /// Tenants that are not deleted, ordered by id, after `cursor`; one page of `limit`.
+    pub async fn list_tenants(&self, after: Option<TenantId>, limit: i64) -> Result<Vec<Tenant>, CatalogError> {
+        let rows: Vec<TenantRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM tenants WHERE status <> 'deleted' AND ($1::uuid IS NULL OR id > $1)
+             ORDER BY id LIMIT $2"
+        ))
+        .bind(after.map(|t| t.as_uuid()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Tenants in the given status (ops: purge, migrations).
+    pub async fn tenants_in_status(&self, status: TenantStatus) -> Result<Vec<Tenant>, CatalogError> {
+        let rows: Vec<TenantRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE status = $1 ORDER BY id"))
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Applies a patch to a tenant that is not deleted; `None` if there is no such tenant.
+    pub async fn patch_tenant(&self, id: TenantId, p: &TenantPatch) -> Result<Option<Tenant>, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<TenantRow> = sqlx::query_as(&format!(
+            "UPDATE tenants SET name = COALESCE($2, name), plan = COALESCE($3, plan),
+                    status = COALESCE($4, status), epoch = epoch + 1, updated_at = now()
+             WHERE id = $1 AND status IN ('active', 'suspended') RETURNING {COLUMNS}"
+        ))
+        .bind(id.as_uuid())
+        .bind(p.name.as_deref())
+        .bind(p.plan.as_deref())
+        .bind(p.status.map(TenantStatus::as_str))
+        .fetch_optional(&mut *tx)
+        .await?;
+        publish(&mut *tx, Some(id)).await?;
+        tx.commit().await?;
+        Ok(row.map(Into::into))
+    }
+
+    /// Marks a tenant active once its database is ready.
+    pub async fn activate_tenant(&self, id: TenantId) -> Result<Option<Tenant>, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<TenantRow> = sqlx::query_as(&format!(
+            "UPDATE tenants SET status = 'active', epoch = epoch + 1, updated_at = now()
+             WHERE id = $1 AND status = 'provisioning' RETURNING {COLUMNS}"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        publish(&mut *tx, Some(id)).await?;
+        tx.commit().await?;
+        Ok(row.map(Into::into))
+    }
+
+    /// Soft-deletes a tenant: it stops resolving at once (every instance is notified in the same
+    /// transaction). Returns false if there was no live tenant.
+    pub async fn delete_tenant(&self, id: TenantId) -> Result<bool, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE tenants SET status = 'deleted', deleted_at = now(), epoch = epoch + 1, updated_at = now()
+             WHERE id = $1 AND status <> 'deleted'",
+        )
+        .bind(id.as_uuid())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        publish(&mut *tx, Some(id)).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Removes a tenant's catalog row for good (after its data is gone).
+    pub async fn remove_tenant(&self, id: TenantId) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id.as_uuid()).execute(&mut *tx).await?;
+        publish(&mut *tx, Some(id)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The id of the live (not deleted) tenant with this slug.
+    pub async fn live_tenant_id_by_slug(&self, slug: &str) -> Result<Option<TenantId>, CatalogError> {
+        let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE slug = $1 AND status <> 'deleted'")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(id.map(TenantId::from_uuid))
+    }
+}

@@ -1,0 +1,193 @@
+//! Tenant API keys. A key is `plt_{tenant id}_{secret}`: the tenant id routes the request to the
+//! tenant's database, where the key is stored only as a SHA-256 hash (keys are credentials the
+//! tenant owns, so they move with it). Verification results are cached briefly per
+//! (tenant, key hash); revocation invalidates the tenant's entries on every instance.
+
+use std::time::Duration;
+
+use moka::future::Cache;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::catalog::Tenant;
+use crate::crypto::{hash_token, random_token};
+use crate::dataplane::{ConnectError, DataPlane};
+use crate::ids::{ApiKeyId, TenantId};
+
+const PREFIX: &str = "plt_";
+
+/// A key as listed (never the secret).
+#[derive(Clone, Debug)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A presented key, parsed: which tenant it claims and its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresentedKey {
+    pub tenant: TenantId,
+    hash: Vec<u8>,
+}
+
+impl PresentedKey {
+    /// Parses `plt_{32 hex}_{secret}`; anything else is not an API key.
+    #[must_use]
+    pub fn parse(token: &str) -> Option<Self> {
+        let rest = token.strip_prefix(PREFIX)?;
+        let (tenant, secret) = rest.split_once('_')?;
+        if tenant.len() != 32 || secret.len() < 32 || secret.len() > 64 {
+            return None;
+        }
+        let tenant = TenantId::from_uuid(Uuid::try_parse(tenant).ok()?);
+        Some(Self { tenant, hash: hash_token(token) })
+    }
+}
+
+/// An API key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiKeyError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// API key store and verification cache.
+#[derive(Clone)]
+pub struct ApiKeys {
+    cache: Cache<(TenantId, Vec<u8>), Option<ApiKeyId>>,
+}
+
+impl Default for ApiKeys {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKeys")
+    }
+}
+
+impl ApiKeys {
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(30))
+                .support_invalidation_closures()
+                .build(),
+        }
+    }
+
+    /// The key's id if `key` is a live key of `tenant`.
+    pub async fn verify(&self, dp: &DataPlane, tenant: &Tenant, key: &PresentedKey) -> Result<Option<ApiKeyId>, ApiKeyError> {
+        if key.tenant != tenant.id {
+            return Ok(None);
+        }
+        let dp = dp.clone();
+        let tenant = tenant.clone();
+        let hash = key.hash.clone();
+        self.cache
+            .try_get_with((tenant.id, key.hash.clone()), async move {
+                let mut tx = dp.connect(&tenant).await?.begin();
+                let row = tx
+                    .query_opt("SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", &[&hash])
+                    .await?;
+                tx.commit().await?;
+                Ok(row.map(|r| ApiKeyId::from_uuid(r.get(0))))
+            })
+            .await
+            .map_err(|e: std::sync::Arc<ApiKeyError>| match &*e {
+                ApiKeyError::Connect(c) => ApiKeyError::Connect(ConnectError::Unavailable(c.to_string())),
+                ApiKeyError::Db(_) => ApiKeyError::Connect(ConnectError::Unavailable(e.to_string())),
+            })
+    }
+
+    /// Creates a key; returns it with the secret, which is shown once and never stored.
+    pub async fn create(&self, dp: &DataPlane, tenant: &Tenant, name: &str) -> Result<(ApiKey, String), ApiKeyError> {
+        let secret = random_token(32);
+        let token = format!("{PREFIX}{}_{secret}", tenant.id.as_uuid().simple());
+        let id = ApiKeyId::new();
+        let prefix = format!("{PREFIX}…{}", &secret[..6]);
+        let mut tx = dp.connect(tenant).await?.begin();
+        let row = tx
+            .query(
+                "INSERT INTO api_keys (tenant_id, id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)
+                 RETURNING created_at",
+                &[&tenant.id.as_uuid(), &id.as_uuid(), &name, &prefix, &hash_token(&token)],
+            )
+            .await?;
+        tx.commit().await?;
+        let created_at = row.first().map_or_else(OffsetDateTime::now_utc, |r| r.get(0));
+        Ok((ApiKey { id, name: name.to_owned(), prefix, created_at, revoked_at: None }, token))
+    }
+
+    /// Revokes a key; false if the tenant has no such live key. Takes effect on this instance at
+    /// once; the caller publishes the change for the others.
+    pub async fn revoke(&self, dp: &DataPlane, tenant: &Tenant, id: ApiKeyId) -> Result<bool, ApiKeyError> {
+        let mut tx = dp.connect(tenant).await?.begin();
+        let n = tx
+            .execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", &[&id.as_uuid()])
+            .await?;
+        tx.commit().await?;
+        self.invalidate_tenant(tenant.id);
+        Ok(n == 1)
+    }
+
+    /// Lists the tenant's keys.
+    pub async fn list(&self, dp: &DataPlane, tenant: &Tenant) -> Result<Vec<ApiKey>, ApiKeyError> {
+        let mut tx = dp.connect(tenant).await?.begin();
+        let rows = tx
+            .query("SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY id", &[])
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|r| ApiKey {
+                id: ApiKeyId::from_uuid(r.get(0)),
+                name: r.get(1),
+                prefix: r.get(2),
+                created_at: r.get(3),
+                revoked_at: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Drops cached verifications of `tenant`'s keys (or all).
+    pub fn invalidate_tenant_or_all(&self, tenant: Option<TenantId>) {
+        match tenant {
+            Some(t) => self.invalidate_tenant(t),
+            None => self.cache.invalidate_all(),
+        }
+    }
+
+    fn invalidate_tenant(&self, tenant: TenantId) {
+        // Closures are registered and applied by moka's housekeeping; lookups honour them at once.
+        if self.cache.invalidate_entries_if(move |k, _| k.0 == tenant).is_err() {
+            self.cache.invalidate_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_strictly() {
+        let t = TenantId::new();
+        let good = format!("plt_{}_{}", t.as_uuid().simple(), "a".repeat(43));
+        assert_eq!(PresentedKey::parse(&good).map(|k| k.tenant), Some(t));
+        assert!(PresentedKey::parse("plt_nothex_aaaa").is_none());
+        assert!(PresentedKey::parse(&format!("xyz_{}_{}", t.as_uuid().simple(), "a".repeat(43))).is_none());
+        assert!(PresentedKey::parse(&format!("plt_{}_short", t.as_uuid().simple())).is_none());
+        assert!(PresentedKey::parse("").is_none());
+    }
+}

@@ -1,0 +1,178 @@
+//! Pool routing: a tenant's request gets a connection for the shared database (one pool shared by
+//! many tenants) or for its dedicated database (one small pool per tenant database, created on
+//! first use, evicted when idle, budgeted per server so a thousand dedicated tenants cannot exhaust
+//! a server's `max_connections`). Every connection is handed out as a [`TenantConn`], which scopes
+//! each transaction to its tenant with `SET LOCAL app.tenant_id`.
+
+mod conn;
+
+pub use conn::{TenantConn, TenantTx};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use moka::future::Cache;
+use tokio::sync::Semaphore;
+use tokio_postgres::NoTls;
+
+use crate::catalog::{Catalog, Placement, ServerUrlError, Tenant};
+use crate::ids::{DbServerId, TenantId};
+use crate::pg;
+
+/// How long a caller waits for a connection before the request is refused as unavailable.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A dedicated pool unused this long is dropped, closing its connections.
+const IDLE_POOL_TTL: Duration = Duration::from_secs(300);
+
+/// Getting a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the tenant's database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the tenant's database server is not registered")]
+    UnknownServer,
+    #[error(transparent)]
+    ServerUrl(#[from] ServerUrlError),
+}
+
+/// Sizing of the data plane.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSizes {
+    pub shared: usize,
+    pub dedicated: usize,
+}
+
+/// The data plane: shared pool plus per-server caches of dedicated pools.
+#[derive(Clone)]
+pub struct DataPlane {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Pool,
+    servers: Cache<DbServerId, Arc<ServerPools>>,
+    catalog: Catalog,
+    app_password: String,
+    sizes: PoolSizes,
+}
+
+/// The dedicated pools of one database server and its connection budget.
+struct ServerPools {
+    admin_url: String,
+    pools: Cache<TenantId, Pool>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane").field("sizes", &self.inner.sizes).finish_non_exhaustive()
+    }
+}
+
+fn build_pool(config: tokio_postgres::Config, size: usize) -> Pool {
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CHECKOUT_TIMEOUT))
+        .create_timeout(Some(CHECKOUT_TIMEOUT))
+        .build()
+        .expect("a runtime is configured, so building a pool cannot fail")
+}
+
+impl DataPlane {
+    /// Builds the data plane. `shared_url` is the shared database's owner URL; the data plane
+    /// connects to it as the app role with `app_password`.
+    pub fn new(catalog: Catalog, shared_url: &str, app_password: String, sizes: PoolSizes) -> Result<Self, tokio_postgres::Error> {
+        let shared_db = shared_url.parse::<tokio_postgres::Config>()?.get_dbname().unwrap_or("postgres").to_owned();
+        let shared = build_pool(pg::app_config(shared_url, &shared_db, &app_password)?, sizes.shared);
+        let servers = Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(60)).build();
+        Ok(Self { inner: Arc::new(Inner { shared, servers, catalog, app_password, sizes }) })
+    }
+
+    /// A connection for `tenant`'s placement.
+    pub async fn connect(&self, tenant: &Tenant) -> Result<TenantConn, ConnectError> {
+        match &tenant.placement {
+            Placement::Shared => {
+                let client = self.inner.shared.get().await.map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+                Ok(TenantConn::new(tenant.id, client, None))
+            }
+            Placement::Dedicated { server, database } => {
+                let server = self.server(*server).await?;
+                let permit = tokio::time::timeout(CHECKOUT_TIMEOUT, Arc::clone(&server.in_flight).acquire_owned())
+                    .await
+                    .map_err(|_| ConnectError::Unavailable("server connection budget exhausted".into()))?
+                    .map_err(|_| ConnectError::Unavailable("server closed".into()))?;
+                let admin_url = server.admin_url.clone();
+                let password = self.inner.app_password.clone();
+                let size = self.inner.sizes.dedicated;
+                let database = database.clone();
+                let pool = server
+                    .pools
+                    .try_get_with(tenant.id, async move {
+                        pg::app_config(&admin_url, &database, &password).map(|c| build_pool(c, size))
+                    })
+                    .await
+                    .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+                let client = pool.get().await.map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+                Ok(TenantConn::new(tenant.id, client, Some(permit)))
+            }
+        }
+    }
+
+    async fn server(&self, id: DbServerId) -> Result<Arc<ServerPools>, ConnectError> {
+        let catalog = self.inner.catalog.clone();
+        let dedicated = self.inner.sizes.dedicated;
+        self.inner
+            .servers
+            .try_get_with(id, async move {
+                let (server, admin_url) = catalog.db_server_with_url(id).await?.ok_or(ConnectError::UnknownServer)?;
+                let budget = usize::try_from(server.connection_budget).unwrap_or(1).max(1);
+                let pools = Cache::builder()
+                    // Each pool may hold `dedicated` idle connections; the weights keep the sum of
+                    // cached pools within the server's budget.
+                    .weigher(move |_k, _v: &Pool| u32::try_from(dedicated).unwrap_or(u32::MAX))
+                    .max_capacity(budget as u64)
+                    .time_to_idle(IDLE_POOL_TTL)
+                    .support_invalidation_closures()
+                    .build();
+                Ok(Arc::new(ServerPools { admin_url, pools, in_flight: Arc::new(Semaphore::new(budget)) }))
+            })
+            .await
+            .map_err(|e: Arc<ConnectError>| match &*e {
+                ConnectError::UnknownServer => ConnectError::UnknownServer,
+                other => ConnectError::Unavailable(other.to_string()),
+            })
+    }
+
+    /// Drops the cached pool of a tenant (its placement changed or it was deleted).
+    pub async fn forget_tenant(&self, tenant: TenantId) {
+        for (_, server) in &self.inner.servers {
+            server.pools.invalidate(&tenant).await;
+        }
+    }
+
+    /// Drops every cached server entry (a server's URL changed).
+    pub fn forget_servers(&self) {
+        self.inner.servers.invalidate_all();
+    }
+
+    /// Live dedicated pools and their total connections, per server (for metrics and tests).
+    pub async fn dedicated_connections(&self) -> Vec<(DbServerId, usize, usize)> {
+        let mut out = Vec::new();
+        for (id, server) in &self.inner.servers {
+            server.pools.run_pending_tasks().await;
+            let pools: Vec<Pool> = server.pools.iter().map(|(_, p)| p).collect();
+            out.push((*id, pools.len(), pools.iter().map(|p| p.status().size).sum()));
+        }
+        out
+    }
+
+    /// A shared-pool connection check, for readiness.
+    pub async fn ping_shared(&self) -> Result<(), ConnectError> {
+        let c = self.inner.shared.get().await.map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+        c.simple_query("SELECT 1").await.map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+}

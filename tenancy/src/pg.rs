@@ -1,0 +1,70 @@
+//! Small tokio-postgres helpers shared by provisioning, migrations and the data plane.
+
+use tokio_postgres::{Client, Config, NoTls};
+
+/// The login role of the data plane: owns no table, has no `BYPASSRLS`.
+pub const APP_ROLE: &str = "platform_app";
+
+/// Opens one connection and drives it on the runtime.
+pub async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "postgres connection closed with an error");
+        }
+    });
+    Ok(client)
+}
+
+/// Quotes an identifier for SQL.
+#[must_use]
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Creates (or updates) the data-plane role on a server with the given password. Cluster-wide:
+/// run once per server with an admin connection. The password is a derived secret of URL-safe
+/// base64 characters only, so it can be inlined.
+pub async fn ensure_app_role(admin: &Client, password: &str) -> Result<(), tokio_postgres::Error> {
+    debug_assert!(password.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                    CREATE ROLE {APP_ROLE} LOGIN;
+                END IF;
+             END $$;
+             ALTER ROLE {APP_ROLE} WITH LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION
+                 PASSWORD '{password}';"
+        ))
+        .await
+}
+
+/// The configuration of `admin_url` with the database replaced.
+pub fn with_database(admin_url: &str, database: &str) -> Result<Config, tokio_postgres::Error> {
+    let mut c: Config = admin_url.parse()?;
+    c.dbname(database);
+    Ok(c)
+}
+
+/// The data-plane configuration for `database` on the server of `admin_url`.
+pub fn app_config(admin_url: &str, database: &str, password: &str) -> Result<Config, tokio_postgres::Error> {
+    let mut c = with_database(admin_url, database)?;
+    c.user(APP_ROLE).password(password).application_name("platform");
+    Ok(c)
+}
+
+/// Host and port of a URL, for display.
+#[must_use]
+pub fn host_port(c: &Config) -> (String, u16) {
+    let host = c
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(s) => s.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    (host, port)
+}

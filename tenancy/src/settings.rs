@@ -1,0 +1,181 @@
+//! Typed configuration, read once from `PLATFORM_*` environment variables and validated; a bad
+//! value fails at startup with the variable's name. Shared by the server and `platformctl`, which
+//! are configured by the same variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::crypto::MasterKey;
+use crate::ids::DomainName;
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{var}: {problem}")]
+    Invalid { var: &'static str, problem: String },
+    #[error(
+        "PLATFORM_DATABASE_URL and PLATFORM_SHARED_DATABASE_URL must be set together \
+         (or neither, to use the embedded PostgreSQL)"
+    )]
+    HalfExternal,
+}
+
+/// Where the databases are.
+#[derive(Clone, Debug)]
+pub enum DatabaseMode {
+    /// Start (or reuse) a local cluster under the data dir.
+    Embedded,
+    /// Use these servers; start nothing. URLs connect as the owner of the schemas.
+    External { control_plane_url: Secret, shared_url: Secret },
+}
+
+/// A string that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    #[must_use]
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Everything the platform and `platformctl` read from the environment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_token: Option<Secret>,
+    pub database: DatabaseMode,
+    pub base_domain: DomainName,
+    pub master_key: Option<MasterKey>,
+    pub shared_pool_size: usize,
+    pub dedicated_pool_size: usize,
+    pub server_connection_budget: usize,
+    pub default_db_server: String,
+    pub log_json: bool,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `get`, so tests can supply their own environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let invalid = |var: &'static str, problem: String| SettingsError::Invalid { var, problem };
+
+        let data_dir = PathBuf::from(get("PLATFORM_DATA_DIR").unwrap_or_else(|| "./.platform".into()));
+        let listen = get("PLATFORM_LISTEN")
+            .unwrap_or_else(|| "127.0.0.1:8080".into())
+            .parse()
+            .map_err(|e| invalid("PLATFORM_LISTEN", format!("not a socket address ({e})")))?;
+        let admin_token = get("PLATFORM_ADMIN_TOKEN").map(Secret);
+        if let Some(t) = &admin_token
+            && t.0.len() < 24
+        {
+            return Err(invalid("PLATFORM_ADMIN_TOKEN", "must be at least 24 characters".into()));
+        }
+        let database = match (get("PLATFORM_DATABASE_URL"), get("PLATFORM_SHARED_DATABASE_URL")) {
+            (None, None) => DatabaseMode::Embedded,
+            (Some(cp), Some(shared)) => {
+                for (var, url) in [("PLATFORM_DATABASE_URL", &cp), ("PLATFORM_SHARED_DATABASE_URL", &shared)] {
+                    url.parse::<tokio_postgres::Config>()
+                        .map_err(|_| invalid(var, "not a PostgreSQL connection URL".into()))?;
+                }
+                DatabaseMode::External { control_plane_url: Secret(cp), shared_url: Secret(shared) }
+            }
+            _ => return Err(SettingsError::HalfExternal),
+        };
+        let base_domain = DomainName::from_host_header(&get("PLATFORM_BASE_DOMAIN").unwrap_or_else(|| "localhost".into()))
+            .ok_or_else(|| invalid("PLATFORM_BASE_DOMAIN", "not a host name".into()))?;
+        let master_key = match (get("PLATFORM_MASTER_KEY"), get("PLATFORM_MASTER_KEY_FILE")) {
+            (Some(k), _) => Some(MasterKey::from_base64(&k).map_err(|e| invalid("PLATFORM_MASTER_KEY", e.to_string()))?),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| invalid("PLATFORM_MASTER_KEY_FILE", format!("cannot read {path}: {e}")))?;
+                Some(MasterKey::from_base64(&text).map_err(|e| invalid("PLATFORM_MASTER_KEY_FILE", e.to_string()))?)
+            }
+            (None, None) => None,
+        };
+        if master_key.is_none() && matches!(database, DatabaseMode::External { .. }) {
+            return Err(invalid(
+                "PLATFORM_MASTER_KEY",
+                "required with external databases (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)".into(),
+            ));
+        }
+        let number = |var: &'static str, default: usize, max: usize| -> Result<usize, SettingsError> {
+            match get(var) {
+                None => Ok(default),
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if (1..=max).contains(&n) => Ok(n),
+                    _ => Err(invalid(var, format!("must be a whole number from 1 to {max}"))),
+                },
+            }
+        };
+        let log_json = match get("PLATFORM_LOG_FORMAT").as_deref() {
+            None | Some("json") => true,
+            Some("pretty") => false,
+            Some(_) => return Err(invalid("PLATFORM_LOG_FORMAT", "must be `json` or `pretty`".into())),
+        };
+        Ok(Self {
+            data_dir,
+            listen,
+            admin_token,
+            database,
+            base_domain,
+            master_key,
+            shared_pool_size: number("PLATFORM_SHARED_POOL_SIZE", 16, 1000)?,
+            dedicated_pool_size: number("PLATFORM_DEDICATED_POOL_SIZE", 4, 100)?,
+            server_connection_budget: number("PLATFORM_SERVER_CONNECTION_BUDGET", 40, 10_000)?,
+            default_db_server: get("PLATFORM_DEFAULT_DB_SERVER").unwrap_or_else(|| "local".into()),
+            log_json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn defaults_are_embedded_on_localhost() {
+        let s = Settings::from_lookup(env(&[])).expect("defaults are valid");
+        assert!(matches!(s.database, DatabaseMode::Embedded));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.base_domain.as_str(), "localhost");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let e = Settings::from_lookup(env(&[("PLATFORM_LISTEN", "nope")])).expect_err("invalid");
+        assert!(e.to_string().starts_with("PLATFORM_LISTEN"), "{e}");
+        let e = Settings::from_lookup(env(&[("PLATFORM_DATABASE_URL", "postgres://x/y")])).expect_err("half");
+        assert!(matches!(e, SettingsError::HalfExternal));
+        let e = Settings::from_lookup(env(&[("PLATFORM_MASTER_KEY", "short")])).expect_err("bad key");
+        assert!(e.to_string().starts_with("PLATFORM_MASTER_KEY"), "{e}");
+        let e = Settings::from_lookup(env(&[
+            ("PLATFORM_DATABASE_URL", "postgres://x/y"),
+            ("PLATFORM_SHARED_DATABASE_URL", "postgres://x/z"),
+        ]))
+        .expect_err("key needed");
+        assert!(e.to_string().starts_with("PLATFORM_MASTER_KEY"), "{e}");
+    }
+}
