@@ -1,0 +1,47 @@
+//! The platform server: an axum router over the tenancy core. `main.rs` wires it to the
+//! environment; tests build the same router over their own databases.
+
+pub mod error;
+pub mod extract;
+pub mod observe;
+pub mod pagination;
+pub mod router;
+pub mod routes;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tenancy::bootstrap::Tenancy;
+
+use crate::extract::admin::AdminToken;
+use crate::state::AppState;
+
+/// A running application instance: its router and its catalog listener (stopped on drop).
+pub struct App {
+    pub router: axum::Router,
+    pub tenancy: Arc<Tenancy>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl App {
+    /// Builds the router and starts listening for catalog changes (returns once listening).
+    pub async fn new(tenancy: Tenancy, admin_token: &str) -> anyhow::Result<Self> {
+        let tenancy = Arc::new(tenancy);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let listener = tokio::spawn(Arc::clone(&tenancy).listen_for_changes(ready_tx));
+        tokio::time::timeout(Duration::from_secs(15), ready_rx)
+            .await
+            .context("the catalog listener did not start within 15 s")?
+            .context("the catalog listener stopped")?;
+        let state = AppState { tenancy: Arc::clone(&tenancy), admin_token: AdminToken::new(admin_token) };
+        Ok(Self { router: router::router(state), tenancy, listener })
+    }
+}

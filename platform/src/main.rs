@@ -1,1 +1,101 @@
-fn main() {}
+//! `platform`: the server. With no configuration it starts (or reuses) a local PostgreSQL under
+//! `PLATFORM_DATA_DIR` and listens on `PLATFORM_LISTEN`.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use tenancy::crypto::random_token;
+use tenancy::embedded::write_private;
+use tenancy::settings::{Settings, Secret};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(settings.log_json);
+    match run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "platform failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_env("PLATFORM_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tokio_postgres=warn"));
+    if json {
+        tracing_subscriber::fmt().json().flatten_event(true).with_current_span(true).with_span_list(false).with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let started = tenancy::bootstrap::start(&settings).await?;
+    if let Some(c) = &started.cluster {
+        println!("embedded PostgreSQL at 127.0.0.1:{} (data in {})", c.port(), c.dir().display());
+    }
+    if let Some(path) = &started.master_key_file {
+        println!("master key file: {} (back it up: without it, sealed secrets cannot be opened)", path.display());
+    }
+    let admin_token = match &settings.admin_token {
+        Some(t) => t.clone(),
+        None => {
+            let path = settings.data_dir.join("admin-token");
+            let token = if path.exists() {
+                std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned()
+            } else {
+                let t = random_token(32);
+                write_private(&path, &t).with_context(|| format!("writing {}", path.display()))?;
+                t
+            };
+            println!("operator token: in {} (mode 0600)", path.display());
+            Secret::new(token)
+        }
+    };
+    let app = platform::App::new(started.tenancy.clone(), admin_token.expose()).await?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("PLATFORM_LISTEN: cannot listen on {}", settings.listen))?;
+    println!(
+        "platform listening on http://{} (tenants at http://{{slug}}.{}:{})",
+        settings.listen,
+        settings.base_domain,
+        settings.listen.port()
+    );
+    tracing::info!(listen = %settings.listen, "platform listening");
+    let served = axum::serve(listener, app.router.clone()).with_graceful_shutdown(shutdown()).await;
+    drop(app);
+    if let Some(c) = started.cluster.filter(|c| c.started_here()) {
+        tracing::info!("stopping the embedded PostgreSQL");
+        tokio::task::spawn_blocking(move || c.stop()).await??;
+    }
+    served.context("serving")
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

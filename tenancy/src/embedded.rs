@@ -149,12 +149,16 @@ impl Cluster {
     }
 
     fn init(bins: &PgBinaries, dir: &Path, pw_file: &Path, as_other_user: bool) -> Result<(), EmbeddedError> {
+        // No PG_VERSION: nothing, or what a failed initdb left. Either way, start clean.
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         let password = random_token(24);
         write_private(pw_file, &password)?;
         // initdb reads the password from a file the server user can read; it is removed after.
-        let init_pw = dir.join(".initdb-pw");
+        let init_pw = pw_file.with_file_name(".initdb-pw");
         write_private(&init_pw, &password)?;
         if as_other_user {
             run(

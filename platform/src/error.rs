@@ -1,0 +1,191 @@
+//! The one HTTP error type. Every error is RFC 9457 `application/problem+json` with a stable
+//! `type`, a `title`, the `status` and a `detail`. Internal error text never reaches the client: a
+//! 5xx carries it in a response extension, and the request middleware logs it once with the
+//! request id.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// Problem details (RFC 9457), as sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A stable URI reference naming the kind of problem, e.g. `/problems/not-found`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+/// The internal cause of a 5xx, for the log line only.
+#[derive(Clone, Debug)]
+pub struct InternalCause(pub String);
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: String,
+    retry_after: Option<u32>,
+    www_authenticate: bool,
+    cause: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, kind, title, detail: detail.into(), retry_after: None, www_authenticate: false, cause: None }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
+    }
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required", detail);
+        e.www_authenticate = true;
+        e
+    }
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+    pub fn tenant_suspended() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "tenant-suspended", "Tenant suspended", "this tenant is suspended")
+    }
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", "this route does not accept that method")
+    }
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+    }
+    pub fn payload_too_large(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", detail)
+    }
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
+    }
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid request", detail)
+    }
+    pub fn idempotency_mismatch() -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            "this Idempotency-Key was used with a different request body",
+        )
+    }
+    pub fn idempotency_in_flight() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "idempotency-in-flight",
+            "Request in progress",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+        )
+    }
+    /// A dependency is down or saturated; the client may retry.
+    pub fn unavailable(detail: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail);
+        e.retry_after = Some(1);
+        e.cause = Some(cause.to_string());
+        e
+    }
+    /// A bug or an unexpected failure: the cause is logged, never sent.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an unexpected error occurred; it has been logged with this request's id",
+        );
+        e.cause = Some(cause.to_string());
+        e
+    }
+
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The problem body as JSON (for idempotency records).
+    #[must_use]
+    pub fn body(&self) -> Value {
+        serde_json::to_value(self.problem()).unwrap_or(Value::Null)
+    }
+
+    fn problem(&self) -> Problem {
+        Problem {
+            kind: format!("/problems/{}", self.kind),
+            title: self.title.to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut resp = (self.status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(s) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.www_authenticate {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(cause) = self.cause {
+            resp.extensions_mut().insert(InternalCause(cause));
+        }
+        resp
+    }
+}
+
+impl From<tenancy::catalog::CatalogError> for ApiError {
+    fn from(e: tenancy::catalog::CatalogError) -> Self {
+        Self::unavailable("the catalog is unavailable", format!("{e}: {:?}", e.0))
+    }
+}
+
+impl From<std::sync::Arc<tenancy::catalog::CatalogError>> for ApiError {
+    fn from(e: std::sync::Arc<tenancy::catalog::CatalogError>) -> Self {
+        Self::unavailable("the catalog is unavailable", format!("{e}: {:?}", e.0))
+    }
+}
+
+impl From<tenancy::dataplane::ConnectError> for ApiError {
+    fn from(e: tenancy::dataplane::ConnectError) -> Self {
+        match e {
+            tenancy::dataplane::ConnectError::Unavailable(_) => Self::unavailable("the tenant's database is unavailable", e),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.is_closed() || e.as_db_error().is_none() {
+            return Self::unavailable("the tenant's database is unavailable", e);
+        }
+        Self::internal(e)
+    }
+}
+
+impl From<tenancy::credentials::ApiKeyError> for ApiError {
+    fn from(e: tenancy::credentials::ApiKeyError) -> Self {
+        match e {
+            tenancy::credentials::ApiKeyError::Connect(c) => c.into(),
+            tenancy::credentials::ApiKeyError::Db(d) => d.into(),
+        }
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,143 @@
+//! Tenant context. The tenant comes from the `Host` (subdomain of the base domain or a custom
+//! domain) and/or the credential (a tenant API key names its tenant). When both name a tenant they
+//! must agree, else the request is refused the same way whether or not the other tenant exists.
+//! The host only selects the tenant; it never grants access: the tenant API needs a credential.
+//!
+//! [`TenantDb`] is the only door to tenant data: a connection that carries the tenant.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::{AUTHORIZATION, HOST};
+use axum::http::request::Parts;
+use tenancy::catalog::{Tenant, TenantStatus};
+use tenancy::credentials::{ApiKeys, PresentedKey};
+use tenancy::dataplane::{DataPlane, TenantConn};
+use tenancy::ids::{ApiKeyId, DomainName};
+use tenancy::resolve::{HostTenant, Resolver};
+
+use super::admin::bearer;
+use crate::error::ApiError;
+
+/// Who is calling, within the tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    ApiKey(ApiKeyId),
+}
+
+/// The resolved tenant of a request and the authenticated principal, if any.
+#[derive(Clone, Debug)]
+pub struct TenantContext {
+    pub tenant: Arc<Tenant>,
+    pub principal: Option<Principal>,
+}
+
+const MISMATCH: &str = "the credential is not valid for this tenant's host";
+
+impl<S> FromRequestParts<S> for TenantContext
+where
+    Resolver: FromRef<S>,
+    DataPlane: FromRef<S>,
+    ApiKeys: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ctx) = parts.extensions.get::<Self>() {
+            return Ok(ctx.clone());
+        }
+        let resolver = Resolver::from_ref(state);
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .and_then(DomainName::from_host_header);
+        let from_host = match &host {
+            Some(h) => resolver.host(h).await?,
+            None => HostTenant::None,
+        };
+        let key = match parts.headers.get(AUTHORIZATION) {
+            None => None,
+            Some(_) => {
+                let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
+                Some(PresentedKey::parse(token).ok_or_else(|| ApiError::unauthorized("the credential is not valid"))?)
+            }
+        };
+        let id = match (&key, from_host) {
+            (Some(k), HostTenant::Tenant(h)) if k.tenant == h => h,
+            (Some(_), HostTenant::Tenant(_) | HostTenant::Unknown) => return Err(ApiError::forbidden(MISMATCH)),
+            (Some(k), HostTenant::None) => k.tenant,
+            (None, HostTenant::Tenant(h)) => h,
+            (None, HostTenant::Unknown | HostTenant::None) => {
+                return Err(ApiError::not_found("no tenant is known at this host"));
+            }
+        };
+        let tenant = resolver.tenant(id).await?;
+        let tenant = match tenant {
+            Some(t) if matches!(t.status, TenantStatus::Active) => t,
+            Some(t) if matches!(t.status, TenantStatus::Suspended) => return Err(ApiError::tenant_suspended()),
+            _ if key.is_some() => return Err(ApiError::unauthorized("the credential is not valid")),
+            _ => return Err(ApiError::not_found("no tenant is known at this host")),
+        };
+        let principal = match &key {
+            None => None,
+            Some(k) => {
+                let keys = ApiKeys::from_ref(state);
+                let dp = DataPlane::from_ref(state);
+                let id = keys.verify(&dp, &tenant, k).await?.ok_or_else(|| ApiError::unauthorized("the credential is not valid"))?;
+                Some(Principal::ApiKey(id))
+            }
+        };
+        tracing::Span::current().record("tenant.id", tracing::field::display(tenant.id));
+        let ctx = Self { tenant, principal };
+        parts.extensions.insert(ctx.clone());
+        Ok(ctx)
+    }
+}
+
+/// An authenticated tenant request (a valid credential of the resolved tenant).
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    pub tenant: Arc<Tenant>,
+    pub principal: Principal,
+}
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    Resolver: FromRef<S>,
+    DataPlane: FromRef<S>,
+    ApiKeys: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ctx = TenantContext::from_request_parts(parts, state).await?;
+        match ctx.principal {
+            Some(principal) => Ok(Self { tenant: ctx.tenant, principal }),
+            None => Err(ApiError::unauthorized("this API needs a credential (a tenant API key)")),
+        }
+    }
+}
+
+/// A data-plane connection for the authenticated tenant of the request.
+#[derive(Debug)]
+pub struct TenantDb(pub TenantConn);
+
+impl<S> FromRequestParts<S> for TenantDb
+where
+    Resolver: FromRef<S>,
+    DataPlane: FromRef<S>,
+    ApiKeys: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = Authenticated::from_request_parts(parts, state).await?;
+        let dp = DataPlane::from_ref(state);
+        Ok(Self(dp.connect(&auth.tenant).await?))
+    }
+}

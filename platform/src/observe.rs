@@ -1,0 +1,69 @@
+//! Request middleware: a request id on every request and response (a well-formed incoming
+//! `x-request-id` is kept), a tracing span with the request id, method, route and tenant, and one
+//! JSON log line per request with status and latency. A 5xx is logged here, once, with its
+//! internal cause.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
+
+use crate::error::{ApiError, InternalCause};
+
+/// The request's id.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+fn well_formed(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)))
+        .then(|| s.to_owned())
+}
+
+/// The middleware.
+pub async fn observe(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(well_formed)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        route = %route,
+        tenant.id = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    let status = resp.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let _entered = span.enter();
+    match resp.extensions().get::<InternalCause>() {
+        Some(InternalCause(cause)) if status >= 500 => {
+            tracing::error!(status, latency_ms, error = %cause, "request failed");
+        }
+        _ => tracing::info!(status, latency_ms, "request finished"),
+    }
+    resp
+}
+
+/// Turns a caught panic into a problem response (the panic message is logged, not sent).
+pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panic".into());
+    ApiError::internal(format!("panic: {msg}")).into_response()
+}

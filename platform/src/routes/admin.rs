@@ -1,0 +1,23 @@
+//! The operator API (`/admin/v1`), behind the operator bearer token.
+
+pub mod api_keys;
+pub mod db_servers;
+pub mod domains;
+pub mod tenants;
+
+use tenancy::catalog::{Catalog, Tenant, TenantStatus};
+use tenancy::ids::TenantId;
+
+use crate::error::ApiError;
+
+/// The live tenant named by a path segment: its id or its slug.
+pub(crate) async fn find_tenant(catalog: &Catalog, id_or_slug: &str) -> Result<Tenant, ApiError> {
+    let found = match TenantId::parse(id_or_slug) {
+        Some(id) => catalog.tenant(id).await?,
+        None if id_or_slug.len() <= 63 => catalog.tenant_by_slug(id_or_slug).await?,
+        None => None,
+    };
+    found
+        .filter(|t| t.status != TenantStatus::Deleted)
+        .ok_or_else(|| ApiError::not_found("no such tenant"))
+}

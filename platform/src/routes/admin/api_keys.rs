@@ -1,0 +1,104 @@
+//! `/admin/v1/tenants/{tenant}/api-keys`: tenant API keys, shown once, stored hashed in the
+//! tenant's database, revoked at once.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tenancy::bootstrap::Tenancy;
+use tenancy::credentials::ApiKey;
+use tenancy::ids::ApiKeyId;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::find_tenant;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::admin::Operator;
+use crate::extract::{ApiJson, ApiPath};
+use crate::routes::{text, ts};
+
+/// Body of `POST .../api-keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyBody {
+    pub name: String,
+}
+
+/// An API key (without its secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: Uuid,
+    pub name: String,
+    /// A recognisable fragment, not usable as a credential.
+    pub prefix: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl From<&ApiKey> for KeyView {
+    fn from(k: &ApiKey) -> Self {
+        Self {
+            id: k.id.as_uuid(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            created_at: ts(k.created_at),
+            revoked_at: k.revoked_at.map(ts),
+        }
+    }
+}
+
+/// The tenant's keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub items: Vec<KeyView>,
+}
+
+/// Create a tenant API key; the response is the only time the key is shown.
+#[utoipa::path(post, path = "/admin/v1/tenants/{tenant}/api-keys", tag = "admin", request_body = CreateKeyBody,
+    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    responses((status = 201, body = serde_json::Value), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("operator" = [])))]
+pub async fn create(
+    _: Operator,
+    State(tenancy): State<Arc<Tenancy>>,
+    ApiPath(tenant): ApiPath<String>,
+    ApiJson(body): ApiJson<CreateKeyBody>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let t = find_tenant(&tenancy.catalog, &tenant).await?;
+    let name = text("name", &body.name, 100)?;
+    let (key, secret) = tenancy.api_keys.create(&tenancy.dataplane, &t, &name).await?;
+    let mut v = serde_json::to_value(KeyView::from(&key)).map_err(ApiError::internal)?;
+    v["key"] = serde_json::Value::String(secret);
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// The tenant's keys (never the secrets).
+#[utoipa::path(get, path = "/admin/v1/tenants/{tenant}/api-keys", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    responses((status = 200, body = KeyList), (status = 404, body = Problem)),
+    security(("operator" = [])))]
+pub async fn list(_: Operator, State(tenancy): State<Arc<Tenancy>>, ApiPath(tenant): ApiPath<String>) -> ApiResult<Json<KeyList>> {
+    let t = find_tenant(&tenancy.catalog, &tenant).await?;
+    let keys = tenancy.api_keys.list(&tenancy.dataplane, &t).await?;
+    Ok(Json(KeyList { items: keys.iter().map(KeyView::from).collect() }))
+}
+
+/// Revoke a key: refused at once on this instance, within about a second on every other.
+#[utoipa::path(delete, path = "/admin/v1/tenants/{tenant}/api-keys/{key_id}", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ("key_id" = Uuid, Path)),
+    responses((status = 204, description = "Revoked"), (status = 404, body = Problem)),
+    security(("operator" = [])))]
+pub async fn revoke(
+    _: Operator,
+    State(tenancy): State<Arc<Tenancy>>,
+    ApiPath((tenant, key_id)): ApiPath<(String, Uuid)>,
+) -> ApiResult<StatusCode> {
+    let t = find_tenant(&tenancy.catalog, &tenant).await?;
+    if !tenancy.api_keys.revoke(&tenancy.dataplane, &t, ApiKeyId::from_uuid(key_id)).await? {
+        return Err(ApiError::not_found("no such live key"));
+    }
+    tenancy.catalog.publish(Some(t.id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

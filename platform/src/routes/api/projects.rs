@@ -1,0 +1,158 @@
+//! `/api/v1/projects`: the reference domain's projects (trivial CRUD, tenant-scoped by RLS).
+
+use axum::Json;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tenancy::dataplane::TenantTx;
+use tokio_postgres::Row;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::tenant::TenantDb;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::pagination::{PageQuery, Paged};
+use crate::routes::api::double_option;
+use crate::routes::{text, ts};
+
+/// A project.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Project {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const COLUMNS: &str = "id, name, description, created_at, updated_at";
+
+fn project(r: &Row) -> Project {
+    Project { id: r.get(0), name: r.get(1), description: r.get(2), created_at: ts(r.get(3)), updated_at: ts(r.get(4)) }
+}
+
+/// Body of `POST /api/v1/projects`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProject {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Body of `PATCH /api/v1/projects/{project_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectPatch {
+    pub name: Option<String>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+}
+
+fn description(d: Option<&str>) -> ApiResult<Option<String>> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.chars().count() > 10_000 => Err(ApiError::unprocessable("`description` must be at most 10000 characters")),
+        Some(d) => Ok(Some(d.to_owned())),
+    }
+}
+
+/// The project, if it exists for this tenant (RLS hides every other tenant's).
+pub(crate) async fn exists(tx: &mut TenantTx, id: Uuid) -> ApiResult<()> {
+    tx.query_opt("SELECT 1 FROM projects WHERE id = $1", &[&id])
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| ApiError::not_found("no such project"))
+}
+
+/// Create a project.
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = NewProject,
+    responses((status = 201, body = Project), (status = 401, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn create(TenantDb(conn): TenantDb, ApiJson(body): ApiJson<NewProject>) -> ApiResult<(StatusCode, Json<Project>)> {
+    let name = text("name", &body.name, 200)?;
+    let description = description(body.description.as_deref())?;
+    let tenant = conn.tenant().as_uuid();
+    let mut tx = conn.begin();
+    let rows = tx
+        .query(
+            &format!("INSERT INTO projects (tenant_id, id, name, description) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"),
+            &[&tenant, &Uuid::now_v7(), &name, &description],
+        )
+        .await?;
+    tx.commit().await?;
+    let row = rows.first().ok_or_else(|| ApiError::internal("insert returned no row"))?;
+    Ok((StatusCode::CREATED, Json(project(row))))
+}
+
+/// List projects, oldest first.
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(PageQuery),
+    responses((status = 200, body = Paged<Project>), (status = 400, body = Problem), (status = 401, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn list(TenantDb(conn): TenantDb, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Paged<Project>>> {
+    let page = q.page()?;
+    let mut tx = conn.begin();
+    let rows = tx
+        .query(
+            &format!("SELECT {COLUMNS} FROM projects WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"),
+            &[&page.after, &(page.limit + 1)],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Json(Paged::from_rows(rows.iter().map(project).collect(), page.limit, |p| p.id)))
+}
+
+/// Show a project.
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}", tag = "projects",
+    params(("project_id" = Uuid, Path)),
+    responses((status = 200, body = Project), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn show(TenantDb(conn): TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Project>> {
+    let mut tx = conn.begin();
+    let row = tx.query_opt(&format!("SELECT {COLUMNS} FROM projects WHERE id = $1"), &[&id]).await?;
+    tx.commit().await?;
+    Ok(Json(project(&row.ok_or_else(|| ApiError::not_found("no such project"))?)))
+}
+
+/// Change a project.
+#[utoipa::path(patch, path = "/api/v1/projects/{project_id}", tag = "projects", request_body = ProjectPatch,
+    params(("project_id" = Uuid, Path)),
+    responses((status = 200, body = Project), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn patch(TenantDb(conn): TenantDb, ApiPath(id): ApiPath<Uuid>, ApiJson(body): ApiJson<ProjectPatch>) -> ApiResult<Json<Project>> {
+    let name = body.name.as_deref().map(|n| text("name", n, 200)).transpose()?;
+    let (set_description, description) = match &body.description {
+        None => (false, None),
+        Some(d) => (true, description(d.as_deref())?),
+    };
+    let mut tx = conn.begin();
+    let row = tx
+        .query_opt(
+            &format!(
+                "UPDATE projects SET name = COALESCE($2, name),
+                        description = CASE WHEN $3 THEN $4 ELSE description END, updated_at = now()
+                 WHERE id = $1 RETURNING {COLUMNS}"
+            ),
+            &[&id, &name, &set_description, &description],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Json(project(&row.ok_or_else(|| ApiError::not_found("no such project"))?)))
+}
+
+/// Delete a project and its tasks.
+#[utoipa::path(delete, path = "/api/v1/projects/{project_id}", tag = "projects",
+    params(("project_id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn delete(TenantDb(conn): TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+    let mut tx = conn.begin();
+    let n = tx.execute("DELETE FROM projects WHERE id = $1", &[&id]).await?;
+    tx.commit().await?;
+    if n == 0 {
+        return Err(ApiError::not_found("no such project"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
