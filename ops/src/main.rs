@@ -1,1 +1,52 @@
-fn main() {}
+//! `platformctl`: operator tooling over the tenancy library, configured by the same `PLATFORM_*`
+//! variables as the server. One file per subcommand under `commands/`.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "platformctl",
+    about = "Operate the platform: tenants, migrations."
+)]
+struct Cli {
+    /// Machine-readable output (one JSON object per line).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tenant lifecycle.
+    #[command(subcommand)]
+    Tenants(commands::tenants::Tenants),
+    /// Schema migrations.
+    #[command(subcommand)]
+    Migrate(commands::migrate::Migrate),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter("warn")
+        .init();
+    let out = commands::Output { json: cli.json };
+    let result = match cli.command {
+        Command::Tenants(t) => commands::tenants::run(t, &out).await,
+        Command::Migrate(m) => commands::migrate::run(m, &out).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

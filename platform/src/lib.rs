@@ -41,7 +41,14 @@ impl App {
             .await
             .context("the catalog listener did not start within 15 s")?
             .context("the catalog listener stopped")?;
-        let state = AppState { tenancy: Arc::clone(&tenancy), admin_token: AdminToken::new(admin_token) };
-        Ok(Self { router: router::router(state), tenancy, listener })
+        let state = AppState {
+            tenancy: Arc::clone(&tenancy),
+            admin_token: AdminToken::new(admin_token),
+        };
+        Ok(Self {
+            router: router::router(state),
+            tenancy,
+            listener,
+        })
     }
 }

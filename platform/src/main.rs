@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use tenancy::crypto::random_token;
 use tenancy::embedded::write_private;
-use tenancy::settings::{Settings, Secret};
+use tenancy::settings::{Secret, Settings};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -30,9 +30,16 @@ async fn main() -> ExitCode {
 }
 
 fn init_tracing(json: bool) {
-    let filter = EnvFilter::try_from_env("PLATFORM_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tokio_postgres=warn"));
+    let filter = EnvFilter::try_from_env("PLATFORM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tokio_postgres=warn"));
     if json {
-        tracing_subscriber::fmt().json().flatten_event(true).with_current_span(true).with_span_list(false).with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -41,17 +48,27 @@ fn init_tracing(json: bool) {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let started = tenancy::bootstrap::start(&settings).await?;
     if let Some(c) = &started.cluster {
-        println!("embedded PostgreSQL at 127.0.0.1:{} (data in {})", c.port(), c.dir().display());
+        println!(
+            "embedded PostgreSQL at 127.0.0.1:{} (data in {})",
+            c.port(),
+            c.dir().display()
+        );
     }
     if let Some(path) = &started.master_key_file {
-        println!("master key file: {} (back it up: without it, sealed secrets cannot be opened)", path.display());
+        println!(
+            "master key file: {} (back it up: without it, sealed secrets cannot be opened)",
+            path.display()
+        );
     }
     let admin_token = match &settings.admin_token {
         Some(t) => t.clone(),
         None => {
             let path = settings.data_dir.join("admin-token");
             let token = if path.exists() {
-                std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned()
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .trim()
+                    .to_owned()
             } else {
                 let t = random_token(32);
                 write_private(&path, &t).with_context(|| format!("writing {}", path.display()))?;
@@ -72,7 +89,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.listen.port()
     );
     tracing::info!(listen = %settings.listen, "platform listening");
-    let served = axum::serve(listener, app.router.clone()).with_graceful_shutdown(shutdown()).await;
+    let served = axum::serve(listener, app.router.clone())
+        .with_graceful_shutdown(shutdown())
+        .await;
     drop(app);
     if let Some(c) = started.cluster.filter(|c| c.started_here()) {
         tracing::info!("stopping the embedded PostgreSQL");

@@ -35,12 +35,18 @@ impl PageQuery {
             None => DEFAULT_LIMIT,
             Some(l) => match l.parse::<i64>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => return Err(ApiError::bad_request(format!("`limit` must be a whole number from 1 to {MAX_LIMIT}"))),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "`limit` must be a whole number from 1 to {MAX_LIMIT}"
+                    )));
+                }
             },
         };
         let after = match &self.cursor {
             None => None,
-            Some(c) => Some(decode(c).ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this API issued"))?),
+            Some(c) => Some(decode(c).ok_or_else(|| {
+                ApiError::bad_request("`cursor` is not a cursor this API issued")
+            })?),
         };
         Ok(Page { limit, after })
     }
@@ -70,7 +76,11 @@ impl<T> Paged<T> {
     pub fn from_rows(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> Uuid) -> Self {
         let more = items.len() as i64 > limit;
         items.truncate(usize::try_from(limit).unwrap_or(0));
-        let next_cursor = if more { items.last().map(|t| encode(id(t))) } else { None };
+        let next_cursor = if more {
+            items.last().map(|t| encode(id(t)))
+        } else {
+            None
+        };
         Self { items, next_cursor }
     }
 }

@@ -8,14 +8,17 @@ use time::OffsetDateTime;
 
 /// RFC 3339 timestamps in responses.
 pub(crate) fn ts(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// Checks a required human-readable text field.
 pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<String, crate::error::ApiError> {
     let v = value.trim();
     if v.is_empty() {
-        return Err(crate::error::ApiError::unprocessable(format!("`{field}` must not be empty")));
+        return Err(crate::error::ApiError::unprocessable(format!(
+            "`{field}` must not be empty"
+        )));
     }
     if v.chars().count() > max || v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(crate::error::ApiError::unprocessable(format!(

@@ -47,9 +47,21 @@ pub struct Started {
 /// Starts (or attaches to) the databases and builds the tenancy core.
 pub async fn start(settings: &Settings) -> anyhow::Result<Started> {
     let (control_url, shared_url, cluster, key, key_file) = match &settings.database {
-        DatabaseMode::External { control_plane_url, shared_url } => {
-            let key = settings.master_key.clone().context("PLATFORM_MASTER_KEY is required with external databases")?;
-            (control_plane_url.expose().to_owned(), shared_url.expose().to_owned(), None, key, None)
+        DatabaseMode::External {
+            control_plane_url,
+            shared_url,
+        } => {
+            let key = settings
+                .master_key
+                .clone()
+                .context("PLATFORM_MASTER_KEY is required with external databases")?;
+            (
+                control_plane_url.expose().to_owned(),
+                shared_url.expose().to_owned(),
+                None,
+                key,
+                None,
+            )
         }
         DatabaseMode::Embedded => {
             let dir = settings.data_dir.clone();
@@ -63,24 +75,46 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Started> {
                     (load_or_create_key(&path)?, Some(path))
                 }
             };
-            let admin = pg::connect(&cluster.url("postgres").parse()?).await.context("connecting to the embedded PostgreSQL")?;
+            let admin = pg::connect(&cluster.url("postgres").parse()?)
+                .await
+                .context("connecting to the embedded PostgreSQL")?;
             for db in [CONTROL_DB, SHARED_DB] {
-                let exists = admin.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db]).await?.is_some();
+                let exists = admin
+                    .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+                    .await?
+                    .is_some();
                 if !exists {
-                    admin.batch_execute(&format!("CREATE DATABASE {db}")).await?;
+                    admin
+                        .batch_execute(&format!("CREATE DATABASE {db}"))
+                        .await?;
                 }
             }
-            (cluster.url(CONTROL_DB), cluster.url(SHARED_DB), Some(cluster), key, key_file)
+            (
+                cluster.url(CONTROL_DB),
+                cluster.url(SHARED_DB),
+                Some(cluster),
+                key,
+                key_file,
+            )
         }
     };
 
-    migrate::control_plane(&control_url.parse()?).await.context("migrating the control plane")?;
+    migrate::control_plane(&control_url.parse()?)
+        .await
+        .context("migrating the control plane")?;
     let password = app_role_password(&key);
     ensure_app_role(&shared_url, &password).await?;
-    migrate::tenant_database(&shared_url.parse()?).await.context("migrating the shared tenant database")?;
+    migrate::tenant_database(&shared_url.parse()?)
+        .await
+        .context("migrating the shared tenant database")?;
 
     let catalog = Catalog::connect_lazy(&control_url, key.clone())?;
-    let provisioner = Provisioner::new(catalog.clone(), shared_url.clone(), &key, settings.default_db_server.clone());
+    let provisioner = Provisioner::new(
+        catalog.clone(),
+        shared_url.clone(),
+        &key,
+        settings.default_db_server.clone(),
+    );
     if let Some(c) = &cluster {
         let budget = u32::try_from(settings.server_connection_budget).unwrap_or(u32::MAX);
         provisioner
@@ -88,28 +122,55 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Started> {
             .await
             .context("registering the embedded server")?;
     }
-    let sizes = PoolSizes { shared: settings.shared_pool_size, dedicated: settings.dedicated_pool_size };
+    let sizes = PoolSizes {
+        shared: settings.shared_pool_size,
+        dedicated: settings.dedicated_pool_size,
+    };
     let dataplane = DataPlane::new(catalog.clone(), &shared_url, password, sizes)?;
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
-    let tenancy = Tenancy { catalog, dataplane, resolver, provisioner, api_keys: ApiKeys::new(), master_key: key };
-    Ok(Started { tenancy, cluster, master_key_file: key_file })
+    let tenancy = Tenancy {
+        catalog,
+        dataplane,
+        resolver,
+        provisioner,
+        api_keys: ApiKeys::new(),
+        master_key: key,
+    };
+    Ok(Started {
+        tenancy,
+        cluster,
+        master_key_file: key_file,
+    })
 }
 
 /// Creates the data-plane role unless it can already log in with `password`.
 async fn ensure_app_role(owner_url: &str, password: &str) -> anyhow::Result<()> {
-    let db = owner_url.parse::<tokio_postgres::Config>()?.get_dbname().unwrap_or("postgres").to_owned();
-    if pg::connect(&pg::app_config(owner_url, &db, password)?).await.is_ok() {
+    let db = owner_url
+        .parse::<tokio_postgres::Config>()?
+        .get_dbname()
+        .unwrap_or("postgres")
+        .to_owned();
+    if pg::connect(&pg::app_config(owner_url, &db, password)?)
+        .await
+        .is_ok()
+    {
         return Ok(());
     }
-    let admin = pg::connect(&owner_url.parse()?).await.context("connecting to the shared database")?;
-    pg::ensure_app_role(&admin, password).await.context("creating the data-plane role (needs CREATEROLE)")?;
+    let admin = pg::connect(&owner_url.parse()?)
+        .await
+        .context("connecting to the shared database")?;
+    pg::ensure_app_role(&admin, password)
+        .await
+        .context("creating the data-plane role (needs CREATEROLE)")?;
     Ok(())
 }
 
 fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<MasterKey> {
     if path.exists() {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        return MasterKey::from_base64(&text).with_context(|| format!("{} is not a valid master key", path.display()));
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return MasterKey::from_base64(&text)
+            .with_context(|| format!("{} is not a valid master key", path.display()));
     }
     let key = MasterKey::generate();
     write_private(path, &key.to_base64()).with_context(|| format!("writing {}", path.display()))?;

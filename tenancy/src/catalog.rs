@@ -61,9 +61,16 @@ impl Catalog {
     }
 }
 
-pub(crate) async fn publish<'e, E: sqlx::PgExecutor<'e>>(ex: E, tenant: Option<TenantId>) -> Result<(), CatalogError> {
+pub(crate) async fn publish<'e, E: sqlx::PgExecutor<'e>>(
+    ex: E,
+    tenant: Option<TenantId>,
+) -> Result<(), CatalogError> {
     let payload = tenant.map_or_else(|| "*".to_owned(), |t| t.to_string());
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(ex).await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload)
+        .execute(ex)
+        .await?;
     Ok(())
 }
 

@@ -43,7 +43,10 @@ impl PresentedKey {
             return None;
         }
         let tenant = TenantId::from_uuid(Uuid::try_parse(tenant).ok()?);
-        Some(Self { tenant, hash: hash_token(token) })
+        Some(Self {
+            tenant,
+            hash: hash_token(token),
+        })
     }
 }
 
@@ -87,7 +90,12 @@ impl ApiKeys {
     }
 
     /// The key's id if `key` is a live key of `tenant`.
-    pub async fn verify(&self, dp: &DataPlane, tenant: &Tenant, key: &PresentedKey) -> Result<Option<ApiKeyId>, ApiKeyError> {
+    pub async fn verify(
+        &self,
+        dp: &DataPlane,
+        tenant: &Tenant,
+        key: &PresentedKey,
+    ) -> Result<Option<ApiKeyId>, ApiKeyError> {
         if key.tenant != tenant.id {
             return Ok(None);
         }
@@ -98,20 +106,32 @@ impl ApiKeys {
             .try_get_with((tenant.id, key.hash.clone()), async move {
                 let mut tx = dp.connect(&tenant).await?.begin();
                 let row = tx
-                    .query_opt("SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", &[&hash])
+                    .query_opt(
+                        "SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                        &[&hash],
+                    )
                     .await?;
                 tx.commit().await?;
                 Ok(row.map(|r| ApiKeyId::from_uuid(r.get(0))))
             })
             .await
             .map_err(|e: std::sync::Arc<ApiKeyError>| match &*e {
-                ApiKeyError::Connect(c) => ApiKeyError::Connect(ConnectError::Unavailable(c.to_string())),
-                ApiKeyError::Db(_) => ApiKeyError::Connect(ConnectError::Unavailable(e.to_string())),
+                ApiKeyError::Connect(c) => {
+                    ApiKeyError::Connect(ConnectError::Unavailable(c.to_string()))
+                }
+                ApiKeyError::Db(_) => {
+                    ApiKeyError::Connect(ConnectError::Unavailable(e.to_string()))
+                }
             })
     }
 
     /// Creates a key; returns it with the secret, which is shown once and never stored.
-    pub async fn create(&self, dp: &DataPlane, tenant: &Tenant, name: &str) -> Result<(ApiKey, String), ApiKeyError> {
+    pub async fn create(
+        &self,
+        dp: &DataPlane,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<(ApiKey, String), ApiKeyError> {
         let secret = random_token(32);
         let token = format!("{PREFIX}{}_{secret}", tenant.id.as_uuid().simple());
         let id = ApiKeyId::new();
@@ -125,16 +145,35 @@ impl ApiKeys {
             )
             .await?;
         tx.commit().await?;
-        let created_at = row.first().map_or_else(OffsetDateTime::now_utc, |r| r.get(0));
-        Ok((ApiKey { id, name: name.to_owned(), prefix, created_at, revoked_at: None }, token))
+        let created_at = row
+            .first()
+            .map_or_else(OffsetDateTime::now_utc, |r| r.get(0));
+        Ok((
+            ApiKey {
+                id,
+                name: name.to_owned(),
+                prefix,
+                created_at,
+                revoked_at: None,
+            },
+            token,
+        ))
     }
 
     /// Revokes a key; false if the tenant has no such live key. Takes effect on this instance at
     /// once; the caller publishes the change for the others.
-    pub async fn revoke(&self, dp: &DataPlane, tenant: &Tenant, id: ApiKeyId) -> Result<bool, ApiKeyError> {
+    pub async fn revoke(
+        &self,
+        dp: &DataPlane,
+        tenant: &Tenant,
+        id: ApiKeyId,
+    ) -> Result<bool, ApiKeyError> {
         let mut tx = dp.connect(tenant).await?.begin();
         let n = tx
-            .execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", &[&id.as_uuid()])
+            .execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+                &[&id.as_uuid()],
+            )
             .await?;
         tx.commit().await?;
         self.invalidate_tenant(tenant.id);
@@ -145,7 +184,10 @@ impl ApiKeys {
     pub async fn list(&self, dp: &DataPlane, tenant: &Tenant) -> Result<Vec<ApiKey>, ApiKeyError> {
         let mut tx = dp.connect(tenant).await?.begin();
         let rows = tx
-            .query("SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY id", &[])
+            .query(
+                "SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY id",
+                &[],
+            )
             .await?;
         tx.commit().await?;
         Ok(rows
@@ -170,7 +212,11 @@ impl ApiKeys {
 
     fn invalidate_tenant(&self, tenant: TenantId) {
         // Closures are registered and applied by moka's housekeeping; lookups honour them at once.
-        if self.cache.invalidate_entries_if(move |k, _| k.0 == tenant).is_err() {
+        if self
+            .cache
+            .invalidate_entries_if(move |k, _| k.0 == tenant)
+            .is_err()
+        {
             self.cache.invalidate_all();
         }
     }
@@ -186,7 +232,10 @@ mod tests {
         let good = format!("plt_{}_{}", t.as_uuid().simple(), "a".repeat(43));
         assert_eq!(PresentedKey::parse(&good).map(|k| k.tenant), Some(t));
         assert!(PresentedKey::parse("plt_nothex_aaaa").is_none());
-        assert!(PresentedKey::parse(&format!("xyz_{}_{}", t.as_uuid().simple(), "a".repeat(43))).is_none());
+        assert!(
+            PresentedKey::parse(&format!("xyz_{}_{}", t.as_uuid().simple(), "a".repeat(43)))
+                .is_none()
+        );
         assert!(PresentedKey::parse(&format!("plt_{}_short", t.as_uuid().simple())).is_none());
         assert!(PresentedKey::parse("").is_none());
     }

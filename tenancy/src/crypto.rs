@@ -41,7 +41,9 @@ pub struct MasterKey {
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MasterKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("MasterKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,7 +64,8 @@ impl MasterKey {
     pub fn from_bytes(key: [u8; 32]) -> Self {
         // The key id is a short fingerprint, so a sealed value names the key that sealed it
         // without revealing anything about it.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("hmac takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("hmac takes any key length");
         mac.update(b"platform key id v1");
         let id = hex8(&mac.finalize().into_bytes());
         Self { key, id }
@@ -97,7 +100,13 @@ impl MasterKey {
         let id = self.id.as_bytes();
         let aad = aad(id, purpose);
         let ct = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         // version | key id length | key id | nonce | ciphertext+tag
         let mut out = Vec::with_capacity(2 + id.len() + NONCE_LEN + ct.len());
@@ -111,7 +120,9 @@ impl MasterKey {
 
     /// Opens a value sealed by [`MasterKey::seal`] for the same `purpose`.
     pub fn open(&self, purpose: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let malformed = || CryptoError::Malformed { purpose: purpose.to_owned() };
+        let malformed = || CryptoError::Malformed {
+            purpose: purpose.to_owned(),
+        };
         let (&version, rest) = sealed.split_first().ok_or_else(malformed)?;
         if version != FORMAT_V1 {
             return Err(malformed());
@@ -131,15 +142,24 @@ impl MasterKey {
         }
         let cipher = Aes256Gcm::new_from_slice(&self.key).expect("32-byte key");
         cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad(id, purpose) })
-            .map_err(|_| CryptoError::Open { purpose: purpose.to_owned() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: &aad(id, purpose),
+                },
+            )
+            .map_err(|_| CryptoError::Open {
+                purpose: purpose.to_owned(),
+            })
     }
 
     /// A secret derived from the master key for `label` (e.g. the data-plane role's password),
     /// so it never has to be stored anywhere.
     #[must_use]
     pub fn derive_secret(&self, label: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("hmac takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("hmac takes any key length");
         mac.update(b"platform derived secret v1:");
         mac.update(label.as_bytes());
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
@@ -181,10 +201,19 @@ mod tests {
     fn seal_round_trips_and_binds_purpose() {
         let key = MasterKey::generate();
         let sealed = key.seal("db_server.url:a", b"postgres://u:p@h/db");
-        assert_eq!(key.open("db_server.url:a", &sealed).expect("opens"), b"postgres://u:p@h/db");
-        assert!(matches!(key.open("db_server.url:b", &sealed), Err(CryptoError::Open { .. })));
+        assert_eq!(
+            key.open("db_server.url:a", &sealed).expect("opens"),
+            b"postgres://u:p@h/db"
+        );
+        assert!(matches!(
+            key.open("db_server.url:b", &sealed),
+            Err(CryptoError::Open { .. })
+        ));
         let other = MasterKey::generate();
-        assert!(matches!(other.open("db_server.url:a", &sealed), Err(CryptoError::UnknownKey { .. })));
+        assert!(matches!(
+            other.open("db_server.url:a", &sealed),
+            Err(CryptoError::UnknownKey { .. })
+        ));
     }
 
     #[test]
@@ -194,7 +223,10 @@ mod tests {
         for i in 0..sealed.len() {
             let mut t = sealed.clone();
             t[i] ^= 0x01;
-            assert!(key.open("p", &t).is_err(), "flipping byte {i} must be detected");
+            assert!(
+                key.open("p", &t).is_err(),
+                "flipping byte {i} must be detected"
+            );
         }
         for len in 0..64 {
             let junk = vec![1u8; len];

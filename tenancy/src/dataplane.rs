@@ -66,12 +66,20 @@ struct ServerPools {
 
 impl std::fmt::Debug for DataPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataPlane").field("sizes", &self.inner.sizes).finish_non_exhaustive()
+        f.debug_struct("DataPlane")
+            .field("sizes", &self.inner.sizes)
+            .finish_non_exhaustive()
     }
 }
 
 fn build_pool(config: tokio_postgres::Config, size: usize) -> Pool {
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
     Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -84,26 +92,59 @@ fn build_pool(config: tokio_postgres::Config, size: usize) -> Pool {
 impl DataPlane {
     /// Builds the data plane. `shared_url` is the shared database's owner URL; the data plane
     /// connects to it as the app role with `app_password`.
-    pub fn new(catalog: Catalog, shared_url: &str, app_password: String, sizes: PoolSizes) -> Result<Self, tokio_postgres::Error> {
-        let shared_db = shared_url.parse::<tokio_postgres::Config>()?.get_dbname().unwrap_or("postgres").to_owned();
-        let shared = build_pool(pg::app_config(shared_url, &shared_db, &app_password)?, sizes.shared);
-        let servers = Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(60)).build();
-        Ok(Self { inner: Arc::new(Inner { shared, servers, catalog, app_password, sizes }) })
+    pub fn new(
+        catalog: Catalog,
+        shared_url: &str,
+        app_password: String,
+        sizes: PoolSizes,
+    ) -> Result<Self, tokio_postgres::Error> {
+        let shared_db = shared_url
+            .parse::<tokio_postgres::Config>()?
+            .get_dbname()
+            .unwrap_or("postgres")
+            .to_owned();
+        let shared = build_pool(
+            pg::app_config(shared_url, &shared_db, &app_password)?,
+            sizes.shared,
+        );
+        let servers = Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_secs(60))
+            .build();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                servers,
+                catalog,
+                app_password,
+                sizes,
+            }),
+        })
     }
 
     /// A connection for `tenant`'s placement.
     pub async fn connect(&self, tenant: &Tenant) -> Result<TenantConn, ConnectError> {
         match &tenant.placement {
             Placement::Shared => {
-                let client = self.inner.shared.get().await.map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+                let client = self
+                    .inner
+                    .shared
+                    .get()
+                    .await
+                    .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
                 Ok(TenantConn::new(tenant.id, client, None))
             }
             Placement::Dedicated { server, database } => {
                 let server = self.server(*server).await?;
-                let permit = tokio::time::timeout(CHECKOUT_TIMEOUT, Arc::clone(&server.in_flight).acquire_owned())
-                    .await
-                    .map_err(|_| ConnectError::Unavailable("server connection budget exhausted".into()))?
-                    .map_err(|_| ConnectError::Unavailable("server closed".into()))?;
+                let permit = tokio::time::timeout(
+                    CHECKOUT_TIMEOUT,
+                    Arc::clone(&server.in_flight).acquire_owned(),
+                )
+                .await
+                .map_err(|_| {
+                    ConnectError::Unavailable("server connection budget exhausted".into())
+                })?
+                .map_err(|_| ConnectError::Unavailable("server closed".into()))?;
                 let admin_url = server.admin_url.clone();
                 let password = self.inner.app_password.clone();
                 let size = self.inner.sizes.dedicated;
@@ -111,11 +152,15 @@ impl DataPlane {
                 let pool = server
                     .pools
                     .try_get_with(tenant.id, async move {
-                        pg::app_config(&admin_url, &database, &password).map(|c| build_pool(c, size))
+                        pg::app_config(&admin_url, &database, &password)
+                            .map(|c| build_pool(c, size))
                     })
                     .await
                     .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
-                let client = pool.get().await.map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+                let client = pool
+                    .get()
+                    .await
+                    .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
                 Ok(TenantConn::new(tenant.id, client, Some(permit)))
             }
         }
@@ -127,8 +172,13 @@ impl DataPlane {
         self.inner
             .servers
             .try_get_with(id, async move {
-                let (server, admin_url) = catalog.db_server_with_url(id).await?.ok_or(ConnectError::UnknownServer)?;
-                let budget = usize::try_from(server.connection_budget).unwrap_or(1).max(1);
+                let (server, admin_url) = catalog
+                    .db_server_with_url(id)
+                    .await?
+                    .ok_or(ConnectError::UnknownServer)?;
+                let budget = usize::try_from(server.connection_budget)
+                    .unwrap_or(1)
+                    .max(1);
                 let pools = Cache::builder()
                     // Each pool may hold `dedicated` idle connections; the weights keep the sum of
                     // cached pools within the server's budget.
@@ -137,7 +187,11 @@ impl DataPlane {
                     .time_to_idle(IDLE_POOL_TTL)
                     .support_invalidation_closures()
                     .build();
-                Ok(Arc::new(ServerPools { admin_url, pools, in_flight: Arc::new(Semaphore::new(budget)) }))
+                Ok(Arc::new(ServerPools {
+                    admin_url,
+                    pools,
+                    in_flight: Arc::new(Semaphore::new(budget)),
+                }))
             })
             .await
             .map_err(|e: Arc<ConnectError>| match &*e {
@@ -164,15 +218,26 @@ impl DataPlane {
         for (id, server) in &self.inner.servers {
             server.pools.run_pending_tasks().await;
             let pools: Vec<Pool> = server.pools.iter().map(|(_, p)| p).collect();
-            out.push((*id, pools.len(), pools.iter().map(|p| p.status().size).sum()));
+            out.push((
+                *id,
+                pools.len(),
+                pools.iter().map(|p| p.status().size).sum(),
+            ));
         }
         out
     }
 
     /// A shared-pool connection check, for readiness.
     pub async fn ping_shared(&self) -> Result<(), ConnectError> {
-        let c = self.inner.shared.get().await.map_err(|e| ConnectError::Unavailable(e.to_string()))?;
-        c.simple_query("SELECT 1").await.map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+        let c = self
+            .inner
+            .shared
+            .get()
+            .await
+            .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+        c.simple_query("SELECT 1")
+            .await
+            .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
         Ok(())
     }
 }

@@ -53,7 +53,11 @@ impl PgBinaries {
     /// Finds `initdb`/`pg_ctl`/`postgres` on PATH, through `pg_config --bindir`, or under
     /// `/usr/lib/postgresql/*/bin` (newest version first).
     pub fn find() -> Result<Self, EmbeddedError> {
-        let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
+        let complete = |dir: &Path| {
+            ["initdb", "pg_ctl", "postgres"]
+                .iter()
+                .all(|b| dir.join(b).is_file())
+        };
         let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).collect())
             .unwrap_or_default();
@@ -68,7 +72,7 @@ impl PgBinaries {
             .flatten()
             .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
             .collect();
-        versioned.sort_by(|a, b| b.0.cmp(&a.0));
+        versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
         candidates.extend(versioned.into_iter().map(|(_, p)| p));
         candidates
             .into_iter()
@@ -84,7 +88,9 @@ impl PgBinaries {
 
 /// True when this process runs as root (PostgreSQL will not).
 fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// A command for a server binary, run as `postgres` when we are root.
@@ -99,7 +105,10 @@ fn pg_command(program: &Path, as_other_user: bool) -> Command {
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<String, EmbeddedError> {
-    let out = cmd.output().map_err(|e| EmbeddedError::Command { what: what.into(), detail: e.to_string() })?;
+    let out = cmd.output().map_err(|e| EmbeddedError::Command {
+        what: what.into(),
+        detail: e.to_string(),
+    })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -107,7 +116,10 @@ fn run(mut cmd: Command, what: &str) -> Result<String, EmbeddedError> {
         if detail.is_empty() {
             detail = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         }
-        Err(EmbeddedError::Command { what: what.into(), detail })
+        Err(EmbeddedError::Command {
+            what: what.into(),
+            detail,
+        })
     }
 }
 
@@ -132,14 +144,27 @@ impl Cluster {
         let data_dir = data_dir.canonicalize()?;
         let dir = data_dir.join("pg");
         let pw_file = data_dir.join("pg-superuser-password");
-        if as_other_user && Command::new("id").arg(PG_OS_USER).output().map(|o| !o.status.success()).unwrap_or(true) {
+        if as_other_user
+            && Command::new("id")
+                .arg(PG_OS_USER)
+                .output()
+                .map(|o| !o.status.success())
+                .unwrap_or(true)
+        {
             return Err(EmbeddedError::NoOsUser);
         }
         if !dir.join("PG_VERSION").is_file() {
             Self::init(&bins, &dir, &pw_file, as_other_user)?;
         }
         let password = std::fs::read_to_string(&pw_file)?.trim().to_owned();
-        let mut cluster = Self { dir, port: 0, password, bins, as_other_user, started_here: false };
+        let mut cluster = Self {
+            dir,
+            port: 0,
+            password,
+            bins,
+            as_other_user,
+            started_here: false,
+        };
         if let Some(port) = cluster.running_port() {
             cluster.port = port;
             return Ok(cluster);
@@ -148,7 +173,12 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn init(bins: &PgBinaries, dir: &Path, pw_file: &Path, as_other_user: bool) -> Result<(), EmbeddedError> {
+    fn init(
+        bins: &PgBinaries,
+        dir: &Path,
+        pw_file: &Path,
+        as_other_user: bool,
+    ) -> Result<(), EmbeddedError> {
         // No PG_VERSION: nothing, or what a failed initdb left. Either way, start clean.
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
@@ -169,13 +199,23 @@ impl Cluster {
                 },
                 "chown of the cluster directory",
             )?;
-            let reach = pg_command(Path::new("test"), true).arg("-w").arg(dir).status()?;
+            let reach = pg_command(Path::new("test"), true)
+                .arg("-w")
+                .arg(dir)
+                .status()?;
             if !reach.success() {
                 return Err(EmbeddedError::Unreachable(dir.to_path_buf()));
             }
         }
         let mut cmd = pg_command(&bins.bin("initdb"), as_other_user);
-        cmd.arg("-D").arg(dir).args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C"]);
+        cmd.arg("-D").arg(dir).args([
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
         cmd.arg(format!("--pwfile={}", init_pw.display()));
         let result = run(cmd, "initdb");
         std::fs::remove_file(&init_pw).ok();
@@ -197,7 +237,10 @@ impl Cluster {
             EmbeddedError::Command { what, detail } => {
                 let tail = std::fs::read_to_string(&log).unwrap_or_default();
                 let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-                EmbeddedError::Command { what, detail: format!("{detail}; server log: {}", tail.join(" | ")) }
+                EmbeddedError::Command {
+                    what,
+                    detail: format!("{detail}; server log: {}", tail.join(" | ")),
+                }
             }
             other => other,
         })?;
@@ -217,7 +260,10 @@ impl Cluster {
     /// Stops the server (fast shutdown: running transactions are rolled back).
     pub fn stop(&self) -> Result<(), EmbeddedError> {
         let mut cmd = pg_command(&self.bins.bin("pg_ctl"), self.as_other_user);
-        cmd.arg("stop").arg("-D").arg(&self.dir).args(["-m", "fast", "-w"]);
+        cmd.arg("stop")
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "fast", "-w"]);
         run(cmd, "pg_ctl stop").map(|_| ())
     }
 
@@ -241,7 +287,10 @@ impl Cluster {
     /// A superuser URL for `database`.
     #[must_use]
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres:{}@127.0.0.1:{}/{database}", self.password, self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
     }
 
     /// The command that stops this cluster, for a watchdog that outlives this process.
@@ -263,7 +312,12 @@ impl Cluster {
 pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(contents.as_bytes())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     if running_as_root() && path.file_name() == Some(OsStr::new(".initdb-pw")) {
@@ -282,5 +336,7 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 
 /// A free TCP port on loopback (the kernel's choice).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

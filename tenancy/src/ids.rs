@@ -67,10 +67,45 @@ uuid_id!(
 
 /// Names that can never be tenant slugs: they are, or may become, hosts of the platform itself.
 pub const RESERVED_SLUGS: &[&str] = &[
-    "www", "api", "admin", "app", "mail", "smtp", "imap", "pop", "ftp", "static", "assets", "cdn",
-    "status", "docs", "help", "support", "billing", "auth", "login", "sso", "id", "oauth", "dashboard",
-    "console", "internal", "system", "root", "platform", "localhost", "test", "dev", "staging", "prod",
-    "blog", "webhooks", "metrics", "health", "ns1", "ns2",
+    "www",
+    "api",
+    "admin",
+    "app",
+    "mail",
+    "smtp",
+    "imap",
+    "pop",
+    "ftp",
+    "static",
+    "assets",
+    "cdn",
+    "status",
+    "docs",
+    "help",
+    "support",
+    "billing",
+    "auth",
+    "login",
+    "sso",
+    "id",
+    "oauth",
+    "dashboard",
+    "console",
+    "internal",
+    "system",
+    "root",
+    "platform",
+    "localhost",
+    "test",
+    "dev",
+    "staging",
+    "prod",
+    "blog",
+    "webhooks",
+    "metrics",
+    "health",
+    "ns1",
+    "ns2",
 ];
 
 /// Why a slug was refused.
@@ -97,7 +132,10 @@ impl TenantSlug {
         if !(3..=63).contains(&s.len()) {
             return Err(SlugError::Length);
         }
-        if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             return Err(SlugError::Characters);
         }
         if s.starts_with('-') || s.ends_with('-') {
@@ -130,7 +168,9 @@ impl fmt::Display for TenantSlug {
 /// Why a custom domain was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
-    #[error("a domain must be a valid host name of at most 253 characters with at least two labels")]
+    #[error(
+        "a domain must be a valid host name of at most 253 characters with at least two labels"
+    )]
     Invalid,
     #[error("a custom domain cannot be under the platform's base domain")]
     UnderBaseDomain,
@@ -151,7 +191,11 @@ impl DomainName {
             return None; // IPv6 literal: never a tenant host
         } else {
             raw.rsplit_once(':').map_or(raw, |(h, port)| {
-                if port.bytes().all(|b| b.is_ascii_digit()) { h } else { raw }
+                if port.bytes().all(|b| b.is_ascii_digit()) {
+                    h
+                } else {
+                    raw
+                }
             })
         };
         let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
@@ -176,7 +220,9 @@ impl DomainName {
             && h.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             })
@@ -215,7 +261,10 @@ mod tests {
         assert_eq!(TenantSlug::parse("ac_me"), Err(SlugError::Characters));
         assert_eq!(TenantSlug::parse("-acme"), Err(SlugError::Hyphen));
         assert_eq!(TenantSlug::parse("acme-"), Err(SlugError::Hyphen));
-        assert!(matches!(TenantSlug::parse("admin"), Err(SlugError::Reserved(_))));
+        assert!(matches!(
+            TenantSlug::parse("admin"),
+            Err(SlugError::Reserved(_))
+        ));
     }
 
     #[test]
@@ -237,8 +286,17 @@ mod tests {
     fn custom_domains_are_validated() {
         let base = DomainName::from_host_header("localhost").expect("valid");
         assert!(DomainName::parse_custom("app.acme.com", &base).is_ok());
-        assert_eq!(DomainName::parse_custom("x.localhost", &base), Err(DomainError::UnderBaseDomain));
-        assert_eq!(DomainName::parse_custom("nodot", &base), Err(DomainError::Invalid));
-        assert_eq!(DomainName::parse_custom("acme.com:80", &base), Err(DomainError::Invalid));
+        assert_eq!(
+            DomainName::parse_custom("x.localhost", &base),
+            Err(DomainError::UnderBaseDomain)
+        );
+        assert_eq!(
+            DomainName::parse_custom("nodot", &base),
+            Err(DomainError::Invalid)
+        );
+        assert_eq!(
+            DomainName::parse_custom("acme.com:80", &base),
+            Err(DomainError::Invalid)
+        );
     }
 }

@@ -27,7 +27,9 @@ pub enum MigrateError {
 /// Applies `migrations/` to the control plane.
 pub async fn control_plane(config: &Config) -> Result<(), MigrateError> {
     let mut client = pg::connect(config).await.map_err(MigrateError::Connect)?;
-    control_plane::migrations::runner().run_async(&mut client).await?;
+    control_plane::migrations::runner()
+        .run_async(&mut client)
+        .await?;
     Ok(())
 }
 
@@ -45,5 +47,10 @@ pub async fn tenant_database(config: &Config) -> Result<i64, MigrateError> {
 /// The newest tenant migration this build knows.
 #[must_use]
 pub fn tenant_head_version() -> i64 {
-    tenant::migrations::runner().get_migrations().iter().map(|m| i64::from(m.version())).max().unwrap_or(0)
+    tenant::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
 }

@@ -26,7 +26,11 @@ pub fn quote_ident(s: &str) -> String {
 /// run once per server with an admin connection. The password is a derived secret of URL-safe
 /// base64 characters only, so it can be inlined.
 pub async fn ensure_app_role(admin: &Client, password: &str) -> Result<(), tokio_postgres::Error> {
-    debug_assert!(password.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    debug_assert!(
+        password
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
     admin
         .batch_execute(&format!(
             "DO $$ BEGIN
@@ -48,9 +52,15 @@ pub fn with_database(admin_url: &str, database: &str) -> Result<Config, tokio_po
 }
 
 /// The data-plane configuration for `database` on the server of `admin_url`.
-pub fn app_config(admin_url: &str, database: &str, password: &str) -> Result<Config, tokio_postgres::Error> {
+pub fn app_config(
+    admin_url: &str,
+    database: &str,
+    password: &str,
+) -> Result<Config, tokio_postgres::Error> {
     let mut c = with_database(admin_url, database)?;
-    c.user(APP_ROLE).password(password).application_name("platform");
+    c.user(APP_ROLE)
+        .password(password)
+        .application_name("platform");
     Ok(c)
 }
 

@@ -2,7 +2,10 @@
 //! before the tenant becomes active), register database servers, and purge deleted tenants
 //! (rows in the shared database, or the whole dedicated database).
 
-use crate::catalog::{Catalog, CatalogError, DbServer, InsertTenantError, NewTenant, Placement, RegisterServerError, ServerUrlError, Tenant, TenantStatus};
+use crate::catalog::{
+    Catalog, CatalogError, DbServer, InsertTenantError, NewTenant, Placement, RegisterServerError,
+    ServerUrlError, Tenant, TenantStatus,
+};
 use crate::crypto::MasterKey;
 use crate::ids::{TenantId, TenantSlug};
 use crate::migrate::{self, MigrateError};
@@ -13,7 +16,9 @@ use crate::pg;
 pub enum PlacementRequest {
     Shared,
     /// On the named server, or the default one.
-    Dedicated { server: Option<String> },
+    Dedicated {
+        server: Option<String>,
+    },
 }
 
 /// A tenant to create.
@@ -77,8 +82,18 @@ pub struct Provisioner {
 
 impl Provisioner {
     #[must_use]
-    pub fn new(catalog: Catalog, shared_admin_url: String, key: &MasterKey, default_server: String) -> Self {
-        Self { catalog, shared_admin_url, app_password: app_role_password(key), default_server }
+    pub fn new(
+        catalog: Catalog,
+        shared_admin_url: String,
+        key: &MasterKey,
+        default_server: String,
+    ) -> Self {
+        Self {
+            catalog,
+            shared_admin_url,
+            app_password: app_role_password(key),
+            default_server,
+        }
     }
 
     /// Creates a tenant. A dedicated tenant is returned only once its database exists and is
@@ -88,18 +103,45 @@ impl Provisioner {
         let (placement, server) = match &req.placement {
             PlacementRequest::Shared => (Placement::Shared, None),
             PlacementRequest::Dedicated { server } => {
-                let name = server.clone().unwrap_or_else(|| self.default_server.clone());
-                let s = self.catalog.db_server_by_name(&name).await?.ok_or(ProvisionError::UnknownServer(name))?;
+                let name = server
+                    .clone()
+                    .unwrap_or_else(|| self.default_server.clone());
+                let s = self
+                    .catalog
+                    .db_server_by_name(&name)
+                    .await?
+                    .ok_or(ProvisionError::UnknownServer(name))?;
                 let database = format!("tenant_{}", id.as_uuid().simple());
-                (Placement::Dedicated { server: s.id, database }, Some(s))
+                (
+                    Placement::Dedicated {
+                        server: s.id,
+                        database,
+                    },
+                    Some(s),
+                )
             }
         };
-        let status = if server.is_some() { TenantStatus::Provisioning } else { TenantStatus::Active };
-        let new = NewTenant { id, slug: req.slug, name: req.name, plan: req.plan, status, placement: placement.clone() };
-        let tenant = self.catalog.insert_tenant(&new).await.map_err(|e| match e {
-            InsertTenantError::SlugTaken => ProvisionError::SlugTaken,
-            InsertTenantError::Catalog(c) => ProvisionError::Catalog(c),
-        })?;
+        let status = if server.is_some() {
+            TenantStatus::Provisioning
+        } else {
+            TenantStatus::Active
+        };
+        let new = NewTenant {
+            id,
+            slug: req.slug,
+            name: req.name,
+            plan: req.plan,
+            status,
+            placement: placement.clone(),
+        };
+        let tenant = self
+            .catalog
+            .insert_tenant(&new)
+            .await
+            .map_err(|e| match e {
+                InsertTenantError::SlugTaken => ProvisionError::SlugTaken,
+                InsertTenantError::Catalog(c) => ProvisionError::Catalog(c),
+            })?;
         let (Some(server), Placement::Dedicated { database, .. }) = (server, &placement) else {
             return Ok(tenant);
         };
@@ -114,22 +156,34 @@ impl Provisioner {
         }
     }
 
-    async fn create_database(&self, server: &DbServer, database: &str) -> Result<(), ProvisionError> {
-        let unavailable = |e: &dyn std::fmt::Display| ProvisionError::ServerUnavailable(e.to_string());
+    async fn create_database(
+        &self,
+        server: &DbServer,
+        database: &str,
+    ) -> Result<(), ProvisionError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| ProvisionError::ServerUnavailable(e.to_string());
         let (_, admin_url) = self
             .catalog
             .db_server_with_url(server.id)
             .await?
             .ok_or_else(|| ProvisionError::UnknownServer(server.name.clone()))?;
-        let admin_config: tokio_postgres::Config = admin_url.parse().map_err(|e| unavailable(&e))?;
-        let admin = pg::connect(&admin_config).await.map_err(|e| unavailable(&e))?;
-        pg::ensure_app_role(&admin, &self.app_password).await.map_err(|e| unavailable(&e))?;
+        let admin_config: tokio_postgres::Config =
+            admin_url.parse().map_err(|e| unavailable(&e))?;
+        let admin = pg::connect(&admin_config)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        pg::ensure_app_role(&admin, &self.app_password)
+            .await
+            .map_err(|e| unavailable(&e))?;
         admin
             .batch_execute(&format!("CREATE DATABASE {}", pg::quote_ident(database)))
             .await
             .map_err(|e| unavailable(&e))?;
         let config = pg::with_database(&admin_url, database).map_err(|e| unavailable(&e))?;
-        migrate::tenant_database(&config).await.map_err(|e: MigrateError| unavailable(&e))?;
+        migrate::tenant_database(&config)
+            .await
+            .map_err(|e: MigrateError| unavailable(&e))?;
         Ok(())
     }
 
@@ -139,19 +193,36 @@ impl Provisioner {
         };
         let admin = pg::connect(&admin_url.parse()?).await?;
         admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg::quote_ident(database)))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                pg::quote_ident(database)
+            ))
             .await?;
         Ok(())
     }
 
     /// Registers (or, with `replace`, re-registers) a database server after checking that its
     /// admin URL works and creating the data-plane role on it.
-    pub async fn register_server(&self, name: &str, admin_url: &str, budget: u32, replace: bool) -> Result<DbServer, RegisterError> {
-        let config: tokio_postgres::Config = admin_url.parse().map_err(|_| RegisterError::BadUrl)?;
-        let admin = pg::connect(&config).await.map_err(RegisterError::Unreachable)?;
-        pg::ensure_app_role(&admin, &self.app_password).await.map_err(RegisterError::NotPrivileged)?;
+    pub async fn register_server(
+        &self,
+        name: &str,
+        admin_url: &str,
+        budget: u32,
+        replace: bool,
+    ) -> Result<DbServer, RegisterError> {
+        let config: tokio_postgres::Config =
+            admin_url.parse().map_err(|_| RegisterError::BadUrl)?;
+        let admin = pg::connect(&config)
+            .await
+            .map_err(RegisterError::Unreachable)?;
+        pg::ensure_app_role(&admin, &self.app_password)
+            .await
+            .map_err(RegisterError::NotPrivileged)?;
         let (host, port) = pg::host_port(&config);
-        Ok(self.catalog.put_db_server(name, admin_url, &host, port, budget, replace).await?)
+        Ok(self
+            .catalog
+            .put_db_server(name, admin_url, &host, port, budget, replace)
+            .await?)
     }
 
     /// Removes a deleted tenant's data for good: its rows in the shared database, or its
@@ -177,13 +248,23 @@ impl Provisioner {
                 let mut sql = format!("BEGIN; SET LOCAL app.tenant_id = '{}';", tenant.id);
                 for t in tables {
                     // Tenant foreign keys cascade, so the order does not matter.
-                    sql.push_str(&format!(" DELETE FROM {} WHERE tenant_id = '{}';", pg::quote_ident(&t), tenant.id));
+                    sql.push_str(&format!(
+                        " DELETE FROM {} WHERE tenant_id = '{}';",
+                        pg::quote_ident(&t),
+                        tenant.id
+                    ));
                 }
                 sql.push_str(" COMMIT;");
                 admin.batch_execute(&sql).await?;
             }
             Placement::Dedicated { server, database } => {
-                if let Some(s) = self.catalog.db_servers().await?.into_iter().find(|s| s.id == *server) {
+                if let Some(s) = self
+                    .catalog
+                    .db_servers()
+                    .await?
+                    .into_iter()
+                    .find(|s| s.id == *server)
+                {
                     self.drop_database(&s, database).await?;
                 }
             }

@@ -34,7 +34,9 @@ pub struct Resolver {
 
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resolver").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Resolver")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -44,8 +46,14 @@ impl Resolver {
         Self {
             catalog,
             base,
-            hosts: Cache::builder().max_capacity(100_000).time_to_live(TTL).build(),
-            tenants: Cache::builder().max_capacity(100_000).time_to_live(TTL).build(),
+            hosts: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(TTL)
+                .build(),
+            tenants: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(TTL)
+                .build(),
         }
     }
 
@@ -71,7 +79,10 @@ impl Resolver {
                 if key == base {
                     return Ok(HostTenant::None);
                 }
-                Ok(catalog.tenant_id_by_domain(&key).await?.map_or(HostTenant::None, HostTenant::Tenant))
+                Ok(catalog
+                    .tenant_id_by_domain(&key)
+                    .await?
+                    .map_or(HostTenant::None, HostTenant::Tenant))
             })
             .await
     }
@@ -80,7 +91,10 @@ impl Resolver {
     pub async fn tenant(&self, id: TenantId) -> Result<Option<Arc<Tenant>>, Arc<CatalogError>> {
         let catalog = self.catalog.clone();
         self.tenants
-            .try_get_with(id, async move { Ok(catalog.tenant(id).await?.map(Arc::new)) })
+            .try_get_with(
+                id,
+                async move { Ok(catalog.tenant(id).await?.map(Arc::new)) },
+            )
             .await
     }
 

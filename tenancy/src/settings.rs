@@ -26,7 +26,10 @@ pub enum DatabaseMode {
     /// Start (or reuse) a local cluster under the data dir.
     Embedded,
     /// Use these servers; start nothing. URLs connect as the owner of the schemas.
-    External { control_plane_url: Secret, shared_url: Secret },
+    External {
+        control_plane_url: Secret,
+        shared_url: Secret,
+    },
 }
 
 /// A string that never prints.
@@ -77,7 +80,8 @@ impl Settings {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let invalid = |var: &'static str, problem: String| SettingsError::Invalid { var, problem };
 
-        let data_dir = PathBuf::from(get("PLATFORM_DATA_DIR").unwrap_or_else(|| "./.platform".into()));
+        let data_dir =
+            PathBuf::from(get("PLATFORM_DATA_DIR").unwrap_or_else(|| "./.platform".into()));
         let listen = get("PLATFORM_LISTEN")
             .unwrap_or_else(|| "127.0.0.1:8080".into())
             .parse()
@@ -86,27 +90,51 @@ impl Settings {
         if let Some(t) = &admin_token
             && t.0.len() < 24
         {
-            return Err(invalid("PLATFORM_ADMIN_TOKEN", "must be at least 24 characters".into()));
+            return Err(invalid(
+                "PLATFORM_ADMIN_TOKEN",
+                "must be at least 24 characters".into(),
+            ));
         }
-        let database = match (get("PLATFORM_DATABASE_URL"), get("PLATFORM_SHARED_DATABASE_URL")) {
+        let database = match (
+            get("PLATFORM_DATABASE_URL"),
+            get("PLATFORM_SHARED_DATABASE_URL"),
+        ) {
             (None, None) => DatabaseMode::Embedded,
             (Some(cp), Some(shared)) => {
-                for (var, url) in [("PLATFORM_DATABASE_URL", &cp), ("PLATFORM_SHARED_DATABASE_URL", &shared)] {
+                for (var, url) in [
+                    ("PLATFORM_DATABASE_URL", &cp),
+                    ("PLATFORM_SHARED_DATABASE_URL", &shared),
+                ] {
                     url.parse::<tokio_postgres::Config>()
                         .map_err(|_| invalid(var, "not a PostgreSQL connection URL".into()))?;
                 }
-                DatabaseMode::External { control_plane_url: Secret(cp), shared_url: Secret(shared) }
+                DatabaseMode::External {
+                    control_plane_url: Secret(cp),
+                    shared_url: Secret(shared),
+                }
             }
             _ => return Err(SettingsError::HalfExternal),
         };
-        let base_domain = DomainName::from_host_header(&get("PLATFORM_BASE_DOMAIN").unwrap_or_else(|| "localhost".into()))
-            .ok_or_else(|| invalid("PLATFORM_BASE_DOMAIN", "not a host name".into()))?;
+        let base_domain = DomainName::from_host_header(
+            &get("PLATFORM_BASE_DOMAIN").unwrap_or_else(|| "localhost".into()),
+        )
+        .ok_or_else(|| invalid("PLATFORM_BASE_DOMAIN", "not a host name".into()))?;
         let master_key = match (get("PLATFORM_MASTER_KEY"), get("PLATFORM_MASTER_KEY_FILE")) {
-            (Some(k), _) => Some(MasterKey::from_base64(&k).map_err(|e| invalid("PLATFORM_MASTER_KEY", e.to_string()))?),
+            (Some(k), _) => Some(
+                MasterKey::from_base64(&k)
+                    .map_err(|e| invalid("PLATFORM_MASTER_KEY", e.to_string()))?,
+            ),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| invalid("PLATFORM_MASTER_KEY_FILE", format!("cannot read {path}: {e}")))?;
-                Some(MasterKey::from_base64(&text).map_err(|e| invalid("PLATFORM_MASTER_KEY_FILE", e.to_string()))?)
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    invalid(
+                        "PLATFORM_MASTER_KEY_FILE",
+                        format!("cannot read {path}: {e}"),
+                    )
+                })?;
+                Some(
+                    MasterKey::from_base64(&text)
+                        .map_err(|e| invalid("PLATFORM_MASTER_KEY_FILE", e.to_string()))?,
+                )
             }
             (None, None) => None,
         };
@@ -116,19 +144,28 @@ impl Settings {
                 "required with external databases (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)".into(),
             ));
         }
-        let number = |var: &'static str, default: usize, max: usize| -> Result<usize, SettingsError> {
-            match get(var) {
-                None => Ok(default),
-                Some(v) => match v.parse::<usize>() {
-                    Ok(n) if (1..=max).contains(&n) => Ok(n),
-                    _ => Err(invalid(var, format!("must be a whole number from 1 to {max}"))),
-                },
-            }
-        };
+        let number =
+            |var: &'static str, default: usize, max: usize| -> Result<usize, SettingsError> {
+                match get(var) {
+                    None => Ok(default),
+                    Some(v) => match v.parse::<usize>() {
+                        Ok(n) if (1..=max).contains(&n) => Ok(n),
+                        _ => Err(invalid(
+                            var,
+                            format!("must be a whole number from 1 to {max}"),
+                        )),
+                    },
+                }
+            };
         let log_json = match get("PLATFORM_LOG_FORMAT").as_deref() {
             None | Some("json") => true,
             Some("pretty") => false,
-            Some(_) => return Err(invalid("PLATFORM_LOG_FORMAT", "must be `json` or `pretty`".into())),
+            Some(_) => {
+                return Err(invalid(
+                    "PLATFORM_LOG_FORMAT",
+                    "must be `json` or `pretty`".into(),
+                ));
+            }
         };
         Ok(Self {
             data_dir,
@@ -151,7 +188,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     }
 
@@ -167,9 +207,11 @@ mod tests {
     fn bad_values_name_their_variable() {
         let e = Settings::from_lookup(env(&[("PLATFORM_LISTEN", "nope")])).expect_err("invalid");
         assert!(e.to_string().starts_with("PLATFORM_LISTEN"), "{e}");
-        let e = Settings::from_lookup(env(&[("PLATFORM_DATABASE_URL", "postgres://x/y")])).expect_err("half");
+        let e = Settings::from_lookup(env(&[("PLATFORM_DATABASE_URL", "postgres://x/y")]))
+            .expect_err("half");
         assert!(matches!(e, SettingsError::HalfExternal));
-        let e = Settings::from_lookup(env(&[("PLATFORM_MASTER_KEY", "short")])).expect_err("bad key");
+        let e =
+            Settings::from_lookup(env(&[("PLATFORM_MASTER_KEY", "short")])).expect_err("bad key");
         assert!(e.to_string().starts_with("PLATFORM_MASTER_KEY"), "{e}");
         let e = Settings::from_lookup(env(&[
             ("PLATFORM_DATABASE_URL", "postgres://x/y"),

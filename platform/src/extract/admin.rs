@@ -45,7 +45,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token = AdminToken::from_ref(state);
-        let presented = bearer(parts).ok_or_else(|| ApiError::unauthorized("an operator bearer token is required"))?;
+        let presented = bearer(parts)
+            .ok_or_else(|| ApiError::unauthorized("an operator bearer token is required"))?;
         if token.matches(presented) {
             Ok(Self)
         } else {
@@ -58,5 +59,8 @@ where
 pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }

@@ -61,13 +61,20 @@ where
         let key = match parts.headers.get(AUTHORIZATION) {
             None => None,
             Some(_) => {
-                let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
-                Some(PresentedKey::parse(token).ok_or_else(|| ApiError::unauthorized("the credential is not valid"))?)
+                let token = bearer(parts).ok_or_else(|| {
+                    ApiError::unauthorized("expected `Authorization: Bearer <token>`")
+                })?;
+                Some(
+                    PresentedKey::parse(token)
+                        .ok_or_else(|| ApiError::unauthorized("the credential is not valid"))?,
+                )
             }
         };
         let id = match (&key, from_host) {
             (Some(k), HostTenant::Tenant(h)) if k.tenant == h => h,
-            (Some(_), HostTenant::Tenant(_) | HostTenant::Unknown) => return Err(ApiError::forbidden(MISMATCH)),
+            (Some(_), HostTenant::Tenant(_) | HostTenant::Unknown) => {
+                return Err(ApiError::forbidden(MISMATCH));
+            }
             (Some(k), HostTenant::None) => k.tenant,
             (None, HostTenant::Tenant(h)) => h,
             (None, HostTenant::Unknown | HostTenant::None) => {
@@ -77,8 +84,12 @@ where
         let tenant = resolver.tenant(id).await?;
         let tenant = match tenant {
             Some(t) if matches!(t.status, TenantStatus::Active) => t,
-            Some(t) if matches!(t.status, TenantStatus::Suspended) => return Err(ApiError::tenant_suspended()),
-            _ if key.is_some() => return Err(ApiError::unauthorized("the credential is not valid")),
+            Some(t) if matches!(t.status, TenantStatus::Suspended) => {
+                return Err(ApiError::tenant_suspended());
+            }
+            _ if key.is_some() => {
+                return Err(ApiError::unauthorized("the credential is not valid"));
+            }
             _ => return Err(ApiError::not_found("no tenant is known at this host")),
         };
         let principal = match &key {
@@ -86,7 +97,10 @@ where
             Some(k) => {
                 let keys = ApiKeys::from_ref(state);
                 let dp = DataPlane::from_ref(state);
-                let id = keys.verify(&dp, &tenant, k).await?.ok_or_else(|| ApiError::unauthorized("the credential is not valid"))?;
+                let id = keys
+                    .verify(&dp, &tenant, k)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("the credential is not valid"))?;
                 Some(Principal::ApiKey(id))
             }
         };
@@ -116,8 +130,13 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let ctx = TenantContext::from_request_parts(parts, state).await?;
         match ctx.principal {
-            Some(principal) => Ok(Self { tenant: ctx.tenant, principal }),
-            None => Err(ApiError::unauthorized("this API needs a credential (a tenant API key)")),
+            Some(principal) => Ok(Self {
+                tenant: ctx.tenant,
+                principal,
+            }),
+            None => Err(ApiError::unauthorized(
+                "this API needs a credential (a tenant API key)",
+            )),
         }
     }
 }

@@ -68,11 +68,12 @@ impl Catalog {
         budget: u32,
         replace: bool,
     ) -> Result<DbServer, RegisterServerError> {
-        let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM db_servers WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(CatalogError)?;
+        let existing: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM db_servers WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(CatalogError)?;
         let id = existing.map_or_else(DbServerId::new, DbServerId::from_uuid);
         let sealed = self.key.seal(&purpose(id), admin_url.as_bytes());
         let budget = i32::try_from(budget).unwrap_or(i32::MAX);
@@ -128,7 +129,10 @@ impl Catalog {
     }
 
     /// A server with its admin URL opened. The URL is a secret: never log or return it.
-    pub async fn db_server_with_url(&self, id: DbServerId) -> Result<Option<(DbServer, String)>, ServerUrlError> {
+    pub async fn db_server_with_url(
+        &self,
+        id: DbServerId,
+    ) -> Result<Option<(DbServer, String)>, ServerUrlError> {
         let row: Option<(Vec<u8>, String, String, i32, i32, OffsetDateTime)> = sqlx::query_as(
             "SELECT admin_url_sealed, name, host, port, connection_budget, created_at FROM db_servers WHERE id = $1",
         )
@@ -140,8 +144,18 @@ impl Catalog {
             return Ok(None);
         };
         let url = self.key.open(&purpose(id), &sealed)?;
-        let url = String::from_utf8(url).map_err(|_| CryptoError::Malformed { purpose: purpose(id) })?;
-        let server = ServerRow { id: id.as_uuid(), name, host, port, connection_budget, created_at }.into();
+        let url = String::from_utf8(url).map_err(|_| CryptoError::Malformed {
+            purpose: purpose(id),
+        })?;
+        let server = ServerRow {
+            id: id.as_uuid(),
+            name,
+            host,
+            port,
+            connection_budget,
+            created_at,
+        }
+        .into();
         Ok(Some((server, url)))
     }
 }

@@ -17,27 +17,42 @@ pub enum DomainError {
 
 impl Catalog {
     /// Registers `domain` for `tenant`.
-    pub async fn add_domain(&self, tenant: TenantId, domain: &DomainName) -> Result<OffsetDateTime, DomainError> {
+    pub async fn add_domain(
+        &self,
+        tenant: TenantId,
+        domain: &DomainName,
+    ) -> Result<OffsetDateTime, DomainError> {
         let mut tx = self.pool.begin().await.map_err(CatalogError)?;
-        let created: OffsetDateTime =
-            sqlx::query_scalar("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2) RETURNING created_at")
-                .bind(domain.as_str())
-                .bind(tenant.as_uuid())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| if violates(&e, "tenant_domains_pkey") { DomainError::Taken } else { CatalogError(e).into() })?;
+        let created: OffsetDateTime = sqlx::query_scalar(
+            "INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2) RETURNING created_at",
+        )
+        .bind(domain.as_str())
+        .bind(tenant.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            if violates(&e, "tenant_domains_pkey") {
+                DomainError::Taken
+            } else {
+                CatalogError(e).into()
+            }
+        })?;
         publish(&mut *tx, Some(tenant)).await?;
         tx.commit().await.map_err(CatalogError)?;
         Ok(created)
     }
 
     /// The tenant's domains with their creation time.
-    pub async fn domains(&self, tenant: TenantId) -> Result<Vec<(DomainName, OffsetDateTime)>, CatalogError> {
-        let rows: Vec<(String, OffsetDateTime)> =
-            sqlx::query_as("SELECT domain, created_at FROM tenant_domains WHERE tenant_id = $1 ORDER BY domain")
-                .bind(tenant.as_uuid())
-                .fetch_all(&self.pool)
-                .await?;
+    pub async fn domains(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<(DomainName, OffsetDateTime)>, CatalogError> {
+        let rows: Vec<(String, OffsetDateTime)> = sqlx::query_as(
+            "SELECT domain, created_at FROM tenant_domains WHERE tenant_id = $1 ORDER BY domain",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(d, at)| DomainName::from_host_header(&d).map(|d| (d, at)))
@@ -45,7 +60,11 @@ impl Catalog {
     }
 
     /// Removes a domain of the tenant; false if it had no such domain.
-    pub async fn remove_domain(&self, tenant: TenantId, domain: &DomainName) -> Result<bool, CatalogError> {
+    pub async fn remove_domain(
+        &self,
+        tenant: TenantId,
+        domain: &DomainName,
+    ) -> Result<bool, CatalogError> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query("DELETE FROM tenant_domains WHERE tenant_id = $1 AND domain = $2")
             .bind(tenant.as_uuid())
@@ -59,7 +78,10 @@ impl Catalog {
     }
 
     /// The live tenant a custom domain routes to.
-    pub async fn tenant_id_by_domain(&self, domain: &DomainName) -> Result<Option<TenantId>, CatalogError> {
+    pub async fn tenant_id_by_domain(
+        &self,
+        domain: &DomainName,
+    ) -> Result<Option<TenantId>, CatalogError> {
         let id: Option<Uuid> = sqlx::query_scalar(
             "SELECT d.tenant_id FROM tenant_domains d JOIN tenants t ON t.id = d.tenant_id
              WHERE d.domain = $1 AND t.status <> 'deleted'",

@@ -28,7 +28,12 @@ pub enum IdempotencyOutcome {
 
 impl Catalog {
     /// Claims `key` in `scope` for a request whose body hashes to `request_hash`.
-    pub async fn begin_idempotent(&self, scope: &str, key: &str, request_hash: &[u8]) -> Result<IdempotencyOutcome, CatalogError> {
+    pub async fn begin_idempotent(
+        &self,
+        scope: &str,
+        key: &str,
+        request_hash: &[u8],
+    ) -> Result<IdempotencyOutcome, CatalogError> {
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
@@ -52,32 +57,42 @@ impl Catalog {
             // Abandoned between our insert attempt and this read: treat as in flight; a retry proceeds.
             None => IdempotencyOutcome::InFlight,
             Some((hash, _, _)) if hash != request_hash => IdempotencyOutcome::Mismatch,
-            Some((_, Some(status), Some(body))) => {
-                IdempotencyOutcome::Replay(StoredResponse { status: u16::try_from(status).unwrap_or(500), body })
-            }
+            Some((_, Some(status), Some(body))) => IdempotencyOutcome::Replay(StoredResponse {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+            }),
             Some(_) => IdempotencyOutcome::InFlight,
         })
     }
 
     /// Remembers the response for a claimed key.
-    pub async fn finish_idempotent(&self, scope: &str, key: &str, response: &StoredResponse) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE idempotency_keys SET status = $3, response = $4 WHERE scope = $1 AND key = $2")
-            .bind(scope)
-            .bind(key)
-            .bind(i32::from(response.status))
-            .bind(&response.body)
-            .execute(&self.pool)
-            .await?;
+    pub async fn finish_idempotent(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), CatalogError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $3, response = $4 WHERE scope = $1 AND key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(i32::from(response.status))
+        .bind(&response.body)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Releases a claimed key whose request failed in a way worth retrying (e.g. a 5xx).
     pub async fn abandon_idempotent(&self, scope: &str, key: &str) -> Result<(), CatalogError> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status IS NULL")
-            .bind(scope)
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status IS NULL",
+        )
+        .bind(scope)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -43,7 +43,10 @@ pub enum Placement {
     /// Rows in the shared database, isolated by row-level security.
     Shared,
     /// Its own database on a registered server.
-    Dedicated { server: DbServerId, database: String },
+    Dedicated {
+        server: DbServerId,
+        database: String,
+    },
 }
 
 impl Placement {
@@ -88,9 +91,10 @@ struct TenantRow {
 impl From<TenantRow> for Tenant {
     fn from(r: TenantRow) -> Self {
         let placement = match (r.placement.as_str(), r.db_server_id, r.db_name) {
-            ("dedicated", Some(server), Some(database)) => {
-                Placement::Dedicated { server: DbServerId::from_uuid(server), database }
-            }
+            ("dedicated", Some(server), Some(database)) => Placement::Dedicated {
+                server: DbServerId::from_uuid(server),
+                database,
+            },
             _ => Placement::Shared,
         };
         Self {
@@ -143,7 +147,9 @@ impl Catalog {
     pub async fn insert_tenant(&self, t: &NewTenant) -> Result<Tenant, InsertTenantError> {
         let (server, db) = match &t.placement {
             Placement::Shared => (None, None),
-            Placement::Dedicated { server, database } => (Some(server.as_uuid()), Some(database.clone())),
+            Placement::Dedicated { server, database } => {
+                (Some(server.as_uuid()), Some(database.clone()))
+            }
         };
         let mut tx = self.pool.begin().await.map_err(CatalogError)?;
         let row: TenantRow = sqlx::query_as(&format!(
@@ -160,7 +166,13 @@ impl Catalog {
         .bind(db)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| if violates(&e, "tenants_slug_key") { InsertTenantError::SlugTaken } else { CatalogError(e).into() })?;
+        .map_err(|e| {
+            if violates(&e, "tenants_slug_key") {
+                InsertTenantError::SlugTaken
+            } else {
+                CatalogError(e).into()
+            }
+        })?;
         publish(&mut *tx, Some(t.id)).await?;
         tx.commit().await.map_err(CatalogError)?;
         Ok(row.into())
@@ -168,24 +180,30 @@ impl Catalog {
 
     /// A tenant by id, in any status.
     pub async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>, CatalogError> {
-        let row: Option<TenantRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<TenantRow> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(Into::into))
     }
 
     /// A tenant by slug, in any status.
     pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, CatalogError> {
-        let row: Option<TenantRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE slug = $1"))
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<TenantRow> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE slug = $1"))
+                .bind(slug)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(Into::into))
     }
 
     /// Tenants that are not deleted, ordered by id, after `cursor`; one page of `limit`.
-    pub async fn list_tenants(&self, after: Option<TenantId>, limit: i64) -> Result<Vec<Tenant>, CatalogError> {
+    pub async fn list_tenants(
+        &self,
+        after: Option<TenantId>,
+        limit: i64,
+    ) -> Result<Vec<Tenant>, CatalogError> {
         let rows: Vec<TenantRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM tenants WHERE status <> 'deleted' AND ($1::uuid IS NULL OR id > $1)
              ORDER BY id LIMIT $2"
@@ -198,16 +216,25 @@ impl Catalog {
     }
 
     /// Tenants in the given status (ops: purge, migrations).
-    pub async fn tenants_in_status(&self, status: TenantStatus) -> Result<Vec<Tenant>, CatalogError> {
-        let rows: Vec<TenantRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE status = $1 ORDER BY id"))
-            .bind(status.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn tenants_in_status(
+        &self,
+        status: TenantStatus,
+    ) -> Result<Vec<Tenant>, CatalogError> {
+        let rows: Vec<TenantRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM tenants WHERE status = $1 ORDER BY id"
+        ))
+        .bind(status.as_str())
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Applies a patch to a tenant that is not deleted; `None` if there is no such tenant.
-    pub async fn patch_tenant(&self, id: TenantId, p: &TenantPatch) -> Result<Option<Tenant>, CatalogError> {
+    pub async fn patch_tenant(
+        &self,
+        id: TenantId,
+        p: &TenantPatch,
+    ) -> Result<Option<Tenant>, CatalogError> {
         let mut tx = self.pool.begin().await?;
         let row: Option<TenantRow> = sqlx::query_as(&format!(
             "UPDATE tenants SET name = COALESCE($2, name), plan = COALESCE($3, plan),
@@ -261,18 +288,25 @@ impl Catalog {
     /// Removes a tenant's catalog row for good (after its data is gone).
     pub async fn remove_tenant(&self, id: TenantId) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id.as_uuid()).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
         publish(&mut *tx, Some(id)).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// The id of the live (not deleted) tenant with this slug.
-    pub async fn live_tenant_id_by_slug(&self, slug: &str) -> Result<Option<TenantId>, CatalogError> {
-        let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE slug = $1 AND status <> 'deleted'")
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn live_tenant_id_by_slug(
+        &self,
+        slug: &str,
+    ) -> Result<Option<TenantId>, CatalogError> {
+        let id: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM tenants WHERE slug = $1 AND status <> 'deleted'")
+                .bind(slug)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(id.map(TenantId::from_uuid))
     }
 }

@@ -22,13 +22,23 @@ pub struct TenantConn {
 
 impl std::fmt::Debug for TenantConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantConn").field("tenant", &self.tenant).finish_non_exhaustive()
+        f.debug_struct("TenantConn")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
     }
 }
 
 impl TenantConn {
-    pub(crate) fn new(tenant: TenantId, client: Object, permit: Option<OwnedSemaphorePermit>) -> Self {
-        Self { tenant, client, _permit: permit }
+    pub(crate) fn new(
+        tenant: TenantId,
+        client: Object,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        Self {
+            tenant,
+            client,
+            _permit: permit,
+        }
     }
 
     /// The tenant this connection serves.
@@ -41,7 +51,11 @@ impl TenantConn {
     #[must_use]
     pub fn begin(self) -> TenantTx {
         let setup = format!("BEGIN; SET LOCAL app.tenant_id = '{}'", self.tenant);
-        TenantTx { conn: Some(self), setup, begun: false }
+        TenantTx {
+            conn: Some(self),
+            setup,
+            begun: false,
+        }
     }
 }
 
@@ -56,19 +70,28 @@ pub struct TenantTx {
 
 impl std::fmt::Debug for TenantTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantTx").field("begun", &self.begun).finish_non_exhaustive()
+        f.debug_struct("TenantTx")
+            .field("begun", &self.begun)
+            .finish_non_exhaustive()
     }
 }
 
 impl TenantTx {
     fn client(&self) -> &Object {
-        &self.conn.as_ref().expect("present until commit or drop").client
+        &self
+            .conn
+            .as_ref()
+            .expect("present until commit or drop")
+            .client
     }
 
     /// The tenant of this transaction.
     #[must_use]
     pub fn tenant(&self) -> TenantId {
-        self.conn.as_ref().expect("present until commit or drop").tenant
+        self.conn
+            .as_ref()
+            .expect("present until commit or drop")
+            .tenant
     }
 
     /// Runs a statement and returns its rows.
@@ -126,7 +149,9 @@ impl Drop for TenantTx {
             return;
         }
         // Not committed: roll back before the connection is reused, or discard it.
-        let TenantConn { client, _permit, .. } = conn;
+        let TenantConn {
+            client, _permit, ..
+        } = conn;
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {

@@ -68,7 +68,10 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let t = find_tenant(&tenancy.catalog, &tenant).await?;
     let name = text("name", &body.name, 100)?;
-    let (key, secret) = tenancy.api_keys.create(&tenancy.dataplane, &t, &name).await?;
+    let (key, secret) = tenancy
+        .api_keys
+        .create(&tenancy.dataplane, &t, &name)
+        .await?;
     let mut v = serde_json::to_value(KeyView::from(&key)).map_err(ApiError::internal)?;
     v["key"] = serde_json::Value::String(secret);
     Ok((StatusCode::CREATED, Json(v)))
@@ -79,10 +82,16 @@ pub async fn create(
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses((status = 200, body = KeyList), (status = 404, body = Problem)),
     security(("operator" = [])))]
-pub async fn list(_: Operator, State(tenancy): State<Arc<Tenancy>>, ApiPath(tenant): ApiPath<String>) -> ApiResult<Json<KeyList>> {
+pub async fn list(
+    _: Operator,
+    State(tenancy): State<Arc<Tenancy>>,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<KeyList>> {
     let t = find_tenant(&tenancy.catalog, &tenant).await?;
     let keys = tenancy.api_keys.list(&tenancy.dataplane, &t).await?;
-    Ok(Json(KeyList { items: keys.iter().map(KeyView::from).collect() }))
+    Ok(Json(KeyList {
+        items: keys.iter().map(KeyView::from).collect(),
+    }))
 }
 
 /// Revoke a key: refused at once on this instance, within about a second on every other.
@@ -96,7 +105,11 @@ pub async fn revoke(
     ApiPath((tenant, key_id)): ApiPath<(String, Uuid)>,
 ) -> ApiResult<StatusCode> {
     let t = find_tenant(&tenancy.catalog, &tenant).await?;
-    if !tenancy.api_keys.revoke(&tenancy.dataplane, &t, ApiKeyId::from_uuid(key_id)).await? {
+    if !tenancy
+        .api_keys
+        .revoke(&tenancy.dataplane, &t, ApiKeyId::from_uuid(key_id))
+        .await?
+    {
         return Err(ApiError::not_found("no such live key"));
     }
     tenancy.catalog.publish(Some(t.id)).await?;

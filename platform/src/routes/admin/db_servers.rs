@@ -30,7 +30,9 @@ pub struct RegisterBody {
 
 impl std::fmt::Debug for RegisterBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegisterBody").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("RegisterBody")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,26 +77,42 @@ pub async fn register(
 ) -> ApiResult<(StatusCode, Json<ServerView>)> {
     let name_ok = !body.name.is_empty()
         && body.name.len() <= 63
-        && body.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && body
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !name_ok {
-        return Err(ApiError::unprocessable("`name` must be 1 to 63 characters of a-z, 0-9 and `-`"));
+        return Err(ApiError::unprocessable(
+            "`name` must be 1 to 63 characters of a-z, 0-9 and `-`",
+        ));
     }
     let budget = body.connection_budget.unwrap_or(40);
     if !(1..=10_000).contains(&budget) {
-        return Err(ApiError::unprocessable("`connection_budget` must be from 1 to 10000"));
+        return Err(ApiError::unprocessable(
+            "`connection_budget` must be from 1 to 10000",
+        ));
     }
-    if body.url.len() > 2048 || !(body.url.starts_with("postgres://") || body.url.starts_with("postgresql://")) {
+    if body.url.len() > 2048
+        || !(body.url.starts_with("postgres://") || body.url.starts_with("postgresql://"))
+    {
         return Err(ApiError::unprocessable("`url` must be a postgres:// URL"));
     }
-    let server = provisioner.register_server(&body.name, &body.url, budget, false).await.map_err(|e| match e {
-        RegisterError::BadUrl => ApiError::unprocessable("`url` is not a valid PostgreSQL URL"),
-        RegisterError::Unreachable(_) => ApiError::unprocessable("the server cannot be reached or refused the credentials"),
-        RegisterError::NotPrivileged(_) => {
-            ApiError::unprocessable("the credentials cannot create the data-plane role (CREATEROLE is needed)")
-        }
-        RegisterError::Register(RegisterServerError::NameTaken) => ApiError::conflict("a server with this name is already registered"),
-        RegisterError::Register(RegisterServerError::Catalog(c)) => c.into(),
-    })?;
+    let server = provisioner
+        .register_server(&body.name, &body.url, budget, false)
+        .await
+        .map_err(|e| match e {
+            RegisterError::BadUrl => ApiError::unprocessable("`url` is not a valid PostgreSQL URL"),
+            RegisterError::Unreachable(_) => {
+                ApiError::unprocessable("the server cannot be reached or refused the credentials")
+            }
+            RegisterError::NotPrivileged(_) => ApiError::unprocessable(
+                "the credentials cannot create the data-plane role (CREATEROLE is needed)",
+            ),
+            RegisterError::Register(RegisterServerError::NameTaken) => {
+                ApiError::conflict("a server with this name is already registered")
+            }
+            RegisterError::Register(RegisterServerError::Catalog(c)) => c.into(),
+        })?;
     Ok((StatusCode::CREATED, Json(ServerView::from(&server))))
 }
 
@@ -103,5 +121,7 @@ pub async fn register(
     responses((status = 200, body = ServerList)), security(("operator" = [])))]
 pub async fn list(_: Operator, State(catalog): State<Catalog>) -> ApiResult<Json<ServerList>> {
     let servers = catalog.db_servers().await?;
-    Ok(Json(ServerList { items: servers.iter().map(ServerView::from).collect() }))
+    Ok(Json(ServerList {
+        items: servers.iter().map(ServerView::from).collect(),
+    }))
 }

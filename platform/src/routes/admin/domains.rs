@@ -52,12 +52,22 @@ pub async fn add(
     let t = find_tenant(&tenancy.catalog, &tenant).await?;
     let domain = DomainName::parse_custom(&body.domain, tenancy.resolver.base_domain())
         .map_err(|e| ApiError::unprocessable(format!("`domain` is invalid: {e}")))?;
-    let created = tenancy.catalog.add_domain(t.id, &domain).await.map_err(|e| match e {
-        CatalogDomainError::Taken => ApiError::conflict("this domain is already registered"),
-        CatalogDomainError::Catalog(c) => c.into(),
-    })?;
+    let created = tenancy
+        .catalog
+        .add_domain(t.id, &domain)
+        .await
+        .map_err(|e| match e {
+            CatalogDomainError::Taken => ApiError::conflict("this domain is already registered"),
+            CatalogDomainError::Catalog(c) => c.into(),
+        })?;
     tenancy.invalidate(Some(t.id)).await;
-    Ok((StatusCode::CREATED, Json(DomainView { domain: domain.to_string(), created_at: ts(created) })))
+    Ok((
+        StatusCode::CREATED,
+        Json(DomainView {
+            domain: domain.to_string(),
+            created_at: ts(created),
+        }),
+    ))
 }
 
 /// The tenant's custom domains.
@@ -65,13 +75,20 @@ pub async fn add(
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses((status = 200, body = DomainList), (status = 404, body = Problem)),
     security(("operator" = [])))]
-pub async fn list(_: Operator, State(catalog): State<Catalog>, ApiPath(tenant): ApiPath<String>) -> ApiResult<Json<DomainList>> {
+pub async fn list(
+    _: Operator,
+    State(catalog): State<Catalog>,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<DomainList>> {
     let t = find_tenant(&catalog, &tenant).await?;
     let items = catalog
         .domains(t.id)
         .await?
         .into_iter()
-        .map(|(d, at)| DomainView { domain: d.to_string(), created_at: ts(at) })
+        .map(|(d, at)| DomainView {
+            domain: d.to_string(),
+            created_at: ts(at),
+        })
         .collect();
     Ok(Json(DomainList { items }))
 }
@@ -87,7 +104,8 @@ pub async fn remove(
     ApiPath((tenant, domain)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let t = find_tenant(&tenancy.catalog, &tenant).await?;
-    let domain = DomainName::from_host_header(&domain).ok_or_else(|| ApiError::not_found("no such domain"))?;
+    let domain = DomainName::from_host_header(&domain)
+        .ok_or_else(|| ApiError::not_found("no such domain"))?;
     if !tenancy.catalog.remove_domain(t.id, &domain).await? {
         return Err(ApiError::not_found("no such domain"));
     }

@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tenancy::bootstrap::Tenancy;
-use tenancy::catalog::{Catalog, IdempotencyOutcome, Placement, StoredResponse, Tenant, TenantPatch, TenantStatus};
+use tenancy::catalog::{
+    Catalog, IdempotencyOutcome, Placement, StoredResponse, Tenant, TenantPatch, TenantStatus,
+};
 use tenancy::ids::{SlugError, TenantSlug};
 use tenancy::provision::{CreateTenant, PlacementRequest, ProvisionError, Provisioner};
 use utoipa::ToSchema;
@@ -67,7 +69,9 @@ impl From<&Tenant> for TenantView {
     fn from(t: &Tenant) -> Self {
         let (placement, db_server_id) = match &t.placement {
             Placement::Shared => (PlacementKind::Shared, None),
-            Placement::Dedicated { server, .. } => (PlacementKind::Dedicated, Some(server.as_uuid())),
+            Placement::Dedicated { server, .. } => {
+                (PlacementKind::Dedicated, Some(server.as_uuid()))
+            }
         };
         Self {
             id: t.id.as_uuid(),
@@ -85,8 +89,15 @@ impl From<&Tenant> for TenantView {
 
 fn plan(p: Option<&str>) -> ApiResult<String> {
     let p = p.unwrap_or("free");
-    if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
-        return Err(ApiError::unprocessable("`plan` must be 1 to 64 characters of a-z, 0-9, `-`, `_`"));
+    if p.is_empty()
+        || p.len() > 64
+        || !p
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::unprocessable(
+            "`plan` must be 1 to 64 characters of a-z, 0-9, `-`, `_`",
+        ));
     }
     Ok(p.to_owned())
 }
@@ -99,8 +110,12 @@ impl From<ProvisionError> for ApiError {
     fn from(e: ProvisionError) -> Self {
         match e {
             ProvisionError::SlugTaken => Self::conflict("a tenant with this slug already exists"),
-            ProvisionError::UnknownServer(name) => Self::unprocessable(format!("no database server named `{name}` is registered")),
-            ProvisionError::ServerUnavailable(_) => Self::unavailable("the database server is unavailable; nothing was created", e),
+            ProvisionError::UnknownServer(name) => {
+                Self::unprocessable(format!("no database server named `{name}` is registered"))
+            }
+            ProvisionError::ServerUnavailable(_) => {
+                Self::unavailable("the database server is unavailable; nothing was created", e)
+            }
             ProvisionError::Catalog(c) => c.into(),
             ProvisionError::ServerUrl(u) => Self::internal(u),
         }
@@ -136,7 +151,9 @@ pub async fn create(
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= 255)
-        .ok_or_else(|| ApiError::bad_request("`Idempotency-Key` must be 1 to 255 visible ASCII characters"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("`Idempotency-Key` must be 1 to 255 visible ASCII characters")
+        })?;
     let scope = "admin:create-tenant";
     let hash = Sha256::digest(serde_json::to_vec(&body).map_err(ApiError::internal)?);
     match catalog.begin_idempotent(scope, key, &hash).await? {
@@ -146,8 +163,14 @@ pub async fn create(
         IdempotencyOutcome::Proceed => {
             let outcome = create_tenant(&provisioner, &body).await;
             let record = match &outcome {
-                Ok(t) => Some(StoredResponse { status: 201, body: serde_json::to_value(TenantView::from(t)).map_err(ApiError::internal)? }),
-                Err(e) if e.status().is_client_error() => Some(StoredResponse { status: e.status().as_u16(), body: e.body() }),
+                Ok(t) => Some(StoredResponse {
+                    status: 201,
+                    body: serde_json::to_value(TenantView::from(t)).map_err(ApiError::internal)?,
+                }),
+                Err(e) if e.status().is_client_error() => Some(StoredResponse {
+                    status: e.status().as_u16(),
+                    body: e.body(),
+                }),
                 Err(_) => None,
             };
             match record {
@@ -166,7 +189,10 @@ fn stored(r: StoredResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     let mut resp = (status, Json(r.body)).into_response();
     if status.is_client_error() {
-        resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/problem+json"),
+        );
     }
     resp
 }
@@ -175,25 +201,52 @@ async fn create_tenant(provisioner: &Provisioner, body: &CreateTenantBody) -> Ap
     let slug = TenantSlug::parse(&body.slug).map_err(|e| slug_error(&e))?;
     let name = text("name", &body.name, 200)?;
     let plan = plan(body.plan.as_deref())?;
-    let placement = match (body.placement.unwrap_or(PlacementKind::Shared), &body.db_server) {
+    let placement = match (
+        body.placement.unwrap_or(PlacementKind::Shared),
+        &body.db_server,
+    ) {
         (PlacementKind::Shared, None) => PlacementRequest::Shared,
         (PlacementKind::Shared, Some(_)) => {
-            return Err(ApiError::unprocessable("`db_server` applies only to `\"placement\": \"dedicated\"`"));
+            return Err(ApiError::unprocessable(
+                "`db_server` applies only to `\"placement\": \"dedicated\"`",
+            ));
         }
-        (PlacementKind::Dedicated, server) => PlacementRequest::Dedicated { server: server.clone() },
+        (PlacementKind::Dedicated, server) => PlacementRequest::Dedicated {
+            server: server.clone(),
+        },
     };
-    Ok(provisioner.create_tenant(CreateTenant { slug, name, plan, placement }).await?)
+    Ok(provisioner
+        .create_tenant(CreateTenant {
+            slug,
+            name,
+            plan,
+            placement,
+        })
+        .await?)
 }
 
 /// List tenants (not deleted), by id, with cursor pagination.
 #[utoipa::path(get, path = "/admin/v1/tenants", tag = "admin", params(PageQuery),
     responses((status = 200, body = Paged<TenantView>), (status = 400, body = Problem)),
     security(("operator" = [])))]
-pub async fn list(_: Operator, State(catalog): State<Catalog>, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Paged<TenantView>>> {
+pub async fn list(
+    _: Operator,
+    State(catalog): State<Catalog>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Paged<TenantView>>> {
     let page = q.page()?;
-    let rows = catalog.list_tenants(page.after.map(tenancy::ids::TenantId::from_uuid), page.limit + 1).await?;
+    let rows = catalog
+        .list_tenants(
+            page.after.map(tenancy::ids::TenantId::from_uuid),
+            page.limit + 1,
+        )
+        .await?;
     let views = rows.iter().map(TenantView::from).collect();
-    Ok(Json(Paged::from_rows(views, page.limit, |t: &TenantView| t.id)))
+    Ok(Json(Paged::from_rows(
+        views,
+        page.limit,
+        |t: &TenantView| t.id,
+    )))
 }
 
 /// Show a tenant by id or slug.
@@ -201,8 +254,14 @@ pub async fn list(_: Operator, State(catalog): State<Catalog>, ApiQuery(q): ApiQ
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses((status = 200, body = TenantView), (status = 404, body = Problem)),
     security(("operator" = [])))]
-pub async fn show(_: Operator, State(catalog): State<Catalog>, ApiPath(tenant): ApiPath<String>) -> ApiResult<Json<TenantView>> {
-    Ok(Json(TenantView::from(&find_tenant(&catalog, &tenant).await?)))
+pub async fn show(
+    _: Operator,
+    State(catalog): State<Catalog>,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<TenantView>> {
+    Ok(Json(TenantView::from(
+        &find_tenant(&catalog, &tenant).await?,
+    )))
 }
 
 /// Status an operator may set.
@@ -236,14 +295,22 @@ pub async fn patch(
 ) -> ApiResult<Json<TenantView>> {
     let t = find_tenant(&tenancy.catalog, &tenant).await?;
     let patch = TenantPatch {
-        name: body.name.as_deref().map(|n| text("name", n, 200)).transpose()?,
+        name: body
+            .name
+            .as_deref()
+            .map(|n| text("name", n, 200))
+            .transpose()?,
         plan: body.plan.as_deref().map(|p| plan(Some(p))).transpose()?,
         status: body.status.map(|s| match s {
             SettableStatus::Active => TenantStatus::Active,
             SettableStatus::Suspended => TenantStatus::Suspended,
         }),
     };
-    let updated = tenancy.catalog.patch_tenant(t.id, &patch).await?.ok_or_else(|| ApiError::not_found("no such tenant"))?;
+    let updated = tenancy
+        .catalog
+        .patch_tenant(t.id, &patch)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such tenant"))?;
     tenancy.invalidate(Some(t.id)).await;
     Ok(Json(TenantView::from(&updated)))
 }
@@ -253,7 +320,11 @@ pub async fn patch(
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem)),
     security(("operator" = [])))]
-pub async fn delete(_: Operator, State(tenancy): State<Arc<Tenancy>>, ApiPath(tenant): ApiPath<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    _: Operator,
+    State(tenancy): State<Arc<Tenancy>>,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<StatusCode> {
     let t = find_tenant(&tenancy.catalog, &tenant).await?;
     if !tenancy.catalog.delete_tenant(t.id).await? {
         return Err(ApiError::not_found("no such tenant"));

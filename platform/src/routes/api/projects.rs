@@ -28,7 +28,13 @@ pub struct Project {
 const COLUMNS: &str = "id, name, description, created_at, updated_at";
 
 fn project(r: &Row) -> Project {
-    Project { id: r.get(0), name: r.get(1), description: r.get(2), created_at: ts(r.get(3)), updated_at: ts(r.get(4)) }
+    Project {
+        id: r.get(0),
+        name: r.get(1),
+        description: r.get(2),
+        created_at: ts(r.get(3)),
+        updated_at: ts(r.get(4)),
+    }
 }
 
 /// Body of `POST /api/v1/projects`.
@@ -54,7 +60,9 @@ pub struct ProjectPatch {
 fn description(d: Option<&str>) -> ApiResult<Option<String>> {
     match d {
         None => Ok(None),
-        Some(d) if d.chars().count() > 10_000 => Err(ApiError::unprocessable("`description` must be at most 10000 characters")),
+        Some(d) if d.chars().count() > 10_000 => Err(ApiError::unprocessable(
+            "`description` must be at most 10000 characters",
+        )),
         Some(d) => Ok(Some(d.to_owned())),
     }
 }
@@ -71,7 +79,10 @@ pub(crate) async fn exists(tx: &mut TenantTx, id: Uuid) -> ApiResult<()> {
 #[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = NewProject,
     responses((status = 201, body = Project), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("api_key" = [])))]
-pub async fn create(TenantDb(conn): TenantDb, ApiJson(body): ApiJson<NewProject>) -> ApiResult<(StatusCode, Json<Project>)> {
+pub async fn create(
+    TenantDb(conn): TenantDb,
+    ApiJson(body): ApiJson<NewProject>,
+) -> ApiResult<(StatusCode, Json<Project>)> {
     let name = text("name", &body.name, 200)?;
     let description = description(body.description.as_deref())?;
     let tenant = conn.tenant().as_uuid();
@@ -83,7 +94,9 @@ pub async fn create(TenantDb(conn): TenantDb, ApiJson(body): ApiJson<NewProject>
         )
         .await?;
     tx.commit().await?;
-    let row = rows.first().ok_or_else(|| ApiError::internal("insert returned no row"))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::internal("insert returned no row"))?;
     Ok((StatusCode::CREATED, Json(project(row))))
 }
 
@@ -91,7 +104,10 @@ pub async fn create(TenantDb(conn): TenantDb, ApiJson(body): ApiJson<NewProject>
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(PageQuery),
     responses((status = 200, body = Paged<Project>), (status = 400, body = Problem), (status = 401, body = Problem)),
     security(("api_key" = [])))]
-pub async fn list(TenantDb(conn): TenantDb, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Paged<Project>>> {
+pub async fn list(
+    TenantDb(conn): TenantDb,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Paged<Project>>> {
     let page = q.page()?;
     let mut tx = conn.begin();
     let rows = tx
@@ -101,7 +117,11 @@ pub async fn list(TenantDb(conn): TenantDb, ApiQuery(q): ApiQuery<PageQuery>) ->
         )
         .await?;
     tx.commit().await?;
-    Ok(Json(Paged::from_rows(rows.iter().map(project).collect(), page.limit, |p| p.id)))
+    Ok(Json(Paged::from_rows(
+        rows.iter().map(project).collect(),
+        page.limit,
+        |p| p.id,
+    )))
 }
 
 /// Show a project.
@@ -109,11 +129,21 @@ pub async fn list(TenantDb(conn): TenantDb, ApiQuery(q): ApiQuery<PageQuery>) ->
     params(("project_id" = Uuid, Path)),
     responses((status = 200, body = Project), (status = 404, body = Problem)),
     security(("api_key" = [])))]
-pub async fn show(TenantDb(conn): TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Project>> {
+pub async fn show(
+    TenantDb(conn): TenantDb,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Project>> {
     let mut tx = conn.begin();
-    let row = tx.query_opt(&format!("SELECT {COLUMNS} FROM projects WHERE id = $1"), &[&id]).await?;
+    let row = tx
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM projects WHERE id = $1"),
+            &[&id],
+        )
+        .await?;
     tx.commit().await?;
-    Ok(Json(project(&row.ok_or_else(|| ApiError::not_found("no such project"))?)))
+    Ok(Json(project(
+        &row.ok_or_else(|| ApiError::not_found("no such project"))?,
+    )))
 }
 
 /// Change a project.
@@ -121,8 +151,16 @@ pub async fn show(TenantDb(conn): TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiRe
     params(("project_id" = Uuid, Path)),
     responses((status = 200, body = Project), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("api_key" = [])))]
-pub async fn patch(TenantDb(conn): TenantDb, ApiPath(id): ApiPath<Uuid>, ApiJson(body): ApiJson<ProjectPatch>) -> ApiResult<Json<Project>> {
-    let name = body.name.as_deref().map(|n| text("name", n, 200)).transpose()?;
+pub async fn patch(
+    TenantDb(conn): TenantDb,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ProjectPatch>,
+) -> ApiResult<Json<Project>> {
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| text("name", n, 200))
+        .transpose()?;
     let (set_description, description) = match &body.description {
         None => (false, None),
         Some(d) => (true, description(d.as_deref())?),
@@ -139,7 +177,9 @@ pub async fn patch(TenantDb(conn): TenantDb, ApiPath(id): ApiPath<Uuid>, ApiJson
         )
         .await?;
     tx.commit().await?;
-    Ok(Json(project(&row.ok_or_else(|| ApiError::not_found("no such project"))?)))
+    Ok(Json(project(
+        &row.ok_or_else(|| ApiError::not_found("no such project"))?,
+    )))
 }
 
 /// Delete a project and its tasks.
@@ -149,7 +189,9 @@ pub async fn patch(TenantDb(conn): TenantDb, ApiPath(id): ApiPath<Uuid>, ApiJson
     security(("api_key" = [])))]
 pub async fn delete(TenantDb(conn): TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
     let mut tx = conn.begin();
-    let n = tx.execute("DELETE FROM projects WHERE id = $1", &[&id]).await?;
+    let n = tx
+        .execute("DELETE FROM projects WHERE id = $1", &[&id])
+        .await?;
     tx.commit().await?;
     if n == 0 {
         return Err(ApiError::not_found("no such project"));

@@ -100,7 +100,9 @@ pub async fn create(
         )
         .await?;
     tx.commit().await?;
-    let row = rows.first().ok_or_else(|| ApiError::internal("insert returned no row"))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::internal("insert returned no row"))?;
     Ok((StatusCode::CREATED, Json(task(row))))
 }
 
@@ -109,7 +111,11 @@ pub async fn create(
     params(("project_id" = Uuid, Path), PageQuery),
     responses((status = 200, body = Paged<Task>), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("api_key" = [])))]
-pub async fn list(TenantDb(conn): TenantDb, ApiPath(project_id): ApiPath<Uuid>, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Paged<Task>>> {
+pub async fn list(
+    TenantDb(conn): TenantDb,
+    ApiPath(project_id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Paged<Task>>> {
     let page = q.page()?;
     let mut tx = conn.begin();
     exists(&mut tx, project_id).await?;
@@ -122,7 +128,11 @@ pub async fn list(TenantDb(conn): TenantDb, ApiPath(project_id): ApiPath<Uuid>, 
         )
         .await?;
     tx.commit().await?;
-    Ok(Json(Paged::from_rows(rows.iter().map(task).collect(), page.limit, |t| t.id)))
+    Ok(Json(Paged::from_rows(
+        rows.iter().map(task).collect(),
+        page.limit,
+        |t| t.id,
+    )))
 }
 
 /// Show a task.
@@ -130,13 +140,21 @@ pub async fn list(TenantDb(conn): TenantDb, ApiPath(project_id): ApiPath<Uuid>, 
     params(("project_id" = Uuid, Path), ("task_id" = Uuid, Path)),
     responses((status = 200, body = Task), (status = 404, body = Problem)),
     security(("api_key" = [])))]
-pub async fn show(TenantDb(conn): TenantDb, ApiPath((project_id, id)): ApiPath<(Uuid, Uuid)>) -> ApiResult<Json<Task>> {
+pub async fn show(
+    TenantDb(conn): TenantDb,
+    ApiPath((project_id, id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<Json<Task>> {
     let mut tx = conn.begin();
     let row = tx
-        .query_opt(&format!("SELECT {COLUMNS} FROM tasks WHERE project_id = $1 AND id = $2"), &[&project_id, &id])
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM tasks WHERE project_id = $1 AND id = $2"),
+            &[&project_id, &id],
+        )
         .await?;
     tx.commit().await?;
-    Ok(Json(task(&row.ok_or_else(|| ApiError::not_found("no such task"))?)))
+    Ok(Json(task(
+        &row.ok_or_else(|| ApiError::not_found("no such task"))?,
+    )))
 }
 
 /// Change a task.
@@ -149,7 +167,11 @@ pub async fn patch(
     ApiPath((project_id, id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<TaskPatch>,
 ) -> ApiResult<Json<Task>> {
-    let title = body.title.as_deref().map(|t| text("title", t, 500)).transpose()?;
+    let title = body
+        .title
+        .as_deref()
+        .map(|t| text("title", t, 500))
+        .transpose()?;
     let status = body.status.map(TaskStatus::as_str);
     let mut tx = conn.begin();
     let row = tx
@@ -162,7 +184,9 @@ pub async fn patch(
         )
         .await?;
     tx.commit().await?;
-    Ok(Json(task(&row.ok_or_else(|| ApiError::not_found("no such task"))?)))
+    Ok(Json(task(
+        &row.ok_or_else(|| ApiError::not_found("no such task"))?,
+    )))
 }
 
 /// Delete a task.
@@ -170,9 +194,17 @@ pub async fn patch(
     params(("project_id" = Uuid, Path), ("task_id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem)),
     security(("api_key" = [])))]
-pub async fn delete(TenantDb(conn): TenantDb, ApiPath((project_id, id)): ApiPath<(Uuid, Uuid)>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    TenantDb(conn): TenantDb,
+    ApiPath((project_id, id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
     let mut tx = conn.begin();
-    let n = tx.execute("DELETE FROM tasks WHERE project_id = $1 AND id = $2", &[&project_id, &id]).await?;
+    let n = tx
+        .execute(
+            "DELETE FROM tasks WHERE project_id = $1 AND id = $2",
+            &[&project_id, &id],
+        )
+        .await?;
     tx.commit().await?;
     if n == 0 {
         return Err(ApiError::not_found("no such task"));
