@@ -1,5 +1,6 @@
 //! Subcommands, and what they share: settings, start-up, output.
 
+pub mod keys;
 pub mod migrate;
 pub mod tenants;
 

@@ -25,6 +25,12 @@ pub struct App {
     listener: tokio::task::JoinHandle<()>,
 }
 
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
 impl Drop for App {
     fn drop(&mut self) {
         self.listener.abort();

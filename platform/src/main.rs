@@ -64,6 +64,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(t) => t.clone(),
         None => {
             let path = settings.data_dir.join("admin-token");
+            std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+                format!(
+                    "PLATFORM_DATA_DIR: cannot create {}",
+                    settings.data_dir.display()
+                )
+            })?;
             let token = if path.exists() {
                 std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?
@@ -74,6 +80,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 write_private(&path, &t).with_context(|| format!("writing {}", path.display()))?;
                 t
             };
+            anyhow::ensure!(
+                token.len() >= 24,
+                "{} holds an operator token shorter than 24 characters",
+                path.display()
+            );
             println!("operator token: in {} (mode 0600)", path.display());
             Secret::new(token)
         }

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::postgres::PgListener;
+use zeroize::Zeroizing;
 
+use crate::catalog::server_url_purpose;
 use crate::catalog::{CHANNEL, Catalog};
 use crate::credentials::ApiKeys;
-use crate::crypto::MasterKey;
+use crate::crypto::{Keyring, LocalKeys, MasterKey, Scope, random_token};
 use crate::dataplane::{DataPlane, PoolSizes};
 use crate::embedded::{Cluster, write_private};
 use crate::ids::TenantId;
-use crate::provision::{Provisioner, app_role_password};
+use crate::provision::Provisioner;
 use crate::resolve::Resolver;
 use crate::settings::{DatabaseMode, Settings};
 use crate::{migrate, pg};
@@ -33,7 +35,7 @@ pub struct Tenancy {
     pub resolver: Resolver,
     pub provisioner: Provisioner,
     pub api_keys: ApiKeys,
-    pub master_key: MasterKey,
+    pub keyring: Keyring,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -44,9 +46,33 @@ pub struct Started {
     pub master_key_file: Option<PathBuf>,
 }
 
-/// Starts (or attaches to) the databases and builds the tenancy core.
+/// Name of the platform secret holding the data-plane role's password.
+pub const APP_PASSWORD_SECRET: &str = "pg.app_role_password";
+
+/// Starts (or attaches to) the databases and builds the tenancy core. If start-up fails after
+/// this call started the embedded cluster, the cluster is stopped again.
 pub async fn start(settings: &Settings) -> anyhow::Result<Started> {
-    let (control_url, shared_url, cluster, key, key_file) = match &settings.database {
+    let (control_url, shared_url, cluster, keys, key_file) = databases(settings).await?;
+    match build(settings, &control_url, &shared_url, cluster.as_ref(), keys).await {
+        Ok(tenancy) => Ok(Started {
+            tenancy,
+            cluster,
+            master_key_file: key_file,
+        }),
+        Err(e) => {
+            if let Some(c) = cluster.filter(Cluster::started_here) {
+                c.stop().ok();
+            }
+            Err(e)
+        }
+    }
+}
+
+type Databases = (String, String, Option<Cluster>, LocalKeys, Option<PathBuf>);
+
+async fn databases(settings: &Settings) -> anyhow::Result<Databases> {
+    let previous = settings.previous_master_keys.clone();
+    match &settings.database {
         DatabaseMode::External {
             control_plane_url,
             shared_url,
@@ -55,67 +81,102 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Started> {
                 .master_key
                 .clone()
                 .context("PLATFORM_MASTER_KEY is required with external databases")?;
-            (
+            Ok((
                 control_plane_url.expose().to_owned(),
                 shared_url.expose().to_owned(),
                 None,
-                key,
+                LocalKeys::new(key, previous),
                 None,
-            )
+            ))
         }
         DatabaseMode::Embedded => {
             let dir = settings.data_dir.clone();
             let cluster = tokio::task::spawn_blocking(move || Cluster::ensure_running(&dir))
                 .await
                 .context("embedded PostgreSQL task")??;
+            let fail = |c: &Cluster| {
+                if c.started_here() {
+                    c.stop().ok();
+                }
+            };
             let (key, key_file) = match &settings.master_key {
                 Some(k) => (k.clone(), None),
                 None => {
                     let path = settings.data_dir.join("master-key");
-                    (load_or_create_key(&path)?, Some(path))
+                    match load_or_create_key(&path) {
+                        Ok(k) => (k, Some(path)),
+                        Err(e) => {
+                            fail(&cluster);
+                            return Err(e);
+                        }
+                    }
                 }
             };
-            let admin = pg::connect(&cluster.url("postgres").parse()?)
-                .await
-                .context("connecting to the embedded PostgreSQL")?;
-            for db in [CONTROL_DB, SHARED_DB] {
-                let exists = admin
-                    .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
-                    .await?
-                    .is_some();
-                if !exists {
-                    admin
-                        .batch_execute(&format!("CREATE DATABASE {db}"))
-                        .await?;
+            let created = async {
+                let admin = pg::connect(&cluster.url("postgres").parse()?)
+                    .await
+                    .context("connecting to the embedded PostgreSQL")?;
+                for db in [CONTROL_DB, SHARED_DB] {
+                    let exists = admin
+                        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+                        .await?
+                        .is_some();
+                    if !exists {
+                        admin
+                            .batch_execute(&format!("CREATE DATABASE {db}"))
+                            .await?;
+                    }
                 }
+                anyhow::Ok(())
             }
-            (
-                cluster.url(CONTROL_DB),
-                cluster.url(SHARED_DB),
+            .await;
+            if let Err(e) = created {
+                fail(&cluster);
+                return Err(e);
+            }
+            let (cp, shared) = (cluster.url(CONTROL_DB), cluster.url(SHARED_DB));
+            Ok((
+                cp,
+                shared,
                 Some(cluster),
-                key,
+                LocalKeys::new(key, previous),
                 key_file,
-            )
+            ))
         }
-    };
+    }
+}
 
+async fn build(
+    settings: &Settings,
+    control_url: &str,
+    shared_url: &str,
+    cluster: Option<&Cluster>,
+    keys: LocalKeys,
+) -> anyhow::Result<Tenancy> {
     migrate::control_plane(&control_url.parse()?)
         .await
         .context("migrating the control plane")?;
-    let password = app_role_password(&key);
-    ensure_app_role(&shared_url, &password).await?;
+    let catalog = Catalog::connect_lazy(control_url)?;
+    let legacy = keys.clone();
+    let keyring = Keyring::new(Arc::new(keys), catalog.clone());
+    check_keys(&keyring).await?;
+    upgrade_legacy_server_urls(&catalog, &keyring, &legacy).await?;
+    let password = app_role_password(&catalog, &keyring).await?;
+    pg::ensure_app_role_on(&shared_url.parse()?, &password)
+        .await
+        .context("creating the data-plane role (needs CREATEROLE)")?;
     migrate::tenant_database(&shared_url.parse()?)
         .await
         .context("migrating the shared tenant database")?;
 
-    let catalog = Catalog::connect_lazy(&control_url, key.clone())?;
     let provisioner = Provisioner::new(
         catalog.clone(),
-        shared_url.clone(),
-        &key,
+        keyring.clone(),
+        shared_url.to_owned(),
+        password.clone(),
         settings.default_db_server.clone(),
     );
-    if let Some(c) = &cluster {
+    if let Some(c) = cluster {
         let budget = u32::try_from(settings.server_connection_budget).unwrap_or(u32::MAX);
         provisioner
             .register_server(LOCAL_SERVER, &c.url("postgres"), budget, true)
@@ -126,43 +187,91 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Started> {
         shared: settings.shared_pool_size,
         dedicated: settings.dedicated_pool_size,
     };
-    let dataplane = DataPlane::new(catalog.clone(), &shared_url, password, sizes)?;
+    let dataplane = DataPlane::new(
+        catalog.clone(),
+        keyring.clone(),
+        shared_url,
+        &password,
+        sizes,
+    )?;
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
-    let tenancy = Tenancy {
+    Ok(Tenancy {
         catalog,
         dataplane,
         resolver,
         provisioner,
         api_keys: ApiKeys::new(),
-        master_key: key,
-    };
-    Ok(Started {
-        tenancy,
-        cluster,
-        master_key_file: key_file,
+        keyring,
     })
 }
 
-/// Creates the data-plane role unless it can already log in with `password`.
-async fn ensure_app_role(owner_url: &str, password: &str) -> anyhow::Result<()> {
-    let db = owner_url
-        .parse::<tokio_postgres::Config>()?
-        .get_dbname()
-        .unwrap_or("postgres")
-        .to_owned();
-    if pg::connect(&pg::app_config(owner_url, &db, password)?)
-        .await
-        .is_ok()
-    {
+/// Fails start-up, with the key ids, if the catalog holds data keys wrapped by a KEK this
+/// process does not have: serving would only fail later, request by request.
+async fn check_keys(keyring: &Keyring) -> anyhow::Result<()> {
+    let missing: Vec<String> = keyring
+        .status()
+        .await?
+        .into_iter()
+        .filter(|(_, _, known)| !known)
+        .map(|(id, n, _)| format!("{id} ({n} keys)"))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    let admin = pg::connect(&owner_url.parse()?)
-        .await
-        .context("connecting to the shared database")?;
-    pg::ensure_app_role(&admin, password)
-        .await
-        .context("creating the data-plane role (needs CREATEROLE)")?;
+    anyhow::bail!(
+        "the catalog has data keys wrapped by master key(s) {} that are not loaded: set PLATFORM_MASTER_KEY \
+         (and PLATFORM_MASTER_KEY_PREVIOUS during a rotation) to the right keys, or restore the master-key file",
+        missing.join(", ")
+    )
+}
+
+/// Database server URLs sealed by the first version of the catalog (directly with the KEK,
+/// format 1) are re-sealed with the platform's data key (format 2).
+async fn upgrade_legacy_server_urls(
+    catalog: &Catalog,
+    keyring: &Keyring,
+    keys: &LocalKeys,
+) -> anyhow::Result<()> {
+    for (server, sealed) in catalog.db_servers_sealed(None).await? {
+        if sealed.first() != Some(&1) {
+            continue;
+        }
+        let url = keys
+            .current()
+            .open(&format!("db_server.admin_url:{}", server.id), &sealed)
+            .context("opening a legacy sealed server URL")?;
+        let resealed = keyring
+            .seal(Scope::Platform, &server_url_purpose(&server.name), &url)
+            .await?;
+        catalog.set_db_server_sealed(server.id, &resealed).await?;
+        tracing::info!(server = %server.name, "re-sealed a database server URL with the platform data key");
+    }
     Ok(())
+}
+
+/// The data-plane role's password: random, generated once, kept sealed in the catalog.
+async fn app_role_password(
+    catalog: &Catalog,
+    keyring: &Keyring,
+) -> anyhow::Result<Zeroizing<String>> {
+    let sealed = match catalog.platform_secret(APP_PASSWORD_SECRET).await? {
+        Some(s) => s,
+        None => {
+            let fresh = keyring
+                .seal(
+                    Scope::Platform,
+                    APP_PASSWORD_SECRET,
+                    random_token(32).as_bytes(),
+                )
+                .await?;
+            catalog
+                .put_platform_secret_if_absent(APP_PASSWORD_SECRET, &fresh)
+                .await?
+        }
+    };
+    Ok(keyring
+        .open_string(Scope::Platform, APP_PASSWORD_SECRET, &sealed)
+        .await?)
 }
 
 fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<MasterKey> {

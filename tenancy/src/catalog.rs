@@ -1,21 +1,24 @@
 //! The control-plane catalog (sqlx): tenants, their domains and placement, database servers,
-//! idempotency records. Every change that affects routing bumps the tenant's epoch and publishes
-//! on [`CHANNEL`] in the same transaction, so every instance drops stale cache entries.
+//! idempotency records, wrapped data keys. Every change that affects routing publishes on
+//! [`CHANNEL`] in the same transaction, so every instance drops stale cache entries; changes to a
+//! tenant row also bump its `epoch` (for operations that must detect a concurrent change).
 
 mod db_servers;
 mod domains;
 mod idempotency;
+pub mod keys;
 mod tenants;
 
-pub use db_servers::{DbServer, RegisterServerError, ServerUrlError};
+pub use db_servers::{DbServer, RegisterServerError, server_url_purpose};
 pub use domains::DomainError as CatalogDomainError;
 pub use idempotency::{IdempotencyOutcome, StoredResponse};
-pub use tenants::{InsertTenantError, NewTenant, Placement, Tenant, TenantPatch, TenantStatus};
+pub use tenants::{
+    DB_URL_PURPOSE, InsertTenantError, NewTenant, Placement, Tenant, TenantPatch, TenantStatus,
+};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::crypto::MasterKey;
 use crate::ids::TenantId;
 
 /// The LISTEN/NOTIFY channel for catalog changes. The payload is a tenant id, or `*`.
@@ -30,17 +33,16 @@ pub struct CatalogError(#[from] pub sqlx::Error);
 #[derive(Clone, Debug)]
 pub struct Catalog {
     pool: PgPool,
-    key: MasterKey,
 }
 
 impl Catalog {
     /// Connects to the control plane (lazily: the first query opens the first connection).
-    pub fn connect_lazy(url: &str, key: MasterKey) -> Result<Self, CatalogError> {
+    pub fn connect_lazy(url: &str) -> Result<Self, CatalogError> {
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_lazy(url)?;
-        Ok(Self { pool, key })
+        Ok(Self { pool })
     }
 
     /// The sqlx pool, for the notification listener and health checks.

@@ -1,9 +1,20 @@
-//! Secrets at rest. The platform's key-encryption key (KEK, from `PLATFORM_MASTER_KEY`) seals
-//! catalog secrets such as database server URLs with AES-256-GCM, in a versioned, self-describing
-//! format whose associated data binds each ciphertext to what it is for, so a ciphertext copied
-//! into another field or row does not open.
+//! Secrets at rest, by envelope encryption.
 //!
-//! Per-tenant data keys (envelope encryption) build on this module.
+//! - A key-encryption key (KEK, [`MasterKey`]) comes from a [`KeyProvider`]: the default reads
+//!   `PLATFORM_MASTER_KEY` (or a key file) and knows previous KEKs too, so rotation is online. The
+//!   trait is where a cloud KMS would plug in.
+//! - Each tenant, and the platform itself, has a data-encryption key (DEK), stored in the catalog
+//!   only wrapped by a KEK (see [`keyring`]).
+//! - Secrets are sealed with the DEK in a versioned, self-describing format; the associated data
+//!   binds each ciphertext to its owner and purpose, so a ciphertext copied to another tenant or
+//!   field fails to open.
+//!
+//! This file holds the KEK primitive (AES-256-GCM seal/open with purpose binding) used to wrap
+//! DEKs, and small token helpers.
+
+pub mod keyring;
+
+pub use keyring::{KeyError, Keyring, Scope};
 
 use std::fmt;
 
@@ -32,10 +43,10 @@ pub enum CryptoError {
     Open { purpose: String },
 }
 
-/// A 256-bit key-encryption key. Never printed.
+/// A 256-bit key-encryption key. Never printed; zeroized when dropped.
 #[derive(Clone)]
 pub struct MasterKey {
-    key: [u8; 32],
+    key: zeroize::Zeroizing<[u8; 32]>,
     id: String,
 }
 
@@ -68,7 +79,10 @@ impl MasterKey {
             <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("hmac takes any key length");
         mac.update(b"platform key id v1");
         let id = hex8(&mac.finalize().into_bytes());
-        Self { key, id }
+        Self {
+            key: zeroize::Zeroizing::new(key),
+            id,
+        }
     }
 
     /// A fresh random key (the embedded default writes one into its data dir).
@@ -82,7 +96,7 @@ impl MasterKey {
     /// Base64 encoding, for writing the key file. Handle the result as a secret.
     #[must_use]
     pub fn to_base64(&self) -> String {
-        STANDARD.encode(self.key)
+        STANDARD.encode(*self.key)
     }
 
     /// The key's public fingerprint.
@@ -94,7 +108,7 @@ impl MasterKey {
     /// Seals `plaintext`; `purpose` (e.g. `db_server.url:<id>`) is bound as associated data.
     #[must_use]
     pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Vec<u8> {
-        let cipher = Aes256Gcm::new_from_slice(&self.key).expect("32-byte key");
+        let cipher = Aes256Gcm::new_from_slice(&*self.key).expect("32-byte key");
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let id = self.id.as_bytes();
@@ -140,7 +154,7 @@ impl MasterKey {
                 key_id: String::from_utf8_lossy(id).into_owned(),
             });
         }
-        let cipher = Aes256Gcm::new_from_slice(&self.key).expect("32-byte key");
+        let cipher = Aes256Gcm::new_from_slice(&*self.key).expect("32-byte key");
         cipher
             .decrypt(
                 Nonce::from_slice(nonce),
@@ -153,16 +167,78 @@ impl MasterKey {
                 purpose: purpose.to_owned(),
             })
     }
+}
 
-    /// A secret derived from the master key for `label` (e.g. the data-plane role's password),
-    /// so it never has to be stored anywhere.
+/// Where key-encryption keys come from. The default ([`LocalKeys`]) holds them in memory from
+/// the environment or a key file; a cloud KMS would implement `wrap`/`unwrap` by calling out
+/// (unwrapped data keys are cached by the [`Keyring`], so such calls are rare).
+pub trait KeyProvider: Send + Sync + std::fmt::Debug {
+    /// The id of the KEK new wraps use.
+    fn current_id(&self) -> &str;
+    /// Wraps `dek` under the current KEK, bound to `purpose`.
+    fn wrap(&self, purpose: &str, dek: &[u8]) -> Vec<u8>;
+    /// Unwraps with whichever known KEK wrapped it.
+    fn unwrap(
+        &self,
+        purpose: &str,
+        wrapped: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, CryptoError>;
+    /// Ids of every KEK this provider can unwrap with.
+    fn known_ids(&self) -> Vec<String>;
+}
+
+/// KEKs held in memory: the current one and any previous ones still needed to unwrap.
+#[derive(Clone, Debug)]
+pub struct LocalKeys {
+    current: MasterKey,
+    previous: Vec<MasterKey>,
+}
+
+impl LocalKeys {
     #[must_use]
-    pub fn derive_secret(&self, label: &str) -> String {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("hmac takes any key length");
-        mac.update(b"platform derived secret v1:");
-        mac.update(label.as_bytes());
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    pub fn new(current: MasterKey, previous: Vec<MasterKey>) -> Self {
+        Self { current, previous }
+    }
+
+    /// The current KEK.
+    #[must_use]
+    pub fn current(&self) -> &MasterKey {
+        &self.current
+    }
+}
+
+impl KeyProvider for LocalKeys {
+    fn current_id(&self) -> &str {
+        self.current.id()
+    }
+
+    fn wrap(&self, purpose: &str, dek: &[u8]) -> Vec<u8> {
+        self.current.seal(purpose, dek)
+    }
+
+    fn unwrap(
+        &self,
+        purpose: &str,
+        wrapped: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, CryptoError> {
+        let mut last = None;
+        for k in std::iter::once(&self.current).chain(&self.previous) {
+            match k.open(purpose, wrapped) {
+                Ok(v) => return Ok(zeroize::Zeroizing::new(v)),
+                Err(e @ CryptoError::UnknownKey { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(CryptoError::Malformed {
+            purpose: purpose.to_owned(),
+        }))
+    }
+
+    fn known_ids(&self) -> Vec<String> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .map(|k| k.id().to_owned())
+            .collect()
     }
 }
 

@@ -16,7 +16,8 @@ use moka::future::Cache;
 use tokio::sync::Semaphore;
 use tokio_postgres::NoTls;
 
-use crate::catalog::{Catalog, Placement, ServerUrlError, Tenant};
+use crate::catalog::{Catalog, CatalogError, DB_URL_PURPOSE, Placement, Tenant};
+use crate::crypto::{KeyError, Keyring, Scope};
 use crate::ids::{DbServerId, TenantId};
 use crate::pg;
 
@@ -33,7 +34,9 @@ pub enum ConnectError {
     #[error("the tenant's database server is not registered")]
     UnknownServer,
     #[error(transparent)]
-    ServerUrl(#[from] ServerUrlError),
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
 }
 
 /// Sizing of the data plane.
@@ -53,13 +56,13 @@ struct Inner {
     shared: Pool,
     servers: Cache<DbServerId, Arc<ServerPools>>,
     catalog: Catalog,
-    app_password: String,
+    keyring: Keyring,
     sizes: PoolSizes,
 }
 
 /// The dedicated pools of one database server and its connection budget.
 struct ServerPools {
-    admin_url: String,
+    budget: usize,
     pools: Cache<TenantId, Pool>,
     in_flight: Arc<Semaphore>,
 }
@@ -94,8 +97,9 @@ impl DataPlane {
     /// connects to it as the app role with `app_password`.
     pub fn new(
         catalog: Catalog,
+        keyring: Keyring,
         shared_url: &str,
-        app_password: String,
+        app_password: &str,
         sizes: PoolSizes,
     ) -> Result<Self, tokio_postgres::Error> {
         let shared_db = shared_url
@@ -104,19 +108,18 @@ impl DataPlane {
             .unwrap_or("postgres")
             .to_owned();
         let shared = build_pool(
-            pg::app_config(shared_url, &shared_db, &app_password)?,
+            pg::app_config(shared_url, &shared_db, app_password)?,
             sizes.shared,
         );
-        let servers = Cache::builder()
-            .max_capacity(10_000)
-            .time_to_live(Duration::from_secs(60))
-            .build();
+        // No expiry: a server entry (its pools and budget semaphore) lives until the catalog says
+        // the servers changed (`forget_servers`), so pools are not rebuilt behind busy tenants.
+        let servers = Cache::builder().max_capacity(10_000).build();
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
                 servers,
                 catalog,
-                app_password,
+                keyring,
                 sizes,
             }),
         })
@@ -134,7 +137,7 @@ impl DataPlane {
                     .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
                 Ok(TenantConn::new(tenant.id, client, None))
             }
-            Placement::Dedicated { server, database } => {
+            Placement::Dedicated { server, .. } => {
                 let server = self.server(*server).await?;
                 let permit = tokio::time::timeout(
                     CHECKOUT_TIMEOUT,
@@ -145,15 +148,24 @@ impl DataPlane {
                     ConnectError::Unavailable("server connection budget exhausted".into())
                 })?
                 .map_err(|_| ConnectError::Unavailable("server closed".into()))?;
-                let admin_url = server.admin_url.clone();
-                let password = self.inner.app_password.clone();
-                let size = self.inner.sizes.dedicated;
-                let database = database.clone();
+                let size = self.inner.sizes.dedicated.min(server.budget);
+                let keyring = self.inner.keyring.clone();
+                let sealed = tenant.db_url_sealed.clone();
+                let id = tenant.id;
                 let pool = server
                     .pools
                     .try_get_with(tenant.id, async move {
-                        pg::app_config(&admin_url, &database, &password)
-                            .map(|c| build_pool(c, size))
+                        // The tenant's URL is sealed with its own data key.
+                        let sealed = sealed.ok_or_else(|| {
+                            ConnectError::Unavailable("the tenant has no database URL".into())
+                        })?;
+                        let url = keyring
+                            .open_string(Scope::Tenant(id), DB_URL_PURPOSE, &sealed)
+                            .await?;
+                        let config: tokio_postgres::Config = url.parse().map_err(|_| {
+                            ConnectError::Unavailable("the tenant's database URL is invalid".into())
+                        })?;
+                        Ok::<_, ConnectError>(build_pool(config, size))
                     })
                     .await
                     .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
@@ -172,13 +184,15 @@ impl DataPlane {
         self.inner
             .servers
             .try_get_with(id, async move {
-                let (server, admin_url) = catalog
-                    .db_server_with_url(id)
+                let (server, _) = catalog
+                    .db_server_sealed(id)
                     .await?
                     .ok_or(ConnectError::UnknownServer)?;
                 let budget = usize::try_from(server.connection_budget)
                     .unwrap_or(1)
                     .max(1);
+                // A pool bigger than the whole budget could never be cached.
+                let dedicated = dedicated.min(budget);
                 let pools = Cache::builder()
                     // Each pool may hold `dedicated` idle connections; the weights keep the sum of
                     // cached pools within the server's budget.
@@ -188,7 +202,7 @@ impl DataPlane {
                     .support_invalidation_closures()
                     .build();
                 Ok(Arc::new(ServerPools {
-                    admin_url,
+                    budget,
                     pools,
                     in_flight: Arc::new(Semaphore::new(budget)),
                 }))

@@ -44,6 +44,41 @@ pub async fn ensure_app_role(admin: &Client, password: &str) -> Result<(), tokio
         .await
 }
 
+/// Makes sure the data-plane role can log in on the server of `admin` with `password`, creating
+/// or updating it only when it cannot (so concurrent callers do not race on `ALTER ROLE`).
+pub async fn ensure_app_role_on(
+    admin: &Config,
+    password: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let mut probe = admin.clone();
+    probe.user(APP_ROLE).password(password);
+    if connect(&probe).await.is_ok() {
+        return Ok(());
+    }
+    let client = connect(admin).await?;
+    ensure_app_role(&client, password).await
+}
+
+/// Runs a `CREATE DATABASE`, retrying while the template is briefly in use by a concurrent one.
+pub async fn create_database(admin: &Client, name: &str) -> Result<(), tokio_postgres::Error> {
+    let mut attempt = 0;
+    loop {
+        match admin
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
+            .await
+        {
+            Err(e)
+                if attempt < 10
+                    && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The configuration of `admin_url` with the database replaced.
 pub fn with_database(admin_url: &str, database: &str) -> Result<Config, tokio_postgres::Error> {
     let mut c: Config = admin_url.parse()?;

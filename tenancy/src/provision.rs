@@ -2,14 +2,18 @@
 //! before the tenant becomes active), register database servers, and purge deleted tenants
 //! (rows in the shared database, or the whole dedicated database).
 
+use crate::catalog::DB_URL_PURPOSE;
+use crate::catalog::server_url_purpose;
 use crate::catalog::{
     Catalog, CatalogError, DbServer, InsertTenantError, NewTenant, Placement, RegisterServerError,
-    ServerUrlError, Tenant, TenantStatus,
+    Tenant, TenantStatus,
 };
-use crate::crypto::MasterKey;
+use crate::crypto::{KeyError, Keyring, Scope};
 use crate::ids::{TenantId, TenantSlug};
 use crate::migrate::{self, MigrateError};
 use crate::pg;
+
+use zeroize::Zeroizing;
 
 /// Where a new tenant should live.
 #[derive(Clone, Debug)]
@@ -42,7 +46,7 @@ pub enum ProvisionError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
-    ServerUrl(#[from] ServerUrlError),
+    Key(#[from] KeyError),
 }
 
 /// Registering a server failed.
@@ -56,6 +60,8 @@ pub enum RegisterError {
     NotPrivileged(#[source] tokio_postgres::Error),
     #[error(transparent)]
     Register(#[from] RegisterServerError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 /// Purging a deleted tenant failed.
@@ -63,20 +69,23 @@ pub enum RegisterError {
 pub enum PurgeError {
     #[error("tenant is not deleted")]
     NotDeleted,
+    #[error("the database server is unavailable: {0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
-    ServerUrl(#[from] ServerUrlError),
+    Key(#[from] KeyError),
 }
 
 /// Provisioning operations over the catalog and the database servers.
 #[derive(Clone, Debug)]
 pub struct Provisioner {
     catalog: Catalog,
+    keyring: Keyring,
     shared_admin_url: String,
-    app_password: String,
+    app_password: Zeroizing<String>,
     default_server: String,
 }
 
@@ -84,24 +93,34 @@ impl Provisioner {
     #[must_use]
     pub fn new(
         catalog: Catalog,
+        keyring: Keyring,
         shared_admin_url: String,
-        key: &MasterKey,
+        app_password: Zeroizing<String>,
         default_server: String,
     ) -> Self {
         Self {
             catalog,
+            keyring,
             shared_admin_url,
-            app_password: app_role_password(key),
+            app_password,
             default_server,
         }
     }
 
-    /// Creates a tenant. A dedicated tenant is returned only once its database exists and is
-    /// migrated to head; if that fails, nothing of it is left behind.
+    /// The data-plane role's password. A secret: for start-up and test harnesses only.
+    #[must_use]
+    pub fn app_role_password(&self) -> &str {
+        &self.app_password
+    }
+
+    /// Creates a tenant with its own data key. A dedicated tenant is returned only once its
+    /// database exists and is migrated to head; if that fails, nothing of it is left behind.
     pub async fn create_tenant(&self, req: CreateTenant) -> Result<Tenant, ProvisionError> {
         let id = TenantId::new();
-        let (placement, server) = match &req.placement {
-            PlacementRequest::Shared => (Placement::Shared, None),
+        let scope = Scope::Tenant(id);
+        self.keyring.ensure_key(scope).await?;
+        let (placement, server, db_url_sealed) = match &req.placement {
+            PlacementRequest::Shared => (Placement::Shared, None, None),
             PlacementRequest::Dedicated { server } => {
                 let name = server
                     .clone()
@@ -112,12 +131,18 @@ impl Provisioner {
                     .await?
                     .ok_or(ProvisionError::UnknownServer(name))?;
                 let database = format!("tenant_{}", id.as_uuid().simple());
+                let url = app_url(&s, &database, &self.app_password);
+                let sealed = self
+                    .keyring
+                    .seal(scope, DB_URL_PURPOSE, url.as_bytes())
+                    .await?;
                 (
                     Placement::Dedicated {
                         server: s.id,
                         database,
                     },
                     Some(s),
+                    Some(sealed),
                 )
             }
         };
@@ -133,15 +158,18 @@ impl Provisioner {
             plan: req.plan,
             status,
             placement: placement.clone(),
+            db_url_sealed,
         };
-        let tenant = self
-            .catalog
-            .insert_tenant(&new)
-            .await
-            .map_err(|e| match e {
-                InsertTenantError::SlugTaken => ProvisionError::SlugTaken,
-                InsertTenantError::Catalog(c) => ProvisionError::Catalog(c),
-            })?;
+        let tenant = match self.catalog.insert_tenant(&new).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.keyring.destroy(scope, None).await.ok();
+                return Err(match e {
+                    InsertTenantError::SlugTaken => ProvisionError::SlugTaken,
+                    InsertTenantError::Catalog(c) => ProvisionError::Catalog(c),
+                });
+            }
+        };
         let (Some(server), Placement::Dedicated { database, .. }) = (server, &placement) else {
             return Ok(tenant);
         };
@@ -151,9 +179,26 @@ impl Provisioner {
                 tracing::warn!(tenant.id = %id, error = %e, "provisioning a dedicated database failed; rolling back");
                 self.drop_database(&server, database).await.ok();
                 self.catalog.remove_tenant(id).await?;
+                self.keyring.destroy(scope, None).await.ok();
                 Err(e)
             }
         }
+    }
+
+    /// A server's admin URL, opened. A secret: never log or return it.
+    pub async fn server_admin_url(
+        &self,
+        server: &DbServer,
+    ) -> Result<Zeroizing<String>, ProvisionError> {
+        let (_, sealed) = self
+            .catalog
+            .db_server_sealed(server.id)
+            .await?
+            .ok_or_else(|| ProvisionError::UnknownServer(server.name.clone()))?;
+        Ok(self
+            .keyring
+            .open_string(Scope::Platform, &server_url_purpose(&server.name), &sealed)
+            .await?)
     }
 
     async fn create_database(
@@ -163,21 +208,16 @@ impl Provisioner {
     ) -> Result<(), ProvisionError> {
         let unavailable =
             |e: &dyn std::fmt::Display| ProvisionError::ServerUnavailable(e.to_string());
-        let (_, admin_url) = self
-            .catalog
-            .db_server_with_url(server.id)
-            .await?
-            .ok_or_else(|| ProvisionError::UnknownServer(server.name.clone()))?;
+        let admin_url = self.server_admin_url(server).await?;
         let admin_config: tokio_postgres::Config =
             admin_url.parse().map_err(|e| unavailable(&e))?;
+        pg::ensure_app_role_on(&admin_config, &self.app_password)
+            .await
+            .map_err(|e| unavailable(&e))?;
         let admin = pg::connect(&admin_config)
             .await
             .map_err(|e| unavailable(&e))?;
-        pg::ensure_app_role(&admin, &self.app_password)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {}", pg::quote_ident(database)))
+        pg::create_database(&admin, database)
             .await
             .map_err(|e| unavailable(&e))?;
         let config = pg::with_database(&admin_url, database).map_err(|e| unavailable(&e))?;
@@ -188,8 +228,12 @@ impl Provisioner {
     }
 
     async fn drop_database(&self, server: &DbServer, database: &str) -> Result<(), PurgeError> {
-        let Some((_, admin_url)) = self.catalog.db_server_with_url(server.id).await? else {
-            return Ok(());
+        let admin_url = match self.server_admin_url(server).await {
+            Ok(u) => u,
+            Err(ProvisionError::UnknownServer(_)) => return Ok(()),
+            Err(ProvisionError::Key(k)) => return Err(k.into()),
+            Err(ProvisionError::Catalog(c)) => return Err(c.into()),
+            Err(other) => return Err(PurgeError::Unavailable(other.to_string())),
         };
         let admin = pg::connect(&admin_url.parse()?).await?;
         admin
@@ -202,7 +246,7 @@ impl Provisioner {
     }
 
     /// Registers (or, with `replace`, re-registers) a database server after checking that its
-    /// admin URL works and creating the data-plane role on it.
+    /// admin URL works and creating the data-plane role on it. The URL is stored sealed.
     pub async fn register_server(
         &self,
         name: &str,
@@ -212,21 +256,29 @@ impl Provisioner {
     ) -> Result<DbServer, RegisterError> {
         let config: tokio_postgres::Config =
             admin_url.parse().map_err(|_| RegisterError::BadUrl)?;
-        let admin = pg::connect(&config)
+        pg::connect(&config)
             .await
             .map_err(RegisterError::Unreachable)?;
-        pg::ensure_app_role(&admin, &self.app_password)
+        pg::ensure_app_role_on(&config, &self.app_password)
             .await
             .map_err(RegisterError::NotPrivileged)?;
         let (host, port) = pg::host_port(&config);
+        let sealed = self
+            .keyring
+            .seal(
+                Scope::Platform,
+                &server_url_purpose(name),
+                admin_url.as_bytes(),
+            )
+            .await?;
         Ok(self
             .catalog
-            .put_db_server(name, admin_url, &host, port, budget, replace)
+            .put_db_server(name, &sealed, &host, port, budget, replace)
             .await?)
     }
 
     /// Removes a deleted tenant's data for good: its rows in the shared database, or its
-    /// dedicated database; then its catalog row.
+    /// dedicated database; then its data key (crypto-shredding) and its catalog row.
     pub async fn purge(&self, tenant: &Tenant) -> Result<(), PurgeError> {
         if tenant.status != TenantStatus::Deleted {
             return Err(PurgeError::NotDeleted);
@@ -269,13 +321,64 @@ impl Provisioner {
                 }
             }
         }
+        self.keyring.destroy(Scope::Tenant(tenant.id), None).await?;
         self.catalog.remove_tenant(tenant.id).await?;
         Ok(())
     }
 }
 
-/// The data-plane role's password, derived from the master key so it is never stored.
-#[must_use]
-pub fn app_role_password(key: &MasterKey) -> String {
-    key.derive_secret("postgres role platform_app")
+impl Provisioner {
+    /// Gives `tenant` a new data key and re-seals its secrets under it. The previous version is
+    /// kept (so a request holding a just-replaced ciphertext still opens it) and older ones are
+    /// destroyed. Returns the new version.
+    pub async fn rotate_tenant_key(&self, tenant: &Tenant) -> Result<u32, KeyError> {
+        let scope = Scope::Tenant(tenant.id);
+        self.keyring.ensure_key(scope).await?;
+        let version = self.keyring.new_version(scope).await?;
+        if let Some(sealed) = &tenant.db_url_sealed {
+            let url = self.keyring.open(scope, DB_URL_PURPOSE, sealed).await?;
+            let resealed = self.keyring.seal(scope, DB_URL_PURPOSE, &url).await?;
+            self.catalog.set_tenant_db_url(tenant.id, &resealed).await?;
+        }
+        self.keyring.destroy(scope, Some(version - 1)).await?;
+        Ok(version)
+    }
+
+    /// Gives the platform a new data key and re-seals the server URLs and platform secrets.
+    pub async fn rotate_platform_key(&self, secret_names: &[&str]) -> Result<u32, KeyError> {
+        let scope = Scope::Platform;
+        self.keyring.ensure_key(scope).await?;
+        let version = self.keyring.new_version(scope).await?;
+        for (server, sealed) in self.catalog.db_servers_sealed(None).await? {
+            let purpose = server_url_purpose(&server.name);
+            let url = self.keyring.open(scope, &purpose, &sealed).await?;
+            self.catalog
+                .set_db_server_sealed(server.id, &self.keyring.seal(scope, &purpose, &url).await?)
+                .await?;
+        }
+        for name in secret_names {
+            if let Some(sealed) = self.catalog.platform_secret(name).await? {
+                let value = self.keyring.open(scope, name, &sealed).await?;
+                self.catalog
+                    .set_platform_secret(name, &self.keyring.seal(scope, name, &value).await?)
+                    .await?;
+            }
+        }
+        self.keyring.destroy(scope, Some(version - 1)).await?;
+        Ok(version)
+    }
+}
+
+/// The data-plane URL of a database on `server`. The password is URL-safe base64.
+fn app_url(server: &DbServer, database: &str, password: &str) -> String {
+    let host = if server.host.contains(':') {
+        format!("[{}]", server.host)
+    } else {
+        server.host.clone()
+    };
+    format!(
+        "postgres://{}:{password}@{host}:{}/{database}",
+        pg::APP_ROLE,
+        server.port
+    )
 }

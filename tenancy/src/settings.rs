@@ -61,7 +61,10 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     pub database: DatabaseMode,
     pub base_domain: DomainName,
+    /// The current key-encryption key.
     pub master_key: Option<MasterKey>,
+    /// Previous KEKs still needed to unwrap data keys during a rotation.
+    pub previous_master_keys: Vec<MasterKey>,
     pub shared_pool_size: usize,
     pub dedicated_pool_size: usize,
     pub server_connection_budget: usize,
@@ -119,25 +122,53 @@ impl Settings {
             &get("PLATFORM_BASE_DOMAIN").unwrap_or_else(|| "localhost".into()),
         )
         .ok_or_else(|| invalid("PLATFORM_BASE_DOMAIN", "not a host name".into()))?;
-        let master_key = match (get("PLATFORM_MASTER_KEY"), get("PLATFORM_MASTER_KEY_FILE")) {
-            (Some(k), _) => Some(
-                MasterKey::from_base64(&k)
-                    .map_err(|e| invalid("PLATFORM_MASTER_KEY", e.to_string()))?,
-            ),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    invalid(
-                        "PLATFORM_MASTER_KEY_FILE",
-                        format!("cannot read {path}: {e}"),
-                    )
-                })?;
-                Some(
-                    MasterKey::from_base64(&text)
-                        .map_err(|e| invalid("PLATFORM_MASTER_KEY_FILE", e.to_string()))?,
-                )
+        // The key file holds one base64 key per line: the current one first, then previous ones.
+        let (master_key, mut previous_master_keys) =
+            match (get("PLATFORM_MASTER_KEY"), get("PLATFORM_MASTER_KEY_FILE")) {
+                (Some(k), _) => (
+                    Some(
+                        MasterKey::from_base64(&k)
+                            .map_err(|e| invalid("PLATFORM_MASTER_KEY", e.to_string()))?,
+                    ),
+                    Vec::new(),
+                ),
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        invalid(
+                            "PLATFORM_MASTER_KEY_FILE",
+                            format!("cannot read {path}: {e}"),
+                        )
+                    })?;
+                    let mut keys = Vec::new();
+                    for line in text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    {
+                        keys.push(
+                            MasterKey::from_base64(line)
+                                .map_err(|e| invalid("PLATFORM_MASTER_KEY_FILE", e.to_string()))?,
+                        );
+                    }
+                    if keys.is_empty() {
+                        return Err(invalid(
+                            "PLATFORM_MASTER_KEY_FILE",
+                            format!("{path} holds no key"),
+                        ));
+                    }
+                    let current = keys.remove(0);
+                    (Some(current), keys)
+                }
+                (None, None) => (None, Vec::new()),
+            };
+        if let Some(list) = get("PLATFORM_MASTER_KEY_PREVIOUS") {
+            for k in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+                previous_master_keys.push(
+                    MasterKey::from_base64(k)
+                        .map_err(|e| invalid("PLATFORM_MASTER_KEY_PREVIOUS", e.to_string()))?,
+                );
             }
-            (None, None) => None,
-        };
+        }
         if master_key.is_none() && matches!(database, DatabaseMode::External { .. }) {
             return Err(invalid(
                 "PLATFORM_MASTER_KEY",
@@ -174,6 +205,7 @@ impl Settings {
             database,
             base_domain,
             master_key,
+            previous_master_keys,
             shared_pool_size: number("PLATFORM_SHARED_POOL_SIZE", 16, 1000)?,
             dedicated_pool_size: number("PLATFORM_DEDICATED_POOL_SIZE", 4, 100)?,
             server_connection_budget: number("PLATFORM_SERVER_CONNECTION_BUDGET", 40, 10_000)?,

@@ -30,11 +30,12 @@ pub async fn run(cmd: Migrate, out: &Output) -> anyhow::Result<ExitCode> {
                 continue;
             };
             let result = async {
-                let (_, url) = t
+                let (s, _) = t
                     .catalog
-                    .db_server_with_url(*server)
+                    .db_server_sealed(*server)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("server not registered"))?;
+                let url = t.provisioner.server_admin_url(&s).await?;
                 let version =
                     tenancy::migrate::tenant_database(&tenancy::pg::with_database(&url, database)?)
                         .await?;

@@ -12,7 +12,7 @@ use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::request::Parts;
 use tenancy::catalog::{Tenant, TenantStatus};
 use tenancy::credentials::{ApiKeys, PresentedKey};
-use tenancy::dataplane::{DataPlane, TenantConn};
+use tenancy::dataplane::{DataPlane, TenantTx};
 use tenancy::ids::{ApiKeyId, DomainName};
 use tenancy::resolve::{HostTenant, Resolver};
 
@@ -83,15 +83,13 @@ where
         };
         let tenant = resolver.tenant(id).await?;
         let tenant = match tenant {
-            Some(t) if matches!(t.status, TenantStatus::Active) => t,
-            Some(t) if matches!(t.status, TenantStatus::Suspended) => {
-                return Err(ApiError::tenant_suspended());
-            }
+            Some(t) if matches!(t.status, TenantStatus::Active | TenantStatus::Suspended) => t,
             _ if key.is_some() => {
                 return Err(ApiError::unauthorized("the credential is not valid"));
             }
             _ => return Err(ApiError::not_found("no tenant is known at this host")),
         };
+        // The credential is checked before the status, so a stranger learns nothing about it.
         let principal = match &key {
             None => None,
             Some(k) => {
@@ -104,6 +102,9 @@ where
                 Some(Principal::ApiKey(id))
             }
         };
+        if tenant.status == TenantStatus::Suspended {
+            return Err(ApiError::tenant_suspended());
+        }
         tracing::Span::current().record("tenant.id", tracing::field::display(tenant.id));
         let ctx = Self { tenant, principal };
         parts.extensions.insert(ctx.clone());
@@ -141,9 +142,26 @@ where
     }
 }
 
-/// A data-plane connection for the authenticated tenant of the request.
+/// Data-plane access for the authenticated tenant of the request. The connection is checked out
+/// by [`TenantDb::begin`], not by extraction, so none is held while a request body is read.
 #[derive(Debug)]
-pub struct TenantDb(pub TenantConn);
+pub struct TenantDb {
+    tenant: Arc<Tenant>,
+    dataplane: DataPlane,
+}
+
+impl TenantDb {
+    /// The tenant this request serves.
+    #[must_use]
+    pub fn tenant_id(&self) -> tenancy::ids::TenantId {
+        self.tenant.id
+    }
+
+    /// Checks out a connection and starts a transaction scoped to the tenant.
+    pub async fn begin(&self) -> Result<TenantTx, ApiError> {
+        Ok(self.dataplane.connect(&self.tenant).await?.begin())
+    }
+}
 
 impl<S> FromRequestParts<S> for TenantDb
 where
@@ -156,7 +174,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = Authenticated::from_request_parts(parts, state).await?;
-        let dp = DataPlane::from_ref(state);
-        Ok(Self(dp.connect(&auth.tenant).await?))
+        Ok(Self {
+            tenant: auth.tenant,
+            dataplane: DataPlane::from_ref(state),
+        })
     }
 }

@@ -6,7 +6,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Catalog, CatalogError, violates};
-use crate::crypto::CryptoError;
 use crate::ids::DbServerId;
 
 /// A database server, as shown to operators (no credentials).
@@ -28,6 +27,13 @@ struct ServerRow {
     port: i32,
     connection_budget: i32,
     created_at: OffsetDateTime,
+}
+
+#[derive(FromRow)]
+struct SealedServerRow {
+    admin_url_sealed: Vec<u8>,
+    #[sqlx(flatten)]
+    server: ServerRow,
 }
 
 impl From<ServerRow> for DbServer {
@@ -52,17 +58,13 @@ pub enum RegisterServerError {
     Catalog(#[from] CatalogError),
 }
 
-fn purpose(id: DbServerId) -> String {
-    format!("db_server.admin_url:{id}")
-}
-
 impl Catalog {
     /// Inserts a server (`replace`: overwrite the URL of an existing one with the same name, as the
     /// embedded default does on every start since its port changes).
     pub async fn put_db_server(
         &self,
         name: &str,
-        admin_url: &str,
+        sealed_url: &[u8],
         host: &str,
         port: u16,
         budget: u32,
@@ -75,7 +77,6 @@ impl Catalog {
                 .await
                 .map_err(CatalogError)?;
         let id = existing.map_or_else(DbServerId::new, DbServerId::from_uuid);
-        let sealed = self.key.seal(&purpose(id), admin_url.as_bytes());
         let budget = i32::try_from(budget).unwrap_or(i32::MAX);
         let sql = if replace {
             "INSERT INTO db_servers (id, name, admin_url_sealed, host, port, connection_budget)
@@ -91,7 +92,7 @@ impl Catalog {
         let row: ServerRow = sqlx::query_as(sql)
             .bind(id.as_uuid())
             .bind(name)
-            .bind(sealed)
+            .bind(sealed_url)
             .bind(host)
             .bind(i32::from(port))
             .bind(budget)
@@ -104,6 +105,8 @@ impl Catalog {
                     CatalogError(e).into()
                 }
             })?;
+        // Every instance rebuilds its view of the servers (budget, address).
+        super::publish(&self.pool, None).await?;
         Ok(row.into())
     }
 
@@ -128,43 +131,50 @@ impl Catalog {
         Ok(row.map(Into::into))
     }
 
-    /// A server with its admin URL opened. The URL is a secret: never log or return it.
-    pub async fn db_server_with_url(
+    /// A server with its sealed admin URL (open it with the keyring, scope platform, purpose
+    /// [`server_url_purpose`]). The URL is a secret: never log or return it.
+    pub async fn db_server_sealed(
         &self,
         id: DbServerId,
-    ) -> Result<Option<(DbServer, String)>, ServerUrlError> {
-        let row: Option<(Vec<u8>, String, String, i32, i32, OffsetDateTime)> = sqlx::query_as(
-            "SELECT admin_url_sealed, name, host, port, connection_budget, created_at FROM db_servers WHERE id = $1",
+    ) -> Result<Option<(DbServer, Vec<u8>)>, CatalogError> {
+        Ok(self.db_servers_sealed(Some(id)).await?.into_iter().next())
+    }
+
+    /// Servers with their sealed admin URLs (all, or one).
+    pub async fn db_servers_sealed(
+        &self,
+        only: Option<DbServerId>,
+    ) -> Result<Vec<(DbServer, Vec<u8>)>, CatalogError> {
+        let rows: Vec<SealedServerRow> = sqlx::query_as(
+            "SELECT admin_url_sealed, id, name, host, port, connection_budget, created_at FROM db_servers
+             WHERE $1::uuid IS NULL OR id = $1 ORDER BY name",
         )
-        .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(CatalogError)?;
-        let Some((sealed, name, host, port, connection_budget, created_at)) = row else {
-            return Ok(None);
-        };
-        let url = self.key.open(&purpose(id), &sealed)?;
-        let url = String::from_utf8(url).map_err(|_| CryptoError::Malformed {
-            purpose: purpose(id),
-        })?;
-        let server = ServerRow {
-            id: id.as_uuid(),
-            name,
-            host,
-            port,
-            connection_budget,
-            created_at,
-        }
-        .into();
-        Ok(Some((server, url)))
+        .bind(only.map(|i| i.as_uuid()))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.server.into(), r.admin_url_sealed))
+            .collect())
+    }
+
+    /// Replaces a server's sealed URL (re-sealing after a key change).
+    pub async fn set_db_server_sealed(
+        &self,
+        id: DbServerId,
+        sealed: &[u8],
+    ) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE db_servers SET admin_url_sealed = $2 WHERE id = $1")
+            .bind(id.as_uuid())
+            .bind(sealed)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
-/// Reading a server's URL failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerUrlError {
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Crypto(#[from] CryptoError),
+/// The sealing purpose of a server's admin URL.
+#[must_use]
+pub fn server_url_purpose(name: &str) -> String {
+    format!("db_server.admin_url:{name}")
 }

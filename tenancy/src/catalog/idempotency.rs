@@ -34,6 +34,17 @@ impl Catalog {
         key: &str,
         request_hash: &[u8],
     ) -> Result<IdempotencyOutcome, CatalogError> {
+        // Keys are kept for 24 hours; a claim left by a crashed request is released after
+        // 5 minutes, so a retry can proceed.
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE scope = $1
+               AND (created_at < now() - interval '24 hours'
+                    OR (key = $2 AND status IS NULL AND created_at < now() - interval '5 minutes'))",
+        )
+        .bind(scope)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )

@@ -69,9 +69,14 @@ pub struct Tenant {
     pub status: TenantStatus,
     pub placement: Placement,
     pub epoch: i64,
+    /// A dedicated tenant's data-plane URL, sealed with its DEK (purpose [`DB_URL_PURPOSE`]).
+    pub db_url_sealed: Option<Vec<u8>>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
+
+/// Sealing purpose of a dedicated tenant's data-plane URL.
+pub const DB_URL_PURPOSE: &str = "tenant.db_url";
 
 #[derive(FromRow)]
 struct TenantRow {
@@ -84,6 +89,7 @@ struct TenantRow {
     db_server_id: Option<Uuid>,
     db_name: Option<String>,
     epoch: i64,
+    db_url_sealed: Option<Vec<u8>>,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
 }
@@ -105,14 +111,14 @@ impl From<TenantRow> for Tenant {
             status: TenantStatus::parse(&r.status),
             placement,
             epoch: r.epoch,
+            db_url_sealed: r.db_url_sealed,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
     }
 }
 
-const COLUMNS: &str =
-    "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, created_at, updated_at";
+const COLUMNS: &str = "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, db_url_sealed, created_at, updated_at";
 
 /// A tenant to insert.
 #[derive(Clone, Debug)]
@@ -123,6 +129,7 @@ pub struct NewTenant {
     pub plan: String,
     pub status: TenantStatus,
     pub placement: Placement,
+    pub db_url_sealed: Option<Vec<u8>>,
 }
 
 /// Fields an operator may change.
@@ -153,8 +160,8 @@ impl Catalog {
         };
         let mut tx = self.pool.begin().await.map_err(CatalogError)?;
         let row: TenantRow = sqlx::query_as(&format!(
-            "INSERT INTO tenants (id, slug, name, plan, status, placement, db_server_id, db_name)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+            "INSERT INTO tenants (id, slug, name, plan, status, placement, db_server_id, db_name, db_url_sealed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
         ))
         .bind(t.id.as_uuid())
         .bind(t.slug.as_str())
@@ -164,6 +171,7 @@ impl Catalog {
         .bind(t.placement.kind())
         .bind(server)
         .bind(db)
+        .bind(t.db_url_sealed.as_deref())
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
@@ -290,6 +298,19 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM tenants WHERE id = $1")
             .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        publish(&mut *tx, Some(id)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a tenant's sealed data-plane URL (re-sealing after a key change).
+    pub async fn set_tenant_db_url(&self, id: TenantId, sealed: &[u8]) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE tenants SET db_url_sealed = $2, epoch = epoch + 1 WHERE id = $1")
+            .bind(id.as_uuid())
+            .bind(sealed)
             .execute(&mut *tx)
             .await?;
         publish(&mut *tx, Some(id)).await?;

@@ -96,18 +96,21 @@ impl TenantTx {
 
     /// Runs a statement and returns its rows.
     pub async fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        // From the moment BEGIN may be on the wire, a drop (error, cancelled request) must roll
+        // back before the connection is reused.
+        let first = !self.begun;
+        self.begun = true;
         let client = self.client();
         let statement = async {
             let st = client.prepare_cached(sql).await?;
             client.query(&st, params).await
         };
-        if self.begun {
+        if !first {
             return statement.await;
         }
         // First statement: BEGIN + SET LOCAL and the statement go out together.
         let (setup, rows) = join(client.batch_execute(&self.setup), statement).await;
         setup?;
-        self.begun = true;
         rows
     }
 
@@ -118,26 +121,38 @@ impl TenantTx {
 
     /// Runs a statement and returns the number of rows it affected.
     pub async fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
+        // From the moment BEGIN may be on the wire, a drop (error, cancelled request) must roll
+        // back before the connection is reused.
+        let first = !self.begun;
+        self.begun = true;
         let client = self.client();
         let statement = async {
             let st = client.prepare_cached(sql).await?;
             client.execute(&st, params).await
         };
-        if self.begun {
+        if !first {
             return statement.await;
         }
         let (setup, n) = join(client.batch_execute(&self.setup), statement).await;
         setup?;
-        self.begun = true;
         n
     }
 
     /// Commits; the connection goes back to its pool.
     pub async fn commit(mut self) -> Result<(), Error> {
-        let conn = self.conn.take().expect("present until commit or drop");
         if self.begun {
-            conn.client.batch_execute("COMMIT").await?;
+            // The connection stays in `self` while COMMIT is in flight: if this future is dropped,
+            // `Drop` rolls back (a ROLLBACK after a COMMIT is harmless) before reuse.
+            if let Err(e) = self.client().batch_execute("COMMIT").await {
+                // The connection's state is unknown: never reuse it.
+                if let Some(conn) = self.conn.take() {
+                    drop(Object::take(conn.client));
+                }
+                return Err(e);
+            }
         }
+        // Back to the pool, idle and with no tenant setting.
+        self.conn.take();
         Ok(())
     }
 }

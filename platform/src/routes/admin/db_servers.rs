@@ -112,6 +112,7 @@ pub async fn register(
                 ApiError::conflict("a server with this name is already registered")
             }
             RegisterError::Register(RegisterServerError::Catalog(c)) => c.into(),
+            RegisterError::Key(k) => ApiError::internal(k),
         })?;
     Ok((StatusCode::CREATED, Json(ServerView::from(&server))))
 }

@@ -117,7 +117,7 @@ impl From<ProvisionError> for ApiError {
                 Self::unavailable("the database server is unavailable; nothing was created", e)
             }
             ProvisionError::Catalog(c) => c.into(),
-            ProvisionError::ServerUrl(u) => Self::internal(u),
+            ProvisionError::Key(k) => Self::internal(k),
         }
     }
 }

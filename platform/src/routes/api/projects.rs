@@ -80,13 +80,13 @@ pub(crate) async fn exists(tx: &mut TenantTx, id: Uuid) -> ApiResult<()> {
     responses((status = 201, body = Project), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("api_key" = [])))]
 pub async fn create(
-    TenantDb(conn): TenantDb,
+    db: TenantDb,
     ApiJson(body): ApiJson<NewProject>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
     let name = text("name", &body.name, 200)?;
     let description = description(body.description.as_deref())?;
-    let tenant = conn.tenant().as_uuid();
-    let mut tx = conn.begin();
+    let tenant = db.tenant_id().as_uuid();
+    let mut tx = db.begin().await?;
     let rows = tx
         .query(
             &format!("INSERT INTO projects (tenant_id, id, name, description) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"),
@@ -105,11 +105,11 @@ pub async fn create(
     responses((status = 200, body = Paged<Project>), (status = 400, body = Problem), (status = 401, body = Problem)),
     security(("api_key" = [])))]
 pub async fn list(
-    TenantDb(conn): TenantDb,
+    db: TenantDb,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Paged<Project>>> {
     let page = q.page()?;
-    let mut tx = conn.begin();
+    let mut tx = db.begin().await?;
     let rows = tx
         .query(
             &format!("SELECT {COLUMNS} FROM projects WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"),
@@ -129,11 +129,8 @@ pub async fn list(
     params(("project_id" = Uuid, Path)),
     responses((status = 200, body = Project), (status = 404, body = Problem)),
     security(("api_key" = [])))]
-pub async fn show(
-    TenantDb(conn): TenantDb,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Project>> {
-    let mut tx = conn.begin();
+pub async fn show(db: TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Project>> {
+    let mut tx = db.begin().await?;
     let row = tx
         .query_opt(
             &format!("SELECT {COLUMNS} FROM projects WHERE id = $1"),
@@ -152,7 +149,7 @@ pub async fn show(
     responses((status = 200, body = Project), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("api_key" = [])))]
 pub async fn patch(
-    TenantDb(conn): TenantDb,
+    db: TenantDb,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ProjectPatch>,
 ) -> ApiResult<Json<Project>> {
@@ -165,7 +162,7 @@ pub async fn patch(
         None => (false, None),
         Some(d) => (true, description(d.as_deref())?),
     };
-    let mut tx = conn.begin();
+    let mut tx = db.begin().await?;
     let row = tx
         .query_opt(
             &format!(
@@ -187,8 +184,8 @@ pub async fn patch(
     params(("project_id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem)),
     security(("api_key" = [])))]
-pub async fn delete(TenantDb(conn): TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
-    let mut tx = conn.begin();
+pub async fn delete(db: TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+    let mut tx = db.begin().await?;
     let n = tx
         .execute("DELETE FROM projects WHERE id = $1", &[&id])
         .await?;

@@ -82,14 +82,14 @@ pub struct TaskPatch {
     responses((status = 201, body = Task), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("api_key" = [])))]
 pub async fn create(
-    TenantDb(conn): TenantDb,
+    db: TenantDb,
     ApiPath(project_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewTask>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     let title = text("title", &body.title, 500)?;
     let status = body.status.unwrap_or(TaskStatus::Todo).as_str();
-    let tenant = conn.tenant().as_uuid();
-    let mut tx = conn.begin();
+    let tenant = db.tenant_id().as_uuid();
+    let mut tx = db.begin().await?;
     exists(&mut tx, project_id).await?;
     let rows = tx
         .query(
@@ -112,12 +112,12 @@ pub async fn create(
     responses((status = 200, body = Paged<Task>), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 pub async fn list(
-    TenantDb(conn): TenantDb,
+    db: TenantDb,
     ApiPath(project_id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Paged<Task>>> {
     let page = q.page()?;
-    let mut tx = conn.begin();
+    let mut tx = db.begin().await?;
     exists(&mut tx, project_id).await?;
     let rows = tx
         .query(
@@ -141,10 +141,10 @@ pub async fn list(
     responses((status = 200, body = Task), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 pub async fn show(
-    TenantDb(conn): TenantDb,
+    db: TenantDb,
     ApiPath((project_id, id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<Json<Task>> {
-    let mut tx = conn.begin();
+    let mut tx = db.begin().await?;
     let row = tx
         .query_opt(
             &format!("SELECT {COLUMNS} FROM tasks WHERE project_id = $1 AND id = $2"),
@@ -163,7 +163,7 @@ pub async fn show(
     responses((status = 200, body = Task), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("api_key" = [])))]
 pub async fn patch(
-    TenantDb(conn): TenantDb,
+    db: TenantDb,
     ApiPath((project_id, id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<TaskPatch>,
 ) -> ApiResult<Json<Task>> {
@@ -173,7 +173,7 @@ pub async fn patch(
         .map(|t| text("title", t, 500))
         .transpose()?;
     let status = body.status.map(TaskStatus::as_str);
-    let mut tx = conn.begin();
+    let mut tx = db.begin().await?;
     let row = tx
         .query_opt(
             &format!(
@@ -195,10 +195,10 @@ pub async fn patch(
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 pub async fn delete(
-    TenantDb(conn): TenantDb,
+    db: TenantDb,
     ApiPath((project_id, id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = conn.begin();
+    let mut tx = db.begin().await?;
     let n = tx
         .execute(
             "DELETE FROM tasks WHERE project_id = $1 AND id = $2",
