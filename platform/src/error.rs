@@ -229,6 +229,17 @@ impl From<tenancy::dataplane::ConnectError> for ApiError {
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
+        // TF001: the tenant is fenced in this database while it moves; the client retries.
+        if e.code().map(tokio_postgres::error::SqlState::code) == Some("TF001") {
+            let mut err = Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tenant-moving",
+                "Tenant is moving",
+                "this tenant's data is being moved; writes pause briefly: retry",
+            );
+            err.retry_after = Some(1);
+            return err;
+        }
         if e.is_closed() || e.as_db_error().is_none() {
             return Self::unavailable("the tenant's database is unavailable", e);
         }

@@ -23,6 +23,7 @@ pub struct App {
     pub router: axum::Router,
     pub tenancy: Arc<Tenancy>,
     listener: tokio::task::JoinHandle<()>,
+    resumer: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for App {
@@ -34,10 +35,17 @@ impl std::fmt::Debug for App {
 impl Drop for App {
     fn drop(&mut self) {
         self.listener.abort();
+        self.resumer.abort();
     }
 }
 
 impl App {
+    /// Stops resuming unfinished operations in the background (tests that step operations by
+    /// hand, as a crashed runner would leave them).
+    pub fn stop_resuming(&self) {
+        self.resumer.abort();
+    }
+
     /// Builds the router and starts listening for catalog changes (returns once listening).
     pub async fn new(tenancy: Tenancy, admin_token: &str) -> anyhow::Result<Self> {
         let tenancy = Arc::new(tenancy);
@@ -51,10 +59,21 @@ impl App {
             tenancy: Arc::clone(&tenancy),
             admin_token: AdminToken::new(admin_token),
         };
+        // Operations left unfinished by a crashed runner (expired lease) are resumed here.
+        let mover = tenancy.mover.clone();
+        let resumer = tokio::spawn(async move {
+            loop {
+                if let Err(e) = mover.resume_all().await {
+                    tracing::warn!(error = %e, "resuming operations failed");
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
         Ok(Self {
             router: router::router(state),
             tenancy,
             listener,
+            resumer,
         })
     }
 }

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
-use crate::routes::admin::{api_keys, db_servers, domains, tenants};
+use crate::routes::admin::{api_keys, db_servers, domains, placement, tenants};
 use crate::routes::api::{projects, tasks};
 use crate::routes::health;
 use crate::state::AppState;
@@ -57,6 +57,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(db_servers::register, db_servers::list))
+        .routes(routes!(placement::change))
+        .routes(routes!(placement::show))
+        .routes(routes!(placement::cancel))
         // tenant API
         .routes(routes!(projects::create, projects::list))
         .routes(routes!(projects::show, projects::patch, projects::delete))

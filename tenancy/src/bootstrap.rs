@@ -17,6 +17,7 @@ use crate::crypto::{Keyring, LocalKeys, MasterKey, Scope, random_token};
 use crate::dataplane::{DataPlane, PoolSizes};
 use crate::embedded::{Cluster, write_private};
 use crate::ids::TenantId;
+use crate::placement::Mover;
 use crate::provision::Provisioner;
 use crate::resolve::Resolver;
 use crate::settings::{DatabaseMode, Settings};
@@ -36,6 +37,7 @@ pub struct Tenancy {
     pub provisioner: Provisioner,
     pub api_keys: ApiKeys,
     pub keyring: Keyring,
+    pub mover: Mover,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -195,6 +197,7 @@ async fn build(
         sizes,
     )?;
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
+    let mover = Mover::new(catalog.clone(), keyring.clone(), provisioner.clone());
     Ok(Tenancy {
         catalog,
         dataplane,
@@ -202,6 +205,7 @@ async fn build(
         provisioner,
         api_keys: ApiKeys::new(),
         keyring,
+        mover,
     })
 }
 

@@ -7,6 +7,7 @@ mod db_servers;
 mod domains;
 mod idempotency;
 pub mod keys;
+pub mod operations;
 mod tenants;
 
 pub use db_servers::{DbServer, RegisterServerError, server_url_purpose};

@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod ids;
 pub mod migrate;
 pub mod pg;
+pub mod placement;
 pub mod provision;
 pub mod resolve;
 pub mod settings;

@@ -107,6 +107,27 @@ impl Provisioner {
         }
     }
 
+    /// The shared database's owner URL. A secret.
+    #[must_use]
+    pub fn shared_admin_url(&self) -> &str {
+        &self.shared_admin_url
+    }
+
+    /// The data-plane URL of `database` on `server` (a secret: seal it).
+    #[must_use]
+    pub fn app_url(&self, server: &DbServer, database: &str) -> String {
+        app_url(server, database, &self.app_password)
+    }
+
+    /// Creates (if missing) and migrates a tenant database on `server`.
+    pub async fn create_tenant_database(
+        &self,
+        server: &DbServer,
+        database: &str,
+    ) -> Result<(), ProvisionError> {
+        self.create_database(server, database).await
+    }
+
     /// The data-plane role's password. A secret: for start-up and test harnesses only.
     #[must_use]
     pub fn app_role_password(&self) -> &str {
@@ -286,28 +307,7 @@ impl Provisioner {
         match &tenant.placement {
             Placement::Shared => {
                 let admin = pg::connect(&self.shared_admin_url.parse()?).await?;
-                let tables: Vec<String> = admin
-                    .query(
-                        "SELECT c.table_name::text FROM information_schema.columns c
-                         JOIN information_schema.tables t USING (table_schema, table_name)
-                         WHERE c.table_schema = 'public' AND c.column_name = 'tenant_id' AND t.table_type = 'BASE TABLE'",
-                        &[],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                let mut sql = format!("BEGIN; SET LOCAL app.tenant_id = '{}';", tenant.id);
-                for t in tables {
-                    // Tenant foreign keys cascade, so the order does not matter.
-                    sql.push_str(&format!(
-                        " DELETE FROM {} WHERE tenant_id = '{}';",
-                        pg::quote_ident(&t),
-                        tenant.id
-                    ));
-                }
-                sql.push_str(" COMMIT;");
-                admin.batch_execute(&sql).await?;
+                crate::placement::delete_tenant_rows(&admin, tenant.id).await?;
             }
             Placement::Dedicated { server, database } => {
                 if let Some(s) = self

@@ -5,4 +5,5 @@ mod bad_input;
 mod domain;
 mod isolation;
 mod keys;
+mod placement;
 mod routing;

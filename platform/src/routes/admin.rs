@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod db_servers;
 pub mod domains;
+pub mod placement;
 pub mod tenants;
 
 use tenancy::catalog::{Catalog, Tenant, TenantStatus};

@@ -1,0 +1,277 @@
+//! Long-running operations (placement moves) as rows: created, claimed under a lease, advanced
+//! step by step, finished. Every transition is a conditional update, so two runners never both
+//! advance one operation.
+
+use serde_json::Value;
+use sqlx::FromRow;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Catalog, CatalogError, publish, violates};
+use crate::ids::TenantId;
+
+/// An operation as stored.
+#[derive(Clone, Debug, FromRow)]
+pub struct OperationRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub tenant_id: Uuid,
+    pub state: String,
+    pub step: String,
+    pub source: Value,
+    pub target: Value,
+    pub target_url_sealed: Option<Vec<u8>>,
+    pub progress: Value,
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    pub source_purged: bool,
+    pub created_at: OffsetDateTime,
+    pub started_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+    pub updated_at: OffsetDateTime,
+}
+
+const COLUMNS: &str = "id, kind, tenant_id, state, step, source, target, target_url_sealed, progress, error, \
+                       cancel_requested, source_purged, created_at, started_at, finished_at, updated_at";
+
+/// Creating an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateOperationError {
+    #[error("the tenant already has an operation in progress")]
+    Busy,
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl Catalog {
+    /// Inserts a pending operation.
+    pub async fn create_operation(
+        &self,
+        id: Uuid,
+        kind: &str,
+        tenant: TenantId,
+        step: &str,
+        source: &Value,
+        target: &Value,
+    ) -> Result<OperationRow, CreateOperationError> {
+        sqlx::query_as(&format!(
+            "INSERT INTO operations (id, kind, tenant_id, state, step, source, target)
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6) RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(kind)
+        .bind(tenant.as_uuid())
+        .bind(step)
+        .bind(source)
+        .bind(target)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| {
+            if violates(&e, "operations_one_active") {
+                CreateOperationError::Busy
+            } else {
+                CatalogError(e).into()
+            }
+        })
+    }
+
+    /// An operation by id.
+    pub async fn operation(&self, id: Uuid) -> Result<Option<OperationRow>, CatalogError> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM operations WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// Unfinished operations nobody holds a live lease on.
+    pub async fn claimable_operations(&self) -> Result<Vec<Uuid>, CatalogError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM operations WHERE state IN ('pending', 'running')
+               AND (lease_until IS NULL OR lease_until < now()) ORDER BY created_at",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Takes (or renews) the lease of an unfinished operation for `owner`; false if another
+    /// runner holds a live lease or the operation is finished.
+    pub async fn claim_operation(
+        &self,
+        id: Uuid,
+        owner: &str,
+        seconds: i32,
+    ) -> Result<bool, CatalogError> {
+        let n = sqlx::query(
+            "UPDATE operations SET lease_owner = $2, lease_until = now() + make_interval(secs => $3),
+                    state = CASE WHEN state = 'pending' THEN 'running' ELSE state END,
+                    started_at = COALESCE(started_at, now()), updated_at = now()
+             WHERE id = $1 AND state IN ('pending', 'running')
+               AND (lease_owner = $2 OR lease_until IS NULL OR lease_until < now())",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(f64::from(seconds))
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Gives the lease back (a runner that stops without finishing, e.g. a simulated crash).
+    pub async fn release_operation(&self, id: Uuid, owner: &str) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE operations SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
+            .bind(id)
+            .bind(owner)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Records the next step (and progress) of an operation this runner holds.
+    pub async fn advance_operation(
+        &self,
+        id: Uuid,
+        owner: &str,
+        step: &str,
+        progress: &Value,
+    ) -> Result<bool, CatalogError> {
+        let n = sqlx::query(
+            "UPDATE operations SET step = $3, progress = progress || $4, updated_at = now()
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(step)
+        .bind(progress)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Merges progress without changing the step.
+    pub async fn operation_progress(&self, id: Uuid, progress: &Value) -> Result<(), CatalogError> {
+        sqlx::query(
+            "UPDATE operations SET progress = progress || $2, updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(progress)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Stores the sealed data-plane URL of the target.
+    pub async fn set_operation_target_url(
+        &self,
+        id: Uuid,
+        sealed: &[u8],
+    ) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE operations SET target_url_sealed = $2 WHERE id = $1")
+            .bind(id)
+            .bind(sealed)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Ends an operation (`succeeded`, `failed` or `cancelled`).
+    pub async fn finish_operation(
+        &self,
+        id: Uuid,
+        state: &str,
+        error: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        sqlx::query(
+            "UPDATE operations SET state = $2, error = $3, finished_at = now(), updated_at = now(),
+                    lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND state IN ('pending', 'running')",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(error)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records an error on an operation that stays running (to be retried).
+    pub async fn operation_error(&self, id: Uuid, error: &str) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE operations SET error = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(error)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Asks a running operation to stop before cutover.
+    pub async fn request_cancel(&self, id: Uuid) -> Result<bool, CatalogError> {
+        let n = sqlx::query("UPDATE operations SET cancel_requested = true, updated_at = now() WHERE id = $1 AND state IN ('pending', 'running')")
+            .bind(id)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// The newest succeeded operation of a tenant whose source copy still exists.
+    pub async fn unpurged_source(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<OperationRow>, CatalogError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM operations WHERE tenant_id = $1 AND state = 'succeeded' AND NOT source_purged
+             ORDER BY finished_at DESC LIMIT 1"
+        ))
+        .bind(tenant.as_uuid())
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Marks an operation's source copy as deleted.
+    pub async fn mark_source_purged(&self, id: Uuid) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE operations SET source_purged = true WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Points a tenant at a new placement if it is still at `expected_epoch`, and notifies every
+    /// instance in the same transaction. Returns false if the tenant changed meanwhile.
+    pub async fn switch_placement(
+        &self,
+        tenant: TenantId,
+        expected_epoch: i64,
+        server: Option<Uuid>,
+        database: Option<&str>,
+        db_url_sealed: Option<&[u8]>,
+    ) -> Result<bool, CatalogError> {
+        let mut tx = self.pool().begin().await?;
+        let placement = if database.is_some() {
+            "dedicated"
+        } else {
+            "shared"
+        };
+        let n = sqlx::query(
+            "UPDATE tenants SET placement = $3, db_server_id = $4, db_name = $5, db_url_sealed = $6,
+                    epoch = epoch + 1, updated_at = now()
+             WHERE id = $1 AND epoch = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(expected_epoch)
+        .bind(placement)
+        .bind(server)
+        .bind(database)
+        .bind(db_url_sealed)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        publish(&mut *tx, Some(tenant)).await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+}

@@ -1,0 +1,272 @@
+//! SQL helpers for moving a tenant with logical replication: connection strings, publications
+//! with row filters, slots, subscriptions, fences, row deletion and checksums.
+
+use tokio_postgres::{Client, Config};
+
+use crate::ids::TenantId;
+use crate::pg::quote_ident;
+
+/// A libpq connection string for `c` (what a subscription connects with).
+pub fn conninfo(c: &Config) -> String {
+    let q = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut parts = Vec::new();
+    if let Some(tokio_postgres::config::Host::Tcp(h)) = c.get_hosts().first() {
+        parts.push(format!("host={}", q(h)));
+    }
+    if let Some(p) = c.get_ports().first() {
+        parts.push(format!("port={p}"));
+    }
+    if let Some(u) = c.get_user() {
+        parts.push(format!("user={}", q(u)));
+    }
+    if let Some(p) = c.get_password() {
+        parts.push(format!("password={}", q(&String::from_utf8_lossy(p))));
+    }
+    if let Some(d) = c.get_dbname() {
+        parts.push(format!("dbname={}", q(d)));
+    }
+    parts.join(" ")
+}
+
+/// The tenant tables of a database (every public table with a `tenant_id`), fences last.
+pub async fn tenant_tables(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+             WHERE n.nspname = 'public' AND c.relkind = 'r'
+             ORDER BY c.relname = 'tenant_fences', c.relname",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Creates the publication of the tenant's rows (row filters) and its slot, if missing.
+pub async fn publish(
+    client: &Client,
+    name: &str,
+    tenant: TenantId,
+) -> Result<(), tokio_postgres::Error> {
+    if client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await?
+        .is_none()
+    {
+        let tables = tenant_tables(client).await?;
+        let list: Vec<String> = tables
+            .iter()
+            .map(|t| format!("{} WHERE (tenant_id = '{tenant}')", quote_ident(t)))
+            .collect();
+        client
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                quote_ident(name),
+                list.join(", ")
+            ))
+            .await?;
+    }
+    if client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await?
+        .is_none()
+    {
+        client
+            .query(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&name],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Creates the subscription on the target, on the slot made by [`publish`] (a slot created by the
+/// subscription itself would hang when both databases share a cluster).
+pub async fn subscribe(
+    target: &Client,
+    name: &str,
+    source: &Config,
+) -> Result<(), tokio_postgres::Error> {
+    if target
+        .query_opt("SELECT 1 FROM pg_subscription WHERE subname = $1", &[&name])
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let conn = conninfo(source).replace('\'', "''");
+    target
+        .batch_execute(&format!(
+            "CREATE SUBSCRIPTION {n} CONNECTION '{conn}' PUBLICATION {n} WITH (create_slot = false, slot_name = '{name}', copy_data = true)",
+            n = quote_ident(name)
+        ))
+        .await
+}
+
+/// Whether every table of the subscription has finished its initial copy.
+pub async fn copy_done(target: &Client, name: &str) -> Result<bool, tokio_postgres::Error> {
+    let row = target
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE sr.srsubstate <> 'r')
+             FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oid = sr.srsubid WHERE s.subname = $1",
+            &[&name],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) > 0 && row.get::<_, i64>(1) == 0)
+}
+
+/// Drops the subscription without touching the remote slot (dropped separately).
+pub async fn unsubscribe(target: &Client, name: &str) -> Result<(), tokio_postgres::Error> {
+    if target
+        .query_opt("SELECT 1 FROM pg_subscription WHERE subname = $1", &[&name])
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let n = quote_ident(name);
+    target
+        .batch_execute(&format!("ALTER SUBSCRIPTION {n} DISABLE"))
+        .await?;
+    target
+        .batch_execute(&format!("ALTER SUBSCRIPTION {n} SET (slot_name = NONE)"))
+        .await?;
+    target
+        .batch_execute(&format!("DROP SUBSCRIPTION {n}"))
+        .await
+}
+
+/// Drops the slot (waiting for its walsender to exit) and the publication, if present.
+pub async fn unpublish(source: &Client, name: &str) -> Result<(), tokio_postgres::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let slot = source
+            .query_opt(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                &[&name],
+            )
+            .await?;
+        match slot {
+            None => break,
+            Some(r) => {
+                if let Some(pid) = r.get::<_, Option<i32>>(0) {
+                    source
+                        .query("SELECT pg_terminate_backend($1)", &[&pid])
+                        .await?;
+                }
+                match source
+                    .query("SELECT pg_drop_replication_slot($1)", &[&name])
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e)
+                        if std::time::Instant::now() < deadline
+                            && e.code()
+                                == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    source
+        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))
+        .await
+}
+
+/// Fences the tenant's writes in this database, after in-flight writers commit.
+pub async fn fence(
+    client: &Client,
+    tenant: TenantId,
+    reason: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL app.tenant_id = '{tenant}';
+             SELECT pg_advisory_xact_lock(2037, hashtext('{tenant}'));
+             INSERT INTO tenant_fences (tenant_id, reason) VALUES ('{tenant}', {}) ON CONFLICT DO NOTHING;
+             COMMIT;",
+            quote_literal(reason)
+        ))
+        .await
+}
+
+/// Lifts the tenant's fence in this database.
+pub async fn unfence(client: &Client, tenant: TenantId) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL app.tenant_id = '{tenant}'; DELETE FROM tenant_fences WHERE tenant_id = '{tenant}'; COMMIT;"
+        ))
+        .await
+}
+
+/// Whether the tenant is fenced in this database.
+pub async fn fenced(client: &Client, tenant: TenantId) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM tenant_fences WHERE tenant_id = $1",
+            &[&tenant.as_uuid()],
+        )
+        .await?
+        .is_some())
+}
+
+/// Deletes every row of the tenant in this database, its fence first (as the owner).
+pub async fn delete_tenant_rows(
+    client: &Client,
+    tenant: TenantId,
+) -> Result<(), tokio_postgres::Error> {
+    let mut tables = tenant_tables(client).await?;
+    tables.sort_by_key(|t| t != "tenant_fences");
+    let mut sql = format!("BEGIN; SET LOCAL app.tenant_id = '{tenant}';");
+    for t in tables {
+        // Tenant foreign keys cascade, so the order of the other tables does not matter.
+        sql.push_str(&format!(
+            " DELETE FROM {} WHERE tenant_id = '{tenant}';",
+            quote_ident(&t)
+        ));
+    }
+    sql.push_str(" COMMIT;");
+    client.batch_execute(&sql).await
+}
+
+/// Per table (fences aside): row count and an order-independent checksum of the tenant's rows.
+pub async fn checksums(
+    client: &Client,
+    tenant: TenantId,
+) -> Result<Vec<(String, i64, String)>, tokio_postgres::Error> {
+    client
+        .batch_execute(
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET extra_float_digits = 3",
+        )
+        .await?;
+    let mut out = Vec::new();
+    for t in tenant_tables(client)
+        .await?
+        .into_iter()
+        .filter(|t| t != "tenant_fences")
+    {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT count(*), coalesce(sum(hashtextextended(x::text, 0)::numeric), 0)::text FROM {} x WHERE tenant_id = $1",
+                    quote_ident(&t)
+                ),
+                &[&tenant.as_uuid()],
+            )
+            .await?;
+        out.push((t, row.get(0), row.get(1)));
+    }
+    Ok(out)
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

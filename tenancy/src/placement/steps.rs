@@ -1,0 +1,222 @@
+//! The steps of a move. Each is idempotent: run again after a crash, it finds what it already did
+//! and goes on. Each returns progress to merge into the operation row.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::replication as repl;
+use super::{
+    COPY_DEADLINE, DRAIN_DEADLINE, LEASE_SECONDS, Location, MoveError, Mover, Step, slot_name,
+};
+use crate::catalog::DB_URL_PURPOSE;
+use crate::catalog::operations::OperationRow;
+use crate::crypto::Scope;
+use crate::ids::TenantId;
+use crate::migrate;
+
+impl Mover {
+    pub(super) async fn execute(&self, op: &OperationRow, step: Step) -> Result<Value, MoveError> {
+        let tenant = TenantId::from_uuid(op.tenant_id);
+        let (source, target) = (
+            Location::from_json(&op.source),
+            Location::from_json(&op.target),
+        );
+        let name = slot_name(op.id);
+        match step {
+            Step::Prepare => self.prepare(op, tenant, &source, &target).await,
+            Step::Publish => {
+                let (s, _) = self.conn(&source, tenant).await?;
+                repl::publish(&s, &name, tenant).await?;
+                Ok(json!({}))
+            }
+            Step::Subscribe => {
+                let (t, _) = self.conn(&target, tenant).await?;
+                let source_config = self.config(&source).await?;
+                repl::subscribe(&t, &name, &source_config).await?;
+                Ok(json!({}))
+            }
+            Step::Copy => {
+                let (t, _) = self.conn(&target, tenant).await?;
+                let start = Instant::now();
+                while !repl::copy_done(&t, &name).await? {
+                    if start.elapsed() > COPY_DEADLINE {
+                        return Err(MoveError::Timeout("the initial copy"));
+                    }
+                    self.keep_lease(op).await?;
+                    if self.cancel_requested(op).await? {
+                        return Err(MoveError::Verify("cancelled".into()));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                let rows: i64 = repl::checksums(&t, tenant)
+                    .await?
+                    .iter()
+                    .map(|(_, n, _)| n)
+                    .sum();
+                Ok(json!({"rows_copied": rows}))
+            }
+            Step::Fence => {
+                let (s, _) = self.conn(&source, tenant).await?;
+                repl::fence(&s, tenant, &format!("move {}", op.id)).await?;
+                Ok(json!({"fenced_at": now_ms()}))
+            }
+            Step::Drain => {
+                // The fence row replicates like any write of the tenant: once the target has it,
+                // every write committed before the fence has been applied there too.
+                let (t, _) = self.conn(&target, tenant).await?;
+                let start = Instant::now();
+                while !repl::fenced(&t, tenant).await? {
+                    if start.elapsed() > DRAIN_DEADLINE {
+                        return Err(MoveError::Timeout("replication to drain"));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Ok(json!({"drained_at": now_ms()}))
+            }
+            Step::Verify => {
+                let ((s, _), (t, _)) = (
+                    self.conn(&source, tenant).await?,
+                    self.conn(&target, tenant).await?,
+                );
+                let (a, b) =
+                    tokio::try_join!(repl::checksums(&s, tenant), repl::checksums(&t, tenant))?;
+                if a != b {
+                    return Err(MoveError::Verify(format!(
+                        "source {a:?} differs from target {b:?}"
+                    )));
+                }
+                Ok(json!({"verified_rows": a.iter().map(|(_, n, _)| n).sum::<i64>()}))
+            }
+            Step::Switch => self.switch(op, tenant, &target).await,
+            Step::Cleanup => {
+                let (s, _) = self.conn(&source, tenant).await?;
+                repl::unpublish(&s, &name).await?;
+                Ok(json!({}))
+            }
+            Step::Done => Ok(json!({})),
+        }
+    }
+
+    async fn prepare(
+        &self,
+        op: &OperationRow,
+        tenant: TenantId,
+        source: &Location,
+        target: &Location,
+    ) -> Result<Value, MoveError> {
+        let (s, _) = self.conn(source, tenant).await?;
+        let wal: String = s.query_one("SHOW wal_level", &[]).await?.get(0);
+        if wal != "logical" {
+            return Err(MoveError::NoLogicalReplication);
+        }
+        let version: i64 = s
+            .query_one(
+                "SELECT coalesce(max(version), 0)::bigint FROM refinery_schema_history",
+                &[],
+            )
+            .await?
+            .get(0);
+        let head = migrate::tenant_head_version();
+        if version != head {
+            return Err(MoveError::SourceVersion {
+                found: version,
+                head,
+            });
+        }
+        match target {
+            Location::Dedicated {
+                server, database, ..
+            } => {
+                let server = self.server(*server).await?;
+                self.provisioner
+                    .create_tenant_database(&server, database)
+                    .await?;
+                let url = self.provisioner.app_url(&server, database);
+                let sealed = self
+                    .keyring
+                    .seal(Scope::Tenant(tenant), DB_URL_PURPOSE, url.as_bytes())
+                    .await?;
+                self.catalog
+                    .set_operation_target_url(op.id, &sealed)
+                    .await?;
+            }
+            Location::Shared => {
+                // A copy left in the shared database by an earlier promotion is stale (the
+                // tenant lives elsewhere now): it goes, so the new copy does not clash with it.
+                let (t, _) = self.conn(target, tenant).await?;
+                repl::delete_tenant_rows(&t, tenant).await?;
+            }
+        }
+        Ok(json!({"source_version": version}))
+    }
+
+    async fn switch(
+        &self,
+        op: &OperationRow,
+        tenant: TenantId,
+        target: &Location,
+    ) -> Result<Value, MoveError> {
+        let (t, _) = self.conn(target, tenant).await?;
+        // Nothing more reaches the target from the source (which is fenced anyway).
+        repl::unsubscribe(&t, &slot_name(op.id)).await?;
+        // Not yet routed to, so unfencing the target first cannot open a second writable copy.
+        repl::unfence(&t, tenant).await?;
+        let sealed = self
+            .catalog
+            .operation(op.id)
+            .await?
+            .and_then(|o| o.target_url_sealed);
+        loop {
+            let current = self
+                .catalog
+                .tenant(tenant)
+                .await?
+                .ok_or(MoveError::NotFound)?;
+            if target.is(&current.placement) {
+                break;
+            }
+            let (server, database) = match target {
+                Location::Shared => (None, None),
+                Location::Dedicated {
+                    server, database, ..
+                } => (Some(server.as_uuid()), Some(database.as_str())),
+            };
+            let url = if database.is_some() {
+                sealed.as_deref()
+            } else {
+                None
+            };
+            if self
+                .catalog
+                .switch_placement(tenant, current.epoch, server, database, url)
+                .await?
+            {
+                break;
+            }
+        }
+        let fenced_at = op.progress["fenced_at"].as_u64().unwrap_or_default();
+        let now = now_ms();
+        Ok(json!({"switched_at": now, "write_pause_ms": now.saturating_sub(fenced_at)}))
+    }
+
+    async fn keep_lease(&self, op: &OperationRow) -> Result<(), MoveError> {
+        self.catalog
+            .claim_operation(op.id, &self.owner, LEASE_SECONDS)
+            .await?;
+        Ok(())
+    }
+
+    async fn cancel_requested(&self, op: &OperationRow) -> Result<bool, MoveError> {
+        Ok(self
+            .catalog
+            .operation(op.id)
+            .await?
+            .is_some_and(|o| o.cancel_requested))
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or_default()
+}
