@@ -1,7 +1,9 @@
 //! Subcommands, and what they share: settings, start-up, output.
 
+pub mod bench;
 pub mod keys;
 pub mod migrate;
+pub mod operations;
 pub mod tenants;
 
 use anyhow::Context as _;

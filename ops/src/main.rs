@@ -31,6 +31,24 @@ enum Command {
     /// Envelope-encryption keys.
     #[command(subcommand)]
     Keys(commands::keys::Keys),
+    /// Long-running operations.
+    #[command(subcommand)]
+    Operations(OperationsCmd),
+    /// Benchmarks that need the platform's internals.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Promote a tenant with many rows under write load, against pg_dump | psql.
+    Promote(commands::bench::PromoteBench),
+}
+
+#[derive(Subcommand)]
+enum OperationsCmd {
+    /// An operation's state, step and progress.
+    Show { id: String },
 }
 
 #[tokio::main]
@@ -45,6 +63,10 @@ async fn main() -> ExitCode {
         Command::Tenants(t) => commands::tenants::run(t, &out).await,
         Command::Migrate(m) => commands::migrate::run(m, &out).await,
         Command::Keys(k) => commands::keys::run(k, &out).await,
+        Command::Operations(OperationsCmd::Show { id }) => {
+            commands::operations::show(&id, &out).await
+        }
+        Command::Bench(BenchCmd::Promote(args)) => commands::bench::promote(args, &out).await,
     };
     match result {
         Ok(code) => code,

@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use sqlx::postgres::PgListener;
 use zeroize::Zeroizing;
 
-use crate::catalog::server_url_purpose;
 use crate::catalog::{CHANNEL, Catalog};
+use crate::catalog::{DB_URL_PURPOSE, Placement, TenantStatus, server_url_purpose};
 use crate::credentials::ApiKeys;
 use crate::crypto::{Keyring, LocalKeys, MasterKey, Scope, random_token};
 use crate::dataplane::{DataPlane, PoolSizes};
@@ -197,6 +197,7 @@ async fn build(
         sizes,
     )?;
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
+    seal_legacy_tenant_urls(&catalog, &keyring, &provisioner).await?;
     let mover = Mover::new(catalog.clone(), keyring.clone(), provisioner.clone());
     Ok(Tenancy {
         catalog,
@@ -249,6 +250,38 @@ async fn upgrade_legacy_server_urls(
             .await?;
         catalog.set_db_server_sealed(server.id, &resealed).await?;
         tracing::info!(server = %server.name, "re-sealed a database server URL with the platform data key");
+    }
+    Ok(())
+}
+
+/// Dedicated tenants created before their URL was sealed get it sealed with their data key.
+async fn seal_legacy_tenant_urls(
+    catalog: &Catalog,
+    keyring: &Keyring,
+    provisioner: &Provisioner,
+) -> anyhow::Result<()> {
+    let servers = catalog.db_servers().await?;
+    for status in [
+        TenantStatus::Active,
+        TenantStatus::Suspended,
+        TenantStatus::Provisioning,
+    ] {
+        for t in catalog.tenants_in_status(status).await? {
+            let (Placement::Dedicated { server, database }, None) =
+                (&t.placement, &t.db_url_sealed)
+            else {
+                continue;
+            };
+            let Some(s) = servers.iter().find(|s| s.id == *server) else {
+                continue;
+            };
+            let url = provisioner.app_url(s, database);
+            let sealed = keyring
+                .seal(Scope::Tenant(t.id), DB_URL_PURPOSE, url.as_bytes())
+                .await?;
+            catalog.set_tenant_db_url(t.id, &sealed).await?;
+            tracing::info!(tenant.id = %t.id, "sealed a legacy dedicated tenant's database URL");
+        }
     }
     Ok(())
 }

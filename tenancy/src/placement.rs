@@ -16,6 +16,7 @@
 mod replication;
 mod steps;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -208,6 +209,7 @@ pub struct Mover {
     keyring: Keyring,
     provisioner: Provisioner,
     owner: String,
+    conns: Arc<std::sync::Mutex<std::collections::HashMap<String, (Arc<Client>, Config)>>>,
 }
 
 impl Mover {
@@ -218,6 +220,7 @@ impl Mover {
             keyring,
             provisioner,
             owner: format!("runner-{}", Uuid::now_v7()),
+            conns: Arc::default(),
         }
     }
 
@@ -226,6 +229,7 @@ impl Mover {
     pub fn another_runner(&self) -> Self {
         Self {
             owner: format!("runner-{}", Uuid::now_v7()),
+            conns: Arc::default(),
             ..self.clone()
         }
     }
@@ -318,6 +322,7 @@ impl Mover {
                 .await?
                 .ok_or(MoveError::NotFound)?;
             if matches!(op.state.as_str(), "succeeded" | "failed" | "cancelled") {
+                self.forget_conns(TenantId::from_uuid(op.tenant_id));
                 return Ok(op);
             }
             if !self
@@ -381,13 +386,39 @@ impl Mover {
     }
 
     /// An owner connection to a location's database, scoped to the tenant for RLS.
-    async fn conn(&self, loc: &Location, tenant: TenantId) -> Result<(Client, Config), MoveError> {
+    /// Connections are kept open across steps, so the cutover steps (fence, drain, verify,
+    /// switch) do not pay for connection set-up while the tenant's writes are paused.
+    async fn conn(
+        &self,
+        loc: &Location,
+        tenant: TenantId,
+    ) -> Result<(Arc<Client>, Config), MoveError> {
+        let key = format!("{tenant}/{loc:?}");
+        if let Some((c, cfg)) = self
+            .conns
+            .lock()
+            .map_err(|_| MoveError::Timeout("a poisoned lock"))?
+            .get(&key)
+            && !c.is_closed()
+        {
+            return Ok((Arc::clone(c), cfg.clone()));
+        }
         let config = self.config(loc).await?;
-        let client = pg::connect(&config).await?;
+        let client = Arc::new(pg::connect(&config).await?);
         client
             .batch_execute(&format!("SET app.tenant_id = '{tenant}'"))
             .await?;
+        if let Ok(mut m) = self.conns.lock() {
+            m.insert(key, (Arc::clone(&client), config.clone()));
+        }
         Ok((client, config))
+    }
+
+    /// Closes the connections kept for a tenant's move.
+    fn forget_conns(&self, tenant: TenantId) {
+        if let Ok(mut m) = self.conns.lock() {
+            m.retain(|k, _| !k.starts_with(&tenant.to_string()));
+        }
     }
 
     async fn config(&self, loc: &Location) -> Result<Config, MoveError> {

@@ -1,60 +1,66 @@
-//! `platformctl tenants purge`: remove the data of deleted tenants for good (rows in the shared
-//! database, or the dedicated database), then their catalog rows.
+//! `platformctl tenants ...`: tenant lifecycle (purge) and placement (promote, demote, move,
+//! purge-source). One file per action under `tenants/`.
+
+mod placement;
+mod purge;
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use serde_json::json;
-use tenancy::catalog::TenantStatus;
 
-use super::{Output, finish, start};
+use super::Output;
 
 #[derive(Subcommand)]
 pub enum Tenants {
-    /// Purge every deleted tenant (or only the given slugs).
+    /// Purge every deleted tenant (or only the given slugs): data, data keys, catalog rows.
     Purge {
         /// Only these tenants (slugs); they must already be deleted.
         slugs: Vec<String>,
     },
+    /// Move a shared tenant to its own database on a server.
+    Promote {
+        slug: String,
+        #[arg(long)]
+        server: String,
+        /// Run the operation here and print its progress until it ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Move a dedicated tenant back to the shared database.
+    Demote {
+        slug: String,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Move a dedicated tenant to a new database on another server.
+    Move {
+        slug: String,
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Delete the fenced source copy a finished move left behind (ends the rollback window).
+    PurgeSource { slug: String },
 }
 
 pub async fn run(cmd: Tenants, out: &Output) -> anyhow::Result<ExitCode> {
-    let Tenants::Purge { slugs } = cmd;
-    let started = start().await?;
-    let t = &started.tenancy;
-    let deleted = t.catalog.tenants_in_status(TenantStatus::Deleted).await?;
-    let mut failed = 0;
-    for slug in &slugs {
-        if !deleted.iter().any(|d| d.slug.as_str() == slug) {
-            out.emit(
-                &json!({"slug": slug, "result": "not-deleted"}),
-                &format!("{slug}: not a deleted tenant; skipped"),
-            );
-            failed += 1;
+    use tenancy::placement::MoveRequest;
+    match cmd {
+        Tenants::Purge { slugs } => purge::run(slugs, out).await,
+        Tenants::Promote {
+            slug,
+            server,
+            follow,
         }
-    }
-    for tenant in deleted
-        .iter()
-        .filter(|d| slugs.is_empty() || slugs.iter().any(|s| s == d.slug.as_str()))
-    {
-        match t.provisioner.purge(tenant).await {
-            Ok(()) => out.emit(
-                &json!({"slug": tenant.slug.as_str(), "id": tenant.id.to_string(), "result": "purged"}),
-                &format!("{}: purged ({})", tenant.slug, tenant.placement.kind()),
-            ),
-            Err(e) => {
-                failed += 1;
-                out.emit(
-                    &json!({"slug": tenant.slug.as_str(), "id": tenant.id.to_string(), "result": "failed", "error": e.to_string()}),
-                    &format!("{}: FAILED: {e}", tenant.slug),
-                );
-            }
+        | Tenants::Move {
+            slug,
+            server,
+            follow,
+        } => placement::run(&slug, MoveRequest::Dedicated { server }, follow, out).await,
+        Tenants::Demote { slug, follow } => {
+            placement::run(&slug, MoveRequest::Shared, follow, out).await
         }
+        Tenants::PurgeSource { slug } => placement::purge_source(&slug, out).await,
     }
-    finish(started)?;
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
