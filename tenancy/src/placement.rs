@@ -202,6 +202,9 @@ pub enum MoveError {
     Provision(#[from] ProvisionError),
 }
 
+/// Owner connections kept open per (tenant, location) while a move runs.
+type ConnCache = Arc<std::sync::Mutex<std::collections::HashMap<String, (Arc<Client>, Config)>>>;
+
 /// Runs placement moves.
 #[derive(Clone, Debug)]
 pub struct Mover {
@@ -209,7 +212,7 @@ pub struct Mover {
     keyring: Keyring,
     provisioner: Provisioner,
     owner: String,
-    conns: Arc<std::sync::Mutex<std::collections::HashMap<String, (Arc<Client>, Config)>>>,
+    conns: ConnCache,
 }
 
 impl Mover {
