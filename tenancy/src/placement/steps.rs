@@ -49,6 +49,12 @@ impl Mover {
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
+                // Fresh tables have no statistics: without them the checksum under the fence
+                // would take an index scan over every row.
+                for table in repl::tenant_tables(&t).await? {
+                    t.batch_execute(&format!("ANALYZE {}", crate::pg::quote_ident(&table)))
+                        .await?;
+                }
                 let rows: i64 = repl::checksums(&t, tenant)
                     .await?
                     .iter()
