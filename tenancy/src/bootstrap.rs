@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::catalog::server_url_purpose;
 use crate::catalog::{CHANNEL, Catalog};
+use crate::auth::Auth;
 use crate::credentials::ApiKeys;
 use crate::crypto::{Keyring, LocalKeys, MasterKey, Scope, random_token};
 use crate::dataplane::{DataPlane, PoolSizes};
@@ -36,6 +37,7 @@ pub struct Tenancy {
     pub provisioner: Provisioner,
     pub api_keys: ApiKeys,
     pub keyring: Keyring,
+    pub auth: Auth,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -195,7 +197,10 @@ async fn build(
         sizes,
     )?;
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
+    let auth = Auth::new(catalog.clone(), keyring.clone());
+    auth.jwt.init().await.context("loading the JWT signing keys")?;
     Ok(Tenancy {
+        auth,
         catalog,
         dataplane,
         resolver,
@@ -291,6 +296,7 @@ impl Tenancy {
     pub async fn invalidate(&self, tenant: Option<TenantId>) {
         self.resolver.invalidate(tenant).await;
         self.api_keys.invalidate_tenant_or_all(tenant);
+        self.auth.invalidate(tenant);
         match tenant {
             Some(t) => self.dataplane.forget_tenant(t).await,
             None => self.dataplane.forget_servers(),

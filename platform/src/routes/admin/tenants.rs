@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::{
-    Catalog, IdempotencyOutcome, Placement, StoredResponse, Tenant, TenantPatch, TenantStatus,
+    Catalog, IdempotencyOutcome, Placement, SignupPolicy, StoredResponse, Tenant, TenantPatch,
+    TenantStatus,
 };
 use tenancy::ids::{SlugError, TenantSlug};
 use tenancy::provision::{CreateTenant, PlacementRequest, ProvisionError, Provisioner};
@@ -61,6 +62,9 @@ pub struct TenantView {
     pub status: String,
     pub placement: PlacementKind,
     pub db_server_id: Option<Uuid>,
+    /// `invite_only` or `open`.
+    pub signup: String,
+    pub mfa_required: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -81,6 +85,8 @@ impl From<&Tenant> for TenantView {
             status: t.status.as_str().to_owned(),
             placement,
             db_server_id,
+            signup: t.signup.as_str().to_owned(),
+            mfa_required: t.mfa_required,
             created_at: ts(t.created_at),
             updated_at: ts(t.updated_at),
         }
@@ -279,6 +285,18 @@ pub struct PatchTenantBody {
     pub name: Option<String>,
     pub plan: Option<String>,
     pub status: Option<SettableStatus>,
+    /// Who may sign up: `invite_only` or `open`.
+    pub signup: Option<SignupSetting>,
+    /// Require a second factor from every user of the tenant.
+    pub mfa_required: Option<bool>,
+}
+
+/// A tenant's sign-up policy.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SignupSetting {
+    InviteOnly,
+    Open,
 }
 
 /// Rename, change plan, suspend or reactivate a tenant. Suspension applies on every instance
@@ -305,6 +323,11 @@ pub async fn patch(
             SettableStatus::Active => TenantStatus::Active,
             SettableStatus::Suspended => TenantStatus::Suspended,
         }),
+        signup: body.signup.map(|s| match s {
+            SignupSetting::InviteOnly => SignupPolicy::InviteOnly,
+            SignupSetting::Open => SignupPolicy::Open,
+        }),
+        mfa_required: body.mfa_required,
     };
     let updated = tenancy
         .catalog
