@@ -214,3 +214,23 @@ pub async fn create(
         permissions,
     })
 }
+
+impl super::Auth {
+    /// The role named `name` of `tenant` (422 material if there is none).
+    pub async fn role_named(
+        &self,
+        dp: &crate::dataplane::DataPlane,
+        tenant: &crate::catalog::Tenant,
+        name: &str,
+    ) -> Result<RoleId, AuthError> {
+        let mut tx = self.begin(dp, tenant).await?;
+        let id = role_by_name(&mut tx, name).await?;
+        tx.commit().await?;
+        id.ok_or_else(|| {
+            AuthError::Invalid(format!(
+                "no role named `{}`",
+                name.chars().take(64).collect::<String>()
+            ))
+        })
+    }
+}

@@ -34,6 +34,7 @@ pub struct SessionPrincipal {
     pub session: SessionId,
     pub role: String,
     pub permissions: PermissionSet,
+    pub mfa_enabled: bool,
 }
 
 /// Tokens handed to a client after login or refresh.
@@ -347,7 +348,7 @@ impl Auth {
                 let mut tx = this.begin(&dp, &t).await?;
                 let row = tx
                     .query_opt(
-                        "SELECT u.role_id FROM sessions s JOIN users u ON u.id = s.user_id
+                        "SELECT u.role_id, u.totp_enabled_at IS NOT NULL FROM sessions s JOIN users u ON u.id = s.user_id
                          WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL",
                         &[&session.as_uuid(), &user.as_uuid()],
                     )
@@ -357,6 +358,7 @@ impl Auth {
                     return Ok::<_, AuthError>(None);
                 };
                 let role = RoleId::from_uuid(row.get(0));
+                let mfa_enabled: bool = row.get(1);
                 let perms = role_permissions(&mut tx, Some(role)).await?;
                 tx.commit().await?;
                 Ok(perms.map(|(role, permissions)| {
@@ -365,6 +367,7 @@ impl Auth {
                         session,
                         role,
                         permissions,
+                        mfa_enabled,
                     })
                 }))
             })

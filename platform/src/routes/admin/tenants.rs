@@ -144,11 +144,12 @@ pub async fn create(
     _: Operator,
     State(catalog): State<Catalog>,
     State(provisioner): State<Provisioner>,
+    State(tenancy): State<Arc<Tenancy>>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateTenantBody>,
 ) -> ApiResult<Response> {
     let Some(key) = headers.get(IDEMPOTENCY_HEADER) else {
-        return Ok(match create_tenant(&provisioner, &body).await {
+        return Ok(match create_tenant(&provisioner, &tenancy, &body).await {
             Ok(t) => (StatusCode::CREATED, Json(TenantView::from(&t))).into_response(),
             Err(e) => e.into_response(),
         });
@@ -167,7 +168,7 @@ pub async fn create(
         IdempotencyOutcome::Mismatch => Err(ApiError::idempotency_mismatch()),
         IdempotencyOutcome::InFlight => Err(ApiError::idempotency_in_flight()),
         IdempotencyOutcome::Proceed => {
-            let outcome = create_tenant(&provisioner, &body).await;
+            let outcome = create_tenant(&provisioner, &tenancy, &body).await;
             let record = match &outcome {
                 Ok(t) => Some(StoredResponse {
                     status: 201,
@@ -203,7 +204,11 @@ fn stored(r: StoredResponse) -> Response {
     resp
 }
 
-async fn create_tenant(provisioner: &Provisioner, body: &CreateTenantBody) -> ApiResult<Tenant> {
+async fn create_tenant(
+    provisioner: &Provisioner,
+    tenancy: &Tenancy,
+    body: &CreateTenantBody,
+) -> ApiResult<Tenant> {
     let slug = TenantSlug::parse(&body.slug).map_err(|e| slug_error(&e))?;
     let name = text("name", &body.name, 200)?;
     let plan = plan(body.plan.as_deref())?;
@@ -221,14 +226,19 @@ async fn create_tenant(provisioner: &Provisioner, body: &CreateTenantBody) -> Ap
             server: server.clone(),
         },
     };
-    Ok(provisioner
+    let t = provisioner
         .create_tenant(CreateTenant {
             slug,
             name,
             plan,
             placement,
         })
-        .await?)
+        .await?;
+    // Built-in roles now; should this fail, they are seeded on the tenant's first use.
+    if let Err(e) = tenancy.auth.seed(&tenancy.dataplane, &t).await {
+        tracing::warn!(tenant.id = %t.id, error = %e, "seeding built-in roles failed; will retry lazily");
+    }
+    Ok(t)
 }
 
 /// List tenants (not deleted), by id, with cursor pagination.
