@@ -159,8 +159,7 @@ impl Auth {
         let row = tx
             .query_opt(
                 "SELECT t.id, t.session_id, t.replaced_by, t.rotated_at, t.successor_sealed,
-                        t.expires_at > now(), s.revoked_at IS NULL, s.user_id,
-                        (SELECT n.replaced_by IS NULL FROM refresh_tokens n WHERE n.id = t.replaced_by)
+                        t.expires_at > now(), s.revoked_at IS NULL, s.user_id
                  FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
                  WHERE t.token_hash = $1 FOR UPDATE OF t",
                 &[&hash_token(presented)],
@@ -175,7 +174,18 @@ impl Auth {
         let unexpired: bool = row.get(5);
         let live_session: bool = row.get(6);
         let user = UserId::from_uuid(row.get(7));
-        let successor_is_live: Option<bool> = row.get(8);
+        // A separate statement: after waiting for the row lock, it sees what the winner of a
+        // concurrent refresh committed (the first statement's snapshot predates it).
+        let successor_is_live: Option<bool> = match replaced_by {
+            Some(next) => tx
+                .query_opt(
+                    "SELECT replaced_by IS NULL FROM refresh_tokens WHERE id = $1",
+                    &[&next],
+                )
+                .await?
+                .map(|r| r.get(0)),
+            None => None,
+        };
         if !live_session || !unexpired {
             return Err(AuthError::InvalidToken);
         }

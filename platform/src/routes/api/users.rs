@@ -103,13 +103,19 @@ pub async fn patch(
 /// Sign a user out of every session (an administrator's action).
 #[utoipa::path(delete, path = "/api/v1/users/{user_id}/sessions", tag = "members",
     params(("user_id" = Uuid, Path)),
-    responses((status = 200, body = serde_json::Value, description = "`{\"revoked\": n}`"), (status = 403, body = Problem)),
+    responses((status = 200, body = serde_json::Value, description = "`{\"revoked\": n}`"), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn revoke_sessions(
     auth: Authenticated,
     State(t): State<Arc<Tenancy>>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let found = users::get(&mut tx, UserId::from_uuid(id)).await?;
+    tx.commit().await?;
+    if found.is_none() {
+        return Err(ApiError::not_found("no such user"));
+    }
     let n = t
         .auth
         .revoke_sessions(&t.dataplane, &auth.tenant, UserId::from_uuid(id), None, None, "admin")
