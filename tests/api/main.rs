@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 mod authz;
+mod bench;
 mod mfa;
 mod bad_input;
 mod domain;
