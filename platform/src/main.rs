@@ -100,7 +100,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.listen.port()
     );
     tracing::info!(listen = %settings.listen, "platform listening");
-    let served = axum::serve(listener, app.router.clone())
+    // The peer address feeds session records and per-address login throttling.
+    let served = axum::serve(
+        listener,
+        app.router
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
         .with_graceful_shutdown(shutdown())
         .await;
     drop(app);

@@ -102,3 +102,32 @@ impl Throttle {
         self.accounts.invalidate(&(tenant, email.to_owned())).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn failures_slow_down_the_account_and_the_address() {
+        let th = Throttle::new();
+        let t = TenantId::new();
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        for _ in 0..ACCOUNT_FREE {
+            assert!(th.retry_after(t, "a@x.test", Some(ip)).await.is_none());
+            th.failed(t, "a@x.test", Some(ip)).await;
+        }
+        assert!(th.retry_after(t, "a@x.test", None).await.is_some());
+        // Another account from another address is not affected; a success clears the account.
+        assert!(th.retry_after(t, "b@x.test", None).await.is_none());
+        th.succeeded(t, "a@x.test").await;
+        assert!(th.retry_after(t, "a@x.test", None).await.is_none());
+        // Spraying many accounts from one address slows that address down.
+        for i in 0..IP_FREE {
+            th.failed(t, &format!("user{i}@x.test"), Some(ip)).await;
+        }
+        assert!(th.retry_after(t, "fresh@x.test", Some(ip)).await.is_some());
+        assert!(th.retry_after(t, "fresh@x.test", None).await.is_none());
+        // The wait grows with further failures and is capped.
+        assert!(wait(Some(Failures { count: 100, last: Instant::now() }), 5) <= Some(MAX_WAIT));
+    }
+}
