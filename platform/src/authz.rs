@@ -50,7 +50,11 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     // members, roles, keys
     ("GET", "/api/v1/users", P("users:read")),
     ("PATCH", "/api/v1/users/{user_id}", P("members:manage")),
-    ("DELETE", "/api/v1/users/{user_id}/sessions", P("members:manage")),
+    (
+        "DELETE",
+        "/api/v1/users/{user_id}/sessions",
+        P("members:manage"),
+    ),
     ("POST", "/api/v1/invitations", P("members:manage")),
     ("GET", "/api/v1/roles", P("users:read")),
     ("POST", "/api/v1/roles", P("roles:manage")),
@@ -61,10 +65,26 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/projects", P("projects:read")),
     ("POST", "/api/v1/projects", P("projects:write")),
     ("GET", "/api/v1/projects/{project_id}", P("projects:read")),
-    ("PATCH", "/api/v1/projects/{project_id}", P("projects:write")),
-    ("DELETE", "/api/v1/projects/{project_id}", P("projects:write")),
-    ("GET", "/api/v1/projects/{project_id}/members", P("projects:read")),
-    ("POST", "/api/v1/projects/{project_id}/members", P("projects:write")),
+    (
+        "PATCH",
+        "/api/v1/projects/{project_id}",
+        P("projects:write"),
+    ),
+    (
+        "DELETE",
+        "/api/v1/projects/{project_id}",
+        P("projects:write"),
+    ),
+    (
+        "GET",
+        "/api/v1/projects/{project_id}/members",
+        P("projects:read"),
+    ),
+    (
+        "POST",
+        "/api/v1/projects/{project_id}/members",
+        P("projects:write"),
+    ),
     (
         "PATCH",
         "/api/v1/projects/{project_id}/members/{user_id}",
@@ -75,8 +95,16 @@ pub const TABLE: &[(&str, &str, Access)] = &[
         "/api/v1/projects/{project_id}/members/{user_id}",
         P("projects:write"),
     ),
-    ("GET", "/api/v1/projects/{project_id}/tasks", P("tasks:read")),
-    ("POST", "/api/v1/projects/{project_id}/tasks", P("tasks:write")),
+    (
+        "GET",
+        "/api/v1/projects/{project_id}/tasks",
+        P("tasks:read"),
+    ),
+    (
+        "POST",
+        "/api/v1/projects/{project_id}/tasks",
+        P("tasks:write"),
+    ),
     (
         "GET",
         "/api/v1/projects/{project_id}/tasks/{task_id}",
@@ -105,7 +133,11 @@ pub fn access(method: &Method, path: &str) -> Option<Access> {
 
 /// Route layer: enforces [`TABLE`] on every `/api/v1` route.
 pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(path) = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()) else {
+    let Some(path) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+    else {
         return next.run(req).await;
     };
     if !path.starts_with("/api/") {

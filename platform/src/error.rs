@@ -277,10 +277,7 @@ impl From<tenancy::auth::AuthError> for ApiError {
             E::Forbidden(d) => Self::forbidden(d),
             E::NotFound(d) => Self::not_found(d),
             E::Conflict(d) => Self::conflict(d),
-            E::Throttled(s) => Self::too_many_requests(
-                "too many failed attempts; retry later",
-                s,
-            ),
+            E::Throttled(s) => Self::too_many_requests("too many failed attempts; retry later", s),
             E::Connect(c) => c.into(),
             E::Db(d) => d.into(),
             other @ (E::Key(_) | E::Catalog(_) | E::Signing(_)) => Self::internal(other),

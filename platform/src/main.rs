@@ -107,8 +107,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             .clone()
             .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-        .with_graceful_shutdown(shutdown())
-        .await;
+    .with_graceful_shutdown(shutdown())
+    .await;
     drop(app);
     if let Some(c) = started.cluster.filter(|c| c.started_here()) {
         tracing::info!("stopping the embedded PostgreSQL");

@@ -15,10 +15,15 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
-use crate::routes::admin::{api_keys, db_servers, domains, invitations as admin_invitations, jwt_keys, tenants, users as admin_users};
+use crate::routes::admin::{
+    api_keys, db_servers, domains, invitations as admin_invitations, jwt_keys, tenants,
+    users as admin_users,
+};
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
-use crate::routes::api::{api_keys as tenant_keys, invitations, members, projects, roles, tasks, users};
+use crate::routes::api::{
+    api_keys as tenant_keys, invitations, members, projects, roles, tasks, users,
+};
 use crate::routes::{health, wellknown};
 use crate::state::AppState;
 

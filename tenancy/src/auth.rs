@@ -24,7 +24,7 @@ use crate::dataplane::{ConnectError, DataPlane, TenantTx};
 use crate::ids::TenantId;
 
 pub use jwt::{AccessClaims, JwtKeys};
-pub use permissions::{PermissionSet, Permission};
+pub use permissions::{Permission, PermissionSet};
 pub use sessions::SessionPrincipal;
 
 /// An auth operation failed. The variants a client may learn about are explicit; the rest are
@@ -63,6 +63,9 @@ pub enum AuthError {
     Signing(String),
 }
 
+/// A role's name and permissions.
+pub type RoleGrants = Arc<(String, PermissionSet)>;
+
 /// Everything auth needs besides the data plane: signing keys, caches and throttles.
 #[derive(Clone)]
 pub struct Auth {
@@ -71,7 +74,7 @@ pub struct Auth {
     keyring: Keyring,
     seeded: Cache<TenantId, ()>,
     principals: Cache<(TenantId, crate::ids::SessionId), Option<Arc<SessionPrincipal>>>,
-    roles: Cache<(TenantId, Option<crate::ids::RoleId>), Arc<(String, PermissionSet)>>,
+    roles: Cache<(TenantId, Option<crate::ids::RoleId>), RoleGrants>,
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
 }
 
@@ -135,7 +138,9 @@ impl Auth {
     pub fn invalidate(&self, tenant: Option<TenantId>) {
         match tenant {
             Some(t) => {
-                self.principals.invalidate_entries_if(move |k, _| k.0 == t).ok();
+                self.principals
+                    .invalidate_entries_if(move |k, _| k.0 == t)
+                    .ok();
                 self.roles.invalidate_entries_if(move |k, _| k.0 == t).ok();
             }
             None => {

@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use sqlx::postgres::PgListener;
 use zeroize::Zeroizing;
 
+use crate::auth::Auth;
 use crate::catalog::server_url_purpose;
 use crate::catalog::{CHANNEL, Catalog};
-use crate::auth::Auth;
 use crate::credentials::ApiKeys;
 use crate::crypto::{Keyring, LocalKeys, MasterKey, Scope, random_token};
 use crate::dataplane::{DataPlane, PoolSizes};
@@ -198,7 +198,10 @@ async fn build(
     )?;
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
     let auth = Auth::new(catalog.clone(), keyring.clone());
-    auth.jwt.init().await.context("loading the JWT signing keys")?;
+    auth.jwt
+        .init()
+        .await
+        .context("loading the JWT signing keys")?;
     Ok(Tenancy {
         auth,
         catalog,

@@ -61,10 +61,13 @@ pub enum ApiKeyError {
     Db(#[from] tokio_postgres::Error),
 }
 
+/// A verified key: its id and role (`None`: the built-in `admin`).
+pub type VerifiedKey = (ApiKeyId, Option<RoleId>);
+
 /// API key store and verification cache.
 #[derive(Clone)]
 pub struct ApiKeys {
-    cache: Cache<(TenantId, Vec<u8>), Option<(ApiKeyId, Option<RoleId>)>>,
+    cache: Cache<(TenantId, Vec<u8>), Option<VerifiedKey>>,
 }
 
 impl Default for ApiKeys {

@@ -21,7 +21,13 @@ pub struct TestUser {
 }
 
 /// A public (no credential) request on the tenant's host.
-pub async fn public(app: &TestApp, t: &TestTenant, m: Method, path: &str, body: Value) -> TestResponse {
+pub async fn public(
+    app: &TestApp,
+    t: &TestTenant,
+    m: Method,
+    path: &str,
+    body: Value,
+) -> TestResponse {
     app.send(Req::new(m, path).host(t.host()).json(&body)).await
 }
 
@@ -74,11 +80,25 @@ pub async fn user_with_role(app: &TestApp, t: &TestTenant, email: &str, role: &s
 }
 
 pub async fn login(app: &TestApp, t: &TestTenant, email: &str, password: &str) -> TestResponse {
-    public(app, t, Method::POST, "/api/v1/auth/login", json!({"email": email, "password": password})).await
+    public(
+        app,
+        t,
+        Method::POST,
+        "/api/v1/auth/login",
+        json!({"email": email, "password": password}),
+    )
+    .await
 }
 
 async fn refresh(app: &TestApp, t: &TestTenant, token: &str) -> TestResponse {
-    public(app, t, Method::POST, "/api/v1/auth/token/refresh", json!({"refresh_token": token})).await
+    public(
+        app,
+        t,
+        Method::POST,
+        "/api/v1/auth/token/refresh",
+        json!({"refresh_token": token}),
+    )
+    .await
 }
 
 /// The messages in the tenant's outbox for `recipient` (superuser view of the shared database).
@@ -114,44 +134,89 @@ async fn signup_is_invite_only_until_the_operator_opens_it() {
         .await
         .assert_problem(403);
     let p = app
-        .admin(Method::PATCH, &format!("/admin/v1/tenants/{}", t.id), Some(json!({"signup": "open"})))
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/tenants/{}", t.id),
+            Some(json!({"signup": "open"})),
+        )
         .await;
     p.assert_status(200);
     assert_eq!(p.str("signup"), "open");
     let s = public(&app, &t, Method::POST, "/api/v1/auth/signup", body.clone()).await;
     s.assert_status(201);
     assert_eq!(s.str("token_type"), "Bearer");
-    let me = as_user(&app, &t, &s.str("access_token"), Method::GET, "/api/v1/me", None).await;
+    let me = as_user(
+        &app,
+        &t,
+        &s.str("access_token"),
+        Method::GET,
+        "/api/v1/me",
+        None,
+    )
+    .await;
     me.assert_status(200);
     assert_eq!(me.str("role"), "member");
     assert_eq!(me.str("email"), "ann@example.com");
     assert_eq!(me.body["email_verified"], json!(false));
     // The same address again: conflict; a weak password: refused.
-    public(&app, &t, Method::POST, "/api/v1/auth/signup", body).await.assert_problem(409);
-    public(&app, &t, Method::POST, "/api/v1/auth/signup",
-        json!({"email": "b@example.com", "password": "short", "name": "B"}))
+    public(&app, &t, Method::POST, "/api/v1/auth/signup", body)
         .await
-        .assert_problem(422);
+        .assert_problem(409);
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/signup",
+        json!({"email": "b@example.com", "password": "short", "name": "B"}),
+    )
+    .await
+    .assert_problem(422);
     // The verification message is in the outbox; its token verifies the address, once.
     let msgs = outbox(&app, "ann@example.com").await;
     let token = token_in(&msgs[0], "verification token");
-    public(&app, &t, Method::POST, "/api/v1/auth/email/verify", json!({"token": token}))
-        .await
-        .assert_status(204);
-    public(&app, &t, Method::POST, "/api/v1/auth/email/verify", json!({"token": token}))
-        .await
-        .assert_problem(401);
-    let me = as_user(&app, &t, &s.str("access_token"), Method::GET, "/api/v1/me", None).await;
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/email/verify",
+        json!({"token": token}),
+    )
+    .await
+    .assert_status(204);
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/email/verify",
+        json!({"token": token}),
+    )
+    .await
+    .assert_problem(401);
+    let me = as_user(
+        &app,
+        &t,
+        &s.str("access_token"),
+        Method::GET,
+        "/api/v1/me",
+        None,
+    )
+    .await;
     assert_eq!(me.body["email_verified"], json!(true));
     // Passwords are argon2id with at least OWASP's minimum parameters.
     let hash: String = app
         .shared_owner()
         .await
-        .query_one("SELECT password_hash FROM users WHERE email = 'ann@example.com'", &[])
+        .query_one(
+            "SELECT password_hash FROM users WHERE email = 'ann@example.com'",
+            &[],
+        )
         .await
         .expect("hash")
         .get(0);
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
     app.finish().await;
 }
 
@@ -162,7 +227,11 @@ async fn login_answers_alike_for_unknown_email_and_wrong_password() {
     let u = user_with_role(&app, &t, "owner@acme.test", "owner").await;
     let ok = login(&app, &t, &u.email, PASSWORD).await;
     ok.assert_status(200);
-    assert!(ok.body["expires_in"].as_u64().is_some_and(|s| (300..=900).contains(&s)));
+    assert!(
+        ok.body["expires_in"]
+            .as_u64()
+            .is_some_and(|s| (300..=900).contains(&s))
+    );
     let wrong = login(&app, &t, &u.email, "not the password at all").await;
     let unknown = login(&app, &t, "nobody@acme.test", "not the password at all").await;
     wrong.assert_problem(401);
@@ -177,7 +246,9 @@ async fn repeated_login_failures_are_slowed_down_per_account() {
     let t = app.tenant("acme", "shared", None).await;
     let u = user_with_role(&app, &t, "owner@acme.test", "owner").await;
     for _ in 0..5 {
-        login(&app, &t, &u.email, "wrong wrong wrong").await.assert_problem(401);
+        login(&app, &t, &u.email, "wrong wrong wrong")
+            .await
+            .assert_problem(401);
     }
     // Even the right password must now wait.
     let r = login(&app, &t, &u.email, PASSWORD).await;
@@ -210,27 +281,58 @@ async fn access_tokens_are_eddsa_jwts_with_the_required_claims_and_a_jwks() {
     assert_eq!(claims["sub"], json!(u.id));
     let ttl = claims["exp"].as_i64().unwrap_or(0) - claims["iat"].as_i64().unwrap_or(0);
     assert!((300..=900).contains(&ttl), "{ttl}");
-    let jwks = app.send(Req::new(Method::GET, "/.well-known/jwks.json")).await;
+    let jwks = app
+        .send(Req::new(Method::GET, "/.well-known/jwks.json"))
+        .await;
     jwks.assert_status(200);
     let keys = jwks.body["keys"].as_array().expect("keys").clone();
-    assert!(keys.iter().any(|k| k["kid"] == json!(kid) && k["kty"] == "OKP" && k["crv"] == "Ed25519"));
-    assert!(!jwks.text.contains("\"d\""), "a private key leaked: {}", jwks.text);
+    assert!(
+        keys.iter()
+            .any(|k| k["kid"] == json!(kid) && k["kty"] == "OKP" && k["crv"] == "Ed25519")
+    );
+    assert!(
+        !jwks.text.contains("\"d\""),
+        "a private key leaked: {}",
+        jwks.text
+    );
 
     // Rotation: new tokens use the new key; tokens of the old key still work; both published.
-    let r = app.admin(Method::POST, "/admin/v1/jwt-keys/rotate", None).await;
+    let r = app
+        .admin(Method::POST, "/admin/v1/jwt-keys/rotate", None)
+        .await;
     r.assert_status(200);
     let new_kid = r.str("kid");
     assert_ne!(new_kid, kid);
-    as_user(&app, &t, &u.access, Method::GET, "/api/v1/me", None).await.assert_status(200);
+    as_user(&app, &t, &u.access, Method::GET, "/api/v1/me", None)
+        .await
+        .assert_status(200);
     let fresh = login(&app, &t, &u.email, PASSWORD).await;
-    assert_eq!(decode_part(&fresh.str("access_token"), 0)["kid"], json!(new_kid));
-    let jwks = app.send(Req::new(Method::GET, "/.well-known/jwks.json")).await;
-    let kids: Vec<&str> = jwks.body["keys"].as_array().expect("keys").iter().filter_map(|k| k["kid"].as_str()).collect();
-    assert!(kids.contains(&kid.as_str()) && kids.contains(&new_kid.as_str()), "{kids:?}");
+    assert_eq!(
+        decode_part(&fresh.str("access_token"), 0)["kid"],
+        json!(new_kid)
+    );
+    let jwks = app
+        .send(Req::new(Method::GET, "/.well-known/jwks.json"))
+        .await;
+    let kids: Vec<&str> = jwks.body["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert!(
+        kids.contains(&kid.as_str()) && kids.contains(&new_kid.as_str()),
+        "{kids:?}"
+    );
     // Another instance (its own key cache) accepts tokens of both keys.
     let other = app.another_instance().await;
     for tok in [u.access.clone(), fresh.str("access_token")] {
-        Req::new(Method::GET, "/api/v1/me").host(t.host()).bearer(&tok).send(&other.router).await.assert_status(200);
+        Req::new(Method::GET, "/api/v1/me")
+            .host(t.host())
+            .bearer(&tok)
+            .send(&other.router)
+            .await
+            .assert_status(200);
     }
     app.finish().await;
 }
@@ -250,10 +352,14 @@ async fn tampered_none_and_hmac_confused_tokens_are_refused() {
     let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let none = format!("{none_header}.{}.", parts[1]);
     // 3. HS256 "signed" with the public key from the JWKS (algorithm confusion).
-    let jwks = app.send(Req::new(Method::GET, "/.well-known/jwks.json")).await;
+    let jwks = app
+        .send(Req::new(Method::GET, "/.well-known/jwks.json"))
+        .await;
     let x = jwks.body["keys"][0]["x"].as_str().expect("x").to_owned();
     let kid = decode_part(&u.access, 0)["kid"].clone();
-    let hs_header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json!({"alg": "HS256", "typ": "JWT", "kid": kid})).expect("json"));
+    let hs_header = URL_SAFE_NO_PAD.encode(
+        serde_json::to_vec(&json!({"alg": "HS256", "typ": "JWT", "kid": kid})).expect("json"),
+    );
     let signing_input = format!("{hs_header}.{}", parts[1]);
     let mac = {
         use hmac::{Hmac, Mac};
@@ -263,7 +369,12 @@ async fn tampered_none_and_hmac_confused_tokens_are_refused() {
     };
     let hs = format!("{signing_input}.{mac}");
     // 4. Garbage.
-    for (name, tok) in [("tampered", tampered), ("none", none), ("hs256", hs), ("garbage", "a.b.c".to_owned())] {
+    for (name, tok) in [
+        ("tampered", tampered),
+        ("none", none),
+        ("hs256", hs),
+        ("garbage", "a.b.c".to_owned()),
+    ] {
         let r = as_user(&app, &t, &tok, Method::GET, "/api/v1/me", None).await;
         assert_eq!(r.status.as_u16(), 401, "{name}: {}", r.text);
         let r = as_user(&app, &t, &tok, Method::GET, "/api/v1/projects", None).await;
@@ -282,7 +393,9 @@ async fn a_token_of_tenant_a_is_refused_on_tenant_bs_host() {
         let r = as_user(&app, &b, &ua.access, Method::GET, path, None).await;
         r.assert_problem(403);
         // With no tenant host the token's own tenant is used.
-        let r = app.send(Req::new(Method::GET, path).bearer(&ua.access)).await;
+        let r = app
+            .send(Req::new(Method::GET, path).bearer(&ua.access))
+            .await;
         r.assert_status(200);
     }
     // A's refresh token is unknown on B.
@@ -314,14 +427,26 @@ async fn refresh_rotates_and_reuse_outside_the_grace_window_revokes_the_family()
         let access = access.clone();
         let app = &app;
         let t = &t;
-        async move { as_user(app, t, &access, Method::GET, "/api/v1/me", None).await.status.as_u16() == 401 }
+        async move {
+            as_user(app, t, &access, Method::GET, "/api/v1/me", None)
+                .await
+                .status
+                .as_u16()
+                == 401
+        }
     })
     .await;
-    assert!(revoked.is_some(), "the revoked session's access token still works");
+    assert!(
+        revoked.is_some(),
+        "the revoked session's access token still works"
+    );
     let events: i64 = app
         .shared_owner()
         .await
-        .query_one("SELECT count(*) FROM security_events WHERE kind = 'refresh_token_reuse'", &[])
+        .query_one(
+            "SELECT count(*) FROM security_events WHERE kind = 'refresh_token_reuse'",
+            &[],
+        )
         .await
         .expect("events")
         .get(0);
@@ -343,7 +468,9 @@ async fn reuse_of_the_predecessor_after_the_grace_window_revokes_the_family() {
         .await
         .expect("age");
     refresh(&app, &t, &u.refresh).await.assert_problem(401);
-    refresh(&app, &t, &r1.str("refresh_token")).await.assert_problem(401);
+    refresh(&app, &t, &r1.str("refresh_token"))
+        .await
+        .assert_problem(401);
     app.finish().await;
 }
 
@@ -352,14 +479,18 @@ async fn concurrent_refreshes_with_one_token_get_the_same_successor() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
     let u = user_with_role(&app, &t, "owner@acme.test", "owner").await;
-    let results = futures_util::future::join_all((0..4).map(|_| refresh(&app, &t, &u.refresh))).await;
+    let results =
+        futures_util::future::join_all((0..4).map(|_| refresh(&app, &t, &u.refresh))).await;
     let ok: Vec<String> = results
         .iter()
         .filter(|r| r.status.as_u16() == 200)
         .map(|r| r.str("refresh_token"))
         .collect();
     assert!(!ok.is_empty());
-    assert!(ok.iter().all(|r| *r == ok[0]), "different successors: {ok:?}");
+    assert!(
+        ok.iter().all(|r| *r == ok[0]),
+        "different successors: {ok:?}"
+    );
     for r in &results {
         assert!(matches!(r.status.as_u16(), 200 | 401), "{}", r.text);
     }
@@ -374,41 +505,92 @@ async fn sessions_are_listed_and_revoked_and_revocation_stops_access_within_seco
     let t = app.tenant("acme", "shared", None).await;
     let u = user_with_role(&app, &t, "owner@acme.test", "owner").await;
     let laptop = app
-        .send(Req::new(Method::POST, "/api/v1/auth/login").host(t.host()).header("user-agent", "laptop/1.0")
-            .json(&json!({"email": u.email, "password": PASSWORD})))
+        .send(
+            Req::new(Method::POST, "/api/v1/auth/login")
+                .host(t.host())
+                .header("user-agent", "laptop/1.0")
+                .json(&json!({"email": u.email, "password": PASSWORD})),
+        )
         .await;
     laptop.assert_status(200);
     let phone = login(&app, &t, &u.email, PASSWORD).await;
-    let list = as_user(&app, &t, &u.access, Method::GET, "/api/v1/me/sessions", None).await;
+    let list = as_user(
+        &app,
+        &t,
+        &u.access,
+        Method::GET,
+        "/api/v1/me/sessions",
+        None,
+    )
+    .await;
     list.assert_status(200);
     let items = list.body["items"].as_array().expect("items").clone();
     assert_eq!(items.len(), 3);
     assert!(items.iter().any(|s| s["user_agent"] == "laptop/1.0"));
-    assert_eq!(items.iter().filter(|s| s["current"] == json!(true)).count(), 1);
+    assert_eq!(
+        items.iter().filter(|s| s["current"] == json!(true)).count(),
+        1
+    );
     // Sign the laptop out.
     let laptop_access = laptop.str("access_token");
-    let laptop_sid = decode_part(&laptop_access, 1)["sid"].as_str().expect("sid").to_owned();
-    as_user(&app, &t, &u.access, Method::DELETE, &format!("/api/v1/me/sessions/{laptop_sid}"), None)
-        .await
-        .assert_status(204);
+    let laptop_sid = decode_part(&laptop_access, 1)["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    as_user(
+        &app,
+        &t,
+        &u.access,
+        Method::DELETE,
+        &format!("/api/v1/me/sessions/{laptop_sid}"),
+        None,
+    )
+    .await
+    .assert_status(204);
     let gone = eventually(Duration::from_secs(10), || {
         let tok = laptop_access.clone();
         let (app, t) = (&app, &t);
-        async move { as_user(app, t, &tok, Method::GET, "/api/v1/me", None).await.status.as_u16() == 401 }
+        async move {
+            as_user(app, t, &tok, Method::GET, "/api/v1/me", None)
+                .await
+                .status
+                .as_u16()
+                == 401
+        }
     })
     .await;
     assert!(gone.is_some());
-    refresh(&app, &t, &laptop.str("refresh_token")).await.assert_problem(401);
+    refresh(&app, &t, &laptop.str("refresh_token"))
+        .await
+        .assert_problem(401);
     // Sign out everywhere else: the phone goes, this session stays.
-    let r = as_user(&app, &t, &u.access, Method::POST, "/api/v1/me/sessions/revoke-others", None).await;
+    let r = as_user(
+        &app,
+        &t,
+        &u.access,
+        Method::POST,
+        "/api/v1/me/sessions/revoke-others",
+        None,
+    )
+    .await;
     r.assert_status(200);
     assert_eq!(r.body["revoked"], json!(1));
-    refresh(&app, &t, &phone.str("refresh_token")).await.assert_problem(401);
-    as_user(&app, &t, &u.access, Method::GET, "/api/v1/me", None).await.assert_status(200);
-    // Logout ends this one too.
-    public(&app, &t, Method::POST, "/api/v1/auth/logout", json!({"refresh_token": u.refresh}))
+    refresh(&app, &t, &phone.str("refresh_token"))
         .await
-        .assert_status(204);
+        .assert_problem(401);
+    as_user(&app, &t, &u.access, Method::GET, "/api/v1/me", None)
+        .await
+        .assert_status(200);
+    // Logout ends this one too.
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/logout",
+        json!({"refresh_token": u.refresh}),
+    )
+    .await
+    .assert_status(204);
     refresh(&app, &t, &u.refresh).await.assert_problem(401);
     app.finish().await;
 }
@@ -419,21 +601,42 @@ async fn operators_and_tenant_admins_can_sign_a_user_out() {
     let t = app.tenant("acme", "shared", None).await;
     let admin = user_with_role(&app, &t, "admin@acme.test", "admin").await;
     let m = user_with_role(&app, &t, "m@acme.test", "member").await;
-    let r = as_user(&app, &t, &admin.access, Method::DELETE, &format!("/api/v1/users/{}/sessions", m.id), None).await;
+    let r = as_user(
+        &app,
+        &t,
+        &admin.access,
+        Method::DELETE,
+        &format!("/api/v1/users/{}/sessions", m.id),
+        None,
+    )
+    .await;
     r.assert_status(200);
     assert_eq!(r.body["revoked"], json!(1));
     refresh(&app, &t, &m.refresh).await.assert_problem(401);
     let m2 = login(&app, &t, &m.email, PASSWORD).await;
     let r = app
-        .admin(Method::DELETE, &format!("/admin/v1/tenants/{}/users/{}/sessions", t.id, m.id), None)
+        .admin(
+            Method::DELETE,
+            &format!("/admin/v1/tenants/{}/users/{}/sessions", t.id, m.id),
+            None,
+        )
         .await;
     r.assert_status(200);
-    refresh(&app, &t, &m2.str("refresh_token")).await.assert_problem(401);
+    refresh(&app, &t, &m2.str("refresh_token"))
+        .await
+        .assert_problem(401);
     // A member cannot sign others out.
     let m3 = login(&app, &t, &m.email, PASSWORD).await;
-    as_user(&app, &t, &m3.str("access_token"), Method::DELETE, &format!("/api/v1/users/{}/sessions", admin.id), None)
-        .await
-        .assert_problem(403);
+    as_user(
+        &app,
+        &t,
+        &m3.str("access_token"),
+        Method::DELETE,
+        &format!("/api/v1/users/{}/sessions", admin.id),
+        None,
+    )
+    .await
+    .assert_problem(403);
     let _ = ADMIN_TOKEN;
     app.finish().await;
 }
@@ -443,23 +646,49 @@ async fn password_reset_by_single_use_token_from_the_outbox() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
     let u = user_with_role(&app, &t, "owner@acme.test", "owner").await;
-    public(&app, &t, Method::POST, "/api/v1/auth/password/forgot", json!({"email": "nobody@acme.test"}))
-        .await
-        .assert_status(202);
-    public(&app, &t, Method::POST, "/api/v1/auth/password/forgot", json!({"email": u.email}))
-        .await
-        .assert_status(202);
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/password/forgot",
+        json!({"email": "nobody@acme.test"}),
+    )
+    .await
+    .assert_status(202);
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/password/forgot",
+        json!({"email": u.email}),
+    )
+    .await
+    .assert_status(202);
     let msgs = outbox(&app, &u.email).await;
     let token = token_in(msgs.last().expect("message"), "reset token");
     assert!(outbox(&app, "nobody@acme.test").await.is_empty());
     let new = "a brand new passphrase";
-    public(&app, &t, Method::POST, "/api/v1/auth/password/reset", json!({"token": token, "password": new}))
-        .await
-        .assert_status(204);
-    public(&app, &t, Method::POST, "/api/v1/auth/password/reset", json!({"token": token, "password": new}))
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/password/reset",
+        json!({"token": token, "password": new}),
+    )
+    .await
+    .assert_status(204);
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/password/reset",
+        json!({"token": token, "password": new}),
+    )
+    .await
+    .assert_problem(401);
+    login(&app, &t, &u.email, PASSWORD)
         .await
         .assert_problem(401);
-    login(&app, &t, &u.email, PASSWORD).await.assert_problem(401);
     login(&app, &t, &u.email, new).await.assert_status(200);
     // Existing sessions were signed out.
     refresh(&app, &t, &u.refresh).await.assert_problem(401);
@@ -467,7 +696,10 @@ async fn password_reset_by_single_use_token_from_the_outbox() {
     let n: i64 = app
         .shared_owner()
         .await
-        .query_one("SELECT count(*) FROM one_time_tokens WHERE token_hash = convert_to($1, 'UTF8')", &[&token])
+        .query_one(
+            "SELECT count(*) FROM one_time_tokens WHERE token_hash = convert_to($1, 'UTF8')",
+            &[&token],
+        )
         .await
         .expect("count")
         .get(0);

@@ -39,18 +39,29 @@ async fn bench_login_and_refresh_throughput() {
         let login_rate = LOGINS as f64 / start.elapsed().as_secs_f64();
         // Refreshes: independent chains in parallel, each rotating its token sequentially.
         let start = Instant::now();
-        let chains = refresh_tokens.into_iter().take(REFRESH_CHAINS).map(|mut token| {
-            let (app, t) = (&app, &t);
-            async move {
-                for _ in 0..REFRESHES_PER_CHAIN {
-                    let r = public(app, t, Method::POST, "/api/v1/auth/token/refresh", json!({"refresh_token": token})).await;
-                    r.assert_status(200);
-                    token = r.str("refresh_token");
+        let chains = refresh_tokens
+            .into_iter()
+            .take(REFRESH_CHAINS)
+            .map(|mut token| {
+                let (app, t) = (&app, &t);
+                async move {
+                    for _ in 0..REFRESHES_PER_CHAIN {
+                        let r = public(
+                            app,
+                            t,
+                            Method::POST,
+                            "/api/v1/auth/token/refresh",
+                            json!({"refresh_token": token}),
+                        )
+                        .await;
+                        r.assert_status(200);
+                        token = r.str("refresh_token");
+                    }
                 }
-            }
-        });
+            });
         futures_util::future::join_all(chains).await;
-        let refresh_rate = (REFRESH_CHAINS * REFRESHES_PER_CHAIN) as f64 / start.elapsed().as_secs_f64();
+        let refresh_rate =
+            (REFRESH_CHAINS * REFRESHES_PER_CHAIN) as f64 / start.elapsed().as_secs_f64();
         println!(
             "auth-bench round {round}: logins {login_rate:.1}/s ({LOGINS}, concurrency {CONCURRENCY}); \
              refreshes {refresh_rate:.1}/s ({REFRESH_CHAINS} chains x {REFRESHES_PER_CHAIN})"

@@ -3,10 +3,10 @@
 mod admin;
 mod auth;
 mod authz;
-mod bench;
-mod mfa;
 mod bad_input;
+mod bench;
 mod domain;
 mod isolation;
 mod keys;
+mod mfa;
 mod routing;

@@ -67,7 +67,7 @@ pub async fn enroll(
     let secret = Zeroizing::new(random_bytes());
     let t = totp(&secret, issuer, account)?;
     let sealed = keyring
-        .seal(Scope::Tenant(tx.tenant()), SECRET_PURPOSE, &*secret)
+        .seal(Scope::Tenant(tx.tenant()), SECRET_PURPOSE, &secret)
         .await?;
     tx.execute(
         "UPDATE users SET totp_secret_sealed = $2 WHERE id = $1",
@@ -122,8 +122,7 @@ pub async fn check_code(
     let mut matched = None;
     for step in [current.saturating_sub(1), current, current + 1] {
         let expected = t.generate(step * STEP).to_string();
-        if expected.len() == code.len() && bool::from(expected.as_bytes().ct_eq(code.as_bytes()))
-        {
+        if expected.len() == code.len() && bool::from(expected.as_bytes().ct_eq(code.as_bytes())) {
             matched = Some(step);
         }
     }

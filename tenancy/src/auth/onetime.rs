@@ -84,11 +84,7 @@ pub async fn consume(
 }
 
 /// Looks at a token without consuming it (the MFA step checks the code first).
-pub async fn peek(
-    tx: &mut TenantTx,
-    purpose: Purpose,
-    token: &str,
-) -> Result<UserId, AuthError> {
+pub async fn peek(tx: &mut TenantTx, purpose: Purpose, token: &str) -> Result<UserId, AuthError> {
     tx.query_opt(
         "SELECT user_id FROM one_time_tokens
          WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now()",

@@ -48,8 +48,7 @@ pub async fn verify(stored: &str, password: &str) -> bool {
     let stored = stored.to_owned();
     let password = zeroize::Zeroizing::new(password.as_bytes().to_vec());
     tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&stored)
-            .is_ok_and(|h| hasher().verify_password(&password, &h).is_ok())
+        PasswordHash::new(&stored).is_ok_and(|h| hasher().verify_password(&password, &h).is_ok())
     })
     .await
     .unwrap_or(false)

@@ -83,6 +83,11 @@ async fn insert_refresh(
     Ok(id)
 }
 
+/// A cached lookup failed: the database was unreachable or failed (the caller answers 503).
+fn unavailable(e: &Arc<AuthError>) -> AuthError {
+    AuthError::Connect(crate::dataplane::ConnectError::Unavailable(e.to_string()))
+}
+
 impl Auth {
     async fn access_token(
         &self,
@@ -382,7 +387,7 @@ impl Auth {
                 }))
             })
             .await
-            .map_err(|e| AuthError::Signing(format!("session check failed: {e}")))?;
+            .map_err(|e| unavailable(&e))?;
         // A token whose `sub` does not own the session never matches.
         Ok(found.filter(|p| p.user == user))
     }
@@ -405,6 +410,6 @@ impl Auth {
                 Ok::<_, AuthError>(Arc::new(found.unwrap_or_default()))
             })
             .await
-            .map_err(|e| AuthError::Signing(format!("role lookup failed: {e}")))
+            .map_err(|e| unavailable(&e))
     }
 }

@@ -128,6 +128,14 @@ mod tests {
         assert!(th.retry_after(t, "fresh@x.test", Some(ip)).await.is_some());
         assert!(th.retry_after(t, "fresh@x.test", None).await.is_none());
         // The wait grows with further failures and is capped.
-        assert!(wait(Some(Failures { count: 100, last: Instant::now() }), 5) <= Some(MAX_WAIT));
+        assert!(
+            wait(
+                Some(Failures {
+                    count: 100,
+                    last: Instant::now()
+                }),
+                5
+            ) <= Some(MAX_WAIT)
+        );
     }
 }

@@ -85,7 +85,9 @@ pub async fn create(
 pub async fn get(tx: &mut TenantTx, id: UserId) -> Result<Option<User>, AuthError> {
     Ok(tx
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM users u JOIN roles r ON r.id = u.role_id WHERE u.id = $1"),
+            &format!(
+                "SELECT {COLUMNS} FROM users u JOIN roles r ON r.id = u.role_id WHERE u.id = $1"
+            ),
             &[&id.as_uuid()],
         )
         .await?

@@ -81,7 +81,12 @@ pub async fn create(
         .await?;
     let (key, secret) = tenancy
         .api_keys
-        .create(&tenancy.dataplane, &t, &name, Some((role_id, role.to_owned())))
+        .create(
+            &tenancy.dataplane,
+            &t,
+            &name,
+            Some((role_id, role.to_owned())),
+        )
         .await?;
     let mut v = serde_json::to_value(KeyView::from(&key)).map_err(ApiError::internal)?;
     v["key"] = serde_json::Value::String(secret);

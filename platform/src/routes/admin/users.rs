@@ -27,7 +27,14 @@ pub async fn revoke_sessions(
     let tenant = find_tenant(&t.catalog, &tenant).await?;
     let n = t
         .auth
-        .revoke_sessions(&t.dataplane, &tenant, UserId::from_uuid(user), None, None, "operator")
+        .revoke_sessions(
+            &t.dataplane,
+            &tenant,
+            UserId::from_uuid(user),
+            None,
+            None,
+            "operator",
+        )
         .await?;
     Ok(Json(serde_json::json!({ "revoked": n })))
 }

@@ -33,7 +33,12 @@ pub async fn create(
     let role_id = t.auth.role_named(&t.dataplane, &auth.tenant, role).await?;
     let (key, secret) = t
         .api_keys
-        .create(&t.dataplane, &auth.tenant, &name, Some((role_id, role.to_owned())))
+        .create(
+            &t.dataplane,
+            &auth.tenant,
+            &name,
+            Some((role_id, role.to_owned())),
+        )
         .await?;
     let mut v = serde_json::to_value(KeyView::from(&key)).map_err(ApiError::internal)?;
     v["key"] = serde_json::Value::String(secret);

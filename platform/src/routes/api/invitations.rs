@@ -89,7 +89,9 @@ pub async fn invite(
     let invited_by = match auth.principal {
         Principal::User { id, .. } => {
             let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
-            let verified = users::get(&mut tx, id).await?.is_some_and(|u| u.email_verified);
+            let verified = users::get(&mut tx, id)
+                .await?
+                .is_some_and(|u| u.email_verified);
             tx.commit().await?;
             if !verified {
                 return Err(ApiError::forbidden(

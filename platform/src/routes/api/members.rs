@@ -67,7 +67,11 @@ pub struct MemberPatch {
 }
 
 /// Adds the creator of a project as its admin.
-pub(crate) async fn add_creator(tx: &mut TenantTx, project: Uuid, auth: &Authenticated) -> ApiResult<()> {
+pub(crate) async fn add_creator(
+    tx: &mut TenantTx,
+    project: Uuid,
+    auth: &Authenticated,
+) -> ApiResult<()> {
     if let Principal::User { id, .. } = auth.principal {
         tx.execute(
             "INSERT INTO project_members (tenant_id, project_id, user_id, role) VALUES ($1, $2, $3, 'admin')",
@@ -84,7 +88,9 @@ async fn may_manage(tx: &mut TenantTx, project: Uuid, auth: &Authenticated) -> A
         return Ok(());
     }
     let Principal::User { id, .. } = auth.principal else {
-        return Err(ApiError::forbidden("only the project's admins may manage its members"));
+        return Err(ApiError::forbidden(
+            "only the project's admins may manage its members",
+        ));
     };
     let role: Option<String> = tx
         .query_opt(
@@ -96,7 +102,9 @@ async fn may_manage(tx: &mut TenantTx, project: Uuid, auth: &Authenticated) -> A
     if role.as_deref() == Some("admin") {
         Ok(())
     } else {
-        Err(ApiError::forbidden("only the project's admins may manage its members"))
+        Err(ApiError::forbidden(
+            "only the project's admins may manage its members",
+        ))
     }
 }
 

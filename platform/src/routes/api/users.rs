@@ -83,13 +83,18 @@ pub async fn patch(
     ApiJson(body): ApiJson<UserPatch>,
 ) -> ApiResult<Json<UserView>> {
     let id = UserId::from_uuid(id);
-    let role = t.auth.role_named(&t.dataplane, &auth.tenant, &body.role).await?;
+    let role = t
+        .auth
+        .role_named(&t.dataplane, &auth.tenant, &body.role)
+        .await?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
     let current = users::get(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     if (current.role == "owner" || body.role == "owner") && auth.grants.role != "owner" {
-        return Err(ApiError::forbidden("only an owner may grant or remove `owner`"));
+        return Err(ApiError::forbidden(
+            "only an owner may grant or remove `owner`",
+        ));
     }
     users::set_role(&mut tx, id, role).await?;
     let updated = users::get(&mut tx, id)
@@ -118,7 +123,14 @@ pub async fn revoke_sessions(
     }
     let n = t
         .auth
-        .revoke_sessions(&t.dataplane, &auth.tenant, UserId::from_uuid(id), None, None, "admin")
+        .revoke_sessions(
+            &t.dataplane,
+            &auth.tenant,
+            UserId::from_uuid(id),
+            None,
+            None,
+            "admin",
+        )
         .await?;
     Ok(Json(serde_json::json!({ "revoked": n })))
 }

@@ -100,7 +100,12 @@ pub async fn verify(
     let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
     let user = onetime::peek(&mut tx, Purpose::MfaLogin, &body.mfa_token).await?;
     let key = format!("mfa:{user}");
-    if let Some(wait) = t.auth.throttle.retry_after(ctx.tenant.id, &key, client.ip).await {
+    if let Some(wait) = t
+        .auth
+        .throttle
+        .retry_after(ctx.tenant.id, &key, client.ip)
+        .await
+    {
         return Err(AuthError::Throttled(wait.as_secs().max(1)).into());
     }
     if let Err(e) = mfa::second_factor(&mut tx, t.auth.keyring(), user, &body.code).await {

@@ -43,7 +43,8 @@ pub async fn forgot(
     let email = users::parse_email(&body.email)?;
     let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
     if let Some((user, _, _)) = users::credentials(&mut tx, &email).await? {
-        let token = onetime::create(&mut tx, user, Purpose::PasswordReset, serde_json::json!({})).await?;
+        let token =
+            onetime::create(&mut tx, user, Purpose::PasswordReset, serde_json::json!({})).await?;
         let link = format!("{}/reset-password?token={token}", base_url(&ctx.tenant, &t));
         users::outbox(
             &mut tx,
@@ -75,7 +76,14 @@ pub async fn reset(
     users::mark_verified(&mut tx, user).await?;
     tx.commit().await?;
     t.auth
-        .revoke_sessions(&t.dataplane, &ctx.tenant, user, None, None, "password_reset")
+        .revoke_sessions(
+            &t.dataplane,
+            &ctx.tenant,
+            user,
+            None,
+            None,
+            "password_reset",
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -40,7 +40,10 @@ pub struct RecoveryCodes {
 #[utoipa::path(post, path = "/api/v1/me/mfa/totp", tag = "me",
     responses((status = 200, body = Enrollment), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-pub async fn enroll(auth: Authenticated, State(t): State<Arc<Tenancy>>) -> ApiResult<Json<Enrollment>> {
+pub async fn enroll(
+    auth: Authenticated,
+    State(t): State<Arc<Tenancy>>,
+) -> ApiResult<Json<Enrollment>> {
     let (user, _) = auth.user()?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
     let u = users::get(&mut tx, user)
@@ -49,7 +52,10 @@ pub async fn enroll(auth: Authenticated, State(t): State<Arc<Tenancy>>) -> ApiRe
     let (secret, otpauth_uri) =
         mfa::enroll(&mut tx, t.auth.keyring(), user, &auth.tenant.name, &u.email).await?;
     tx.commit().await?;
-    Ok(Json(Enrollment { secret, otpauth_uri }))
+    Ok(Json(Enrollment {
+        secret,
+        otpauth_uri,
+    }))
 }
 
 /// Confirm enrolment with a first code; returns ten recovery codes.

@@ -38,7 +38,10 @@ pub struct SessionList {
 #[utoipa::path(get, path = "/api/v1/me/sessions", tag = "me",
     responses((status = 200, body = SessionList), (status = 401, body = Problem)),
     security(("bearer" = [])))]
-pub async fn list(auth: Authenticated, State(t): State<Arc<Tenancy>>) -> ApiResult<Json<SessionList>> {
+pub async fn list(
+    auth: Authenticated,
+    State(t): State<Arc<Tenancy>>,
+) -> ApiResult<Json<SessionList>> {
     let (user, current) = auth.user()?;
     let items = t
         .auth
@@ -70,7 +73,14 @@ pub async fn revoke(
     let (user, _) = auth.user()?;
     let n = t
         .auth
-        .revoke_sessions(&t.dataplane, &auth.tenant, user, Some(SessionId::from_uuid(id)), None, "user")
+        .revoke_sessions(
+            &t.dataplane,
+            &auth.tenant,
+            user,
+            Some(SessionId::from_uuid(id)),
+            None,
+            "user",
+        )
         .await?;
     if n == 0 {
         return Err(ApiError::not_found("no such live session"));
@@ -89,7 +99,14 @@ pub async fn revoke_others(
     let (user, current) = auth.user()?;
     let n = t
         .auth
-        .revoke_sessions(&t.dataplane, &auth.tenant, user, None, Some(current), "user_others")
+        .revoke_sessions(
+            &t.dataplane,
+            &auth.tenant,
+            user,
+            None,
+            Some(current),
+            "user_others",
+        )
         .await?;
     Ok(Json(serde_json::json!({ "revoked": n })))
 }
