@@ -258,3 +258,40 @@ impl From<tenancy::credentials::ApiKeyError> for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// Too many attempts; retry after `secs`.
+    pub fn too_many_requests(detail: impl Into<String>, secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-requests",
+            "Too many requests",
+            detail,
+        );
+        e.retry_after = Some(u32::try_from(secs.max(1)).unwrap_or(u32::MAX));
+        e
+    }
+}
+
+impl From<tenancy::auth::AuthError> for ApiError {
+    fn from(e: tenancy::auth::AuthError) -> Self {
+        use tenancy::auth::AuthError as E;
+        match e {
+            E::InvalidCredentials => Self::unauthorized("invalid email or password"),
+            E::InvalidToken => Self::unauthorized("the token is invalid or expired"),
+            E::TokenReused => {
+                Self::unauthorized("the token was already used; the session has been signed out")
+            }
+            E::InvalidCode => Self::unauthorized("the code is not valid"),
+            E::EmailTaken => Self::conflict("an account with this email already exists"),
+            E::Invalid(d) => Self::unprocessable(d),
+            E::Forbidden(d) => Self::forbidden(d),
+            E::NotFound(d) => Self::not_found(d),
+            E::Conflict(d) => Self::conflict(d),
+            E::Throttled(s) => Self::too_many_requests("too many failed attempts; retry later", s),
+            E::Connect(c) => c.into(),
+            E::Db(d) => d.into(),
+            other @ (E::Key(_) | E::Catalog(_) | E::Signing(_)) => Self::internal(other),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The platform server: an axum router over the tenancy core. `main.rs` wires it to the
 //! environment; tests build the same router over their own databases.
 
+pub mod authz;
 pub mod error;
 pub mod extract;
 pub mod observe;

@@ -100,9 +100,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.listen.port()
     );
     tracing::info!(listen = %settings.listen, "platform listening");
-    let served = axum::serve(listener, app.router.clone())
-        .with_graceful_shutdown(shutdown())
-        .await;
+    // The peer address feeds session records and per-address login throttling.
+    let served = axum::serve(
+        listener,
+        app.router
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await;
     drop(app);
     if let Some(c) = started.cluster.filter(|c| c.started_here()) {
         tracing::info!("stopping the embedded PostgreSQL");

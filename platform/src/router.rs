@@ -15,9 +15,16 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
-use crate::routes::admin::{api_keys, db_servers, domains, placement, tenants};
-use crate::routes::api::{projects, tasks};
-use crate::routes::health;
+use crate::routes::admin::{
+    api_keys, db_servers, domains, invitations as admin_invitations, jwt_keys, placement, tenants,
+    users as admin_users,
+};
+use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
+use crate::routes::api::me::{self, email as me_email, mfa, sessions};
+use crate::routes::api::{
+    api_keys as tenant_keys, invitations, members, projects, roles, tasks, users,
+};
+use crate::routes::{health, wellknown};
 use crate::state::AppState;
 
 /// Largest accepted request body.
@@ -43,6 +50,10 @@ impl Modify for Security {
             "api_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -60,14 +71,46 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(placement::change))
         .routes(routes!(placement::show))
         .routes(routes!(placement::cancel))
-        // tenant API
+        .routes(routes!(admin_invitations::invite))
+        .routes(routes!(admin_users::revoke_sessions))
+        .routes(routes!(jwt_keys::rotate))
+        // tenant API: auth (no credential)
+        .routes(routes!(signup::signup))
+        .routes(routes!(login::login))
+        .routes(routes!(login::verify))
+        .routes(routes!(token::refresh))
+        .routes(routes!(token::logout))
+        .routes(routes!(accept::accept))
+        .routes(routes!(email::verify))
+        .routes(routes!(password::forgot))
+        .routes(routes!(password::reset))
+        // tenant API: the signed-in user
+        .routes(routes!(me::show))
+        .routes(routes!(sessions::list))
+        .routes(routes!(sessions::revoke))
+        .routes(routes!(sessions::revoke_others))
+        .routes(routes!(me_email::resend))
+        .routes(routes!(mfa::enroll, mfa::disable))
+        .routes(routes!(mfa::confirm))
+        // tenant API: members, roles, keys
+        .routes(routes!(users::list))
+        .routes(routes!(users::patch))
+        .routes(routes!(users::revoke_sessions))
+        .routes(routes!(invitations::invite))
+        .routes(routes!(roles::list, roles::create))
+        .routes(routes!(tenant_keys::create, tenant_keys::list))
+        .routes(routes!(tenant_keys::revoke))
+        // tenant API: the reference domain
         .routes(routes!(projects::create, projects::list))
         .routes(routes!(projects::show, projects::patch, projects::delete))
+        .routes(routes!(members::list, members::add))
+        .routes(routes!(members::patch, members::remove))
         .routes(routes!(tasks::create, tasks::list))
         .routes(routes!(tasks::show, tasks::patch, tasks::delete))
         // health
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(wellknown::jwks))
 }
 
 /// The complete router with its middleware.
@@ -75,6 +118,10 @@ pub fn router(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
     let doc = Arc::new(doc);
     router
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::authz::authorize,
+        ))
         .route(
             "/openapi.json",
             get(move || async move { Json(Arc::clone(&doc)).into_response() }),

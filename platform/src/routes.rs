@@ -1,8 +1,10 @@
-//! Route handlers, one file per area: `admin/` (operator API), `api/` (tenant API), `health`.
+//! Route handlers, one file per area: `admin/` (operator API), `api/` (tenant API), `health`,
+//! `wellknown` (JWKS).
 
 pub mod admin;
 pub mod api;
 pub mod health;
+pub mod wellknown;
 
 use time::OffsetDateTime;
 

@@ -34,5 +34,6 @@ substate!(DataPlane, |s| s.tenancy.dataplane.clone());
 substate!(Resolver, |s| s.tenancy.resolver.clone());
 substate!(Provisioner, |s| s.tenancy.provisioner.clone());
 substate!(ApiKeys, |s| s.tenancy.api_keys.clone());
+substate!(tenancy::auth::Auth, |s| s.tenancy.auth.clone());
 substate!(AdminToken, |s| s.admin_token.clone());
 substate!(Arc<Tenancy>, |s| Arc::clone(&s.tenancy));

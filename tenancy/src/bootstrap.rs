@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use sqlx::postgres::PgListener;
 use zeroize::Zeroizing;
 
+use crate::auth::Auth;
 use crate::catalog::{CHANNEL, Catalog};
 use crate::catalog::{DB_URL_PURPOSE, Placement, TenantStatus, server_url_purpose};
 use crate::credentials::ApiKeys;
@@ -38,6 +39,7 @@ pub struct Tenancy {
     pub api_keys: ApiKeys,
     pub keyring: Keyring,
     pub mover: Mover,
+    pub auth: Auth,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -199,7 +201,13 @@ async fn build(
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
     seal_legacy_tenant_urls(&catalog, &keyring, &provisioner).await?;
     let mover = Mover::new(catalog.clone(), keyring.clone(), provisioner.clone());
+    let auth = Auth::new(catalog.clone(), keyring.clone());
+    auth.jwt
+        .init()
+        .await
+        .context("loading the JWT signing keys")?;
     Ok(Tenancy {
+        auth,
         catalog,
         dataplane,
         resolver,
@@ -328,6 +336,7 @@ impl Tenancy {
     pub async fn invalidate(&self, tenant: Option<TenantId>) {
         self.resolver.invalidate(tenant).await;
         self.api_keys.invalidate_tenant_or_all(tenant);
+        self.auth.invalidate(tenant);
         match tenant {
             Some(t) => self.dataplane.forget_tenant(t).await,
             None => self.dataplane.forget_servers(),

@@ -8,13 +8,16 @@ mod domains;
 mod idempotency;
 pub mod keys;
 pub mod operations;
+mod signing_keys;
 mod tenants;
 
 pub use db_servers::{DbServer, RegisterServerError, server_url_purpose};
 pub use domains::DomainError as CatalogDomainError;
 pub use idempotency::{IdempotencyOutcome, StoredResponse};
+pub use signing_keys::SigningKeyRow;
 pub use tenants::{
-    DB_URL_PURPOSE, InsertTenantError, NewTenant, Placement, Tenant, TenantPatch, TenantStatus,
+    DB_URL_PURPOSE, InsertTenantError, NewTenant, Placement, SignupPolicy, Tenant, TenantPatch,
+    TenantStatus,
 };
 
 use sqlx::PgPool;

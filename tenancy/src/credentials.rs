@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::catalog::Tenant;
 use crate::crypto::{hash_token, random_token};
 use crate::dataplane::{ConnectError, DataPlane};
-use crate::ids::{ApiKeyId, TenantId};
+use crate::ids::{ApiKeyId, RoleId, TenantId};
 
 const PREFIX: &str = "plt_";
 
@@ -22,6 +22,8 @@ pub struct ApiKey {
     pub id: ApiKeyId,
     pub name: String,
     pub prefix: String,
+    /// The key's role (`admin` for keys made before roles existed).
+    pub role: String,
     pub created_at: OffsetDateTime,
     pub revoked_at: Option<OffsetDateTime>,
 }
@@ -59,10 +61,13 @@ pub enum ApiKeyError {
     Db(#[from] tokio_postgres::Error),
 }
 
+/// A verified key: its id and role (`None`: the built-in `admin`).
+pub type VerifiedKey = (ApiKeyId, Option<RoleId>);
+
 /// API key store and verification cache.
 #[derive(Clone)]
 pub struct ApiKeys {
-    cache: Cache<(TenantId, Vec<u8>), Option<ApiKeyId>>,
+    cache: Cache<(TenantId, Vec<u8>), Option<VerifiedKey>>,
 }
 
 impl Default for ApiKeys {
@@ -89,13 +94,13 @@ impl ApiKeys {
         }
     }
 
-    /// The key's id if `key` is a live key of `tenant`.
+    /// The key's id and role (`None`: the built-in `admin`) if `key` is a live key of `tenant`.
     pub async fn verify(
         &self,
         dp: &DataPlane,
         tenant: &Tenant,
         key: &PresentedKey,
-    ) -> Result<Option<ApiKeyId>, ApiKeyError> {
+    ) -> Result<Option<(ApiKeyId, Option<RoleId>)>, ApiKeyError> {
         if key.tenant != tenant.id {
             return Ok(None);
         }
@@ -107,12 +112,17 @@ impl ApiKeys {
                 let mut tx = dp.connect(&tenant).await?.begin();
                 let row = tx
                     .query_opt(
-                        "SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                        "SELECT id, role_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
                         &[&hash],
                     )
                     .await?;
                 tx.commit().await?;
-                Ok(row.map(|r| ApiKeyId::from_uuid(r.get(0))))
+                Ok(row.map(|r| {
+                    (
+                        ApiKeyId::from_uuid(r.get(0)),
+                        r.get::<_, Option<uuid::Uuid>>(1).map(RoleId::from_uuid),
+                    )
+                }))
             })
             .await
             .map_err(|e: std::sync::Arc<ApiKeyError>| match &*e {
@@ -131,6 +141,7 @@ impl ApiKeys {
         dp: &DataPlane,
         tenant: &Tenant,
         name: &str,
+        role: Option<(RoleId, String)>,
     ) -> Result<(ApiKey, String), ApiKeyError> {
         let secret = random_token(32);
         let token = format!("{PREFIX}{}_{secret}", tenant.id.as_uuid().simple());
@@ -139,9 +150,9 @@ impl ApiKeys {
         let mut tx = dp.connect(tenant).await?.begin();
         let row = tx
             .query(
-                "INSERT INTO api_keys (tenant_id, id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO api_keys (tenant_id, id, name, prefix, key_hash, role_id) VALUES ($1, $2, $3, $4, $5, $6)
                  RETURNING created_at",
-                &[&tenant.id.as_uuid(), &id.as_uuid(), &name, &prefix, &hash_token(&token)],
+                &[&tenant.id.as_uuid(), &id.as_uuid(), &name, &prefix, &hash_token(&token), &role.as_ref().map(|r| r.0.as_uuid())],
             )
             .await?;
         tx.commit().await?;
@@ -153,6 +164,7 @@ impl ApiKeys {
                 id,
                 name: name.to_owned(),
                 prefix,
+                role: role.map_or_else(|| "admin".to_owned(), |r| r.1),
                 created_at,
                 revoked_at: None,
             },
@@ -185,7 +197,8 @@ impl ApiKeys {
         let mut tx = dp.connect(tenant).await?.begin();
         let rows = tx
             .query(
-                "SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY id",
+                "SELECT k.id, k.name, k.prefix, k.created_at, k.revoked_at, COALESCE(r.name, 'admin')
+                 FROM api_keys k LEFT JOIN roles r ON r.id = k.role_id ORDER BY k.id",
                 &[],
             )
             .await?;
@@ -198,6 +211,7 @@ impl ApiKeys {
                 prefix: r.get(2),
                 created_at: r.get(3),
                 revoked_at: r.get(4),
+                role: r.get(5),
             })
             .collect())
     }

@@ -64,6 +64,18 @@ uuid_id!(
     /// A tenant API key's id (not the secret).
     ApiKeyId
 );
+uuid_id!(
+    /// A user of a tenant.
+    UserId
+);
+uuid_id!(
+    /// A sign-in session (a device): its refresh tokens form one family.
+    SessionId
+);
+uuid_id!(
+    /// A role of a tenant (built-in or custom).
+    RoleId
+);
 
 /// Names that can never be tenant slugs: they are, or may become, hosts of the platform itself.
 pub const RESERVED_SLUGS: &[&str] = &[

@@ -1,6 +1,7 @@
 //! The tenancy core: catalog, tenant resolution, pool routing, provisioning, migrations and
 //! secrets. No HTTP here: the server (`platform`) and the ops tool (`platformctl`) both sit on it.
 
+pub mod auth;
 pub mod bootstrap;
 pub mod catalog;
 pub mod credentials;

@@ -350,3 +350,127 @@ async fn every_tenant_table_is_keyed_by_tenant_and_forced_under_rls() {
     }
     app.finish().await;
 }
+
+/// The auth routes with `victim`'s ids (users, sessions, keys, project members).
+fn auth_routes(
+    victim: &Seeded,
+    user: &str,
+    session: &str,
+    key: &str,
+) -> Vec<(Method, String, Option<Value>)> {
+    let p = &victim.project;
+    vec![
+        (Method::GET, format!("/api/v1/projects/{p}/members"), None),
+        (
+            Method::POST,
+            format!("/api/v1/projects/{p}/members"),
+            Some(json!({"user_id": user, "role": "member"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/projects/{p}/members/{user}"),
+            Some(json!({"role": "member"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/projects/{p}/members/{user}"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/users/{user}"),
+            Some(json!({"role": "viewer"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/users/{user}/sessions"),
+            None,
+        ),
+        (Method::DELETE, format!("/api/v1/api-keys/{key}"), None),
+        (
+            Method::DELETE,
+            format!("/api/v1/me/sessions/{session}"),
+            None,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn no_users_token_reaches_another_tenants_data_on_any_route() {
+    use crate::auth::{as_user, user_with_role};
+    let app = TestApp::spawn().await;
+    let mut all = Vec::new();
+    for (slug, placement, server) in [
+        ("alpha", "shared", None),
+        ("bravo", "dedicated", Some("second")),
+    ] {
+        let s = seed(&app, app.tenant(slug, placement, server).await).await;
+        let u = user_with_role(&app, &s.tenant, &format!("owner@{slug}.test"), "owner").await;
+        let claims = u.access.split('.').nth(1).map(|c| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .unwrap_or_default()
+        });
+        let claims: Value = serde_json::from_slice(&claims.unwrap_or_default()).unwrap_or_default();
+        let keys = app
+            .api(&s.tenant, Method::GET, "/api/v1/api-keys", None)
+            .await;
+        let key = keys.body["items"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let session = claims["sid"].as_str().unwrap_or_default().to_owned();
+        all.push((s, u, session, key));
+    }
+    for (attacker, au, _, _) in &all {
+        for (victim, vu, vsession, vkey) in &all {
+            if attacker.tenant.id == victim.tenant.id {
+                continue;
+            }
+            let mut routes = routes(victim);
+            routes.extend(auth_routes(victim, &vu.id, vsession, vkey));
+            for (m, path, body) in routes {
+                let ctx = format!(
+                    "{} -> {} {m} {path}",
+                    attacker.tenant.slug, victim.tenant.slug
+                );
+                let r = as_user(
+                    &app,
+                    &victim.tenant,
+                    &au.access,
+                    m.clone(),
+                    &path,
+                    body.clone(),
+                )
+                .await;
+                assert_eq!(r.status.as_u16(), 403, "{ctx} (victim host): {}", r.text);
+                let r = as_user(
+                    &app,
+                    &attacker.tenant,
+                    &au.access,
+                    m.clone(),
+                    &path,
+                    body.clone(),
+                )
+                .await;
+                if path == "/api/v1/projects" {
+                    assert!(r.status.is_success(), "{ctx}: {}", r.text);
+                } else {
+                    assert_eq!(r.status.as_u16(), 404, "{ctx} (own host): {}", r.text);
+                }
+                assert!(!r.text.contains(&victim.secret), "{ctx}: leaked {}", r.text);
+            }
+        }
+    }
+    // The victims' sessions and keys are untouched.
+    for (s, u, _, _) in &all {
+        as_user(&app, &s.tenant, &u.access, Method::GET, "/api/v1/me", None)
+            .await
+            .assert_status(200);
+        app.api(&s.tenant, Method::GET, "/api/v1/projects", None)
+            .await
+            .assert_status(200);
+    }
+    app.finish().await;
+}

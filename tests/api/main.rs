@@ -1,9 +1,13 @@
 //! Integration tests: the real router against real PostgreSQL clusters the harness starts.
 
 mod admin;
+mod auth;
+mod authz;
 mod bad_input;
+mod bench;
 mod domain;
 mod isolation;
 mod keys;
+mod mfa;
 mod placement;
 mod routing;

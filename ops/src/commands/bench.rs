@@ -1,7 +1,7 @@
 //! `platformctl bench promote`: promote a tenant holding N rows while writers keep inserting, and
 //! in the same run copy the same rows with `pg_dump | psql` as the baseline. Reports total time,
 //! the write pause as the writers saw it, and the ratio. Run it on a throwaway embedded data dir:
-//! `PLATFORM_DATA_DIR=$(mktemp -d) cargo run --release -p ops --bin platformctl -- bench promote`.
+//! `D=$(mktemp -d) && chmod 755 $D && PLATFORM_DATA_DIR=$D cargo run -p ops --bin platformctl -- bench promote` (the data dir must be traversable by the `postgres` user).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -290,7 +290,7 @@ fn write_section(path: &std::path::Path, table: &str) -> anyhow::Result<()> {
     let date = time::OffsetDateTime::now_utc().date();
     let section = format!(
         "{START}\n## Promotion: shared → dedicated under write load\n\nMeasured {date} on this machine (2 cores, 24 GiB), both databases in one local PostgreSQL 15 cluster.\n\
-         Command: `PLATFORM_DATA_DIR=$(mktemp -d) cargo run --release -p ops --bin platformctl -- bench promote --rows 1000000 --writers 4 --write-doc docs/benchmarks.md`\n\n{table}\n{END}"
+         Command: `D=$(mktemp -d) && chmod 755 $D && PLATFORM_DATA_DIR=$D cargo run -p ops --bin platformctl -- bench promote --rows 1000000 --writers 4 --write-doc docs/benchmarks.md`\n\n{table}\n{END}"
     );
     let new = match (doc.find(START), doc.find(END)) {
         (Some(s), Some(e)) => format!("{}{section}{}", &doc[..s], &doc[e + END.len()..]),

@@ -3,6 +3,9 @@
 //! must agree, else the request is refused the same way whether or not the other tenant exists.
 //! The host only selects the tenant; it never grants access: the tenant API needs a credential.
 //!
+//! A credential is a tenant API key (`plt_{tenant}_{secret}`) or a user's access token (an EdDSA
+//! JWT whose `tid` names the tenant and whose session must still be live).
+//!
 //! [`TenantDb`] is the only door to tenant data: a connection that carries the tenant.
 
 use std::sync::Arc;
@@ -10,10 +13,11 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::request::Parts;
+use tenancy::auth::{Auth, PermissionSet};
 use tenancy::catalog::{Tenant, TenantStatus};
 use tenancy::credentials::{ApiKeys, PresentedKey};
 use tenancy::dataplane::{DataPlane, TenantTx};
-use tenancy::ids::{ApiKeyId, DomainName};
+use tenancy::ids::{ApiKeyId, DomainName, RoleId, SessionId, TenantId, UserId};
 use tenancy::resolve::{HostTenant, Resolver};
 
 use super::admin::bearer;
@@ -22,14 +26,45 @@ use crate::error::ApiError;
 /// Who is calling, within the tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
-    ApiKey(ApiKeyId),
+    /// A tenant API key, acting with its role (`None`: `admin`, keys made before roles).
+    ApiKey { id: ApiKeyId, role: Option<RoleId> },
+    /// A signed-in user, through one of their sessions.
+    User {
+        id: UserId,
+        session: SessionId,
+        /// Whether the user has a second factor (a tenant policy may require one).
+        mfa_enabled: bool,
+    },
+}
+
+/// What the principal may do: its role's name and permissions (checked against the database,
+/// cached for a few seconds).
+#[derive(Clone, Debug)]
+pub struct Grants {
+    pub role: String,
+    pub permissions: PermissionSet,
 }
 
 /// The resolved tenant of a request and the authenticated principal, if any.
 #[derive(Clone, Debug)]
 pub struct TenantContext {
     pub tenant: Arc<Tenant>,
-    pub principal: Option<Principal>,
+    pub principal: Option<(Principal, Arc<Grants>)>,
+}
+
+/// A presented credential, parsed.
+enum Credential {
+    ApiKey(PresentedKey),
+    Jwt(TenantId, UserId, SessionId),
+}
+
+impl Credential {
+    fn tenant(&self) -> TenantId {
+        match self {
+            Self::ApiKey(k) => k.tenant,
+            Self::Jwt(t, _, _) => *t,
+        }
+    }
 }
 
 const MISMATCH: &str = "the credential is not valid for this tenant's host";
@@ -39,6 +74,7 @@ where
     Resolver: FromRef<S>,
     DataPlane: FromRef<S>,
     ApiKeys: FromRef<S>,
+    Auth: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -64,18 +100,33 @@ where
                 let token = bearer(parts).ok_or_else(|| {
                     ApiError::unauthorized("expected `Authorization: Bearer <token>`")
                 })?;
-                Some(
-                    PresentedKey::parse(token)
-                        .ok_or_else(|| ApiError::unauthorized("the credential is not valid"))?,
-                )
+                if let Some(k) = PresentedKey::parse(token) {
+                    Some(Credential::ApiKey(k))
+                } else {
+                    // Signature, algorithm, key, issuer, audience and expiry; then the ids.
+                    let claims = Auth::from_ref(state)
+                        .jwt
+                        .verify(token)
+                        .await
+                        .map_err(|_| ApiError::unauthorized("the credential is not valid"))?;
+                    let ids = (
+                        TenantId::parse(&claims.tid),
+                        UserId::parse(&claims.sub),
+                        SessionId::parse(&claims.sid),
+                    );
+                    let (Some(t), Some(u), Some(s)) = ids else {
+                        return Err(ApiError::unauthorized("the credential is not valid"));
+                    };
+                    Some(Credential::Jwt(t, u, s))
+                }
             }
         };
         let id = match (&key, from_host) {
-            (Some(k), HostTenant::Tenant(h)) if k.tenant == h => h,
+            (Some(k), HostTenant::Tenant(h)) if k.tenant() == h => h,
             (Some(_), HostTenant::Tenant(_) | HostTenant::Unknown) => {
                 return Err(ApiError::forbidden(MISMATCH));
             }
-            (Some(k), HostTenant::None) => k.tenant,
+            (Some(k), HostTenant::None) => k.tenant(),
             (None, HostTenant::Tenant(h)) => h,
             (None, HostTenant::Unknown | HostTenant::None) => {
                 return Err(ApiError::not_found("no tenant is known at this host"));
@@ -90,16 +141,41 @@ where
             _ => return Err(ApiError::not_found("no tenant is known at this host")),
         };
         // The credential is checked before the status, so a stranger learns nothing about it.
+        let dp = DataPlane::from_ref(state);
+        let auth = Auth::from_ref(state);
         let principal = match &key {
             None => None,
-            Some(k) => {
+            Some(Credential::ApiKey(k)) => {
                 let keys = ApiKeys::from_ref(state);
-                let dp = DataPlane::from_ref(state);
-                let id = keys
+                let (id, role) = keys
                     .verify(&dp, &tenant, k)
                     .await?
                     .ok_or_else(|| ApiError::unauthorized("the credential is not valid"))?;
-                Some(Principal::ApiKey(id))
+                let grants = auth.role(&dp, &tenant, role).await?;
+                Some((
+                    Principal::ApiKey { id, role },
+                    Arc::new(Grants {
+                        role: grants.0.clone(),
+                        permissions: grants.1.clone(),
+                    }),
+                ))
+            }
+            Some(Credential::Jwt(_, user, session)) => {
+                let p = auth
+                    .session_principal(&dp, &tenant, *user, *session)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("the session has ended"))?;
+                Some((
+                    Principal::User {
+                        id: p.user,
+                        session: p.session,
+                        mfa_enabled: p.mfa_enabled,
+                    },
+                    Arc::new(Grants {
+                        role: p.role.clone(),
+                        permissions: p.permissions.clone(),
+                    }),
+                ))
             }
         };
         if tenant.status == TenantStatus::Suspended {
@@ -117,6 +193,25 @@ where
 pub struct Authenticated {
     pub tenant: Arc<Tenant>,
     pub principal: Principal,
+    pub grants: Arc<Grants>,
+}
+
+impl Authenticated {
+    /// The signed-in user, or 403 for an API key (self-service routes).
+    pub fn user(&self) -> Result<(UserId, SessionId), ApiError> {
+        match self.principal {
+            Principal::User { id, session, .. } => Ok((id, session)),
+            Principal::ApiKey { .. } => Err(ApiError::forbidden(
+                "this route is for signed-in users, not API keys",
+            )),
+        }
+    }
+
+    /// Whether the principal holds `permission`.
+    #[must_use]
+    pub fn can(&self, permission: &str) -> bool {
+        self.grants.permissions.contains(permission)
+    }
 }
 
 impl<S> FromRequestParts<S> for Authenticated
@@ -124,6 +219,7 @@ where
     Resolver: FromRef<S>,
     DataPlane: FromRef<S>,
     ApiKeys: FromRef<S>,
+    Auth: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -131,12 +227,13 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let ctx = TenantContext::from_request_parts(parts, state).await?;
         match ctx.principal {
-            Some(principal) => Ok(Self {
+            Some((principal, grants)) => Ok(Self {
                 tenant: ctx.tenant,
                 principal,
+                grants,
             }),
             None => Err(ApiError::unauthorized(
-                "this API needs a credential (a tenant API key)",
+                "this API needs a credential (an access token or a tenant API key)",
             )),
         }
     }
@@ -168,6 +265,7 @@ where
     Resolver: FromRef<S>,
     DataPlane: FromRef<S>,
     ApiKeys: FromRef<S>,
+    Auth: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;

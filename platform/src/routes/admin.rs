@@ -3,8 +3,11 @@
 pub mod api_keys;
 pub mod db_servers;
 pub mod domains;
+pub mod invitations;
+pub mod jwt_keys;
 pub mod placement;
 pub mod tenants;
+pub mod users;
 
 use tenancy::catalog::{Catalog, Tenant, TenantStatus};
 use tenancy::ids::TenantId;

@@ -1,8 +1,15 @@
-//! The tenant API (`/api/v1`): every route needs a credential of the resolved tenant and reaches
-//! tenant data only through [`crate::extract::tenant::TenantDb`].
+//! The tenant API (`/api/v1`): every route declares what it needs in [`crate::authz::TABLE`] and
+//! reaches tenant data only through a connection that carries the tenant.
 
+pub mod api_keys;
+pub mod auth;
+pub mod invitations;
+pub mod me;
+pub mod members;
 pub mod projects;
+pub mod roles;
 pub mod tasks;
+pub mod users;
 
 use serde::{Deserialize, Deserializer};
 

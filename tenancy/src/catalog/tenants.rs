@@ -71,8 +71,29 @@ pub struct Tenant {
     pub epoch: i64,
     /// A dedicated tenant's data-plane URL, sealed with its DEK (purpose [`DB_URL_PURPOSE`]).
     pub db_url_sealed: Option<Vec<u8>>,
+    /// Who may create an account: only invitees (default) or anyone.
+    pub signup: SignupPolicy,
+    /// Every user of the tenant must use a second factor.
+    pub mfa_required: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+}
+
+/// A tenant's sign-up policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignupPolicy {
+    InviteOnly,
+    Open,
+}
+
+impl SignupPolicy {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InviteOnly => "invite_only",
+            Self::Open => "open",
+        }
+    }
 }
 
 /// Sealing purpose of a dedicated tenant's data-plane URL.
@@ -90,6 +111,8 @@ struct TenantRow {
     db_name: Option<String>,
     epoch: i64,
     db_url_sealed: Option<Vec<u8>>,
+    signup: String,
+    mfa_required: bool,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
 }
@@ -112,13 +135,19 @@ impl From<TenantRow> for Tenant {
             placement,
             epoch: r.epoch,
             db_url_sealed: r.db_url_sealed,
+            signup: if r.signup == "open" {
+                SignupPolicy::Open
+            } else {
+                SignupPolicy::InviteOnly
+            },
+            mfa_required: r.mfa_required,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
     }
 }
 
-const COLUMNS: &str = "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, db_url_sealed, created_at, updated_at";
+const COLUMNS: &str = "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, db_url_sealed, signup, mfa_required, created_at, updated_at";
 
 /// A tenant to insert.
 #[derive(Clone, Debug)]
@@ -138,6 +167,8 @@ pub struct TenantPatch {
     pub name: Option<String>,
     pub plan: Option<String>,
     pub status: Option<TenantStatus>,
+    pub signup: Option<SignupPolicy>,
+    pub mfa_required: Option<bool>,
 }
 
 /// Inserting a tenant failed.
@@ -246,13 +277,16 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         let row: Option<TenantRow> = sqlx::query_as(&format!(
             "UPDATE tenants SET name = COALESCE($2, name), plan = COALESCE($3, plan),
-                    status = COALESCE($4, status), epoch = epoch + 1, updated_at = now()
+                    status = COALESCE($4, status), signup = COALESCE($5, signup),
+                    mfa_required = COALESCE($6, mfa_required), epoch = epoch + 1, updated_at = now()
              WHERE id = $1 AND status IN ('active', 'suspended') RETURNING {COLUMNS}"
         ))
         .bind(id.as_uuid())
         .bind(p.name.as_deref())
         .bind(p.plan.as_deref())
         .bind(p.status.map(TenantStatus::as_str))
+        .bind(p.signup.map(SignupPolicy::as_str))
+        .bind(p.mfa_required)
         .fetch_optional(&mut *tx)
         .await?;
         publish(&mut *tx, Some(id)).await?;

@@ -24,6 +24,9 @@ use crate::routes::{text, ts};
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     pub name: String,
+    /// The role the key acts with (default `admin`).
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 /// An API key (without its secret).
@@ -33,6 +36,8 @@ pub struct KeyView {
     pub name: String,
     /// A recognisable fragment, not usable as a credential.
     pub prefix: String,
+    /// The role the key acts with.
+    pub role: String,
     pub created_at: String,
     pub revoked_at: Option<String>,
 }
@@ -43,6 +48,7 @@ impl From<&ApiKey> for KeyView {
             id: k.id.as_uuid(),
             name: k.name.clone(),
             prefix: k.prefix.clone(),
+            role: k.role.clone(),
             created_at: ts(k.created_at),
             revoked_at: k.revoked_at.map(ts),
         }
@@ -68,9 +74,19 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let t = find_tenant(&tenancy.catalog, &tenant).await?;
     let name = text("name", &body.name, 100)?;
+    let role = body.role.as_deref().unwrap_or("admin");
+    let role_id = tenancy
+        .auth
+        .role_named(&tenancy.dataplane, &t, role)
+        .await?;
     let (key, secret) = tenancy
         .api_keys
-        .create(&tenancy.dataplane, &t, &name)
+        .create(
+            &tenancy.dataplane,
+            &t,
+            &name,
+            Some((role_id, role.to_owned())),
+        )
         .await?;
     let mut v = serde_json::to_value(KeyView::from(&key)).map_err(ApiError::internal)?;
     v["key"] = serde_json::Value::String(secret);

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::{
-    Catalog, IdempotencyOutcome, Placement, StoredResponse, Tenant, TenantPatch, TenantStatus,
+    Catalog, IdempotencyOutcome, Placement, SignupPolicy, StoredResponse, Tenant, TenantPatch,
+    TenantStatus,
 };
 use tenancy::ids::{SlugError, TenantSlug};
 use tenancy::provision::{CreateTenant, PlacementRequest, ProvisionError, Provisioner};
@@ -61,6 +62,9 @@ pub struct TenantView {
     pub status: String,
     pub placement: PlacementKind,
     pub db_server_id: Option<Uuid>,
+    /// `invite_only` or `open`.
+    pub signup: String,
+    pub mfa_required: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -81,6 +85,8 @@ impl From<&Tenant> for TenantView {
             status: t.status.as_str().to_owned(),
             placement,
             db_server_id,
+            signup: t.signup.as_str().to_owned(),
+            mfa_required: t.mfa_required,
             created_at: ts(t.created_at),
             updated_at: ts(t.updated_at),
         }
@@ -138,11 +144,12 @@ pub async fn create(
     _: Operator,
     State(catalog): State<Catalog>,
     State(provisioner): State<Provisioner>,
+    State(tenancy): State<Arc<Tenancy>>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateTenantBody>,
 ) -> ApiResult<Response> {
     let Some(key) = headers.get(IDEMPOTENCY_HEADER) else {
-        return Ok(match create_tenant(&provisioner, &body).await {
+        return Ok(match create_tenant(&provisioner, &tenancy, &body).await {
             Ok(t) => (StatusCode::CREATED, Json(TenantView::from(&t))).into_response(),
             Err(e) => e.into_response(),
         });
@@ -161,7 +168,7 @@ pub async fn create(
         IdempotencyOutcome::Mismatch => Err(ApiError::idempotency_mismatch()),
         IdempotencyOutcome::InFlight => Err(ApiError::idempotency_in_flight()),
         IdempotencyOutcome::Proceed => {
-            let outcome = create_tenant(&provisioner, &body).await;
+            let outcome = create_tenant(&provisioner, &tenancy, &body).await;
             let record = match &outcome {
                 Ok(t) => Some(StoredResponse {
                     status: 201,
@@ -197,7 +204,11 @@ fn stored(r: StoredResponse) -> Response {
     resp
 }
 
-async fn create_tenant(provisioner: &Provisioner, body: &CreateTenantBody) -> ApiResult<Tenant> {
+async fn create_tenant(
+    provisioner: &Provisioner,
+    tenancy: &Tenancy,
+    body: &CreateTenantBody,
+) -> ApiResult<Tenant> {
     let slug = TenantSlug::parse(&body.slug).map_err(|e| slug_error(&e))?;
     let name = text("name", &body.name, 200)?;
     let plan = plan(body.plan.as_deref())?;
@@ -215,14 +226,19 @@ async fn create_tenant(provisioner: &Provisioner, body: &CreateTenantBody) -> Ap
             server: server.clone(),
         },
     };
-    Ok(provisioner
+    let t = provisioner
         .create_tenant(CreateTenant {
             slug,
             name,
             plan,
             placement,
         })
-        .await?)
+        .await?;
+    // Built-in roles now; should this fail, they are seeded on the tenant's first use.
+    if let Err(e) = tenancy.auth.seed(&tenancy.dataplane, &t).await {
+        tracing::warn!(tenant.id = %t.id, error = %e, "seeding built-in roles failed; will retry lazily");
+    }
+    Ok(t)
 }
 
 /// List tenants (not deleted), by id, with cursor pagination.
@@ -279,6 +295,18 @@ pub struct PatchTenantBody {
     pub name: Option<String>,
     pub plan: Option<String>,
     pub status: Option<SettableStatus>,
+    /// Who may sign up: `invite_only` or `open`.
+    pub signup: Option<SignupSetting>,
+    /// Require a second factor from every user of the tenant.
+    pub mfa_required: Option<bool>,
+}
+
+/// A tenant's sign-up policy.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SignupSetting {
+    InviteOnly,
+    Open,
 }
 
 /// Rename, change plan, suspend or reactivate a tenant. Suspension applies on every instance
@@ -305,6 +333,11 @@ pub async fn patch(
             SettableStatus::Active => TenantStatus::Active,
             SettableStatus::Suspended => TenantStatus::Suspended,
         }),
+        signup: body.signup.map(|s| match s {
+            SignupSetting::InviteOnly => SignupPolicy::InviteOnly,
+            SignupSetting::Open => SignupPolicy::Open,
+        }),
+        mfa_required: body.mfa_required,
     };
     let updated = tenancy
         .catalog

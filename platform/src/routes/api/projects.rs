@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::tenant::TenantDb;
+use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{PageQuery, Paged};
 use crate::routes::api::double_option;
@@ -81,6 +81,7 @@ pub(crate) async fn exists(tx: &mut TenantTx, id: Uuid) -> ApiResult<()> {
     security(("api_key" = [])))]
 pub async fn create(
     db: TenantDb,
+    auth: Authenticated,
     ApiJson(body): ApiJson<NewProject>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
     let name = text("name", &body.name, 200)?;
@@ -93,6 +94,9 @@ pub async fn create(
             &[&tenant, &Uuid::now_v7(), &name, &description],
         )
         .await?;
+    if let Some(row) = rows.first() {
+        crate::routes::api::members::add_creator(&mut tx, row.get(0), &auth).await?;
+    }
     tx.commit().await?;
     let row = rows
         .first()

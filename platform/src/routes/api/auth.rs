@@ -1,0 +1,75 @@
+//! `/api/v1/auth/...`: sign-up, login (with the MFA step), token refresh and logout, invitation
+//! acceptance, email verification and password reset. These routes take no credential (they carry
+//! their own proof); the tenant comes from the host.
+
+pub mod email;
+pub mod invitations;
+pub mod login;
+pub mod password;
+pub mod signup;
+pub mod token;
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::USER_AGENT;
+use axum::http::request::Parts;
+use serde::Serialize;
+use tenancy::auth::sessions::Tokens;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// Tokens issued by login, MFA verification and refresh.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+impl From<Tokens> for TokenResponse {
+    fn from(t: Tokens) -> Self {
+        Self {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+            token_type: "Bearer".into(),
+            expires_in: t.expires_in,
+        }
+    }
+}
+
+/// The caller's user agent and address (for sessions and throttling).
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub user_agent: Option<String>,
+    pub ip: Option<IpAddr>,
+}
+
+impl ClientInfo {
+    pub(crate) fn ip_text(&self) -> Option<String> {
+        self.ip.map(|i| i.to_string())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            user_agent: parts
+                .headers
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            // The socket's peer; a deployment behind a proxy would read its trusted header here.
+            ip: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! `POST /api/v1/auth/email/verify`: proves ownership of an address with a single-use token sent
+//! to it (through the outbox). Verification does not gate login; it gates inviting others.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tenancy::auth::onetime::{self, Purpose};
+use tenancy::auth::users;
+use tenancy::bootstrap::Tenancy;
+use tenancy::catalog::Tenant;
+use tenancy::dataplane::TenantTx;
+use tenancy::ids::UserId;
+use utoipa::ToSchema;
+
+use crate::error::{ApiResult, Problem};
+use crate::extract::ApiJson;
+use crate::extract::tenant::TenantContext;
+
+/// A single-use token from a message.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    pub token: String,
+}
+
+/// The tenant's public base URL.
+pub(crate) fn base_url(tenant: &Tenant, t: &Tenancy) -> String {
+    format!(
+        "https://{}.{}",
+        tenant.slug.as_str(),
+        t.resolver.base_domain().as_str()
+    )
+}
+
+/// Writes a verification message for `email` to the outbox.
+pub(crate) async fn send_verification(
+    tx: &mut TenantTx,
+    tenant: &Tenant,
+    t: &Tenancy,
+    user: UserId,
+    email: &str,
+) -> ApiResult<()> {
+    let token = onetime::create(tx, user, Purpose::VerifyEmail, serde_json::json!({})).await?;
+    let link = format!("{}/verify-email?token={token}", base_url(tenant, t));
+    users::outbox(
+        tx,
+        "verify_email",
+        email,
+        "Confirm your email address",
+        &format!("Confirm your address: {link}\nverification token: {token}\n"),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Verify an email address.
+#[utoipa::path(post, path = "/api/v1/auth/email/verify", tag = "auth", request_body = TokenBody,
+    responses((status = 204, description = "Verified"), (status = 401, body = Problem)))]
+pub async fn verify(
+    ctx: TenantContext,
+    State(t): State<Arc<Tenancy>>,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> ApiResult<StatusCode> {
+    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    let (user, _) = onetime::consume(&mut tx, Purpose::VerifyEmail, &body.token).await?;
+    users::mark_verified(&mut tx, user).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

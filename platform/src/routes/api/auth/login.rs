@@ -1,0 +1,129 @@
+//! `POST /api/v1/auth/login` and its second step `POST /api/v1/auth/mfa/verify`. An unknown
+//! email costs the same argon2 work as a wrong password and gets the same answer. Failures slow
+//! further attempts down per account and per address. With TOTP on, the password step returns
+//! only a short-lived, single-use `mfa_token`, never a token that grants access.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tenancy::auth::onetime::{self, Purpose};
+use tenancy::auth::{AuthError, mfa, password, users};
+use tenancy::bootstrap::Tenancy;
+use utoipa::ToSchema;
+
+use super::{ClientInfo, TokenResponse};
+use crate::error::{ApiResult, Problem};
+use crate::extract::ApiJson;
+use crate::extract::tenant::TenantContext;
+
+/// Body of `POST /api/v1/auth/login`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    pub email: String,
+    pub password: String,
+}
+
+/// Body of `POST /api/v1/auth/mfa/verify`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaVerifyBody {
+    pub mfa_token: String,
+    /// A TOTP code or a recovery code.
+    pub code: String,
+}
+
+/// Sign in with email and password: tokens, or `{"mfa_required": true, "mfa_token"}`.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginBody,
+    responses((status = 200, body = TokenResponse, description = "Tokens, or `{mfa_required, mfa_token}`"),
+              (status = 401, body = Problem), (status = 429, body = Problem)))]
+pub async fn login(
+    ctx: TenantContext,
+    State(t): State<Arc<Tenancy>>,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> ApiResult<Json<Value>> {
+    let email = body.email.trim().to_lowercase();
+    if email.len() > 254 || body.password.len() > 1024 {
+        return Err(AuthError::InvalidCredentials.into());
+    }
+    let throttle = &t.auth.throttle;
+    if let Some(wait) = throttle.retry_after(ctx.tenant.id, &email, client.ip).await {
+        return Err(AuthError::Throttled(wait.as_secs().max(1)).into());
+    }
+    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    let found = users::credentials(&mut tx, &email).await?;
+    tx.commit().await?;
+    let ok = match &found {
+        Some((_, hash, _)) => password::verify(hash, &body.password).await,
+        None => {
+            t.auth.verify_dummy(&body.password).await;
+            false
+        }
+    };
+    let (Some((user, _, totp)), true) = (found, ok) else {
+        throttle.failed(ctx.tenant.id, &email, client.ip).await;
+        return Err(AuthError::InvalidCredentials.into());
+    };
+    throttle.succeeded(ctx.tenant.id, &email).await;
+    if totp {
+        let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+        let token = onetime::create(&mut tx, user, Purpose::MfaLogin, json!({})).await?;
+        tx.commit().await?;
+        return Ok(Json(json!({ "mfa_required": true, "mfa_token": token })));
+    }
+    let tokens = t
+        .auth
+        .start_session(
+            &t.dataplane,
+            &ctx.tenant,
+            user,
+            client.user_agent.as_deref(),
+            client.ip_text().as_deref(),
+        )
+        .await?;
+    Ok(Json(json!(TokenResponse::from(tokens))))
+}
+
+/// Complete a login with a TOTP code (or a recovery code).
+#[utoipa::path(post, path = "/api/v1/auth/mfa/verify", tag = "auth", request_body = MfaVerifyBody,
+    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 429, body = Problem)))]
+pub async fn verify(
+    ctx: TenantContext,
+    State(t): State<Arc<Tenancy>>,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<MfaVerifyBody>,
+) -> ApiResult<Json<TokenResponse>> {
+    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    let user = onetime::peek(&mut tx, Purpose::MfaLogin, &body.mfa_token).await?;
+    let key = format!("mfa:{user}");
+    if let Some(wait) = t
+        .auth
+        .throttle
+        .retry_after(ctx.tenant.id, &key, client.ip)
+        .await
+    {
+        return Err(AuthError::Throttled(wait.as_secs().max(1)).into());
+    }
+    if let Err(e) = mfa::second_factor(&mut tx, t.auth.keyring(), user, &body.code).await {
+        drop(tx);
+        t.auth.throttle.failed(ctx.tenant.id, &key, client.ip).await;
+        return Err(e.into());
+    }
+    onetime::consume(&mut tx, Purpose::MfaLogin, &body.mfa_token).await?;
+    tx.commit().await?;
+    let tokens = t
+        .auth
+        .start_session(
+            &t.dataplane,
+            &ctx.tenant,
+            user,
+            client.user_agent.as_deref(),
+            client.ip_text().as_deref(),
+        )
+        .await?;
+    Ok(Json(tokens.into()))
+}

@@ -1,0 +1,89 @@
+//! Password reset: `forgot` writes a single-use, 30-minute token to the outbox (answering the same
+//! whether or not the address has an account), `reset` consumes it, sets the new password and
+//! signs every session out.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tenancy::auth::onetime::{self, Purpose};
+use tenancy::auth::{password, users};
+use tenancy::bootstrap::Tenancy;
+use utoipa::ToSchema;
+
+use super::email::base_url;
+use crate::error::{ApiResult, Problem};
+use crate::extract::ApiJson;
+use crate::extract::tenant::TenantContext;
+
+/// Body of `POST /api/v1/auth/password/forgot`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgotBody {
+    pub email: String,
+}
+
+/// Body of `POST /api/v1/auth/password/reset`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetBody {
+    pub token: String,
+    pub password: String,
+}
+
+/// Ask for a password reset message (always 202: no account enumeration).
+#[utoipa::path(post, path = "/api/v1/auth/password/forgot", tag = "auth", request_body = ForgotBody,
+    responses((status = 202, description = "A message is sent if the account exists"), (status = 422, body = Problem)))]
+pub async fn forgot(
+    ctx: TenantContext,
+    State(t): State<Arc<Tenancy>>,
+    ApiJson(body): ApiJson<ForgotBody>,
+) -> ApiResult<StatusCode> {
+    let email = users::parse_email(&body.email)?;
+    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    if let Some((user, _, _)) = users::credentials(&mut tx, &email).await? {
+        let token =
+            onetime::create(&mut tx, user, Purpose::PasswordReset, serde_json::json!({})).await?;
+        let link = format!("{}/reset-password?token={token}", base_url(&ctx.tenant, &t));
+        users::outbox(
+            &mut tx,
+            "password_reset",
+            &email,
+            "Reset your password",
+            &format!("Reset your password: {link}\nreset token: {token}\n"),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Set a new password with a reset token; every session of the account is signed out.
+#[utoipa::path(post, path = "/api/v1/auth/password/reset", tag = "auth", request_body = ResetBody,
+    responses((status = 204, description = "Password changed"), (status = 401, body = Problem), (status = 422, body = Problem)))]
+pub async fn reset(
+    ctx: TenantContext,
+    State(t): State<Arc<Tenancy>>,
+    ApiJson(body): ApiJson<ResetBody>,
+) -> ApiResult<StatusCode> {
+    password::check_policy(&body.password)?;
+    let hash = password::hash(&body.password).await?;
+    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    let (user, _) = onetime::consume(&mut tx, Purpose::PasswordReset, &body.token).await?;
+    users::set_password(&mut tx, user, &hash).await?;
+    // Whoever could read the reset message owns the address.
+    users::mark_verified(&mut tx, user).await?;
+    tx.commit().await?;
+    t.auth
+        .revoke_sessions(
+            &t.dataplane,
+            &ctx.tenant,
+            user,
+            None,
+            None,
+            "password_reset",
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,30 @@
+//! `POST /api/v1/me/email/verification`: sends a new verification message.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use tenancy::auth::users;
+use tenancy::bootstrap::Tenancy;
+
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::tenant::Authenticated;
+use crate::routes::api::auth::email::send_verification;
+
+/// Send a new email verification message (to the outbox).
+#[utoipa::path(post, path = "/api/v1/me/email/verification", tag = "me",
+    responses((status = 202, description = "Sent"), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn resend(auth: Authenticated, State(t): State<Arc<Tenancy>>) -> ApiResult<StatusCode> {
+    let (id, _) = auth.user()?;
+    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let u = users::get(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    if u.email_verified {
+        return Err(ApiError::conflict("the address is already verified"));
+    }
+    send_verification(&mut tx, &auth.tenant, &t, id, &u.email).await?;
+    tx.commit().await?;
+    Ok(StatusCode::ACCEPTED)
+}

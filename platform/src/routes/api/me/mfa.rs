@@ -1,0 +1,94 @@
+//! `/api/v1/me/mfa/totp`: enrol (secret + `otpauth://` URI), confirm with a first code (returns
+//! the recovery codes, once), and turn off with a current code.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tenancy::auth::{mfa, users};
+use tenancy::bootstrap::Tenancy;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::ApiJson;
+use crate::extract::tenant::Authenticated;
+
+/// A new TOTP secret, to put in an authenticator app.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Enrollment {
+    /// Base32.
+    pub secret: String,
+    pub otpauth_uri: String,
+}
+
+/// A TOTP code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBody {
+    pub code: String,
+}
+
+/// Recovery codes, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecoveryCodes {
+    pub recovery_codes: Vec<String>,
+}
+
+/// Start TOTP enrolment.
+#[utoipa::path(post, path = "/api/v1/me/mfa/totp", tag = "me",
+    responses((status = 200, body = Enrollment), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn enroll(
+    auth: Authenticated,
+    State(t): State<Arc<Tenancy>>,
+) -> ApiResult<Json<Enrollment>> {
+    let (user, _) = auth.user()?;
+    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let u = users::get(&mut tx, user)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    let (secret, otpauth_uri) =
+        mfa::enroll(&mut tx, t.auth.keyring(), user, &auth.tenant.name, &u.email).await?;
+    tx.commit().await?;
+    Ok(Json(Enrollment {
+        secret,
+        otpauth_uri,
+    }))
+}
+
+/// Confirm enrolment with a first code; returns ten recovery codes.
+#[utoipa::path(post, path = "/api/v1/me/mfa/totp/confirm", tag = "me", request_body = CodeBody,
+    responses((status = 200, body = RecoveryCodes), (status = 401, body = Problem), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn confirm(
+    auth: Authenticated,
+    State(t): State<Arc<Tenancy>>,
+    ApiJson(body): ApiJson<CodeBody>,
+) -> ApiResult<Json<RecoveryCodes>> {
+    let (user, _) = auth.user()?;
+    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let recovery_codes = mfa::confirm(&mut tx, t.auth.keyring(), user, &body.code).await?;
+    tx.commit().await?;
+    t.auth.invalidate(Some(auth.tenant.id));
+    Ok(Json(RecoveryCodes { recovery_codes }))
+}
+
+/// Turn TOTP off (needs a current code).
+#[utoipa::path(delete, path = "/api/v1/me/mfa/totp", tag = "me", request_body = CodeBody,
+    responses((status = 204, description = "Disabled"), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn disable(
+    auth: Authenticated,
+    State(t): State<Arc<Tenancy>>,
+    ApiJson(body): ApiJson<CodeBody>,
+) -> ApiResult<StatusCode> {
+    let (user, _) = auth.user()?;
+    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    mfa::second_factor(&mut tx, t.auth.keyring(), user, &body.code).await?;
+    mfa::disable(&mut tx, user).await?;
+    tx.commit().await?;
+    t.auth.invalidate(Some(auth.tenant.id));
+    Ok(StatusCode::NO_CONTENT)
+}

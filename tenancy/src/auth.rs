@@ -1,0 +1,153 @@
+//! Tenant users and how they prove who they are: argon2id passwords, data-driven roles and
+//! permissions, sessions with rotating refresh tokens, EdDSA access tokens (JWT), TOTP second
+//! factor with recovery codes, single-use tokens (email verification, password reset) and the
+//! outbox their messages go to. Everything a tenant owns lives in its database (it moves with the
+//! tenant); only the platform's JWT signing keys live in the catalog. No HTTP here.
+
+pub mod jwt;
+pub mod mfa;
+pub mod onetime;
+pub mod password;
+pub mod permissions;
+pub mod sessions;
+pub mod throttle;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+
+use crate::catalog::{Catalog, CatalogError, Tenant};
+use crate::crypto::{KeyError, Keyring};
+use crate::dataplane::{ConnectError, DataPlane, TenantTx};
+use crate::ids::TenantId;
+
+pub use jwt::{AccessClaims, JwtKeys};
+pub use permissions::{Permission, PermissionSet};
+pub use sessions::SessionPrincipal;
+
+/// An auth operation failed. The variants a client may learn about are explicit; the rest are
+/// infrastructure failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("the token is invalid or expired")]
+    InvalidToken,
+    #[error("a refresh token was reused; the session is revoked")]
+    TokenReused,
+    #[error("the code is invalid")]
+    InvalidCode,
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("too many failed attempts; retry in {0} s")]
+    Throttled(u64),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("token signing failed: {0}")]
+    Signing(String),
+}
+
+/// A role's name and permissions.
+pub type RoleGrants = Arc<(String, PermissionSet)>;
+
+/// Everything auth needs besides the data plane: signing keys, caches and throttles.
+#[derive(Clone)]
+pub struct Auth {
+    pub jwt: JwtKeys,
+    pub throttle: throttle::Throttle,
+    keyring: Keyring,
+    seeded: Cache<TenantId, ()>,
+    principals: Cache<(TenantId, crate::ids::SessionId), Option<Arc<SessionPrincipal>>>,
+    roles: Cache<(TenantId, Option<crate::ids::RoleId>), RoleGrants>,
+    dummy_hash: Arc<tokio::sync::OnceCell<String>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Auth")
+    }
+}
+
+/// How long a session check (and the principal's permissions) is trusted before the database
+/// is asked again: a revoked session's access tokens stop working within this time.
+pub const SESSION_CHECK_TTL: Duration = Duration::from_secs(2);
+
+impl Auth {
+    /// Builds the auth services over the catalog (signing keys) and the keyring.
+    #[must_use]
+    pub fn new(catalog: Catalog, keyring: Keyring) -> Self {
+        Self {
+            jwt: JwtKeys::new(catalog, keyring.clone()),
+            throttle: throttle::Throttle::new(),
+            keyring,
+            seeded: Cache::builder().max_capacity(100_000).build(),
+            principals: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(SESSION_CHECK_TTL)
+                .support_invalidation_closures()
+                .build(),
+            roles: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(SESSION_CHECK_TTL)
+                .support_invalidation_closures()
+                .build(),
+            dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+
+    /// The keyring (TOTP secrets are sealed with the tenant's key).
+    #[must_use]
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Starts a transaction for `tenant`, with its built-in roles seeded (once per process).
+    pub async fn begin(&self, dp: &DataPlane, tenant: &Tenant) -> Result<TenantTx, AuthError> {
+        if self.seeded.get(&tenant.id).await.is_none() {
+            let mut tx = dp.connect(tenant).await?.begin();
+            permissions::seed_builtin(&mut tx).await?;
+            tx.commit().await?;
+            self.seeded.insert(tenant.id, ()).await;
+        }
+        Ok(dp.connect(tenant).await?.begin())
+    }
+
+    /// Seeds the built-in roles of a new tenant (provisioning calls this).
+    pub async fn seed(&self, dp: &DataPlane, tenant: &Tenant) -> Result<(), AuthError> {
+        self.begin(dp, tenant).await?.commit().await?;
+        Ok(())
+    }
+
+    /// Drops cached session checks and role permissions of `tenant` (or all).
+    pub fn invalidate(&self, tenant: Option<TenantId>) {
+        match tenant {
+            Some(t) => {
+                self.principals
+                    .invalidate_entries_if(move |k, _| k.0 == t)
+                    .ok();
+                self.roles.invalidate_entries_if(move |k, _| k.0 == t).ok();
+            }
+            None => {
+                self.principals.invalidate_all();
+                self.roles.invalidate_all();
+                self.seeded.invalidate_all();
+            }
+        }
+    }
+}

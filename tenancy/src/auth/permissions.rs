@@ -1,0 +1,236 @@
+//! Roles and permissions are data: `roles` and `role_permissions` rows in the tenant's database.
+//! The built-in roles (`owner`, `admin`, `member`, `viewer`) are seeded idempotently; custom roles
+//! are created through the API without a schema change. A permission is `area:action`.
+
+use std::collections::BTreeSet;
+
+use uuid::Uuid;
+
+use super::AuthError;
+use crate::dataplane::TenantTx;
+use crate::ids::RoleId;
+
+/// Every permission the platform knows.
+pub const ALL: &[&str] = &[
+    "projects:read",
+    "projects:write",
+    "tasks:read",
+    "tasks:write",
+    "users:read",
+    "members:manage",
+    "roles:manage",
+    "api_keys:manage",
+];
+
+const MEMBER: &[&str] = &[
+    "projects:read",
+    "projects:write",
+    "tasks:read",
+    "tasks:write",
+    "users:read",
+];
+const VIEWER: &[&str] = &["projects:read", "tasks:read", "users:read"];
+
+/// The built-in roles and their permissions.
+pub const BUILTIN: &[(&str, &[&str])] = &[
+    ("owner", ALL),
+    ("admin", ALL),
+    ("member", MEMBER),
+    ("viewer", VIEWER),
+];
+
+/// A permission name, checked: `area:action`, lowercase.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Permission(String);
+
+impl Permission {
+    /// Parses a known permission.
+    pub fn parse(s: &str) -> Result<Self, AuthError> {
+        if ALL.contains(&s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(AuthError::Invalid(format!(
+                "unknown permission `{}`; known: {}",
+                s.chars().take(64).collect::<String>(),
+                ALL.join(", ")
+            )))
+        }
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The permissions a principal holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PermissionSet(BTreeSet<String>);
+
+impl PermissionSet {
+    #[must_use]
+    pub fn contains(&self, p: &str) -> bool {
+        self.0.contains(p)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl FromIterator<String> for PermissionSet {
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+/// Inserts the built-in roles and their permissions if missing (idempotent, concurrent-safe).
+pub async fn seed_builtin(tx: &mut TenantTx) -> Result<(), AuthError> {
+    let tenant = tx.tenant().as_uuid();
+    for (name, perms) in BUILTIN {
+        tx.execute(
+            "INSERT INTO roles (tenant_id, id, name, builtin) VALUES ($1, $2, $3, true)
+             ON CONFLICT (tenant_id, name) DO NOTHING",
+            &[&tenant, &Uuid::now_v7(), name],
+        )
+        .await?;
+        let perms: Vec<String> = perms.iter().map(|p| (*p).to_owned()).collect();
+        tx.execute(
+            "INSERT INTO role_permissions (tenant_id, role_id, permission)
+             SELECT $1, r.id, p FROM roles r, unnest($3::text[]) p WHERE r.name = $2
+             ON CONFLICT DO NOTHING",
+            &[&tenant, name, &perms],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A role as listed.
+#[derive(Clone, Debug)]
+pub struct Role {
+    pub id: RoleId,
+    pub name: String,
+    pub builtin: bool,
+    pub permissions: Vec<String>,
+}
+
+/// The role named `name`.
+pub async fn role_by_name(tx: &mut TenantTx, name: &str) -> Result<Option<RoleId>, AuthError> {
+    Ok(tx
+        .query_opt("SELECT id FROM roles WHERE name = $1", &[&name])
+        .await?
+        .map(|r| RoleId::from_uuid(r.get(0))))
+}
+
+/// A role's name and permissions; `None` means the built-in `admin` (keys made before roles).
+pub async fn role_permissions(
+    tx: &mut TenantTx,
+    role: Option<RoleId>,
+) -> Result<Option<(String, PermissionSet)>, AuthError> {
+    let rows = tx
+        .query(
+            "SELECT r.name, p.permission FROM roles r
+             LEFT JOIN role_permissions p ON p.role_id = r.id
+             WHERE CASE WHEN $1::uuid IS NULL THEN r.name = 'admin' ELSE r.id = $1 END",
+            &[&role.map(|r| r.as_uuid())],
+        )
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let name: String = first.get(0);
+    let set = rows
+        .iter()
+        .filter_map(|r| r.get::<_, Option<String>>(1))
+        .collect();
+    Ok(Some((name, set)))
+}
+
+/// Every role with its permissions.
+pub async fn list(tx: &mut TenantTx) -> Result<Vec<Role>, AuthError> {
+    let rows = tx
+        .query(
+            "SELECT r.id, r.name, r.builtin,
+                    COALESCE(array_agg(p.permission ORDER BY p.permission) FILTER (WHERE p.permission IS NOT NULL), '{}')
+             FROM roles r LEFT JOIN role_permissions p ON p.role_id = r.id
+             GROUP BY r.id, r.name, r.builtin ORDER BY r.id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Role {
+            id: RoleId::from_uuid(r.get(0)),
+            name: r.get(1),
+            builtin: r.get(2),
+            permissions: r.get(3),
+        })
+        .collect())
+}
+
+/// Creates a custom role.
+pub async fn create(
+    tx: &mut TenantTx,
+    name: &str,
+    permissions: &[Permission],
+) -> Result<Role, AuthError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(AuthError::Invalid(
+            "`name` must be 1 to 64 characters of a-z, 0-9, `-`, `_`".into(),
+        ));
+    }
+    let tenant = tx.tenant().as_uuid();
+    let id = RoleId::new();
+    let n = tx
+        .execute(
+            "INSERT INTO roles (tenant_id, id, name) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, name) DO NOTHING",
+            &[&tenant, &id.as_uuid(), &name],
+        )
+        .await?;
+    if n == 0 {
+        return Err(AuthError::Conflict("a role with this name already exists"));
+    }
+    let perms: Vec<String> = permissions.iter().map(|p| p.0.clone()).collect();
+    tx.execute(
+        "INSERT INTO role_permissions (tenant_id, role_id, permission)
+         SELECT $1, $2, p FROM unnest($3::text[]) p ON CONFLICT DO NOTHING",
+        &[&tenant, &id.as_uuid(), &perms],
+    )
+    .await?;
+    let mut permissions = perms;
+    permissions.sort();
+    permissions.dedup();
+    Ok(Role {
+        id,
+        name: name.to_owned(),
+        builtin: false,
+        permissions,
+    })
+}
+
+impl super::Auth {
+    /// The role named `name` of `tenant` (422 material if there is none).
+    pub async fn role_named(
+        &self,
+        dp: &crate::dataplane::DataPlane,
+        tenant: &crate::catalog::Tenant,
+        name: &str,
+    ) -> Result<RoleId, AuthError> {
+        let mut tx = self.begin(dp, tenant).await?;
+        let id = role_by_name(&mut tx, name).await?;
+        tx.commit().await?;
+        id.ok_or_else(|| {
+            AuthError::Invalid(format!(
+                "no role named `{}`",
+                name.chars().take(64).collect::<String>()
+            ))
+        })
+    }
+}

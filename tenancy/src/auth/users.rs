@@ -1,0 +1,236 @@
+//! Users of a tenant: accounts, invitations, roles, and the outbox their messages go to.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::AuthError;
+use crate::crypto::{hash_token, random_token};
+use crate::dataplane::TenantTx;
+use crate::ids::{RoleId, UserId};
+
+/// A user as shown.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub role_id: RoleId,
+    pub email_verified: bool,
+    pub mfa_enabled: bool,
+    pub created_at: OffsetDateTime,
+}
+
+const COLUMNS: &str = "u.id, u.email, u.name, r.name, u.role_id, u.email_verified_at IS NOT NULL, \
+                       u.totp_enabled_at IS NOT NULL, u.created_at";
+
+fn user(r: &tokio_postgres::Row) -> User {
+    User {
+        id: UserId::from_uuid(r.get(0)),
+        email: r.get(1),
+        name: r.get(2),
+        role: r.get(3),
+        role_id: RoleId::from_uuid(r.get(4)),
+        email_verified: r.get(5),
+        mfa_enabled: r.get(6),
+        created_at: r.get(7),
+    }
+}
+
+/// Normalises and checks an email address (shape only; ownership is proven by verification).
+pub fn parse_email(email: &str) -> Result<String, AuthError> {
+    let e = email.trim().to_lowercase();
+    let ok = e.len() <= 254
+        && e.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        })
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(e)
+    } else {
+        Err(AuthError::Invalid("`email` is not a valid address".into()))
+    }
+}
+
+/// Creates a user; `EmailTaken` if the address is in use in this tenant.
+pub async fn create(
+    tx: &mut TenantTx,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+    role: RoleId,
+) -> Result<UserId, AuthError> {
+    let id = UserId::new();
+    let n = tx
+        .execute(
+            "INSERT INTO users (tenant_id, id, email, name, password_hash, role_id)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &tx.tenant().as_uuid(),
+                &id.as_uuid(),
+                &email,
+                &name,
+                &password_hash,
+                &role.as_uuid(),
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Err(AuthError::EmailTaken);
+    }
+    Ok(id)
+}
+
+/// A user by id.
+pub async fn get(tx: &mut TenantTx, id: UserId) -> Result<Option<User>, AuthError> {
+    Ok(tx
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM users u JOIN roles r ON r.id = u.role_id WHERE u.id = $1"
+            ),
+            &[&id.as_uuid()],
+        )
+        .await?
+        .map(|r| user(&r)))
+}
+
+/// Login material of a user by email: id, password hash, whether TOTP is on.
+pub async fn credentials(
+    tx: &mut TenantTx,
+    email: &str,
+) -> Result<Option<(UserId, String, bool)>, AuthError> {
+    Ok(tx
+        .query_opt(
+            "SELECT id, password_hash, totp_enabled_at IS NOT NULL FROM users WHERE lower(email) = lower($1)",
+            &[&email],
+        )
+        .await?
+        .map(|r| (UserId::from_uuid(r.get(0)), r.get(1), r.get(2))))
+}
+
+/// Users, oldest first, one page.
+pub async fn list(
+    tx: &mut TenantTx,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<User>, AuthError> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM users u JOIN roles r ON r.id = u.role_id
+                 WHERE ($1::uuid IS NULL OR u.id > $1) ORDER BY u.id LIMIT $2"
+            ),
+            &[&after, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(user).collect())
+}
+
+/// Changes a user's role.
+pub async fn set_role(tx: &mut TenantTx, id: UserId, role: RoleId) -> Result<bool, AuthError> {
+    Ok(tx
+        .execute(
+            "UPDATE users SET role_id = $2, updated_at = now() WHERE id = $1",
+            &[&id.as_uuid(), &role.as_uuid()],
+        )
+        .await?
+        == 1)
+}
+
+/// Sets a new password hash.
+pub async fn set_password(tx: &mut TenantTx, id: UserId, hash: &str) -> Result<(), AuthError> {
+    tx.execute(
+        "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
+        &[&id.as_uuid(), &hash],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records that the user proved they own their address.
+pub async fn mark_verified(tx: &mut TenantTx, id: UserId) -> Result<(), AuthError> {
+    tx.execute(
+        "UPDATE users SET email_verified_at = COALESCE(email_verified_at, now()) WHERE id = $1",
+        &[&id.as_uuid()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Writes a message to the outbox (delivered by a later component).
+pub async fn outbox(
+    tx: &mut TenantTx,
+    kind: &str,
+    recipient: &str,
+    subject: &str,
+    body: &str,
+) -> Result<(), AuthError> {
+    tx.execute(
+        "INSERT INTO outbox (tenant_id, id, kind, recipient, subject, body) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&tx.tenant().as_uuid(), &Uuid::now_v7(), &kind, &recipient, &subject, &body],
+    )
+    .await?;
+    Ok(())
+}
+
+/// How long an invitation stays valid.
+pub const INVITATION_TTL_DAYS: i64 = 7;
+
+/// Creates an invitation; returns its token (shown once, stored hashed).
+pub async fn invite(
+    tx: &mut TenantTx,
+    email: &str,
+    role: RoleId,
+    invited_by: Option<UserId>,
+) -> Result<(Uuid, String, OffsetDateTime), AuthError> {
+    let token = format!("inv_{}", random_token(32));
+    let id = Uuid::now_v7();
+    let expires = OffsetDateTime::now_utc() + time::Duration::days(INVITATION_TTL_DAYS);
+    tx.execute(
+        "INSERT INTO invitations (tenant_id, id, email, role_id, token_hash, invited_by, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &tx.tenant().as_uuid(),
+            &id,
+            &email,
+            &role.as_uuid(),
+            &hash_token(&token),
+            &invited_by.map(|u| u.as_uuid()),
+            &expires,
+        ],
+    )
+    .await?;
+    Ok((id, token, expires))
+}
+
+/// Consumes an invitation (single use, unexpired): its email and role.
+pub async fn accept_invitation(
+    tx: &mut TenantTx,
+    token: &str,
+) -> Result<(String, RoleId), AuthError> {
+    tx.query_opt(
+        "UPDATE invitations SET accepted_at = now()
+         WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > now()
+         RETURNING email, role_id",
+        &[&hash_token(token)],
+    )
+    .await?
+    .map(|r| (r.get(0), RoleId::from_uuid(r.get(1))))
+    .ok_or(AuthError::InvalidToken)
+}
+
+/// Records a security event.
+pub async fn security_event(
+    tx: &mut TenantTx,
+    kind: &str,
+    user: Option<UserId>,
+    session: Option<Uuid>,
+    detail: serde_json::Value,
+) -> Result<(), AuthError> {
+    tx.execute(
+        "INSERT INTO security_events (tenant_id, id, kind, user_id, session_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&tx.tenant().as_uuid(), &Uuid::now_v7(), &kind, &user.map(|u| u.as_uuid()), &session, &detail],
+    )
+    .await?;
+    Ok(())
+}
