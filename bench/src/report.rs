@@ -23,6 +23,7 @@ pub enum Cell {
 /// One cell of one round.
 #[derive(Clone, Debug)]
 pub struct Measured {
+    pub round: usize,
     pub workload: Workload,
     pub cell: Cell,
     pub outcome: Outcome,
@@ -93,6 +94,28 @@ fn aggregate(all: &[Measured], workload: Workload, cell: Cell) -> Option<Aggrega
     Some(agg)
 }
 
+/// Median over rounds of `cell`'s req/s divided by `reference`'s in the same round: pairing each
+/// round with its neighbour in time cancels most of the drift of a machine shared with others.
+fn paired_ratio(all: &[Measured], workload: Workload, cell: Cell, reference: Cell) -> Option<f64> {
+    let rps = |c: Cell, round: usize| {
+        all.iter()
+            .find(|m| m.workload == workload && m.cell == c && m.round == round)
+            .map(|m| m.outcome.rps())
+    };
+    let mut ratios: Vec<f64> = all
+        .iter()
+        .filter(|m| m.workload == workload && m.cell == cell)
+        .filter_map(|m| Some(m.outcome.rps() / rps(reference, m.round)?.max(f64::MIN_POSITIVE)))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(ratios[n / 2]),
+        _ => Some(f64::midpoint(ratios[n / 2 - 1], ratios[n / 2])),
+    }
+}
+
 fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
@@ -115,7 +138,9 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
     let _ = writeln!(
         s,
         "\nreq/s counts successful responses over the whole run of each cell (rounds summed); \
-         \"rounds\" shows the slowest and fastest round. Latencies in ms. \"p99 added\" is the \
+         \"rounds\" shows the slowest and fastest round. \"vs baseline\" is the median over rounds \
+         of the cell's req/s divided by the baseline's in the same round (the machine is shared, \
+         so neighbouring measurements are compared). Latencies in ms. \"p99 added\" is the \
          cell's p99 minus the baseline's p99 for the same workload. Connections: the most \
          `platform_app` (data-plane) connections seen in `pg_stat_activity` on the primary server \
          (shared database; budget = shared pool {}) / the second server (dedicated databases; \
@@ -133,7 +158,6 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
     let mut goals = Goals::default();
     for w in Workload::ALL {
         let base = aggregate(all, w, Cell::Baseline);
-        let single = aggregate(all, w, Cell::SharedTenant);
         for c in [
             Cell::Baseline,
             Cell::SharedTenant,
@@ -144,17 +168,22 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
                 continue;
             };
             let o = &a.total;
-            let (ratio, added) = match (&base, c) {
-                (Some(b), Cell::SharedTenant | Cell::DedicatedTenant | Cell::ManyTenants) => {
-                    let r = o.rps() / b.total.rps().max(f64::MIN_POSITIVE);
+            let ratio = paired_ratio(all, w, c, Cell::Baseline);
+            let (ratio, added) = match (&base, ratio, c) {
+                (Some(_), _, Cell::Baseline) | (None, _, _) => {
+                    (String::from("100%"), String::new())
+                }
+                (Some(b), Some(r), _) => {
                     let d = p(o, 0.99) as f64 / 1000.0 - p(&b.total, 0.99) as f64 / 1000.0;
                     goals.check(meta, w, c, r, d);
                     (format!("{:.0}%", r * 100.0), format!("{d:+.2}"))
                 }
-                _ => (String::from("100%"), String::from("")),
+                (Some(_), None, _) => (String::from("?"), String::new()),
             };
-            if let (Cell::ManyTenants, Some(sg)) = (c, &single) {
-                goals.many(w, o.rps() / sg.total.rps().max(f64::MIN_POSITIVE));
+            if c == Cell::ManyTenants
+                && let Some(r) = paired_ratio(all, w, c, Cell::SharedTenant)
+            {
+                goals.many(w, r);
             }
             let lo = a.rounds.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = a.rounds.iter().copied().fold(0.0, f64::max);

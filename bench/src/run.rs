@@ -51,6 +51,12 @@ pub struct RunArgs {
     /// Connection budget of the dedicated-database server.
     #[arg(long, default_value_t = 40)]
     pub budget: u32,
+    /// Workloads to run (default: all): `get`, `list`, `post`.
+    #[arg(long, value_delimiter = ',', value_parser = ["get", "list", "post"])]
+    pub workloads: Vec<String>,
+    /// Platform cells to run (default: all): `shared`, `dedicated`, `many`. The baseline always runs.
+    #[arg(long, value_delimiter = ',', value_parser = ["shared", "dedicated", "many"])]
+    pub cells: Vec<String>,
     /// Where the platform's JSON request log goes.
     #[arg(long, default_value = "/dev/null")]
     pub platform_log: PathBuf,
@@ -128,11 +134,33 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
         let v: String = c.query_one("SHOW server_version", &[]).await?.get(0);
         format!("PostgreSQL {v} on loopback (two local clusters)")
     };
-    let cells = targets(world, baseline_addr, platform_addr)?;
+    let picked = |list: &[String], name: &str| list.is_empty() || list.iter().any(|n| n == name);
+    let cells: Vec<(Cell, Target)> = targets(world, baseline_addr, platform_addr)?
+        .into_iter()
+        .filter(|(c, _)| match c {
+            Cell::Baseline => true,
+            Cell::SharedTenant => picked(&args.cells, "shared"),
+            Cell::DedicatedTenant => picked(&args.cells, "dedicated"),
+            Cell::ManyTenants => picked(&args.cells, "many"),
+        })
+        .collect();
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| {
+            picked(
+                &args.workloads,
+                match w {
+                    Workload::GetTask => "get",
+                    Workload::ListTasks => "list",
+                    Workload::PostTask => "post",
+                },
+            )
+        })
+        .collect();
     let duration = Duration::from_secs(args.duration);
     let warmup = Duration::from_secs(args.warmup);
     let mut measured = Vec::new();
-    for w in Workload::ALL {
+    for &w in &workloads {
         for (cell, target) in &cells {
             eprintln!("[{}] warming up {cell:?}", w.label());
             load::run(target, w, args.connections, warmup).await;
@@ -152,6 +180,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
                     outcome.errors
                 );
                 measured.push(Measured {
+                    round,
                     workload: w,
                     cell: *cell,
                     outcome,

@@ -104,14 +104,15 @@ impl ApiKeys {
         let hash = key.hash.clone();
         self.cache
             .try_get_with((tenant.id, key.hash.clone()), async move {
-                let mut tx = dp.connect(&tenant).await?.begin();
-                let row = tx
-                    .query_opt(
+                let row = dp
+                    .connect(&tenant)
+                    .await?
+                    .begin()
+                    .query_opt_and_commit(
                         "SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
                         &[&hash],
                     )
                     .await?;
-                tx.commit().await?;
                 Ok(row.map(|r| ApiKeyId::from_uuid(r.get(0))))
             })
             .await
@@ -136,15 +137,14 @@ impl ApiKeys {
         let token = format!("{PREFIX}{}_{secret}", tenant.id.as_uuid().simple());
         let id = ApiKeyId::new();
         let prefix = format!("{PREFIX}…{}", &secret[..6]);
-        let mut tx = dp.connect(tenant).await?.begin();
-        let row = tx
-            .query(
+        let row = dp.connect(tenant).await?
+            .begin()
+            .query_and_commit(
                 "INSERT INTO api_keys (tenant_id, id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)
                  RETURNING created_at",
                 &[&tenant.id.as_uuid(), &id.as_uuid(), &name, &prefix, &hash_token(&token)],
             )
             .await?;
-        tx.commit().await?;
         let created_at = row
             .first()
             .map_or_else(OffsetDateTime::now_utc, |r| r.get(0));
@@ -168,28 +168,30 @@ impl ApiKeys {
         tenant: &Tenant,
         id: ApiKeyId,
     ) -> Result<bool, ApiKeyError> {
-        let mut tx = dp.connect(tenant).await?.begin();
-        let n = tx
-            .execute(
+        let n = dp
+            .connect(tenant)
+            .await?
+            .begin()
+            .execute_and_commit(
                 "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
                 &[&id.as_uuid()],
             )
             .await?;
-        tx.commit().await?;
         self.invalidate_tenant(tenant.id);
         Ok(n == 1)
     }
 
     /// Lists the tenant's keys.
     pub async fn list(&self, dp: &DataPlane, tenant: &Tenant) -> Result<Vec<ApiKey>, ApiKeyError> {
-        let mut tx = dp.connect(tenant).await?.begin();
-        let rows = tx
-            .query(
+        let rows = dp
+            .connect(tenant)
+            .await?
+            .begin()
+            .query_and_commit(
                 "SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY id",
                 &[],
             )
             .await?;
-        tx.commit().await?;
         Ok(rows
             .iter()
             .map(|r| ApiKey {

@@ -5,3 +5,4 @@ mod bad_input;
 mod domain;
 mod isolation;
 mod routing;
+mod transactions;

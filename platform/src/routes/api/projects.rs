@@ -86,14 +86,13 @@ pub async fn create(
     let name = text("name", &body.name, 200)?;
     let description = description(body.description.as_deref())?;
     let tenant = conn.tenant().as_uuid();
-    let mut tx = conn.begin();
-    let rows = tx
-        .query(
+    let rows = conn
+        .begin()
+        .query_and_commit(
             &format!("INSERT INTO projects (tenant_id, id, name, description) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"),
             &[&tenant, &Uuid::now_v7(), &name, &description],
         )
         .await?;
-    tx.commit().await?;
     let row = rows
         .first()
         .ok_or_else(|| ApiError::internal("insert returned no row"))?;
@@ -109,14 +108,13 @@ pub async fn list(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Paged<Project>>> {
     let page = q.page()?;
-    let mut tx = conn.begin();
-    let rows = tx
-        .query(
+    let rows = conn
+        .begin()
+        .query_and_commit(
             &format!("SELECT {COLUMNS} FROM projects WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"),
             &[&page.after, &(page.limit + 1)],
         )
         .await?;
-    tx.commit().await?;
     Ok(Json(Paged::from_rows(
         rows.iter().map(project).collect(),
         page.limit,
@@ -133,14 +131,13 @@ pub async fn show(
     TenantDb(conn): TenantDb,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<Project>> {
-    let mut tx = conn.begin();
-    let row = tx
-        .query_opt(
+    let row = conn
+        .begin()
+        .query_opt_and_commit(
             &format!("SELECT {COLUMNS} FROM projects WHERE id = $1"),
             &[&id],
         )
         .await?;
-    tx.commit().await?;
     Ok(Json(project(
         &row.ok_or_else(|| ApiError::not_found("no such project"))?,
     )))
@@ -165,9 +162,9 @@ pub async fn patch(
         None => (false, None),
         Some(d) => (true, description(d.as_deref())?),
     };
-    let mut tx = conn.begin();
-    let row = tx
-        .query_opt(
+    let row = conn
+        .begin()
+        .query_opt_and_commit(
             &format!(
                 "UPDATE projects SET name = COALESCE($2, name),
                         description = CASE WHEN $3 THEN $4 ELSE description END, updated_at = now()
@@ -176,7 +173,6 @@ pub async fn patch(
             &[&id, &name, &set_description, &description],
         )
         .await?;
-    tx.commit().await?;
     Ok(Json(project(
         &row.ok_or_else(|| ApiError::not_found("no such project"))?,
     )))
@@ -188,11 +184,10 @@ pub async fn patch(
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 pub async fn delete(TenantDb(conn): TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
-    let mut tx = conn.begin();
-    let n = tx
-        .execute("DELETE FROM projects WHERE id = $1", &[&id])
+    let n = conn
+        .begin()
+        .execute_and_commit("DELETE FROM projects WHERE id = $1", &[&id])
         .await?;
-    tx.commit().await?;
     if n == 0 {
         return Err(ApiError::not_found("no such project"));
     }
