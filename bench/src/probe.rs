@@ -124,3 +124,111 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cpus} cores, {mem_gib:.0} GiB RAM, {model}")
 }
+
+/// Linux reports process CPU time in clock ticks of 1/100 s (`USER_HZ`).
+pub const TICK_US: u64 = 10_000;
+
+/// CPU time consumed so far by a process (all its threads), in ticks; with `reaped`, plus the CPU
+/// of its children that have exited and been waited for.
+fn process_ticks(stat: &str, reaped: bool) -> Option<u64> {
+    // Fields after the command name (which may contain spaces): state, ppid, ..., utime (index
+    // 11), stime, cutime, cstime.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    let n = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    let own = n(11)? + n(12)?;
+    Some(if reaped { own + n(13)? + n(14)? } else { own })
+}
+
+fn parent_of(stat: &str) -> Option<u32> {
+    stat.get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn read_stat(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()
+}
+
+/// CPU time of the server processes and of the PostgreSQL clusters (postmaster and every
+/// backend, including backends that exited during the measurement: their time is in the
+/// postmaster's reaped-children counters).
+#[derive(Clone, Debug)]
+pub struct CpuMeter {
+    postmasters: Vec<u32>,
+}
+
+/// Ticks consumed up to a point in time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuSnapshot {
+    pub server: u64,
+    pub postgres: u64,
+}
+
+impl CpuMeter {
+    /// Meters the clusters whose data directories are `dirs`.
+    pub fn new(dirs: &[&std::path::Path]) -> anyhow::Result<Self> {
+        let mut postmasters = Vec::new();
+        for d in dirs {
+            let pid_file = std::fs::read_to_string(d.join("postmaster.pid"))?;
+            let pid = pid_file
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("no pid in {}/postmaster.pid", d.display()))?;
+            postmasters.push(pid);
+        }
+        Ok(Self { postmasters })
+    }
+
+    /// Ticks so far of `server` and of the clusters.
+    #[must_use]
+    pub fn snapshot(&self, server: u32) -> CpuSnapshot {
+        let mut postgres = 0;
+        for pm in &self.postmasters {
+            postgres += read_stat(*pm)
+                .and_then(|s| process_ticks(&s, true))
+                .unwrap_or(0);
+        }
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Some(stat) = read_stat(pid) else { continue };
+            if parent_of(&stat).is_some_and(|p| self.postmasters.contains(&p)) {
+                postgres += process_ticks(&stat, false).unwrap_or(0);
+            }
+        }
+        CpuSnapshot {
+            server: read_stat(server)
+                .and_then(|s| process_ticks(&s, false))
+                .unwrap_or(0),
+            postgres,
+        }
+    }
+}
+
+impl std::ops::Sub for CpuSnapshot {
+    type Output = Self;
+    fn sub(self, before: Self) -> Self {
+        Self {
+            server: self.server.saturating_sub(before.server),
+            postgres: self.postgres.saturating_sub(before.postgres),
+        }
+    }
+}
+
+impl std::ops::AddAssign for CpuSnapshot {
+    fn add_assign(&mut self, other: Self) {
+        self.server += other.server;
+        self.postgres += other.postgres;
+    }
+}

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::load::{Outcome, Workload};
-use crate::probe::Connections;
+use crate::probe::{Connections, CpuSnapshot, TICK_US};
 
 pub const START: &str = "<!-- load-benchmark:start -->";
 pub const END: &str = "<!-- load-benchmark:end -->";
@@ -31,6 +31,8 @@ pub struct Measured {
     pub rss_kib: Option<u64>,
     /// Maximum connections seen per server during the round: `[primary, second]`.
     pub connections: Vec<Connections>,
+    /// CPU used during the round by the server process and by both PostgreSQL clusters.
+    pub cpu: CpuSnapshot,
 }
 
 /// Everything around the numbers.
@@ -66,6 +68,7 @@ impl Meta {
 
 struct Aggregate {
     total: Outcome,
+    cpu: CpuSnapshot,
     rounds: Vec<f64>,
     rss_kib: Option<u64>,
     connections: Vec<Connections>,
@@ -78,12 +81,14 @@ fn aggregate(all: &[Measured], workload: Workload, cell: Cell) -> Option<Aggrega
     let first = it.next()?;
     let mut agg = Aggregate {
         total: first.outcome.clone(),
+        cpu: first.cpu,
         rounds: vec![first.outcome.rps()],
         rss_kib: first.rss_kib,
         connections: first.connections.clone(),
     };
     for m in it {
         agg.total.absorb(&m.outcome);
+        agg.cpu += m.cpu;
         agg.rounds.push(m.outcome.rps());
         agg.rss_kib = agg.rss_kib.max(m.rss_kib);
         for (a, b) in agg.connections.iter_mut().zip(&m.connections) {
@@ -141,7 +146,10 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
          \"rounds\" shows the slowest and fastest round. \"vs baseline\" is the median over rounds \
          of the cell's req/s divided by the baseline's in the same round (the machine is shared, \
          so neighbouring measurements are compared). Latencies in ms. \"p99 added\" is the \
-         cell's p99 minus the baseline's p99 for the same workload. Connections: the most \
+         cell's p99 minus the baseline's p99 for the same workload. CPU µs/req: CPU time used \
+         while the cell ran by the server process and by both PostgreSQL clusters (every backend, \
+         background processes included), divided by the requests served; unlike req/s it barely \
+         depends on what else the machine was running (10 ms ticks). Connections: the most \
          `platform_app` (data-plane) connections seen in `pg_stat_activity` on the primary server \
          (shared database; budget = shared pool {}) / the second server (dedicated databases; \
          budget {}) while the cell ran.\n",
@@ -149,11 +157,11 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
     );
     let _ = writeln!(
         s,
-        "| workload | server | req/s | rounds | vs baseline | p50 | p90 | p99 | max | p99 added | errors | platform RSS | connections |"
+        "| workload | server | req/s | rounds | vs baseline | p50 | p90 | p99 | max | p99 added | errors | CPU µs/req: server + PostgreSQL | platform RSS | connections |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     let mut goals = Goals::default();
     for w in Workload::ALL {
@@ -201,9 +209,16 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
                     .collect::<Vec<_>>()
                     .join(" / ")
             };
+            let per_req = |ticks: u64| (ticks * TICK_US) as f64 / (o.ok.max(1)) as f64;
+            let cpu = format!(
+                "{:.0} + {:.0} = {:.0}",
+                per_req(a.cpu.server),
+                per_req(a.cpu.postgres),
+                per_req(a.cpu.server + a.cpu.postgres)
+            );
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 w.label(),
                 meta.cell_label(c),
                 o.rps(),
@@ -216,6 +231,7 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
                 ms(o.latency_us.max()),
                 added,
                 o.errors,
+                cpu,
                 rss,
                 conns
             );

@@ -14,7 +14,7 @@ use hyper::header::HeaderValue;
 use tokio::process::{Child, Command};
 
 use crate::load::{self, Identity, Target, Workload};
-use crate::probe::{self, ConnectionProbe};
+use crate::probe::{self, ConnectionProbe, CpuMeter};
 use crate::report::{self, Cell, Measured, Meta};
 use crate::world::{BenchTenant, World, WorldConfig};
 
@@ -123,6 +123,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
         &world.platform_env(&platform_addr.to_string()),
     )?;
     let platform_pid = platform.id().context("platform process id")?;
+    let baseline_pid = baseline.id().context("baseline process id")?;
     load::wait_ready(baseline_addr, Duration::from_secs(60)).await?;
     load::wait_ready(platform_addr, Duration::from_secs(60)).await?;
 
@@ -135,6 +136,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
         format!("PostgreSQL {v} on loopback (two local clusters)")
     };
     let picked = |list: &[String], name: &str| list.is_empty() || list.iter().any(|n| n == name);
+    let cpu = CpuMeter::new(&[world.primary.dir(), world.second.dir()])?;
     let cells: Vec<(Cell, Target)> = targets(world, baseline_addr, platform_addr)?
         .into_iter()
         .filter(|(c, _)| match c {
@@ -167,8 +169,15 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
         }
         for round in 1..=args.rounds {
             for (cell, target) in &cells {
+                let server = if *cell == Cell::Baseline {
+                    baseline_pid
+                } else {
+                    platform_pid
+                };
                 let sampling = probe.start();
+                let before = cpu.snapshot(server);
                 let outcome = load::run(target, w, args.connections, duration).await;
+                let cpu_used = cpu.snapshot(server) - before;
                 let connections = sampling.stop().await;
                 let rss_kib = probe::memory_kib(platform_pid, "VmRSS");
                 eprintln!(
@@ -186,6 +195,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
                     outcome,
                     rss_kib,
                     connections,
+                    cpu: cpu_used,
                 });
             }
         }
