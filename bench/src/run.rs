@@ -57,7 +57,7 @@ pub struct RunArgs {
     /// Platform cells to run (default: all): `shared`, `dedicated`, `many`. The baseline always runs.
     #[arg(long, value_delimiter = ',', value_parser = ["shared", "dedicated", "many"])]
     pub cells: Vec<String>,
-    /// Where the platform's JSON request log goes.
+    /// Where the platform's JSON request log goes (`off`: no logging, for comparison only).
     #[arg(long, default_value = "/dev/null")]
     pub platform_log: PathBuf,
     /// The markdown file to write the section into.
