@@ -109,14 +109,15 @@ impl ApiKeys {
         let hash = key.hash.clone();
         self.cache
             .try_get_with((tenant.id, key.hash.clone()), async move {
-                let mut tx = dp.connect(&tenant).await?.begin();
-                let row = tx
-                    .query_opt(
+                let row = dp
+                    .connect(&tenant)
+                    .await?
+                    .begin()
+                    .query_opt_and_commit(
                         "SELECT id, role_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
                         &[&hash],
                     )
                     .await?;
-                tx.commit().await?;
                 Ok(row.map(|r| {
                     (
                         ApiKeyId::from_uuid(r.get(0)),
@@ -155,7 +156,6 @@ impl ApiKeys {
                 &[&tenant.id.as_uuid(), &id.as_uuid(), &name, &prefix, &hash_token(&token), &role.as_ref().map(|r| r.0.as_uuid())],
             )
             .await?;
-        tx.commit().await?;
         let created_at = row
             .first()
             .map_or_else(OffsetDateTime::now_utc, |r| r.get(0));
@@ -180,14 +180,15 @@ impl ApiKeys {
         tenant: &Tenant,
         id: ApiKeyId,
     ) -> Result<bool, ApiKeyError> {
-        let mut tx = dp.connect(tenant).await?.begin();
-        let n = tx
-            .execute(
+        let n = dp
+            .connect(tenant)
+            .await?
+            .begin()
+            .execute_and_commit(
                 "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
                 &[&id.as_uuid()],
             )
             .await?;
-        tx.commit().await?;
         self.invalidate_tenant(tenant.id);
         Ok(n == 1)
     }
@@ -202,7 +203,6 @@ impl ApiKeys {
                 &[],
             )
             .await?;
-        tx.commit().await?;
         Ok(rows
             .iter()
             .map(|r| ApiKey {

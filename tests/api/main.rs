@@ -11,3 +11,4 @@ mod keys;
 mod mfa;
 mod placement;
 mod routing;
+mod transactions;

@@ -241,9 +241,16 @@ pub async fn delete_tenant_rows(
 /// the sum of each row's binary hash (`hash_record_extended`), which needs no text formatting and
 /// so does not depend on session settings. It runs while the tenant's writes are fenced, so it
 /// must be fast: about 0.5 s per million rows on this machine.
-pub async fn checksums(client: &Client, tenant: TenantId) -> Result<Vec<(String, i64, String)>, tokio_postgres::Error> {
+pub async fn checksums(
+    client: &Client,
+    tenant: TenantId,
+) -> Result<Vec<(String, i64, String)>, tokio_postgres::Error> {
     let mut out = Vec::new();
-    for t in tenant_tables(client).await?.into_iter().filter(|t| t != "tenant_fences") {
+    for t in tenant_tables(client)
+        .await?
+        .into_iter()
+        .filter(|t| t != "tenant_fences")
+    {
         let row = client
             .query_one(
                 &format!(

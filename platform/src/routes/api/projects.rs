@@ -113,14 +113,14 @@ pub async fn list(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Paged<Project>>> {
     let page = q.page()?;
-    let mut tx = db.begin().await?;
-    let rows = tx
-        .query(
+    let rows = db
+        .begin()
+        .await?
+        .query_and_commit(
             &format!("SELECT {COLUMNS} FROM projects WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"),
             &[&page.after, &(page.limit + 1)],
         )
         .await?;
-    tx.commit().await?;
     Ok(Json(Paged::from_rows(
         rows.iter().map(project).collect(),
         page.limit,
@@ -134,14 +134,14 @@ pub async fn list(
     responses((status = 200, body = Project), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 pub async fn show(db: TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Project>> {
-    let mut tx = db.begin().await?;
-    let row = tx
-        .query_opt(
+    let row = db
+        .begin()
+        .await?
+        .query_opt_and_commit(
             &format!("SELECT {COLUMNS} FROM projects WHERE id = $1"),
             &[&id],
         )
         .await?;
-    tx.commit().await?;
     Ok(Json(project(
         &row.ok_or_else(|| ApiError::not_found("no such project"))?,
     )))
@@ -166,9 +166,10 @@ pub async fn patch(
         None => (false, None),
         Some(d) => (true, description(d.as_deref())?),
     };
-    let mut tx = db.begin().await?;
-    let row = tx
-        .query_opt(
+    let row = db
+        .begin()
+        .await?
+        .query_opt_and_commit(
             &format!(
                 "UPDATE projects SET name = COALESCE($2, name),
                         description = CASE WHEN $3 THEN $4 ELSE description END, updated_at = now()
@@ -177,7 +178,6 @@ pub async fn patch(
             &[&id, &name, &set_description, &description],
         )
         .await?;
-    tx.commit().await?;
     Ok(Json(project(
         &row.ok_or_else(|| ApiError::not_found("no such project"))?,
     )))
@@ -189,11 +189,11 @@ pub async fn patch(
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 pub async fn delete(db: TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
-    let mut tx = db.begin().await?;
-    let n = tx
-        .execute("DELETE FROM projects WHERE id = $1", &[&id])
+    let n = db
+        .begin()
+        .await?
+        .execute_and_commit("DELETE FROM projects WHERE id = $1", &[&id])
         .await?;
-    tx.commit().await?;
     if n == 0 {
         return Err(ApiError::not_found("no such project"));
     }

@@ -92,14 +92,13 @@ pub async fn create(
     let mut tx = db.begin().await?;
     exists(&mut tx, project_id).await?;
     let rows = tx
-        .query(
+        .query_and_commit(
             &format!(
                 "INSERT INTO tasks (tenant_id, id, project_id, title, status) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
             ),
             &[&tenant, &Uuid::now_v7(), &project_id, &title, &status],
         )
         .await?;
-    tx.commit().await?;
     let row = rows
         .first()
         .ok_or_else(|| ApiError::internal("insert returned no row"))?;
@@ -120,14 +119,13 @@ pub async fn list(
     let mut tx = db.begin().await?;
     exists(&mut tx, project_id).await?;
     let rows = tx
-        .query(
+        .query_and_commit(
             &format!(
                 "SELECT {COLUMNS} FROM tasks WHERE project_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
             ),
             &[&project_id, &page.after, &(page.limit + 1)],
         )
         .await?;
-    tx.commit().await?;
     Ok(Json(Paged::from_rows(
         rows.iter().map(task).collect(),
         page.limit,
@@ -144,14 +142,14 @@ pub async fn show(
     db: TenantDb,
     ApiPath((project_id, id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<Json<Task>> {
-    let mut tx = db.begin().await?;
-    let row = tx
-        .query_opt(
+    let row = db
+        .begin()
+        .await?
+        .query_opt_and_commit(
             &format!("SELECT {COLUMNS} FROM tasks WHERE project_id = $1 AND id = $2"),
             &[&project_id, &id],
         )
         .await?;
-    tx.commit().await?;
     Ok(Json(task(
         &row.ok_or_else(|| ApiError::not_found("no such task"))?,
     )))
@@ -173,9 +171,10 @@ pub async fn patch(
         .map(|t| text("title", t, 500))
         .transpose()?;
     let status = body.status.map(TaskStatus::as_str);
-    let mut tx = db.begin().await?;
-    let row = tx
-        .query_opt(
+    let row = db
+        .begin()
+        .await?
+        .query_opt_and_commit(
             &format!(
                 "UPDATE tasks SET title = COALESCE($3, title), status = COALESCE($4, status), updated_at = now()
                  WHERE project_id = $1 AND id = $2 RETURNING {COLUMNS}"
@@ -183,7 +182,6 @@ pub async fn patch(
             &[&project_id, &id, &title, &status],
         )
         .await?;
-    tx.commit().await?;
     Ok(Json(task(
         &row.ok_or_else(|| ApiError::not_found("no such task"))?,
     )))
@@ -198,14 +196,14 @@ pub async fn delete(
     db: TenantDb,
     ApiPath((project_id, id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = db.begin().await?;
-    let n = tx
-        .execute(
+    let n = db
+        .begin()
+        .await?
+        .execute_and_commit(
             "DELETE FROM tasks WHERE project_id = $1 AND id = $2",
             &[&project_id, &id],
         )
         .await?;
-    tx.commit().await?;
     if n == 0 {
         return Err(ApiError::not_found("no such task"));
     }

@@ -1,0 +1,49 @@
+//! `bench`: runs the load benchmark and writes its table into `docs/benchmarks.md`. The same binary
+//! serves the baseline and the platform as child processes (hidden subcommands), so each server
+//! runs in its own process with its own runtime.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    about = "Load benchmark: the platform vs a bare axum + PostgreSQL baseline, same run, same machine",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    role: Option<Role>,
+    #[command(flatten)]
+    run: bench::run::RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Serve the baseline (BENCH_BASELINE_URL, BENCH_LISTEN, BENCH_POOL_SIZE).
+    #[command(hide = true)]
+    ServeBaseline,
+    /// Serve the platform (configured by PLATFORM_* like the `platform` binary).
+    #[command(hide = true)]
+    ServePlatform {
+        #[arg(long)]
+        log_file: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.role {
+        None => bench::run::run(cli.run).await,
+        Some(Role::ServeBaseline) => {
+            let var = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
+            let size = var("BENCH_POOL_SIZE")?
+                .parse()
+                .context("BENCH_POOL_SIZE is not a number")?;
+            bench::baseline::serve(&var("BENCH_BASELINE_URL")?, size, &var("BENCH_LISTEN")?).await
+        }
+        Some(Role::ServePlatform { log_file }) => bench::platform_server::serve(&log_file).await,
+    }
+}

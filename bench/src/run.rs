@@ -1,0 +1,335 @@
+//! The benchmark run: build the world, start the baseline and the platform as child processes of
+//! this binary (so each has its own runtime and its memory can be read from `/proc`), warm each
+//! cell up, then drive baseline and platform cells in alternation, round after round, with the
+//! same load generator; print the table and write it into `docs/benchmarks.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper::header::HeaderValue;
+use tokio::process::{Child, Command};
+
+use crate::load::{self, Identity, Target, Workload};
+use crate::probe::{self, ConnectionProbe, CpuMeter};
+use crate::report::{self, Cell, Measured, Meta};
+use crate::world::{BenchTenant, World, WorldConfig};
+
+/// Options of a benchmark run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Seconds of measured load per cell and round.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Concurrent HTTP/1.1 keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Rounds; each round runs baseline, then every platform cell, per workload.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Seconds of unmeasured warm-up per cell before each workload's first round.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u64,
+    /// Shared tenants in the many-tenants cell.
+    #[arg(long, default_value_t = 900)]
+    pub shared_tenants: usize,
+    /// Dedicated tenants (each with its own database on the second server).
+    #[arg(long, default_value_t = 100)]
+    pub dedicated_tenants: usize,
+    /// Tasks in each tenant's (and the baseline's) project.
+    #[arg(long, default_value_t = 100)]
+    pub tasks: usize,
+    /// Platform shared pool size (`PLATFORM_SHARED_POOL_SIZE`); the baseline pool has the same size.
+    #[arg(long, default_value_t = 16)]
+    pub shared_pool: usize,
+    /// Connections per dedicated pool (`PLATFORM_DEDICATED_POOL_SIZE`).
+    #[arg(long, default_value_t = 4)]
+    pub dedicated_pool: usize,
+    /// Connection budget of the dedicated-database server.
+    #[arg(long, default_value_t = 40)]
+    pub budget: u32,
+    /// Workloads to run (default: all): `get`, `list`, `post`.
+    #[arg(long, value_delimiter = ',', value_parser = ["get", "list", "post"])]
+    pub workloads: Vec<String>,
+    /// Platform cells to run (default: all): `shared`, `dedicated`, `many`. The baseline always runs.
+    #[arg(long, value_delimiter = ',', value_parser = ["shared", "dedicated", "many"])]
+    pub cells: Vec<String>,
+    /// Where the platform's JSON request log goes (`off`: no logging, for comparison only).
+    #[arg(long, default_value = "/dev/null")]
+    pub platform_log: PathBuf,
+    /// The markdown file to write the section into.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md"))]
+    pub output: PathBuf,
+    /// Print the table only; do not write the file.
+    #[arg(long)]
+    pub no_write: bool,
+}
+
+/// Runs the benchmark.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.shared_tenants >= 1 && args.dedicated_tenants >= 1,
+        "--shared-tenants and --dedicated-tenants must be at least 1"
+    );
+    let config = WorldConfig {
+        shared_tenants: args.shared_tenants,
+        dedicated_tenants: args.dedicated_tenants,
+        tasks_per_project: args.tasks.max(51),
+        shared_pool: args.shared_pool,
+        dedicated_pool: args.dedicated_pool,
+        budget: args.budget,
+    };
+    eprintln!(
+        "setting up: 2 PostgreSQL clusters, {} tenants ({} dedicated databases), {} tasks each",
+        config.shared_tenants + config.dedicated_tenants,
+        config.dedicated_tenants,
+        config.tasks_per_project
+    );
+    let started = std::time::Instant::now();
+    let world = World::build(config).await?;
+    eprintln!("set up in {:.0} s", started.elapsed().as_secs_f64());
+    let result = drive(&args, &world).await;
+    tokio::task::spawn_blocking(move || world.shutdown()).await?;
+    let section = result?;
+    println!("{section}");
+    if !args.no_write {
+        report::write_section(&args.output, &section)
+            .with_context(|| format!("writing {}", args.output.display()))?;
+        eprintln!("written to {}", args.output.display());
+    }
+    Ok(())
+}
+
+async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
+    let baseline_addr = local_addr()?;
+    let platform_addr = local_addr()?;
+    let baseline = spawn(
+        &["serve-baseline"],
+        &[
+            ("BENCH_BASELINE_URL", world.baseline_url()),
+            ("BENCH_LISTEN", baseline_addr.to_string()),
+            ("BENCH_POOL_SIZE", args.shared_pool.to_string()),
+        ],
+    )?;
+    let platform = spawn(
+        &[
+            "serve-platform",
+            "--log-file",
+            &args.platform_log.display().to_string(),
+        ],
+        &world.platform_env(&platform_addr.to_string()),
+    )?;
+    let platform_pid = platform.id().context("platform process id")?;
+    let baseline_pid = baseline.id().context("baseline process id")?;
+    load::wait_ready(baseline_addr, Duration::from_secs(60)).await?;
+    load::wait_ready(platform_addr, Duration::from_secs(60)).await?;
+
+    let probe =
+        ConnectionProbe::connect(&[world.primary.url("postgres"), world.second.url("postgres")])
+            .await?;
+    let postgres = {
+        let c = crate::world::connect(&world.primary.url("postgres")).await?;
+        let v: String = c.query_one("SHOW server_version", &[]).await?.get(0);
+        format!("PostgreSQL {v} on loopback (two local clusters)")
+    };
+    let picked = |list: &[String], name: &str| list.is_empty() || list.iter().any(|n| n == name);
+    let cpu = CpuMeter::new(&[world.primary.dir(), world.second.dir()])?;
+    let cells: Vec<(Cell, Target)> = targets(world, baseline_addr, platform_addr)?
+        .into_iter()
+        .filter(|(c, _)| match c {
+            Cell::Baseline => true,
+            Cell::SharedTenant => picked(&args.cells, "shared"),
+            Cell::DedicatedTenant => picked(&args.cells, "dedicated"),
+            Cell::ManyTenants => picked(&args.cells, "many"),
+        })
+        .collect();
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| {
+            picked(
+                &args.workloads,
+                match w {
+                    Workload::GetTask => "get",
+                    Workload::ListTasks => "list",
+                    Workload::PostTask => "post",
+                },
+            )
+        })
+        .collect();
+    let duration = Duration::from_secs(args.duration);
+    let warmup = Duration::from_secs(args.warmup);
+    let mut measured = Vec::new();
+    for &w in &workloads {
+        for (cell, target) in &cells {
+            eprintln!("[{}] warming up {cell:?}", w.label());
+            load::run(target, w, args.connections, warmup).await;
+        }
+        for round in 1..=args.rounds {
+            for (cell, target) in &cells {
+                let server = if *cell == Cell::Baseline {
+                    baseline_pid
+                } else {
+                    platform_pid
+                };
+                let sampling = probe.start();
+                let before = cpu.snapshot(server);
+                let outcome = load::run(target, w, args.connections, duration).await;
+                let cpu_used = cpu.snapshot(server) - before;
+                let connections = sampling.stop().await;
+                let rss_kib = probe::memory_kib(platform_pid, "VmRSS");
+                eprintln!(
+                    "[{}] round {round}/{}: {cell:?}: {:.0} req/s, p99 {:.2} ms, errors {}",
+                    w.label(),
+                    args.rounds,
+                    outcome.rps(),
+                    outcome.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+                    outcome.errors
+                );
+                measured.push(Measured {
+                    round,
+                    workload: w,
+                    cell: *cell,
+                    outcome,
+                    rss_kib,
+                    connections,
+                    cpu: cpu_used,
+                });
+            }
+        }
+    }
+    let peak_rss_kib = probe::memory_kib(platform_pid, "VmHWM");
+    drop((baseline, platform));
+    let meta = Meta {
+        date: {
+            let t = time::OffsetDateTime::now_utc();
+            format!(
+                "{}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        },
+        machine: probe::machine(),
+        postgres,
+        command: command_line(),
+        shared_tenants: args.shared_tenants,
+        dedicated_tenants: args.dedicated_tenants,
+        setup: setup_lines(args),
+        peak_rss_kib,
+        shared_pool: args.shared_pool,
+        budget: args.budget,
+    };
+    Ok(report::render(&meta, &measured))
+}
+
+fn setup_lines(args: &RunArgs) -> Vec<String> {
+    vec![
+        format!(
+            "Load: {} HTTP/1.1 keep-alive connections (closed loop), {} s per cell and round, {} rounds, {} s unmeasured warm-up per cell and workload; cells alternate baseline → shared → dedicated → many within each round",
+            args.connections, args.duration, args.rounds, args.warmup
+        ),
+        "Load generator, baseline server and platform server are three processes on the same machine as both PostgreSQL clusters (all share the 2 cores)".into(),
+        format!(
+            "Baseline: axum, one deadpool-postgres pool of {} connections (superuser, no RLS, no tenant_id), no middleware; the same SQL and JSON as the platform's task handlers",
+            args.shared_pool
+        ),
+        format!(
+            "Platform: `platform::App` over TCP with its whole stack as it exists today: request id, tracing span + one JSON log line per request (to `{}`), body limit, catch-panic, tenant resolution from the `Host` subdomain (cached), API-key authentication (SHA-256 + cached verification), `TenantConn` (shared pool {} / dedicated pools of {}, second-server budget {}), `BEGIN; SET LOCAL app.tenant_id` pipelined with the first statement under forced RLS",
+            args.platform_log.display(),
+            args.shared_pool,
+            args.dedicated_pool,
+            args.budget
+        ),
+        "Not yet in the platform's path (they do not exist yet): JWT verification, rate limits. This table will move when they land".into(),
+        format!(
+            "Data: one project of {} tasks per tenant (and in the baseline); POST adds rows during the run; GET one task picks a random task of the project; the many-tenants cell picks a tenant uniformly at random per request",
+            args.tasks.max(51)
+        ),
+    ]
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut s = String::from("cargo run --release -p bench --");
+    for a in args {
+        s.push(' ');
+        s.push_str(&a);
+    }
+    s
+}
+
+fn identity(t: &BenchTenant) -> anyhow::Result<Identity> {
+    Ok(Identity {
+        host: HeaderValue::from_str(&format!("{}.localhost", t.slug))?,
+        authorization: Some(HeaderValue::from_str(&format!("Bearer {}", t.api_key))?),
+        data: t.data.clone(),
+    })
+}
+
+fn targets(
+    world: &World,
+    baseline: SocketAddr,
+    platform: SocketAddr,
+) -> anyhow::Result<Vec<(Cell, Target)>> {
+    let one = |t: Option<&BenchTenant>| -> anyhow::Result<Arc<[Identity]>> {
+        Ok(Arc::from(vec![identity(t.context("no such tenant")?)?]))
+    };
+    let all: Vec<Identity> = world
+        .tenants
+        .iter()
+        .map(identity)
+        .collect::<anyhow::Result<_>>()?;
+    let target = |addr, identities| Target { addr, identities };
+    Ok(vec![
+        (
+            Cell::Baseline,
+            target(
+                baseline,
+                Arc::from(vec![Identity {
+                    host: HeaderValue::from_static("localhost"),
+                    authorization: None,
+                    data: world.baseline.clone(),
+                }]),
+            ),
+        ),
+        (
+            Cell::SharedTenant,
+            target(platform, one(world.shared_tenants().next())?),
+        ),
+        (
+            Cell::DedicatedTenant,
+            target(platform, one(world.dedicated_tenants().next())?),
+        ),
+        (Cell::ManyTenants, target(platform, Arc::from(all))),
+    ])
+}
+
+fn local_addr() -> anyhow::Result<SocketAddr> {
+    Ok(SocketAddr::from((
+        [127, 0, 0, 1],
+        tenancy::embedded::free_port()?,
+    )))
+}
+
+/// Starts this binary in a server role; it is killed when the handle is dropped.
+fn spawn(args: &[&str], env: &[(&'static str, String)]) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    // Only the benchmark's configuration, not whatever PLATFORM_* the caller's shell has.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PLATFORM_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (*k, v)));
+    cmd.spawn().context("starting a benchmark server process")
+}
