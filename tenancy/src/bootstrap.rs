@@ -15,6 +15,8 @@ use crate::crypto::MasterKey;
 use crate::dataplane::{DataPlane, PoolSizes};
 use crate::embedded::{Cluster, write_private};
 use crate::ids::TenantId;
+use crate::migrate::fleet::{DbKey, Migrator};
+use crate::migrate::ledger;
 use crate::provision::{Provisioner, app_role_password};
 use crate::resolve::Resolver;
 use crate::settings::{DatabaseMode, Settings};
@@ -34,6 +36,7 @@ pub struct Tenancy {
     pub provisioner: Provisioner,
     pub api_keys: ApiKeys,
     pub master_key: MasterKey,
+    pub migrator: Migrator,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -44,8 +47,23 @@ pub struct Started {
     pub master_key_file: Option<PathBuf>,
 }
 
-/// Starts (or attaches to) the databases and builds the tenancy core.
+/// What start-up does to the shared tenant database's schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedSchema {
+    /// Apply pending tenant migrations to it and record its version (the server).
+    Migrate,
+    /// Leave it to `platformctl migrate tenants`, which records the run in the ledger.
+    Leave,
+}
+
+/// Starts (or attaches to) the databases and builds the tenancy core, migrating the shared
+/// database as the server does.
 pub async fn start(settings: &Settings) -> anyhow::Result<Started> {
+    start_with(settings, SharedSchema::Migrate).await
+}
+
+/// [`start`], choosing what happens to the shared database's schema.
+pub async fn start_with(settings: &Settings, shared: SharedSchema) -> anyhow::Result<Started> {
     let (control_url, shared_url, cluster, key, key_file) = match &settings.database {
         DatabaseMode::External {
             control_plane_url,
@@ -104,11 +122,16 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Started> {
         .context("migrating the control plane")?;
     let password = app_role_password(&key);
     ensure_app_role(&shared_url, &password).await?;
-    migrate::tenant_database(&shared_url.parse()?)
-        .await
-        .context("migrating the shared tenant database")?;
 
     let catalog = Catalog::connect_lazy(&control_url, key.clone())?;
+    if shared == SharedSchema::Migrate {
+        let version = migrate::tenant_database(&shared_url.parse()?)
+            .await
+            .context("migrating the shared tenant database")?;
+        ledger::record_version(&catalog, &DbKey::Shared, version)
+            .await
+            .context("recording the shared database's schema version")?;
+    }
     let provisioner = Provisioner::new(
         catalog.clone(),
         shared_url.clone(),
@@ -129,12 +152,13 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Started> {
     let dataplane = DataPlane::new(catalog.clone(), &shared_url, password, sizes)?;
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
     let tenancy = Tenancy {
-        catalog,
+        catalog: catalog.clone(),
         dataplane,
         resolver,
         provisioner,
         api_keys: ApiKeys::new(),
         master_key: key,
+        migrator: Migrator::new(catalog.clone(), shared_url.clone()),
     };
     Ok(Started {
         tenancy,

@@ -71,6 +71,10 @@ pub struct Tenant {
     pub epoch: i64,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// The recorded schema version of the tenant's database (the shared one's for shared
+    /// tenants): a lower bound, `None` if never recorded. The server compares it with the minimum
+    /// its code needs.
+    pub schema_version: Option<i64>,
 }
 
 #[derive(FromRow)]
@@ -86,6 +90,7 @@ struct TenantRow {
     epoch: i64,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
+    schema_version: Option<i64>,
 }
 
 impl From<TenantRow> for Tenant {
@@ -107,12 +112,15 @@ impl From<TenantRow> for Tenant {
             epoch: r.epoch,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            schema_version: r.schema_version,
         }
     }
 }
 
-const COLUMNS: &str =
-    "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, created_at, updated_at";
+/// A shared tenant's schema version is the shared database's (one row of `shared_schema`).
+const COLUMNS: &str = "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, created_at, updated_at,
+     CASE WHEN placement = 'shared' THEN (SELECT ss.schema_version FROM shared_schema ss)
+          ELSE schema_version END AS schema_version";
 
 /// A tenant to insert.
 #[derive(Clone, Debug)]
