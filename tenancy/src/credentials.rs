@@ -116,6 +116,12 @@ impl ApiKeys {
             })
             .await
             .map_err(|e: std::sync::Arc<ApiKeyError>| match &*e {
+                ApiKeyError::Connect(ConnectError::SchemaBehind { have, need }) => {
+                    ApiKeyError::Connect(ConnectError::SchemaBehind {
+                        have: *have,
+                        need: *need,
+                    })
+                }
                 ApiKeyError::Connect(c) => {
                     ApiKeyError::Connect(ConnectError::Unavailable(c.to_string()))
                 }

@@ -4,4 +4,5 @@ mod admin;
 mod bad_input;
 mod domain;
 mod isolation;
+mod migrations;
 mod routing;
