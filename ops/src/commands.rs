@@ -1,5 +1,6 @@
 //! Subcommands, and what they share: settings, start-up, output.
 
+pub mod bench;
 pub mod migrate;
 pub mod tenants;
 

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "platformctl",
-    about = "Operate the platform: tenants, migrations."
+    about = "Operate the platform: tenants, migrations, benchmarks."
 )]
 struct Cli {
     /// Machine-readable output (one JSON object per line).
@@ -28,6 +28,9 @@ enum Command {
     /// Schema migrations.
     #[command(subcommand)]
     Migrate(commands::migrate::Migrate),
+    /// Benchmarks (they start their own PostgreSQL clusters; see docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(commands::bench::Bench),
 }
 
 #[tokio::main]
@@ -41,6 +44,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Tenants(t) => commands::tenants::run(t, &out).await,
         Command::Migrate(m) => commands::migrate::run(m, &out).await,
+        Command::Bench(b) => commands::bench::run(b, &out).await,
     };
     match result {
         Ok(code) => code,

@@ -23,7 +23,10 @@ fn platformctl(app: &TestApp, args: &[&str]) -> Command {
 
 /// Runs to completion; returns the exit code and the stdout JSON lines.
 async fn run_json(app: &TestApp, args: &[&str]) -> (i32, Vec<Value>) {
-    let out = platformctl(app, args).output().await.expect("run platformctl");
+    let out = platformctl(app, args)
+        .output()
+        .await
+        .expect("run platformctl");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines = stdout
         .lines()
@@ -46,7 +49,12 @@ fn extra() -> String {
 fn status_of<'a>(lines: &'a [Value], slug: &str) -> &'a Value {
     lines
         .iter()
-        .find(|l| l["event"] == "status" && l["tenants"].as_array().is_some_and(|t| t.iter().any(|s| s == slug)))
+        .find(|l| {
+            l["event"] == "status"
+                && l["tenants"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|s| s == slug))
+        })
         .unwrap_or_else(|| panic!("no status line for {slug}: {lines:?}"))
 }
 
@@ -55,7 +63,9 @@ async fn set_allow_connections(app: &TestApp, t: &TestTenant, allow: bool) {
     let (base, db) = url.rsplit_once('/').expect("url has a database");
     platform_tests::connect(&format!("{base}/postgres"))
         .await
-        .batch_execute(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS {allow}"))
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS {allow}"
+        ))
         .await
         .expect("alter database");
 }
@@ -69,7 +79,13 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
 
     let (code, lines) = run_json(
         &app,
-        &["migrate", "tenants", "--json", "--extra-migrations", &extra()],
+        &[
+            "migrate",
+            "tenants",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
     )
     .await;
     assert_ne!(code, 0, "{lines:?}");
@@ -88,7 +104,13 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
 
     let (code, status) = run_json(
         &app,
-        &["migrate", "status", "--json", "--extra-migrations", &extra()],
+        &[
+            "migrate",
+            "status",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
     )
     .await;
     assert_eq!(code, 0);
@@ -97,13 +119,22 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
     assert_eq!(status_of(&status, "cli-ok")["version"], 3);
     assert!(status_of(&status, "cli-ok")["last_run_at"].is_string());
     let summary = status.last().expect("summary");
-    assert_eq!((summary["ok"].as_u64(), summary["failed"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["failed"].as_u64()),
+        (Some(2), Some(1))
+    );
 
     // Back up: the rerun converges and exits 0; the human status says so.
     set_allow_connections(&app, &down, true).await;
     let (code, lines) = run_json(
         &app,
-        &["migrate", "tenants", "--json", "--extra-migrations", &extra()],
+        &[
+            "migrate",
+            "tenants",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
     )
     .await;
     assert_eq!(code, 0, "{lines:?}");
@@ -113,10 +144,15 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
         .expect("status");
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
-        text.lines().last().is_some_and(|l| l.contains("3 databases at target 3: 3 ok, 0 pending, 0 running, 0 failed")),
+        text.lines().last().is_some_and(
+            |l| l.contains("3 databases at target 3: 3 ok, 0 pending, 0 running, 0 failed")
+        ),
         "{text}"
     );
-    assert!(text.contains("cli-down") && text.contains("second"), "{text}");
+    assert!(
+        text.contains("cli-down") && text.contains("second"),
+        "{text}"
+    );
     app.finish().await;
 }
 
@@ -137,7 +173,15 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
 
     let mut child: Child = platformctl(
         &app,
-        &["migrate", "tenants", "--json", "--concurrency", "1", "--extra-migrations", &extra()],
+        &[
+            "migrate",
+            "tenants",
+            "--json",
+            "--concurrency",
+            "1",
+            "--extra-migrations",
+            &extra(),
+        ],
     )
     .spawn()
     .expect("spawn");
@@ -163,12 +207,23 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
     // Where do we stand? kill-b was being migrated by a dead runner; kill-c was never started.
     let (_, lines) = run_json(
         &app,
-        &["migrate", "status", "--json", "--extra-migrations", &extra()],
+        &[
+            "migrate",
+            "status",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
     )
     .await;
     let b = status_of(&lines, "kill-b");
     assert_eq!(b["state"], "failed", "{b}");
-    assert!(b["error"].as_str().is_some_and(|e| e.starts_with("interrupted")), "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("interrupted")),
+        "{b}"
+    );
     assert_eq!(status_of(&lines, "kill-c")["state"], "pending");
     assert_eq!(status_of(&lines, "kill-a")["state"], "ok");
 
@@ -177,7 +232,13 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
     tx.rollback().await.expect("release");
     let (code, lines) = run_json(
         &app,
-        &["migrate", "tenants", "--json", "--extra-migrations", &extra()],
+        &[
+            "migrate",
+            "tenants",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
     )
     .await;
     assert_eq!(code, 0, "{lines:?}");
@@ -186,7 +247,10 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
         let db = app.tenant_db(t).await;
         for v in [2, 3] {
             let n: i64 = db
-                .query_one("SELECT count(*) FROM test_applications WHERE version = $1", &[&v])
+                .query_one(
+                    "SELECT count(*) FROM test_applications WHERE version = $1",
+                    &[&v],
+                )
                 .await
                 .expect("count")
                 .get(0);
@@ -195,7 +259,13 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
     }
     let (_, lines) = run_json(
         &app,
-        &["migrate", "status", "--json", "--extra-migrations", &extra()],
+        &[
+            "migrate",
+            "status",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
     )
     .await;
     assert_eq!(lines.last().expect("summary")["ok"], 4);
@@ -209,7 +279,10 @@ async fn sqlx_free_count(app: &TestApp) -> i64 {
     let url = app.platform_env()[0].1.clone();
     platform_tests::connect(&url)
         .await
-        .query_one("SELECT count(*) FROM migration_runs WHERE state = 'interrupted'", &[])
+        .query_one(
+            "SELECT count(*) FROM migration_runs WHERE state = 'interrupted'",
+            &[],
+        )
         .await
         .expect("count")
         .get(0)

@@ -50,7 +50,9 @@ async fn set_allow_connections(app: &TestApp, t: &TestTenant, allow: bool) {
     let (base, db) = url.rsplit_once('/').expect("url has a database");
     let admin = platform_tests::connect(&format!("{base}/postgres")).await;
     admin
-        .batch_execute(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS {allow}"))
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS {allow}"
+        ))
         .await
         .expect("alter database");
 }
@@ -90,10 +92,7 @@ async fn one_unreachable_database_fails_alone_and_a_rerun_converges() {
         .await
         .expect("ledger");
     assert_eq!(rows.len(), 4);
-    let b_row = rows
-        .iter()
-        .find(|r| r.db_key == b.id)
-        .expect("bravo's row");
+    let b_row = rows.iter().find(|r| r.db_key == b.id).expect("bravo's row");
     assert_eq!(b_row.state, "failed");
     assert!(b_row.error.is_some() && b_row.finished_at.is_some());
     assert!(
@@ -243,11 +242,19 @@ async fn status_tells_where_a_run_stands_while_it_runs_and_after() {
         // `held` is running; every other database (`free` and the shared one) is done.
         s.iter().all(|r| {
             let is_held = r.db.slugs.first().is_some_and(|x| x.as_str() == "held");
-            r.state == if is_held { DbState::Running } else { DbState::Ok }
+            r.state
+                == if is_held {
+                    DbState::Running
+                } else {
+                    DbState::Ok
+                }
         })
     })
     .await;
-    assert!(seen.is_some(), "status never showed `held` running and the rest done");
+    assert!(
+        seen.is_some(),
+        "status never showed `held` running and the rest done"
+    );
     let during = Summary::of(&app.migrator().status(2).await.expect("status"));
     assert_eq!(during.running, 1);
     assert_eq!(during.failed, 0);
@@ -356,14 +363,9 @@ async fn the_current_code_works_on_a_database_one_migration_ahead() {
         )
         .await
         .assert_status(200);
-        app.api(
-            t,
-            Method::DELETE,
-            &format!("/api/v1/projects/{pid}"),
-            None,
-        )
-        .await
-        .assert_status(204);
+        app.api(t, Method::DELETE, &format!("/api/v1/projects/{pid}"), None)
+            .await
+            .assert_status(204);
     }
     // And a new dedicated tenant still provisions (to this build's head) beside them.
     let fresh = app.tenant("fresh", "dedicated", Some("local")).await;

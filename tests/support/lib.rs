@@ -370,10 +370,22 @@ impl TestApp {
     pub fn platform_env(&self) -> Vec<(String, String)> {
         let c = clusters();
         vec![
-            ("PLATFORM_DATABASE_URL".into(), c.primary.url(&self.control_db)),
-            ("PLATFORM_SHARED_DATABASE_URL".into(), c.primary.url(&self.shared_db)),
+            (
+                "PLATFORM_DATABASE_URL".into(),
+                c.primary.url(&self.control_db),
+            ),
+            (
+                "PLATFORM_SHARED_DATABASE_URL".into(),
+                c.primary.url(&self.shared_db),
+            ),
             ("PLATFORM_MASTER_KEY".into(), c.key.to_base64()),
-            ("PLATFORM_DATA_DIR".into(), std::env::temp_dir().join("platformctl-unused").display().to_string()),
+            (
+                "PLATFORM_DATA_DIR".into(),
+                std::env::temp_dir()
+                    .join("platformctl-unused")
+                    .display()
+                    .to_string(),
+            ),
         ]
     }
 
@@ -391,13 +403,23 @@ impl TestApp {
         match tenant.placement {
             tenancy::catalog::Placement::Shared => c.primary.url(&self.shared_db),
             tenancy::catalog::Placement::Dedicated { server, database } => {
-                let servers = self.app.tenancy.catalog.db_servers().await.expect("servers");
+                let servers = self
+                    .app
+                    .tenancy
+                    .catalog
+                    .db_servers()
+                    .await
+                    .expect("servers");
                 let name = servers
                     .iter()
                     .find(|s| s.id == server)
                     .map(|s| s.name.clone())
                     .expect("registered server");
-                let cluster = if name == "second" { &c.second } else { &c.primary };
+                let cluster = if name == "second" {
+                    &c.second
+                } else {
+                    &c.primary
+                };
                 cluster.url(&database)
             }
         }

@@ -118,7 +118,8 @@ impl From<TenantRow> for Tenant {
 }
 
 /// A shared tenant's schema version is the shared database's (one row of `shared_schema`).
-const COLUMNS: &str = "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, created_at, updated_at,
+const COLUMNS: &str =
+    "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, created_at, updated_at,
      CASE WHEN placement = 'shared' THEN (SELECT ss.schema_version FROM shared_schema ss)
           ELSE schema_version END AS schema_version";
 

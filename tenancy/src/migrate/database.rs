@@ -61,7 +61,10 @@ pub async fn migrate(
         .application_name("platform-migrate");
     let mut client = pg::connect(&config).await.map_err(MigrateError::Connect)?;
     client
-        .execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_CLASS, &LOCK_OBJECT])
+        .execute(
+            "SELECT pg_advisory_lock($1, $2)",
+            &[&LOCK_CLASS, &LOCK_OBJECT],
+        )
         .await
         .map_err(MigrateError::Db)?;
     let before = current_version(&client).await.map_err(MigrateError::Db)?;

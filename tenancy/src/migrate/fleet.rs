@@ -146,11 +146,20 @@ pub enum FleetEvent<'a> {
         skipped: usize,
     },
     /// Dry run: this database would be migrated.
-    WouldMigrate { db: &'a FleetDb },
-    Started { db: &'a FleetDb, phase: Phase },
-    Finished { result: &'a DbResult },
+    WouldMigrate {
+        db: &'a FleetDb,
+    },
+    Started {
+        db: &'a FleetDb,
+        phase: Phase,
+    },
+    Finished {
+        result: &'a DbResult,
+    },
     /// A canary failed: the rest is left pending.
-    CanaryFailed { failed: usize },
+    CanaryFailed {
+        failed: usize,
+    },
 }
 
 /// Where events go (a progress bar, JSON lines, a test).
@@ -392,7 +401,10 @@ impl Migrator {
         });
         tracing::info!(run.id = %run.id, target, total, to_check = planned.len(), skipped = skipped.len(), "tenant migration run started");
 
-        let ctx = Arc::new(self.context(run.id, migrations, target, opts, &planned).await?);
+        let ctx = Arc::new(
+            self.context(run.id, migrations, target, opts, &planned)
+                .await?,
+        );
         let (canary, main): (Vec<_>, Vec<_>) =
             planned.into_iter().partition(|(_, p)| *p == Phase::Canary);
         let mut state = RunState::Ok;
@@ -442,12 +454,14 @@ impl Migrator {
             {
                 urls.insert(id, url);
             }
-            servers.entry(db.endpoint.clone()).or_insert_with(|| Server {
-                label: db.server.clone(),
-                permits: Arc::new(Semaphore::new(opts.per_server)),
-                in_flight: AtomicUsize::new(0),
-                peak: AtomicUsize::new(0),
-            });
+            servers
+                .entry(db.endpoint.clone())
+                .or_insert_with(|| Server {
+                    label: db.server.clone(),
+                    permits: Arc::new(Semaphore::new(opts.per_server)),
+                    in_flight: AtomicUsize::new(0),
+                    peak: AtomicUsize::new(0),
+                });
         }
         Ok(Context {
             catalog: self.catalog.clone(),
@@ -504,7 +518,10 @@ impl Context {
     }
 
     async fn one(&self, db: Arc<FleetDb>, phase: Phase, events: &Events) -> DbResult {
-        let server = self.servers.get(&db.endpoint).expect("every endpoint has a server entry");
+        let server = self
+            .servers
+            .get(&db.endpoint)
+            .expect("every endpoint has a server entry");
         let _server_permit = server.permits.acquire().await.expect("never closed");
         let _permit = self.global.acquire().await.expect("never closed");
         let now = server.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -537,8 +554,12 @@ impl Context {
             tracing::warn!(error = %e, "cannot record a migration result in the ledger");
         }
         match &error {
-            None => tracing::info!(db = %db.key, before, after, duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "migrated tenant database"),
-            Some(e) => tracing::warn!(db = %db.key, error = %e, "migrating a tenant database failed"),
+            None => {
+                tracing::info!(db = %db.key, before, after, duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "migrated tenant database")
+            }
+            Some(e) => {
+                tracing::warn!(db = %db.key, error = %e, "migrating a tenant database failed")
+            }
         }
         let result = DbResult {
             db,

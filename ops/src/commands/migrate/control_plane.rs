@@ -8,12 +8,7 @@ use tenancy::bootstrap::Started;
 use crate::commands::Output;
 
 pub async fn run(started: &Started, out: &Output) -> anyhow::Result<ExitCode> {
-    let v = started
-        .tenancy
-        .catalog
-        .schema_version()
-        .await?
-        .unwrap_or(0);
+    let v = started.tenancy.catalog.schema_version().await?.unwrap_or(0);
     out.emit(
         &json!({"event": "control_plane", "state": "ok", "version": v}),
         &format!("control plane: ok (version {v})"),

@@ -114,7 +114,8 @@ pub fn bar() -> (Events, ProgressBar) {
             db.db_name,
             slugs_short(db),
             db.server,
-            db.recorded.map_or_else(|| "unknown".into(), |v| v.to_string())
+            db.recorded
+                .map_or_else(|| "unknown".into(), |v| v.to_string())
         )),
         FleetEvent::Started { .. } => {}
         FleetEvent::Finished { result } => {

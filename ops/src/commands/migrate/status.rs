@@ -10,8 +10,8 @@ use tenancy::migrate::head_of;
 use tenancy::migrate::status::Summary;
 use time::format_description::well_known::Rfc3339;
 
-use super::progress::{db_fields, slugs_short};
 use super::MigrationSet;
+use super::progress::{db_fields, slugs_short};
 use crate::commands::Output;
 
 #[derive(Args, Debug)]
@@ -36,9 +36,7 @@ pub async fn run(started: &Started, args: StatusArgs, out: &Output) -> anyhow::R
         );
     }
     for r in &rows {
-        let last = r
-            .last_run_at
-            .and_then(|t| t.format(&Rfc3339).ok());
+        let last = r.last_run_at.and_then(|t| t.format(&Rfc3339).ok());
         let mut v = db_fields(&r.db);
         v["event"] = json!("status");
         v["version"] = json!(r.current);

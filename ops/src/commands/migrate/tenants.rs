@@ -9,8 +9,8 @@ use serde_json::json;
 use tenancy::bootstrap::Started;
 use tenancy::migrate::fleet::FleetOptions;
 
-use super::progress::{self, result_line, slugs_short};
 use super::MigrationSet;
+use super::progress::{self, result_line, slugs_short};
 use crate::commands::Output;
 
 #[derive(Args, Debug)]
@@ -103,7 +103,11 @@ pub async fn run(started: &Started, args: TenantsArgs, out: &Output) -> anyhow::
             ok,
             failed.len(),
             report.not_started,
-            if report.stopped_by_canary { " (canary failed: stopped)" } else { "" },
+            if report.stopped_by_canary {
+                " (canary failed: stopped)"
+            } else {
+                ""
+            },
             report.elapsed.as_secs_f64(),
             report.concurrency,
             report.per_server
