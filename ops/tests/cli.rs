@@ -270,12 +270,12 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
     .await;
     assert_eq!(lines.last().expect("summary")["ok"], 4);
     // The killed run is on record as interrupted.
-    let interrupted: i64 = sqlx_free_count(&app).await;
+    let interrupted = interrupted_runs(&app).await;
     assert_eq!(interrupted, 1);
     app.finish().await;
 }
 
-async fn sqlx_free_count(app: &TestApp) -> i64 {
+async fn interrupted_runs(app: &TestApp) -> i64 {
     let url = app.platform_env()[0].1.clone();
     platform_tests::connect(&url)
         .await

@@ -43,8 +43,6 @@ pub enum MigrateError {
     Db(#[from] tokio_postgres::Error),
     #[error("the database server is not registered")]
     UnknownServer,
-    #[error("the connection was lost after migrating; the version reached is unknown")]
-    Lost,
 }
 
 /// Applies `migrations/` to the control plane.

@@ -78,20 +78,27 @@ pub async fn migrate(
         .set_target(Target::Version(i32::try_from(target).unwrap_or(i32::MAX)))
         .run_async(&mut client)
         .await;
-    // Whatever happened, report the truth.
-    let after = current_version(&client).await.ok();
     // The session lock goes with the connection.
     drop(client);
-    match (result, after) {
-        (Ok(_), Some(after)) => Ok(DbOutcome { before, after }),
-        (Ok(_), None) => Err(DbFailure {
-            before: Some(before),
-            after: None,
-            error: MigrateError::Lost,
+    // Refinery reports what it committed, also when a later migration failed.
+    let reached = |report: Option<&refinery::Report>| {
+        report
+            .and_then(|r| {
+                r.applied_migrations()
+                    .iter()
+                    .map(|m| i64::from(m.version()))
+                    .max()
+            })
+            .map_or(before, |v| v.max(before))
+    };
+    match result {
+        Ok(report) => Ok(DbOutcome {
+            before,
+            after: reached(Some(&report)),
         }),
-        (Err(e), after) => Err(DbFailure {
+        Err(e) => Err(DbFailure {
             before: Some(before),
-            after,
+            after: Some(reached(e.report())),
             error: MigrateError::Migration(e),
         }),
     }

@@ -36,12 +36,10 @@ pub struct MigrationsArgs {
     /// Where the two clusters live (removed first, and after unless `--keep`).
     #[arg(long, default_value = "/tmp/platform-bench-migrations")]
     dir: PathBuf,
-    /// Fleet runner: databases migrated at once, in total.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Fleet runner: databases migrated at once per server.
-    #[arg(long, default_value_t = 8)]
-    per_server: usize,
+    /// Fleet passes to measure, as `concurrency:per_server` pairs; each applies its own new
+    /// migration. The first is pass (a) and is also used for the no-op passes.
+    #[arg(long, value_delimiter = ',', default_value = "16:8")]
+    passes: Vec<String>,
     /// Tenants provisioned at once while setting up.
     #[arg(long, default_value_t = 8)]
     provision_concurrency: usize,
@@ -207,32 +205,56 @@ async fn measure(
         provision_time.as_secs_f64()
     ));
 
+    let passes: Vec<(usize, usize)> = args
+        .passes
+        .iter()
+        .map(|p| {
+            let (c, s) = p
+                .split_once(':')
+                .context("a pass is `concurrency:per_server`")?;
+            Ok((c.parse()?, s.parse()?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let (concurrency, per_server) = *passes.first().context("at least one pass")?;
     let head = tenancy::migrate::tenant_head_version();
-    let base = tenancy::migrate::tenant_migrations();
-    let mut with_a = base.clone();
-    with_a.push(bench_migration(head + 1, "bench_events_fleet")?);
-    let mut with_baseline = with_a.clone();
-    with_baseline.push(bench_migration(head + 2, "bench_events_loop")?);
+    let mut with_a = tenancy::migrate::tenant_migrations();
     let servers = [
         ("a".to_owned(), a.url("postgres")),
         ("b".to_owned(), b.url("postgres")),
     ];
     let opts = FleetOptions {
-        concurrency: args.concurrency,
-        per_server: args.per_server,
+        concurrency,
+        per_server,
         ..FleetOptions::default()
     };
     let quiet: tenancy::migrate::fleet::Events = Arc::new(|_| {});
 
-    // (a) one new migration over the fleet.
-    say("(a) fleet pass applying one new migration");
-    let sampler = Sampler::start(&servers).await?;
-    let pass_a = t
-        .migrator
-        .run(with_a.clone(), &opts, Arc::clone(&quiet))
-        .await?;
-    let sampled_a = sampler.finish().await;
-    check(&pass_a, "pass (a)")?;
+    // (a) one new migration over the fleet, per concurrency setting (each its own migration).
+    let mut version = head;
+    let mut measured = Vec::new();
+    for (i, (c, s)) in passes.iter().enumerate() {
+        version += 1;
+        with_a.push(bench_migration(version, &format!("bench_events_p{i}"))?);
+        say(&format!(
+            "(a) fleet pass applying one new migration, concurrency {c}, per server {s}"
+        ));
+        let sampler = Sampler::start(&servers).await?;
+        let o = FleetOptions {
+            concurrency: *c,
+            per_server: *s,
+            ..FleetOptions::default()
+        };
+        let pass = t
+            .migrator
+            .run(with_a.clone(), &o, Arc::clone(&quiet))
+            .await?;
+        let sampled = sampler.finish().await;
+        check(&pass, "pass (a)")?;
+        measured.push((*c, *s, pass, sampled));
+    }
+    let mut with_baseline = with_a.clone();
+    with_baseline.push(bench_migration(version + 1, "bench_events_loop")?);
+    let (_, _, pass_a, sampled_a) = measured.first().cloned().context("a pass")?;
     // (b) no-op pass, by recorded versions.
     say("(b) no-op fleet pass");
     let pass_b = t
@@ -268,16 +290,70 @@ async fn measure(
     }
     let baseline = clock.elapsed();
 
+    // Where the time goes: only connecting (and `SELECT 1`) to every database.
+    let urls: Vec<String> = fleet
+        .iter()
+        .map(|db| match db.server.as_str() {
+            "b" => b.url(&db.db_name),
+            _ => a.url(&db.db_name),
+        })
+        .collect();
+    let clock = Instant::now();
+    for url in &urls {
+        let c = tenancy::pg::connect(&url.parse()?).await?;
+        c.simple_query("SELECT 1").await?;
+    }
+    let connect_loop = clock.elapsed();
+    let clock = Instant::now();
+    futures_util::stream::iter(urls.iter())
+        .map(|url| async move {
+            let c = tenancy::pg::connect(&url.parse()?).await?;
+            c.simple_query("SELECT 1").await?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(concurrency)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                eprintln!("[bench] connect: {e:#}");
+            }
+        })
+        .await;
+    let connect_parallel = clock.elapsed();
+    say(&format!(
+        "connect + SELECT 1 to every database: {:.2}s one at a time, {:.2}s {concurrency} at a time",
+        connect_loop.as_secs_f64(),
+        connect_parallel.as_secs_f64()
+    ));
+
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let ratio = baseline.as_secs_f64() / pass_a.elapsed.as_secs_f64().max(1e-9);
+    let sweep: Vec<_> = measured
+        .iter()
+        .map(|(c, s, p, sampled)| {
+            json!({"concurrency": c, "per_server": s, "ms": ms(p.elapsed),
+                   "peak_runner_connections_per_server": p.peak_per_server,
+                   "peak_client_backends_per_server": sampled,
+                   "speedup_vs_loop": (baseline.as_secs_f64() / p.elapsed.as_secs_f64().max(1e-9) * 10.0).round() / 10.0})
+        })
+        .collect();
+    for (c, s, p, sampled) in &measured {
+        say(&format!(
+            "pass concurrency {c} per server {s}: {:.2}s, {:.1}x the loop, peak runner connections {:?}, peak client backends {:?}",
+            p.elapsed.as_secs_f64(),
+            baseline.as_secs_f64() / p.elapsed.as_secs_f64().max(1e-9),
+            p.peak_per_server,
+            sampled
+        ));
+    }
     let report = json!({
         "event": "bench_migrations",
         "tenant_databases": args.tenants,
         "databases_incl_shared": fleet.len(),
         "servers": 2,
         "provision_ms": ms(provision_time),
-        "concurrency": args.concurrency,
-        "per_server": args.per_server,
+        "concurrency": concurrency,
+        "per_server": per_server,
+        "passes": sweep,
         "a_migrate_ms": ms(pass_a.elapsed),
         "a_migrated": pass_a.results.len(),
         "a_peak_runner_connections_per_server": pass_a.peak_per_server,
@@ -287,6 +363,8 @@ async fn measure(
         "b_verify_noop_ms": ms(pass_v.elapsed),
         "b_verify_peak_client_backends_per_server": sampled_v,
         "baseline_loop_ms": ms(baseline),
+        "connect_only_loop_ms": ms(connect_loop),
+        "connect_only_parallel_ms": ms(connect_parallel),
         "speedup_vs_loop": (ratio * 10.0).round() / 10.0,
     });
     out.emit(
@@ -300,8 +378,8 @@ async fn measure(
              speed-up of (a) over the loop: {:.1}x",
             args.tenants,
             provision_time.as_secs_f64(),
-            args.concurrency,
-            args.per_server,
+            concurrency,
+            per_server,
             pass_a.elapsed.as_secs_f64(),
             pass_a.peak_per_server,
             sampled_a,
