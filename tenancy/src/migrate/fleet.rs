@@ -426,6 +426,10 @@ impl Migrator {
             }
         }
         report.peak_per_server = ctx.peaks();
+        // Every task has finished: the context is ours alone again; write what is queued.
+        if let Ok(ctx) = Arc::try_unwrap(ctx) {
+            ctx.done.finish().await;
+        }
         ledger::finish_run(&self.catalog, run, state).await?;
         report.elapsed = started.elapsed();
         tracing::info!(
@@ -472,6 +476,7 @@ impl Migrator {
             urls,
             global: Arc::new(Semaphore::new(opts.concurrency)),
             servers,
+            done: ledger::DoneWriter::start(self.catalog.clone(), run),
         })
     }
 }
@@ -494,6 +499,7 @@ struct Context {
     urls: HashMap<DbServerId, String>,
     global: Arc<Semaphore>,
     servers: HashMap<String, Server>,
+    done: ledger::DoneWriter,
 }
 
 impl Context {
@@ -541,18 +547,13 @@ impl Context {
             Err(f) => (f.before, f.after, Some(error_chain(&f.error))),
         };
         let elapsed = started.elapsed();
-        if let Err(e) = ledger::mark_done(
-            &self.catalog,
-            self.run,
-            &db.key,
+        self.done.send(ledger::Done {
+            key: db.key,
             before,
             after,
-            error.as_deref(),
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "cannot record a migration result in the ledger");
-        }
+            error: error.clone(),
+            finished_at: time::OffsetDateTime::now_utc(),
+        });
         match &error {
             None => {
                 tracing::info!(db = %db.key, before, after, duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "migrated tenant database")
