@@ -4,7 +4,8 @@
 //!
 //! - [`database`]: one tenant database, under a per-database advisory lock.
 //! - [`ledger`]: the control-plane record of runs, per-database states and recorded versions.
-//! - [`fleet`]: the fleet runner (bounded total and per-server concurrency, canary, resume).
+//! - [`fleet`]: the fleet runner (bounded total and per-server concurrency, canary, resume);
+//!   `inventory` lists the fleet, `worker` migrates one database of a run.
 //! - [`status`]: "where do we stand?", per tenant database.
 //!
 //! Tenant migrations are forward-only and expand/contract (see `docs/migrations.md`): code at
@@ -13,8 +14,10 @@
 
 pub mod database;
 pub mod fleet;
+mod inventory;
 pub mod ledger;
 pub mod status;
+mod worker;
 
 use refinery::Migration;
 use tokio_postgres::Config;

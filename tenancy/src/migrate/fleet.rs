@@ -10,56 +10,20 @@
 //! - Durable: every database of the plan is in the ledger (`pending`) before work starts, and each
 //!   step is recorded, so a rerun (even after `kill -9`) picks up what is left.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use refinery::Migration;
 use serde_json::json;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::database::{self, DbFailure};
+use super::head_of;
+pub use super::inventory::{DbKey, FleetDb};
 use super::ledger::{self, Phase, RunState};
-use super::{MigrateError, error_chain, head_of};
+use super::worker::{Context, execute};
 use crate::catalog::{Catalog, CatalogError, ServerUrlError};
-use crate::ids::{DbServerId, TenantId, TenantSlug};
-use crate::pg;
-
-/// Which tenant database: the shared one, or a dedicated tenant's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DbKey {
-    Shared,
-    Tenant(TenantId),
-}
-
-impl fmt::Display for DbKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Shared => f.write_str("shared"),
-            Self::Tenant(id) => id.fmt(f),
-        }
-    }
-}
-
-/// One tenant database of the fleet, as the catalog knows it.
-#[derive(Clone, Debug)]
-pub struct FleetDb {
-    pub key: DbKey,
-    /// The tenants it holds (one for a dedicated database; every shared tenant for the shared).
-    pub slugs: Vec<TenantSlug>,
-    /// The registered server's name (`shared` for the shared database if it is on none).
-    pub server: String,
-    pub server_id: Option<DbServerId>,
-    pub db_name: String,
-    /// The recorded schema version (a lower bound); `None` if never recorded.
-    pub recorded: Option<i64>,
-    /// `host:port`: what per-server concurrency is counted against.
-    pub endpoint: String,
-}
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -222,97 +186,15 @@ impl Migrator {
         }
     }
 
+    /// The shared database's owner URL.
+    pub(super) fn shared_admin_url(&self) -> &str {
+        &self.shared_admin_url
+    }
+
     /// The catalog this migrator records in.
     #[must_use]
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
-    }
-
-    /// Every tenant database: the shared one first, then dedicated ones (live or suspended) by slug.
-    pub async fn fleet(&self) -> Result<Vec<FleetDb>, FleetError> {
-        let pool = self.catalog.pool();
-        let servers = self.catalog.db_servers().await?;
-        let shared_config: tokio_postgres::Config = self
-            .shared_admin_url
-            .parse()
-            .map_err(FleetError::SharedUrl)?;
-        let (host, port) = pg::host_port(&shared_config);
-        let shared_endpoint = format!("{host}:{port}");
-        let shared_server = servers
-            .iter()
-            .find(|s| format!("{}:{}", s.host, s.port) == shared_endpoint)
-            .map_or_else(|| "shared".to_owned(), |s| s.name.clone());
-        let shared_slugs: Vec<String> = sqlx::query_scalar(
-            "SELECT slug FROM tenants WHERE placement = 'shared' AND status <> 'deleted' ORDER BY slug",
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(CatalogError)?;
-        let shared_version: Option<i64> =
-            sqlx::query_scalar("SELECT schema_version FROM shared_schema")
-                .fetch_optional(pool)
-                .await
-                .map_err(CatalogError)?;
-        let mut out = vec![FleetDb {
-            key: DbKey::Shared,
-            slugs: shared_slugs
-                .into_iter()
-                .map(TenantSlug::from_trusted)
-                .collect(),
-            server: shared_server,
-            server_id: None,
-            db_name: shared_config.get_dbname().unwrap_or("postgres").to_owned(),
-            recorded: shared_version,
-            endpoint: shared_endpoint,
-        }];
-        let rows: Vec<(Uuid, String, Uuid, String, Option<i64>)> = sqlx::query_as(
-            "SELECT id, slug, db_server_id, db_name, schema_version FROM tenants
-              WHERE placement = 'dedicated' AND status IN ('active', 'suspended') ORDER BY slug",
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(CatalogError)?;
-        for (id, slug, server_id, db_name, version) in rows {
-            let server_id = DbServerId::from_uuid(server_id);
-            let server = servers.iter().find(|s| s.id == server_id);
-            out.push(FleetDb {
-                key: DbKey::Tenant(TenantId::from_uuid(id)),
-                slugs: vec![TenantSlug::from_trusted(slug)],
-                server: server.map_or_else(|| "(unregistered)".to_owned(), |s| s.name.clone()),
-                server_id: Some(server_id),
-                db_name,
-                recorded: version,
-                endpoint: server.map_or_else(String::new, |s| format!("{}:{}", s.host, s.port)),
-            });
-        }
-        Ok(out)
-    }
-
-    /// The fleet after `--tenant` and `--server` filters.
-    async fn selected(&self, opts: &FleetOptions) -> Result<Vec<FleetDb>, FleetError> {
-        let mut fleet = self.fleet().await?;
-        if let Some(name) = &opts.server
-            && !fleet.iter().any(|d| &d.server == name)
-            && self.catalog.db_server_by_name(name).await?.is_none()
-        {
-            return Err(FleetError::UnknownServer(name.clone()));
-        }
-        for slug in &opts.tenants {
-            if !fleet
-                .iter()
-                .any(|d| d.slugs.iter().any(|s| s.as_str() == slug))
-            {
-                return Err(FleetError::UnknownTenant(slug.clone()));
-            }
-        }
-        fleet.retain(|d| {
-            opts.server.as_ref().is_none_or(|s| &d.server == s)
-                && (opts.tenants.is_empty()
-                    || d.slugs
-                        .iter()
-                        .any(|s| opts.tenants.iter().any(|t| t == s.as_str())))
-        });
-        Ok(fleet)
     }
 
     /// Runs `migrations` over the fleet. Per-database failures are in the report, not errors.
@@ -401,10 +283,7 @@ impl Migrator {
         });
         tracing::info!(run.id = %run.id, target, total, to_check = planned.len(), skipped = skipped.len(), "tenant migration run started");
 
-        let ctx = Arc::new(
-            self.context(run.id, migrations, target, opts, &planned)
-                .await?,
-        );
+        let ctx = Arc::new(Context::build(self, run.id, migrations, target, opts, &planned).await?);
         let (canary, main): (Vec<_>, Vec<_>) =
             planned.into_iter().partition(|(_, p)| *p == Phase::Canary);
         let mut state = RunState::Ok;
@@ -428,7 +307,7 @@ impl Migrator {
         report.peak_per_server = ctx.peaks();
         // Every task has finished: the context is ours alone again; write what is queued.
         if let Ok(ctx) = Arc::try_unwrap(ctx) {
-            ctx.done.finish().await;
+            ctx.finish().await;
         }
         ledger::finish_run(&self.catalog, run, state).await?;
         report.elapsed = started.elapsed();
@@ -440,158 +319,4 @@ impl Migrator {
         );
         Ok(report)
     }
-
-    async fn context(
-        &self,
-        run: Uuid,
-        migrations: Vec<Migration>,
-        target: i64,
-        opts: &FleetOptions,
-        planned: &[(Arc<FleetDb>, Phase)],
-    ) -> Result<Context, FleetError> {
-        let mut urls = HashMap::new();
-        let mut servers = HashMap::new();
-        for (db, _) in planned {
-            if let Some(id) = db.server_id
-                && !urls.contains_key(&id)
-                && let Some((_, url)) = self.catalog.db_server_with_url(id).await?
-            {
-                urls.insert(id, url);
-            }
-            servers
-                .entry(db.endpoint.clone())
-                .or_insert_with(|| Server {
-                    label: db.server.clone(),
-                    permits: Arc::new(Semaphore::new(opts.per_server)),
-                    in_flight: AtomicUsize::new(0),
-                    peak: AtomicUsize::new(0),
-                });
-        }
-        Ok(Context {
-            catalog: self.catalog.clone(),
-            run,
-            migrations,
-            target,
-            shared_admin_url: self.shared_admin_url.clone(),
-            urls,
-            global: Arc::new(Semaphore::new(opts.concurrency)),
-            servers,
-            done: ledger::DoneWriter::start(self.catalog.clone(), run),
-        })
-    }
-}
-
-/// Per-server concurrency and its high-water mark.
-struct Server {
-    label: String,
-    permits: Arc<Semaphore>,
-    in_flight: AtomicUsize,
-    peak: AtomicUsize,
-}
-
-/// What every database task of a run shares.
-struct Context {
-    catalog: Catalog,
-    run: Uuid,
-    migrations: Vec<Migration>,
-    target: i64,
-    shared_admin_url: String,
-    urls: HashMap<DbServerId, String>,
-    global: Arc<Semaphore>,
-    servers: HashMap<String, Server>,
-    done: ledger::DoneWriter,
-}
-
-impl Context {
-    fn peaks(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for s in self.servers.values() {
-            let e = out.entry(s.label.clone()).or_insert(0);
-            *e = (*e).max(s.peak.load(Ordering::Relaxed));
-        }
-        out
-    }
-
-    fn config(&self, db: &FleetDb) -> Result<tokio_postgres::Config, MigrateError> {
-        match (db.key, db.server_id) {
-            (DbKey::Shared, _) => Ok(self.shared_admin_url.parse()?),
-            (DbKey::Tenant(_), Some(id)) => match self.urls.get(&id) {
-                Some(url) => Ok(pg::with_database(url, &db.db_name)?),
-                None => Err(MigrateError::UnknownServer),
-            },
-            (DbKey::Tenant(_), None) => Err(MigrateError::UnknownServer),
-        }
-    }
-
-    async fn one(&self, db: Arc<FleetDb>, phase: Phase, events: &Events) -> DbResult {
-        let server = self
-            .servers
-            .get(&db.endpoint)
-            .expect("every endpoint has a server entry");
-        let _server_permit = server.permits.acquire().await.expect("never closed");
-        let _permit = self.global.acquire().await.expect("never closed");
-        let now = server.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        server.peak.fetch_max(now, Ordering::SeqCst);
-        events(&FleetEvent::Started { db: &db, phase });
-        let started = Instant::now();
-        if let Err(e) = ledger::mark_running(&self.catalog, self.run, &db.key).await {
-            tracing::warn!(error = %e, "cannot record a running migration in the ledger");
-        }
-        let outcome = match self.config(&db) {
-            Ok(config) => database::migrate(&config, &self.migrations, self.target).await,
-            Err(e) => Err(DbFailure::from(e)),
-        };
-        server.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let (before, after, error) = match outcome {
-            Ok(o) => (Some(o.before), Some(o.after), None),
-            Err(f) => (f.before, f.after, Some(error_chain(&f.error))),
-        };
-        let elapsed = started.elapsed();
-        self.done.send(ledger::Done {
-            key: db.key,
-            before,
-            after,
-            error: error.clone(),
-            finished_at: time::OffsetDateTime::now_utc(),
-        });
-        match &error {
-            None => {
-                tracing::info!(db = %db.key, before, after, duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "migrated tenant database")
-            }
-            Some(e) => {
-                tracing::warn!(db = %db.key, error = %e, "migrating a tenant database failed")
-            }
-        }
-        let result = DbResult {
-            db,
-            phase,
-            before,
-            after,
-            error,
-            elapsed,
-        };
-        events(&FleetEvent::Finished { result: &result });
-        result
-    }
-}
-
-async fn execute(
-    ctx: &Arc<Context>,
-    dbs: Vec<(Arc<FleetDb>, Phase)>,
-    events: &Events,
-) -> Vec<DbResult> {
-    let mut set = JoinSet::new();
-    for (db, phase) in dbs {
-        let ctx = Arc::clone(ctx);
-        let events = Arc::clone(events);
-        set.spawn(async move { ctx.one(db, phase, &events).await });
-    }
-    let mut out = Vec::new();
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(r) => out.push(r),
-            Err(e) => tracing::error!(error = %e, "a migration task panicked"),
-        }
-    }
-    out
 }

@@ -326,6 +326,11 @@ async fn measure(
     ));
 
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    // The machine is shared; record how busy it was (1-minute load average, 2 cores).
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default();
     let ratio = baseline.as_secs_f64() / pass_a.elapsed.as_secs_f64().max(1e-9);
     let sweep: Vec<_> = measured
         .iter()
@@ -347,6 +352,7 @@ async fn measure(
     }
     let report = json!({
         "event": "bench_migrations",
+        "load_average_1m_at_end": load,
         "tenant_databases": args.tenants,
         "databases_incl_shared": fleet.len(),
         "servers": 2,
@@ -370,7 +376,7 @@ async fn measure(
     out.emit(
         &report,
         &format!(
-            "{} dedicated databases (+ shared) on 2 servers, provisioned in {:.1}s\n\
+            "{} dedicated databases (+ shared) on 2 servers, provisioned in {:.1}s (load average at the end: {load})\n\
              (a)  one new migration, fleet runner (concurrency {}, per server {}): {:.2}s; peak runner connections per server {:?}; peak client backends per server {:?}\n\
              (b)  no-op pass (recorded versions): {:.3}s ({} skipped)\n\
              (b') no-op pass connecting to every database (--verify): {:.2}s; peak client backends per server {:?}\n\
