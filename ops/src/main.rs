@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "platformctl",
-    about = "Operate the platform: tenants, migrations, keys."
+    about = "Operate the platform: tenants, migrations, keys, operations, benchmarks."
 )]
 struct Cli {
     /// Machine-readable output (one JSON object per line).
@@ -34,15 +34,9 @@ enum Command {
     /// Long-running operations.
     #[command(subcommand)]
     Operations(OperationsCmd),
-    /// Benchmarks that need the platform's internals.
+    /// Benchmarks (they start their own PostgreSQL clusters; see docs/benchmarks.md).
     #[command(subcommand)]
-    Bench(BenchCmd),
-}
-
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// Promote a tenant with many rows under write load, against pg_dump | psql.
-    Promote(commands::bench::PromoteBench),
+    Bench(commands::bench::Bench),
 }
 
 #[derive(Subcommand)]
@@ -66,7 +60,7 @@ async fn main() -> ExitCode {
         Command::Operations(OperationsCmd::Show { id }) => {
             commands::operations::show(&id, &out).await
         }
-        Command::Bench(BenchCmd::Promote(args)) => commands::bench::promote(args, &out).await,
+        Command::Bench(b) => commands::bench::run(b, &out).await,
     };
     match result {
         Ok(code) => code,

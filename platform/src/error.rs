@@ -149,6 +149,19 @@ impl ApiError {
         e.cause = Some(cause.to_string());
         e
     }
+    /// The tenant's database is older than this build needs: its migration is due or running.
+    /// Answered before any query, so nothing fails half-way; the client retries later.
+    pub fn schema_behind(cause: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tenant-schema-behind",
+            "Tenant database upgrading",
+            "this tenant's database is being upgraded; retry later",
+        );
+        e.retry_after = Some(30);
+        e.cause = Some(cause.to_string());
+        e
+    }
     /// A bug or an unexpected failure: the cause is logged, never sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         let mut e = Self::new(
@@ -222,6 +235,7 @@ impl From<tenancy::dataplane::ConnectError> for ApiError {
             tenancy::dataplane::ConnectError::Unavailable(_) => {
                 Self::unavailable("the tenant's database is unavailable", e)
             }
+            tenancy::dataplane::ConnectError::SchemaBehind { .. } => Self::schema_behind(e),
             other => Self::internal(other),
         }
     }

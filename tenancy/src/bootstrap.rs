@@ -18,6 +18,8 @@ use crate::crypto::{Keyring, LocalKeys, MasterKey, Scope, random_token};
 use crate::dataplane::{DataPlane, PoolSizes};
 use crate::embedded::{Cluster, write_private};
 use crate::ids::TenantId;
+use crate::migrate::fleet::{DbKey, Migrator};
+use crate::migrate::ledger;
 use crate::placement::Mover;
 use crate::provision::Provisioner;
 use crate::resolve::Resolver;
@@ -40,6 +42,7 @@ pub struct Tenancy {
     pub keyring: Keyring,
     pub mover: Mover,
     pub auth: Auth,
+    pub migrator: Migrator,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -50,14 +53,38 @@ pub struct Started {
     pub master_key_file: Option<PathBuf>,
 }
 
+/// What start-up does to the shared tenant database's schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedSchema {
+    /// Apply pending tenant migrations to it and record its version (the server).
+    Migrate,
+    /// Leave it to `platformctl migrate tenants`, which records the run in the ledger.
+    Leave,
+}
+
 /// Name of the platform secret holding the data-plane role's password.
 pub const APP_PASSWORD_SECRET: &str = "pg.app_role_password";
 
-/// Starts (or attaches to) the databases and builds the tenancy core. If start-up fails after
-/// this call started the embedded cluster, the cluster is stopped again.
+/// Starts (or attaches to) the databases and builds the tenancy core, migrating the shared
+/// database as the server does.
 pub async fn start(settings: &Settings) -> anyhow::Result<Started> {
+    start_with(settings, SharedSchema::Migrate).await
+}
+
+/// [`start`], choosing what happens to the shared database's schema. If start-up fails after
+/// this call started the embedded cluster, the cluster is stopped again.
+pub async fn start_with(settings: &Settings, shared: SharedSchema) -> anyhow::Result<Started> {
     let (control_url, shared_url, cluster, keys, key_file) = databases(settings).await?;
-    match build(settings, &control_url, &shared_url, cluster.as_ref(), keys).await {
+    match build(
+        settings,
+        &control_url,
+        &shared_url,
+        cluster.as_ref(),
+        keys,
+        shared,
+    )
+    .await
+    {
         Ok(tenancy) => Ok(Started {
             tenancy,
             cluster,
@@ -156,6 +183,7 @@ async fn build(
     shared_url: &str,
     cluster: Option<&Cluster>,
     keys: LocalKeys,
+    shared: SharedSchema,
 ) -> anyhow::Result<Tenancy> {
     migrate::control_plane(&control_url.parse()?)
         .await
@@ -169,9 +197,14 @@ async fn build(
     pg::ensure_app_role_on(&shared_url.parse()?, &password)
         .await
         .context("creating the data-plane role (needs CREATEROLE)")?;
-    migrate::tenant_database(&shared_url.parse()?)
-        .await
-        .context("migrating the shared tenant database")?;
+    if shared == SharedSchema::Migrate {
+        let version = migrate::tenant_database(&shared_url.parse()?)
+            .await
+            .context("migrating the shared tenant database")?;
+        ledger::record_version(&catalog, &DbKey::Shared, version)
+            .await
+            .context("recording the shared database's schema version")?;
+    }
 
     let provisioner = Provisioner::new(
         catalog.clone(),
@@ -206,6 +239,7 @@ async fn build(
         .init()
         .await
         .context("loading the JWT signing keys")?;
+    let migrator = Migrator::new(catalog.clone(), provisioner.clone());
     Ok(Tenancy {
         auth,
         catalog,
@@ -215,6 +249,7 @@ async fn build(
         api_keys: ApiKeys::new(),
         keyring,
         mover,
+        migrator,
     })
 }
 

@@ -61,6 +61,15 @@ impl Catalog {
         Ok(())
     }
 
+    /// The control plane's own schema version (the newest applied `migrations/` file).
+    pub async fn schema_version(&self) -> Result<Option<i32>, CatalogError> {
+        Ok(
+            sqlx::query_scalar("SELECT max(version) FROM refinery_schema_history")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// Publishes a change for `tenant` (or all tenants) to every instance, outside a transaction.
     pub async fn publish(&self, tenant: Option<TenantId>) -> Result<(), CatalogError> {
         publish(&self.pool, tenant).await

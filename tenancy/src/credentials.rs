@@ -127,6 +127,12 @@ impl ApiKeys {
             })
             .await
             .map_err(|e: std::sync::Arc<ApiKeyError>| match &*e {
+                ApiKeyError::Connect(ConnectError::SchemaBehind { have, need }) => {
+                    ApiKeyError::Connect(ConnectError::SchemaBehind {
+                        have: *have,
+                        need: *need,
+                    })
+                }
                 ApiKeyError::Connect(c) => {
                     ApiKeyError::Connect(ConnectError::Unavailable(c.to_string()))
                 }
@@ -148,9 +154,11 @@ impl ApiKeys {
         let token = format!("{PREFIX}{}_{secret}", tenant.id.as_uuid().simple());
         let id = ApiKeyId::new();
         let prefix = format!("{PREFIX}…{}", &secret[..6]);
-        let mut tx = dp.connect(tenant).await?.begin();
-        let row = tx
-            .query(
+        let row = dp
+            .connect(tenant)
+            .await?
+            .begin()
+            .query_and_commit(
                 "INSERT INTO api_keys (tenant_id, id, name, prefix, key_hash, role_id) VALUES ($1, $2, $3, $4, $5, $6)
                  RETURNING created_at",
                 &[&tenant.id.as_uuid(), &id.as_uuid(), &name, &prefix, &hash_token(&token), &role.as_ref().map(|r| r.0.as_uuid())],
@@ -195,9 +203,11 @@ impl ApiKeys {
 
     /// Lists the tenant's keys.
     pub async fn list(&self, dp: &DataPlane, tenant: &Tenant) -> Result<Vec<ApiKey>, ApiKeyError> {
-        let mut tx = dp.connect(tenant).await?.begin();
-        let rows = tx
-            .query(
+        let rows = dp
+            .connect(tenant)
+            .await?
+            .begin()
+            .query_and_commit(
                 "SELECT k.id, k.name, k.prefix, k.created_at, k.revoked_at, COALESCE(r.name, 'admin')
                  FROM api_keys k LEFT JOIN roles r ON r.id = k.role_id ORDER BY k.id",
                 &[],

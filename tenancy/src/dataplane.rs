@@ -37,6 +37,9 @@ pub enum ConnectError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The tenant's database is older than this code needs (a migration run is due or going on).
+    #[error("the tenant's database schema is at version {have:?}; this build needs {need}")]
+    SchemaBehind { have: Option<i64>, need: i64 },
 }
 
 /// Sizing of the data plane.
@@ -50,6 +53,8 @@ pub struct PoolSizes {
 #[derive(Clone)]
 pub struct DataPlane {
     inner: Arc<Inner>,
+    /// Tenants whose recorded schema version is below this are refused before any connection.
+    min_schema: i64,
 }
 
 struct Inner {
@@ -71,6 +76,7 @@ impl std::fmt::Debug for DataPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DataPlane")
             .field("sizes", &self.inner.sizes)
+            .field("min_schema", &self.min_schema)
             .finish_non_exhaustive()
     }
 }
@@ -122,11 +128,36 @@ impl DataPlane {
                 keyring,
                 sizes,
             }),
+            min_schema: crate::migrate::MIN_TENANT_SCHEMA,
         })
     }
 
-    /// A connection for `tenant`'s placement.
+    /// The same data plane, requiring at least `min` (the build's [`crate::migrate::MIN_TENANT_SCHEMA`]
+    /// by default; tests use it to stand for a newer build).
+    #[must_use]
+    pub fn with_min_schema(&self, min: i64) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            min_schema: min,
+        }
+    }
+
+    /// The oldest tenant schema this data plane serves.
+    #[must_use]
+    pub fn min_schema(&self) -> i64 {
+        self.min_schema
+    }
+
+    /// A connection for `tenant`'s placement. A tenant whose recorded schema version is below
+    /// what this build needs is refused here, from the cached record (no query), rather than
+    /// failing mid-query.
     pub async fn connect(&self, tenant: &Tenant) -> Result<TenantConn, ConnectError> {
+        if tenant.schema_version.is_none_or(|v| v < self.min_schema) {
+            return Err(ConnectError::SchemaBehind {
+                have: tenant.schema_version,
+                need: self.min_schema,
+            });
+        }
         match &tenant.placement {
             Placement::Shared => {
                 let client = self

@@ -1,7 +1,25 @@
 //! The two migration sets, embedded at build time and run by refinery over tokio-postgres:
 //! `migrations/` on the control plane, `tenant-migrations/` on the shared database and on every
 //! dedicated database (identically).
+//!
+//! - [`database`]: one tenant database, under a per-database advisory lock.
+//! - [`ledger`]: the control-plane record of runs, per-database states and recorded versions.
+//! - [`fleet`]: the fleet runner (bounded total and per-server concurrency, canary, resume);
+//!   `inventory` lists the fleet, `worker` migrates one database of a run.
+//! - [`status`]: "where do we stand?", per tenant database.
+//!
+//! Tenant migrations are forward-only and expand/contract (see `docs/migrations.md`): code at
+//! version N keeps working on a database at N+1. The running code refuses tenants whose database
+//! is below [`MIN_TENANT_SCHEMA`].
 
+pub mod database;
+pub mod fleet;
+mod inventory;
+pub mod ledger;
+pub mod status;
+mod worker;
+
+use refinery::Migration;
 use tokio_postgres::Config;
 
 use crate::pg;
@@ -13,6 +31,10 @@ mod tenant {
     refinery::embed_migrations!("../tenant-migrations");
 }
 
+/// The oldest tenant schema this build can serve. Raise it (in the release after the migration
+/// that the code starts to rely on has been applied fleet-wide) and never above the head.
+pub const MIN_TENANT_SCHEMA: i64 = 3;
+
 /// A migration run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -22,6 +44,8 @@ pub enum MigrateError {
     Migration(#[from] refinery::Error),
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
+    #[error("the database server is not registered")]
+    UnknownServer,
 }
 
 /// Applies `migrations/` to the control plane.
@@ -33,24 +57,54 @@ pub async fn control_plane(config: &Config) -> Result<(), MigrateError> {
     Ok(())
 }
 
-/// Applies `tenant-migrations/` to one tenant database (run as the owner; the data-plane role must
-/// already exist on the server, since migrations grant to it). Returns the version reached.
+/// The tenant migrations this build embeds (`tenant-migrations/`), ordered by version. Tests and
+/// the benchmark append their own to simulate a newer release.
+#[must_use]
+pub fn tenant_migrations() -> Vec<Migration> {
+    let mut m = tenant::migrations::runner().get_migrations().clone();
+    m.sort();
+    m
+}
+
+/// Applies `tenant-migrations/` to one tenant database (run as the owner; the data-plane role
+/// must already exist on the server, since migrations grant to it). Takes the per-database
+/// advisory lock. Returns the version reached.
 pub async fn tenant_database(config: &Config) -> Result<i64, MigrateError> {
-    let mut client = pg::connect(config).await.map_err(MigrateError::Connect)?;
-    let report = tenant::migrations::runner().run_async(&mut client).await?;
-    let runner = tenant::migrations::runner();
-    let last = runner.get_last_applied_migration_async(&mut client).await?;
-    drop(report);
-    Ok(last.map_or(0, |m| i64::from(m.version())))
+    let migrations = tenant_migrations();
+    database::migrate(config, &migrations, head_of(&migrations))
+        .await
+        .map(|o| o.after)
+        .map_err(|f| f.error)
 }
 
 /// The newest tenant migration this build knows.
 #[must_use]
 pub fn tenant_head_version() -> i64 {
-    tenant::migrations::runner()
-        .get_migrations()
+    head_of(&tenant_migrations())
+}
+
+/// The highest version in a set of migrations (0 for none).
+#[must_use]
+pub fn head_of(migrations: &[Migration]) -> i64 {
+    migrations
         .iter()
         .map(|m| i64::from(m.version()))
         .max()
         .unwrap_or(0)
+}
+
+/// An error and its sources on one line, for the ledger and operators.
+#[must_use]
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }

@@ -1,5 +1,6 @@
 //! Small tokio-postgres helpers shared by provisioning, migrations and the data plane.
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
 /// The login role of the data plane: owns no table, has no `BYPASSRLS`.
@@ -31,6 +32,21 @@ pub async fn ensure_app_role(admin: &Client, password: &str) -> Result<(), tokio
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     );
+    // Two sessions updating the role at once make one fail with "tuple concurrently updated"
+    // (internal_error): the statement is idempotent, so try again.
+    let mut attempt = 0;
+    loop {
+        match ensure_app_role_once(admin, password).await {
+            Err(e) if e.code() == Some(&SqlState::INTERNAL_ERROR) && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn ensure_app_role_once(admin: &Client, password: &str) -> Result<(), tokio_postgres::Error> {
     admin
         .batch_execute(&format!(
             "DO $$ BEGIN

@@ -1,5 +1,5 @@
-//! Provisioning: create tenants (a dedicated tenant's database is created and migrated to head
-//! before the tenant becomes active), register database servers, and purge deleted tenants
+//! Provisioning: create tenants (a dedicated tenant's database is created, migrated to head and
+//! its version recorded before the tenant becomes active), register database servers, and purge deleted tenants
 //! (rows in the shared database, or the whole dedicated database).
 
 use crate::catalog::DB_URL_PURPOSE;
@@ -10,7 +10,8 @@ use crate::catalog::{
 };
 use crate::crypto::{KeyError, Keyring, Scope};
 use crate::ids::{TenantId, TenantSlug};
-use crate::migrate::{self, MigrateError};
+use crate::migrate::fleet::DbKey;
+use crate::migrate::{self, MigrateError, ledger};
 use crate::pg;
 
 use zeroize::Zeroizing;
@@ -119,12 +120,12 @@ impl Provisioner {
         app_url(server, database, &self.app_password)
     }
 
-    /// Creates (if missing) and migrates a tenant database on `server`.
+    /// Creates (if missing) and migrates a tenant database on `server`; returns its version.
     pub async fn create_tenant_database(
         &self,
         server: &DbServer,
         database: &str,
-    ) -> Result<(), ProvisionError> {
+    ) -> Result<i64, ProvisionError> {
         self.create_database(server, database).await
     }
 
@@ -194,7 +195,13 @@ impl Provisioner {
         let (Some(server), Placement::Dedicated { database, .. }) = (server, &placement) else {
             return Ok(tenant);
         };
-        match self.create_database(&server, database).await {
+        let ready = async {
+            let version = self.create_database(&server, database).await?;
+            // Recorded before activation: the server serves a tenant only from a known version.
+            ledger::record_version(&self.catalog, &DbKey::Tenant(id), version).await?;
+            Ok::<_, ProvisionError>(())
+        };
+        match ready.await {
             Ok(()) => Ok(self.catalog.activate_tenant(id).await?.unwrap_or(tenant)),
             Err(e) => {
                 tracing::warn!(tenant.id = %id, error = %e, "provisioning a dedicated database failed; rolling back");
@@ -222,11 +229,12 @@ impl Provisioner {
             .await?)
     }
 
+    /// Creates and migrates to head a dedicated database; returns the version reached.
     async fn create_database(
         &self,
         server: &DbServer,
         database: &str,
-    ) -> Result<(), ProvisionError> {
+    ) -> Result<i64, ProvisionError> {
         let unavailable =
             |e: &dyn std::fmt::Display| ProvisionError::ServerUnavailable(e.to_string());
         let admin_url = self.server_admin_url(server).await?;
@@ -238,14 +246,20 @@ impl Provisioner {
         let admin = pg::connect(&admin_config)
             .await
             .map_err(|e| unavailable(&e))?;
-        pg::create_database(&admin, database)
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable(&e))?
+            .is_some();
+        if !exists {
+            pg::create_database(&admin, database)
+                .await
+                .map_err(|e| unavailable(&e))?;
+        }
         let config = pg::with_database(&admin_url, database).map_err(|e| unavailable(&e))?;
         migrate::tenant_database(&config)
             .await
-            .map_err(|e: MigrateError| unavailable(&e))?;
-        Ok(())
+            .map_err(|e: MigrateError| unavailable(&e))
     }
 
     async fn drop_database(&self, server: &DbServer, database: &str) -> Result<(), PurgeError> {

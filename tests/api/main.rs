@@ -9,6 +9,7 @@ mod domain;
 mod isolation;
 mod keys;
 mod mfa;
+mod migrations;
 mod placement;
 mod routing;
 mod transactions;

@@ -354,11 +354,22 @@ impl TestApp {
     }
 
     async fn instance_on(control_db: &str, shared_db: &str) -> platform::App {
+        Self::instance_requiring(control_db, shared_db, None).await
+    }
+
+    async fn instance_requiring(
+        control_db: &str,
+        shared_db: &str,
+        min_schema: Option<i64>,
+    ) -> platform::App {
         let c = clusters();
-        let started =
+        let mut started =
             tenancy::bootstrap::start(&settings(&c.primary, control_db, shared_db, &c.key))
                 .await
                 .expect("bootstrap");
+        if let Some(min) = min_schema {
+            started.tenancy.dataplane = started.tenancy.dataplane.with_min_schema(min);
+        }
         platform::App::new(started.tenancy, ADMIN_TOKEN)
             .await
             .expect("app")
@@ -385,6 +396,101 @@ impl TestApp {
     /// Another instance over the same databases (as a second server process would be).
     pub async fn another_instance(&self) -> platform::App {
         Self::instance_on(&self.control_db, &self.shared_db).await
+    }
+
+    /// Another instance whose code needs tenant schema `min` (a newer build, deployed before the
+    /// fleet is migrated).
+    pub async fn instance_requiring_schema(&self, min: i64) -> platform::App {
+        Self::instance_requiring(&self.control_db, &self.shared_db, Some(min)).await
+    }
+
+    /// The fleet migrator of this instance.
+    pub fn migrator(&self) -> &tenancy::migrate::fleet::Migrator {
+        &self.app.tenancy.migrator
+    }
+
+    /// The `PLATFORM_*` environment that points `platformctl` at this instance's databases.
+    pub fn platform_env(&self) -> Vec<(String, String)> {
+        let c = clusters();
+        vec![
+            (
+                "PLATFORM_DATABASE_URL".into(),
+                c.primary.url(&self.control_db),
+            ),
+            (
+                "PLATFORM_SHARED_DATABASE_URL".into(),
+                c.primary.url(&self.shared_db),
+            ),
+            ("PLATFORM_MASTER_KEY".into(), c.key.to_base64()),
+            (
+                "PLATFORM_DATA_DIR".into(),
+                std::env::temp_dir()
+                    .join("platformctl-unused")
+                    .display()
+                    .to_string(),
+            ),
+        ]
+    }
+
+    /// The superuser URL of a dedicated tenant's database (or of the shared one).
+    pub async fn tenant_db_url(&self, t: &TestTenant) -> String {
+        let c = clusters();
+        let tenant = self
+            .app
+            .tenancy
+            .catalog
+            .tenant_by_slug(&t.slug)
+            .await
+            .expect("catalog")
+            .expect("tenant exists");
+        match tenant.placement {
+            tenancy::catalog::Placement::Shared => c.primary.url(&self.shared_db),
+            tenancy::catalog::Placement::Dedicated { server, database } => {
+                let servers = self
+                    .app
+                    .tenancy
+                    .catalog
+                    .db_servers()
+                    .await
+                    .expect("servers");
+                let name = servers
+                    .iter()
+                    .find(|s| s.id == server)
+                    .map(|s| s.name.clone())
+                    .expect("registered server");
+                let cluster = if name == "second" {
+                    &c.second
+                } else {
+                    &c.primary
+                };
+                cluster.url(&database)
+            }
+        }
+    }
+
+    /// A superuser connection to a tenant's database.
+    pub async fn tenant_db(&self, t: &TestTenant) -> tokio_postgres::Client {
+        connect(&self.tenant_db_url(t).await).await
+    }
+
+    /// The real schema version of a tenant's database (refinery's history).
+    pub async fn schema_version(&self, t: &TestTenant) -> i64 {
+        let db = self.tenant_db(t).await;
+        tenancy::migrate::database::current_version(&db)
+            .await
+            .expect("version")
+    }
+
+    /// The recorded version of a tenant's database in the catalog.
+    pub async fn recorded_version(&self, t: &TestTenant) -> Option<i64> {
+        self.app
+            .tenancy
+            .catalog
+            .tenant_by_slug(&t.slug)
+            .await
+            .expect("catalog")
+            .expect("tenant")
+            .schema_version
     }
 
     pub fn router(&self) -> &Router {
@@ -478,6 +584,31 @@ impl TestApp {
                 .expect("drop test database");
         }
     }
+}
+
+/// The built-in tenant migrations plus the test-only ones in `tests/migrations/` up to
+/// `version` (V4 adds a table and a nullable column; V5 fails where `test_fail_here` exists).
+pub fn migrations_up_to(version: i64) -> Vec<refinery::Migration> {
+    // The test-only files are numbered head + 1 and head + 2 (V4, V5 while head is V3).
+    assert_eq!(
+        tenancy::migrate::tenant_head_version(),
+        3,
+        "a tenant migration was added: renumber tests/migrations/ to head + 1 and head + 2 and the versions in the tests that use them"
+    );
+    let mut all = tenancy::migrate::tenant_migrations();
+    let extra = refinery::load_sql_migrations(test_migrations_dir()).expect("test migrations");
+    all.extend(
+        extra
+            .into_iter()
+            .filter(|m| i64::from(m.version()) <= version),
+    );
+    all.sort();
+    all
+}
+
+/// `tests/migrations/`: migrations that only tests apply, standing for future releases.
+pub fn test_migrations_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
 }
 
 /// Polls `check` until it returns true or `deadline` passes; returns how long it took.

@@ -1,67 +1,73 @@
-//! `platformctl migrate control-plane|tenants`: apply the migration sets. The shared database is
-//! migrated at start-up like the control plane; `tenants` then migrates every dedicated database.
+//! `platformctl migrate control-plane|tenants|status`: apply the control-plane migrations, run the
+//! tenant-migration fleet runner, and show where every tenant database stands. One file per
+//! subcommand under `migrate/`; `progress.rs` renders a run's events.
 
+mod control_plane;
+mod progress;
+mod status;
+mod tenants;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Subcommand;
-use serde_json::json;
-use tenancy::catalog::{Placement, TenantStatus};
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use refinery::Migration;
+use tenancy::bootstrap::{SharedSchema, Started};
+use tenancy::settings::Settings;
 
-use super::{Output, finish, start};
+use super::Output;
 
 #[derive(Subcommand)]
 pub enum Migrate {
-    /// Apply `migrations/` to the control plane (done by every start-up too).
+    /// Apply `migrations/` to the control plane.
     ControlPlane,
     /// Apply `tenant-migrations/` to the shared database and every dedicated database.
-    Tenants,
+    Tenants(tenants::TenantsArgs),
+    /// Per tenant database: tenants, server, version, target, state, last run; then a summary.
+    Status(status::StatusArgs),
+}
+
+/// Which migrations a command works with.
+#[derive(Args, Clone, Debug, Default)]
+pub struct MigrationSet {
+    /// Also load `V{n}__{name}.sql` files from this directory, after the built-in ones (for
+    /// tests and benchmarks that stand for a newer release).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub extra_migrations: Option<PathBuf>,
+}
+
+impl MigrationSet {
+    /// The built-in tenant migrations plus any extra ones, by version.
+    pub fn load(&self) -> anyhow::Result<Vec<Migration>> {
+        let mut all = tenancy::migrate::tenant_migrations();
+        if let Some(dir) = &self.extra_migrations {
+            let extra = refinery::load_sql_migrations(dir)
+                .with_context(|| format!("loading migrations from {}", dir.display()))?;
+            for m in extra {
+                anyhow::ensure!(
+                    !all.iter().any(|a| a.version() == m.version()),
+                    "{} has the version of a built-in migration",
+                    m
+                );
+                all.push(m);
+            }
+        }
+        all.sort();
+        Ok(all)
+    }
 }
 
 pub async fn run(cmd: Migrate, out: &Output) -> anyhow::Result<ExitCode> {
-    // Start-up applies both the control-plane and the shared-database migrations.
-    let started = start().await?;
-    let mut failed = 0;
-    if let Migrate::Tenants = cmd {
-        let t = &started.tenancy;
-        let mut tenants = t.catalog.tenants_in_status(TenantStatus::Active).await?;
-        tenants.extend(t.catalog.tenants_in_status(TenantStatus::Suspended).await?);
-        for tenant in tenants {
-            let Placement::Dedicated { server, database } = &tenant.placement else {
-                continue;
-            };
-            let result = async {
-                let (s, _) = t
-                    .catalog
-                    .db_server_sealed(*server)
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("server not registered"))?;
-                let url = t.provisioner.server_admin_url(&s).await?;
-                let version =
-                    tenancy::migrate::tenant_database(&tenancy::pg::with_database(&url, database)?)
-                        .await?;
-                anyhow::Ok(version)
-            }
-            .await;
-            match result {
-                Ok(v) => out.emit(
-                    &json!({"tenant": tenant.slug.as_str(), "state": "ok", "version": v}),
-                    &format!("{}: ok (version {v})", tenant.slug),
-                ),
-                Err(e) => {
-                    failed += 1;
-                    out.emit(&json!({"tenant": tenant.slug.as_str(), "state": "failed", "error": format!("{e:#}")}), &format!("{}: FAILED: {e:#}", tenant.slug));
-                }
-            }
-        }
-    }
-    out.emit(
-        &json!({"state": "done", "failed": failed}),
-        &format!("done; {failed} failed"),
-    );
-    finish(started)?;
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    // Every command applies the control-plane migrations at start-up (the ledger lives there);
+    // the shared tenant database is left to `migrate tenants`, which records what it does.
+    let settings = Settings::from_env().context("configuration")?;
+    let started: Started = tenancy::bootstrap::start_with(&settings, SharedSchema::Leave).await?;
+    let code = match cmd {
+        Migrate::ControlPlane => control_plane::run(&started, out).await,
+        Migrate::Tenants(args) => tenants::run(&started, args, out).await,
+        Migrate::Status(args) => status::run(&started, args, out).await,
+    };
+    super::finish(started)?;
+    code
 }

@@ -249,6 +249,7 @@ impl Catalog {
         server: Option<Uuid>,
         database: Option<&str>,
         db_url_sealed: Option<&[u8]>,
+        schema_version: Option<i64>,
     ) -> Result<bool, CatalogError> {
         let mut tx = self.pool().begin().await?;
         let placement = if database.is_some() {
@@ -258,7 +259,7 @@ impl Catalog {
         };
         let n = sqlx::query(
             "UPDATE tenants SET placement = $3, db_server_id = $4, db_name = $5, db_url_sealed = $6,
-                    epoch = epoch + 1, updated_at = now()
+                    schema_version = COALESCE($7, schema_version), epoch = epoch + 1, updated_at = now()
              WHERE id = $1 AND epoch = $2",
         )
         .bind(tenant.as_uuid())
@@ -267,6 +268,7 @@ impl Catalog {
         .bind(server)
         .bind(database)
         .bind(db_url_sealed)
+        .bind(schema_version)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -77,6 +77,10 @@ pub struct Tenant {
     pub mfa_required: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// The recorded schema version of the tenant's database (the shared one's for shared
+    /// tenants): a lower bound, `None` if never recorded. The server compares it with the minimum
+    /// its code needs.
+    pub schema_version: Option<i64>,
 }
 
 /// A tenant's sign-up policy.
@@ -115,6 +119,7 @@ struct TenantRow {
     mfa_required: bool,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
+    schema_version: Option<i64>,
 }
 
 impl From<TenantRow> for Tenant {
@@ -143,11 +148,15 @@ impl From<TenantRow> for Tenant {
             mfa_required: r.mfa_required,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            schema_version: r.schema_version,
         }
     }
 }
 
-const COLUMNS: &str = "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, db_url_sealed, signup, mfa_required, created_at, updated_at";
+/// A shared tenant's schema version is the shared database's (one row of `shared_schema`).
+const COLUMNS: &str = "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, db_url_sealed, signup, mfa_required, created_at, updated_at,
+     CASE WHEN placement = 'shared' THEN (SELECT ss.schema_version FROM shared_schema ss)
+          ELSE schema_version END AS schema_version";
 
 /// A tenant to insert.
 #[derive(Clone, Debug)]

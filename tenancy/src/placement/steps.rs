@@ -135,8 +135,12 @@ impl Mover {
                 server, database, ..
             } => {
                 let server = self.server(*server).await?;
-                self.provisioner
+                let target_version = self
+                    .provisioner
                     .create_tenant_database(&server, database)
+                    .await?;
+                self.catalog
+                    .operation_progress(op.id, &json!({"target_version": target_version}))
                     .await?;
                 let url = self.provisioner.app_url(&server, database);
                 let sealed = self
@@ -168,6 +172,12 @@ impl Mover {
         repl::unsubscribe(&t, &slot_name(op.id)).await?;
         // Not yet routed to, so unfencing the target first cannot open a second writable copy.
         repl::unfence(&t, tenant).await?;
+        let stored = self.catalog.operation(op.id).await?;
+        // The version the target was migrated to in `prepare` (a shared target keeps the
+        // shared database's, which the catalog derives).
+        let target_version = stored
+            .as_ref()
+            .and_then(|o| o.progress["target_version"].as_i64());
         let sealed = self
             .catalog
             .operation(op.id)
@@ -195,7 +205,7 @@ impl Mover {
             };
             if self
                 .catalog
-                .switch_placement(tenant, current.epoch, server, database, url)
+                .switch_placement(tenant, current.epoch, server, database, url, target_version)
                 .await?
             {
                 break;

@@ -1,0 +1,301 @@
+//! `platformctl bench promote`: promote a tenant holding N rows while writers keep inserting, and
+//! in the same run copy the same rows with `pg_dump | psql` as the baseline. Reports total time,
+//! the write pause as the writers saw it, and the ratio. Run it on a throwaway embedded data dir:
+//! `D=$(mktemp -d) && chmod 755 $D && PLATFORM_DATA_DIR=$D cargo run -p ops --bin platformctl -- bench promote` (the data dir must be traversable by the `postgres` user).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::json;
+use tenancy::bootstrap::{LOCAL_SERVER, Tenancy};
+use tenancy::ids::{TenantId, TenantSlug};
+use tenancy::placement::MoveRequest;
+use tenancy::provision::{CreateTenant, PlacementRequest};
+use tokio::sync::Mutex;
+
+use crate::commands::{Output, finish, start};
+
+#[derive(Args)]
+pub struct PromoteBench {
+    /// Rows the tenant holds.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: i64,
+    /// Concurrent writers (each inserts one task per transaction, back to back).
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Write the result table into this markdown file (between its markers).
+    #[arg(long)]
+    write_doc: Option<std::path::PathBuf>,
+}
+
+/// One write as a writer saw it.
+struct Sample {
+    at: Instant,
+    latency: Duration,
+    ok: bool,
+}
+
+pub async fn promote(args: PromoteBench, out: &Output) -> anyhow::Result<ExitCode> {
+    let started = start().await?;
+    let cluster_url = started
+        .cluster
+        .as_ref()
+        .map(|c| c.url("postgres"))
+        .context("run the benchmark on the embedded default (a fresh PLATFORM_DATA_DIR)")?;
+    let t = Arc::new(started.tenancy.clone());
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let listener = tokio::spawn(Arc::clone(&t).listen_for_changes(ready_tx));
+    ready_rx.await.ok();
+
+    let slug = format!("bench-{}", std::process::id());
+    let tenant = t
+        .provisioner
+        .create_tenant(CreateTenant {
+            slug: TenantSlug::parse(&slug)?,
+            name: "benchmark".into(),
+            plan: "bench".into(),
+            placement: PlacementRequest::Shared,
+        })
+        .await?;
+    let project = uuid::Uuid::now_v7();
+    let shared = tenancy::pg::connect(&t.provisioner.shared_admin_url().parse()?).await?;
+    let seed = Instant::now();
+    shared
+        .execute(
+            "INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, 'bench')",
+            &[&tenant.id.as_uuid(), &project],
+        )
+        .await?;
+    shared
+        .execute(
+            "INSERT INTO tasks (tenant_id, id, project_id, title, status)
+             SELECT $1, gen_random_uuid(), $2, 'seed task ' || g, 'todo' FROM generate_series(1, $3::bigint) g",
+            &[&tenant.id.as_uuid(), &project, &args.rows],
+        )
+        .await?;
+    shared.batch_execute("VACUUM ANALYZE tasks").await?;
+    eprintln!(
+        "seeded {} rows in {:.1} s",
+        args.rows,
+        seed.elapsed().as_secs_f64()
+    );
+
+    // Baseline: the same rows through pg_dump | psql into a fresh migrated database.
+    let local = t
+        .catalog
+        .db_server_by_name(LOCAL_SERVER)
+        .await?
+        .context("no local server")?;
+    let restore_db = format!("bench_restore_{}", std::process::id());
+    t.provisioner
+        .create_tenant_database(&local, &restore_db)
+        .await?;
+    let restore_url = tenancy::pg::with_database(&cluster_url, &restore_db)?;
+    let restore_url = url_of(&restore_url);
+    let source_url = url_of(&t.provisioner.shared_admin_url().parse()?);
+    let baseline = Instant::now();
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("pg_dump --data-only --disable-triggers --table=projects --table=tasks \"$SRC\" | psql -q -v ON_ERROR_STOP=1 \"$DST\" >/dev/null")
+        .env("SRC", &source_url)
+        .env("DST", &restore_url)
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "pg_dump | psql failed");
+    let baseline = baseline.elapsed();
+    let admin = tenancy::pg::connect(&cluster_url.parse()?).await?;
+    admin
+        .batch_execute(&format!("DROP DATABASE {restore_db} WITH (FORCE)"))
+        .await?;
+    eprintln!("baseline pg_dump | psql: {:.1} s", baseline.as_secs_f64());
+
+    // Writers, then the promotion.
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
+    let mut handles = Vec::new();
+    for _ in 0..args.writers {
+        handles.push(tokio::spawn(write_loop(
+            Arc::clone(&t),
+            tenant.id,
+            project,
+            Arc::clone(&stop),
+            Arc::clone(&samples),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let op_started = Instant::now();
+    let op = t
+        .mover
+        .start(
+            &tenant,
+            &MoveRequest::Dedicated {
+                server: LOCAL_SERVER.into(),
+            },
+        )
+        .await?;
+    let end = t.mover.run(op.id).await?;
+    let total = op_started.elapsed();
+    anyhow::ensure!(
+        end.state == "succeeded",
+        "promotion ended {}: {:?}",
+        end.state,
+        end.error
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = 0i64;
+    for h in handles {
+        acked += h.await?;
+    }
+    listener.abort();
+
+    // Every acknowledged write is in the dedicated database.
+    let moved = t.catalog.tenant(tenant.id).await?.context("tenant")?;
+    let mut tx = t.dataplane.connect(&moved).await?.begin();
+    let n: i64 = tx
+        .query("SELECT count(*) FROM tasks", &[])
+        .await?
+        .first()
+        .map(|r| r.get(0))
+        .unwrap_or_default();
+    tx.commit().await?;
+    anyhow::ensure!(
+        n == args.rows + acked,
+        "expected {} rows, found {n}",
+        args.rows + acked
+    );
+
+    let samples = samples.lock().await;
+    let refused = samples.iter().filter(|s| !s.ok).count();
+    let mut ok: Vec<&Sample> = samples.iter().filter(|s| s.ok).collect();
+    ok.sort_by_key(|s| s.at);
+    let gap = ok
+        .windows(2)
+        .map(|w| w[1].at.saturating_duration_since(w[0].at))
+        .max()
+        .unwrap_or_default();
+    let mut lat: Vec<Duration> = ok.iter().map(|s| s.latency).collect();
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    let pause_ms = end.progress["write_pause_ms"].as_u64().unwrap_or_default();
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+    let table = format!(
+        "| rows | writers | promotion total | pg_dump \\| psql (baseline) | ratio | fence→switch (server) | longest gap between acknowledged writes | max write latency | p99 write latency | writes refused (503) | acknowledged writes during run |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {:.1} s | {:.1} s | {:.2}x | {pause_ms} ms | {} ms | {} ms | {} ms | {refused} | {acked} |\n\n\
+         Steps (ms): {}\n",
+        args.rows,
+        args.writers,
+        total.as_secs_f64(),
+        baseline.as_secs_f64(),
+        total.as_secs_f64() / baseline.as_secs_f64(),
+        ms(gap),
+        ms(lat.last().copied().unwrap_or_default()),
+        ms(pct(0.99)),
+        [
+            "prepare",
+            "publish",
+            "subscribe",
+            "copy",
+            "fence",
+            "drain",
+            "verify",
+            "switch",
+            "cleanup"
+        ]
+        .iter()
+        .map(|s| format!("{s} {}", end.progress[format!("{s}_ms")]))
+        .collect::<Vec<_>>()
+        .join(", "),
+    );
+    out.emit(
+        &json!({"rows": args.rows, "total_s": total.as_secs_f64(), "baseline_s": baseline.as_secs_f64(), "write_pause_ms": pause_ms,
+                "longest_gap_ms": gap.as_secs_f64() * 1000.0, "refused": refused, "acknowledged": acked}),
+        &table,
+    );
+    if let Some(path) = args.write_doc {
+        write_section(&path, &table)?;
+    }
+    drop(t);
+    finish(started)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn write_loop(
+    t: Arc<Tenancy>,
+    tenant: TenantId,
+    project: uuid::Uuid,
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+) -> i64 {
+    let mut acked = 0;
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let at = Instant::now();
+        let ok = async {
+            let tenant = t.resolver.tenant(tenant).await.ok().flatten()?;
+            let mut tx = t.dataplane.connect(&tenant).await.ok()?.begin();
+            tx.execute(
+                "INSERT INTO tasks (tenant_id, id, project_id, title, status) VALUES ($1, $2, $3, $4, 'todo')",
+                &[&tenant.id.as_uuid(), &uuid::Uuid::now_v7(), &project, &format!("live {n}")],
+            )
+            .await
+            .ok()?;
+            tx.commit().await.ok()
+        }
+        .await
+        .is_some();
+        samples.lock().await.push(Sample {
+            at,
+            latency: at.elapsed(),
+            ok,
+        });
+        if ok {
+            acked += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    acked
+}
+
+fn url_of(c: &tokio_postgres::Config) -> String {
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    format!(
+        "postgresql://{}:{}@{host}:{}/{}",
+        c.get_user().unwrap_or("postgres"),
+        String::from_utf8_lossy(c.get_password().unwrap_or_default()),
+        c.get_ports().first().copied().unwrap_or(5432),
+        c.get_dbname().unwrap_or("postgres")
+    )
+}
+
+/// Replaces this benchmark's section of a markdown file (between its markers).
+fn write_section(path: &std::path::Path, table: &str) -> anyhow::Result<()> {
+    const START: &str = "<!-- promote-benchmark:start -->";
+    const END: &str = "<!-- promote-benchmark:end -->";
+    let doc = std::fs::read_to_string(path).unwrap_or_default();
+    let date = time::OffsetDateTime::now_utc().date();
+    let section = format!(
+        "{START}\n## Promotion: shared → dedicated under write load\n\nMeasured {date} on this machine (2 cores, 24 GiB), both databases in one local PostgreSQL 15 cluster.\n\
+         Command: `D=$(mktemp -d) && chmod 755 $D && PLATFORM_DATA_DIR=$D cargo run -p ops --bin platformctl -- bench promote --rows 1000000 --writers 4 --write-doc docs/benchmarks.md`\n\n{table}\n{END}"
+    );
+    let new = match (doc.find(START), doc.find(END)) {
+        (Some(s), Some(e)) => format!("{}{section}{}", &doc[..s], &doc[e + END.len()..]),
+        _ => format!("{doc}\n{section}\n"),
+    };
+    std::fs::write(path, new)?;
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! `platformctl migrate` as an operator runs it: the real binary as a child process against the
+//! harness's databases. Exit codes, JSON lines, the failed databases on the last lines, `status`
+//! after a run, and `kill -9` mid-run followed by a rerun that converges with nothing applied
+//! twice.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use platform_tests::{TestApp, TestTenant, eventually, test_migrations_dir};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+fn platformctl(app: &TestApp, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_platformctl"));
+    c.args(args)
+        .envs(app.platform_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// Runs to completion; returns the exit code and the stdout JSON lines.
+async fn run_json(app: &TestApp, args: &[&str]) -> (i32, Vec<Value>) {
+    let out = platformctl(app, args)
+        .output()
+        .await
+        .expect("run platformctl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| {
+                panic!(
+                    "not a JSON line ({e}): {l}\nstderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+        })
+        .collect();
+    (out.status.code().unwrap_or(-1), lines)
+}
+
+fn extra() -> String {
+    test_migrations_dir().display().to_string()
+}
+
+fn status_of<'a>(lines: &'a [Value], slug: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| {
+            l["event"] == "status"
+                && l["tenants"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|s| s == slug))
+        })
+        .unwrap_or_else(|| panic!("no status line for {slug}: {lines:?}"))
+}
+
+async fn set_allow_connections(app: &TestApp, t: &TestTenant, allow: bool) {
+    let url = app.tenant_db_url(t).await;
+    let (base, db) = url.rsplit_once('/').expect("url has a database");
+    platform_tests::connect(&format!("{base}/postgres"))
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS {allow}"
+        ))
+        .await
+        .expect("alter database");
+}
+
+#[tokio::test]
+async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
+    let app = TestApp::spawn().await;
+    let ok = app.tenant("cli-ok", "dedicated", Some("local")).await;
+    let down = app.tenant("cli-down", "dedicated", Some("second")).await;
+    set_allow_connections(&app, &down, false).await;
+
+    let (code, lines) = run_json(
+        &app,
+        &[
+            "migrate",
+            "tenants",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
+    )
+    .await;
+    assert_ne!(code, 0, "{lines:?}");
+    // One JSON line per database event: started and finished for each of the three databases.
+    assert_eq!(lines.iter().filter(|l| l["event"] == "started").count(), 3);
+    assert_eq!(lines.iter().filter(|l| l["event"] == "finished").count(), 3);
+    let last = lines.last().expect("output");
+    assert_eq!(last["event"], "failed");
+    assert_eq!(last["tenants"][0], "cli-down");
+    assert!(last["error"].as_str().is_some_and(|e| !e.is_empty()));
+    let summary = &lines[lines.len() - 2];
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["failed"], 1);
+    assert_eq!(summary["ok"], 2);
+    assert_eq!(app.schema_version(&ok).await, 5);
+
+    let (code, status) = run_json(
+        &app,
+        &[
+            "migrate",
+            "status",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(status_of(&status, "cli-down")["state"], "failed");
+    assert_eq!(status_of(&status, "cli-ok")["state"], "ok");
+    assert_eq!(status_of(&status, "cli-ok")["version"], 5);
+    assert!(status_of(&status, "cli-ok")["last_run_at"].is_string());
+    let summary = status.last().expect("summary");
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["failed"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    // Back up: the rerun converges and exits 0; the human status says so.
+    set_allow_connections(&app, &down, true).await;
+    let (code, lines) = run_json(
+        &app,
+        &[
+            "migrate",
+            "tenants",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{lines:?}");
+    let human = platformctl(&app, &["migrate", "status", "--extra-migrations", &extra()])
+        .output()
+        .await
+        .expect("status");
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.lines().last().is_some_and(
+            |l| l.contains("3 databases at target 5: 3 ok, 0 pending, 0 running, 0 failed")
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("cli-down") && text.contains("second"),
+        "{text}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice() {
+    let app = TestApp::spawn().await;
+    let mut tenants = Vec::new();
+    for slug in ["kill-a", "kill-b", "kill-c"] {
+        tenants.push(app.tenant(slug, "dedicated", Some("local")).await);
+    }
+    let held = &tenants[1];
+    // The runner will block inside `kill-b`'s V2 transaction (its ALTER TABLE needs this lock).
+    let mut blocker = app.tenant_db(held).await;
+    let tx = blocker.transaction().await.expect("begin");
+    tx.batch_execute("LOCK TABLE projects IN ACCESS SHARE MODE")
+        .await
+        .expect("lock");
+
+    let mut child: Child = platformctl(
+        &app,
+        &[
+            "migrate",
+            "tenants",
+            "--json",
+            "--concurrency",
+            "1",
+            "--extra-migrations",
+            &extra(),
+        ],
+    )
+    .spawn()
+    .expect("spawn");
+    let watcher = app.tenant_db(held).await;
+    let control = platform_tests::connect(&app.platform_env()[0].1).await;
+    let blocked = eventually(Duration::from_secs(60), || async {
+        // Blocked inside kill-b, and the results of the databases before it are written (results
+        // go to the ledger in batches): only kill-b is still `running` there.
+        let waiting = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE application_name = 'platform-migrate' AND wait_event_type = 'Lock'
+                    AND datname = current_database()",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0) == 1)
+            .unwrap_or(false);
+        let running = control
+            .query_one(
+                "SELECT count(*) FROM migration_ledger WHERE state = 'running'",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+        waiting && running == 1
+    })
+    .await;
+    assert!(blocked.is_some(), "the runner never reached kill-b");
+    child.start_kill().expect("SIGKILL");
+    let status = child.wait().await.expect("wait");
+    assert_eq!(status.code(), None, "killed by a signal");
+
+    // Where do we stand? kill-b was being migrated by a dead runner; the others are done or were
+    // never started (the runner takes databases roughly, not strictly, in plan order).
+    let (_, lines) = run_json(
+        &app,
+        &[
+            "migrate",
+            "status",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
+    )
+    .await;
+    let b = status_of(&lines, "kill-b");
+    assert_eq!(b["state"], "failed", "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("interrupted")),
+        "{b}"
+    );
+    for slug in ["kill-a", "kill-c"] {
+        let s = &status_of(&lines, slug)["state"];
+        assert!(s == "ok" || s == "pending", "{slug}: {s}");
+    }
+    let summary = lines.last().expect("summary");
+    assert_eq!(
+        (summary["failed"].as_u64(), summary["running"].as_u64()),
+        (Some(1), Some(0))
+    );
+
+    // The killed transaction never committed; release the lock and run again.
+    assert_eq!(app.schema_version(held).await, 3);
+    tx.rollback().await.expect("release");
+    let (code, lines) = run_json(
+        &app,
+        &[
+            "migrate",
+            "tenants",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{lines:?}");
+    for t in &tenants {
+        assert_eq!(app.schema_version(t).await, 5, "{}", t.slug);
+        let db = app.tenant_db(t).await;
+        for v in [4, 5] {
+            let n: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM test_applications WHERE version = $1",
+                    &[&v],
+                )
+                .await
+                .expect("count")
+                .get(0);
+            assert_eq!(n, 1, "{}: migration {v} applied once", t.slug);
+        }
+    }
+    let (_, lines) = run_json(
+        &app,
+        &[
+            "migrate",
+            "status",
+            "--json",
+            "--extra-migrations",
+            &extra(),
+        ],
+    )
+    .await;
+    assert_eq!(lines.last().expect("summary")["ok"], 4);
+    // The killed run is on record as interrupted.
+    let interrupted = interrupted_runs(&app).await;
+    assert_eq!(interrupted, 1);
+    app.finish().await;
+}
+
+async fn interrupted_runs(app: &TestApp) -> i64 {
+    let url = app.platform_env()[0].1.clone();
+    platform_tests::connect(&url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM migration_runs WHERE state = 'interrupted'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0)
+}
