@@ -19,7 +19,7 @@ use axum::extract::FromRequestParts as _;
 use axum::http::Request;
 use bench::world::{ADMIN_TOKEN, World, WorldConfig};
 use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 use platform::extract::admin::AdminToken;
 use platform::extract::tenant::TenantDb;
 use platform::state::AppState;
@@ -29,8 +29,8 @@ use tenancy::resolve::HostTenant;
 use tower::ServiceExt as _;
 
 /// On-CPU time of the calling thread, from `/proc/thread-self/schedstat` (nanoseconds, updated at
-/// scheduler ticks and switches, so each sample is exact to a few ms; samples here last tens of
-/// ms and the error averages out). The measured routine runs on this thread (`block_on`).
+/// scheduler ticks and switches, so each reading is exact to a few ms: samples here are flat and
+/// last ~160 ms, and the error averages out). The measured routine runs on this thread (`block_on`).
 struct ThreadCpu;
 
 fn thread_cpu_ns() -> u64 {
@@ -187,6 +187,8 @@ fn bench_request_path(
     });
 
     let mut g = c.benchmark_group("request_path");
+    // Equal samples of ~160 ms each: long enough for the tick-granular CPU clock.
+    g.sampling_mode(SamplingMode::Flat).sample_size(50);
     g.bench_function("resolve tenant from host (cache hit)", |b| {
         b.to_async(rt).iter(|| async {
             let HostTenant::Tenant(id) = t.resolver.host(black_box(&host)).await.expect("hit")

@@ -203,10 +203,19 @@ impl TenantTx {
             if !commit {
                 return exec.await;
             }
-            // The first poll queues the statement. Ready already means it failed in the client
-            // and nothing was sent: then no COMMIT (earlier statements must not be committed).
-            if let Some(Err(e)) = exec.as_mut().now_or_never() {
-                return Err(e);
+            // The first poll queues the statement. An error already means it failed in the client
+            // and nothing was sent (or it failed in the server, if this thread was preempted long
+            // enough for the answer to arrive): either way no COMMIT, earlier statements must not
+            // be committed; the drop rolls back. A result already (same preemption) is followed
+            // by the COMMIT alone.
+            match exec.as_mut().now_or_never() {
+                Some(Err(e)) => return Err(e),
+                Some(Ok(out)) => {
+                    *commit_sent_ref = true;
+                    client.batch_execute("COMMIT").await?;
+                    return Ok(out);
+                }
+                None => {}
             }
             *commit_sent_ref = true;
             let (out, committed) = join(exec, client.batch_execute("COMMIT")).await;
