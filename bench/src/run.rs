@@ -47,12 +47,13 @@ pub struct RunArgs {
     /// Platform shared pool size (`PLATFORM_SHARED_POOL_SIZE`); the baseline pool has the same size.
     #[arg(long, default_value_t = 16)]
     pub shared_pool: usize,
-    /// Connections per dedicated pool (`PLATFORM_DEDICATED_POOL_SIZE`). With the default budget,
-    /// the 100 dedicated tenants' pools all fit (the platform's defaults, 4 and 40, fit 10).
-    #[arg(long, default_value_t = 2)]
+    /// Connections per dedicated pool (`PLATFORM_DEDICATED_POOL_SIZE`).
+    #[arg(long, default_value_t = 4)]
     pub dedicated_pool: usize,
-    /// Connection budget of the dedicated-database server (a hard limit on open connections).
-    #[arg(long, default_value_t = 200)]
+    /// Connection budget of the dedicated-database server, a hard limit on open connections. The
+    /// default lets each of the 100 dedicated tenants keep at least two connections open (the
+    /// platform's default, 40, keeps 40 of them warm: the rest reconnect, see docs/benchmarks.md).
+    #[arg(long, default_value_t = 250)]
     pub budget: u32,
     /// How the platform's requests authenticate: `jwt` (a user's access token: Ed25519 signature,
     /// claims, live session) or `key` (a tenant API key).
