@@ -55,7 +55,14 @@ impl TenantConn {
     /// Starts a tenant-scoped transaction (lazily: nothing is sent until the first statement).
     #[must_use]
     pub fn begin(self) -> TenantTx {
-        let setup = format!("BEGIN; SET LOCAL app.tenant_id = '{}'", self.tenant);
+        // The request's audit context rides along in the same round trip (base64: no quoting).
+        let setup = match crate::audit::context::current_encoded() {
+            Some(audit) => format!(
+                "BEGIN; SET LOCAL app.tenant_id = '{}'; SET LOCAL app.audit = '{audit}'",
+                self.tenant
+            ),
+            None => format!("BEGIN; SET LOCAL app.tenant_id = '{}'", self.tenant),
+        };
         TenantTx {
             conn: Some(self),
             setup,
