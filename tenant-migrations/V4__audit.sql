@@ -15,8 +15,9 @@
 -- Hash chain, per tenant: event n stores prev_hash (the hash of event n-1, or 64 zeros) and
 -- hash = hex(sha256(prev_hash || '|' || the fields, each as `<byte length>:<text>` or `-` for
 -- NULL, joined by '|')), the timestamp as microseconds since the epoch. `audit_chain` holds the
--- head (last seq and hash), locked for the append, so appends of one tenant are serialised and
--- seq order is commit order; expiry keeps a checkpoint (last removed seq and its hash).
+-- head (last seq and hash, updated at commit), locked for the append, so appends of one tenant
+-- are serialised and seq order is commit order; expiry keeps a checkpoint (last removed seq and
+-- its hash).
 
 CREATE TABLE audit_events (
     tenant_id    uuid NOT NULL,
@@ -102,6 +103,10 @@ CREATE FUNCTION platform_uuid_v7() RETURNS uuid
         FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid $$;
 
 -- Appends one event to the tenant's chain. The tenant must be the transaction's tenant.
+-- The chain head row is locked (appends of a tenant are serialised until commit) but not
+-- updated per event: the previous event is found by the primary key (the newest seq), so a
+-- transaction appending many events (a cascading delete) stays linear. The head row's seq and
+-- hash are brought up to date once per transaction, at commit (deferred trigger below).
 CREATE FUNCTION platform_audit_append(
     p_tenant uuid, p_action text, p_target_type text, p_target_id text, p_outcome text, p_summary jsonb
 ) RETURNS bigint
@@ -110,17 +115,28 @@ CREATE FUNCTION platform_audit_append(
 DECLARE
     ctx jsonb := platform_audit_context();
     head audit_chain;
+    last record;
     e audit_events;
 BEGIN
     -- The data-plane role may only append to its transaction's tenant (the owner is trusted).
     IF p_tenant IS NULL OR (session_user = 'platform_app' AND p_tenant IS DISTINCT FROM app_tenant_id()) THEN
         RAISE EXCEPTION 'an audit event must belong to the transaction''s tenant' USING ERRCODE = '42501';
     END IF;
-    INSERT INTO audit_chain (tenant_id, seq, hash, checkpoint_hash)
-        VALUES (p_tenant, 0, repeat('0', 64), repeat('0', 64)) ON CONFLICT DO NOTHING;
     SELECT * INTO head FROM audit_chain WHERE tenant_id = p_tenant FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO audit_chain (tenant_id, seq, hash, checkpoint_hash)
+            VALUES (p_tenant, 0, repeat('0', 64), repeat('0', 64)) ON CONFLICT DO NOTHING;
+        SELECT * INTO head FROM audit_chain WHERE tenant_id = p_tenant FOR UPDATE;
+    END IF;
+    SELECT a.seq, a.hash INTO last FROM audit_events a WHERE a.tenant_id = p_tenant ORDER BY a.seq DESC LIMIT 1;
+    IF FOUND THEN
+        e.seq := last.seq + 1;
+        e.prev_hash := last.hash;
+    ELSE
+        e.seq := head.checkpoint_seq + 1;
+        e.prev_hash := head.checkpoint_hash;
+    END IF;
     e.tenant_id := p_tenant;
-    e.seq := head.seq + 1;
     e.id := platform_uuid_v7();
     e.occurred_at := date_trunc('microseconds', clock_timestamp());
     e.actor_type := COALESCE(ctx->>'actor_type', 'system');
@@ -134,12 +150,32 @@ BEGIN
     e.user_agent := left(ctx->>'user_agent', 512);
     e.request_id := ctx->>'request_id';
     e.summary := COALESCE(p_summary, '{}'::jsonb);
-    e.prev_hash := head.hash;
     e.hash := platform_audit_hash(e);
     INSERT INTO audit_events SELECT e.*;
-    UPDATE audit_chain SET seq = e.seq, hash = e.hash WHERE tenant_id = p_tenant;
     RETURN e.seq;
 END $$;
+
+-- At commit, once per tenant and transaction: the head row records the newest event, so a
+-- verification notices events missing at the end of the chain.
+CREATE FUNCTION platform_audit_head() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public
+    AS $$
+DECLARE
+    flag text := 'platform.audit_head_' || replace(NEW.tenant_id::text, '-', '');
+BEGIN
+    IF current_setting(flag, true) = txid_current()::text THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config(flag, txid_current()::text, true);
+    UPDATE audit_chain c SET seq = l.seq, hash = l.hash
+        FROM (SELECT a.seq, a.hash FROM audit_events a WHERE a.tenant_id = NEW.tenant_id
+              ORDER BY a.seq DESC LIMIT 1) l
+        WHERE c.tenant_id = NEW.tenant_id;
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION platform_audit_head() FROM PUBLIC;
+CREATE CONSTRAINT TRIGGER platform_audit_head AFTER INSERT ON audit_events
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION platform_audit_head();
 REVOKE ALL ON FUNCTION platform_audit_append(uuid, text, text, text, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform_audit_append(uuid, text, text, text, text, jsonb) TO platform_app;
 
@@ -197,8 +233,10 @@ BEGIN
         tbl, entity, target, ignored, shown);
 END $$;
 
--- Not audited: refresh_tokens (every refresh; reuse is a security event), outbox (follows its
--- one-time token), tenant_fences (placement moves are audited in the control plane).
+-- Not audited: outbox (follows its one-time token), tenant_fences (placement moves are audited
+-- in the control plane). A refresh is recorded by its new token; the old token's rotation
+-- columns are not worth a second event.
+SELECT platform_audit_attach('refresh_tokens', 'refresh_token', 'id', 'rotated_at,replaced_by,successor_sealed', 'session_id');
 SELECT platform_audit_attach('api_keys', 'api_key', 'id', '', 'name,role_id,revoked_at');
 SELECT platform_audit_attach('projects', 'project', 'id', 'updated_at', '');
 SELECT platform_audit_attach('tasks', 'task', 'id', 'updated_at', 'project_id,status');
