@@ -4,8 +4,9 @@
 //! clusters are started only to warm them, and no benchmarked step talks to PostgreSQL: a pool
 //! checkout hands out an idle connection (deadpool's `Fast` recycling sends nothing).
 //!
-//! JWT verification and rate limits do not exist yet: API-key parsing (SHA-256) and the cached
-//! key verification stand in for authentication until they land.
+//! JWT verification is not benchmarked here: API-key parsing (SHA-256) and the cached key
+//! verification stand for authentication. The rate-limit checks are the real ones
+//! (`tenancy::ratelimit`, governor), as the middleware calls them on every tenant request.
 //!
 //! Times are on-CPU time of the benchmarking thread ([`ThreadCpu`]), not wall time: this machine
 //! is shared, and wall time would count the time other processes held the CPU.
@@ -208,6 +209,16 @@ fn bench_request_path(
                 .verify(&t.dataplane, &shared_tenant, &k)
                 .await
                 .expect("hit")
+        });
+    });
+    // What the rate-limit layer does on an authenticated tenant request: the tenant's bucket,
+    // then the principal's (one key each, so the buckets stay hot as in a steady stream).
+    let limits = &t.limits;
+    let principal = uuid::Uuid::now_v7();
+    g.bench_function("check a rate limit (tenant + principal, governor)", |b| {
+        b.iter(|| {
+            let d = limits.check_tenant(black_box(&shared_tenant));
+            black_box(d.tighter(limits.check_principal(shared_tenant.id, principal)))
         });
     });
     g.bench_function("pick pool + check out (shared)", |b| {

@@ -263,7 +263,7 @@ fn command_line() -> String {
     s
 }
 
-fn identity(t: &BenchTenant) -> anyhow::Result<Identity> {
+pub(crate) fn identity(t: &BenchTenant) -> anyhow::Result<Identity> {
     Ok(Identity {
         host: HeaderValue::from_str(&format!("{}.localhost", t.slug))?,
         authorization: Some(HeaderValue::from_str(&format!("Bearer {}", t.api_key))?),
@@ -309,7 +309,7 @@ fn targets(
     ])
 }
 
-fn local_addr() -> anyhow::Result<SocketAddr> {
+pub(crate) fn local_addr() -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from((
         [127, 0, 0, 1],
         tenancy::embedded::free_port()?,
@@ -317,7 +317,7 @@ fn local_addr() -> anyhow::Result<SocketAddr> {
 }
 
 /// Starts this binary in a server role; it is killed when the handle is dropped.
-fn spawn(args: &[&str], env: &[(&'static str, String)]) -> anyhow::Result<Child> {
+pub(crate) fn spawn(args: &[&str], env: &[(&'static str, String)]) -> anyhow::Result<Child> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(args)
         .stdin(Stdio::null())
