@@ -53,7 +53,11 @@ fn ms(o: &Outcome, q: f64) -> f64 {
 
 fn error_rate(o: &Outcome) -> f64 {
     let total = o.ok + o.errors;
-    if total == 0 { 0.0 } else { 100.0 * o.errors as f64 / total as f64 }
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * o.errors as f64 / total as f64
+    }
 }
 
 /// Runs the fairness benchmark.
@@ -131,7 +135,11 @@ async fn drive_fairness(args: &FairnessArgs, world: &World) -> anyhow::Result<St
         );
         rows.push(format!(
             "| {round} | B alone | {:.0} | {:.2} | {:.2} | {:.2}% | {} | – | – |",
-            quiet.rps(), ms(&quiet, 0.5), ms(&quiet, 0.99), error_rate(&quiet), quiet.refused
+            quiet.rps(),
+            ms(&quiet, 0.5),
+            ms(&quiet, 0.99),
+            error_rate(&quiet),
+            quiet.refused
         ));
         rows.push(format!(
             "| {round} | B while A floods | {:.0} | {:.2} | {:.2} | {:.2}% | {} | {:.0} sent/s, {:.0} accepted/s | {} |",

@@ -350,7 +350,6 @@ pub fn write_section(path: &Path, section: &str) -> std::io::Result<()> {
 
 /// Replaces the block between `start` and `end` in `path` (appends it if absent).
 pub fn write_marked(path: &Path, start: &str, end: &str, section: &str) -> std::io::Result<()> {
-
     let old = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_owned(),

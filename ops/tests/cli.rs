@@ -352,12 +352,20 @@ async fn audit_verify_finds_a_tampered_row_and_the_chain_survives_promotion() {
     })
     .await;
     assert!(done.is_some(), "promotion did not finish");
-    app.api(&t, Method::POST, "/api/v1/projects", Some(serde_json::json!({"name": "after"})))
-        .await
-        .assert_status(201);
+    app.api(
+        &t,
+        Method::POST,
+        "/api/v1/projects",
+        Some(serde_json::json!({"name": "after"})),
+    )
+    .await
+    .assert_status(201);
     let (code, report) = verify(&app, "chain").await;
     assert_eq!(code, 0, "{report}");
-    assert!(report["events_checked"].as_u64().expect("count") > checked, "{report}");
+    assert!(
+        report["events_checked"].as_u64().expect("count") > checked,
+        "{report}"
+    );
 
     // A changed row (by someone who got past the immutability trigger) is found, by seq.
     let db = app.tenant_db(&t).await;
@@ -384,7 +392,11 @@ async fn audit_verify_finds_a_tampered_row_and_the_chain_survives_promotion() {
     .await
     .expect("remove");
     let (code, report) = verify(&app, "chain").await;
-    assert_eq!((code, report["broken"]["seq"].as_i64()), (1, Some(2)), "{report}");
+    assert_eq!(
+        (code, report["broken"]["seq"].as_i64()),
+        (1, Some(2)),
+        "{report}"
+    );
 
     // The operators' trail verifies as well; an unknown tenant is a clear error.
     let (code, lines) = run_json(&app, &["audit", "verify", "--admin", "--json"]).await;

@@ -69,9 +69,11 @@ impl AuditQuery {
             until: time("until", self.until.as_deref())?,
             tenant: match &self.tenant {
                 None => None,
-                Some(t) => Some(Uuid::parse_str(t).map_err(|_| {
-                    ApiError::bad_request("`tenant` must be a tenant id (a UUID)")
-                })?),
+                Some(t) => {
+                    Some(Uuid::parse_str(t).map_err(|_| {
+                        ApiError::bad_request("`tenant` must be a tenant id (a UUID)")
+                    })?)
+                }
             },
         })
     }

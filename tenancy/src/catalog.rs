@@ -8,8 +8,8 @@ mod domains;
 mod idempotency;
 pub mod keys;
 pub mod operations;
-mod signing_keys;
 mod plans;
+mod signing_keys;
 mod tenants;
 
 pub use db_servers::{DbServer, RegisterServerError, server_url_purpose};
@@ -19,8 +19,7 @@ pub use plans::Plan;
 pub use signing_keys::SigningKeyRow;
 pub use tenants::{
     DB_URL_PURPOSE, InsertTenantError, NewTenant, Placement, RateQuota, SignupPolicy, Tenant,
-    TenantPatch,
-    TenantStatus,
+    TenantPatch, TenantStatus,
 };
 
 use sqlx::PgPool;

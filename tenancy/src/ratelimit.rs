@@ -201,7 +201,9 @@ impl RateLimits {
     /// One request of `tenant`, against its quota.
     #[must_use]
     pub fn check_tenant(&self, tenant: &Tenant) -> Decision {
-        let q = tenant.rate_limit.unwrap_or(self.inner.settings.tenant_default);
+        let q = tenant
+            .rate_limit
+            .unwrap_or(self.inner.settings.tenant_default);
         decide("tenant", &self.tenant_limiter(q), &tenant.id)
     }
 
@@ -265,7 +267,13 @@ impl RateLimits {
     #[must_use]
     pub fn client_ip(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<IpAddr> {
         let peer = peer.map(canonical)?;
-        let trusted = |ip: &IpAddr| self.inner.settings.trusted_proxies.iter().any(|n| n.contains(ip));
+        let trusted = |ip: &IpAddr| {
+            self.inner
+                .settings
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(ip))
+        };
         if !trusted(&peer) {
             return Some(peer);
         }
@@ -316,7 +324,10 @@ mod tests {
     fn forwarded_for_counts_only_behind_a_trusted_proxy() {
         let l = limits(&["10.0.0.0/8"]);
         // An untrusted peer: its header is ignored.
-        assert_eq!(l.client_ip(Some(ip("203.0.113.9")), &["1.2.3.4"]), Some(ip("203.0.113.9")));
+        assert_eq!(
+            l.client_ip(Some(ip("203.0.113.9")), &["1.2.3.4"]),
+            Some(ip("203.0.113.9"))
+        );
         // A trusted peer: the right-most untrusted address.
         assert_eq!(
             l.client_ip(Some(ip("10.0.0.1")), &["6.6.6.6, 198.51.100.7, 10.0.0.2"]),
@@ -325,7 +336,10 @@ mod tests {
         // Trusted peer, no header: the peer.
         assert_eq!(l.client_ip(Some(ip("10.0.0.1")), &[]), Some(ip("10.0.0.1")));
         // Garbage stops the walk.
-        assert_eq!(l.client_ip(Some(ip("10.0.0.1")), &["x, 10.0.0.3"]), Some(ip("10.0.0.3")));
+        assert_eq!(
+            l.client_ip(Some(ip("10.0.0.1")), &["x, 10.0.0.3"]),
+            Some(ip("10.0.0.3"))
+        );
         assert_eq!(l.client_ip(None, &["1.2.3.4"]), None);
     }
 

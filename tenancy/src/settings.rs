@@ -212,7 +212,8 @@ impl Settings {
             });
             match parsed {
                 Some((per_second, burst))
-                    if (1..=1_000_000).contains(&per_second) && (1..=1_000_000).contains(&burst) =>
+                    if (1..=1_000_000).contains(&per_second)
+                        && (1..=1_000_000).contains(&burst) =>
                 {
                     Ok(crate::catalog::RateQuota { per_second, burst })
                 }
@@ -239,7 +240,10 @@ impl Settings {
             }
         }
         let limits = crate::ratelimit::LimitSettings {
-            tenant_default: rate("PLATFORM_RATE_LIMIT_TENANT_DEFAULT", defaults.tenant_default)?,
+            tenant_default: rate(
+                "PLATFORM_RATE_LIMIT_TENANT_DEFAULT",
+                defaults.tenant_default,
+            )?,
             principal: rate("PLATFORM_RATE_LIMIT_PRINCIPAL", defaults.principal)?,
             sensitive_ip: rate("PLATFORM_RATE_LIMIT_SENSITIVE_IP", defaults.sensitive_ip)?,
             admin_ip: rate("PLATFORM_RATE_LIMIT_ADMIN_IP", defaults.admin_ip)?,

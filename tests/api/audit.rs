@@ -29,7 +29,14 @@ impl Calls {
         r
     }
 
-    async fn admin(&mut self, app: &TestApp, m: Method, path: &str, route: &str, body: Option<Value>) -> TestResponse {
+    async fn admin(
+        &mut self,
+        app: &TestApp,
+        m: Method,
+        path: &str,
+        route: &str,
+        body: Option<Value>,
+    ) -> TestResponse {
         let mut r = Req::new(m, path).bearer(ADMIN_TOKEN);
         if let Some(b) = body {
             r = r.json(&b);
@@ -87,201 +94,572 @@ async fn every_mutating_route_records_an_audit_event_with_its_request() {
 
     // Operator: a tenant and its settings.
     let t = c
-        .admin(&app, M::POST, "/admin/v1/tenants", "POST /admin/v1/tenants",
-            Some(json!({"slug": "acme", "name": "Acme", "plan": "pro"})))
+        .admin(
+            &app,
+            M::POST,
+            "/admin/v1/tenants",
+            "POST /admin/v1/tenants",
+            Some(json!({"slug": "acme", "name": "Acme", "plan": "pro"})),
+        )
         .await;
     let tid = t.str("id");
     let key = c
-        .admin(&app, M::POST, &format!("/admin/v1/tenants/{tid}/api-keys"),
-            "POST /admin/v1/tenants/{tenant}/api-keys", Some(json!({"name": "ops"})))
+        .admin(
+            &app,
+            M::POST,
+            &format!("/admin/v1/tenants/{tid}/api-keys"),
+            "POST /admin/v1/tenants/{tenant}/api-keys",
+            Some(json!({"name": "ops"})),
+        )
         .await;
-    let acme = TestTenant { id: tid.clone(), slug: "acme".into(), key: key.str("key") };
+    let acme = TestTenant {
+        id: tid.clone(),
+        slug: "acme".into(),
+        key: key.str("key"),
+    };
     let spare = app
-        .admin(M::POST, &format!("/admin/v1/tenants/{tid}/api-keys"), Some(json!({"name": "spare"})))
+        .admin(
+            M::POST,
+            &format!("/admin/v1/tenants/{tid}/api-keys"),
+            Some(json!({"name": "spare"})),
+        )
         .await;
-    c.admin(&app, M::DELETE, &format!("/admin/v1/tenants/{tid}/api-keys/{}", spare.str("id")),
-        "DELETE /admin/v1/tenants/{tenant}/api-keys/{key_id}", None).await;
-    c.admin(&app, M::PATCH, &format!("/admin/v1/tenants/{tid}"), "PATCH /admin/v1/tenants/{tenant}",
-        Some(json!({"signup": "open"}))).await;
-    c.admin(&app, M::POST, &format!("/admin/v1/tenants/{tid}/domains"),
-        "POST /admin/v1/tenants/{tenant}/domains", Some(json!({"domain": "audit.example.com"}))).await;
-    c.admin(&app, M::DELETE, &format!("/admin/v1/tenants/{tid}/domains/audit.example.com"),
-        "DELETE /admin/v1/tenants/{tenant}/domains/{domain}", None).await;
-    c.admin(&app, M::POST, "/admin/v1/db-servers", "POST /admin/v1/db-servers",
-        Some(json!({"name": "third", "url": platform_tests::clusters().second.url("postgres")}))).await;
-    c.admin(&app, M::POST, "/admin/v1/jwt-keys/rotate", "POST /admin/v1/jwt-keys/rotate", None).await;
-    c.admin(&app, M::PUT, "/admin/v1/plans/audited", "PUT /admin/v1/plans/{plan}",
-        Some(json!({"requests_per_second": 50, "burst": 100, "audit_retention_days": 7}))).await;
+    c.admin(
+        &app,
+        M::DELETE,
+        &format!("/admin/v1/tenants/{tid}/api-keys/{}", spare.str("id")),
+        "DELETE /admin/v1/tenants/{tenant}/api-keys/{key_id}",
+        None,
+    )
+    .await;
+    c.admin(
+        &app,
+        M::PATCH,
+        &format!("/admin/v1/tenants/{tid}"),
+        "PATCH /admin/v1/tenants/{tenant}",
+        Some(json!({"signup": "open"})),
+    )
+    .await;
+    c.admin(
+        &app,
+        M::POST,
+        &format!("/admin/v1/tenants/{tid}/domains"),
+        "POST /admin/v1/tenants/{tenant}/domains",
+        Some(json!({"domain": "audit.example.com"})),
+    )
+    .await;
+    c.admin(
+        &app,
+        M::DELETE,
+        &format!("/admin/v1/tenants/{tid}/domains/audit.example.com"),
+        "DELETE /admin/v1/tenants/{tenant}/domains/{domain}",
+        None,
+    )
+    .await;
+    c.admin(
+        &app,
+        M::POST,
+        "/admin/v1/db-servers",
+        "POST /admin/v1/db-servers",
+        Some(json!({"name": "third", "url": platform_tests::clusters().second.url("postgres")})),
+    )
+    .await;
+    c.admin(
+        &app,
+        M::POST,
+        "/admin/v1/jwt-keys/rotate",
+        "POST /admin/v1/jwt-keys/rotate",
+        None,
+    )
+    .await;
+    c.admin(
+        &app,
+        M::PUT,
+        "/admin/v1/plans/audited",
+        "PUT /admin/v1/plans/{plan}",
+        Some(json!({"requests_per_second": 50, "burst": 100, "audit_retention_days": 7})),
+    )
+    .await;
     let inv = c
-        .admin(&app, M::POST, &format!("/admin/v1/tenants/{tid}/invitations"),
+        .admin(
+            &app,
+            M::POST,
+            &format!("/admin/v1/tenants/{tid}/invitations"),
             "POST /admin/v1/tenants/{tenant}/invitations",
-            Some(json!({"email": "owner@acme.test", "role": "owner"})))
+            Some(json!({"email": "owner@acme.test", "role": "owner"})),
+        )
         .await;
 
     // Sign-up, invitations, login, tokens.
     let owner = c
-        .tenant(&app, &acme, None, M::POST, "/api/v1/auth/invitations/accept",
+        .tenant(
+            &app,
+            &acme,
+            None,
+            M::POST,
+            "/api/v1/auth/invitations/accept",
             "POST /api/v1/auth/invitations/accept",
-            Some(json!({"token": inv.str("token"), "password": PASSWORD, "name": "Owner"})))
+            Some(json!({"token": inv.str("token"), "password": PASSWORD, "name": "Owner"})),
+        )
         .await;
     let owner_token = owner.str("access_token");
     let signed = c
-        .tenant(&app, &acme, None, M::POST, "/api/v1/auth/signup", "POST /api/v1/auth/signup",
-            Some(json!({"email": "self@acme.test", "password": PASSWORD, "name": "Self"})))
+        .tenant(
+            &app,
+            &acme,
+            None,
+            M::POST,
+            "/api/v1/auth/signup",
+            "POST /api/v1/auth/signup",
+            Some(json!({"email": "self@acme.test", "password": PASSWORD, "name": "Self"})),
+        )
         .await;
     let self_token = signed.str("access_token");
     let me = as_user(&app, &acme, &self_token, M::GET, "/api/v1/me", None).await;
     let self_id = me.str("id");
-    c.tenant(&app, &acme, Some(&self_token), M::POST, "/api/v1/me/email/verification",
-        "POST /api/v1/me/email/verification", None).await;
-    let verify = token_in(outbox(&app, "self@acme.test").await.last().expect("mail"), "verification token");
-    c.tenant(&app, &acme, None, M::POST, "/api/v1/auth/email/verify", "POST /api/v1/auth/email/verify",
-        Some(json!({"token": verify}))).await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&self_token),
+        M::POST,
+        "/api/v1/me/email/verification",
+        "POST /api/v1/me/email/verification",
+        None,
+    )
+    .await;
+    let verify = token_in(
+        outbox(&app, "self@acme.test").await.last().expect("mail"),
+        "verification token",
+    );
+    c.tenant(
+        &app,
+        &acme,
+        None,
+        M::POST,
+        "/api/v1/auth/email/verify",
+        "POST /api/v1/auth/email/verify",
+        Some(json!({"token": verify})),
+    )
+    .await;
     let login = c
-        .tenant(&app, &acme, None, M::POST, "/api/v1/auth/login", "POST /api/v1/auth/login",
-            Some(json!({"email": "self@acme.test", "password": PASSWORD})))
+        .tenant(
+            &app,
+            &acme,
+            None,
+            M::POST,
+            "/api/v1/auth/login",
+            "POST /api/v1/auth/login",
+            Some(json!({"email": "self@acme.test", "password": PASSWORD})),
+        )
         .await;
     let refreshed = c
-        .tenant(&app, &acme, None, M::POST, "/api/v1/auth/token/refresh", "POST /api/v1/auth/token/refresh",
-            Some(json!({"refresh_token": login.str("refresh_token")})))
+        .tenant(
+            &app,
+            &acme,
+            None,
+            M::POST,
+            "/api/v1/auth/token/refresh",
+            "POST /api/v1/auth/token/refresh",
+            Some(json!({"refresh_token": login.str("refresh_token")})),
+        )
         .await;
-    c.tenant(&app, &acme, None, M::POST, "/api/v1/auth/logout", "POST /api/v1/auth/logout",
-        Some(json!({"refresh_token": refreshed.str("refresh_token")}))).await;
-    c.tenant(&app, &acme, None, M::POST, "/api/v1/auth/password/forgot", "POST /api/v1/auth/password/forgot",
-        Some(json!({"email": "self@acme.test"}))).await;
-    let reset = token_in(outbox(&app, "self@acme.test").await.last().expect("mail"), "reset token");
-    c.tenant(&app, &acme, None, M::POST, "/api/v1/auth/password/reset", "POST /api/v1/auth/password/reset",
-        Some(json!({"token": reset, "password": PASSWORD}))).await;
+    c.tenant(
+        &app,
+        &acme,
+        None,
+        M::POST,
+        "/api/v1/auth/logout",
+        "POST /api/v1/auth/logout",
+        Some(json!({"refresh_token": refreshed.str("refresh_token")})),
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        None,
+        M::POST,
+        "/api/v1/auth/password/forgot",
+        "POST /api/v1/auth/password/forgot",
+        Some(json!({"email": "self@acme.test"})),
+    )
+    .await;
+    let reset = token_in(
+        outbox(&app, "self@acme.test").await.last().expect("mail"),
+        "reset token",
+    );
+    c.tenant(
+        &app,
+        &acme,
+        None,
+        M::POST,
+        "/api/v1/auth/password/reset",
+        "POST /api/v1/auth/password/reset",
+        Some(json!({"token": reset, "password": PASSWORD})),
+    )
+    .await;
 
     // MFA: enrol, confirm, log in with a recovery code, disable.
     let fresh = app
-        .send(Req::new(M::POST, "/api/v1/auth/login").host(acme.host())
-            .json(&json!({"email": "self@acme.test", "password": PASSWORD})))
+        .send(
+            Req::new(M::POST, "/api/v1/auth/login")
+                .host(acme.host())
+                .json(&json!({"email": "self@acme.test", "password": PASSWORD})),
+        )
         .await;
     let self_token = fresh.str("access_token");
     let enrol = c
-        .tenant(&app, &acme, Some(&self_token), M::POST, "/api/v1/me/mfa/totp", "POST /api/v1/me/mfa/totp", None)
+        .tenant(
+            &app,
+            &acme,
+            Some(&self_token),
+            M::POST,
+            "/api/v1/me/mfa/totp",
+            "POST /api/v1/me/mfa/totp",
+            None,
+        )
         .await;
     let secret = enrol.str("secret");
     let confirmed = c
-        .tenant(&app, &acme, Some(&self_token), M::POST, "/api/v1/me/mfa/totp/confirm",
+        .tenant(
+            &app,
+            &acme,
+            Some(&self_token),
+            M::POST,
+            "/api/v1/me/mfa/totp/confirm",
             "POST /api/v1/me/mfa/totp/confirm",
-            Some(json!({"code": code_at(&secret, now()).expect("code")})))
+            Some(json!({"code": code_at(&secret, now()).expect("code")})),
+        )
         .await;
-    let recovery: Vec<String> = confirmed.body["recovery_codes"].as_array().expect("codes")
-        .iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    let recovery: Vec<String> = confirmed.body["recovery_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
     let step1 = app
-        .send(Req::new(M::POST, "/api/v1/auth/login").host(acme.host())
-            .json(&json!({"email": "self@acme.test", "password": PASSWORD})))
+        .send(
+            Req::new(M::POST, "/api/v1/auth/login")
+                .host(acme.host())
+                .json(&json!({"email": "self@acme.test", "password": PASSWORD})),
+        )
         .await;
     let mfa_login = c
-        .tenant(&app, &acme, None, M::POST, "/api/v1/auth/mfa/verify", "POST /api/v1/auth/mfa/verify",
-            Some(json!({"mfa_token": step1.str("mfa_token"), "code": recovery[0]})))
+        .tenant(
+            &app,
+            &acme,
+            None,
+            M::POST,
+            "/api/v1/auth/mfa/verify",
+            "POST /api/v1/auth/mfa/verify",
+            Some(json!({"mfa_token": step1.str("mfa_token"), "code": recovery[0]})),
+        )
         .await;
     let self_token = mfa_login.str("access_token");
-    c.tenant(&app, &acme, Some(&self_token), M::DELETE, "/api/v1/me/mfa/totp", "DELETE /api/v1/me/mfa/totp",
-        Some(json!({"code": recovery[1]}))).await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&self_token),
+        M::DELETE,
+        "/api/v1/me/mfa/totp",
+        "DELETE /api/v1/me/mfa/totp",
+        Some(json!({"code": recovery[1]})),
+    )
+    .await;
 
     // Sessions.
     let other = app
-        .send(Req::new(M::POST, "/api/v1/auth/login").host(acme.host())
-            .json(&json!({"email": "self@acme.test", "password": PASSWORD})))
+        .send(
+            Req::new(M::POST, "/api/v1/auth/login")
+                .host(acme.host())
+                .json(&json!({"email": "self@acme.test", "password": PASSWORD})),
+        )
         .await;
-    let sessions = as_user(&app, &acme, &self_token, M::GET, "/api/v1/me/sessions", None).await;
-    let mine: Vec<String> = sessions.body["items"].as_array().expect("sessions").iter()
+    let sessions = as_user(
+        &app,
+        &acme,
+        &self_token,
+        M::GET,
+        "/api/v1/me/sessions",
+        None,
+    )
+    .await;
+    let mine: Vec<String> = sessions.body["items"]
+        .as_array()
+        .expect("sessions")
+        .iter()
         .filter(|s| s["current"] != json!(true))
-        .filter_map(|s| s["id"].as_str().map(str::to_owned)).collect();
-    c.tenant(&app, &acme, Some(&self_token), M::DELETE, &format!("/api/v1/me/sessions/{}", mine[0]),
-        "DELETE /api/v1/me/sessions/{session_id}", None).await;
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect();
+    c.tenant(
+        &app,
+        &acme,
+        Some(&self_token),
+        M::DELETE,
+        &format!("/api/v1/me/sessions/{}", mine[0]),
+        "DELETE /api/v1/me/sessions/{session_id}",
+        None,
+    )
+    .await;
     drop(other);
-    app.send(Req::new(M::POST, "/api/v1/auth/login").host(acme.host())
-        .json(&json!({"email": "self@acme.test", "password": PASSWORD}))).await;
-    c.tenant(&app, &acme, Some(&self_token), M::POST, "/api/v1/me/sessions/revoke-others",
-        "POST /api/v1/me/sessions/revoke-others", None).await;
+    app.send(
+        Req::new(M::POST, "/api/v1/auth/login")
+            .host(acme.host())
+            .json(&json!({"email": "self@acme.test", "password": PASSWORD})),
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&self_token),
+        M::POST,
+        "/api/v1/me/sessions/revoke-others",
+        "POST /api/v1/me/sessions/revoke-others",
+        None,
+    )
+    .await;
 
     // Members, roles, keys (as the owner).
-    c.tenant(&app, &acme, Some(&owner_token), M::PATCH, &format!("/api/v1/users/{self_id}"),
-        "PATCH /api/v1/users/{user_id}", Some(json!({"role": "admin"}))).await;
-    c.tenant(&app, &acme, Some(&owner_token), M::DELETE, &format!("/api/v1/users/{self_id}/sessions"),
-        "DELETE /api/v1/users/{user_id}/sessions", None).await;
-    app.send(Req::new(M::POST, "/api/v1/auth/login").host(acme.host())
-        .json(&json!({"email": "self@acme.test", "password": PASSWORD}))).await;
-    c.admin(&app, M::DELETE, &format!("/admin/v1/tenants/{tid}/users/{self_id}/sessions"),
-        "DELETE /admin/v1/tenants/{tenant}/users/{user_id}/sessions", None).await;
-    c.tenant(&app, &acme, Some(&owner_token), M::POST, "/api/v1/invitations", "POST /api/v1/invitations",
-        Some(json!({"email": "new@acme.test", "role": "member"}))).await;
-    c.tenant(&app, &acme, Some(&owner_token), M::POST, "/api/v1/roles", "POST /api/v1/roles",
-        Some(json!({"name": "auditor", "permissions": ["audit:read"]}))).await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::PATCH,
+        &format!("/api/v1/users/{self_id}"),
+        "PATCH /api/v1/users/{user_id}",
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::DELETE,
+        &format!("/api/v1/users/{self_id}/sessions"),
+        "DELETE /api/v1/users/{user_id}/sessions",
+        None,
+    )
+    .await;
+    app.send(
+        Req::new(M::POST, "/api/v1/auth/login")
+            .host(acme.host())
+            .json(&json!({"email": "self@acme.test", "password": PASSWORD})),
+    )
+    .await;
+    c.admin(
+        &app,
+        M::DELETE,
+        &format!("/admin/v1/tenants/{tid}/users/{self_id}/sessions"),
+        "DELETE /admin/v1/tenants/{tenant}/users/{user_id}/sessions",
+        None,
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::POST,
+        "/api/v1/invitations",
+        "POST /api/v1/invitations",
+        Some(json!({"email": "new@acme.test", "role": "member"})),
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::POST,
+        "/api/v1/roles",
+        "POST /api/v1/roles",
+        Some(json!({"name": "auditor", "permissions": ["audit:read"]})),
+    )
+    .await;
     let k = c
-        .tenant(&app, &acme, Some(&owner_token), M::POST, "/api/v1/api-keys", "POST /api/v1/api-keys",
-            Some(json!({"name": "ci"})))
+        .tenant(
+            &app,
+            &acme,
+            Some(&owner_token),
+            M::POST,
+            "/api/v1/api-keys",
+            "POST /api/v1/api-keys",
+            Some(json!({"name": "ci"})),
+        )
         .await;
-    c.tenant(&app, &acme, Some(&owner_token), M::DELETE, &format!("/api/v1/api-keys/{}", k.str("id")),
-        "DELETE /api/v1/api-keys/{key_id}", None).await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::DELETE,
+        &format!("/api/v1/api-keys/{}", k.str("id")),
+        "DELETE /api/v1/api-keys/{key_id}",
+        None,
+    )
+    .await;
 
     // The reference domain.
     let p = c
-        .tenant(&app, &acme, Some(&owner_token), M::POST, "/api/v1/projects", "POST /api/v1/projects",
-            Some(json!({"name": "Launch"})))
+        .tenant(
+            &app,
+            &acme,
+            Some(&owner_token),
+            M::POST,
+            "/api/v1/projects",
+            "POST /api/v1/projects",
+            Some(json!({"name": "Launch"})),
+        )
         .await
         .str("id");
-    c.tenant(&app, &acme, Some(&owner_token), M::PATCH, &format!("/api/v1/projects/{p}"),
-        "PATCH /api/v1/projects/{project_id}", Some(json!({"name": "Launch 2"}))).await;
-    c.tenant(&app, &acme, Some(&owner_token), M::POST, &format!("/api/v1/projects/{p}/members"),
-        "POST /api/v1/projects/{project_id}/members", Some(json!({"user_id": self_id, "role": "member"}))).await;
-    c.tenant(&app, &acme, Some(&owner_token), M::PATCH, &format!("/api/v1/projects/{p}/members/{self_id}"),
-        "PATCH /api/v1/projects/{project_id}/members/{user_id}", Some(json!({"role": "admin"}))).await;
-    c.tenant(&app, &acme, Some(&owner_token), M::DELETE, &format!("/api/v1/projects/{p}/members/{self_id}"),
-        "DELETE /api/v1/projects/{project_id}/members/{user_id}", None).await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::PATCH,
+        &format!("/api/v1/projects/{p}"),
+        "PATCH /api/v1/projects/{project_id}",
+        Some(json!({"name": "Launch 2"})),
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::POST,
+        &format!("/api/v1/projects/{p}/members"),
+        "POST /api/v1/projects/{project_id}/members",
+        Some(json!({"user_id": self_id, "role": "member"})),
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::PATCH,
+        &format!("/api/v1/projects/{p}/members/{self_id}"),
+        "PATCH /api/v1/projects/{project_id}/members/{user_id}",
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::DELETE,
+        &format!("/api/v1/projects/{p}/members/{self_id}"),
+        "DELETE /api/v1/projects/{project_id}/members/{user_id}",
+        None,
+    )
+    .await;
     let task = c
-        .tenant(&app, &acme, Some(&owner_token), M::POST, &format!("/api/v1/projects/{p}/tasks"),
-            "POST /api/v1/projects/{project_id}/tasks", Some(json!({"title": "Ship"})))
+        .tenant(
+            &app,
+            &acme,
+            Some(&owner_token),
+            M::POST,
+            &format!("/api/v1/projects/{p}/tasks"),
+            "POST /api/v1/projects/{project_id}/tasks",
+            Some(json!({"title": "Ship"})),
+        )
         .await
         .str("id");
-    c.tenant(&app, &acme, Some(&owner_token), M::PATCH, &format!("/api/v1/projects/{p}/tasks/{task}"),
-        "PATCH /api/v1/projects/{project_id}/tasks/{task_id}", Some(json!({"status": "done"}))).await;
-    c.tenant(&app, &acme, Some(&owner_token), M::DELETE, &format!("/api/v1/projects/{p}/tasks/{task}"),
-        "DELETE /api/v1/projects/{project_id}/tasks/{task_id}", None).await;
-    c.tenant(&app, &acme, Some(&owner_token), M::DELETE, &format!("/api/v1/projects/{p}"),
-        "DELETE /api/v1/projects/{project_id}", None).await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::PATCH,
+        &format!("/api/v1/projects/{p}/tasks/{task}"),
+        "PATCH /api/v1/projects/{project_id}/tasks/{task_id}",
+        Some(json!({"status": "done"})),
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::DELETE,
+        &format!("/api/v1/projects/{p}/tasks/{task}"),
+        "DELETE /api/v1/projects/{project_id}/tasks/{task_id}",
+        None,
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::DELETE,
+        &format!("/api/v1/projects/{p}"),
+        "DELETE /api/v1/projects/{project_id}",
+        None,
+    )
+    .await;
 
     // Placement (the operation is left pending: nothing resumes it here) and deletion, last.
     app.app.stop_resuming();
     let other_t = app.tenant("leaving", "shared", None).await;
     let op = c
-        .admin(&app, M::POST, &format!("/admin/v1/tenants/{}/placement", other_t.id),
+        .admin(
+            &app,
+            M::POST,
+            &format!("/admin/v1/tenants/{}/placement", other_t.id),
             "POST /admin/v1/tenants/{tenant}/placement",
-            Some(json!({"placement": "dedicated", "db_server": "local"})))
+            Some(json!({"placement": "dedicated", "db_server": "local"})),
+        )
         .await;
-    c.admin(&app, M::POST, &format!("/admin/v1/operations/{}/cancel", op.str("id")),
-        "POST /admin/v1/operations/{operation_id}/cancel", None).await;
-    c.admin(&app, M::DELETE, &format!("/admin/v1/tenants/{}", other_t.id),
-        "DELETE /admin/v1/tenants/{tenant}", None).await;
+    c.admin(
+        &app,
+        M::POST,
+        &format!("/admin/v1/operations/{}/cancel", op.str("id")),
+        "POST /admin/v1/operations/{operation_id}/cancel",
+        None,
+    )
+    .await;
+    c.admin(
+        &app,
+        M::DELETE,
+        &format!("/admin/v1/tenants/{}", other_t.id),
+        "DELETE /admin/v1/tenants/{tenant}",
+        None,
+    )
+    .await;
 
     // Every mutating route was exercised ...
     let exercised: BTreeSet<String> = c.sent.iter().map(|(r, _)| r.clone()).collect();
     let all = mutating_routes(&app).await;
     let missing: Vec<&String> = all.difference(&exercised).collect();
-    assert!(missing.is_empty(), "mutating routes this test does not exercise: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "mutating routes this test does not exercise: {missing:?}"
+    );
     // ... and each request left at least one event carrying its request id.
     let tenant_db = app.shared_owner().await;
     let control = platform_tests::connect(&app.platform_env()[0].1).await;
     let mut counts: BTreeMap<String, i64> = BTreeMap::new();
     for (route, id) in &c.sent {
         let n: i64 = tenant_db
-            .query_one("SELECT count(*) FROM audit_events WHERE request_id = $1", &[id])
+            .query_one(
+                "SELECT count(*) FROM audit_events WHERE request_id = $1",
+                &[id],
+            )
             .await
             .expect("count")
             .get(0);
         let m: i64 = control
-            .query_one("SELECT count(*) FROM admin_audit_events WHERE request_id = $1", &[id])
+            .query_one(
+                "SELECT count(*) FROM admin_audit_events WHERE request_id = $1",
+                &[id],
+            )
             .await
             .expect("count")
             .get(0);
         counts.insert(route.clone(), n + m);
     }
-    let silent: Vec<&String> = counts.iter().filter(|(_, n)| **n == 0).map(|(r, _)| r).collect();
-    assert!(silent.is_empty(), "routes that changed something without an audit event: {silent:?}");
+    let silent: Vec<&String> = counts
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(r, _)| r)
+        .collect();
+    assert!(
+        silent.is_empty(),
+        "routes that changed something without an audit event: {silent:?}"
+    );
 
     // Who and what are right: the project creation is the owner's, via the tenant API.
     let row = tenant_db
@@ -292,15 +670,23 @@ async fn every_mutating_route_records_an_audit_event_with_its_request() {
         )
         .await
         .expect("project event");
-    let owner_id = as_user(&app, &acme, &owner_token, M::GET, "/api/v1/me", None).await.str("id");
+    let owner_id = as_user(&app, &acme, &owner_token, M::GET, "/api/v1/me", None)
+        .await
+        .str("id");
     assert_eq!(row.get::<_, String>(0), "user");
     assert_eq!(row.get::<_, Option<String>>(1), Some(owner_id));
     assert_eq!(row.get::<_, Option<String>>(2), Some(p));
-    assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some("POST /api/v1/projects"));
+    assert_eq!(
+        row.get::<_, Option<String>>(3).as_deref(),
+        Some("POST /api/v1/projects")
+    );
     assert_eq!(row.get::<_, String>(4), "success");
     // An operator's change to tenant data is the operator's.
     let op_key: String = tenant_db
-        .query_one("SELECT actor_type FROM audit_events WHERE request_id = 'audit-1' LIMIT 1", &[])
+        .query_one(
+            "SELECT actor_type FROM audit_events WHERE request_id = 'audit-1' LIMIT 1",
+            &[],
+        )
         .await
         .expect("operator key event")
         .get(0);
@@ -326,7 +712,14 @@ async fn a_rolled_back_change_leaves_no_event_and_denials_and_failed_logins_are_
     // A change that fails after its first write rolls back, event included: the task insert
     // succeeds inside the transaction, then its project does not exist.
     let db = app.app.tenancy.dataplane.clone();
-    let tenant = app.app.tenancy.catalog.tenant_by_slug("acme").await.expect("catalog").expect("tenant");
+    let tenant = app
+        .app
+        .tenancy
+        .catalog
+        .tenant_by_slug("acme")
+        .await
+        .expect("catalog")
+        .expect("tenant");
     {
         let mut tx = db.connect(&tenant).await.expect("connect").begin();
         tx.execute(
@@ -337,7 +730,10 @@ async fn a_rolled_back_change_leaves_no_event_and_denials_and_failed_logins_are_
         .expect("insert");
         // The trigger did write the event inside the transaction ...
         let inside: i64 = tx
-            .query_opt("SELECT count(*) FROM audit_events WHERE action = 'project.created'", &[])
+            .query_opt(
+                "SELECT count(*) FROM audit_events WHERE action = 'project.created'",
+                &[],
+            )
             .await
             .expect("count")
             .expect("row")
@@ -350,9 +746,16 @@ async fn a_rolled_back_change_leaves_no_event_and_denials_and_failed_logins_are_
 
     // A denied request (a viewer writing) and a failed login are recorded as attempts.
     let viewer = user_with_role(&app, &t, "v@acme.test", "viewer").await;
-    as_user(&app, &t, &viewer.access, Method::POST, "/api/v1/projects", Some(json!({"name": "x"})))
-        .await
-        .assert_problem(403);
+    as_user(
+        &app,
+        &t,
+        &viewer.access,
+        Method::POST,
+        "/api/v1/projects",
+        Some(json!({"name": "x"})),
+    )
+    .await
+    .assert_problem(403);
     let denied = app
         .shared_owner()
         .await
@@ -364,30 +767,72 @@ async fn a_rolled_back_change_leaves_no_event_and_denials_and_failed_logins_are_
         .expect("denied event");
     assert_eq!(denied.get::<_, Option<String>>(0), Some(viewer.id.clone()));
     assert_eq!(denied.get::<_, String>(1), "denied");
-    assert_eq!(denied.get::<_, Option<String>>(2).as_deref(), Some("projects:write"));
-    assert_eq!(denied.get::<_, Option<String>>(3).as_deref(), Some("POST /api/v1/projects"));
-    crate::auth::login(&app, &t, "v@acme.test", "wrong password").await.assert_problem(401);
+    assert_eq!(
+        denied.get::<_, Option<String>>(2).as_deref(),
+        Some("projects:write")
+    );
+    assert_eq!(
+        denied.get::<_, Option<String>>(3).as_deref(),
+        Some("POST /api/v1/projects")
+    );
+    crate::auth::login(&app, &t, "v@acme.test", "wrong password")
+        .await
+        .assert_problem(401);
     assert_eq!(count(&app, &t, "auth.login").await, 1);
 
     // The tenant's API lists them, filtered and paged, newest first; others need audit:read.
-    let page = app.api(&t, Method::GET, "/api/v1/audit-events?action=auth.*&limit=5", None).await;
+    let page = app
+        .api(
+            &t,
+            Method::GET,
+            "/api/v1/audit-events?action=auth.*&limit=5",
+            None,
+        )
+        .await;
     page.assert_status(200);
     assert_eq!(page.body["items"][0]["action"], "auth.login");
     assert_eq!(page.body["items"][0]["outcome"], "failure");
-    let all = app.api(&t, Method::GET, "/api/v1/audit-events?limit=2", None).await;
+    let all = app
+        .api(&t, Method::GET, "/api/v1/audit-events?limit=2", None)
+        .await;
     let next = all.str("next_cursor");
-    let older = app.api(&t, Method::GET, &format!("/api/v1/audit-events?limit=2&cursor={next}"), None).await;
+    let older = app
+        .api(
+            &t,
+            Method::GET,
+            &format!("/api/v1/audit-events?limit=2&cursor={next}"),
+            None,
+        )
+        .await;
     assert!(older.body["items"][0]["seq"].as_i64() < all.body["items"][1]["seq"].as_i64());
     for bad in ["since=yesterday", "cursor=nope", "limit=0", "bogus=1"] {
-        app.api(&t, Method::GET, &format!("/api/v1/audit-events?{bad}"), None)
-            .await
-            .assert_problem(400);
-    }
-    as_user(&app, &t, &viewer.access, Method::GET, "/api/v1/audit-events", None)
+        app.api(
+            &t,
+            Method::GET,
+            &format!("/api/v1/audit-events?{bad}"),
+            None,
+        )
         .await
-        .assert_problem(403);
+        .assert_problem(400);
+    }
+    as_user(
+        &app,
+        &t,
+        &viewer.access,
+        Method::GET,
+        "/api/v1/audit-events",
+        None,
+    )
+    .await
+    .assert_problem(403);
     // Operators read their trail.
-    let trail = app.admin(Method::GET, &format!("/admin/v1/audit-events?tenant={}&action=tenant.*", t.id), None).await;
+    let trail = app
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/audit-events?tenant={}&action=tenant.*", t.id),
+            None,
+        )
+        .await;
     trail.assert_status(200);
     assert_eq!(trail.body["items"][0]["action"], "tenant.created");
     assert_eq!(trail.body["items"][0]["actor_type"], "operator");
@@ -407,7 +852,12 @@ pub(crate) async fn count(app: &TestApp, t: &TestTenant, action: &str) -> i64 {
 }
 
 /// The count once the dropped transaction's rollback has certainly run (it is asynchronous).
-pub(crate) async fn eventually_count(app: &TestApp, t: &TestTenant, action: &str, expected: i64) -> i64 {
+pub(crate) async fn eventually_count(
+    app: &TestApp,
+    t: &TestTenant,
+    action: &str,
+    expected: i64,
+) -> i64 {
     platform_tests::eventually(std::time::Duration::from_secs(5), || async {
         count(app, t, action).await == expected
     })
@@ -419,9 +869,14 @@ pub(crate) async fn eventually_count(app: &TestApp, t: &TestTenant, action: &str
 async fn the_app_role_cannot_change_or_remove_audit_events_and_the_owner_is_refused_too() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
-    app.api(&t, Method::POST, "/api/v1/projects", Some(json!({"name": "p"})))
-        .await
-        .assert_status(201);
+    app.api(
+        &t,
+        Method::POST,
+        "/api/v1/projects",
+        Some(json!({"name": "p"})),
+    )
+    .await
+    .assert_status(201);
     let role = app.app_role(&app.shared_db).await;
     for sql in [
         "UPDATE audit_events SET action = 'nothing'",
@@ -431,7 +886,10 @@ async fn the_app_role_cannot_change_or_remove_audit_events_and_the_owner_is_refu
         "INSERT INTO audit_events SELECT * FROM audit_events",
     ] {
         let e = role
-            .batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{}'; {sql}; COMMIT", t.id))
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL app.tenant_id = '{}'; {sql}; COMMIT",
+                t.id
+            ))
             .await
             .expect_err(sql);
         role.batch_execute("ROLLBACK").await.ok();
@@ -449,9 +907,16 @@ async fn the_app_role_cannot_change_or_remove_audit_events_and_the_owner_is_refu
     assert_eq!(e.code().map(|c| c.code()), Some("42501"));
     // The owner (a superuser here) is refused by the trigger unless it takes the erase path.
     let owner = app.shared_owner().await;
-    for sql in ["UPDATE audit_events SET action = 'x'", "DELETE FROM audit_events", "TRUNCATE audit_events"] {
+    for sql in [
+        "UPDATE audit_events SET action = 'x'",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+    ] {
         let e = owner.batch_execute(sql).await.expect_err(sql);
-        assert!(e.to_string().contains("immutable") || format!("{e:?}").contains("immutable"), "{e:?}");
+        assert!(
+            e.to_string().contains("immutable") || format!("{e:?}").contains("immutable"),
+            "{e:?}"
+        );
     }
     // The app role cannot forge another tenant's event either.
     let other = app.tenant("other", "shared", None).await;
@@ -484,14 +949,19 @@ async fn an_export_of_100000_events_streams_in_bounded_chunks() {
         .expect("bulk events");
     for (format, lines_expected_extra) in [("jsonl", 0usize), ("csv", 1usize)] {
         let req = axum::http::Request::builder()
-            .uri(format!("/api/v1/audit-events/export?format={format}&action=bulk.event"))
+            .uri(format!(
+                "/api/v1/audit-events/export?format={format}&action=bulk.event"
+            ))
             .header("host", t.host())
             .header("authorization", format!("Bearer {}", t.key))
             .body(axum::body::Body::empty())
             .expect("request");
         let resp = app.router().clone().oneshot(req).await.expect("response");
         assert_eq!(resp.status(), 200);
-        assert!(resp.headers().get("content-length").is_none(), "a streamed body has no length");
+        assert!(
+            resp.headers().get("content-length").is_none(),
+            "a streamed body has no length"
+        );
         let mut body = resp.into_body();
         let (mut frames, mut lines, mut max_lines) = (0usize, 0usize, 0usize);
         let mut tail = Vec::new();
@@ -518,30 +988,52 @@ async fn expiry_removes_old_segments_and_what_remains_still_verifies() {
     let app = TestApp::spawn().await;
     let t = app.tenant("aging", "shared", None).await;
     for i in 0..3 {
-        app.api(&t, Method::POST, "/api/v1/projects", Some(json!({"name": format!("p{i}")})))
-            .await
-            .assert_status(201);
+        app.api(
+            &t,
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({"name": format!("p{i}")})),
+        )
+        .await
+        .assert_status(201);
     }
-    let tenant = app.app.tenancy.catalog.tenant_by_slug("aging").await.expect("catalog").expect("tenant");
+    let tenant = app
+        .app
+        .tenancy
+        .catalog
+        .tenant_by_slug("aging")
+        .await
+        .expect("catalog")
+        .expect("tenant");
     // The pro plan keeps a year; the cut-off is the start of a UTC day.
     assert_eq!(tenant.audit_retention_days, Some(365));
     let now = time::OffsetDateTime::now_utc();
     let cut = tenancy::audit::retention::cutoff(now, 365);
     assert_eq!((cut.hour(), cut.minute(), cut.second()), (0, 0, 0));
-    let before = tenancy::audit::verify_tenant(&app.app.tenancy.dataplane, &tenant).await.expect("verify");
+    let before = tenancy::audit::verify_tenant(&app.app.tenancy.dataplane, &tenant)
+        .await
+        .expect("verify");
     assert!(before.ok() && before.events_checked >= 4);
     // Everything so far is "old": expire it (as the owner, on the controlled path).
     let owner = app.shared_owner().await;
-    let (removed, checkpoint) = tenancy::audit::retention::expire(&owner, tenant.id, now + time::Duration::seconds(1))
-        .await
-        .expect("expire");
+    let (removed, checkpoint) =
+        tenancy::audit::retention::expire(&owner, tenant.id, now + time::Duration::seconds(1))
+            .await
+            .expect("expire");
     assert_eq!(removed, before.events_checked);
     assert_eq!(checkpoint, before.head_seq);
     // The chain goes on from the checkpoint and verifies.
-    app.api(&t, Method::POST, "/api/v1/projects", Some(json!({"name": "new"})))
+    app.api(
+        &t,
+        Method::POST,
+        "/api/v1/projects",
+        Some(json!({"name": "new"})),
+    )
+    .await
+    .assert_status(201);
+    let after = tenancy::audit::verify_tenant(&app.app.tenancy.dataplane, &tenant)
         .await
-        .assert_status(201);
-    let after = tenancy::audit::verify_tenant(&app.app.tenancy.dataplane, &tenant).await.expect("verify");
+        .expect("verify");
     assert!(after.ok(), "{after:?}");
     assert_eq!(after.checkpoint_seq, checkpoint);
     assert!(after.events_checked >= 1 && after.head_seq > checkpoint);

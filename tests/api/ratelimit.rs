@@ -20,7 +20,11 @@ fn header(r: &TestResponse, name: &str) -> Option<u64> {
 #[track_caller]
 fn assert_refused(r: &TestResponse, limit: u64) {
     r.assert_problem(429);
-    assert!(header(r, "retry-after").is_some_and(|s| s >= 1), "{:?}", r.headers);
+    assert!(
+        header(r, "retry-after").is_some_and(|s| s >= 1),
+        "{:?}",
+        r.headers
+    );
     assert_eq!(header(r, "ratelimit-limit"), Some(limit), "{:?}", r.headers);
     assert_eq!(header(r, "ratelimit-remaining"), Some(0));
     assert!(header(r, "ratelimit-reset").is_some_and(|s| s >= 1));
@@ -37,9 +41,13 @@ async fn a_tenant_is_held_to_its_plan_and_plan_and_override_changes_apply_live()
     .await
     .assert_status(200);
     let t = app.tenant("small", "shared", None).await;
-    app.admin(Method::PATCH, &format!("/admin/v1/tenants/{}", t.id), Some(json!({"plan": "tiny"})))
-        .await
-        .assert_status(200);
+    app.admin(
+        Method::PATCH,
+        &format!("/admin/v1/tenants/{}", t.id),
+        Some(json!({"plan": "tiny"})),
+    )
+    .await
+    .assert_status(200);
     let other = app.tenant("big", "shared", None).await;
     // Allowed requests count down in the headers ...
     for remaining in [2, 1, 0] {
@@ -66,7 +74,10 @@ async fn a_tenant_is_held_to_its_plan_and_plan_and_override_changes_apply_live()
     .await
     .assert_status(200);
     let applied = eventually(Duration::from_secs(5), || async {
-        header(&app.api(&t, Method::GET, "/api/v1/projects", None).await, "ratelimit-limit") == Some(50)
+        header(
+            &app.api(&t, Method::GET, "/api/v1/projects", None).await,
+            "ratelimit-limit",
+        ) == Some(50)
     })
     .await;
     assert!(applied.is_some(), "the plan change did not apply");
@@ -83,11 +94,17 @@ async fn a_tenant_is_held_to_its_plan_and_plan_and_override_changes_apply_live()
     assert_eq!(patched.body["rate_limit_override"]["burst"], 2);
     let r = app.api(&t, Method::GET, "/api/v1/projects", None).await;
     assert_eq!(header(&r, "ratelimit-limit"), Some(2));
-    app.api(&t, Method::GET, "/api/v1/projects", None).await.assert_status(200);
-    assert_refused(&app.api(&t, Method::GET, "/api/v1/projects", None).await, 2);
-    app.admin(Method::PATCH, &format!("/admin/v1/tenants/{}", t.id), Some(json!({"rate_limit": null})))
+    app.api(&t, Method::GET, "/api/v1/projects", None)
         .await
         .assert_status(200);
+    assert_refused(&app.api(&t, Method::GET, "/api/v1/projects", None).await, 2);
+    app.admin(
+        Method::PATCH,
+        &format!("/admin/v1/tenants/{}", t.id),
+        Some(json!({"rate_limit": null})),
+    )
+    .await
+    .assert_status(200);
     let r = app.api(&t, Method::GET, "/api/v1/projects", None).await;
     assert_eq!(header(&r, "ratelimit-limit"), Some(50));
     // Bad values are refused with a 4xx.
@@ -95,7 +112,13 @@ async fn a_tenant_is_held_to_its_plan_and_plan_and_override_changes_apply_live()
         json!({"rate_limit": {"requests_per_second": 0, "burst": 2}}),
         json!({"rate_limit": {"requests_per_second": 1}}),
     ] {
-        let r = app.admin(Method::PATCH, &format!("/admin/v1/tenants/{}", t.id), Some(body)).await;
+        let r = app
+            .admin(
+                Method::PATCH,
+                &format!("/admin/v1/tenants/{}", t.id),
+                Some(body),
+            )
+            .await;
         assert!(r.status.is_client_error(), "{}", r.text);
     }
     app.admin(
@@ -109,7 +132,8 @@ async fn a_tenant_is_held_to_its_plan_and_plan_and_override_changes_apply_live()
 }
 
 #[tokio::test]
-async fn principals_addresses_and_the_admin_api_have_their_own_limits_and_proxies_are_trusted_by_config() {
+async fn principals_addresses_and_the_admin_api_have_their_own_limits_and_proxies_are_trusted_by_config()
+ {
     let app = TestApp::spawn_with(&[
         ("PLATFORM_RATE_LIMIT_PRINCIPAL", "1/2"),
         ("PLATFORM_RATE_LIMIT_SENSITIVE_IP", "1/2"),
@@ -120,18 +144,30 @@ async fn principals_addresses_and_the_admin_api_have_their_own_limits_and_proxie
     let t = app.tenant("acme", "shared", None).await;
 
     // Per principal: this key is refused after its burst; another key of the tenant is not.
-    app.api(&t, Method::GET, "/api/v1/projects", None).await.assert_status(200);
-    app.api(&t, Method::GET, "/api/v1/projects", None).await.assert_status(200);
+    app.api(&t, Method::GET, "/api/v1/projects", None)
+        .await
+        .assert_status(200);
+    app.api(&t, Method::GET, "/api/v1/projects", None)
+        .await
+        .assert_status(200);
     let refused = app.api(&t, Method::GET, "/api/v1/projects", None).await;
     assert_refused(&refused, 2);
     assert!(refused.str("detail").contains("credential"));
     let second = app
-        .admin(Method::POST, &format!("/admin/v1/tenants/{}/api-keys", t.id), Some(json!({"name": "b"})))
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/{}/api-keys", t.id),
+            Some(json!({"name": "b"})),
+        )
         .await
         .str("key");
-    app.send(Req::new(Method::GET, "/api/v1/projects").host(t.host()).bearer(&second))
-        .await
-        .assert_status(200);
+    app.send(
+        Req::new(Method::GET, "/api/v1/projects")
+            .host(t.host())
+            .bearer(&second),
+    )
+    .await
+    .assert_status(200);
 
     // Per address on a sensitive endpoint (password reset requests: cheap, so the requests
     // below come faster than the 1/s refill): two accepted, then 429.
@@ -149,20 +185,37 @@ async fn principals_addresses_and_the_admin_api_have_their_own_limits_and_proxie
     first.assert_status(202);
     assert_eq!(header(&first, "ratelimit-limit"), Some(2));
     assert_eq!(header(&first, "ratelimit-remaining"), Some(1));
-    app.send(forgot("203.0.113.5:4001", None)).await.assert_status(202);
+    app.send(forgot("203.0.113.5:4001", None))
+        .await
+        .assert_status(202);
     assert_refused(&app.send(forgot("203.0.113.5:4002", None)).await, 2);
     // Another address is not affected.
-    app.send(forgot("203.0.113.6:4000", None)).await.assert_status(202);
+    app.send(forgot("203.0.113.6:4000", None))
+        .await
+        .assert_status(202);
     // An untrusted peer's X-Forwarded-For is ignored: it is still 203.0.113.5, refused.
-    assert_refused(&app.send(forgot("203.0.113.5:4003", Some("198.51.100.77"))).await, 2);
+    assert_refused(
+        &app.send(forgot("203.0.113.5:4003", Some("198.51.100.77")))
+            .await,
+        2,
+    );
     // Behind a trusted proxy the right-most untrusted forwarded address is the client.
     for _ in 0..2 {
-        app.send(forgot("10.1.2.3:5000", Some("6.6.6.6, 198.51.100.1, 10.9.9.9")))
-            .await
-            .assert_status(202);
+        app.send(forgot(
+            "10.1.2.3:5000",
+            Some("6.6.6.6, 198.51.100.1, 10.9.9.9"),
+        ))
+        .await
+        .assert_status(202);
     }
-    assert_refused(&app.send(forgot("10.1.2.3:5000", Some("198.51.100.1"))).await, 2);
-    app.send(forgot("10.1.2.3:5000", Some("198.51.100.2"))).await.assert_status(202);
+    assert_refused(
+        &app.send(forgot("10.1.2.3:5000", Some("198.51.100.1")))
+            .await,
+        2,
+    );
+    app.send(forgot("10.1.2.3:5000", Some("198.51.100.2")))
+        .await
+        .assert_status(202);
     // ... and it is the address the audit log records, e.g. for a failed login.
     app.send(
         Req::new(Method::POST, "/api/v1/auth/login")
@@ -176,7 +229,10 @@ async fn principals_addresses_and_the_admin_api_have_their_own_limits_and_proxie
     let ips: Vec<Option<String>> = app
         .shared_owner()
         .await
-        .query("SELECT client_ip FROM audit_events WHERE action = 'auth.login'", &[])
+        .query(
+            "SELECT client_ip FROM audit_events WHERE action = 'auth.login'",
+            &[],
+        )
         .await
         .expect("events")
         .iter()
@@ -185,7 +241,11 @@ async fn principals_addresses_and_the_admin_api_have_their_own_limits_and_proxie
     assert_eq!(ips, vec![Some("198.51.100.3".to_owned())]);
 
     // The admin API, per address, before the token is even checked.
-    let admin = |peer: &'static str| Req::new(Method::GET, "/admin/v1/tenants").bearer(ADMIN_TOKEN).peer(peer);
+    let admin = |peer: &'static str| {
+        Req::new(Method::GET, "/admin/v1/tenants")
+            .bearer(ADMIN_TOKEN)
+            .peer(peer)
+    };
     for remaining in [2, 1, 0] {
         let r = app.send(admin("192.0.2.10:1")).await;
         r.assert_status(200);

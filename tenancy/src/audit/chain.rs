@@ -107,7 +107,10 @@ impl Walker {
             None
         };
         if let Some(problem) = problem {
-            self.broken = Some(BrokenLink { seq: e.seq, problem });
+            self.broken = Some(BrokenLink {
+                seq: e.seq,
+                problem,
+            });
             return false;
         }
         self.checked += 1;
@@ -117,7 +120,9 @@ impl Walker {
     }
 
     fn finish(mut self, checkpoint_seq: i64, head_seq: i64, head_hash: &str) -> ChainReport {
-        if self.broken.is_none() && (self.expected_seq - 1 != head_seq || self.expected_prev != head_hash) {
+        if self.broken.is_none()
+            && (self.expected_seq - 1 != head_seq || self.expected_prev != head_hash)
+        {
             self.broken = Some(BrokenLink {
                 seq: self.expected_seq,
                 problem: format!(

@@ -96,7 +96,10 @@ impl AuditContext {
 
     /// Records who is acting (once authentication knows).
     pub fn set_actor(&self, actor: Actor) {
-        *self.actor.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = actor;
+        *self
+            .actor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = actor;
     }
 
     #[must_use]

@@ -228,8 +228,9 @@ pub async fn delete_tenant_rows(
 ) -> Result<(), tokio_postgres::Error> {
     let mut tables = tenant_tables(client).await?;
     tables.sort_by_key(|t| t != "tenant_fences");
-    let mut sql =
-        format!("BEGIN; SET LOCAL app.tenant_id = '{tenant}'; SET LOCAL platform.audit_erase = 'on';");
+    let mut sql = format!(
+        "BEGIN; SET LOCAL app.tenant_id = '{tenant}'; SET LOCAL platform.audit_erase = 'on';"
+    );
     for t in tables {
         // Tenant foreign keys cascade, so the order of the other tables does not matter.
         sql.push_str(&format!(

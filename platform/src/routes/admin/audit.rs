@@ -23,7 +23,9 @@ pub async fn list(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
     if q.format.is_some() {
-        return Err(ApiError::bad_request("`format` is not a parameter of this listing"));
+        return Err(ApiError::bad_request(
+            "`format` is not a parameter of this listing",
+        ));
     }
     let filter = q.filter()?;
     let (limit, before) = q.page()?;

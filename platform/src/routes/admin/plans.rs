@@ -49,7 +49,12 @@ pub struct PlanBody {
     security(("operator" = [])))]
 pub async fn list(_: Operator, State(t): State<Arc<Tenancy>>) -> ApiResult<Json<Vec<PlanView>>> {
     Ok(Json(
-        t.catalog.plans().await?.into_iter().map(PlanView::from).collect(),
+        t.catalog
+            .plans()
+            .await?
+            .into_iter()
+            .map(PlanView::from)
+            .collect(),
     ))
 }
 

@@ -11,8 +11,7 @@ use sha2::{Digest, Sha256};
 use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::{
     Catalog, IdempotencyOutcome, Placement, RateQuota, SignupPolicy, StoredResponse, Tenant,
-    TenantPatch,
-    TenantStatus,
+    TenantPatch, TenantStatus,
 };
 use tenancy::ids::{SlugError, TenantSlug};
 use tenancy::provision::{CreateTenant, PlacementRequest, ProvisionError, Provisioner};

@@ -49,9 +49,23 @@ enum Format {
 }
 
 const CSV_HEADER: [&str; 17] = [
-    "seq", "id", "occurred_at", "tenant_id", "actor_type", "actor_id", "action", "target_type",
-    "target_id", "outcome", "route", "client_ip", "user_agent", "request_id", "summary",
-    "prev_hash", "hash",
+    "seq",
+    "id",
+    "occurred_at",
+    "tenant_id",
+    "actor_type",
+    "actor_id",
+    "action",
+    "target_type",
+    "target_id",
+    "outcome",
+    "route",
+    "client_ip",
+    "user_agent",
+    "request_id",
+    "summary",
+    "prev_hash",
+    "hash",
 ];
 
 fn encode(events: Vec<AuditEvent>, format: Format, header: bool) -> Result<Bytes, std::io::Error> {
