@@ -44,6 +44,10 @@ impl Calls {
         self.send(app, route, r).await
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call per line in the scenario reads best with every part spelled out"
+    )]
     async fn tenant(
         &mut self,
         app: &TestApp,
