@@ -991,6 +991,13 @@ async fn an_export_of_100000_events_streams_in_bounded_chunks() {
 async fn expiry_removes_old_segments_and_what_remains_still_verifies() {
     let app = TestApp::spawn().await;
     let t = app.tenant("aging", "shared", None).await;
+    app.admin(
+        Method::PATCH,
+        &format!("/admin/v1/tenants/{}", t.id),
+        Some(json!({"plan": "pro"})),
+    )
+    .await
+    .assert_status(200);
     for i in 0..3 {
         app.api(
             &t,

@@ -148,7 +148,16 @@ fn settings_with(
         other => extra
             .iter()
             .find(|(name, _)| name == other)
-            .map(|(_, v)| v.clone()),
+            .map(|(_, v)| v.clone())
+            // Limits out of the way unless a test sets them: tests run as fast as they can with
+            // one key, and the harness's tenants are on a plan the catalog does not know.
+            .or_else(|| {
+                matches!(
+                    other,
+                    "PLATFORM_RATE_LIMIT_PRINCIPAL" | "PLATFORM_RATE_LIMIT_TENANT_DEFAULT"
+                )
+                .then(|| "1000000/1000000".to_owned())
+            }),
     })?)
 }
 
@@ -540,7 +549,7 @@ impl TestApp {
 
     /// Provisions a tenant (`shared`, or `dedicated` on `server`) and gives it an API key.
     pub async fn tenant(&self, slug: &str, placement: &str, server: Option<&str>) -> TestTenant {
-        let mut body = serde_json::json!({ "slug": slug, "name": format!("Tenant {slug}"), "plan": "pro", "placement": placement });
+        let mut body = serde_json::json!({ "slug": slug, "name": format!("Tenant {slug}"), "plan": "test", "placement": placement });
         if let Some(s) = server {
             body["db_server"] = Value::String(s.to_owned());
         }
