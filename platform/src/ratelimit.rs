@@ -1,6 +1,8 @@
-//! Rate-limit middleware (a route layer inside authorization, so the tenant and principal are
-//! known): per client address on the admin API and on the public, sensitive auth endpoints;
-//! per tenant (plan or override) and per principal on authenticated tenant routes. Every
+//! Rate-limit middleware (a route layer outside authorization): per client address on the admin
+//! API and on the public, sensitive auth endpoints; per tenant (plan or override) and per
+//! principal on authenticated tenant routes, authenticated here (the result is kept in the
+//! request, so authorization does not repeat it) and limited before the permission check, so a
+//! flood of refused requests is limited like any other. Every
 //! answer carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (IETF draft) of
 //! the tightest limit that applied; a refusal is a 429 problem with `Retry-After`.
 
@@ -12,6 +14,9 @@ use tenancy::ratelimit::Decision;
 
 use crate::audit::ClientIp;
 use crate::error::ApiError;
+use axum::extract::FromRequestParts as _;
+
+use crate::authz::{Access, access};
 use crate::extract::tenant::{Principal, TenantContext};
 use crate::state::AppState;
 
@@ -31,7 +36,7 @@ static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// The layer.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let limits = &state.tenancy.limits;
     let path = req
         .extensions()
@@ -51,11 +56,22 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         if let Some(ip) = ip {
             add(limits.check_sensitive_ip(ip));
         }
-    } else if let Some(TenantContext {
-        tenant,
-        principal: Some((principal, _)),
-    }) = req.extensions().get::<TenantContext>()
+    } else if path.starts_with("/api/")
+        && access(req.method(), &path).is_some_and(|a| a != Access::Public)
     {
+        // An unauthenticated request is left to authorization, which refuses it.
+        let (mut parts, body) = req.into_parts();
+        let ctx = TenantContext::from_request_parts(&mut parts, &state)
+            .await
+            .ok();
+        req = Request::from_parts(parts, body);
+        let Some(TenantContext {
+            tenant,
+            principal: Some((principal, _)),
+        }) = ctx.as_ref()
+        else {
+            return next.run(req).await;
+        };
         // The tenant's bucket first: a flood refused there does not also drain the principal's.
         let t = limits.check_tenant(tenant);
         add(t);

@@ -123,16 +123,16 @@ pub fn api() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
     let doc = Arc::new(doc);
-    // Route layers, outermost last: audit context and client address, then authorization
-    // (authenticates tenant routes), then rate limits (which need the tenant and principal).
+    // Route layers, outermost last: audit context and client address, then rate limits (they
+    // authenticate tenant routes, kept in the request), then authorization.
     router
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::ratelimit::limit,
+            crate::authz::authorize,
         ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::authz::authorize,
+            crate::ratelimit::limit,
         ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
