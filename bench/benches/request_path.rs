@@ -6,7 +6,8 @@
 //!
 //! Authentication is measured both ways a request can carry it: an API key (parse + SHA-256 +
 //! cached verification) and a JWT access token (Ed25519 verification, and the cache of verified
-//! tokens that serves a token's later requests).
+//! tokens that serves a token's later requests). The rate-limit checks are the real ones
+//! (`tenancy::ratelimit`, governor), as the middleware calls them on every tenant request.
 //!
 //! Times are on-CPU time of the benchmarking thread ([`ThreadCpu`]), not wall time: this machine
 //! is shared, and wall time would count the time other processes held the CPU.
@@ -240,6 +241,16 @@ fn bench_request_path(
     g.bench_function("verify a JWT (verified-token cache hit)", |b| {
         b.to_async(rt)
             .iter(|| async { t.auth.jwt.verify(black_box(&token)).await.expect("ok") });
+    });
+    // What the rate-limit layer does on an authenticated tenant request: the tenant's bucket,
+    // then the principal's (one key each, so the buckets stay hot as in a steady stream).
+    let limits = &t.limits;
+    let principal = uuid::Uuid::now_v7();
+    g.bench_function("check a rate limit (tenant + principal, governor)", |b| {
+        b.iter(|| {
+            let d = limits.check_tenant(black_box(&shared_tenant));
+            black_box(d.tighter(limits.check_principal(shared_tenant.id, principal)))
+        });
     });
     g.bench_function("pick pool + check out (shared)", |b| {
         b.to_async(rt)

@@ -4,6 +4,7 @@
 //! request-path micro-benchmark is `cargo bench -p bench`.
 
 pub mod baseline;
+pub mod limits;
 pub mod load;
 pub mod platform_server;
 pub mod probe;

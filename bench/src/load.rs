@@ -73,15 +73,20 @@ pub struct Outcome {
     pub latency_us: Histogram<u64>,
     pub ok: u64,
     pub errors: u64,
+    /// Of the errors: `429 Too Many Requests` answers.
+    pub refused: u64,
     pub elapsed: Duration,
 }
 
 impl Outcome {
-    fn empty() -> Self {
+    /// Nothing measured yet (to absorb runs into).
+    #[must_use]
+    pub fn empty() -> Self {
         Self {
             latency_us: new_histogram(),
             ok: 0,
             errors: 0,
+            refused: 0,
             elapsed: Duration::ZERO,
         }
     }
@@ -91,6 +96,7 @@ impl Outcome {
         self.latency_us.add(&other.latency_us).ok();
         self.ok += other.ok;
         self.errors += other.errors;
+        self.refused += other.refused;
         self.elapsed += other.elapsed;
     }
 
@@ -199,6 +205,95 @@ async fn connection(target: Target, workload: Workload, deadline: Instant, seed:
                 out.ok += 1;
                 let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
                 out.latency_us.saturating_record(us.max(1));
+            }
+            Ok(StatusCode::TOO_MANY_REQUESTS) => {
+                out.errors += 1;
+                out.refused += 1;
+            }
+            Ok(_) => out.errors += 1,
+            Err(_) => {
+                out.errors += 1;
+                sender = None;
+            }
+        }
+    }
+    out
+}
+
+/// Drives `target` at a fixed total `rate` (requests per second, spread over `connections`
+/// connections, each sending on its own schedule: open loop) for `duration`. A connection whose
+/// answer comes later than its next slot sends at once and then keeps to the schedule.
+pub async fn run_paced(
+    target: &Target,
+    workload: Workload,
+    connections: usize,
+    rate: f64,
+    duration: Duration,
+) -> Outcome {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let per_connection = Duration::from_secs_f64(connections as f64 / rate.max(0.001));
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| {
+            let target = target.clone();
+            // Staggered starts, so the connections do not send in lockstep.
+            let offset = per_connection.mul_f64(i as f64 / connections as f64);
+            tokio::spawn(async move {
+                tokio::time::sleep(offset).await;
+                paced_connection(target, workload, deadline, per_connection, i as u64).await
+            })
+        })
+        .collect();
+    let mut total = Outcome::empty();
+    for t in tasks {
+        match t.await {
+            Ok(o) => total.absorb(&o),
+            Err(_) => total.errors += 1,
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+async fn paced_connection(
+    target: Target,
+    workload: Workload,
+    deadline: Instant,
+    every: Duration,
+    seed: u64,
+) -> Outcome {
+    let mut out = Outcome::empty();
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5851_f42d_4c95_7f2d);
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    let expected = workload.expected();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if Instant::now() >= deadline {
+            break;
+        }
+        let s = match &mut sender {
+            Some(s) => s,
+            None => match connect(target.addr).await {
+                Ok(s) => sender.insert(s),
+                Err(_) => {
+                    out.errors += 1;
+                    continue;
+                }
+            },
+        };
+        let req = target.request(workload, &mut rng);
+        let t0 = Instant::now();
+        match exchange(s, req).await {
+            Ok(status) if status == expected => {
+                out.ok += 1;
+                let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                out.latency_us.saturating_record(us.max(1));
+            }
+            Ok(StatusCode::TOO_MANY_REQUESTS) => {
+                out.errors += 1;
+                out.refused += 1;
             }
             Ok(_) => out.errors += 1,
             Err(_) => {

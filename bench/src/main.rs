@@ -21,6 +21,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Role {
+    /// Rate-limit fairness: one tenant floods, another's latency with and without the flood.
+    Fairness(bench::limits::FairnessArgs),
+    /// The rate limiter's memory with a million distinct client addresses.
+    LimiterMemory(bench::limits::MemoryArgs),
     /// Serve the baseline (BENCH_BASELINE_URL, BENCH_LISTEN, BENCH_POOL_SIZE).
     #[command(hide = true)]
     ServeBaseline,
@@ -37,6 +41,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.role {
         None => bench::run::run(cli.run).await,
+        Some(Role::Fairness(a)) => bench::limits::fairness(a).await,
+        Some(Role::LimiterMemory(a)) => bench::limits::memory(a).await,
         Some(Role::ServeBaseline) => {
             let var = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
             let size = var("BENCH_POOL_SIZE")?

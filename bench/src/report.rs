@@ -345,15 +345,20 @@ impl Goals {
 /// Replaces this benchmark's section of `path` (between its markers), or appends it; every other
 /// part of the file is kept as it is.
 pub fn write_section(path: &Path, section: &str) -> std::io::Result<()> {
+    write_marked(path, START, END, section)
+}
+
+/// Replaces the block between `start` and `end` in `path` (appends it if absent).
+pub fn write_marked(path: &Path, start: &str, end: &str, section: &str) -> std::io::Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_owned(),
         Err(e) => return Err(e),
     };
-    let block = format!("{START}\n{}\n{END}", section.trim_end());
-    let new = match (old.find(START), old.find(END)) {
+    let block = format!("{start}\n{}\n{end}", section.trim_end());
+    let new = match (old.find(start), old.find(end)) {
         (Some(a), Some(b)) if a < b => {
-            format!("{}{block}{}", &old[..a], &old[b + END.len()..])
+            format!("{}{block}{}", &old[..a], &old[b + end.len()..])
         }
         _ => format!("{}\n\n{block}\n", old.trim_end()),
     };

@@ -290,7 +290,10 @@ fn command_line() -> String {
     s
 }
 
-fn identity(t: &BenchTenant, tokens: Option<&HashMap<Uuid, String>>) -> anyhow::Result<Identity> {
+pub(crate) fn identity(
+    t: &BenchTenant,
+    tokens: Option<&HashMap<Uuid, String>>,
+) -> anyhow::Result<Identity> {
     let credential = match tokens {
         Some(tokens) => tokens.get(&t.id).context("a token for every tenant")?,
         None => &t.api_key,
@@ -344,7 +347,7 @@ fn targets(
     ])
 }
 
-fn local_addr() -> anyhow::Result<SocketAddr> {
+pub(crate) fn local_addr() -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from((
         [127, 0, 0, 1],
         tenancy::embedded::free_port()?,
@@ -352,7 +355,7 @@ fn local_addr() -> anyhow::Result<SocketAddr> {
 }
 
 /// Starts this binary in a server role; it is killed when the handle is dropped.
-fn spawn(args: &[&str], env: &[(&'static str, String)]) -> anyhow::Result<Child> {
+pub(crate) fn spawn(args: &[&str], env: &[(&'static str, String)]) -> anyhow::Result<Child> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(args)
         .stdin(Stdio::null())

@@ -88,6 +88,9 @@ pub struct World {
     pub baseline: Dataset,
 }
 
+/// The plan of the benchmark's tenants (created by [`World::build`]).
+pub const BENCH_PLAN: &str = "bench";
+
 impl World {
     /// Starts the clusters, provisions the tenants and seeds every database.
     pub async fn build(config: WorldConfig) -> anyhow::Result<Self> {
@@ -136,6 +139,9 @@ impl World {
             ("PLATFORM_LISTEN", listen.into()),
             ("PLATFORM_BASE_DOMAIN", "localhost".into()),
             ("PLATFORM_DEFAULT_DB_SERVER", SECOND_SERVER.into()),
+            // Per-credential limit out of the way too (the fairness benchmark sets tenants'
+            // own quotas through the catalog).
+            ("PLATFORM_RATE_LIMIT_PRINCIPAL", "1000000/1000000".into()),
             (
                 "PLATFORM_SHARED_POOL_SIZE",
                 self.config.shared_pool.to_string(),
@@ -233,6 +239,17 @@ impl World {
             )
             .await
             .context("registering the second server")?;
+        // The load benchmark measures the request path, limits checked but never reached: its
+        // tenants are on a plan far above any rate this machine can serve.
+        t.catalog
+            .put_plan(&tenancy::catalog::Plan {
+                name: BENCH_PLAN.into(),
+                requests_per_second: 1_000_000,
+                burst: 1_000_000,
+                audit_retention_days: 365,
+            })
+            .await
+            .context("creating the benchmark plan")?;
         let total = self.config.shared_tenants + self.config.dedicated_tenants;
         let tasks = self.config.tasks_per_project;
         let shared = self.config.shared_tenants;
@@ -252,7 +269,7 @@ impl World {
                     .create_tenant(CreateTenant {
                         slug: TenantSlug::parse(&slug)?,
                         name: format!("Bench tenant {i}"),
-                        plan: "pro".into(),
+                        plan: BENCH_PLAN.into(),
                         placement,
                     })
                     .await

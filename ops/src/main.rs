@@ -28,6 +28,9 @@ enum Command {
     /// Schema migrations.
     #[command(subcommand)]
     Migrate(commands::migrate::Migrate),
+    /// The audit log: verify a hash chain, expire old events.
+    #[command(subcommand)]
+    Audit(commands::audit::Audit),
     /// Envelope-encryption keys.
     #[command(subcommand)]
     Keys(commands::keys::Keys),
@@ -57,6 +60,7 @@ async fn main() -> ExitCode {
         Command::Tenants(t) => commands::tenants::run(t, &out).await,
         Command::Migrate(m) => commands::migrate::run(m, &out).await,
         Command::Keys(k) => commands::keys::run(k, &out).await,
+        Command::Audit(a) => commands::audit::run(a, &out).await,
         Command::Operations(OperationsCmd::Show { id }) => {
             commands::operations::show(&id, &out).await
         }

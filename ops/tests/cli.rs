@@ -100,7 +100,7 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["failed"], 1);
     assert_eq!(summary["ok"], 2);
-    assert_eq!(app.schema_version(&ok).await, 5);
+    assert_eq!(app.schema_version(&ok).await, 6);
 
     let (code, status) = run_json(
         &app,
@@ -116,7 +116,7 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
     assert_eq!(code, 0);
     assert_eq!(status_of(&status, "cli-down")["state"], "failed");
     assert_eq!(status_of(&status, "cli-ok")["state"], "ok");
-    assert_eq!(status_of(&status, "cli-ok")["version"], 5);
+    assert_eq!(status_of(&status, "cli-ok")["version"], 6);
     assert!(status_of(&status, "cli-ok")["last_run_at"].is_string());
     let summary = status.last().expect("summary");
     assert_eq!(
@@ -145,7 +145,7 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
         text.lines().last().is_some_and(
-            |l| l.contains("3 databases at target 5: 3 ok, 0 pending, 0 running, 0 failed")
+            |l| l.contains("3 databases at target 6: 3 ok, 0 pending, 0 running, 0 failed")
         ),
         "{text}"
     );
@@ -248,7 +248,7 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
     );
 
     // The killed transaction never committed; release the lock and run again.
-    assert_eq!(app.schema_version(held).await, 3);
+    assert_eq!(app.schema_version(held).await, 4);
     tx.rollback().await.expect("release");
     let (code, lines) = run_json(
         &app,
@@ -263,9 +263,9 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
     .await;
     assert_eq!(code, 0, "{lines:?}");
     for t in &tenants {
-        assert_eq!(app.schema_version(t).await, 5, "{}", t.slug);
+        assert_eq!(app.schema_version(t).await, 6, "{}", t.slug);
         let db = app.tenant_db(t).await;
-        for v in [4, 5] {
+        for v in [5, 6] {
             let n: i64 = db
                 .query_one(
                     "SELECT count(*) FROM test_applications WHERE version = $1",
@@ -306,4 +306,103 @@ async fn interrupted_runs(app: &TestApp) -> i64 {
         .await
         .expect("count")
         .get(0)
+}
+
+async fn verify(app: &TestApp, slug: &str) -> (i32, Value) {
+    let (code, lines) = run_json(app, &["audit", "verify", "--tenant", slug, "--json"]).await;
+    (code, lines.last().cloned().unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn audit_verify_finds_a_tampered_row_and_the_chain_survives_promotion() {
+    use axum::http::Method;
+    let app = TestApp::spawn().await;
+    let t = app.tenant("chain", "shared", None).await;
+    for i in 0..3 {
+        app.api(
+            &t,
+            Method::POST,
+            "/api/v1/projects",
+            Some(serde_json::json!({"name": format!("p{i}")})),
+        )
+        .await
+        .assert_status(201);
+    }
+    let (code, report) = verify(&app, "chain").await;
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["ok"], true);
+    let checked = report["events_checked"].as_u64().expect("count");
+    assert!(checked >= 4, "{report}");
+
+    // Promotion copies the chain; it still verifies in the dedicated database, and appends go on.
+    let op = app
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/{}/placement", t.id),
+            Some(serde_json::json!({"placement": "dedicated", "db_server": "second"})),
+        )
+        .await;
+    op.assert_status(202);
+    let id = op.str("id");
+    let done = eventually(Duration::from_secs(60), || async {
+        let o = app
+            .admin(Method::GET, &format!("/admin/v1/operations/{id}"), None)
+            .await;
+        o.body["state"] == "succeeded"
+    })
+    .await;
+    assert!(done.is_some(), "promotion did not finish");
+    app.api(
+        &t,
+        Method::POST,
+        "/api/v1/projects",
+        Some(serde_json::json!({"name": "after"})),
+    )
+    .await
+    .assert_status(201);
+    let (code, report) = verify(&app, "chain").await;
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report["events_checked"].as_u64().expect("count") > checked,
+        "{report}"
+    );
+
+    // A changed row (by someone who got past the immutability trigger) is found, by seq.
+    let db = app.tenant_db(&t).await;
+    db.batch_execute(
+        "BEGIN; SET LOCAL platform.audit_erase = 'on';
+         UPDATE audit_events SET summary = '{\"name\": \"innocent\"}' WHERE seq = 2; COMMIT",
+    )
+    .await
+    .expect("tamper");
+    let (code, report) = verify(&app, "chain").await;
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["broken"]["seq"], 2, "{report}");
+    assert!(
+        report["broken"]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("changed")),
+        "{report}"
+    );
+    // A removed row is found too (the next event's link is missing).
+    db.batch_execute(
+        "BEGIN; SET LOCAL platform.audit_erase = 'on'; DELETE FROM audit_events WHERE seq = 1; COMMIT",
+    )
+    .await
+    .expect("remove");
+    let (code, report) = verify(&app, "chain").await;
+    assert_eq!(
+        (code, report["broken"]["seq"].as_i64()),
+        (1, Some(2)),
+        "{report}"
+    );
+
+    // The operators' trail verifies as well; an unknown tenant is a clear error.
+    let (code, lines) = run_json(&app, &["audit", "verify", "--admin", "--json"]).await;
+    assert_eq!(code, 0, "{lines:?}");
+    assert!(lines[0]["events_checked"].as_u64().is_some_and(|n| n > 0));
+    let (code, _) = verify(&app, "nobody").await;
+    assert_eq!(code, 2);
+    app.finish().await;
 }

@@ -9,6 +9,8 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use tenancy::audit::Outcome;
+
 use crate::error::ApiError;
 use crate::extract::tenant::{Authenticated, Principal};
 use crate::state::AppState;
@@ -61,6 +63,9 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/api-keys", P("api_keys:manage")),
     ("POST", "/api/v1/api-keys", P("api_keys:manage")),
     ("DELETE", "/api/v1/api-keys/{key_id}", P("api_keys:manage")),
+    // the audit log
+    ("GET", "/api/v1/audit-events", P("audit:read")),
+    ("GET", "/api/v1/audit-events/export", P("audit:read")),
     // the reference domain
     ("GET", "/api/v1/projects", P("projects:read")),
     ("POST", "/api/v1/projects", P("projects:write")),
@@ -156,6 +161,20 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
         Err(e) => return e.into_response(),
     };
     if let Err(e) = check(&auth, needs) {
+        // A refusal changes nothing, so it is recorded in a transaction of its own.
+        let needs = match needs {
+            Access::Permission(p) => p,
+            Access::SelfService => "self-service",
+            Access::Public => "public",
+        };
+        crate::audit::attempt(
+            &state.tenancy.dataplane,
+            &auth.tenant,
+            "authz.denied",
+            Outcome::Denied,
+            &serde_json::json!({ "needs": needs, "role": auth.grants.role }),
+        )
+        .await;
         return e.into_response();
     }
     next.run(Request::from_parts(parts, body)).await

@@ -1,11 +1,14 @@
 //! The platform server: an axum router over the tenancy core. `main.rs` wires it to the
 //! environment; tests build the same router over their own databases.
 
+pub mod audit;
+pub mod audit_query;
 pub mod authz;
 pub mod error;
 pub mod extract;
 pub mod observe;
 pub mod pagination;
+pub mod ratelimit;
 pub mod router;
 pub mod routes;
 pub mod state;
@@ -25,6 +28,7 @@ pub struct App {
     pub tenancy: Arc<Tenancy>,
     listener: tokio::task::JoinHandle<()>,
     resumer: tokio::task::JoinHandle<()>,
+    purger: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for App {
@@ -37,6 +41,7 @@ impl Drop for App {
     fn drop(&mut self) {
         self.listener.abort();
         self.resumer.abort();
+        self.purger.abort();
     }
 }
 
@@ -60,6 +65,16 @@ impl App {
             tenancy: Arc::clone(&tenancy),
             admin_token: AdminToken::new(admin_token),
         };
+        // Rate-limit keys whose bucket is full again are dropped, so memory follows the number
+        // of recently active keys, not of all keys ever seen.
+        let limits = tenancy.limits.clone();
+        let purger = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                limits.purge();
+            }
+        });
         // Operations left unfinished by a crashed runner (expired lease) are resumed here.
         let mover = tenancy.mover.clone();
         let resumer = tokio::spawn(async move {
@@ -75,6 +90,7 @@ impl App {
             tenancy,
             listener,
             resumer,
+            purger,
         })
     }
 }

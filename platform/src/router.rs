@@ -16,13 +16,13 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
 use crate::routes::admin::{
-    api_keys, db_servers, domains, invitations as admin_invitations, jwt_keys, placement, tenants,
-    users as admin_users,
+    api_keys, audit as admin_audit, db_servers, domains, invitations as admin_invitations,
+    jwt_keys, placement, plans, tenants, users as admin_users,
 };
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
 use crate::routes::api::{
-    api_keys as tenant_keys, invitations, members, projects, roles, tasks, users,
+    api_keys as tenant_keys, audit, invitations, members, projects, roles, tasks, users,
 };
 use crate::routes::{health, wellknown};
 use crate::state::AppState;
@@ -74,6 +74,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_invitations::invite))
         .routes(routes!(admin_users::revoke_sessions))
         .routes(routes!(jwt_keys::rotate))
+        .routes(routes!(plans::list))
+        .routes(routes!(plans::put))
+        .routes(routes!(admin_audit::list))
         // tenant API: auth (no credential)
         .routes(routes!(signup::signup))
         .routes(routes!(login::login))
@@ -100,6 +103,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(roles::list, roles::create))
         .routes(routes!(tenant_keys::create, tenant_keys::list))
         .routes(routes!(tenant_keys::revoke))
+        // tenant API: the audit log
+        .routes(routes!(audit::list_events))
+        .routes(routes!(audit::export))
         // tenant API: the reference domain
         .routes(routes!(projects::create, projects::list))
         .routes(routes!(projects::show, projects::patch, projects::delete))
@@ -117,10 +123,20 @@ pub fn api() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
     let doc = Arc::new(doc);
+    // Route layers, outermost last: audit context and client address, then rate limits (they
+    // authenticate tenant routes, kept in the request), then authorization.
     router
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::authz::authorize,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::ratelimit::limit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::context,
         ))
         .route(
             "/openapi.json",

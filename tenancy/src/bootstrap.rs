@@ -43,6 +43,7 @@ pub struct Tenancy {
     pub mover: Mover,
     pub auth: Auth,
     pub migrator: Migrator,
+    pub limits: crate::ratelimit::RateLimits,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -251,6 +252,7 @@ async fn build(
         keyring,
         mover,
         migrator,
+        limits: crate::ratelimit::RateLimits::new(settings.limits.clone()),
     })
 }
 

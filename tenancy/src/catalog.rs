@@ -8,16 +8,18 @@ mod domains;
 mod idempotency;
 pub mod keys;
 pub mod operations;
+mod plans;
 mod signing_keys;
 mod tenants;
 
 pub use db_servers::{DbServer, RegisterServerError, server_url_purpose};
 pub use domains::DomainError as CatalogDomainError;
 pub use idempotency::{IdempotencyOutcome, StoredResponse};
+pub use plans::Plan;
 pub use signing_keys::SigningKeyRow;
 pub use tenants::{
-    DB_URL_PURPOSE, InsertTenantError, NewTenant, Placement, SignupPolicy, Tenant, TenantPatch,
-    TenantStatus,
+    DB_URL_PURPOSE, InsertTenantError, NewTenant, Placement, RateQuota, SignupPolicy, Tenant,
+    TenantPatch, TenantStatus,
 };
 
 use sqlx::PgPool;
@@ -45,6 +47,38 @@ impl Catalog {
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(std::time::Duration::from_secs(5))
+            // During a request, a connection carries the request's audit context (who acts, from
+            // where) for the control plane's audit triggers; it is cleared when released.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if let Some(audit) = crate::audit::context::current_encoded() {
+                        sqlx::query("SELECT set_config('app.audit', $1, false)")
+                            .bind(audit)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .before_acquire(|conn, _| {
+                Box::pin(async move {
+                    if let Some(audit) = crate::audit::context::current_encoded() {
+                        sqlx::query("SELECT set_config('app.audit', $1, false)")
+                            .bind(audit)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SELECT set_config('app.audit', '', false) WHERE current_setting('app.audit', true) <> ''")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(true)
+                })
+            })
             .connect_lazy(url)?;
         Ok(Self { pool })
     }

@@ -73,6 +73,8 @@ pub struct Settings {
     /// The data plane reaches PostgreSQL through a transaction-mode pooler (PgBouncer and the
     /// like): connections must not keep a tenant's setting between transactions.
     pub transaction_pooler: bool,
+    /// Rate limits and trusted proxies (`PLATFORM_RATE_LIMIT_*`, `PLATFORM_TRUSTED_PROXIES`).
+    pub limits: crate::ratelimit::LimitSettings,
 }
 
 impl Settings {
@@ -211,7 +213,57 @@ impl Settings {
                 ));
             }
         };
+        let defaults = crate::ratelimit::LimitSettings::default();
+        let rate = |var: &'static str,
+                    default: crate::catalog::RateQuota|
+         -> Result<crate::catalog::RateQuota, SettingsError> {
+            let Some(v) = get(var) else {
+                return Ok(default);
+            };
+            let parsed = v.split_once('/').and_then(|(r, b)| {
+                Some((r.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?))
+            });
+            match parsed {
+                Some((per_second, burst))
+                    if (1..=1_000_000).contains(&per_second)
+                        && (1..=1_000_000).contains(&burst) =>
+                {
+                    Ok(crate::catalog::RateQuota { per_second, burst })
+                }
+                _ => Err(invalid(
+                    var,
+                    "must be `<requests per second>/<burst>`, e.g. `100/200` (1 to 1000000 each)"
+                        .into(),
+                )),
+            }
+        };
+        let mut trusted_proxies = Vec::new();
+        if let Some(list) = get("PLATFORM_TRUSTED_PROXIES") {
+            for c in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                let net = c
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            "PLATFORM_TRUSTED_PROXIES",
+                            format!("`{c}` is not an address or CIDR block"),
+                        )
+                    })?;
+                trusted_proxies.push(net);
+            }
+        }
+        let limits = crate::ratelimit::LimitSettings {
+            tenant_default: rate(
+                "PLATFORM_RATE_LIMIT_TENANT_DEFAULT",
+                defaults.tenant_default,
+            )?,
+            principal: rate("PLATFORM_RATE_LIMIT_PRINCIPAL", defaults.principal)?,
+            sensitive_ip: rate("PLATFORM_RATE_LIMIT_SENSITIVE_IP", defaults.sensitive_ip)?,
+            admin_ip: rate("PLATFORM_RATE_LIMIT_ADMIN_IP", defaults.admin_ip)?,
+            trusted_proxies,
+        };
         Ok(Self {
+            limits,
             data_dir,
             listen,
             admin_token,

@@ -161,6 +161,18 @@ fn calls(w: &World) -> Vec<(Method, String, Option<Value>, &'static str)> {
         ),
         (
             Method::GET,
+            "/api/v1/audit-events".into(),
+            None,
+            "GET /api/v1/audit-events",
+        ),
+        (
+            Method::GET,
+            "/api/v1/audit-events/export".into(),
+            None,
+            "GET /api/v1/audit-events/export",
+        ),
+        (
+            Method::GET,
             "/api/v1/projects".into(),
             None,
             "GET /api/v1/projects",
@@ -261,6 +273,7 @@ fn expected(route: &str) -> &'static str {
         | "POST /api/v1/invitations" => "OA",
         "POST /api/v1/roles" => "OA",
         r if r.contains("/api/v1/api-keys") => "OA",
+        r if r.contains("/api/v1/audit-events") => "OA",
         // Managing a project's members: project admins or `members:manage` (these users are
         // not admins of the project, so only owner and admin pass).
         r if r.contains("/members") && !r.starts_with("GET") => "OA",

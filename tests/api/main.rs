@@ -1,6 +1,7 @@
 //! Integration tests: the real router against real PostgreSQL clusters the harness starts.
 
 mod admin;
+mod audit;
 mod auth;
 mod authz;
 mod bad_input;
@@ -11,5 +12,6 @@ mod keys;
 mod mfa;
 mod migrations;
 mod placement;
+mod ratelimit;
 mod routing;
 mod transactions;

@@ -114,7 +114,7 @@ fn watchdog(cluster: &Cluster, base: &std::path::Path) {
 }
 
 fn settings(cluster: &Cluster, control: &str, shared: &str, key: &MasterKey) -> Settings {
-    settings_with(cluster, control, shared, key, &[]).expect("test settings")
+    settings_with(cluster, control, shared, key, &[], &[]).expect("test settings")
 }
 
 fn settings_with(
@@ -123,7 +123,12 @@ fn settings_with(
     shared: &str,
     key: &MasterKey,
     previous: &[MasterKey],
+    extra: &[(&str, &str)],
 ) -> anyhow::Result<Settings> {
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let control = cluster.url(control);
     let shared = cluster.url(shared);
     let key = key.to_base64();
@@ -140,7 +145,19 @@ fn settings_with(
         "PLATFORM_ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
         "PLATFORM_SHARED_POOL_SIZE" => Some("4".into()),
         "PLATFORM_DEDICATED_POOL_SIZE" => Some("2".into()),
-        _ => None,
+        other => extra
+            .iter()
+            .find(|(name, _)| name == other)
+            .map(|(_, v)| v.clone())
+            // Limits out of the way unless a test sets them: tests run as fast as they can with
+            // one key, and the harness's tenants are on a plan the catalog does not know.
+            .or_else(|| {
+                matches!(
+                    other,
+                    "PLATFORM_RATE_LIMIT_PRINCIPAL" | "PLATFORM_RATE_LIMIT_TENANT_DEFAULT"
+                )
+                .then(|| "1000000/1000000".to_owned())
+            }),
     })?)
 }
 
@@ -224,6 +241,7 @@ pub struct Req {
     headers: Vec<(String, String)>,
     body: Option<Vec<u8>>,
     content_type: Option<String>,
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Req {
@@ -236,7 +254,13 @@ impl Req {
             headers: Vec::new(),
             body: None,
             content_type: None,
+            peer: None,
         }
+    }
+    /// The socket peer the server sees (as `axum::serve` would record it).
+    pub fn peer(mut self, addr: &str) -> Self {
+        self.peer = Some(addr.parse().expect("socket address"));
+        self
     }
     pub fn host(mut self, h: impl Into<String>) -> Self {
         self.host = Some(h.into());
@@ -274,9 +298,13 @@ impl Req {
         for (k, v) in &self.headers {
             b = b.header(k.as_str(), v.as_str());
         }
-        let req = b
+        let mut req = b
             .body(Body::from(self.body.unwrap_or_default()))
             .expect("request");
+        if let Some(peer) = self.peer {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
         let resp = router.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -317,6 +345,11 @@ impl TestApp {
     /// A fresh instance: new databases cloned from the templates, both clusters registered as
     /// database servers (`local` and `second`).
     pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// [`Self::spawn`] with more `PLATFORM_*` variables (rate limits, trusted proxies).
+    pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
         let c = clusters();
         let n = NEXT_DB.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -338,7 +371,7 @@ impl TestApp {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let app = Self::instance_on(&control_db, &shared_db).await;
+        let app = Self::instance_requiring(&control_db, &shared_db, None, extra).await;
         let p = &app.tenancy.provisioner;
         p.register_server("local", &c.primary.url("postgres"), 40, true)
             .await
@@ -354,19 +387,21 @@ impl TestApp {
     }
 
     async fn instance_on(control_db: &str, shared_db: &str) -> platform::App {
-        Self::instance_requiring(control_db, shared_db, None).await
+        Self::instance_requiring(control_db, shared_db, None, &[]).await
     }
 
     async fn instance_requiring(
         control_db: &str,
         shared_db: &str,
         min_schema: Option<i64>,
+        extra: &[(&str, &str)],
     ) -> platform::App {
         let c = clusters();
-        let mut started =
-            tenancy::bootstrap::start(&settings(&c.primary, control_db, shared_db, &c.key))
-                .await
-                .expect("bootstrap");
+        let settings = settings_with(&c.primary, control_db, shared_db, &c.key, &[], extra)
+            .expect("test settings");
+        let mut started = tenancy::bootstrap::start(&settings)
+            .await
+            .expect("bootstrap");
         if let Some(min) = min_schema {
             started.tenancy.dataplane = started.tenancy.dataplane.with_min_schema(min);
         }
@@ -388,6 +423,7 @@ impl TestApp {
             &self.shared_db,
             current,
             previous,
+            &[],
         )?)
         .await?;
         platform::App::new(started.tenancy, ADMIN_TOKEN).await
@@ -401,7 +437,7 @@ impl TestApp {
     /// Another instance whose code needs tenant schema `min` (a newer build, deployed before the
     /// fleet is migrated).
     pub async fn instance_requiring_schema(&self, min: i64) -> platform::App {
-        Self::instance_requiring(&self.control_db, &self.shared_db, Some(min)).await
+        Self::instance_requiring(&self.control_db, &self.shared_db, Some(min), &[]).await
     }
 
     /// The fleet migrator of this instance.
@@ -513,7 +549,7 @@ impl TestApp {
 
     /// Provisions a tenant (`shared`, or `dedicated` on `server`) and gives it an API key.
     pub async fn tenant(&self, slug: &str, placement: &str, server: Option<&str>) -> TestTenant {
-        let mut body = serde_json::json!({ "slug": slug, "name": format!("Tenant {slug}"), "plan": "pro", "placement": placement });
+        let mut body = serde_json::json!({ "slug": slug, "name": format!("Tenant {slug}"), "plan": "test", "placement": placement });
         if let Some(s) = server {
             body["db_server"] = Value::String(s.to_owned());
         }
@@ -587,12 +623,12 @@ impl TestApp {
 }
 
 /// The built-in tenant migrations plus the test-only ones in `tests/migrations/` up to
-/// `version` (V4 adds a table and a nullable column; V5 fails where `test_fail_here` exists).
+/// `version` (V5 adds a table and a nullable column; V6 fails where `test_fail_here` exists).
 pub fn migrations_up_to(version: i64) -> Vec<refinery::Migration> {
-    // The test-only files are numbered head + 1 and head + 2 (V4, V5 while head is V3).
+    // The test-only files are numbered head + 1 and head + 2 (V5, V6 while head is V4).
     assert_eq!(
         tenancy::migrate::tenant_head_version(),
-        3,
+        4,
         "a tenant migration was added: renumber tests/migrations/ to head + 1 and head + 2 and the versions in the tests that use them"
     );
     let mut all = tenancy::migrate::tenant_migrations();

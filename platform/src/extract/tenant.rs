@@ -13,6 +13,7 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::request::Parts;
+use tenancy::audit::Actor;
 use tenancy::auth::{Auth, PermissionSet};
 use tenancy::catalog::{Tenant, TenantStatus};
 use tenancy::credentials::{ApiKeys, PresentedKey};
@@ -182,6 +183,11 @@ where
             return Err(ApiError::tenant_suspended());
         }
         tracing::Span::current().record("tenant.id", tracing::field::display(tenant.id));
+        match &principal {
+            Some((Principal::User { id, .. }, _)) => crate::audit::set_actor(Actor::user(id)),
+            Some((Principal::ApiKey { id, .. }, _)) => crate::audit::set_actor(Actor::api_key(id)),
+            None => {}
+        }
         let ctx = Self { tenant, principal };
         parts.extensions.insert(ctx.clone());
         Ok(ctx)
@@ -241,7 +247,7 @@ where
 
 /// Data-plane access for the authenticated tenant of the request. The connection is checked out
 /// by [`TenantDb::begin`], not by extraction, so none is held while a request body is read.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TenantDb {
     tenant: Arc<Tenant>,
     dataplane: DataPlane,

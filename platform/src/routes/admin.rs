@@ -1,11 +1,13 @@
 //! The operator API (`/admin/v1`), behind the operator bearer token.
 
 pub mod api_keys;
+pub mod audit;
 pub mod db_servers;
 pub mod domains;
 pub mod invitations;
 pub mod jwt_keys;
 pub mod placement;
+pub mod plans;
 pub mod tenants;
 pub mod users;
 

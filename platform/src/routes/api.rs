@@ -2,6 +2,7 @@
 //! reaches tenant data only through a connection that carries the tenant.
 
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod invitations;
 pub mod me;

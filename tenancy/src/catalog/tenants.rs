@@ -81,6 +81,13 @@ pub struct Tenant {
     /// tenants): a lower bound, `None` if never recorded. The server compares it with the minimum
     /// its code needs.
     pub schema_version: Option<i64>,
+    /// The effective request rate: the tenant's override, else its plan's (`None`: the plan is
+    /// not in `plans`, the server's default applies).
+    pub rate_limit: Option<RateQuota>,
+    /// The tenant's own override, if any.
+    pub rate_limit_override: Option<RateQuota>,
+    /// How long its audit events are kept (its plan's; `None`: kept).
+    pub audit_retention_days: Option<i32>,
 }
 
 /// A tenant's sign-up policy.
@@ -120,6 +127,15 @@ struct TenantRow {
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
     schema_version: Option<i64>,
+    rate_limit_rps: Option<i32>,
+    rate_limit_burst: Option<i32>,
+    plan_rps: Option<i32>,
+    plan_burst: Option<i32>,
+    audit_retention_days: Option<i32>,
+}
+
+fn positive(v: Option<i32>) -> Option<u32> {
+    v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0)
 }
 
 impl From<TenantRow> for Tenant {
@@ -149,6 +165,18 @@ impl From<TenantRow> for Tenant {
             created_at: r.created_at,
             updated_at: r.updated_at,
             schema_version: r.schema_version,
+            rate_limit: match (
+                positive(r.rate_limit_rps.or(r.plan_rps)),
+                positive(r.rate_limit_burst.or(r.plan_burst)),
+            ) {
+                (Some(per_second), Some(burst)) => Some(RateQuota { per_second, burst }),
+                _ => None,
+            },
+            rate_limit_override: match (positive(r.rate_limit_rps), positive(r.rate_limit_burst)) {
+                (Some(per_second), Some(burst)) => Some(RateQuota { per_second, burst }),
+                _ => None,
+            },
+            audit_retention_days: r.audit_retention_days,
         }
     }
 }
@@ -156,7 +184,11 @@ impl From<TenantRow> for Tenant {
 /// A shared tenant's schema version is the shared database's (one row of `shared_schema`).
 const COLUMNS: &str = "id, slug, name, plan, status, placement, db_server_id, db_name, epoch, db_url_sealed, signup, mfa_required, created_at, updated_at,
      CASE WHEN placement = 'shared' THEN (SELECT ss.schema_version FROM shared_schema ss)
-          ELSE schema_version END AS schema_version";
+          ELSE schema_version END AS schema_version,
+     rate_limit_rps, rate_limit_burst,
+     (SELECT p.requests_per_second FROM plans p WHERE p.name = plan) AS plan_rps,
+     (SELECT p.burst FROM plans p WHERE p.name = plan) AS plan_burst,
+     (SELECT p.audit_retention_days FROM plans p WHERE p.name = plan) AS audit_retention_days";
 
 /// A tenant to insert.
 #[derive(Clone, Debug)]
@@ -178,6 +210,15 @@ pub struct TenantPatch {
     pub status: Option<TenantStatus>,
     pub signup: Option<SignupPolicy>,
     pub mfa_required: Option<bool>,
+    /// `Some(None)` removes the tenant's rate-limit override (back to its plan's).
+    pub rate_limit: Option<Option<RateQuota>>,
+}
+
+/// A request rate: sustained requests per second and the burst allowed above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RateQuota {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 /// Inserting a tenant failed.
@@ -287,7 +328,10 @@ impl Catalog {
         let row: Option<TenantRow> = sqlx::query_as(&format!(
             "UPDATE tenants SET name = COALESCE($2, name), plan = COALESCE($3, plan),
                     status = COALESCE($4, status), signup = COALESCE($5, signup),
-                    mfa_required = COALESCE($6, mfa_required), epoch = epoch + 1, updated_at = now()
+                    mfa_required = COALESCE($6, mfa_required),
+                    rate_limit_rps = CASE WHEN $7 THEN $8 ELSE rate_limit_rps END,
+                    rate_limit_burst = CASE WHEN $7 THEN $9 ELSE rate_limit_burst END,
+                    epoch = epoch + 1, updated_at = now()
              WHERE id = $1 AND status IN ('active', 'suspended') RETURNING {COLUMNS}"
         ))
         .bind(id.as_uuid())
@@ -296,6 +340,17 @@ impl Catalog {
         .bind(p.status.map(TenantStatus::as_str))
         .bind(p.signup.map(SignupPolicy::as_str))
         .bind(p.mfa_required)
+        .bind(p.rate_limit.is_some())
+        .bind(
+            p.rate_limit
+                .flatten()
+                .map(|q| i32::try_from(q.per_second).unwrap_or(i32::MAX)),
+        )
+        .bind(
+            p.rate_limit
+                .flatten()
+                .map(|q| i32::try_from(q.burst).unwrap_or(i32::MAX)),
+        )
         .fetch_optional(&mut *tx)
         .await?;
         publish(&mut *tx, Some(id)).await?;

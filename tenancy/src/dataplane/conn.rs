@@ -74,6 +74,8 @@ impl TenantConn {
             ready,
             sets_session: reuse && !ready,
             failed: false,
+            // The request's audit context rides along with the setup (base64: no quoting).
+            audit: crate::audit::context::current_encoded(),
         }
     }
 }
@@ -91,6 +93,15 @@ pub struct TenantTx {
     sets_session: bool,
     /// A statement failed: the transaction is aborted and its commit is a rollback.
     failed: bool,
+    /// `app.audit` for the audit triggers (the request's context), if there is a request.
+    audit: Option<String>,
+}
+
+/// Whether `sql` only reads, so it needs no audit context: a `SELECT` calling none of the
+/// platform's own functions (`platform_*`, which append to the audit chain).
+fn reads_only(sql: &str) -> bool {
+    let s = sql.trim_start();
+    s.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("select")) && !s.contains("platform_")
 }
 
 impl std::fmt::Debug for TenantTx {
@@ -208,8 +219,9 @@ impl TenantTx {
         self.begun = true;
         let conn = self.conn.as_mut().expect("present until commit or drop");
         let tenant = conn.tenant;
-        if first && commit && self.ready {
-            // One statement on a connection set for this tenant: an implicit transaction alone.
+        if first && commit && self.ready && (self.audit.is_none() || reads_only(sql)) {
+            // One statement on a connection set for this tenant, which writes nothing the audit
+            // triggers would record: an implicit transaction alone.
             let client = &conn.client.client;
             let st = client.prepare_cached(sql).await;
             let out = match st {
@@ -224,14 +236,20 @@ impl TenantTx {
             }
             return out;
         }
+        let audit = self
+            .audit
+            .as_deref()
+            .map_or_else(String::new, |a| format!("; SET LOCAL app.audit = '{a}'"));
         let setup = if !first {
             None
         } else if self.sets_session {
             // The session value is unknown until this transaction commits.
             conn.client.session_tenant = None;
-            Some(format!("BEGIN; SET app.tenant_id = '{tenant}'"))
+            Some(format!("BEGIN; SET app.tenant_id = '{tenant}'{audit}"))
         } else {
-            Some(format!("BEGIN; SET LOCAL app.tenant_id = '{tenant}'"))
+            Some(format!(
+                "BEGIN; SET LOCAL app.tenant_id = '{tenant}'{audit}"
+            ))
         };
         let client = &conn.client.client;
         let setup = async {

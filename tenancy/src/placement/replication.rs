@@ -218,14 +218,19 @@ pub async fn fenced(client: &Client, tenant: TenantId) -> Result<bool, tokio_pos
         .is_some())
 }
 
-/// Deletes every row of the tenant in this database, its fence first (as the owner).
+/// Deletes every row of the tenant in this database, its fence first (as the owner). Its audit
+/// events too: `platform.audit_erase` is the owner's controlled path past the audit log's
+/// immutability trigger (refused to `platform_app`), and it also keeps the deletions themselves
+/// from being recorded as events of a chain that is being removed.
 pub async fn delete_tenant_rows(
     client: &Client,
     tenant: TenantId,
 ) -> Result<(), tokio_postgres::Error> {
     let mut tables = tenant_tables(client).await?;
     tables.sort_by_key(|t| t != "tenant_fences");
-    let mut sql = format!("BEGIN; SET LOCAL app.tenant_id = '{tenant}';");
+    let mut sql = format!(
+        "BEGIN; SET LOCAL app.tenant_id = '{tenant}'; SET LOCAL platform.audit_erase = 'on';"
+    );
     for t in tables {
         // Tenant foreign keys cascade, so the order of the other tables does not matter.
         sql.push_str(&format!(

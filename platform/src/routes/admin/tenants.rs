@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::{
-    Catalog, IdempotencyOutcome, Placement, SignupPolicy, StoredResponse, Tenant, TenantPatch,
-    TenantStatus,
+    Catalog, IdempotencyOutcome, Placement, RateQuota, SignupPolicy, StoredResponse, Tenant,
+    TenantPatch, TenantStatus,
 };
 use tenancy::ids::{SlugError, TenantSlug};
 use tenancy::provision::{CreateTenant, PlacementRequest, ProvisionError, Provisioner};
@@ -70,6 +70,44 @@ pub struct TenantView {
     pub schema_version: Option<i64>,
     pub created_at: String,
     pub updated_at: String,
+    /// The request rate in force: the override, else the plan's (`null`: the server default).
+    pub rate_limit: Option<RateLimit>,
+    /// The tenant's own override of its plan's rate, if any.
+    pub rate_limit_override: Option<RateLimit>,
+}
+
+/// A request rate: sustained requests per second and the burst above it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests_per_second: u32,
+    pub burst: u32,
+}
+
+impl From<RateQuota> for RateLimit {
+    fn from(q: RateQuota) -> Self {
+        Self {
+            requests_per_second: q.per_second,
+            burst: q.burst,
+        }
+    }
+}
+
+impl RateLimit {
+    /// Checked: each from 1 to 1,000,000.
+    pub(crate) fn quota(self) -> ApiResult<RateQuota> {
+        let ok = |n: u32| (1..=1_000_000).contains(&n);
+        if ok(self.requests_per_second) && ok(self.burst) {
+            Ok(RateQuota {
+                per_second: self.requests_per_second,
+                burst: self.burst,
+            })
+        } else {
+            Err(ApiError::unprocessable(
+                "`requests_per_second` and `burst` must be from 1 to 1000000",
+            ))
+        }
+    }
 }
 
 impl From<&Tenant> for TenantView {
@@ -93,6 +131,8 @@ impl From<&Tenant> for TenantView {
             schema_version: t.schema_version,
             created_at: ts(t.created_at),
             updated_at: ts(t.updated_at),
+            rate_limit: t.rate_limit.map(RateLimit::from),
+            rate_limit_override: t.rate_limit_override.map(RateLimit::from),
         }
     }
 }
@@ -303,6 +343,10 @@ pub struct PatchTenantBody {
     pub signup: Option<SignupSetting>,
     /// Require a second factor from every user of the tenant.
     pub mfa_required: Option<bool>,
+    /// Override the plan's request rate; `null` goes back to the plan's. Applies within seconds.
+    #[serde(default, deserialize_with = "crate::routes::api::double_option")]
+    #[schema(value_type = Option<RateLimit>)]
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 /// A tenant's sign-up policy.
@@ -342,6 +386,10 @@ pub async fn patch(
             SignupSetting::Open => SignupPolicy::Open,
         }),
         mfa_required: body.mfa_required,
+        rate_limit: body
+            .rate_limit
+            .map(|r| r.map(RateLimit::quota).transpose())
+            .transpose()?,
     };
     let updated = tenancy
         .catalog

@@ -65,11 +65,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
                 .get(USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
-            // The socket's peer; a deployment behind a proxy would read its trusted header here.
-            ip: parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+            // Worked out once per request (socket peer, or X-Forwarded-For behind a trusted
+            // proxy); the socket peer when the route layer did not run.
+            ip: match parts.extensions.get::<crate::audit::ClientIp>() {
+                Some(c) => c.0,
+                None => parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip()),
+            },
         })
     }
 }

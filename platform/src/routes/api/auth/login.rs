@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tenancy::audit::Outcome;
 use tenancy::auth::onetime::{self, Purpose};
 use tenancy::auth::{AuthError, mfa, password, users};
 use tenancy::bootstrap::Tenancy;
@@ -66,9 +67,19 @@ pub async fn login(
     };
     let (Some((user, _, totp)), true) = (found, ok) else {
         throttle.failed(ctx.tenant.id, &email, client.ip).await;
+        crate::audit::attempt(
+            &t.dataplane,
+            &ctx.tenant,
+            "auth.login",
+            Outcome::Failure,
+            &json!({ "reason": "invalid_credentials" }),
+        )
+        .await;
         return Err(AuthError::InvalidCredentials.into());
     };
     throttle.succeeded(ctx.tenant.id, &email).await;
+    // The session created below is recorded as the user's own doing.
+    crate::audit::set_actor(tenancy::audit::Actor::user(user));
     if totp {
         let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
         let token = onetime::create(&mut tx, user, Purpose::MfaLogin, json!({})).await?;
@@ -111,8 +122,18 @@ pub async fn verify(
     if let Err(e) = mfa::second_factor(&mut tx, t.auth.keyring(), user, &body.code).await {
         drop(tx);
         t.auth.throttle.failed(ctx.tenant.id, &key, client.ip).await;
+        crate::audit::set_actor(tenancy::audit::Actor::user(user));
+        crate::audit::attempt(
+            &t.dataplane,
+            &ctx.tenant,
+            "auth.mfa_verify",
+            Outcome::Failure,
+            &json!({ "reason": "invalid_code" }),
+        )
+        .await;
         return Err(e.into());
     }
+    crate::audit::set_actor(tenancy::audit::Actor::user(user));
     onetime::consume(&mut tx, Purpose::MfaLogin, &body.mfa_token).await?;
     tx.commit().await?;
     let tokens = t

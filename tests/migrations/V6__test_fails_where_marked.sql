@@ -6,4 +6,4 @@ BEGIN
         RAISE EXCEPTION 'this database is marked to fail migration 3';
     END IF;
 END $$;
-INSERT INTO test_applications (version) VALUES (5);
+INSERT INTO test_applications (version) VALUES (6);

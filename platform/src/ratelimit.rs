@@ -1,0 +1,104 @@
+//! Rate-limit middleware (a route layer outside authorization): per client address on the admin
+//! API and on the public, sensitive auth endpoints; per tenant (plan or override) and per
+//! principal on authenticated tenant routes, authenticated here (the result is kept in the
+//! request, so authorization does not repeat it) and limited before the permission check, so a
+//! flood of refused requests is limited like any other. Every
+//! answer carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (IETF draft) of
+//! the tightest limit that applied; a refusal is a 429 problem with `Retry-After`.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tenancy::ratelimit::Decision;
+
+use crate::audit::ClientIp;
+use crate::error::ApiError;
+use axum::extract::FromRequestParts as _;
+
+use crate::authz::{Access, access};
+use crate::extract::tenant::{Principal, TenantContext};
+use crate::state::AppState;
+
+/// Public endpoints limited per client address (guessing passwords, codes and tokens, or
+/// creating accounts in bulk). `/sso/saml/acs` is listed for the SSO assertion consumer.
+pub const SENSITIVE: &[&str] = &[
+    "/api/v1/auth/login",
+    "/api/v1/auth/signup",
+    "/api/v1/auth/mfa/verify",
+    "/api/v1/auth/password/forgot",
+    "/api/v1/auth/password/reset",
+    "/sso/saml/acs",
+];
+
+static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// The layer.
+pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let limits = &state.tenancy.limits;
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let ip = req.extensions().get::<ClientIp>().and_then(|c| c.0);
+    let mut decision: Option<Decision> = None;
+    let mut add = |d: Decision| {
+        decision = Some(decision.map_or(d, |o| o.tighter(d)));
+    };
+    if path.starts_with("/admin/") {
+        if let Some(ip) = ip {
+            add(limits.check_admin_ip(ip));
+        }
+    } else if SENSITIVE.contains(&path.as_str()) || path.starts_with("/sso/") {
+        if let Some(ip) = ip {
+            add(limits.check_sensitive_ip(ip));
+        }
+    } else if path.starts_with("/api/")
+        && access(req.method(), &path).is_some_and(|a| a != Access::Public)
+    {
+        // An unauthenticated request is left to authorization, which refuses it.
+        let (mut parts, body) = req.into_parts();
+        let ctx = TenantContext::from_request_parts(&mut parts, &state)
+            .await
+            .ok();
+        req = Request::from_parts(parts, body);
+        let Some(TenantContext {
+            tenant,
+            principal: Some((principal, _)),
+        }) = ctx.as_ref()
+        else {
+            return next.run(req).await;
+        };
+        // The tenant's bucket first: a flood refused there does not also drain the principal's.
+        let t = limits.check_tenant(tenant);
+        add(t);
+        if t.allowed {
+            let id = match principal {
+                Principal::User { id, .. } => id.as_uuid(),
+                Principal::ApiKey { id, .. } => id.as_uuid(),
+            };
+            add(limits.check_principal(tenant.id, id));
+        }
+    }
+    let Some(d) = decision else {
+        return next.run(req).await;
+    };
+    let mut resp = if d.allowed {
+        next.run(req).await
+    } else {
+        let detail = match d.scope {
+            "tenant" => "this tenant's request rate is over its plan's limit; retry later",
+            "principal" => "this credential's request rate is over its limit; retry later",
+            _ => "too many requests from this address; retry later",
+        };
+        ApiError::too_many_requests(detail, d.reset_secs).into_response()
+    };
+    let h = resp.headers_mut();
+    h.insert(LIMIT.clone(), HeaderValue::from(d.limit));
+    h.insert(REMAINING.clone(), HeaderValue::from(d.remaining));
+    h.insert(RESET.clone(), HeaderValue::from(d.reset_secs));
+    resp
+}

@@ -1,0 +1,32 @@
+//! The audit log: who did what, when, from where, with proof. Events are written by database
+//! triggers in the same transaction as the change they record (tenant V4 for tenant data,
+//! control-plane V6 for the catalog), plus explicit events for attempts that change nothing
+//! (denied requests, failed logins), each in its own transaction.
+//!
+//! Who is acting reaches those triggers through [`context`]: a task-local request context that
+//! the data plane sends with `SET LOCAL app.audit` next to `app.tenant_id` (no extra round trip),
+//! and that the catalog pool sets on the connections it hands out during a request.
+//!
+//! [`chain`] recomputes the per-tenant hash chain (`platformctl audit verify`); [`events`] reads
+//! events for the APIs and appends explicit ones; [`retention`] expires old segments, keeping a
+//! checkpoint hash so what remains still verifies.
+
+pub mod chain;
+pub mod context;
+pub mod events;
+pub mod retention;
+
+pub use chain::{ChainReport, verify_admin, verify_tenant};
+pub use context::{Actor, AuditContext};
+pub use events::{AuditEvent, AuditFilter, Outcome};
+
+/// An audit operation failed (the database, not the caller).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("tenant database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("catalog error: {0}")]
+    Catalog(#[from] sqlx::Error),
+    #[error(transparent)]
+    Connect(#[from] crate::dataplane::ConnectError),
+}

@@ -1,0 +1,365 @@
+//! Request-rate limits (GCRA, `governor`), keyed per tenant (its plan's quota or its override),
+//! per principal (user or API key), per client address on public and sensitive endpoints, and
+//! per client address on the admin API. No HTTP here: the server's middleware asks for a
+//! [`Decision`] and renders it as headers.
+//!
+//! governor applies one quota per limiter, so tenants are grouped by quota: one keyed limiter per
+//! distinct quota (a handful: the plans plus the overrides). A tenant whose quota changes moves
+//! to the limiter of its new quota on its next request (its record is re-read after the catalog
+//! notification), starting with a full bucket. Memory stays bounded: [`RateLimits::purge`]
+//! (every few seconds, from the server) drops keys whose bucket is full again
+//! (`retain_recent`) and shrinks the maps.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use ipnet::IpNet;
+use uuid::Uuid;
+
+use crate::catalog::{RateQuota, Tenant};
+use crate::ids::TenantId;
+
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
+
+/// What the limits are, from configuration.
+#[derive(Clone, Debug)]
+pub struct LimitSettings {
+    /// Tenants whose plan is not in the catalog.
+    pub tenant_default: RateQuota,
+    /// Each user or API key, within its tenant.
+    pub principal: RateQuota,
+    /// Each client address on login, sign-up, password reset, MFA verify and SSO ACS.
+    pub sensitive_ip: RateQuota,
+    /// Each client address on the admin API.
+    pub admin_ip: RateQuota,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            tenant_default: RateQuota {
+                per_second: 100,
+                burst: 200,
+            },
+            principal: RateQuota {
+                per_second: 100,
+                burst: 200,
+            },
+            sensitive_ip: RateQuota {
+                per_second: 5,
+                burst: 20,
+            },
+            admin_ip: RateQuota {
+                per_second: 50,
+                burst: 100,
+            },
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// The answer for one key: allowed or not, and the numbers for the `RateLimit-*` headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Which limit this is: `tenant`, `principal`, `ip`, `admin`.
+    pub scope: &'static str,
+    pub allowed: bool,
+    /// The burst (requests allowed at once from a full bucket).
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the bucket is full again (allowed) or the next request is allowed (refused).
+    pub reset_secs: u64,
+}
+
+impl Decision {
+    /// The tighter of two decisions: a refusal first, then the fewer remaining requests.
+    #[must_use]
+    pub fn tighter(self, other: Self) -> Self {
+        match (self.allowed, other.allowed) {
+            (false, true) => self,
+            (true, false) => other,
+            _ if other.remaining < self.remaining => other,
+            _ => self,
+        }
+    }
+}
+
+fn quota(q: RateQuota) -> Quota {
+    let per_second = NonZeroU32::new(q.per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(q.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(per_second).allow_burst(burst)
+}
+
+fn keyed<K: std::hash::Hash + Eq + Clone>(q: RateQuota) -> Keyed<K> {
+    RateLimiter::keyed(quota(q)).with_middleware::<StateInformationMiddleware>()
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn decide<K: std::hash::Hash + Eq + Clone>(
+    scope: &'static str,
+    limiter: &Keyed<K>,
+    key: &K,
+) -> Decision {
+    match limiter.check_key(key) {
+        Ok(snapshot) => {
+            let q = snapshot.quota();
+            let limit = q.burst_size().get();
+            let remaining = snapshot.remaining_burst_capacity();
+            let refill = q.replenish_interval() * (limit - remaining);
+            Decision {
+                scope,
+                allowed: true,
+                limit,
+                remaining,
+                reset_secs: ceil_secs(refill),
+            }
+        }
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(limiter.clock().now());
+            Decision {
+                scope,
+                allowed: false,
+                limit: not_until.quota().burst_size().get(),
+                remaining: 0,
+                reset_secs: ceil_secs(wait).max(1),
+            }
+        }
+    }
+}
+
+struct Inner {
+    settings: LimitSettings,
+    tenants: RwLock<HashMap<RateQuota, Arc<Keyed<TenantId>>>>,
+    principals: Keyed<(TenantId, Uuid)>,
+    ips: Keyed<IpAddr>,
+    admin: Keyed<IpAddr>,
+}
+
+/// Every limiter of this instance (cheap to clone).
+#[derive(Clone)]
+pub struct RateLimits {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimits")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimits {
+    #[must_use]
+    pub fn new(settings: LimitSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                principals: keyed(settings.principal),
+                ips: keyed(settings.sensitive_ip),
+                admin: keyed(settings.admin_ip),
+                tenants: RwLock::new(HashMap::new()),
+                settings,
+            }),
+        }
+    }
+
+    #[must_use]
+    pub fn settings(&self) -> &LimitSettings {
+        &self.inner.settings
+    }
+
+    fn tenant_limiter(&self, q: RateQuota) -> Arc<Keyed<TenantId>> {
+        if let Some(l) = self
+            .inner
+            .tenants
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&q)
+        {
+            return Arc::clone(l);
+        }
+        let mut map = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(map.entry(q).or_insert_with(|| Arc::new(keyed(q))))
+    }
+
+    /// One request of `tenant`, against its quota.
+    #[must_use]
+    pub fn check_tenant(&self, tenant: &Tenant) -> Decision {
+        let q = tenant
+            .rate_limit
+            .unwrap_or(self.inner.settings.tenant_default);
+        decide("tenant", &self.tenant_limiter(q), &tenant.id)
+    }
+
+    /// One request of a principal (user or API key id) of `tenant`.
+    #[must_use]
+    pub fn check_principal(&self, tenant: TenantId, principal: Uuid) -> Decision {
+        decide("principal", &self.inner.principals, &(tenant, principal))
+    }
+
+    /// One request from `ip` to a public, sensitive endpoint.
+    #[must_use]
+    pub fn check_sensitive_ip(&self, ip: IpAddr) -> Decision {
+        decide("ip", &self.inner.ips, &ip)
+    }
+
+    /// One request from `ip` to the admin API.
+    #[must_use]
+    pub fn check_admin_ip(&self, ip: IpAddr) -> Decision {
+        decide("admin", &self.inner.admin, &ip)
+    }
+
+    /// Drops keys whose bucket is full again (indistinguishable from a new key) and releases
+    /// the memory; quota groups left empty are removed.
+    pub fn purge(&self) {
+        let mut map = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|_, l| {
+            l.retain_recent();
+            l.shrink_to_fit();
+            !l.is_empty()
+        });
+        drop(map);
+        for l in [&self.inner.ips, &self.inner.admin] {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        self.inner.principals.retain_recent();
+        self.inner.principals.shrink_to_fit();
+    }
+
+    /// Keys held, all limiters together.
+    #[must_use]
+    pub fn keys(&self) -> usize {
+        let tenants: usize = self
+            .inner
+            .tenants
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|l| l.len())
+            .sum();
+        tenants + self.inner.principals.len() + self.inner.ips.len() + self.inner.admin.len()
+    }
+
+    /// The client's address: the socket peer, or, when the peer is a trusted proxy, the
+    /// right-most address of `X-Forwarded-For` that is not itself a trusted proxy (addresses
+    /// further left were written by the client and prove nothing).
+    #[must_use]
+    pub fn client_ip(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<IpAddr> {
+        let peer = peer.map(canonical)?;
+        let trusted = |ip: &IpAddr| {
+            self.inner
+                .settings
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(ip))
+        };
+        if !trusted(&peer) {
+            return Some(peer);
+        }
+        let mut client = peer;
+        for part in forwarded_for
+            .iter()
+            .rev()
+            .flat_map(|h| h.rsplit(','))
+            .map(str::trim)
+        {
+            let Ok(ip) = part.parse::<IpAddr>().map(canonical) else {
+                // A malformed entry: stop at the last address we could trust.
+                break;
+            };
+            client = ip;
+            if !trusted(&ip) {
+                break;
+            }
+        }
+        Some(client)
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4, so one client has one key.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(trusted: &[&str]) -> RateLimits {
+        RateLimits::new(LimitSettings {
+            trusted_proxies: trusted.iter().map(|c| c.parse().expect("cidr")).collect(),
+            ..LimitSettings::default()
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let l = limits(&["10.0.0.0/8"]);
+        // An untrusted peer: its header is ignored.
+        assert_eq!(
+            l.client_ip(Some(ip("203.0.113.9")), &["1.2.3.4"]),
+            Some(ip("203.0.113.9"))
+        );
+        // A trusted peer: the right-most untrusted address.
+        assert_eq!(
+            l.client_ip(Some(ip("10.0.0.1")), &["6.6.6.6, 198.51.100.7, 10.0.0.2"]),
+            Some(ip("198.51.100.7"))
+        );
+        // Trusted peer, no header: the peer.
+        assert_eq!(l.client_ip(Some(ip("10.0.0.1")), &[]), Some(ip("10.0.0.1")));
+        // Garbage stops the walk.
+        assert_eq!(
+            l.client_ip(Some(ip("10.0.0.1")), &["x, 10.0.0.3"]),
+            Some(ip("10.0.0.3"))
+        );
+        assert_eq!(l.client_ip(None, &["1.2.3.4"]), None);
+    }
+
+    #[test]
+    fn a_full_bucket_refuses_with_a_wait_and_keys_are_purged() {
+        let l = RateLimits::new(LimitSettings {
+            sensitive_ip: RateQuota {
+                per_second: 1,
+                burst: 2,
+            },
+            ..LimitSettings::default()
+        });
+        let a = ip("192.0.2.1");
+        let first = l.check_sensitive_ip(a);
+        assert!(first.allowed && first.limit == 2 && first.remaining == 1);
+        assert!(l.check_sensitive_ip(a).allowed);
+        let refused = l.check_sensitive_ip(a);
+        assert!(!refused.allowed && refused.remaining == 0 && refused.reset_secs >= 1);
+        // Another address has its own bucket.
+        assert!(l.check_sensitive_ip(ip("192.0.2.2")).allowed);
+        assert_eq!(l.keys(), 2);
+    }
+}
