@@ -61,6 +61,26 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/api-keys", P("api_keys:manage")),
     ("POST", "/api/v1/api-keys", P("api_keys:manage")),
     ("DELETE", "/api/v1/api-keys/{key_id}", P("api_keys:manage")),
+    // SSO connections and policy
+    ("GET", "/api/v1/sso/connections", P("sso:manage")),
+    ("POST", "/api/v1/sso/connections", P("sso:manage")),
+    (
+        "GET",
+        "/api/v1/sso/connections/{connection_id}",
+        P("sso:manage"),
+    ),
+    (
+        "PATCH",
+        "/api/v1/sso/connections/{connection_id}",
+        P("sso:manage"),
+    ),
+    (
+        "DELETE",
+        "/api/v1/sso/connections/{connection_id}",
+        P("sso:manage"),
+    ),
+    ("GET", "/api/v1/sso/settings", P("sso:manage")),
+    ("PUT", "/api/v1/sso/settings", P("sso:manage")),
     // the reference domain
     ("GET", "/api/v1/projects", P("projects:read")),
     ("POST", "/api/v1/projects", P("projects:write")),

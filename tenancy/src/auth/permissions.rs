@@ -20,6 +20,7 @@ pub const ALL: &[&str] = &[
     "members:manage",
     "roles:manage",
     "api_keys:manage",
+    "sso:manage",
 ];
 
 const MEMBER: &[&str] = &[
