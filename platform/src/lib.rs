@@ -59,8 +59,7 @@ impl App {
         let state = AppState {
             tenancy: Arc::clone(&tenancy),
             admin_token: AdminToken::new(admin_token),
-            sso: sso::Sso::new(tenancy.resolver.base_domain().as_str())
-                .context("SSO services")?,
+            sso: sso::Sso::new(tenancy.resolver.base_domain().as_str()).context("SSO services")?,
         };
         // Operations left unfinished by a crashed runner (expired lease) are resumed here.
         let mover = tenancy.mover.clone();

@@ -21,10 +21,10 @@ use crate::routes::admin::{
 };
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
+use crate::routes::api::sso as sso_admin;
 use crate::routes::api::{
     api_keys as tenant_keys, invitations, members, projects, roles, tasks, users,
 };
-use crate::routes::api::sso as sso_admin;
 use crate::routes::{health, sso, wellknown};
 use crate::state::AppState;
 
@@ -110,7 +110,11 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::show, tasks::patch, tasks::delete))
         // tenant API: SSO connections and policy
         .routes(routes!(sso_admin::list, sso_admin::create))
-        .routes(routes!(sso_admin::show, sso_admin::patch, sso_admin::delete))
+        .routes(routes!(
+            sso_admin::show,
+            sso_admin::patch,
+            sso_admin::delete
+        ))
         .routes(routes!(sso_admin::show_settings, sso_admin::put_settings))
         // SSO, browser side (tenant host, no credential)
         .routes(routes!(sso::saml_metadata))

@@ -9,10 +9,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use samael::metadata::EntityDescriptor;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use tenancy::auth::permissions::role_by_name;
 use tenancy::crypto::{Keyring, Scope};
 use tenancy::dataplane::TenantTx;
+use time::OffsetDateTime;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -142,7 +142,9 @@ pub fn saml_from_metadata(
     extra_certificates: &[String],
 ) -> Result<SamlIdp, SsoError> {
     if xml.len() > 512 * 1024 {
-        return Err(SsoError::Invalid("`idp_metadata_xml` is larger than 512 KiB".into()));
+        return Err(SsoError::Invalid(
+            "`idp_metadata_xml` is larger than 512 KiB".into(),
+        ));
     }
     let ed: EntityDescriptor = xml.parse().map_err(|_| {
         SsoError::Invalid("`idp_metadata_xml` is not a SAML EntityDescriptor".into())
@@ -169,7 +171,11 @@ pub fn saml_from_metadata(
         })?;
     let mut certificates = Vec::new();
     for kd in &idp.key_descriptors {
-        if kd.key_use.as_deref().is_some_and(|u| u != "signing" && !u.is_empty()) {
+        if kd
+            .key_use
+            .as_deref()
+            .is_some_and(|u| u != "signing" && !u.is_empty())
+        {
             continue;
         }
         for c in kd.key_info.x509_data.iter().flat_map(|x| &x.certificates) {
@@ -211,7 +217,9 @@ fn normalise_cert(c: &str) -> Result<String, SsoError> {
         .decode(&body)
         .map_err(|_| SsoError::Invalid("a certificate is not base64 (PEM or DER)".into()))?;
     if der.len() < 64 || der[0] != 0x30 {
-        return Err(SsoError::Invalid("a certificate is not an X.509 DER structure".into()));
+        return Err(SsoError::Invalid(
+            "a certificate is not an X.509 DER structure".into(),
+        ));
     }
     Ok(body)
 }
@@ -234,10 +242,14 @@ async fn check_roles(tx: &mut TenantTx, s: &Settings) -> Result<(), SsoError> {
         }
     }
     if s.name.trim().is_empty() || s.name.len() > 100 {
-        return Err(SsoError::Invalid("`name` must be 1 to 100 characters".into()));
+        return Err(SsoError::Invalid(
+            "`name` must be 1 to 100 characters".into(),
+        ));
     }
     if s.role_mapping.len() > 100 {
-        return Err(SsoError::Invalid("`role_mapping` has more than 100 rules".into()));
+        return Err(SsoError::Invalid(
+            "`role_mapping` has more than 100 rules".into(),
+        ));
     }
     Ok(())
 }
@@ -290,7 +302,8 @@ pub async fn create(
         None => None,
     };
     let config = serde_json::to_value(&protocol).map_err(|e| SsoError::Internal(e.to_string()))?;
-    let mapping = serde_json::to_value(&s.role_mapping).map_err(|e| SsoError::Internal(e.to_string()))?;
+    let mapping =
+        serde_json::to_value(&s.role_mapping).map_err(|e| SsoError::Internal(e.to_string()))?;
     let n = tx
         .execute(
             "INSERT INTO sso_connections (tenant_id, id, kind, name, enabled, config, secret_sealed,
@@ -317,7 +330,9 @@ pub async fn create(
             "a SAML connection with this IdP entity id already exists".into(),
         ));
     }
-    get(tx, id).await?.ok_or(SsoError::NotFound("no such connection"))
+    get(tx, id)
+        .await?
+        .ok_or(SsoError::NotFound("no such connection"))
 }
 
 /// Updates a connection: its settings, and optionally protocol and secret.
@@ -339,7 +354,8 @@ pub async fn update(
         None => None,
     };
     let config = serde_json::to_value(protocol).map_err(|e| SsoError::Internal(e.to_string()))?;
-    let mapping = serde_json::to_value(&s.role_mapping).map_err(|e| SsoError::Internal(e.to_string()))?;
+    let mapping =
+        serde_json::to_value(&s.role_mapping).map_err(|e| SsoError::Internal(e.to_string()))?;
     let n = tx
         .execute(
             "UPDATE sso_connections SET name = $2, enabled = $3, config = $4,
@@ -364,7 +380,9 @@ pub async fn update(
     if n == 0 {
         return Err(SsoError::NotFound("no such connection"));
     }
-    get(tx, id).await?.ok_or(SsoError::NotFound("no such connection"))
+    get(tx, id)
+        .await?
+        .ok_or(SsoError::NotFound("no such connection"))
 }
 
 /// A connection by id.

@@ -44,8 +44,8 @@ impl HttpClient {
             r = r.header(k, v);
         }
         let resp = r.send().await.map_err(|e| HttpError(e.to_string()))?;
-        let status = StatusCode::from_u16(resp.status().as_u16())
-            .map_err(|e| HttpError(e.to_string()))?;
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).map_err(|e| HttpError(e.to_string()))?;
         let content_type = resp.headers().get("content-type").cloned();
         let bytes = resp.bytes().await.map_err(|e| HttpError(e.to_string()))?;
         if bytes.len() > MAX_BODY {
@@ -80,7 +80,9 @@ impl HttpClient {
             .await
             .map_err(|e| SsoError::Upstream(e.to_string()))?;
         if bytes.len() > MAX_BODY {
-            return Err(SsoError::Invalid("the metadata document is too large".into()));
+            return Err(SsoError::Invalid(
+                "the metadata document is too large".into(),
+            ));
         }
         String::from_utf8(bytes.to_vec())
             .map_err(|_| SsoError::Invalid("the metadata document is not UTF-8".into()))

@@ -37,8 +37,13 @@ impl Sso {
 
     /// Downloads IdP metadata from `url` (at connection set-up only).
     pub async fn fetch_metadata(&self, url: &str) -> Result<String, SsoError> {
-        if !url.starts_with("https://") && !url.starts_with("http://127.0.0.1") && !url.starts_with("http://localhost") {
-            return Err(SsoError::Invalid("`idp_metadata_url` must be an https URL".into()));
+        if !url.starts_with("https://")
+            && !url.starts_with("http://127.0.0.1")
+            && !url.starts_with("http://localhost")
+        {
+            return Err(SsoError::Invalid(
+                "`idp_metadata_url` must be an https URL".into(),
+            ));
         }
         self.http.get_text(url).await
     }

@@ -73,8 +73,8 @@ struct Pending {
 
 /// Checks an issuer URL (`https`, or `http` for a loopback host).
 pub fn check_issuer(issuer: &str) -> Result<(), SsoError> {
-    let url = url::Url::parse(issuer)
-        .map_err(|_| SsoError::Invalid("`issuer` is not a URL".into()))?;
+    let url =
+        url::Url::parse(issuer).map_err(|_| SsoError::Invalid("`issuer` is not a URL".into()))?;
     let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
         return Err(SsoError::Invalid("`issuer` must be an https URL".into()));
@@ -130,7 +130,10 @@ impl Sso {
             return Err(SsoError::NotFound("no such OIDC connection"));
         };
         if !conn.enabled {
-            return Err(SsoError::rejected(Rejection::Disabled, "connection disabled"));
+            return Err(SsoError::rejected(
+                Rejection::Disabled,
+                "connection disabled",
+            ));
         }
         let secret = connections::secret(&mut tx, t.auth.keyring(), id).await?;
         tx.commit().await?;
@@ -202,7 +205,10 @@ impl Sso {
             return Err(SsoError::NotFound("no such OIDC connection"));
         };
         if !conn.enabled {
-            return Err(SsoError::rejected(Rejection::Disabled, "connection disabled"));
+            return Err(SsoError::rejected(
+                Rejection::Disabled,
+                "connection disabled",
+            ));
         }
         let pending: Pending = serde_json::from_slice(
             &t.auth

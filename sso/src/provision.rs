@@ -73,16 +73,21 @@ pub async fn user_for(
                 if !id.email_verified {
                     return Err(SsoError::rejected(
                         Rejection::LinkRefused,
-                        format!("an account exists for this email and {} did not verify it", conn.name),
+                        format!(
+                            "an account exists for this email and {} did not verify it",
+                            conn.name
+                        ),
                     ));
                 }
                 (existing, "link")
             }
             None => {
                 let role_name = mapped.clone().unwrap_or_else(|| conn.default_role.clone());
-                let role = role_by_name(tx, &role_name)
-                    .await?
-                    .ok_or_else(|| SsoError::Invalid(format!("the connection's role `{role_name}` no longer exists")))?;
+                let role = role_by_name(tx, &role_name).await?.ok_or_else(|| {
+                    SsoError::Invalid(format!(
+                        "the connection's role `{role_name}` no longer exists"
+                    ))
+                })?;
                 let name = id.name.clone().unwrap_or_else(|| email.clone());
                 let user = users::create(tx, &email, &name, NO_PASSWORD, role).await?;
                 if id.email_verified {

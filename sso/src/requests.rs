@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
 use tenancy::dataplane::TenantTx;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::SsoError;
@@ -96,7 +96,12 @@ pub async fn first_sighting(
         .execute(
             "INSERT INTO sso_seen_assertions (tenant_id, connection_id, assertion_id, expires_at)
              VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            &[&tx.tenant().as_uuid(), &connection.as_uuid(), &assertion_id, &expires],
+            &[
+                &tx.tenant().as_uuid(),
+                &connection.as_uuid(),
+                &assertion_id,
+                &expires,
+            ],
         )
         .await?
         == 1)

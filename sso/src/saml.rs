@@ -20,9 +20,9 @@ use samael::key_info::{KeyInfo, X509Data};
 use samael::metadata::{EntityDescriptor, KeyDescriptor};
 use samael::schema::Assertion;
 use samael::service_provider::{Error as SpError, ServiceProvider};
-use time::OffsetDateTime;
 use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Tenant;
+use time::OffsetDateTime;
 
 use crate::connections::{self, Connection, ConnectionId, Protocol, SamlIdp};
 use crate::provision::Identity;
@@ -181,7 +181,10 @@ impl Sso {
             return Err(SsoError::NotFound("no such SAML connection"));
         };
         if !conn.enabled {
-            return Err(SsoError::rejected(Rejection::Disabled, "connection disabled"));
+            return Err(SsoError::rejected(
+                Rejection::Disabled,
+                "connection disabled",
+            ));
         }
         let sp = self.service_provider(tenant, idp, false)?;
         let mut req = sp
@@ -205,14 +208,22 @@ impl Sso {
         saml_response: &str,
     ) -> Result<Verified, SsoError> {
         if saml_response.len() > MAX_RESPONSE {
-            return Err(SsoError::rejected(Rejection::Malformed, "SAMLResponse too large"));
+            return Err(SsoError::rejected(
+                Rejection::Malformed,
+                "SAMLResponse too large",
+            ));
         }
-        let compact: String = saml_response.chars().filter(|c| !c.is_whitespace()).collect();
+        let compact: String = saml_response
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
         let xml = STANDARD
             .decode(compact)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| SsoError::rejected(Rejection::Malformed, "SAMLResponse is not base64 UTF-8"))?;
+            .ok_or_else(|| {
+                SsoError::rejected(Rejection::Malformed, "SAMLResponse is not base64 UTF-8")
+            })?;
         let hints = precheck::check(&xml)?;
 
         let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
@@ -225,7 +236,10 @@ impl Sso {
                     Some(irt.clone()),
                 ),
                 Lookup::Used => {
-                    return Err(SsoError::rejected(Rejection::Replay, "the request was already answered"));
+                    return Err(SsoError::rejected(
+                        Rejection::Replay,
+                        "the request was already answered",
+                    ));
                 }
                 Lookup::Unknown => {
                     return Err(SsoError::rejected(
@@ -249,20 +263,37 @@ impl Sso {
         };
         tx.commit().await?;
         if !conn.enabled {
-            return Err(SsoError::rejected(Rejection::Disabled, "connection disabled"));
+            return Err(SsoError::rejected(
+                Rejection::Disabled,
+                "connection disabled",
+            ));
         }
         let Protocol::Saml(idp) = &conn.protocol else {
-            return Err(SsoError::rejected(Rejection::UnknownRequest, "not a SAML connection"));
+            return Err(SsoError::rejected(
+                Rejection::UnknownRequest,
+                "not a SAML connection",
+            ));
         };
         let sp_names = self.saml_sp(tenant);
-        if hints.destination.as_deref().is_some_and(|d| d != sp_names.acs_url) {
-            return Err(SsoError::rejected(Rejection::WrongDestination, "Destination is not this tenant's ACS"));
+        if hints
+            .destination
+            .as_deref()
+            .is_some_and(|d| d != sp_names.acs_url)
+        {
+            return Err(SsoError::rejected(
+                Rejection::WrongDestination,
+                "Destination is not this tenant's ACS",
+            ));
         }
         let sp = self.service_provider(tenant, idp, request.is_none())?;
         let ids: Vec<String> = request.iter().cloned().collect();
         let assertion: Assertion = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let possible = if refs.is_empty() { None } else { Some(&refs[..]) };
+            let possible = if refs.is_empty() {
+                None
+            } else {
+                Some(&refs[..])
+            };
             sp.parse_xml_response_with_mode(&xml, possible, ReduceMode::ValidateAndMarkNoAncestors)
                 .map_err(|e| {
                     let reason = map_sp_error(&e);
@@ -274,14 +305,23 @@ impl Sso {
 
         // The verified assertion must be the one element the precheck saw.
         if assertion.id != hints.assertion_id {
-            return Err(SsoError::rejected(Rejection::Structure, "the signed assertion is not the response's assertion"));
+            return Err(SsoError::rejected(
+                Rejection::Structure,
+                "the signed assertion is not the response's assertion",
+            ));
         }
         let conditions = assertion.conditions.as_ref();
         let audience_ok = conditions
             .and_then(|c| c.audience_restrictions.as_ref())
-            .is_some_and(|r| r.iter().any(|a| a.audience.iter().any(|x| x == &sp_names.entity_id)));
+            .is_some_and(|r| {
+                r.iter()
+                    .any(|a| a.audience.iter().any(|x| x == &sp_names.entity_id))
+            });
         if !audience_ok {
-            return Err(SsoError::rejected(Rejection::WrongAudience, "no AudienceRestriction naming this SP"));
+            return Err(SsoError::rejected(
+                Rejection::WrongAudience,
+                "no AudienceRestriction naming this SP",
+            ));
         }
         let subject = assertion.subject.as_ref();
         let scd_expiry = subject
@@ -296,10 +336,12 @@ impl Sso {
             .chain(scd_expiry)
             .max()
             .map(|t| chrono_to_time(t) + time::Duration::seconds(CLOCK_SKEW_SECS))
-            .ok_or_else(|| SsoError::rejected(Rejection::Malformed, "the assertion has no NotOnOrAfter"))?;
-        let name_id = subject
-            .and_then(|s| s.name_id.as_ref())
-            .ok_or_else(|| SsoError::rejected(Rejection::Malformed, "the assertion has no NameID"))?;
+            .ok_or_else(|| {
+                SsoError::rejected(Rejection::Malformed, "the assertion has no NotOnOrAfter")
+            })?;
+        let name_id = subject.and_then(|s| s.name_id.as_ref()).ok_or_else(|| {
+            SsoError::rejected(Rejection::Malformed, "the assertion has no NameID")
+        })?;
         let identity = identity_of(&assertion, &name_id.value, name_id.format.as_deref());
         Ok(Verified {
             connection: conn,
@@ -330,8 +372,14 @@ fn identity_of(a: &Assertion, name_id: &str, format: Option<&str>) -> Identity {
     for statement in a.attribute_statements.iter().flatten() {
         for attr in &statement.attributes {
             let values: Vec<String> = attr.values.iter().filter_map(|v| v.value.clone()).collect();
-            for key in [attr.name.as_ref(), attr.friendly_name.as_ref()].into_iter().flatten() {
-                attributes.entry(key.clone()).or_default().extend(values.iter().cloned());
+            for key in [attr.name.as_ref(), attr.friendly_name.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                attributes
+                    .entry(key.clone())
+                    .or_default()
+                    .extend(values.iter().cloned());
             }
         }
     }
@@ -342,7 +390,8 @@ fn identity_of(a: &Assertion, name_id: &str, format: Option<&str>) -> Identity {
             .map(|(_, v)| v[0].clone())
     };
     let email = find(EMAIL_ATTRIBUTES).or_else(|| {
-        let is_email_format = format == Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress");
+        let is_email_format =
+            format == Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress");
         (is_email_format || name_id.contains('@')).then(|| name_id.to_owned())
     });
     Identity {
@@ -368,12 +417,18 @@ impl Sso {
         if let Some(r) = &v.request
             && !requests::consume(&mut tx, r).await?
         {
-            return Err(SsoError::rejected(Rejection::Replay, "the request was already answered"));
+            return Err(SsoError::rejected(
+                Rejection::Replay,
+                "the request was already answered",
+            ));
         }
         if let Some((id, until)) = &v.assertion
             && !requests::first_sighting(&mut tx, v.connection.id, id, *until).await?
         {
-            return Err(SsoError::rejected(Rejection::Replay, "this assertion was already used"));
+            return Err(SsoError::rejected(
+                Rejection::Replay,
+                "this assertion was already used",
+            ));
         }
         let (user, how) = crate::provision::user_for(&mut tx, &v.connection, &v.identity).await?;
         tenancy::auth::users::security_event(

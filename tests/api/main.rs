@@ -12,4 +12,5 @@ mod mfa;
 mod migrations;
 mod placement;
 mod routing;
+mod sso;
 mod transactions;

@@ -42,7 +42,11 @@ async fn finish(
 ) -> ApiResult<Json<TokenResponse>> {
     let user = match sso.sign_in(t, tenant, &v).await {
         Ok(u) => u,
-        Err(e) => return Err(sso::provision::refuse(t, tenant, Some(&v.connection), e).await.into()),
+        Err(e) => {
+            return Err(sso::provision::refuse(t, tenant, Some(&v.connection), e)
+                .await
+                .into());
+        }
     };
     let tokens = t
         .auth
@@ -103,7 +107,11 @@ pub async fn saml_acs(
     };
     let v = match sso.saml_acs(&t, &ctx.tenant, &response).await {
         Ok(v) => v,
-        Err(e) => return Err(sso::provision::refuse(&t, &ctx.tenant, None, e).await.into()),
+        Err(e) => {
+            return Err(sso::provision::refuse(&t, &ctx.tenant, None, e)
+                .await
+                .into());
+        }
     };
     finish(&t, &sso, &ctx.tenant, &client, v).await
 }
@@ -139,16 +147,25 @@ pub async fn oidc_callback(
     if let Some(err) = field("error") {
         let e = sso::SsoError::Rejected {
             reason: sso::Rejection::Token,
-            detail: format!("the provider answered error `{}`", err.chars().take(100).collect::<String>()),
+            detail: format!(
+                "the provider answered error `{}`",
+                err.chars().take(100).collect::<String>()
+            ),
         };
-        return Err(sso::provision::refuse(&t, &ctx.tenant, None, e).await.into());
+        return Err(sso::provision::refuse(&t, &ctx.tenant, None, e)
+            .await
+            .into());
     }
     let (Some(code), Some(state)) = (field("code"), field("state")) else {
         return Err(ApiError::bad_request("`code` and `state` are required"));
     };
     let v = match sso.oidc_callback(&t, &ctx.tenant, &code, &state).await {
         Ok(v) => v,
-        Err(e) => return Err(sso::provision::refuse(&t, &ctx.tenant, None, e).await.into()),
+        Err(e) => {
+            return Err(sso::provision::refuse(&t, &ctx.tenant, None, e)
+                .await
+                .into());
+        }
     };
     finish(&t, &sso, &ctx.tenant, &client, v).await
 }

@@ -47,7 +47,10 @@ pub(crate) fn check(xml: &str) -> Result<Hints, SsoError> {
     .map_err(|e| SsoError::rejected(Rejection::Malformed, format!("not well-formed XML: {e}")))?;
     let root = doc.root_element();
     if !is(&root, PROTOCOL_NS, "Response") {
-        return Err(SsoError::rejected(Rejection::Malformed, "the root element is not a samlp:Response"));
+        return Err(SsoError::rejected(
+            Rejection::Malformed,
+            "the root element is not a samlp:Response",
+        ));
     }
     let mut assertions = Vec::new();
     let mut ids = std::collections::HashSet::new();
@@ -79,18 +82,27 @@ pub(crate) fn check(xml: &str) -> Result<Hints, SsoError> {
         )));
     };
     if !is(&assertion, ASSERTION_NS, "Assertion") || assertion.parent_element() != Some(root) {
-        return Err(bad("the assertion is not a saml:Assertion child of the Response"));
+        return Err(bad(
+            "the assertion is not a saml:Assertion child of the Response",
+        ));
     }
     let assertion_id = assertion
         .attribute("ID")
         .ok_or_else(|| bad("the assertion has no ID"))?;
-    for sig in doc.descendants().filter(|n| n.is_element() && n.tag_name().name() == "Signature") {
+    for sig in doc
+        .descendants()
+        .filter(|n| n.is_element() && n.tag_name().name() == "Signature")
+    {
         if !is(&sig, DSIG_NS, "Signature") {
             return Err(bad("a Signature element outside the XML-DSig namespace"));
         }
-        let parent = sig.parent_element().ok_or_else(|| bad("a detached signature"))?;
+        let parent = sig
+            .parent_element()
+            .ok_or_else(|| bad("a detached signature"))?;
         if parent != root && parent != assertion {
-            return Err(bad("a signature that is not enveloped in the Response or the assertion"));
+            return Err(bad(
+                "a signature that is not enveloped in the Response or the assertion",
+            ));
         }
         let refs: Vec<_> = sig
             .descendants()

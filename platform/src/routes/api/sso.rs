@@ -394,7 +394,8 @@ pub async fn patch(
     let protocol = protocol(&sso, kind, &mut body, Some(&current.protocol)).await?;
     let s = settings(&body, Some(&current))?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
-    let c = connections::update(&mut tx, t.auth.keyring(), id, &protocol, secret(&body)?, &s).await?;
+    let c =
+        connections::update(&mut tx, t.auth.keyring(), id, &protocol, secret(&body)?, &s).await?;
     tx.commit().await?;
     Ok(Json(view(&sso, &auth.tenant, c)))
 }
