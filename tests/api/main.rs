@@ -13,4 +13,5 @@ mod migrations;
 mod placement;
 mod routing;
 mod sso;
+mod sso_saml;
 mod transactions;

@@ -11,7 +11,9 @@ Usage: idp.py keygen|metadata|respond, with a JSON request on stdin and a JSON a
             "user": {"name_id", "attributes": {name: [values]}},
             "sign_assertion": true, "sign_response": false,
             "clock_offset": seconds the IdP's clock is off by (expired / not yet valid),
-            "audience": override of the SP entity id the assertion is for}
+            "audience": override of the SP entity id the assertion is for,
+            "destination": override of the ACS URL (Destination and Recipient),
+            "sha1": sign with RSA-SHA1 / SHA-1 (outside the SP's allow-list)}
            -> {"saml_response": base64 of the Response XML (the HTTP-POST binding's value)}
 """
 
@@ -128,6 +130,14 @@ def respond(req):
         args = {"in_response_to": None, "destination": req["acs_url"], "sp_entity_id": req["sp_entity_id"]}
     if req.get("audience"):
         args["sp_entity_id"] = req["audience"]
+    if req.get("destination"):
+        args["destination"] = req["destination"]
+    from saml2.xmldsig import DIGEST_SHA1, DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
+
+    if req.get("sha1"):
+        args["sign_alg"], args["digest_alg"] = SIG_RSA_SHA1, DIGEST_SHA1
+    else:
+        args["sign_alg"], args["digest_alg"] = SIG_RSA_SHA256, DIGEST_SHA256
     args.pop("binding", None)
     user = req["user"]
     resp = idp.create_authn_response(
