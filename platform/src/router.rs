@@ -122,6 +122,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sso::saml_acs))
         .routes(routes!(sso::oidc_login))
         .routes(routes!(sso::oidc_callback))
+        .routes(routes!(sso::github_login))
+        .routes(routes!(sso::github_callback))
         // health
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -65,6 +65,7 @@ impl std::fmt::Display for ConnectionId {
 pub enum Protocol {
     Saml(SamlIdp),
     Oidc(OidcProvider),
+    Github(GithubApp),
 }
 
 impl Protocol {
@@ -73,6 +74,7 @@ impl Protocol {
         match self {
             Self::Saml(_) => "saml",
             Self::Oidc(_) => "oidc",
+            Self::Github(_) => "github",
         }
     }
 }
@@ -99,6 +101,33 @@ pub struct OidcProvider {
     pub extra_scopes: Vec<String>,
     /// `google` when made from the Google preset.
     pub preset: Option<String>,
+}
+
+/// A GitHub OAuth app (github.com, or a GitHub Enterprise Server at `base_url`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GithubApp {
+    pub client_id: String,
+    /// `None`: github.com. Else the Enterprise Server's URL (`https://github.example.com`).
+    pub base_url: Option<String>,
+}
+
+impl GithubApp {
+    /// Authorization, token and REST API URLs.
+    #[must_use]
+    pub fn urls(&self) -> (String, String, String) {
+        match &self.base_url {
+            None => (
+                "https://github.com/login/oauth/authorize".into(),
+                "https://github.com/login/oauth/access_token".into(),
+                "https://api.github.com".into(),
+            ),
+            Some(b) => (
+                format!("{b}/login/oauth/authorize"),
+                format!("{b}/login/oauth/access_token"),
+                format!("{b}/api/v3"),
+            ),
+        }
+    }
 }
 
 /// One attribute value that grants a role (first match wins).
@@ -279,7 +308,7 @@ fn row(r: &tokio_postgres::Row) -> Result<Connection, SsoError> {
 fn entity_id(p: &Protocol) -> Option<&str> {
     match p {
         Protocol::Saml(s) => Some(&s.entity_id),
-        Protocol::Oidc(_) => None,
+        Protocol::Oidc(_) | Protocol::Github(_) => None,
     }
 }
 

@@ -61,6 +61,37 @@ impl HttpClient {
         Ok(out)
     }
 
+    /// GET a JSON resource with a bearer token (GitHub's REST API).
+    pub(crate) async fn get_json(
+        &self,
+        url: &str,
+        token: &str,
+    ) -> Result<serde_json::Value, SsoError> {
+        let resp = self
+            .0
+            .get(url)
+            .bearer_auth(token)
+            .header("accept", "application/vnd.github+json")
+            .header("user-agent", "platform-sso")
+            .send()
+            .await
+            .map_err(|e| SsoError::Upstream(format!("GET {url}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(SsoError::Upstream(format!(
+                "GET {url} answered HTTP {}",
+                resp.status().as_u16()
+            )));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| SsoError::Upstream(e.to_string()))?;
+        if bytes.len() > MAX_BODY {
+            return Err(SsoError::Upstream("response too large".into()));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| SsoError::Upstream(format!("GET {url}: {e}")))
+    }
+
     /// GET a document (IdP metadata), as text.
     pub(crate) async fn get_text(&self, url: &str) -> Result<String, SsoError> {
         let resp = self

@@ -8,6 +8,7 @@
 
 pub mod connections;
 pub mod error;
+pub mod github;
 mod http;
 pub mod oidc;
 pub mod provision;

@@ -131,6 +131,35 @@ pub async fn oidc_login(
     see_other(&url)
 }
 
+/// Starts a GitHub login: 303 to GitHub (OAuth 2.0 code flow, PKCE, state).
+#[utoipa::path(get, path = "/sso/github/login", tag = "sso",
+    params(("connection" = uuid::Uuid, Query)),
+    responses((status = 303, description = "To GitHub"), (status = 404, body = Problem)))]
+pub async fn github_login(
+    ctx: TenantContext,
+    State(t): State<Arc<Tenancy>>,
+    State(sso): State<Sso>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let id = connection_param(q.as_deref())?;
+    let url = sso.github_start(&t, &ctx.tenant, id).await?;
+    see_other(&url)
+}
+
+/// The GitHub OAuth app's callback: exchanges the code, reads the primary verified email.
+#[utoipa::path(get, path = "/sso/github/callback", tag = "sso",
+    params(("code" = String, Query), ("state" = String, Query)),
+    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn github_callback(
+    ctx: TenantContext,
+    State(t): State<Arc<Tenancy>>,
+    State(sso): State<Sso>,
+    client: ClientInfo,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<TokenResponse>> {
+    callback(&t, &sso, &ctx.tenant, &client, q, true).await
+}
+
 /// The OIDC redirect URI: exchanges the code and signs the user in.
 #[utoipa::path(get, path = "/sso/oidc/callback", tag = "sso",
     params(("code" = String, Query), ("state" = String, Query)),
@@ -142,6 +171,18 @@ pub async fn oidc_callback(
     client: ClientInfo,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<TokenResponse>> {
+    callback(&t, &sso, &ctx.tenant, &client, q, false).await
+}
+
+/// The shared part of the OIDC and GitHub callbacks.
+async fn callback(
+    t: &Tenancy,
+    sso: &Sso,
+    tenant: &Tenant,
+    client: &ClientInfo,
+    q: Option<String>,
+    github: bool,
+) -> ApiResult<Json<TokenResponse>> {
     let q = q.unwrap_or_default();
     let field = |n: &str| Sso::form_field(q.as_bytes(), n);
     if let Some(err) = field("error") {
@@ -152,20 +193,19 @@ pub async fn oidc_callback(
                 err.chars().take(100).collect::<String>()
             ),
         };
-        return Err(sso::provision::refuse(&t, &ctx.tenant, None, e)
-            .await
-            .into());
+        return Err(sso::provision::refuse(t, tenant, None, e).await.into());
     }
     let (Some(code), Some(state)) = (field("code"), field("state")) else {
         return Err(ApiError::bad_request("`code` and `state` are required"));
     };
-    let v = match sso.oidc_callback(&t, &ctx.tenant, &code, &state).await {
-        Ok(v) => v,
-        Err(e) => {
-            return Err(sso::provision::refuse(&t, &ctx.tenant, None, e)
-                .await
-                .into());
-        }
+    let verified = if github {
+        sso.github_callback(t, tenant, &code, &state).await
+    } else {
+        sso.oidc_callback(t, tenant, &code, &state).await
     };
-    finish(&t, &sso, &ctx.tenant, &client, v).await
+    let v = match verified {
+        Ok(v) => v,
+        Err(e) => return Err(sso::provision::refuse(t, tenant, None, e).await.into()),
+    };
+    finish(t, sso, tenant, client, v).await
 }

@@ -29,7 +29,7 @@ pub struct RoleRuleBody {
 }
 
 /// Body of `POST /api/v1/sso/connections` and `PATCH /api/v1/sso/connections/{connection_id}`.
-/// `kind` (create only): `saml`, `oidc` or `google` (OIDC with Google's issuer).
+/// `kind` (create only): `saml`, `oidc`, `google` (OIDC with Google's issuer) or `github`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionBody {
@@ -48,6 +48,8 @@ pub struct ConnectionBody {
     pub client_secret: Option<String>,
     /// OIDC: scopes beyond `openid email profile`.
     pub scopes: Option<Vec<String>>,
+    /// GitHub: a GitHub Enterprise Server's URL (absent: github.com).
+    pub github_base_url: Option<String>,
     /// SAML: accept unsolicited (IdP-initiated) responses. Off by default.
     pub allow_idp_initiated: Option<bool>,
     /// The attribute (SAML) or claim (OIDC) whose values map to roles, e.g. `groups`.
@@ -80,6 +82,15 @@ pub struct OidcView {
     pub redirect_uri: String,
 }
 
+/// The GitHub side of a connection, with the callback URL to register in the OAuth app.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GithubView {
+    pub client_id: String,
+    pub has_client_secret: bool,
+    pub base_url: Option<String>,
+    pub redirect_uri: String,
+}
+
 /// An SSO connection (secrets never shown).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConnectionView {
@@ -93,6 +104,7 @@ pub struct ConnectionView {
     pub default_role: String,
     pub saml: Option<SamlView>,
     pub oidc: Option<OidcView>,
+    pub github: Option<GithubView>,
     /// Where a user starts a login through this connection (on the tenant's host).
     pub login_path: String,
     pub created_at: String,
@@ -114,6 +126,7 @@ pub struct SsoSettingsBody {
 }
 
 fn view(sso: &Sso, tenant: &tenancy::catalog::Tenant, c: Connection) -> ConnectionView {
+    let mut github = None;
     let (saml, oidc, path) = match &c.protocol {
         Protocol::Saml(s) => {
             let sp = sso.saml_sp(tenant);
@@ -143,6 +156,15 @@ fn view(sso: &Sso, tenant: &tenancy::catalog::Tenant, c: Connection) -> Connecti
             }),
             "oidc",
         ),
+        Protocol::Github(g) => {
+            github = Some(GithubView {
+                client_id: g.client_id.clone(),
+                has_client_secret: c.has_secret,
+                base_url: g.base_url.clone(),
+                redirect_uri: sso.github_redirect_uri(tenant),
+            });
+            (None, None, "github")
+        }
     };
     ConnectionView {
         id: c.id.as_uuid(),
@@ -162,6 +184,7 @@ fn view(sso: &Sso, tenant: &tenancy::catalog::Tenant, c: Connection) -> Connecti
         default_role: c.default_role,
         saml,
         oidc,
+        github,
         login_path: format!("/sso/{path}/login?connection={}", c.id),
         created_at: ts(c.created_at),
         updated_at: ts(c.updated_at),
@@ -246,8 +269,27 @@ async fn protocol(
                     .or_else(|| cur.and_then(|o| o.preset.clone())),
             }))
         }
+        "github" => {
+            let cur = match current {
+                Some(Protocol::Github(g)) => Some(g),
+                _ => None,
+            };
+            let client_id = b
+                .client_id
+                .take()
+                .or_else(|| cur.map(|g| g.client_id.clone()))
+                .ok_or_else(|| ApiError::unprocessable("a GitHub connection needs `client_id`"))?;
+            let base_url = match b.github_base_url.take() {
+                Some(u) => Some(sso::github::check_base_url(&u)?),
+                None => cur.and_then(|g| g.base_url.clone()),
+            };
+            Ok(Protocol::Github(connections::GithubApp {
+                client_id: text("client_id", &client_id, 256)?,
+                base_url,
+            }))
+        }
         _ => Err(ApiError::unprocessable(
-            "`kind` must be `saml`, `oidc` or `google`",
+            "`kind` must be `saml`, `oidc`, `google` or `github`",
         )),
     }
 }
