@@ -530,3 +530,24 @@ pub async fn password_login_allowed(
     let role = tenancy::auth::users::get(tx, user).await?.map(|u| u.role);
     Ok(role.as_deref() == Some("owner"))
 }
+
+/// An enabled connection of the tenant and its opened client secret (for starting a login).
+pub async fn usable(
+    t: &tenancy::bootstrap::Tenancy,
+    tenant: &tenancy::catalog::Tenant,
+    id: ConnectionId,
+) -> Result<(Connection, Option<Zeroizing<String>>), SsoError> {
+    let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
+    let conn = get(&mut tx, id)
+        .await?
+        .ok_or(SsoError::NotFound("no such SSO connection"))?;
+    let secret = secret(&mut tx, t.auth.keyring(), id).await?;
+    tx.commit().await?;
+    if !conn.enabled {
+        return Err(SsoError::rejected(
+            crate::Rejection::Disabled,
+            "connection disabled",
+        ));
+    }
+    Ok((conn, secret))
+}

@@ -13,11 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Tenant;
-use tenancy::crypto::Scope as KeyScope;
 
 use crate::connections::{self, ConnectionId, GithubApp, Protocol};
 use crate::provision::Identity;
-use crate::requests::{self, Lookup};
+use crate::requests;
 use crate::saml::Verified;
 use crate::{Rejection, Sso, SsoError};
 
@@ -72,19 +71,10 @@ impl Sso {
         tenant: &Tenant,
         id: ConnectionId,
     ) -> Result<String, SsoError> {
-        let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
-        let conn = connections::get(&mut tx, id)
-            .await?
-            .ok_or(SsoError::NotFound("no such SSO connection"))?;
+        let (conn, _) = connections::usable(t, tenant, id).await?;
         let Protocol::Github(app) = &conn.protocol else {
             return Err(SsoError::NotFound("no such GitHub connection"));
         };
-        if !conn.enabled {
-            return Err(SsoError::rejected(
-                Rejection::Disabled,
-                "connection disabled",
-            ));
-        }
         let c = client(app, None, self.github_redirect_uri(tenant))?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state) = c
@@ -97,13 +87,7 @@ impl Sso {
             verifier: verifier.secret().clone(),
         })
         .map_err(|e| SsoError::Internal(e.to_string()))?;
-        let sealed = t
-            .auth
-            .keyring()
-            .seal(KeyScope::Tenant(tenant.id), REQUEST_PURPOSE, &pending)
-            .await?;
-        requests::remember(&mut tx, id, state.secret(), Some(sealed)).await?;
-        tx.commit().await?;
+        requests::start(t, tenant, id, state.secret(), REQUEST_PURPOSE, &pending).await?;
         Ok(url.to_string())
     }
 
@@ -116,46 +100,17 @@ impl Sso {
         code: &str,
         state: &str,
     ) -> Result<Verified, SsoError> {
-        let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
-        let (conn_id, sealed) = match requests::lookup(&mut tx, state).await? {
-            Lookup::Open(c, Some(s)) => (c, s),
-            Lookup::Used => {
-                return Err(SsoError::rejected(Rejection::Replay, "state already used"));
-            }
-            _ => {
-                return Err(SsoError::rejected(
-                    Rejection::UnknownState,
-                    "state unknown or expired",
-                ));
-            }
-        };
-        if !requests::consume(&mut tx, state).await? {
-            return Err(SsoError::rejected(Rejection::Replay, "state already used"));
-        }
-        let conn = connections::get(&mut tx, conn_id)
-            .await?
-            .ok_or(SsoError::NotFound("the SSO connection was deleted"))?;
-        let secret = connections::secret(&mut tx, t.auth.keyring(), conn_id).await?;
-        tx.commit().await?;
+        let taken = requests::take(t, tenant, state, REQUEST_PURPOSE).await?;
+        let conn = taken.connection;
+        let secret = taken.secret;
         let Protocol::Github(app) = &conn.protocol else {
             return Err(SsoError::rejected(
                 Rejection::UnknownState,
                 "not a GitHub login",
             ));
         };
-        if !conn.enabled {
-            return Err(SsoError::rejected(
-                Rejection::Disabled,
-                "connection disabled",
-            ));
-        }
-        let pending: Pending = serde_json::from_slice(
-            &t.auth
-                .keyring()
-                .open(KeyScope::Tenant(tenant.id), REQUEST_PURPOSE, &sealed)
-                .await?,
-        )
-        .map_err(|e| SsoError::Internal(e.to_string()))?;
+        let pending: Pending = serde_json::from_slice(&taken.pending)
+            .map_err(|e| SsoError::Internal(e.to_string()))?;
         let c = client(
             app,
             secret.map(|s| s.to_string()),

@@ -61,18 +61,15 @@ impl HttpClient {
         Ok(out)
     }
 
-    /// GET a JSON resource with a bearer token (GitHub's REST API).
-    pub(crate) async fn get_json(
-        &self,
-        url: &str,
-        token: &str,
-    ) -> Result<serde_json::Value, SsoError> {
-        let resp = self
-            .0
-            .get(url)
-            .bearer_auth(token)
-            .header("accept", "application/vnd.github+json")
-            .header("user-agent", "platform-sso")
+    /// GET `url` (optionally with a bearer token): the body of a 2xx answer, at most 1 MiB.
+    async fn get(&self, url: &str, token: Option<&str>) -> Result<Vec<u8>, SsoError> {
+        let mut req = self.0.get(url).header("user-agent", "platform-sso");
+        if let Some(t) = token {
+            req = req
+                .bearer_auth(t)
+                .header("accept", "application/vnd.github+json");
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| SsoError::Upstream(format!("GET {url}: {e}")))?;
@@ -87,35 +84,30 @@ impl HttpClient {
             .await
             .map_err(|e| SsoError::Upstream(e.to_string()))?;
         if bytes.len() > MAX_BODY {
-            return Err(SsoError::Upstream("response too large".into()));
+            return Err(SsoError::Upstream(format!("GET {url}: response too large")));
         }
-        serde_json::from_slice(&bytes).map_err(|e| SsoError::Upstream(format!("GET {url}: {e}")))
+        Ok(bytes.to_vec())
+    }
+
+    /// GET a JSON resource with a bearer token (GitHub's REST API).
+    pub(crate) async fn get_json(
+        &self,
+        url: &str,
+        token: &str,
+    ) -> Result<serde_json::Value, SsoError> {
+        let body = self.get(url, Some(token)).await?;
+        serde_json::from_slice(&body).map_err(|e| SsoError::Upstream(format!("GET {url}: {e}")))
     }
 
     /// GET a document (IdP metadata), as text.
     pub(crate) async fn get_text(&self, url: &str) -> Result<String, SsoError> {
-        let resp = self
-            .0
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| SsoError::Upstream(format!("fetching {url}: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(SsoError::Invalid(format!(
-                "fetching the metadata URL answered HTTP {}",
-                resp.status().as_u16()
-            )));
-        }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| SsoError::Upstream(e.to_string()))?;
-        if bytes.len() > MAX_BODY {
-            return Err(SsoError::Invalid(
-                "the metadata document is too large".into(),
-            ));
-        }
-        String::from_utf8(bytes.to_vec())
+        let body = self.get(url, None).await.map_err(|e| match e {
+            SsoError::Upstream(d) => {
+                SsoError::Invalid(format!("fetching the metadata failed: {d}"))
+            }
+            other => other,
+        })?;
+        String::from_utf8(body)
             .map_err(|_| SsoError::Invalid("the metadata document is not UTF-8".into()))
     }
 }

@@ -106,3 +106,82 @@ pub async fn first_sighting(
         .await?
         == 1)
 }
+
+/// A started OIDC/OAuth login taken back by its `state`.
+pub struct Taken {
+    pub connection: crate::connections::Connection,
+    pub secret: Option<zeroize::Zeroizing<String>>,
+    /// What was sealed when the login started (nonce, PKCE verifier).
+    pub pending: zeroize::Zeroizing<Vec<u8>>,
+}
+
+/// Seals `pending` with the tenant's key and remembers the login under `state`.
+pub async fn start(
+    t: &tenancy::bootstrap::Tenancy,
+    tenant: &tenancy::catalog::Tenant,
+    connection: ConnectionId,
+    state: &str,
+    purpose: &str,
+    pending: &[u8],
+) -> Result<(), SsoError> {
+    let sealed = t
+        .auth
+        .keyring()
+        .seal(tenancy::crypto::Scope::Tenant(tenant.id), purpose, pending)
+        .await?;
+    let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
+    remember(&mut tx, connection, state, Some(sealed)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Consumes the login started under `state` (single use, unexpired) and returns its connection,
+/// client secret and opened pending values. The state is spent whatever happens next: a second
+/// try needs a new login.
+pub async fn take(
+    t: &tenancy::bootstrap::Tenancy,
+    tenant: &tenancy::catalog::Tenant,
+    state: &str,
+    purpose: &str,
+) -> Result<Taken, SsoError> {
+    use crate::{Rejection, connections};
+    let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
+    let (conn_id, sealed) = match lookup(&mut tx, state).await? {
+        Lookup::Open(c, Some(s)) => (c, s),
+        Lookup::Used => return Err(SsoError::rejected(Rejection::Replay, "state already used")),
+        _ => {
+            return Err(SsoError::rejected(
+                Rejection::UnknownState,
+                "state unknown or expired",
+            ));
+        }
+    };
+    if !consume(&mut tx, state).await? {
+        return Err(SsoError::rejected(Rejection::Replay, "state already used"));
+    }
+    let connection = connections::get(&mut tx, conn_id)
+        .await?
+        .ok_or(SsoError::NotFound("the SSO connection was deleted"))?;
+    let secret = connections::secret(&mut tx, t.auth.keyring(), conn_id).await?;
+    tx.commit().await?;
+    if !connection.enabled {
+        return Err(SsoError::rejected(
+            Rejection::Disabled,
+            "connection disabled",
+        ));
+    }
+    let pending = t
+        .auth
+        .keyring()
+        .open(tenancy::crypto::Scope::Tenant(tenant.id), purpose, &sealed)
+        .await
+        // Sealed for another purpose: a GitHub state presented to the OIDC callback or back.
+        .map_err(|_| {
+            SsoError::rejected(Rejection::UnknownState, "state of another kind of login")
+        })?;
+    Ok(Taken {
+        connection,
+        secret,
+        pending,
+    })
+}
