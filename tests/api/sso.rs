@@ -13,6 +13,11 @@ use crate::auth::{PASSWORD, TestUser, as_user, login, public, user_with_role};
 
 pub const CALLBACK: &str = "/sso/oidc/callback";
 
+/// `GET /api/v1/me` with an access token.
+pub async fn whoami(app: &TestApp, t: &TestTenant, access: &str) -> TestResponse {
+    as_user(app, t, access, Method::GET, "/api/v1/me", None).await
+}
+
 /// The security events of `kind` recorded in the tenant's database (newest last).
 pub async fn events(app: &TestApp, t: &TestTenant, kind: &str) -> Vec<Value> {
     let db = app.tenant_db(t).await;
@@ -156,7 +161,7 @@ async fn oidc_login_through_a_real_provider_gives_password_grade_tokens_and_mapp
     r.assert_status(200);
     assert_eq!(r.body["token_type"], "Bearer");
     let access = r.str("access_token");
-    let me = as_user(&app, &t, &access, Method::GET, "/api/v1/me", None).await;
+    let me = whoami(&app, &t, &access).await;
     me.assert_status(200);
     assert_eq!(me.str("email"), "alice@acme.test");
     assert_eq!(me.str("role"), "admin");
@@ -198,15 +203,7 @@ async fn oidc_login_through_a_real_provider_gives_password_grade_tokens_and_mapp
     // Bob: no group maps, so the connection's default role; unverified email stays unverified.
     let (r, _) = oidc_login(&app, &t, &id, "bob").await;
     r.assert_status(200);
-    let me = as_user(
-        &app,
-        &t,
-        &r.str("access_token"),
-        Method::GET,
-        "/api/v1/me",
-        None,
-    )
-    .await;
+    let me = whoami(&app, &t, &r.str("access_token")).await;
     assert_eq!(me.str("role"), "viewer");
     assert_eq!(me.body["email_verified"], false);
     assert_eq!(events(&app, &t, "sso.login").await.len(), 2);
@@ -230,15 +227,7 @@ async fn an_identity_links_to_an_existing_account_only_on_a_verified_email() {
 
     let (r, _) = oidc_login(&app, &t, &id, "carol-verified").await;
     r.assert_status(200);
-    let me = as_user(
-        &app,
-        &t,
-        &r.str("access_token"),
-        Method::GET,
-        "/api/v1/me",
-        None,
-    )
-    .await;
+    let me = whoami(&app, &t, &r.str("access_token")).await;
     assert_eq!(me.str("id"), carol.id, "the same account, linked");
     // Her password still works (SSO is not enforced here).
     login(&app, &t, "carol@acme.test", PASSWORD)
@@ -440,15 +429,7 @@ async fn github_login_takes_the_primary_verified_email_only() {
     };
     let r = login_as("octocat").await;
     r.assert_status(200);
-    let me = as_user(
-        &app,
-        &t,
-        &r.str("access_token"),
-        Method::GET,
-        "/api/v1/me",
-        None,
-    )
-    .await;
+    let me = whoami(&app, &t, &r.str("access_token")).await;
     assert_eq!(me.str("email"), "octocat@acme.test");
     assert_eq!(me.str("name"), "The Octocat");
     assert_eq!(me.body["email_verified"], true);

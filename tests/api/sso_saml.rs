@@ -11,7 +11,7 @@ use platform_tests::{Req, TestApp, TestResponse, TestTenant};
 use serde_json::{Value, json};
 
 use crate::auth::{TestUser, as_user, user_with_role};
-use crate::sso::{assert_refused, events};
+use crate::sso::{assert_refused, events, whoami};
 
 const IDP: &str = "https://idp.corp.test";
 
@@ -131,15 +131,7 @@ async fn saml_login_through_pysaml2_gives_tokens_maps_roles_and_refuses_replays(
         .await;
     let r = post_acs(&app, &f.t, &resp).await;
     r.assert_status(200);
-    let me = as_user(
-        &app,
-        &f.t,
-        &r.str("access_token"),
-        Method::GET,
-        "/api/v1/me",
-        None,
-    )
-    .await;
+    let me = whoami(&app, &f.t, &r.str("access_token")).await;
     me.assert_status(200);
     assert_eq!(me.str("email"), "dana@acme.test");
     assert_eq!(me.str("name"), "Dana Scully");
@@ -163,15 +155,7 @@ async fn saml_login_through_pysaml2_gives_tokens_maps_roles_and_refuses_replays(
         .await;
     let r = post_acs(&app, &f.t, &resp).await;
     r.assert_status(200);
-    let me = as_user(
-        &app,
-        &f.t,
-        &r.str("access_token"),
-        Method::GET,
-        "/api/v1/me",
-        None,
-    )
-    .await;
+    let me = whoami(&app, &f.t, &r.str("access_token")).await;
     assert_eq!(me.str("role"), "admin", "no mapped value: the role is kept");
     app.finish().await;
 }
