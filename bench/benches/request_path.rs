@@ -4,8 +4,9 @@
 //! clusters are started only to warm them, and no benchmarked step talks to PostgreSQL: a pool
 //! checkout hands out an idle connection (deadpool's `Fast` recycling sends nothing).
 //!
-//! JWT verification and rate limits do not exist yet: API-key parsing (SHA-256) and the cached
-//! key verification stand in for authentication until they land.
+//! Authentication is measured both ways a request can carry it: an API key (parse + SHA-256 +
+//! cached verification) and a JWT access token (Ed25519 verification, and the cache of verified
+//! tokens that serves a token's later requests).
 //!
 //! Times are on-CPU time of the benchmarking thread ([`ThreadCpu`]), not wall time: this machine
 //! is shared, and wall time would count the time other processes held the CPU.
@@ -210,6 +211,36 @@ fn bench_request_path(
                 .await
                 .expect("hit")
         });
+    });
+    let token = rt.block_on(async {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        t.auth
+            .jwt
+            .issue(&tenancy::auth::jwt::AccessClaims {
+                iss: tenancy::auth::jwt::ISSUER.into(),
+                aud: tenancy::auth::jwt::AUDIENCE.into(),
+                sub: uuid::Uuid::now_v7().to_string(),
+                tid: shared_tenant.id.to_string(),
+                sid: uuid::Uuid::now_v7().to_string(),
+                iat: now,
+                exp: now + 600,
+                roles: vec!["admin".into()],
+            })
+            .await
+            .expect("token")
+    });
+    g.bench_function("verify a JWT (EdDSA signature, first presentation)", |b| {
+        b.to_async(rt).iter(|| async {
+            t.auth
+                .jwt
+                .verify_signed(black_box(&token))
+                .await
+                .expect("ok")
+        });
+    });
+    g.bench_function("verify a JWT (verified-token cache hit)", |b| {
+        b.to_async(rt)
+            .iter(|| async { t.auth.jwt.verify(black_box(&token)).await.expect("ok") });
     });
     g.bench_function("pick pool + check out (shared)", |b| {
         b.to_async(rt)

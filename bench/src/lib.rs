@@ -9,4 +9,5 @@ pub mod platform_server;
 pub mod probe;
 pub mod report;
 pub mod run;
+pub mod tokens;
 pub mod world;

@@ -230,7 +230,8 @@ async fn build(
         shared_url,
         &password,
         sizes,
-    )?;
+    )?
+    .with_session_reuse(!settings.transaction_pooler);
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
     seal_legacy_tenant_urls(&catalog, &keyring, &provisioner).await?;
     let mover = Mover::new(catalog.clone(), keyring.clone(), provisioner.clone());

@@ -1,20 +1,23 @@
 //! Pool routing: a tenant's request gets a connection for the shared database (one pool shared by
 //! many tenants) or for its dedicated database (one small pool per tenant database, created on
 //! first use, evicted when idle, budgeted per server so a thousand dedicated tenants cannot exhaust
-//! a server's `max_connections`). Every connection is handed out as a [`TenantConn`], which scopes
-//! each transaction to its tenant with `SET LOCAL app.tenant_id`.
+//! a server's `max_connections`: every open connection to a server holds one permit of its
+//! budget). Every connection is handed out as a [`TenantConn`], which scopes each request to its
+//! tenant through `app.tenant_id` (see [`conn`]).
 
 mod conn;
+mod pool;
 
 pub use conn::{TenantConn, TenantTx};
+pub use pool::PgConn;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use moka::future::Cache;
-use tokio::sync::Semaphore;
-use tokio_postgres::NoTls;
+
+use self::pool::{Budget, PgPool, Shed};
 
 use crate::catalog::{Catalog, CatalogError, DB_URL_PURPOSE, Placement, Tenant};
 use crate::crypto::{KeyError, Keyring, Scope};
@@ -58,18 +61,30 @@ pub struct DataPlane {
 }
 
 struct Inner {
-    shared: Pool,
+    shared: PgPool,
     servers: Cache<DbServerId, Arc<ServerPools>>,
     catalog: Catalog,
     keyring: Keyring,
     sizes: PoolSizes,
+    /// Whether a connection may keep a tenant's id as its session setting between requests (off
+    /// behind a transaction-mode pooler such as PgBouncer, where sessions are not ours).
+    session_reuse: bool,
+    /// One-statement requests sent alone because the connection was already set for the tenant.
+    reuses: Arc<AtomicU64>,
 }
 
 /// The dedicated pools of one database server and its connection budget.
 struct ServerPools {
-    budget: usize,
-    pools: Cache<TenantId, Pool>,
-    in_flight: Arc<Semaphore>,
+    budget: Arc<Budget>,
+    size: usize,
+    pools: Cache<TenantId, PgPool>,
+}
+
+impl Shed for ServerPools {
+    fn shed_one(&self) -> bool {
+        let pools: Vec<PgPool> = self.pools.iter().map(|(_, p)| p).collect();
+        pool::shed_oldest_idle(pools.iter())
+    }
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -79,23 +94,6 @@ impl std::fmt::Debug for DataPlane {
             .field("min_schema", &self.min_schema)
             .finish_non_exhaustive()
     }
-}
-
-fn build_pool(config: tokio_postgres::Config, size: usize) -> Pool {
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(CHECKOUT_TIMEOUT))
-        .create_timeout(Some(CHECKOUT_TIMEOUT))
-        .build()
-        .expect("a runtime is configured, so building a pool cannot fail")
 }
 
 impl DataPlane {
@@ -113,9 +111,11 @@ impl DataPlane {
             .get_dbname()
             .unwrap_or("postgres")
             .to_owned();
-        let shared = build_pool(
+        let shared = pool::build(
             pg::app_config(shared_url, &shared_db, app_password)?,
             sizes.shared,
+            None,
+            CHECKOUT_TIMEOUT,
         );
         // No expiry: a server entry (its pools and budget semaphore) lives until the catalog says
         // the servers changed (`forget_servers`), so pools are not rebuilt behind busy tenants.
@@ -127,6 +127,8 @@ impl DataPlane {
                 catalog,
                 keyring,
                 sizes,
+                session_reuse: true,
+                reuses: Arc::new(AtomicU64::new(0)),
             }),
             min_schema: crate::migrate::MIN_TENANT_SCHEMA,
         })
@@ -140,6 +142,23 @@ impl DataPlane {
             inner: Arc::clone(&self.inner),
             min_schema: min,
         }
+    }
+
+    /// Disables (or enables) keeping a tenant's id as a connection's session setting between
+    /// requests; disable it behind a transaction-mode pooler. Call before the first connection.
+    #[must_use]
+    pub fn with_session_reuse(mut self, on: bool) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.session_reuse = on;
+        }
+        self
+    }
+
+    /// How many one-statement requests were sent alone, on a connection already set for their
+    /// tenant (for metrics and tests).
+    #[must_use]
+    pub fn session_reuses(&self) -> u64 {
+        self.inner.reuses.load(Ordering::Relaxed)
     }
 
     /// The oldest tenant schema this data plane serves.
@@ -166,20 +185,12 @@ impl DataPlane {
                     .get()
                     .await
                     .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
-                Ok(TenantConn::new(tenant.id, client, None))
+                Ok(self.tenant_conn(tenant.id, client))
             }
             Placement::Dedicated { server, .. } => {
                 let server = self.server(*server).await?;
-                let permit = tokio::time::timeout(
-                    CHECKOUT_TIMEOUT,
-                    Arc::clone(&server.in_flight).acquire_owned(),
-                )
-                .await
-                .map_err(|_| {
-                    ConnectError::Unavailable("server connection budget exhausted".into())
-                })?
-                .map_err(|_| ConnectError::Unavailable("server closed".into()))?;
-                let size = self.inner.sizes.dedicated.min(server.budget);
+                let size = server.size;
+                let budget = Arc::clone(&server.budget);
                 let keyring = self.inner.keyring.clone();
                 let sealed = tenant.db_url_sealed.clone();
                 let id = tenant.id;
@@ -196,7 +207,12 @@ impl DataPlane {
                         let config: tokio_postgres::Config = url.parse().map_err(|_| {
                             ConnectError::Unavailable("the tenant's database URL is invalid".into())
                         })?;
-                        Ok::<_, ConnectError>(build_pool(config, size))
+                        Ok::<_, ConnectError>(pool::build(
+                            config,
+                            size,
+                            Some(budget),
+                            CHECKOUT_TIMEOUT,
+                        ))
                     })
                     .await
                     .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
@@ -204,9 +220,19 @@ impl DataPlane {
                     .get()
                     .await
                     .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
-                Ok(TenantConn::new(tenant.id, client, Some(permit)))
+                Ok(self.tenant_conn(tenant.id, client))
             }
         }
+    }
+
+    fn tenant_conn(&self, tenant: TenantId, client: pool::PgObject) -> TenantConn {
+        TenantConn::new(
+            tenant,
+            client,
+            self.inner
+                .session_reuse
+                .then(|| Arc::clone(&self.inner.reuses)),
+        )
     }
 
     async fn server(&self, id: DbServerId) -> Result<Arc<ServerPools>, ConnectError> {
@@ -222,20 +248,21 @@ impl DataPlane {
                 let budget = usize::try_from(server.connection_budget)
                     .unwrap_or(1)
                     .max(1);
-                // A pool bigger than the whole budget could never be cached.
-                let dedicated = dedicated.min(budget);
-                let pools = Cache::builder()
-                    // Each pool may hold `dedicated` idle connections; the weights keep the sum of
-                    // cached pools within the server's budget.
-                    .weigher(move |_k, _v: &Pool| u32::try_from(dedicated).unwrap_or(u32::MAX))
-                    .max_capacity(budget as u64)
-                    .time_to_idle(IDLE_POOL_TTL)
-                    .support_invalidation_closures()
-                    .build();
-                Ok(Arc::new(ServerPools {
-                    budget,
-                    pools,
-                    in_flight: Arc::new(Semaphore::new(budget)),
+                // Every open connection holds a permit of the budget; idle pools are evicted after
+                // a while (closing their connections), and a connection that needs a permit while
+                // idle connections hold them all closes the least recently used one.
+                let size = dedicated.min(budget);
+                Ok(Arc::new_cyclic(|me: &Weak<ServerPools>| {
+                    let shed: Weak<dyn Shed> = me.clone();
+                    ServerPools {
+                        budget: Arc::new(Budget::new(budget, shed)),
+                        size,
+                        pools: Cache::builder()
+                            .max_capacity(10_000)
+                            .time_to_idle(IDLE_POOL_TTL)
+                            .support_invalidation_closures()
+                            .build(),
+                    }
                 }))
             })
             .await
@@ -262,7 +289,7 @@ impl DataPlane {
         let mut out = Vec::new();
         for (id, server) in &self.inner.servers {
             server.pools.run_pending_tasks().await;
-            let pools: Vec<Pool> = server.pools.iter().map(|(_, p)| p).collect();
+            let pools: Vec<PgPool> = server.pools.iter().map(|(_, p)| p).collect();
             out.push((
                 *id,
                 pools.len(),
@@ -280,7 +307,8 @@ impl DataPlane {
             .get()
             .await
             .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
-        c.simple_query("SELECT 1")
+        c.client
+            .simple_query("SELECT 1")
             .await
             .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
         Ok(())

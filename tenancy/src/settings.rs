@@ -70,6 +70,9 @@ pub struct Settings {
     pub server_connection_budget: usize,
     pub default_db_server: String,
     pub log_json: bool,
+    /// The data plane reaches PostgreSQL through a transaction-mode pooler (PgBouncer and the
+    /// like): connections must not keep a tenant's setting between transactions.
+    pub transaction_pooler: bool,
 }
 
 impl Settings {
@@ -198,6 +201,16 @@ impl Settings {
                 ));
             }
         };
+        let transaction_pooler = match get("PLATFORM_TRANSACTION_POOLER").as_deref() {
+            None | Some("false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(_) => {
+                return Err(invalid(
+                    "PLATFORM_TRANSACTION_POOLER",
+                    "must be `true` or `false`".into(),
+                ));
+            }
+        };
         Ok(Self {
             data_dir,
             listen,
@@ -211,6 +224,7 @@ impl Settings {
             server_connection_budget: number("PLATFORM_SERVER_CONNECTION_BUDGET", 40, 10_000)?,
             default_db_server: get("PLATFORM_DEFAULT_DB_SERVER").unwrap_or_else(|| "local".into()),
             log_json,
+            transaction_pooler,
         })
     }
 }

@@ -706,3 +706,83 @@ async fn password_reset_by_single_use_token_from_the_outbox() {
     assert_eq!(n, 0);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn unverified_users_cannot_invite_until_they_verify_their_address() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme", "shared", None).await;
+    app.admin(
+        Method::PATCH,
+        &format!("/admin/v1/tenants/{}", t.id),
+        Some(json!({"signup": "open"})),
+    )
+    .await
+    .assert_status(200);
+    let owner = user_with_role(&app, &t, "owner@example.com", "owner").await;
+    // Ann signs up (unverified) and the owner makes her an admin: she holds `members:manage`.
+    let s = public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/signup",
+        json!({"email": "ann@example.com", "password": PASSWORD, "name": "Ann"}),
+    )
+    .await;
+    s.assert_status(201);
+    let ann = s.str("access_token");
+    let me = as_user(&app, &t, &ann, Method::GET, "/api/v1/me", None).await;
+    assert_eq!(me.body["email_verified"], json!(false));
+    as_user(
+        &app,
+        &t,
+        &owner.access,
+        Method::PATCH,
+        &format!("/api/v1/users/{}", me.str("id")),
+        Some(json!({"role": "admin"})),
+    )
+    .await
+    .assert_status(200);
+    let invite = json!({"email": "bob@example.com", "role": "member"});
+    let refused = as_user(
+        &app,
+        &t,
+        &ann,
+        Method::POST,
+        "/api/v1/invitations",
+        Some(invite.clone()),
+    )
+    .await;
+    refused.assert_problem(403);
+    assert!(
+        refused.str("detail").contains("verify"),
+        "{:?}",
+        refused.body
+    );
+    assert!(outbox(&app, "bob@example.com").await.is_empty());
+    // The owner (invited, so verified) may invite; so may Ann once her address is verified.
+    let token = token_in(
+        &outbox(&app, "ann@example.com").await[0],
+        "verification token",
+    );
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/email/verify",
+        json!({"token": token}),
+    )
+    .await
+    .assert_status(204);
+    as_user(
+        &app,
+        &t,
+        &ann,
+        Method::POST,
+        "/api/v1/invitations",
+        Some(invite),
+    )
+    .await
+    .assert_status(201);
+    assert_eq!(outbox(&app, "bob@example.com").await.len(), 1);
+    app.finish().await;
+}

@@ -111,6 +111,15 @@ async fn one_unreachable_database_fails_alone_and_a_rerun_converges() {
     assert_eq!(again.results.len(), 1);
     assert_eq!(again.skipped, 3);
     assert_eq!(app.schema_version(&b).await, 5);
+    // Operators see each tenant's version in the admin API (a shared tenant: the shared database's).
+    for t in [&s, &b] {
+        let view = app
+            .admin(Method::GET, &format!("/admin/v1/tenants/{}", t.id), None)
+            .await;
+        view.assert_status(200);
+        let have = app.schema_version(t).await;
+        assert_eq!(view.body["schema_version"], json!(have), "{}", t.slug);
+    }
     for t in [&s, &a, &b, &c] {
         assert_eq!(applications(&app, t, 5).await, 1, "{} once", t.slug);
     }

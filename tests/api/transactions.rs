@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use platform_tests::{TestApp, eventually};
 use tenancy::catalog::Tenant;
+use tenancy::dataplane::{DataPlane, PoolSizes};
 use tenancy::ids::TenantId;
 use uuid::Uuid;
 
@@ -113,5 +114,76 @@ async fn every_way_a_transaction_ends_leaves_no_connection_inside_one() {
     assert!(abandoned.is_err(), "the statement should still be running");
     drop(tx);
     no_open_transaction(&app).await;
+    app.finish().await;
+}
+
+/// A data plane with one shared connection, so every request below uses the same session.
+fn one_connection(app: &TestApp, session_reuse: bool) -> DataPlane {
+    let c = platform_tests::clusters();
+    DataPlane::new(
+        app.app.tenancy.catalog.clone(),
+        app.app.tenancy.keyring.clone(),
+        &c.primary.url(&app.shared_db),
+        &c.app_password,
+        PoolSizes {
+            shared: 1,
+            dedicated: 1,
+        },
+    )
+    .expect("data plane")
+    .with_session_reuse(session_reuse)
+}
+
+/// The `app.tenant_id` a one-statement request of `t` runs under.
+async fn setting_seen(dp: &DataPlane, t: &Tenant) -> String {
+    let rows = dp
+        .connect(t)
+        .await
+        .expect("connect")
+        .begin()
+        .query_and_commit("SELECT current_setting('app.tenant_id', true)", &[])
+        .await
+        .expect("select");
+    rows[0].get(0)
+}
+
+#[tokio::test]
+async fn a_connection_kept_set_for_one_tenant_never_serves_another_under_it() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "sess-a").await;
+    let b = tenant(&app, "sess-b").await;
+    let dp = one_connection(&app, true);
+    for t in [&a, &a, &b, &b, &a, &b, &a, &a] {
+        assert_eq!(setting_seen(&dp, t).await, t.id.to_string());
+    }
+    // Repeats on a connection already set for the tenant went alone: a a, b b, a a.
+    assert_eq!(dp.session_reuses(), 3);
+
+    // A transaction of b that fails after setting b is rolled back, which restores a's value on
+    // the connection: b's next request must set b again, not trust the rolled-back setting.
+    for end_with_commit in [true, false] {
+        assert_eq!(setting_seen(&dp, &a).await, a.id.to_string());
+        let mut tx = dp.connect(&b).await.expect("connect").begin();
+        tx.query("SELECT 1 / 0", &[])
+            .await
+            .expect_err("division by zero");
+        if end_with_commit {
+            tx.commit()
+                .await
+                .expect("commit of an aborted transaction rolls back");
+        } else {
+            drop(tx);
+        }
+        assert_eq!(setting_seen(&dp, &b).await, b.id.to_string());
+        assert_eq!(setting_seen(&dp, &a).await, a.id.to_string());
+    }
+    no_open_transaction(&app).await;
+
+    // Behind a transaction-mode pooler nothing is kept between transactions.
+    let pooled = one_connection(&app, false);
+    for t in [&a, &a, &b, &b, &a] {
+        assert_eq!(setting_seen(&pooled, t).await, t.id.to_string());
+    }
+    assert_eq!(pooled.session_reuses(), 0);
     app.finish().await;
 }

@@ -69,7 +69,15 @@ pub struct JwtKeys {
     catalog: Catalog,
     keyring: Keyring,
     loaded: Arc<RwLock<Loaded>>,
+    /// Tokens already verified, by their exact text (so the same header, claims and signature),
+    /// until they expire: a client presents the same access token on every request for minutes,
+    /// and an Ed25519 verification costs tens of microseconds. Emptied whenever a key stops
+    /// verifying.
+    verified: moka::future::Cache<String, Arc<AccessClaims>>,
 }
+
+/// Most verified tokens remembered per instance.
+const VERIFIED_CAPACITY: u64 = 100_000;
 
 impl JwtKeys {
     #[must_use]
@@ -82,6 +90,10 @@ impl JwtKeys {
                 verify: HashMap::new(),
                 at: Instant::now(),
             })),
+            verified: moka::future::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(ACCESS_TTL + Duration::from_secs(LEEWAY_SECS))
+                .build(),
         }
     }
 
@@ -150,7 +162,12 @@ impl JwtKeys {
                 .map_err(|e| AuthError::Signing(e.to_string()))?;
             verify.insert(row.kid, (dk, row.public_key));
         }
-        *self.loaded.write().await = Loaded {
+        let mut loaded = self.loaded.write().await;
+        if loaded.verify.keys().any(|kid| !verify.contains_key(kid)) {
+            // A key no longer verifies: nothing it signed may be served from the cache.
+            self.verified.invalidate_all();
+        }
+        *loaded = Loaded {
             current,
             verify,
             at: Instant::now(),
@@ -185,6 +202,24 @@ impl JwtKeys {
 
     /// Verifies an access token: algorithm, key, signature, issuer, audience, expiry.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        if let Some(claims) = self.verified.get(token).await {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            // The same expiry rule as `Validation` (with its leeway).
+            if claims.exp.saturating_add(LEEWAY_SECS.cast_signed()) > now {
+                return Ok((*claims).clone());
+            }
+            self.verified.invalidate(token).await;
+            return Err(AuthError::InvalidToken);
+        }
+        let claims = self.verify_signed(token).await?;
+        self.verified
+            .insert(token.to_owned(), Arc::new(claims.clone()))
+            .await;
+        Ok(claims)
+    }
+
+    /// [`Self::verify`] without the cache of verified tokens (what a first presentation costs).
+    pub async fn verify_signed(&self, token: &str) -> Result<AccessClaims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::InvalidToken);

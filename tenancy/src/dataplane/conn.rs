@@ -1,28 +1,43 @@
-//! [`TenantConn`] and [`TenantTx`]: the only way to run a query on tenant data. A transaction
-//! starts with `BEGIN; SET LOCAL app.tenant_id = ...` sent in the same round trip as the first
-//! statement (pipelined), so row-level security scopes every statement to the tenant and the
-//! setting ends with the transaction: a pooled connection never carries one tenant's setting into
-//! another tenant's request. The last statement can take `COMMIT` along in its round trip
-//! (`*_and_commit`), so a one-statement request costs one round trip, as it would without tenancy.
-//! A transaction dropped before it is committed, even while a statement is in flight, is rolled
-//! back before its connection goes back to the pool (or the connection is discarded).
+//! [`TenantConn`] and [`TenantTx`]: the only way to run a query on tenant data. Row-level
+//! security scopes every statement to the tenant in `app.tenant_id`, and every statement runs only
+//! after that setting is known to hold the request's tenant:
+//!
+//! - A connection not known to be set for the tenant starts the transaction with
+//!   `BEGIN; SET app.tenant_id = ...` sent in the same round trip as the first statement
+//!   (pipelined). If anything in the transaction fails, the statements behind it fail too and the
+//!   rollback restores the previous value, which is then treated as unknown. After a successful
+//!   `COMMIT`, the connection is known to be set for this tenant.
+//! - A one-statement request (`*_and_commit` first) on a connection already set for its tenant is
+//!   sent alone, as an implicit transaction: one exchange, as it would be without tenancy.
+//! - Several statements on a set connection run in `BEGIN; SET LOCAL app.tenant_id = ...`.
+//! - Behind a transaction-mode pooler (session reuse off), every transaction is
+//!   `BEGIN; SET LOCAL app.tenant_id = ...`, and the setting ends with it.
+//!
+//! So a connection never serves one tenant's request under another tenant's setting: the value a
+//! request relies on was either committed for that same tenant on that same connection, or set in
+//! the request's own transaction. The last statement can take `COMMIT` along in its round trip
+//! (`*_and_commit`). A transaction dropped before it is committed, even while a statement is in
+//! flight, is rolled back before its connection goes back to the pool (or the connection is
+//! discarded).
 
 use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use deadpool_postgres::Object;
 use futures_util::FutureExt as _;
 use futures_util::future::join;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, Row};
 
+use super::pool::PgObject;
 use crate::ids::TenantId;
 
 /// A checked-out connection bound to one tenant.
 pub struct TenantConn {
     tenant: TenantId,
-    client: Object,
-    _permit: Option<OwnedSemaphorePermit>,
+    client: PgObject,
+    /// Counts requests sent alone; `None` when session reuse is off.
+    reuses: Option<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for TenantConn {
@@ -34,15 +49,11 @@ impl std::fmt::Debug for TenantConn {
 }
 
 impl TenantConn {
-    pub(crate) fn new(
-        tenant: TenantId,
-        client: Object,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Self {
+    pub(crate) fn new(tenant: TenantId, client: PgObject, reuses: Option<Arc<AtomicU64>>) -> Self {
         Self {
             tenant,
             client,
-            _permit: permit,
+            reuses,
         }
     }
 
@@ -55,11 +66,14 @@ impl TenantConn {
     /// Starts a tenant-scoped transaction (lazily: nothing is sent until the first statement).
     #[must_use]
     pub fn begin(self) -> TenantTx {
-        let setup = format!("BEGIN; SET LOCAL app.tenant_id = '{}'", self.tenant);
+        let reuse = self.reuses.is_some();
+        let ready = reuse && self.client.session_tenant == Some(self.tenant);
         TenantTx {
             conn: Some(self),
-            setup,
             begun: false,
+            ready,
+            sets_session: reuse && !ready,
+            failed: false,
         }
     }
 }
@@ -69,9 +83,14 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// A transaction scoped to one tenant by `app.tenant_id`.
 pub struct TenantTx {
     conn: Option<TenantConn>,
-    setup: String,
     /// Whether `BEGIN` may have been sent: from then on, dropping the transaction rolls it back.
     begun: bool,
+    /// The connection's session setting is this tenant's already.
+    ready: bool,
+    /// The transaction sets the session value; a successful commit makes the connection ready.
+    sets_session: bool,
+    /// A statement failed: the transaction is aborted and its commit is a rollback.
+    failed: bool,
 }
 
 impl std::fmt::Debug for TenantTx {
@@ -169,23 +188,56 @@ impl TenantTx {
             .map(Output::count)
     }
 
-    /// Sends a statement: behind `BEGIN; SET LOCAL` if it is the first, and with `COMMIT` behind
-    /// it if `commit`; all in one round trip. Ordering relies on tokio-postgres queueing a
+    /// Sends a statement: behind the transaction's setup if it is the first, and with `COMMIT`
+    /// behind it if `commit`; all in one round trip. Ordering relies on tokio-postgres queueing a
     /// request's messages when its future is first polled (it pipelines requests in that order),
     /// and on `join` polling its futures in argument order.
     async fn run(&mut self, sql: &str, run: Run<'_>, commit: bool) -> Result<Output, Error> {
+        let out = self.send(sql, run, commit).await;
+        if out.is_err() {
+            self.failed = true;
+        }
+        out
+    }
+
+    async fn send(&mut self, sql: &str, run: Run<'_>, commit: bool) -> Result<Output, Error> {
         let first = !self.begun;
         // From here on BEGIN may be on the wire, so a drop must roll back. Set before anything is
         // sent: if this future is dropped while the statement is in flight, the connection must
         // not go back to the pool inside this tenant's transaction.
         self.begun = true;
-        let conn = self.conn.as_ref().expect("present until commit or drop");
-        let client = &conn.client;
+        let conn = self.conn.as_mut().expect("present until commit or drop");
+        let tenant = conn.tenant;
+        if first && commit && self.ready {
+            // One statement on a connection set for this tenant: an implicit transaction alone.
+            let client = &conn.client.client;
+            let st = client.prepare_cached(sql).await;
+            let out = match st {
+                Ok(st) => match run {
+                    Run::Query(p) => client.query(&st, p).await.map(Output::Rows),
+                    Run::Execute(p) => client.execute(&st, p).await.map(Output::Count),
+                },
+                Err(e) => Err(e),
+            };
+            if let Some(n) = self.conn.take().and_then(|c| c.reuses) {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            return out;
+        }
+        let setup = if !first {
+            None
+        } else if self.sets_session {
+            // The session value is unknown until this transaction commits.
+            conn.client.session_tenant = None;
+            Some(format!("BEGIN; SET app.tenant_id = '{tenant}'"))
+        } else {
+            Some(format!("BEGIN; SET LOCAL app.tenant_id = '{tenant}'"))
+        };
+        let client = &conn.client.client;
         let setup = async {
-            if first {
-                client.batch_execute(&self.setup).await
-            } else {
-                Ok(())
+            match &setup {
+                Some(sql) => client.batch_execute(sql).await,
+                None => Ok(()),
             }
         };
         let mut commit_sent = false;
@@ -224,11 +276,17 @@ impl TenantTx {
             Ok(out)
         };
         let (setup, out) = join(setup, statement).await;
+        let out = setup.and(out);
         if commit_sent {
             // COMMIT (or, after an error, the rollback it turns into) ended the transaction.
-            self.conn.take();
+            if let Some(mut c) = self.conn.take()
+                && out.is_ok()
+                && !self.failed
+                && self.sets_session
+            {
+                c.client.session_tenant = Some(tenant);
+            }
         }
-        setup?;
         out
     }
 
@@ -241,16 +299,24 @@ impl TenantTx {
                 .conn
                 .as_ref()
                 .expect("present until commit or drop")
+                .client
                 .client;
             if let Err(e) = client.batch_execute("COMMIT").await {
                 // The connection's state is unknown: never reuse it.
                 if let Some(conn) = self.conn.take() {
-                    drop(Object::take(conn.client));
+                    drop(PgObject::take(conn.client));
                 }
                 return Err(e);
             }
+            // After a failed statement, COMMIT rolled back: the session value is still unknown.
+            if !self.failed
+                && self.sets_session
+                && let Some(c) = self.conn.as_mut()
+            {
+                c.client.session_tenant = Some(c.tenant);
+            }
         }
-        // Back to the pool, idle and with no tenant setting.
+        // Back to the pool, idle.
         self.conn.take();
         Ok(())
     }
@@ -263,19 +329,16 @@ impl Drop for TenantTx {
             return;
         }
         // Not committed: roll back before the connection is reused, or discard it.
-        let TenantConn {
-            client, _permit, ..
-        } = conn;
+        let TenantConn { client, .. } = conn;
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    if client.batch_execute("ROLLBACK").await.is_err() {
-                        drop(Object::take(client));
+                    if client.client.batch_execute("ROLLBACK").await.is_err() {
+                        drop(PgObject::take(client));
                     }
-                    drop(_permit);
                 });
             }
-            Err(_) => drop(Object::take(client)),
+            Err(_) => drop(PgObject::take(client)),
         }
     }
 }

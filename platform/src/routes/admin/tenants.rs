@@ -65,6 +65,9 @@ pub struct TenantView {
     /// `invite_only` or `open`.
     pub signup: String,
     pub mfa_required: bool,
+    /// Tenant schema version of the database holding the tenant (the shared database's for a
+    /// shared tenant), as recorded by the migration runner; `null` before its first migration.
+    pub schema_version: Option<i64>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -87,6 +90,7 @@ impl From<&Tenant> for TenantView {
             db_server_id,
             signup: t.signup.as_str().to_owned(),
             mfa_required: t.mfa_required,
+            schema_version: t.schema_version,
             created_at: ts(t.created_at),
             updated_at: ts(t.updated_at),
         }

@@ -1,0 +1,162 @@
+//! The data plane's connection pools: deadpool-postgres connections wrapped with two pieces of
+//! state that must live exactly as long as the connection itself.
+//!
+//! - `session_tenant`: the tenant whose id is known to be committed as the session value of
+//!   `app.tenant_id` on this connection (`None` when unknown). [`super::TenantTx`] uses it to send
+//!   a one-statement request alone, without `BEGIN; SET LOCAL ...; COMMIT` around it, when the
+//!   connection is already set for the request's tenant.
+//! - a permit of the database server's connection budget, for dedicated databases: held while
+//!   the connection is open (idle in a pool or checked out), released when it closes, so the
+//!   number of open connections to a server never exceeds its budget. When the budget is used up
+//!   by idle connections of other tenants' pools, creating a connection closes the idle one that
+//!   was used least recently.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, RecycleResult};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, RecyclingMethod, Runtime};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::NoTls;
+
+use crate::ids::TenantId;
+
+/// A pool of the data plane.
+pub(crate) type PgPool = managed::Pool<TenantManager>;
+/// A connection checked out of a [`PgPool`].
+pub(crate) type PgObject = managed::Object<TenantManager>;
+
+/// One open connection and what is known about its session.
+pub struct PgConn {
+    pub(crate) client: ClientWrapper,
+    pub(crate) session_tenant: Option<TenantId>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Something that can close an idle connection to free a budget permit.
+pub(crate) trait Shed: Send + Sync {
+    /// Closes the least recently used idle connection of any pool on the server; `false` if
+    /// there is none.
+    fn shed_one(&self) -> bool;
+}
+
+/// The connection budget of one database server.
+pub(crate) struct Budget {
+    permits: Arc<Semaphore>,
+    shed: Weak<dyn Shed>,
+}
+
+impl Budget {
+    pub(crate) fn new(size: usize, shed: Weak<dyn Shed>) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(size)),
+            shed,
+        }
+    }
+
+    /// A permit for one more open connection; frees one held by an idle connection elsewhere on
+    /// the server if there is none. Bounded by the pool's create timeout.
+    async fn acquire(&self) -> OwnedSemaphorePermit {
+        loop {
+            if let Ok(p) = Arc::clone(&self.permits).try_acquire_owned() {
+                return p;
+            }
+            let shed = self.shed.upgrade().is_some_and(|s| s.shed_one());
+            // A closed connection frees its permit when its task drops it; wait a moment for that,
+            // or for a checked-out connection of an evicted pool to be dropped.
+            let wait = if shed { 1 } else { 10 };
+            if let Ok(Ok(p)) = tokio::time::timeout(
+                Duration::from_millis(wait),
+                Arc::clone(&self.permits).acquire_owned(),
+            )
+            .await
+            {
+                return p;
+            }
+        }
+    }
+}
+
+/// deadpool's manager for tokio-postgres, plus the session state and the budget.
+pub(crate) struct TenantManager {
+    inner: Manager,
+    budget: Option<Arc<Budget>>,
+}
+
+impl managed::Manager for TenantManager {
+    type Type = PgConn;
+    type Error = tokio_postgres::Error;
+
+    async fn create(&self) -> Result<PgConn, tokio_postgres::Error> {
+        let permit = match &self.budget {
+            Some(b) => Some(b.acquire().await),
+            None => None,
+        };
+        let client = self.inner.create().await?;
+        Ok(PgConn {
+            client,
+            session_tenant: None,
+            _permit: permit,
+        })
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut PgConn,
+        metrics: &Metrics,
+    ) -> RecycleResult<tokio_postgres::Error> {
+        self.inner.recycle(&mut conn.client, metrics).await
+    }
+
+    fn detach(&self, conn: &mut PgConn) {
+        managed::Manager::detach(&self.inner, &mut conn.client);
+    }
+}
+
+/// A pool of at most `size` connections, each holding a permit of `budget` if given.
+pub(crate) fn build(
+    config: tokio_postgres::Config,
+    size: usize,
+    budget: Option<Arc<Budget>>,
+    timeout: Duration,
+) -> PgPool {
+    let inner = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    managed::Pool::builder(TenantManager { inner, budget })
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .build()
+        .expect("a runtime is configured, so building a pool cannot fail")
+}
+
+/// Closes the least recently used idle connection among `pools`; `false` if none is idle.
+pub(crate) fn shed_oldest_idle<'a>(pools: impl Iterator<Item = &'a PgPool>) -> bool {
+    let pools: Vec<&PgPool> = pools.collect();
+    let mut oldest: Option<(usize, std::time::Instant)> = None;
+    for (i, pool) in pools.iter().enumerate() {
+        pool.retain(|_, m| {
+            let used = m.recycled.unwrap_or(m.created);
+            if oldest.is_none_or(|(_, t)| used < t) {
+                oldest = Some((i, used));
+            }
+            true
+        });
+    }
+    let Some((i, at)) = oldest else { return false };
+    let mut closed = false;
+    pools[i].retain(|_, m| {
+        if !closed && m.recycled.unwrap_or(m.created) == at {
+            closed = true;
+            return false;
+        }
+        true
+    });
+    closed
+}
