@@ -131,6 +131,7 @@ fn main() {
             .await
             .expect("bootstrap");
         AppState {
+            sso: sso::Sso::new(started.tenancy.resolver.base_domain().as_str()).expect("sso"),
             tenancy: Arc::new(started.tenancy),
             admin_token: AdminToken::new(ADMIN_TOKEN),
         }

@@ -100,7 +100,7 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["failed"], 1);
     assert_eq!(summary["ok"], 2);
-    assert_eq!(app.schema_version(&ok).await, 6);
+    assert_eq!(app.schema_version(&ok).await, 7);
 
     let (code, status) = run_json(
         &app,
@@ -116,7 +116,7 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
     assert_eq!(code, 0);
     assert_eq!(status_of(&status, "cli-down")["state"], "failed");
     assert_eq!(status_of(&status, "cli-ok")["state"], "ok");
-    assert_eq!(status_of(&status, "cli-ok")["version"], 6);
+    assert_eq!(status_of(&status, "cli-ok")["version"], 7);
     assert!(status_of(&status, "cli-ok")["last_run_at"].is_string());
     let summary = status.last().expect("summary");
     assert_eq!(
@@ -145,7 +145,7 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
         text.lines().last().is_some_and(
-            |l| l.contains("3 databases at target 6: 3 ok, 0 pending, 0 running, 0 failed")
+            |l| l.contains("3 databases at target 7: 3 ok, 0 pending, 0 running, 0 failed")
         ),
         "{text}"
     );
@@ -248,7 +248,7 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
     );
 
     // The killed transaction never committed; release the lock and run again.
-    assert_eq!(app.schema_version(held).await, 4);
+    assert_eq!(app.schema_version(held).await, 5);
     tx.rollback().await.expect("release");
     let (code, lines) = run_json(
         &app,
@@ -263,9 +263,9 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
     .await;
     assert_eq!(code, 0, "{lines:?}");
     for t in &tenants {
-        assert_eq!(app.schema_version(t).await, 6, "{}", t.slug);
+        assert_eq!(app.schema_version(t).await, 7, "{}", t.slug);
         let db = app.tenant_db(t).await;
-        for v in [5, 6] {
+        for v in [6, 7] {
             let n: i64 = db
                 .query_one(
                     "SELECT count(*) FROM test_applications WHERE version = $1",

@@ -66,6 +66,26 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     // the audit log
     ("GET", "/api/v1/audit-events", P("audit:read")),
     ("GET", "/api/v1/audit-events/export", P("audit:read")),
+    // SSO connections and policy
+    ("GET", "/api/v1/sso/connections", P("sso:manage")),
+    ("POST", "/api/v1/sso/connections", P("sso:manage")),
+    (
+        "GET",
+        "/api/v1/sso/connections/{connection_id}",
+        P("sso:manage"),
+    ),
+    (
+        "PATCH",
+        "/api/v1/sso/connections/{connection_id}",
+        P("sso:manage"),
+    ),
+    (
+        "DELETE",
+        "/api/v1/sso/connections/{connection_id}",
+        P("sso:manage"),
+    ),
+    ("GET", "/api/v1/sso/settings", P("sso:manage")),
+    ("PUT", "/api/v1/sso/settings", P("sso:manage")),
     // the reference domain
     ("GET", "/api/v1/projects", P("projects:read")),
     ("POST", "/api/v1/projects", P("projects:write")),

@@ -287,6 +287,60 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// An identity provider's answer was refused (the reason code is in the detail).
+    pub fn sso_refused(forbidden: bool, detail: impl Into<String>) -> Self {
+        if forbidden {
+            Self::new(
+                StatusCode::FORBIDDEN,
+                "sso-refused",
+                "SSO login refused",
+                detail,
+            )
+        } else {
+            Self::new(
+                StatusCode::UNAUTHORIZED,
+                "sso-refused",
+                "SSO login refused",
+                detail,
+            )
+        }
+    }
+    /// An upstream service (an identity provider) failed; the cause is logged, never sent.
+    pub fn bad_gateway(detail: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_GATEWAY,
+            "bad-gateway",
+            "Upstream failure",
+            detail,
+        );
+        e.cause = Some(cause.to_string());
+        e
+    }
+}
+
+impl From<sso::SsoError> for ApiError {
+    fn from(e: sso::SsoError) -> Self {
+        use sso::{Rejection as R, SsoError as E};
+        match e {
+            E::Rejected { reason, .. } => Self::sso_refused(
+                matches!(reason, R::LinkRefused | R::NoEmail | R::Disabled),
+                format!("{} (reason: {})", reason.public_detail(), reason.as_str()),
+            ),
+            E::Invalid(d) => Self::unprocessable(d),
+            E::NotFound(d) => Self::not_found(d),
+            E::Conflict(d) => Self::conflict(d),
+            E::Forbidden(d) => Self::forbidden(d),
+            E::Upstream(cause) => Self::bad_gateway(
+                "the identity provider could not be reached or answered badly",
+                cause,
+            ),
+            E::Auth(a) => a.into(),
+            E::Internal(cause) => Self::internal(cause),
+        }
+    }
+}
+
 impl From<tenancy::auth::AuthError> for ApiError {
     fn from(e: tenancy::auth::AuthError) -> Self {
         use tenancy::auth::AuthError as E;

@@ -21,10 +21,11 @@ use crate::routes::admin::{
 };
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
+use crate::routes::api::sso as sso_admin;
 use crate::routes::api::{
     api_keys as tenant_keys, audit, invitations, members, projects, roles, tasks, users,
 };
-use crate::routes::{health, wellknown};
+use crate::routes::{health, sso, wellknown};
 use crate::state::AppState;
 
 /// Largest accepted request body.
@@ -113,6 +114,22 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(members::patch, members::remove))
         .routes(routes!(tasks::create, tasks::list))
         .routes(routes!(tasks::show, tasks::patch, tasks::delete))
+        // tenant API: SSO connections and policy
+        .routes(routes!(sso_admin::list, sso_admin::create))
+        .routes(routes!(
+            sso_admin::show,
+            sso_admin::patch,
+            sso_admin::delete
+        ))
+        .routes(routes!(sso_admin::show_settings, sso_admin::put_settings))
+        // SSO, browser side (tenant host, no credential)
+        .routes(routes!(sso::saml_metadata))
+        .routes(routes!(sso::saml_login))
+        .routes(routes!(sso::saml_acs))
+        .routes(routes!(sso::oidc_login))
+        .routes(routes!(sso::oidc_callback))
+        .routes(routes!(sso::github_login))
+        .routes(routes!(sso::github_callback))
         // health
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

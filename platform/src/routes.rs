@@ -1,9 +1,10 @@
 //! Route handlers, one file per area: `admin/` (operator API), `api/` (tenant API), `health`,
-//! `wellknown` (JWKS).
+//! `wellknown` (JWKS), `sso` (the browser side of SSO).
 
 pub mod admin;
 pub mod api;
 pub mod health;
+pub mod sso;
 pub mod wellknown;
 
 use time::OffsetDateTime;

@@ -17,6 +17,7 @@ use crate::extract::admin::AdminToken;
 pub struct AppState {
     pub tenancy: Arc<Tenancy>,
     pub admin_token: AdminToken,
+    pub sso: sso::Sso,
 }
 
 macro_rules! substate {
@@ -35,5 +36,6 @@ substate!(Resolver, |s| s.tenancy.resolver.clone());
 substate!(Provisioner, |s| s.tenancy.provisioner.clone());
 substate!(ApiKeys, |s| s.tenancy.api_keys.clone());
 substate!(tenancy::auth::Auth, |s| s.tenancy.auth.clone());
+substate!(sso::Sso, |s| s.sso.clone());
 substate!(AdminToken, |s| s.admin_token.clone());
 substate!(Arc<Tenancy>, |s| Arc::clone(&s.tenancy));

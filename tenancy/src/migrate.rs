@@ -33,7 +33,7 @@ mod tenant {
 
 /// The oldest tenant schema this build can serve. Raise it (in the release after the migration
 /// that the code starts to rely on has been applied fleet-wide) and never above the head.
-pub const MIN_TENANT_SCHEMA: i64 = 4;
+pub const MIN_TENANT_SCHEMA: i64 = 5;
 
 /// A migration run failed.
 #[derive(Debug, thiserror::Error)]

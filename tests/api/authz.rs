@@ -255,6 +255,48 @@ fn calls(w: &World) -> Vec<(Method, String, Option<Value>, &'static str)> {
             None,
             "DELETE /api/v1/projects/{project_id}/tasks/{task_id}",
         ),
+        (
+            Method::GET,
+            "/api/v1/sso/connections".into(),
+            None,
+            "GET /api/v1/sso/connections",
+        ),
+        (
+            Method::POST,
+            "/api/v1/sso/connections".into(),
+            Some(json!({"kind": "saml", "name": "x"})),
+            "POST /api/v1/sso/connections",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/sso/connections/{nobody}"),
+            None,
+            "GET /api/v1/sso/connections/{connection_id}",
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/sso/connections/{nobody}"),
+            Some(json!({"name": "y"})),
+            "PATCH /api/v1/sso/connections/{connection_id}",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/sso/connections/{nobody}"),
+            None,
+            "DELETE /api/v1/sso/connections/{connection_id}",
+        ),
+        (
+            Method::GET,
+            "/api/v1/sso/settings".into(),
+            None,
+            "GET /api/v1/sso/settings",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/sso/settings".into(),
+            Some(json!({"enforce_sso": false})),
+            "PUT /api/v1/sso/settings",
+        ),
     ]
 }
 
@@ -274,6 +316,7 @@ fn expected(route: &str) -> &'static str {
         "POST /api/v1/roles" => "OA",
         r if r.contains("/api/v1/api-keys") => "OA",
         r if r.contains("/api/v1/audit-events") => "OA",
+        r if r.contains("/api/v1/sso/") => "OA",
         // Managing a project's members: project admins or `members:manage` (these users are
         // not admins of the project, so only owner and admin pass).
         r if r.contains("/members") && !r.starts_with("GET") => "OA",

@@ -14,4 +14,6 @@ mod migrations;
 mod placement;
 mod ratelimit;
 mod routing;
+mod sso;
+mod sso_saml;
 mod transactions;

@@ -65,10 +65,10 @@ async fn one_unreachable_database_fails_alone_and_a_rerun_converges() {
     let b = app.tenant("bravo", "dedicated", Some("local")).await;
     let c = app.tenant("charlie", "dedicated", Some("second")).await;
     // Provisioning recorded the head version before activation.
-    assert_eq!(app.recorded_version(&a).await, Some(4));
+    assert_eq!(app.recorded_version(&a).await, Some(5));
     set_allow_connections(&app, &b, false).await;
 
-    let report = run(&app, 5, &opts()).await;
+    let report = run(&app, 6, &opts()).await;
     assert!(!report.succeeded());
     let failed: Vec<_> = report.failed().collect();
     assert_eq!(failed.len(), 1, "{report:?}");
@@ -82,10 +82,10 @@ async fn one_unreachable_database_fails_alone_and_a_rerun_converges() {
         failed[0].error
     );
     for t in [&s, &a, &c] {
-        assert_eq!(app.schema_version(t).await, 5, "{} migrated", t.slug);
-        assert_eq!(app.recorded_version(t).await, Some(5));
+        assert_eq!(app.schema_version(t).await, 6, "{} migrated", t.slug);
+        assert_eq!(app.recorded_version(t).await, Some(6));
     }
-    assert_eq!(app.recorded_version(&b).await, Some(4));
+    assert_eq!(app.recorded_version(&b).await, Some(5));
     // The ledger says so.
     let run_id = report.run.expect("a real run");
     let rows = ledger::run_entries(app.migrator().catalog(), run_id)
@@ -98,15 +98,15 @@ async fn one_unreachable_database_fails_alone_and_a_rerun_converges() {
     assert!(
         rows.iter()
             .filter(|r| r.db_key != b.id)
-            .all(|r| r.state == "ok" && r.version_after == Some(5))
+            .all(|r| r.state == "ok" && r.version_after == Some(6))
     );
-    let status = app.migrator().status(5).await.expect("status");
+    let status = app.migrator().status(6).await.expect("status");
     let sum = Summary::of(&status);
     assert_eq!((sum.ok, sum.failed, sum.pending, sum.running), (3, 1, 0, 0));
 
     // It comes back; the rerun only looks at what is left.
     set_allow_connections(&app, &b, true).await;
-    let again = run(&app, 5, &opts()).await;
+    let again = run(&app, 6, &opts()).await;
     assert!(again.succeeded(), "{again:?}");
     assert_eq!(again.results.len(), 1);
     assert_eq!(again.skipped, 3);
@@ -121,12 +121,12 @@ async fn one_unreachable_database_fails_alone_and_a_rerun_converges() {
     }
     assert_eq!(app.schema_version(&b).await, 5);
     for t in [&s, &a, &b, &c] {
-        assert_eq!(applications(&app, t, 5).await, 1, "{} once", t.slug);
+        assert_eq!(applications(&app, t, 6).await, 1, "{} once", t.slug);
     }
-    let status = app.migrator().status(5).await.expect("status");
+    let status = app.migrator().status(6).await.expect("status");
     assert!(status.iter().all(|r| r.state == DbState::Ok), "{status:?}");
     // A no-op pass touches no database.
-    let noop = run(&app, 5, &opts()).await;
+    let noop = run(&app, 6, &opts()).await;
     assert!(noop.succeeded() && noop.results.is_empty() && noop.skipped == 4);
     app.finish().await;
 }
@@ -146,12 +146,12 @@ async fn two_concurrent_runners_never_migrate_one_database_twice() {
         verify: true,
         ..opts()
     };
-    let (r1, r2) = tokio::join!(run(&app, 6, &o), run(&app, 6, &o));
+    let (r1, r2) = tokio::join!(run(&app, 7, &o), run(&app, 7, &o));
     assert!(r1.succeeded() && r2.succeeded(), "{r1:?} {r2:?}");
     for t in &tenants {
-        assert_eq!(app.schema_version(t).await, 6);
-        assert_eq!(applications(&app, t, 5).await, 1, "{}: V2 once", t.slug);
-        assert_eq!(applications(&app, t, 6).await, 1, "{}: V3 once", t.slug);
+        assert_eq!(app.schema_version(t).await, 7);
+        assert_eq!(applications(&app, t, 6).await, 1, "{}: V2 once", t.slug);
+        assert_eq!(applications(&app, t, 7).await, 1, "{}: V3 once", t.slug);
         // Exactly one of the two runs found it behind; the other found it done, under the lock.
         let movers = [&r1, &r2]
             .iter()
@@ -182,7 +182,7 @@ async fn a_failing_canary_stops_the_run_before_the_rest() {
 
     let report = run(
         &app,
-        6,
+        7,
         &FleetOptions {
             canary: 1,
             ..opts()
@@ -193,12 +193,12 @@ async fn a_failing_canary_stops_the_run_before_the_rest() {
     assert_eq!(report.results.len(), 1);
     assert_eq!(report.not_started, 4);
     // V2 went in, V3 failed: the canary is at 2 and recorded so; nothing else was touched.
-    assert_eq!(app.schema_version(&first).await, 5);
-    assert_eq!(app.recorded_version(&first).await, Some(5));
+    assert_eq!(app.schema_version(&first).await, 6);
+    assert_eq!(app.recorded_version(&first).await, Some(6));
     for t in rest.iter().chain([&shared]) {
-        assert_eq!(app.schema_version(t).await, 4, "{} untouched", t.slug);
+        assert_eq!(app.schema_version(t).await, 5, "{} untouched", t.slug);
     }
-    let status = app.migrator().status(6).await.expect("status");
+    let status = app.migrator().status(7).await.expect("status");
     let sum = Summary::of(&status);
     assert_eq!((sum.failed, sum.pending, sum.ok), (1, 4, 0), "{status:?}");
     let failed = status
@@ -219,10 +219,10 @@ async fn a_failing_canary_stops_the_run_before_the_rest() {
         .batch_execute("DROP TABLE test_fail_here")
         .await
         .expect("unmark");
-    let again = run(&app, 6, &opts()).await;
+    let again = run(&app, 7, &opts()).await;
     assert!(again.succeeded(), "{again:?}");
     for t in rest.iter().chain([&shared, &first]) {
-        assert_eq!(app.schema_version(t).await, 6);
+        assert_eq!(app.schema_version(t).await, 7);
     }
     app.finish().await;
 }
@@ -242,12 +242,12 @@ async fn status_tells_where_a_run_stands_while_it_runs_and_after() {
     let migrator = app.migrator().clone();
     let running = tokio::spawn(async move {
         migrator
-            .run(migrations_up_to(5), &opts(), quiet())
+            .run(migrations_up_to(6), &opts(), quiet())
             .await
             .expect("run")
     });
     let seen = eventually(Duration::from_secs(30), || async {
-        let s = app.migrator().status(5).await.expect("status");
+        let s = app.migrator().status(6).await.expect("status");
         // `held` is running; every other database (`free` and the shared one) is done.
         s.iter().all(|r| {
             let is_held = r.db.slugs.first().is_some_and(|x| x.as_str() == "held");
@@ -264,21 +264,21 @@ async fn status_tells_where_a_run_stands_while_it_runs_and_after() {
         seen.is_some(),
         "status never showed `held` running and the rest done"
     );
-    let during = Summary::of(&app.migrator().status(5).await.expect("status"));
+    let during = Summary::of(&app.migrator().status(6).await.expect("status"));
     assert_eq!(during.running, 1);
     assert_eq!(during.failed, 0);
 
     tx.rollback().await.expect("release");
     let report = running.await.expect("join");
     assert!(report.succeeded(), "{report:?}");
-    let after = app.migrator().status(5).await.expect("status");
+    let after = app.migrator().status(6).await.expect("status");
     assert!(
         after
             .iter()
-            .all(|r| r.state == DbState::Ok && r.current == Some(5) && r.last_run_at.is_some()),
+            .all(|r| r.state == DbState::Ok && r.current == Some(6) && r.last_run_at.is_some()),
         "{after:?}"
     );
-    assert_eq!(app.schema_version(&other).await, 5);
+    assert_eq!(app.schema_version(&other).await, 6);
     app.finish().await;
 }
 
@@ -287,8 +287,8 @@ async fn a_tenant_below_the_minimum_version_gets_503_until_migrated() {
     let app = TestApp::spawn().await;
     let dedicated = app.tenant("behind", "dedicated", Some("second")).await;
     let shared = app.tenant("behind-too", "shared", None).await;
-    // A newer build that needs version 4 (head + 1), deployed before the fleet is migrated.
-    let newer = app.instance_requiring_schema(5).await;
+    // A newer build that needs version 6 (head + 1), deployed before the fleet is migrated.
+    let newer = app.instance_requiring_schema(6).await;
     for t in [&dedicated, &shared] {
         let r = Req::new(Method::GET, "/api/v1/projects")
             .host(t.host())
@@ -304,7 +304,7 @@ async fn a_tenant_below_the_minimum_version_gets_503_until_migrated() {
         .await
         .assert_status(200);
 
-    let report = run(&app, 5, &opts()).await;
+    let report = run(&app, 6, &opts()).await;
     assert!(report.succeeded(), "{report:?}");
     // The catalog notification refreshes the newer instance's cached tenant records.
     for t in [&dedicated, &shared] {
@@ -330,10 +330,10 @@ async fn the_current_code_works_on_a_database_one_migration_ahead() {
     let app = TestApp::spawn().await;
     let dedicated = app.tenant("ahead", "dedicated", Some("local")).await;
     let shared = app.tenant("ahead-shared", "shared", None).await;
-    let report = run(&app, 5, &opts()).await;
+    let report = run(&app, 6, &opts()).await;
     assert!(report.succeeded(), "{report:?}");
     for t in [&dedicated, &shared] {
-        assert_eq!(app.schema_version(t).await, 5);
+        assert_eq!(app.schema_version(t).await, 6);
         let project = app
             .api(
                 t,
@@ -378,7 +378,7 @@ async fn the_current_code_works_on_a_database_one_migration_ahead() {
     }
     // And a new dedicated tenant still provisions (to this build's head) beside them.
     let fresh = app.tenant("fresh", "dedicated", Some("local")).await;
-    assert_eq!(app.recorded_version(&fresh).await, Some(4));
+    assert_eq!(app.recorded_version(&fresh).await, Some(5));
     app.finish().await;
 }
 
@@ -389,7 +389,7 @@ async fn dry_run_filters_and_target_do_what_they_say() {
     let b = app.tenant("filter-b", "dedicated", Some("second")).await;
     let dry = run(
         &app,
-        6,
+        7,
         &FleetOptions {
             dry_run: true,
             ..opts()
@@ -397,25 +397,25 @@ async fn dry_run_filters_and_target_do_what_they_say() {
     )
     .await;
     assert!(dry.run.is_none() && dry.not_started == 3 && dry.results.is_empty());
-    assert_eq!(app.schema_version(&a).await, 4);
+    assert_eq!(app.schema_version(&a).await, 5);
     // Only `filter-a`, only up to 2.
     let one = run(
         &app,
-        6,
+        7,
         &FleetOptions {
             tenants: vec!["filter-a".into()],
-            target: Some(5),
+            target: Some(6),
             ..opts()
         },
     )
     .await;
     assert!(one.succeeded() && one.total == 1);
-    assert_eq!(app.schema_version(&a).await, 5);
-    assert_eq!(app.schema_version(&b).await, 4);
+    assert_eq!(app.schema_version(&a).await, 6);
+    assert_eq!(app.schema_version(&b).await, 5);
     // Only the second server.
     let second = run(
         &app,
-        6,
+        7,
         &FleetOptions {
             server: Some("second".into()),
             ..opts()
@@ -423,12 +423,12 @@ async fn dry_run_filters_and_target_do_what_they_say() {
     )
     .await;
     assert!(second.succeeded() && second.total == 1);
-    assert_eq!(app.schema_version(&b).await, 6);
-    assert_eq!(app.schema_version(&a).await, 5);
+    assert_eq!(app.schema_version(&b).await, 7);
+    assert_eq!(app.schema_version(&a).await, 6);
     let unknown = app
         .migrator()
         .run(
-            migrations_up_to(6),
+            migrations_up_to(7),
             &FleetOptions {
                 tenants: vec!["nobody".into()],
                 ..opts()

@@ -18,6 +18,8 @@ use tenancy::embedded::Cluster;
 use tenancy::settings::Settings;
 use tower::ServiceExt as _;
 
+pub mod peers;
+
 pub const ADMIN_TOKEN: &str = "test-operator-token-0123456789abcdef";
 const TEMPLATE_CONTROL: &str = "tmpl_control";
 const TEMPLATE_SHARED: &str = "tmpl_shared";
@@ -623,12 +625,12 @@ impl TestApp {
 }
 
 /// The built-in tenant migrations plus the test-only ones in `tests/migrations/` up to
-/// `version` (V5 adds a table and a nullable column; V6 fails where `test_fail_here` exists).
+/// `version` (V6 adds a table and a nullable column; V7 fails where `test_fail_here` exists).
 pub fn migrations_up_to(version: i64) -> Vec<refinery::Migration> {
-    // The test-only files are numbered head + 1 and head + 2 (V5, V6 while head is V4).
+    // The test-only files are numbered head + 1 and head + 2 (V6, V7 while head is V5).
     assert_eq!(
         tenancy::migrate::tenant_head_version(),
-        4,
+        5,
         "a tenant migration was added: renumber tests/migrations/ to head + 1 and head + 2 and the versions in the tests that use them"
     );
     let mut all = tenancy::migrate::tenant_migrations();

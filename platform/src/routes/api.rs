@@ -9,6 +9,7 @@ pub mod me;
 pub mod members;
 pub mod projects;
 pub mod roles;
+pub mod sso;
 pub mod tasks;
 pub mod users;
 

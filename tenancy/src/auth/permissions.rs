@@ -21,6 +21,7 @@ pub const ALL: &[&str] = &[
     "roles:manage",
     "api_keys:manage",
     "audit:read",
+    "sso:manage",
 ];
 
 const MEMBER: &[&str] = &[

@@ -16,7 +16,7 @@ use tenancy::bootstrap::Tenancy;
 use utoipa::ToSchema;
 
 use super::{ClientInfo, TokenResponse};
-use crate::error::{ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
 use crate::extract::tenant::TenantContext;
 
@@ -40,7 +40,7 @@ pub struct MfaVerifyBody {
 /// Sign in with email and password: tokens, or `{"mfa_required": true, "mfa_token"}`.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginBody,
     responses((status = 200, body = TokenResponse, description = "Tokens, or `{mfa_required, mfa_token}`"),
-              (status = 401, body = Problem), (status = 429, body = Problem)))]
+              (status = 401, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)))]
 pub async fn login(
     ctx: TenantContext,
     State(t): State<Arc<Tenancy>>,
@@ -78,6 +78,15 @@ pub async fn login(
         return Err(AuthError::InvalidCredentials.into());
     };
     throttle.succeeded(ctx.tenant.id, &email).await;
+    // "Enforce SSO": checked after the password, so the answer for an unknown account is unchanged.
+    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    let allowed = sso::connections::password_login_allowed(&mut tx, user).await?;
+    tx.commit().await?;
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "this tenant requires single sign-on: sign in through its identity provider",
+        ));
+    }
     // The session created below is recorded as the user's own doing.
     crate::audit::set_actor(tenancy::audit::Actor::user(user));
     if totp {

@@ -1,0 +1,230 @@
+//! OpenID Connect relying party: discovery, authorization code flow with PKCE (S256), `state`
+//! and `nonce` kept server-side (single use, expiring, sealed with the tenant's key), and the
+//! id_token checked by the openidconnect crate (signature against the provider's JWKS, `iss`,
+//! `aud`, `exp`, `nonce`). Google is an OIDC connection with Google's issuer.
+
+use std::collections::BTreeMap;
+
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
+    CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest, IdTokenFields, IssuerUrl, Nonce,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
+    StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tenancy::bootstrap::Tenancy;
+use tenancy::catalog::Tenant;
+
+use crate::connections::{self, ConnectionId, OidcProvider, Protocol};
+use crate::provision::Identity;
+use crate::requests;
+use crate::saml::Verified;
+use crate::{Rejection, Sso, SsoError};
+
+const REQUEST_PURPOSE: &str = "sso.oidc_request";
+
+/// Every claim of the id_token, for role mapping (`groups` and the like).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct AllClaims(serde_json::Map<String, Value>);
+impl AdditionalClaims for AllClaims {}
+
+type Fields = IdTokenFields<
+    AllClaims,
+    EmptyExtraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type Client = openidconnect::Client<
+    AllClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    StandardTokenResponse<Fields, CoreTokenType>,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// What is remembered between the redirect and the callback.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    nonce: String,
+    verifier: String,
+}
+
+/// Checks an issuer URL (`https`, or `http` for a loopback host).
+pub fn check_issuer(issuer: &str) -> Result<(), SsoError> {
+    let url =
+        url::Url::parse(issuer).map_err(|_| SsoError::Invalid("`issuer` is not a URL".into()))?;
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        return Err(SsoError::Invalid("`issuer` must be an https URL".into()));
+    }
+    Ok(())
+}
+
+impl Sso {
+    /// The redirect URI registered at the provider for this tenant.
+    #[must_use]
+    pub fn oidc_redirect_uri(&self, tenant: &Tenant) -> String {
+        format!("{}/sso/oidc/callback", self.tenant_origin(tenant))
+    }
+
+    async fn client(
+        &self,
+        tenant: &Tenant,
+        p: &OidcProvider,
+        secret: Option<String>,
+    ) -> Result<Client, SsoError> {
+        let http = self.http.clone();
+        let call = move |req: HttpRequest| {
+            let http = http.clone();
+            async move { http.call(req).await }
+        };
+        let issuer = IssuerUrl::new(p.issuer.clone())
+            .map_err(|_| SsoError::Invalid("the connection's issuer is not a URL".into()))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &call)
+            .await
+            .map_err(|e| SsoError::Upstream(format!("OIDC discovery: {e}")))?;
+        let redirect = RedirectUrl::new(self.oidc_redirect_uri(tenant))
+            .map_err(|e| SsoError::Internal(e.to_string()))?;
+        Ok(Client::from_provider_metadata(
+            metadata,
+            ClientId::new(p.client_id.clone()),
+            secret.map(ClientSecret::new),
+        )
+        .set_redirect_uri(redirect))
+    }
+
+    /// Starts a login: remembers state, nonce and PKCE verifier; returns the provider's URL.
+    pub async fn oidc_start(
+        &self,
+        t: &Tenancy,
+        tenant: &Tenant,
+        id: ConnectionId,
+    ) -> Result<String, SsoError> {
+        let (conn, secret) = connections::usable(t, tenant, id).await?;
+        let Protocol::Oidc(p) = &conn.protocol else {
+            return Err(SsoError::NotFound("no such OIDC connection"));
+        };
+        let client = self
+            .client(tenant, p, secret.map(|s| s.to_string()))
+            .await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut req = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .set_pkce_challenge(challenge);
+        for s in &p.extra_scopes {
+            req = req.add_scope(Scope::new(s.clone()));
+        }
+        let (url, state, nonce) = req.url();
+        let pending = serde_json::to_vec(&Pending {
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
+        })
+        .map_err(|e| SsoError::Internal(e.to_string()))?;
+        requests::start(t, tenant, id, state.secret(), REQUEST_PURPOSE, &pending).await?;
+        Ok(url.to_string())
+    }
+
+    /// Completes a login: consumes the state, exchanges the code (with the PKCE verifier) and
+    /// verifies the id_token. Returns the connection and the identity.
+    pub async fn oidc_callback(
+        &self,
+        t: &Tenancy,
+        tenant: &Tenant,
+        code: &str,
+        state: &str,
+    ) -> Result<Verified, SsoError> {
+        let taken = requests::take(t, tenant, state, REQUEST_PURPOSE).await?;
+        let conn = taken.connection;
+        let secret = taken.secret;
+        let Protocol::Oidc(p) = &conn.protocol else {
+            return Err(SsoError::rejected(
+                Rejection::UnknownState,
+                "not an OIDC login",
+            ));
+        };
+        let pending: Pending = serde_json::from_slice(&taken.pending)
+            .map_err(|e| SsoError::Internal(e.to_string()))?;
+        let client = self
+            .client(tenant, p, secret.map(|s| s.to_string()))
+            .await?;
+        let http = self.http.clone();
+        let call = move |req: HttpRequest| {
+            let http = http.clone();
+            async move { http.call(req).await }
+        };
+        let token = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| SsoError::Upstream(format!("no token endpoint: {e}")))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
+            .request_async(&call)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(r) => SsoError::rejected(
+                    Rejection::Token,
+                    format!("the provider refused the code: {}", r.error()),
+                ),
+                other => SsoError::Upstream(format!("token exchange: {other}")),
+            })?;
+        let id_token = token
+            .id_token()
+            .ok_or_else(|| SsoError::rejected(Rejection::Token, "no id_token in the answer"))?;
+        let claims = id_token
+            .claims(&client.id_token_verifier(), &Nonce::new(pending.nonce))
+            .map_err(|e| SsoError::rejected(Rejection::Token, format!("id_token refused: {e}")))?;
+        let mut attributes = BTreeMap::new();
+        for (k, v) in &claims.additional_claims().0 {
+            let values = match v {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect(),
+                _ => continue,
+            };
+            attributes.insert(k.clone(), values);
+        }
+        let identity = Identity {
+            subject: claims.subject().to_string(),
+            email: claims.email().map(|e| e.to_string()),
+            email_verified: claims.email_verified() == Some(true),
+            name: claims
+                .name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.to_string()),
+            attributes,
+        };
+        Ok(Verified {
+            connection: conn,
+            identity,
+            request: None,
+            assertion: None,
+        })
+    }
+}

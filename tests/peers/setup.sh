@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the real identity providers the SSO tests start, from the package registries
+# (idempotent; cheap when already installed):
+#   oidc/  panva/oidc-provider from npm (npm ci, pinned by package-lock.json)
+#   saml/  pysaml2 from PyPI in a virtualenv (pinned by requirements.txt); it signs with the
+#          xmlsec1 binary (Debian package xmlsec1, installed by .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+command -v node >/dev/null || { echo "tests/peers/setup.sh: node is missing" >&2; exit 1; }
+command -v xmlsec1 >/dev/null || { echo "tests/peers/setup.sh: xmlsec1 is missing (apt-get install xmlsec1)" >&2; exit 1; }
+
+if [ ! -f oidc/node_modules/.installed ] || [ oidc/package-lock.json -nt oidc/node_modules/.installed ]; then
+    echo "== installing the OIDC peer (oidc-provider, npm ci)"
+    (cd oidc && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed)
+fi
+
+if [ ! -f saml/.venv/.installed ] || [ saml/requirements.txt -nt saml/.venv/.installed ]; then
+    echo "== installing the SAML peer (pysaml2, pip)"
+    rm -rf saml/.venv
+    python3 -m venv saml/.venv
+    saml/.venv/bin/pip install --quiet --disable-pip-version-check -r saml/requirements.txt
+    touch saml/.venv/.installed
+fi
