@@ -29,6 +29,20 @@ impl Calls {
         r
     }
 
+    /// A request expected to be refused (4xx): the refusal itself must leave an event.
+    async fn refused(&mut self, app: &TestApp, route: &str, req: Req) -> TestResponse {
+        let id = format!("audit-{}", self.sent.len());
+        let r = app.send(req.header("x-request-id", &id)).await;
+        assert!(
+            r.status.is_client_error(),
+            "{route}: {} {}",
+            r.status,
+            r.text
+        );
+        self.sent.push((route.to_owned(), id));
+        r
+    }
+
     async fn admin(
         &mut self,
         app: &TestApp,
@@ -591,6 +605,60 @@ async fn every_mutating_route_records_an_audit_event_with_its_request() {
         M::DELETE,
         &format!("/api/v1/projects/{p}"),
         "DELETE /api/v1/projects/{project_id}",
+        None,
+    )
+    .await;
+
+    // SSO: a connection and the tenant's policy (configuration changes are audited), and a
+    // refused assertion at the ACS (recorded as a security event, hence an audit event).
+    let sso = c
+        .tenant(
+            &app,
+            &acme,
+            Some(&owner_token),
+            M::POST,
+            "/api/v1/sso/connections",
+            "POST /api/v1/sso/connections",
+            Some(json!({"kind": "google", "name": "Google", "client_id": "g.apps", "client_secret": "s3cret-value"})),
+        )
+        .await
+        .str("id");
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::PATCH,
+        &format!("/api/v1/sso/connections/{sso}"),
+        "PATCH /api/v1/sso/connections/{connection_id}",
+        Some(json!({"enabled": true, "default_role": "viewer"})),
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::PUT,
+        "/api/v1/sso/settings",
+        "PUT /api/v1/sso/settings",
+        Some(json!({"enforce_sso": false})),
+    )
+    .await;
+    c.refused(
+        &app,
+        "POST /sso/saml/acs",
+        Req::new(M::POST, "/sso/saml/acs").host(acme.host()).raw(
+            "SAMLResponse=bm90IHhtbA%3D%3D",
+            Some("application/x-www-form-urlencoded"),
+        ),
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::DELETE,
+        &format!("/api/v1/sso/connections/{sso}"),
+        "DELETE /api/v1/sso/connections/{connection_id}",
         None,
     )
     .await;
