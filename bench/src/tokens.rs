@@ -53,6 +53,9 @@ impl Minter {
                     .auth
                     .start_session(&t.dataplane, &tenant, user, Some("bench"), None)
                     .await?;
+                // Close this instance's pool of the tenant now: with the platform's own pools
+                // open, a hundred idle ones here would exceed the server's max_connections.
+                t.dataplane.forget_tenant(tenant.id).await;
                 anyhow::Ok((bt.id, user, tokens.access_token))
             })
             .buffer_unordered(8)
