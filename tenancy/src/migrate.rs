@@ -44,6 +44,13 @@ pub enum MigrateError {
     Migration(#[from] refinery::Error),
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
+    #[error("migration V{version}__{name} failed: {source}")]
+    Apply {
+        version: i64,
+        name: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     #[error("the database server is not registered")]
     UnknownServer,
 }

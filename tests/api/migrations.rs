@@ -161,7 +161,47 @@ async fn two_concurrent_runners_never_migrate_one_database_twice() {
             })
             .count();
         assert_eq!(movers, 1, "{}", t.slug);
+        // The runner's own history rows (its lean path) are what refinery itself reads and
+        // verifies: refinery finds nothing to do and no divergence.
+        let mut db = app.tenant_db(t).await;
+        let report = refinery::Runner::new(&migrations_up_to(7))
+            .run_async(&mut db)
+            .await
+            .expect("refinery accepts the history the runner wrote");
+        assert!(report.applied_migrations().is_empty(), "{}", t.slug);
     }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_database_whose_history_differs_is_failed_by_refinery_and_the_rest_go_on() {
+    let app = TestApp::spawn().await;
+    let changed = app.tenant("diverged", "dedicated", Some("local")).await;
+    let fine = app.tenant("undiverged", "dedicated", Some("second")).await;
+    // Somebody edited an applied migration's history row (or the file behind it changed).
+    app.tenant_db(&changed)
+        .await
+        .batch_execute("UPDATE refinery_schema_history SET checksum = '1' WHERE version = 2")
+        .await
+        .expect("tamper");
+    let report = run(&app, 6, &opts()).await;
+    assert!(!report.succeeded());
+    let failed: Vec<_> = report.failed().collect();
+    assert_eq!(failed.len(), 1, "{report:?}");
+    assert!(
+        failed[0].db.slugs.iter().any(|s| s.as_str() == "diverged"),
+        "{failed:?}"
+    );
+    assert!(
+        failed[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("is different than filesystem one")),
+        "{failed:?}"
+    );
+    // Nothing was applied on top of the changed history; the other database moved on.
+    assert_eq!(app.schema_version(&changed).await, 5);
+    assert_eq!(app.schema_version(&fine).await, 6);
     app.finish().await;
 }
 

@@ -18,7 +18,6 @@ use super::fleet::{
 };
 use super::ledger::{self, Phase};
 use super::{MigrateError, error_chain};
-use crate::catalog::Catalog;
 use crate::ids::DbServerId;
 use crate::pg;
 
@@ -32,8 +31,6 @@ struct Server {
 
 /// What every database task of a run shares.
 pub(super) struct Context {
-    catalog: Catalog,
-    run: Uuid,
     migrations: Vec<Migration>,
     target: i64,
     shared_admin_url: String,
@@ -71,8 +68,6 @@ impl Context {
                 });
         }
         Ok(Self {
-            catalog: migrator.catalog().clone(),
-            run,
             migrations,
             target,
             shared_admin_url: migrator.shared_admin_url().to_owned(),
@@ -119,9 +114,7 @@ impl Context {
         server.peak.fetch_max(now, Ordering::SeqCst);
         events(&FleetEvent::Started { db: &db, phase });
         let started = Instant::now();
-        if let Err(e) = ledger::mark_running(&self.catalog, self.run, &db.key).await {
-            tracing::warn!(error = %e, "cannot record a running migration in the ledger");
-        }
+        self.done.running(db.key);
         let outcome = match self.config(&db) {
             Ok(config) => database::migrate(&config, &self.migrations, self.target).await,
             Err(e) => Err(DbFailure::from(e)),

@@ -7,7 +7,7 @@
 //! time in a plain loop. Peak connections per server are sampled from `pg_stat_activity`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -65,6 +65,79 @@ fn bench_migration(version: i64, table: &str) -> anyhow::Result<Migration> {
          GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO platform_app;"
     );
     Ok(Migration::unapplied(&format!("V{version}__{table}"), &sql)?)
+}
+
+/// CPU seconds spent so far by each server (its postmaster's reaped children: every backend that
+/// has exited) and by this process; the difference across a phase is what the phase cost.
+#[derive(Clone, Copy, Default)]
+struct CpuTimes {
+    a: f64,
+    b: f64,
+    runner: f64,
+}
+
+impl CpuTimes {
+    fn now(a: &Cluster, b: &Cluster) -> Self {
+        let ticks = |path: &Path, fields: [usize; 2]| -> f64 {
+            // Fields after the parenthesised command name; utime is field 14 (1-based).
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1;
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    let get = |i: usize| f.get(i - 3)?.parse::<f64>().ok();
+                    Some(get(fields[0])? + get(fields[1])?)
+                })
+                .map_or(0.0, |t| t / 100.0)
+        };
+        let server = |c: &Cluster| {
+            std::fs::read_to_string(c.dir().join("postmaster.pid"))
+                .ok()
+                .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok())
+                .map_or(0.0, |pid| {
+                    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+                    // cutime + cstime (reaped backends) and the postmaster's own.
+                    ticks(&stat, [16, 17]) + ticks(&stat, [14, 15])
+                })
+        };
+        Self {
+            a: server(a),
+            b: server(b),
+            runner: ticks(Path::new("/proc/self/stat"), [14, 15]),
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            a: self.a - before.a,
+            b: self.b - before.b,
+            runner: self.runner - before.runner,
+        }
+    }
+
+    fn json(self) -> serde_json::Value {
+        json!({"server_a_s": (self.a * 100.0).round() / 100.0, "server_b_s": (self.b * 100.0).round() / 100.0,
+               "runner_s": (self.runner * 100.0).round() / 100.0})
+    }
+
+    fn text(self) -> String {
+        format!(
+            "CPU: server a {:.1}s, server b {:.1}s, runner {:.1}s",
+            self.a, self.b, self.runner
+        )
+    }
+}
+
+/// Flushes both servers' dirty buffers, so a phase does not pay for the previous one's
+/// checkpoint (provisioning and each pass leave a lot of WAL behind).
+async fn settle(servers: &[(String, String)]) -> anyhow::Result<()> {
+    for (_, url) in servers {
+        tenancy::pg::connect(&url.parse()?)
+            .await?
+            .batch_execute("CHECKPOINT")
+            .await?;
+    }
+    Ok(())
 }
 
 /// Samples `pg_stat_activity` on each server until stopped; keeps the peak client backends.
@@ -232,13 +305,16 @@ async fn measure(
     // (a) one new migration over the fleet, per concurrency setting (each its own migration).
     let mut version = head;
     let mut measured = Vec::new();
+    let mut pass_cpu = Vec::new();
     for (i, (c, s)) in passes.iter().enumerate() {
         version += 1;
         with_a.push(bench_migration(version, &format!("bench_events_p{i}"))?);
         say(&format!(
             "(a) fleet pass applying one new migration, concurrency {c}, per server {s}"
         ));
+        settle(&servers).await?;
         let sampler = Sampler::start(&servers).await?;
+        let cpu = CpuTimes::now(a, b);
         let o = FleetOptions {
             concurrency: *c,
             per_server: *s,
@@ -249,6 +325,7 @@ async fn measure(
             .run(with_a.clone(), &o, Arc::clone(&quiet))
             .await?;
         let sampled = sampler.finish().await;
+        pass_cpu.push(CpuTimes::now(a, b).since(cpu));
         check(&pass, "pass (a)")?;
         measured.push((*c, *s, pass, sampled));
     }
@@ -279,6 +356,8 @@ async fn measure(
     // Baseline: the same kind of migration, one database at a time, in a plain loop.
     say("baseline: one database at a time");
     let fleet = t.migrator.fleet().await?;
+    settle(&servers).await?;
+    let cpu = CpuTimes::now(a, b);
     let clock = Instant::now();
     for db in &fleet {
         let url = match db.server.as_str() {
@@ -289,6 +368,7 @@ async fn measure(
         Runner::new(&with_baseline).run_async(&mut client).await?;
     }
     let baseline = clock.elapsed();
+    let baseline_cpu = CpuTimes::now(a, b).since(cpu);
 
     // Where the time goes: only connecting (and `SELECT 1`) to every database.
     let urls: Vec<String> = fleet
@@ -298,12 +378,16 @@ async fn measure(
             _ => a.url(&db.db_name),
         })
         .collect();
+    settle(&servers).await?;
+    let cpu = CpuTimes::now(a, b);
     let clock = Instant::now();
     for url in &urls {
         let c = tenancy::pg::connect(&url.parse()?).await?;
         c.simple_query("SELECT 1").await?;
     }
     let connect_loop = clock.elapsed();
+    let connect_loop_cpu = CpuTimes::now(a, b).since(cpu);
+    let cpu = CpuTimes::now(a, b);
     let clock = Instant::now();
     futures_util::stream::iter(urls.iter())
         .map(|url| async move {
@@ -319,6 +403,13 @@ async fn measure(
         })
         .await;
     let connect_parallel = clock.elapsed();
+    let connect_parallel_cpu = CpuTimes::now(a, b).since(cpu);
+    say(&format!(
+        "baseline {}; connect loop {}; connect {concurrency} at a time {}",
+        baseline_cpu.text(),
+        connect_loop_cpu.text(),
+        connect_parallel_cpu.text()
+    ));
     say(&format!(
         "connect + SELECT 1 to every database: {:.2}s one at a time, {:.2}s {concurrency} at a time",
         connect_loop.as_secs_f64(),
@@ -334,20 +425,22 @@ async fn measure(
     let ratio = baseline.as_secs_f64() / pass_a.elapsed.as_secs_f64().max(1e-9);
     let sweep: Vec<_> = measured
         .iter()
-        .map(|(c, s, p, sampled)| {
-            json!({"concurrency": c, "per_server": s, "ms": ms(p.elapsed),
+        .zip(&pass_cpu)
+        .map(|((c, s, p, sampled), cpu)| {
+            json!({"concurrency": c, "per_server": s, "ms": ms(p.elapsed), "cpu": cpu.json(),
                    "peak_runner_connections_per_server": p.peak_per_server,
                    "peak_client_backends_per_server": sampled,
                    "speedup_vs_loop": (baseline.as_secs_f64() / p.elapsed.as_secs_f64().max(1e-9) * 10.0).round() / 10.0})
         })
         .collect();
-    for (c, s, p, sampled) in &measured {
+    for ((c, s, p, sampled), cpu) in measured.iter().zip(&pass_cpu) {
         say(&format!(
-            "pass concurrency {c} per server {s}: {:.2}s, {:.1}x the loop, peak runner connections {:?}, peak client backends {:?}",
+            "pass concurrency {c} per server {s}: {:.2}s, {:.1}x the loop, peak runner connections {:?}, peak client backends {:?}; {}",
             p.elapsed.as_secs_f64(),
             baseline.as_secs_f64() / p.elapsed.as_secs_f64().max(1e-9),
             p.peak_per_server,
-            sampled
+            sampled,
+            cpu.text()
         ));
     }
     let report = json!({
@@ -369,6 +462,9 @@ async fn measure(
         "b_verify_noop_ms": ms(pass_v.elapsed),
         "b_verify_peak_client_backends_per_server": sampled_v,
         "baseline_loop_ms": ms(baseline),
+        "baseline_cpu": baseline_cpu.json(),
+        "connect_only_loop_cpu": connect_loop_cpu.json(),
+        "connect_only_parallel_cpu": connect_parallel_cpu.json(),
         "connect_only_loop_ms": ms(connect_loop),
         "connect_only_parallel_ms": ms(connect_parallel),
         "speedup_vs_loop": (ratio * 10.0).round() / 10.0,
