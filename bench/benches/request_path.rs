@@ -131,7 +131,13 @@ fn main() {
             .await
             .expect("bootstrap");
         AppState {
-            sso: sso::Sso::new(started.tenancy.resolver.base_domain().as_str()).expect("sso"),
+            sso: sso::Sso::new(
+                started.tenancy.resolver.base_domain().as_str(),
+                sso::egress::Egress {
+                    allow_private_networks: false,
+                },
+            )
+            .expect("sso"),
             tenancy: Arc::new(started.tenancy),
             admin_token: AdminToken::new(ADMIN_TOKEN),
         }

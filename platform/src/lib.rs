@@ -64,7 +64,13 @@ impl App {
         let state = AppState {
             tenancy: Arc::clone(&tenancy),
             admin_token: AdminToken::new(admin_token),
-            sso: sso::Sso::new(tenancy.resolver.base_domain().as_str()).context("SSO services")?,
+            sso: sso::Sso::new(
+                tenancy.resolver.base_domain().as_str(),
+                sso::egress::Egress {
+                    allow_private_networks: tenancy.allow_private_egress,
+                },
+            )
+            .context("SSO services")?,
         };
         // Rate-limit keys whose bucket is full again are dropped, so memory follows the number
         // of recently active keys, not of all keys ever seen.

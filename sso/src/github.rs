@@ -27,13 +27,6 @@ struct Pending {
     verifier: String,
 }
 
-/// Checks a GitHub Enterprise Server URL (`https`, or `http` on loopback for tests).
-pub fn check_base_url(url: &str) -> Result<String, SsoError> {
-    crate::oidc::check_issuer(url)
-        .map_err(|_| SsoError::Invalid("`github_base_url` must be an https URL".into()))?;
-    Ok(url.trim_end_matches('/').to_owned())
-}
-
 type Client = BasicClient<
     oauth2::EndpointSet,
     oauth2::EndpointNotSet,

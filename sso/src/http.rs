@@ -1,6 +1,7 @@
 //! The outbound HTTP client (reqwest over rustls with ring) and its adapter to the
 //! `AsyncHttpClient` that openidconnect / oauth2 expect. Redirects are never followed (an IdP
-//! endpoint that redirects is refused rather than leading the server somewhere else).
+//! endpoint that redirects is refused rather than leading the server somewhere else), and every
+//! connection goes through the egress guard (no private or loopback addresses unless allowed).
 
 use std::time::Duration;
 
@@ -8,12 +9,16 @@ use openidconnect::http::{HeaderValue, Response, StatusCode};
 use openidconnect::{HttpRequest, HttpResponse};
 
 use crate::SsoError;
+use crate::egress::{Egress, GuardedResolver};
 
 /// Largest response body accepted from an identity provider.
 const MAX_BODY: usize = 1024 * 1024;
 
 #[derive(Clone, Debug)]
-pub(crate) struct HttpClient(reqwest::Client);
+pub(crate) struct HttpClient {
+    client: reqwest::Client,
+    egress: Egress,
+}
 
 /// An outbound request failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,25 +26,34 @@ pub(crate) struct HttpClient(reqwest::Client);
 pub(crate) struct HttpError(String);
 
 impl HttpClient {
-    pub(crate) fn new() -> Result<Self, SsoError> {
+    pub(crate) fn new(egress: Egress) -> Result<Self, SsoError> {
         // reqwest is built without a default provider: the process needs one installed once.
         let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(GuardedResolver(egress))
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .build()
-            .map(Self)
+            .map(|client| Self { client, egress })
             .map_err(|e| SsoError::Internal(format!("http client: {e}")))
+    }
+
+    /// Refuses a URL whose host is an IP address the policy does not allow (the resolver never
+    /// sees those).
+    fn guard(&self, url: &str) -> Result<(), String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+        self.egress
+            .check_literal(&parsed)
+            .map_err(|why| format!("outbound connection refused: {why}"))
     }
 
     /// Performs one request for openidconnect.
     pub(crate) async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         let (parts, body) = req.into_parts();
-        let mut r = self
-            .0
-            .request(parts.method, parts.uri.to_string())
-            .body(body);
+        let url = parts.uri.to_string();
+        self.guard(&url).map_err(HttpError)?;
+        let mut r = self.client.request(parts.method, url).body(body);
         for (k, v) in &parts.headers {
             r = r.header(k, v);
         }
@@ -63,7 +77,9 @@ impl HttpClient {
 
     /// GET `url` (optionally with a bearer token): the body of a 2xx answer, at most 1 MiB.
     async fn get(&self, url: &str, token: Option<&str>) -> Result<Vec<u8>, SsoError> {
-        let mut req = self.0.get(url).header("user-agent", "platform-sso");
+        self.guard(url)
+            .map_err(|e| SsoError::Upstream(format!("GET {url}: {e}")))?;
+        let mut req = self.client.get(url).header("user-agent", "platform-sso");
         if let Some(t) = token {
             req = req
                 .bearer_auth(t)

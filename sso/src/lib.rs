@@ -7,6 +7,7 @@
 //! samael's native dependencies (libxml2, xmlsec1, OpenSSL) are built only for what needs them.
 
 pub mod connections;
+pub mod egress;
 pub mod error;
 pub mod github;
 mod http;
@@ -24,28 +25,30 @@ use tenancy::catalog::Tenant;
 #[derive(Clone, Debug)]
 pub struct Sso {
     http: http::HttpClient,
+    egress: egress::Egress,
     base_domain: String,
 }
 
 impl Sso {
     /// Builds the SSO services (installs the rustls crypto provider if none is installed).
-    pub fn new(base_domain: &str) -> Result<Self, SsoError> {
+    /// `egress` says whether tenant-configured URLs may reach private networks (see [`egress`]).
+    pub fn new(base_domain: &str, egress: egress::Egress) -> Result<Self, SsoError> {
         Ok(Self {
-            http: http::HttpClient::new()?,
+            http: http::HttpClient::new(egress)?,
+            egress,
             base_domain: base_domain.to_owned(),
         })
     }
 
+    /// Checks a URL a tenant administrator configures (`field` names it in the problem): https,
+    /// and a host that is (or resolves to) a public address unless private networks are allowed.
+    pub async fn check_url(&self, url: &str, field: &str) -> Result<(), SsoError> {
+        self.egress.check_url(url, field).await.map(|_| ())
+    }
+
     /// Downloads IdP metadata from `url` (at connection set-up only).
     pub async fn fetch_metadata(&self, url: &str) -> Result<String, SsoError> {
-        if !url.starts_with("https://")
-            && !url.starts_with("http://127.0.0.1")
-            && !url.starts_with("http://localhost")
-        {
-            return Err(SsoError::Invalid(
-                "`idp_metadata_url` must be an https URL".into(),
-            ));
-        }
+        self.check_url(url, "idp_metadata_url").await?;
         self.http.get_text(url).await
     }
 

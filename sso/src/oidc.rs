@@ -70,17 +70,6 @@ struct Pending {
     verifier: String,
 }
 
-/// Checks an issuer URL (`https`, or `http` for a loopback host).
-pub fn check_issuer(issuer: &str) -> Result<(), SsoError> {
-    let url =
-        url::Url::parse(issuer).map_err(|_| SsoError::Invalid("`issuer` is not a URL".into()))?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-        return Err(SsoError::Invalid("`issuer` must be an https URL".into()));
-    }
-    Ok(())
-}
-
 impl Sso {
     /// The redirect URI registered at the provider for this tenant.
     #[must_use]

@@ -44,6 +44,8 @@ pub struct Tenancy {
     pub auth: Auth,
     pub migrator: Migrator,
     pub limits: crate::ratelimit::RateLimits,
+    /// `Settings::allow_private_egress`: tenant-configured URLs may reach private networks.
+    pub allow_private_egress: bool,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -253,6 +255,7 @@ async fn build(
         mover,
         migrator,
         limits: crate::ratelimit::RateLimits::new(settings.limits.clone()),
+        allow_private_egress: settings.allow_private_egress,
     })
 }
 

@@ -75,6 +75,10 @@ pub struct Settings {
     pub transaction_pooler: bool,
     /// Rate limits and trusted proxies (`PLATFORM_RATE_LIMIT_*`, `PLATFORM_TRUSTED_PROXIES`).
     pub limits: crate::ratelimit::LimitSettings,
+    /// URLs that tenants configure (SSO issuers, metadata) may point at loopback and private
+    /// addresses (`PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS`; development and tests only: otherwise any
+    /// tenant administrator could make the server fetch internal services).
+    pub allow_private_egress: bool,
 }
 
 impl Settings {
@@ -203,16 +207,13 @@ impl Settings {
                 ));
             }
         };
-        let transaction_pooler = match get("PLATFORM_TRANSACTION_POOLER").as_deref() {
-            None | Some("false" | "0") => false,
-            Some("true" | "1") => true,
-            Some(_) => {
-                return Err(invalid(
-                    "PLATFORM_TRANSACTION_POOLER",
-                    "must be `true` or `false`".into(),
-                ));
-            }
+        let flag = |var: &'static str| match get(var).as_deref() {
+            None | Some("false" | "0") => Ok(false),
+            Some("true" | "1") => Ok(true),
+            Some(_) => Err(invalid(var, "must be `true` or `false`".into())),
         };
+        let transaction_pooler = flag("PLATFORM_TRANSACTION_POOLER")?;
+        let allow_private_egress = flag("PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS")?;
         let defaults = crate::ratelimit::LimitSettings::default();
         let rate = |var: &'static str,
                     default: crate::catalog::RateQuota|
@@ -277,6 +278,7 @@ impl Settings {
             default_db_server: get("PLATFORM_DEFAULT_DB_SERVER").unwrap_or_else(|| "local".into()),
             log_json,
             transaction_pooler,
+            allow_private_egress,
         })
     }
 }

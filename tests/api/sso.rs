@@ -311,9 +311,11 @@ async fn connections_are_validated_and_tenant_scoped() {
     post(json!({"kind": "oidc", "name": "x", "issuer": "http://evil.example", "client_id": "c"}))
         .await
         .assert_problem(422);
-    post(json!({"kind": "oidc", "name": "x", "issuer": "https://idp.example", "client_id": "c", "default_role": "owner"}))
-        .await
-        .assert_problem(422);
+    // (An issuer the test policy accepts, so the role is what is refused.)
+    let owner = post(json!({"kind": "oidc", "name": "x", "issuer": "http://127.0.0.1:9", "client_id": "c", "default_role": "owner"}))
+        .await;
+    owner.assert_problem(422);
+    assert!(owner.text.contains("owner"), "{}", owner.text);
     post(json!({"kind": "ldap", "name": "x"}))
         .await
         .assert_problem(422);
@@ -437,5 +439,59 @@ async fn github_login_takes_the_primary_verified_email_only() {
     let before = events(&app, &t, "sso.rejected").await.len();
     let r = login_as("unverified-cat").await;
     assert_refused(&app, &t, &r, before, "no_email").await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn tenant_configured_urls_cannot_reach_private_networks_by_default() {
+    // The production default: no private or loopback addresses for tenant-configured URLs.
+    let app = TestApp::spawn_with(&[("PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS", "false")]).await;
+    let t = app.tenant("ssrf", "shared", None).await;
+    let admin = user_with_role(&app, &t, "admin@ssrf.test", "admin").await;
+    // Loopback (where the other tests' identity providers listen), the cloud metadata endpoint,
+    // private networks, by address, by a mapped IPv6 address and by name.
+    for body in [
+        json!({"kind": "oidc", "name": "a", "issuer": "http://127.0.0.1:8080", "client_id": "c"}),
+        json!({"kind": "oidc", "name": "b", "issuer": "https://169.254.169.254/latest", "client_id": "c"}),
+        json!({"kind": "oidc", "name": "c", "issuer": "https://[::ffff:10.0.0.1]/", "client_id": "c"}),
+        json!({"kind": "oidc", "name": "d", "issuer": "https://localhost/", "client_id": "c"}),
+        json!({"kind": "saml", "name": "e", "idp_metadata_url": "http://localhost:8080/metadata"}),
+        json!({"kind": "saml", "name": "f", "idp_metadata_url": "https://127.0.0.1:5432/"}),
+        json!({"kind": "github", "name": "g", "client_id": "c", "client_secret": "s",
+               "github_base_url": "https://192.168.0.10"}),
+    ] {
+        let r = as_user(
+            &app,
+            &t,
+            &admin.access,
+            Method::POST,
+            "/api/v1/sso/connections",
+            Some(body.clone()),
+        )
+        .await;
+        r.assert_problem(422);
+        assert!(
+            r.text.contains("non-public address") || r.text.contains("must be an https URL"),
+            "{body}: {}",
+            r.text
+        );
+    }
+    // Nothing was stored.
+    let list = as_user(
+        &app,
+        &t,
+        &admin.access,
+        Method::GET,
+        "/api/v1/sso/connections",
+        None,
+    )
+    .await;
+    list.assert_status(200);
+    assert_eq!(
+        list.body["items"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        list.text
+    );
     app.finish().await;
 }

@@ -159,6 +159,10 @@ fn settings_with(
                     "PLATFORM_RATE_LIMIT_PRINCIPAL" | "PLATFORM_RATE_LIMIT_TENANT_DEFAULT"
                 )
                 .then(|| "1000000/1000000".to_owned())
+            })
+            // The identity-provider peers listen on loopback.
+            .or_else(|| {
+                (other == "PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS").then(|| "true".to_owned())
             }),
     })?)
 }

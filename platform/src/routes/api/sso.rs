@@ -249,7 +249,9 @@ async fn protocol(
                     .or_else(|| cur.map(|o| o.issuer.clone()))
                     .ok_or_else(|| ApiError::unprocessable("an OIDC connection needs `issuer`"))?
             };
-            sso::oidc::check_issuer(&issuer)?;
+            if kind != "google" {
+                sso.check_url(&issuer, "issuer").await?;
+            }
             let client_id = b
                 .client_id
                 .take()
@@ -280,7 +282,10 @@ async fn protocol(
                 .or_else(|| cur.map(|g| g.client_id.clone()))
                 .ok_or_else(|| ApiError::unprocessable("a GitHub connection needs `client_id`"))?;
             let base_url = match b.github_base_url.take() {
-                Some(u) => Some(sso::github::check_base_url(&u)?),
+                Some(u) => {
+                    sso.check_url(&u, "github_base_url").await?;
+                    Some(u.trim_end_matches('/').to_owned())
+                }
                 None => cur.and_then(|g| g.base_url.clone()),
             };
             Ok(Protocol::Github(connections::GithubApp {
