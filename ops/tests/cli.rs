@@ -188,8 +188,8 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
     let watcher = app.tenant_db(held).await;
     let control = platform_tests::connect(&app.platform_env()[0].1).await;
     let blocked = eventually(Duration::from_secs(60), || async {
-        // Blocked inside kill-b, and the results of the databases before it are written (results
-        // go to the ledger in batches): only kill-b is still `running` there.
+        // Blocked inside kill-b, and the ledger says so: starts and results go to the ledger in
+        // batches (within 50 ms), so wait until kill-b, and only kill-b, is `running` there.
         let waiting = watcher
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
@@ -202,13 +202,15 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
             .unwrap_or(false);
         let running = control
             .query_one(
-                "SELECT count(*) FROM migration_ledger WHERE state = 'running'",
+                "SELECT count(*), count(*) FILTER (WHERE t.slug = 'kill-b')
+                   FROM migration_ledger l LEFT JOIN tenants t ON t.id::text = l.db_key
+                  WHERE l.state = 'running'",
                 &[],
             )
             .await
-            .map(|r| r.get::<_, i64>(0))
-            .unwrap_or(0);
-        waiting && running == 1
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .unwrap_or((0, 0));
+        waiting && running == (1, 1)
     })
     .await;
     assert!(blocked.is_some(), "the runner never reached kill-b");

@@ -26,6 +26,7 @@ use tenancy::catalog::Tenant;
 pub struct Sso {
     http: http::HttpClient,
     egress: egress::Egress,
+    discovery: moka::future::Cache<String, openidconnect::core::CoreProviderMetadata>,
     base_domain: String,
 }
 
@@ -36,6 +37,7 @@ impl Sso {
         Ok(Self {
             http: http::HttpClient::new(egress)?,
             egress,
+            discovery: oidc::discovery_cache(),
             base_domain: base_domain.to_owned(),
         })
     }

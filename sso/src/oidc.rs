@@ -2,6 +2,11 @@
 //! and `nonce` kept server-side (single use, expiring, sealed with the tenant's key), and the
 //! id_token checked by the openidconnect crate (signature against the provider's JWKS, `iss`,
 //! `aud`, `exp`, `nonce`). Google is an OIDC connection with Google's issuer.
+//!
+//! Discovery documents (with their JWKS) are cached per issuer for [`DISCOVERY_TTL`], so a login
+//! costs the provider one token request rather than three; an id_token whose signature does not
+//! verify against the cached keys (the provider rotated them) is checked once more against a
+//! freshly fetched document before it is refused.
 
 use std::collections::BTreeMap;
 
@@ -12,10 +17,10 @@ use openidconnect::core::{
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest, IdTokenFields, IssuerUrl, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
-    StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
+    AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
+    IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RequestTokenError, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,6 +34,17 @@ use crate::saml::Verified;
 use crate::{Rejection, Sso, SsoError};
 
 const REQUEST_PURPOSE: &str = "sso.oidc_request";
+
+/// How long a provider's discovery document and keys are reused.
+pub const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The per-issuer cache of discovery documents (bounded; entries expire after [`DISCOVERY_TTL`]).
+pub(crate) fn discovery_cache() -> moka::future::Cache<String, CoreProviderMetadata> {
+    moka::future::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(DISCOVERY_TTL)
+        .build()
+}
 
 /// Every claim of the id_token, for role mapping (`groups` and the like).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -82,15 +98,25 @@ impl Sso {
         tenant: &Tenant,
         p: &OidcProvider,
         secret: Option<String>,
+        fresh: bool,
     ) -> Result<Client, SsoError> {
+        if fresh {
+            self.discovery.invalidate(&p.issuer).await;
+        }
         let http = self.http.clone();
-        let call = move |req: HttpRequest| {
-            let http = http.clone();
-            async move { http.call(req).await }
-        };
         let issuer = IssuerUrl::new(p.issuer.clone())
             .map_err(|_| SsoError::Invalid("the connection's issuer is not a URL".into()))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &call)
+        let metadata = self
+            .discovery
+            .try_get_with(p.issuer.clone(), async move {
+                let call = move |req: HttpRequest| {
+                    let http = http.clone();
+                    async move { http.call(req).await }
+                };
+                CoreProviderMetadata::discover_async(issuer, &call)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
             .await
             .map_err(|e| SsoError::Upstream(format!("OIDC discovery: {e}")))?;
         let redirect = RedirectUrl::new(self.oidc_redirect_uri(tenant))
@@ -115,7 +141,7 @@ impl Sso {
             return Err(SsoError::NotFound("no such OIDC connection"));
         };
         let client = self
-            .client(tenant, p, secret.map(|s| s.to_string()))
+            .client(tenant, p, secret.map(|s| s.to_string()), false)
             .await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req = client
@@ -160,9 +186,8 @@ impl Sso {
         };
         let pending: Pending = serde_json::from_slice(&taken.pending)
             .map_err(|e| SsoError::Internal(e.to_string()))?;
-        let client = self
-            .client(tenant, p, secret.map(|s| s.to_string()))
-            .await?;
+        let secret = secret.map(|s| s.to_string());
+        let client = self.client(tenant, p, secret.clone(), false).await?;
         let http = self.http.clone();
         let call = move |req: HttpRequest| {
             let http = http.clone();
@@ -184,9 +209,23 @@ impl Sso {
         let id_token = token
             .id_token()
             .ok_or_else(|| SsoError::rejected(Rejection::Token, "no id_token in the answer"))?;
-        let claims = id_token
-            .claims(&client.id_token_verifier(), &Nonce::new(pending.nonce))
-            .map_err(|e| SsoError::rejected(Rejection::Token, format!("id_token refused: {e}")))?;
+        let nonce = Nonce::new(pending.nonce);
+        let refused = |e: ClaimsVerificationError| {
+            SsoError::rejected(Rejection::Token, format!("id_token refused: {e}"))
+        };
+        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+            Ok(c) => c.clone(),
+            // Signed with a key the cached document does not list: the provider may have rotated
+            // its keys. Fetch the document again, once, and check against the new keys.
+            Err(ClaimsVerificationError::SignatureVerification(_)) => {
+                let fresh = self.client(tenant, p, secret, true).await?;
+                id_token
+                    .claims(&fresh.id_token_verifier(), &nonce)
+                    .map_err(refused)?
+                    .clone()
+            }
+            Err(e) => return Err(refused(e)),
+        };
         let mut attributes = BTreeMap::new();
         for (k, v) in &claims.additional_claims().0 {
             let values = match v {

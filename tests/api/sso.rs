@@ -443,6 +443,36 @@ async fn github_login_takes_the_primary_verified_email_only() {
 }
 
 #[tokio::test]
+async fn discovery_is_cached_and_fetched_again_when_the_provider_rotates_its_keys() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("rotate", "shared", None).await;
+    let admin = user_with_role(&app, &t, "admin@rotate.test", "admin").await;
+    let mut peer = peer_for(&t).await;
+    let conn = oidc_connection(&app, &t, &admin, &peer).await;
+    let id = conn["id"].as_str().expect("id").to_owned();
+    let (discovery_before, jwks_before) = peer.fetches().await;
+    for _ in 0..3 {
+        let (r, _) = oidc_login(&app, &t, &id, "alice").await;
+        r.assert_status(200);
+    }
+    let (discovery, jwks) = peer.fetches().await;
+    assert_eq!(
+        (discovery - discovery_before, jwks - jwks_before),
+        (1, 1),
+        "three logins, one discovery document and one key set"
+    );
+    // The provider restarts with a new signing key: the cached keys no longer verify its
+    // id_tokens, so the callback fetches the document again, once, and the login succeeds.
+    peer.restart().await;
+    let (discovery_before, jwks_before) = peer.fetches().await;
+    let (r, _) = oidc_login(&app, &t, &id, "alice").await;
+    r.assert_status(200);
+    let (discovery, jwks) = peer.fetches().await;
+    assert_eq!((discovery - discovery_before, jwks - jwks_before), (1, 1));
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn tenant_configured_urls_cannot_reach_private_networks_by_default() {
     // The production default: no private or loopback addresses for tenant-configured URLs.
     let app = TestApp::spawn_with(&[("PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS", "false")]).await;

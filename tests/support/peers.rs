@@ -49,7 +49,8 @@ fn installed() {
 /// A running oidc-provider, stopped on drop.
 pub struct OidcPeer {
     pub issuer: String,
-    _child: tokio::process::Child,
+    config: Value,
+    child: tokio::process::Child,
 }
 
 impl OidcPeer {
@@ -57,13 +58,44 @@ impl OidcPeer {
     /// `accounts` (id → claims) and waits until its discovery document answers.
     pub async fn start(clients: Value, accounts: Value) -> Self {
         installed();
+        let port = free_port();
+        let config = json!({ "port": port, "clients": clients, "accounts": accounts });
+        let child = Self::spawn(&config).await;
+        Self {
+            issuer: format!("http://127.0.0.1:{port}"),
+            config,
+            child,
+        }
+    }
+
+    /// Stops the provider and starts it again on the same address. It signs with a key it
+    /// generates at start-up, so this is also a key rotation.
+    pub async fn restart(&mut self) {
+        self.child.kill().await.expect("stop oidc-provider");
+        self.child = Self::spawn(&self.config).await;
+    }
+
+    /// How many times the discovery document and the keys were fetched: `(discovery, jwks)`
+    /// (the start-up check fetches the discovery document once per start).
+    pub async fn fetches(&self) -> (u64, u64) {
+        let stats: Value = reqwest::get(format!("{}/__peer/stats", self.issuer))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json");
+        (
+            stats["discovery"].as_u64().expect("discovery"),
+            stats["jwks"].as_u64().expect("jwks"),
+        )
+    }
+
+    async fn spawn(config: &Value) -> tokio::process::Child {
         let dir = peers_dir().join("oidc");
         assert!(
             dir.join("node_modules/oidc-provider").is_dir(),
             "the OIDC test peer is not installed: run `bash tests/peers/setup.sh`"
         );
-        let port = free_port();
-        let config = json!({ "port": port, "clients": clients, "accounts": accounts });
         let child = tokio::process::Command::new("node")
             .arg("server.mjs")
             .current_dir(&dir)
@@ -73,7 +105,7 @@ impl OidcPeer {
             .kill_on_drop(true)
             .spawn()
             .expect("start node (is Node.js installed?)");
-        let issuer = format!("http://127.0.0.1:{port}");
+        let issuer = format!("http://127.0.0.1:{}", config["port"]);
         let client = reqwest::Client::new();
         let discovery = format!("{issuer}/.well-known/openid-configuration");
         let up = crate::eventually(Duration::from_secs(30), || {
@@ -88,10 +120,7 @@ impl OidcPeer {
         })
         .await;
         assert!(up.is_some(), "oidc-provider did not start on {issuer}");
-        Self {
-            issuer,
-            _child: child,
-        }
+        child
     }
 }
 

@@ -10,6 +10,7 @@
 // read-only REST resources, /api/v3/user and /api/v3/user/emails, answer for the account an
 // access token issued by oidc-provider belongs to (accounts carry `github_id` and
 // `github_emails` in GitHub's shape). The OAuth 2.0 protocol itself is oidc-provider's.
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import Provider from 'oidc-provider';
 
 const config = JSON.parse(process.env.OIDC_PEER_CONFIG ?? '{}');
@@ -17,7 +18,13 @@ const port = Number(config.port);
 const issuer = `http://127.0.0.1:${port}`;
 const accounts = config.accounts ?? {};
 
+// A signing key of its own, made at every start (a restart is a key rotation), rather than the
+// library's fixed development key.
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), use: 'sig', alg: 'RS256' };
+
 const provider = new Provider(issuer, {
+  jwks: { keys: [signingKey] },
   clients: (config.clients ?? []).map((c) => ({
     grant_types: ['authorization_code'],
     response_types: ['code'],
@@ -48,6 +55,19 @@ const provider = new Provider(issuer, {
   },
 });
 provider.proxy = false;
+
+// How many times the relying party fetched the discovery document and the keys (tests check
+// that it caches them): GET /__peer/stats. Counting only; the answers are oidc-provider's.
+const fetched = { discovery: 0, jwks: 0 };
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/__peer/stats') {
+    ctx.body = fetched;
+    return;
+  }
+  if (ctx.path === '/.well-known/openid-configuration') fetched.discovery += 1;
+  if (ctx.path === '/jwks') fetched.jwks += 1;
+  await next();
+});
 
 provider.use(async (ctx, next) => {
   if (ctx.path !== '/api/v3/user' && ctx.path !== '/api/v3/user/emails') {
