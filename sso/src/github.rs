@@ -5,9 +5,8 @@
 
 use oauth2::basic::BasicClient;
 use oauth2::{
-    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, HttpRequest,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse as _,
-    TokenUrl,
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse as _, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -76,10 +75,9 @@ impl Sso {
             .add_scope(Scope::new("user:email".into()))
             .set_pkce_challenge(challenge)
             .url();
-        let pending = serde_json::to_vec(&Pending {
+        let pending = Pending {
             verifier: verifier.secret().clone(),
-        })
-        .map_err(|e| SsoError::Internal(e.to_string()))?;
+        };
         requests::start(t, tenant, id, state.secret(), REQUEST_PURPOSE, &pending).await?;
         Ok(url.to_string())
     }
@@ -93,7 +91,8 @@ impl Sso {
         code: &str,
         state: &str,
     ) -> Result<Verified, SsoError> {
-        let taken = requests::take(t, tenant, state, REQUEST_PURPOSE).await?;
+        let taken: requests::Taken<Pending> =
+            requests::take(t, tenant, state, REQUEST_PURPOSE).await?;
         let conn = taken.connection;
         let secret = taken.secret;
         let Protocol::Github(app) = &conn.protocol else {
@@ -102,22 +101,16 @@ impl Sso {
                 "not a GitHub login",
             ));
         };
-        let pending: Pending = serde_json::from_slice(&taken.pending)
-            .map_err(|e| SsoError::Internal(e.to_string()))?;
+        let pending = taken.pending;
         let c = client(
             app,
             secret.map(|s| s.to_string()),
             self.github_redirect_uri(tenant),
         )?;
-        let http = self.http.clone();
-        let call = move |req: HttpRequest| {
-            let http = http.clone();
-            async move { http.call(req).await }
-        };
         let token = c
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
-            .request_async(&call)
+            .request_async(&self.http)
             .await
             .map_err(|e| match e {
                 RequestTokenError::ServerResponse(r) => SsoError::rejected(

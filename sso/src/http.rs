@@ -127,3 +127,15 @@ impl HttpClient {
             .map_err(|_| SsoError::Invalid("the metadata document is not UTF-8".into()))
     }
 }
+
+/// The client as openidconnect / oauth2 call it (`request_async(&sso.http)`, discovery).
+impl<'c> openidconnect::AsyncHttpClient<'c> for HttpClient {
+    type Error = HttpError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<HttpResponse, HttpError>> + Send + 'c>,
+    >;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(HttpClient::call(self, request))
+    }
+}

@@ -18,9 +18,9 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
-    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
-    IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
-    RequestTokenError, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
+    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields,
+    IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
+    StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -103,17 +103,12 @@ impl Sso {
         if fresh {
             self.discovery.invalidate(&p.issuer).await;
         }
-        let http = self.http.clone();
         let issuer = IssuerUrl::new(p.issuer.clone())
             .map_err(|_| SsoError::Invalid("the connection's issuer is not a URL".into()))?;
         let metadata = self
             .discovery
             .try_get_with(p.issuer.clone(), async move {
-                let call = move |req: HttpRequest| {
-                    let http = http.clone();
-                    async move { http.call(req).await }
-                };
-                CoreProviderMetadata::discover_async(issuer, &call)
+                CoreProviderMetadata::discover_async(issuer, &self.http)
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -157,11 +152,10 @@ impl Sso {
             req = req.add_scope(Scope::new(s.clone()));
         }
         let (url, state, nonce) = req.url();
-        let pending = serde_json::to_vec(&Pending {
+        let pending = Pending {
             nonce: nonce.secret().clone(),
             verifier: verifier.secret().clone(),
-        })
-        .map_err(|e| SsoError::Internal(e.to_string()))?;
+        };
         requests::start(t, tenant, id, state.secret(), REQUEST_PURPOSE, &pending).await?;
         Ok(url.to_string())
     }
@@ -175,7 +169,8 @@ impl Sso {
         code: &str,
         state: &str,
     ) -> Result<Verified, SsoError> {
-        let taken = requests::take(t, tenant, state, REQUEST_PURPOSE).await?;
+        let taken: requests::Taken<Pending> =
+            requests::take(t, tenant, state, REQUEST_PURPOSE).await?;
         let conn = taken.connection;
         let secret = taken.secret;
         let Protocol::Oidc(p) = &conn.protocol else {
@@ -184,20 +179,14 @@ impl Sso {
                 "not an OIDC login",
             ));
         };
-        let pending: Pending = serde_json::from_slice(&taken.pending)
-            .map_err(|e| SsoError::Internal(e.to_string()))?;
+        let pending = taken.pending;
         let secret = secret.map(|s| s.to_string());
         let client = self.client(tenant, p, secret.clone(), false).await?;
-        let http = self.http.clone();
-        let call = move |req: HttpRequest| {
-            let http = http.clone();
-            async move { http.call(req).await }
-        };
         let token = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| SsoError::Upstream(format!("no token endpoint: {e}")))?
             .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
-            .request_async(&call)
+            .request_async(&self.http)
             .await
             .map_err(|e| match e {
                 RequestTokenError::ServerResponse(r) => SsoError::rejected(

@@ -108,26 +108,29 @@ pub async fn first_sighting(
 }
 
 /// A started OIDC/OAuth login taken back by its `state`.
-pub struct Taken {
+pub struct Taken<P> {
     pub connection: crate::connections::Connection,
     pub secret: Option<zeroize::Zeroizing<String>>,
     /// What was sealed when the login started (nonce, PKCE verifier).
-    pub pending: zeroize::Zeroizing<Vec<u8>>,
+    pub pending: P,
 }
 
-/// Seals `pending` with the tenant's key and remembers the login under `state`.
-pub async fn start(
+/// Seals `pending` (as JSON) with the tenant's key and remembers the login under `state`.
+pub async fn start<P: serde::Serialize>(
     t: &tenancy::bootstrap::Tenancy,
     tenant: &tenancy::catalog::Tenant,
     connection: ConnectionId,
     state: &str,
     purpose: &str,
-    pending: &[u8],
+    pending: &P,
 ) -> Result<(), SsoError> {
+    let pending = zeroize::Zeroizing::new(
+        serde_json::to_vec(pending).map_err(|e| SsoError::Internal(e.to_string()))?,
+    );
     let sealed = t
         .auth
         .keyring()
-        .seal(tenancy::crypto::Scope::Tenant(tenant.id), purpose, pending)
+        .seal(tenancy::crypto::Scope::Tenant(tenant.id), purpose, &pending)
         .await?;
     let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
     remember(&mut tx, connection, state, Some(sealed)).await?;
@@ -138,12 +141,12 @@ pub async fn start(
 /// Consumes the login started under `state` (single use, unexpired) and returns its connection,
 /// client secret and opened pending values. The state is spent whatever happens next: a second
 /// try needs a new login.
-pub async fn take(
+pub async fn take<P: serde::de::DeserializeOwned>(
     t: &tenancy::bootstrap::Tenancy,
     tenant: &tenancy::catalog::Tenant,
     state: &str,
     purpose: &str,
-) -> Result<Taken, SsoError> {
+) -> Result<Taken<P>, SsoError> {
     use crate::{Rejection, connections};
     let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
     let (conn_id, sealed) = match lookup(&mut tx, state).await? {
@@ -179,6 +182,8 @@ pub async fn take(
         .map_err(|_| {
             SsoError::rejected(Rejection::UnknownState, "state of another kind of login")
         })?;
+    let pending =
+        serde_json::from_slice(&pending).map_err(|e| SsoError::Internal(e.to_string()))?;
     Ok(Taken {
         connection,
         secret,
