@@ -177,6 +177,8 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
             "migrate",
             "tenants",
             "--json",
+            "--lock-timeout",
+            "0",
             "--concurrency",
             "1",
             "--extra-migrations",

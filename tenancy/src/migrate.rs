@@ -78,7 +78,8 @@ pub fn tenant_migrations() -> Vec<Migration> {
 /// advisory lock. Returns the version reached.
 pub async fn tenant_database(config: &Config) -> Result<i64, MigrateError> {
     let migrations = tenant_migrations();
-    database::migrate(config, &migrations, head_of(&migrations))
+    // A database being provisioned has no traffic to protect: no lock timeout.
+    database::migrate(config, &migrations, head_of(&migrations), None)
         .await
         .map(|o| o.after)
         .map_err(|f| f.error)

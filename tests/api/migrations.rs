@@ -267,22 +267,34 @@ async fn a_failing_canary_stops_the_run_before_the_rest() {
     app.finish().await;
 }
 
+/// A session in a transaction that holds a lock the test migration V6's `ALTER TABLE projects`
+/// needs (`ROLLBACK` on it releases the lock).
+async fn hold_projects_lock(app: &TestApp, t: &TestTenant) -> tokio_postgres::Client {
+    let blocker = app.tenant_db(t).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE projects IN ACCESS SHARE MODE")
+        .await
+        .expect("lock");
+    blocker
+}
+
 #[tokio::test]
 async fn status_tells_where_a_run_stands_while_it_runs_and_after() {
     let app = TestApp::spawn().await;
     let held = app.tenant("held", "dedicated", Some("local")).await;
     let other = app.tenant("free", "dedicated", Some("second")).await;
     // Hold a lock V2's ALTER TABLE needs: the run waits inside that database.
-    let mut blocker = app.tenant_db(&held).await;
-    let tx = blocker.transaction().await.expect("begin");
-    tx.batch_execute("LOCK TABLE projects IN ACCESS SHARE MODE")
-        .await
-        .expect("lock");
+    let blocker = hold_projects_lock(&app, &held).await;
 
     let migrator = app.migrator().clone();
     let running = tokio::spawn(async move {
+        // Waits for the lock as long as it takes (the test releases it).
+        let o = FleetOptions {
+            lock_timeout: None,
+            ..opts()
+        };
         migrator
-            .run(migrations_up_to(6), &opts(), quiet())
+            .run(migrations_up_to(6), &o, quiet())
             .await
             .expect("run")
     });
@@ -308,7 +320,7 @@ async fn status_tells_where_a_run_stands_while_it_runs_and_after() {
     assert_eq!(during.running, 1);
     assert_eq!(during.failed, 0);
 
-    tx.rollback().await.expect("release");
+    blocker.batch_execute("ROLLBACK").await.expect("release");
     let report = running.await.expect("join");
     assert!(report.succeeded(), "{report:?}");
     let after = app.migrator().status(6).await.expect("status");
@@ -477,5 +489,60 @@ async fn dry_run_filters_and_target_do_what_they_say() {
         )
         .await;
     assert!(unknown.is_err());
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_migration_blocked_by_a_long_transaction_gives_up_after_the_lock_timeout() {
+    let app = TestApp::spawn().await;
+    let busy = app.tenant("busy", "dedicated", Some("local")).await;
+    let idle = app.tenant("idle", "dedicated", Some("second")).await;
+    // A long transaction holds a lock V6's ALTER TABLE needs. Waiting for it would queue every
+    // later query on `projects` behind the migration's ACCESS EXCLUSIVE request.
+    let blocker = hold_projects_lock(&app, &busy).await;
+    // (Bounded here only so that a runner that waits forever fails the test instead of hanging
+    // it; the lock timeout under test is 0.3 s.)
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        run(
+            &app,
+            6,
+            &FleetOptions {
+                lock_timeout: Some(Duration::from_millis(300)),
+                ..opts()
+            },
+        ),
+    )
+    .await
+    .expect("the runner gave up waiting for the lock");
+    let failed: Vec<_> = report.failed().collect();
+    assert_eq!(failed.len(), 1, "{report:?}");
+    assert!(failed[0].db.slugs.iter().any(|s| s.as_str() == "busy"));
+    assert!(
+        failed[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("lock timeout")),
+        "{failed:?}"
+    );
+    // Rolled back whole: not even V6's first statement (a new table) stayed.
+    assert_eq!(app.schema_version(&busy).await, 5);
+    let leftover: i64 = app
+        .tenant_db(&busy)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'test_notes'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(leftover, 0);
+    assert_eq!(app.schema_version(&idle).await, 6);
+    // The long transaction ends; the next run converges.
+    blocker.batch_execute("ROLLBACK").await.expect("release");
+    let again = run(&app, 6, &opts()).await;
+    assert!(again.succeeded(), "{again:?}");
+    assert_eq!(app.schema_version(&busy).await, 6);
     app.finish().await;
 }

@@ -57,11 +57,14 @@ impl From<MigrateError> for DbFailure {
     }
 }
 
-/// Brings the database of `config` to `target` (never backwards) with `migrations`.
+/// Brings the database of `config` to `target` (never backwards) with `migrations`. With a
+/// `lock_timeout`, a migration that waits longer than that for a lock fails (rolled back, the
+/// database recorded as failed) instead of queueing the tenant's queries behind it.
 pub async fn migrate(
     config: &Config,
     migrations: &[Migration],
     target: i64,
+    lock_timeout: Option<Duration>,
 ) -> Result<DbOutcome, DbFailure> {
     let mut config = config.clone();
     config
@@ -94,7 +97,14 @@ pub async fn migrate(
     if let Some(history) = &history
         && matches_build(history, migrations)
     {
-        return apply_lean(&client, migrations, before, target).await;
+        return apply_lean(&client, migrations, before, target, lock_timeout).await;
+    }
+    // The advisory lock is held: from here on, lock waits are the migrations'.
+    if let Some(t) = lock_timeout {
+        client
+            .batch_execute(&format!("SET lock_timeout = '{}ms'", t.as_millis()))
+            .await
+            .map_err(MigrateError::Db)?;
     }
     let result = Runner::new(migrations)
         .set_target(Target::Version(i32::try_from(target).unwrap_or(i32::MAX)))
@@ -166,7 +176,11 @@ async fn apply_lean(
     migrations: &[Migration],
     before: i64,
     target: i64,
+    lock_timeout: Option<Duration>,
 ) -> Result<DbOutcome, DbFailure> {
+    let limit = lock_timeout.map_or_else(String::new, |t| {
+        format!("SET LOCAL lock_timeout = '{}ms';\n", t.as_millis())
+    });
     let mut todo: Vec<&Migration> = migrations
         .iter()
         .filter(|m| (before + 1..=target).contains(&i64::from(m.version())))
@@ -181,7 +195,7 @@ async fn apply_lean(
         // The SQL may end in a comment or lack its last semicolon: newlines and a lone `;` keep
         // the history row a statement of its own.
         let batch = format!(
-            "BEGIN;\n{sql}\n;\nINSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+            "BEGIN;\n{limit}{sql}\n;\nINSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
              VALUES ({version}, '{name}', '{applied_on}', '{checksum}');\nCOMMIT;",
             sql = m.sql().unwrap_or_default(),
             name = m.name().replace('\'', "''"),

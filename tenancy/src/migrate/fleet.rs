@@ -45,7 +45,15 @@ pub struct FleetOptions {
     pub dry_run: bool,
     /// Connect to every database to check its version, instead of trusting recorded versions.
     pub verify: bool,
+    /// How long one migration may wait for a table lock before that database fails (and is
+    /// retried by the next run). `None`: wait as long as it takes. A migration waiting for an
+    /// `ACCESS EXCLUSIVE` lock queues every later query on that table behind it, so an
+    /// unbounded wait behind one long transaction stalls the tenant's traffic.
+    pub lock_timeout: Option<std::time::Duration>,
 }
+
+/// The default [`FleetOptions::lock_timeout`].
+pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for FleetOptions {
     fn default() -> Self {
@@ -58,6 +66,7 @@ impl Default for FleetOptions {
             target: None,
             dry_run: false,
             verify: false,
+            lock_timeout: Some(DEFAULT_LOCK_TIMEOUT),
         }
     }
 }

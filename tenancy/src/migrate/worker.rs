@@ -33,6 +33,7 @@ struct Server {
 pub(super) struct Context {
     migrations: Vec<Migration>,
     target: i64,
+    lock_timeout: Option<std::time::Duration>,
     shared_admin_url: String,
     urls: HashMap<DbServerId, String>,
     global: Arc<Semaphore>,
@@ -70,6 +71,7 @@ impl Context {
         Ok(Self {
             migrations,
             target,
+            lock_timeout: opts.lock_timeout,
             shared_admin_url: migrator.shared_admin_url().to_owned(),
             urls,
             global: Arc::new(Semaphore::new(opts.concurrency)),
@@ -116,7 +118,9 @@ impl Context {
         let started = Instant::now();
         self.done.running(db.key);
         let outcome = match self.config(&db) {
-            Ok(config) => database::migrate(&config, &self.migrations, self.target).await,
+            Ok(config) => {
+                database::migrate(&config, &self.migrations, self.target, self.lock_timeout).await
+            }
             Err(e) => Err(DbFailure::from(e)),
         };
         server.in_flight.fetch_sub(1, Ordering::SeqCst);

@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
@@ -39,6 +40,10 @@ pub struct TenantsArgs {
     /// Connect to every database to check its real version instead of trusting the recorded one.
     #[arg(long)]
     verify: bool,
+    /// Seconds a migration may wait for a table lock before that database fails (rerun to
+    /// retry); 0 waits as long as it takes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    lock_timeout: u64,
     #[command(flatten)]
     migrations: MigrationSet,
 }
@@ -54,6 +59,7 @@ pub async fn run(started: &Started, args: TenantsArgs, out: &Output) -> anyhow::
         target: args.target,
         dry_run: args.dry_run,
         verify: args.verify,
+        lock_timeout: (args.lock_timeout > 0).then(|| Duration::from_secs(args.lock_timeout)),
     };
     // JSON lines whenever a person is not watching a terminal.
     let json = out.json || !std::io::stdout().is_terminal();
