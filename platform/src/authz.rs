@@ -60,6 +60,8 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/invitations", P("members:manage")),
     ("GET", "/api/v1/roles", P("users:read")),
     ("POST", "/api/v1/roles", P("roles:manage")),
+    ("PATCH", "/api/v1/roles/{role_id}", P("roles:manage")),
+    ("DELETE", "/api/v1/roles/{role_id}", P("roles:manage")),
     ("GET", "/api/v1/api-keys", P("api_keys:manage")),
     ("POST", "/api/v1/api-keys", P("api_keys:manage")),
     ("DELETE", "/api/v1/api-keys/{key_id}", P("api_keys:manage")),

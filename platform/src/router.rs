@@ -102,6 +102,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(users::revoke_sessions))
         .routes(routes!(invitations::invite))
         .routes(routes!(roles::list, roles::create))
+        .routes(routes!(roles::update, roles::delete))
         .routes(routes!(tenant_keys::create, tenant_keys::list))
         .routes(routes!(tenant_keys::revoke))
         // tenant API: the audit log

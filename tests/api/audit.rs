@@ -481,14 +481,36 @@ async fn every_mutating_route_records_an_audit_event_with_its_request() {
         Some(json!({"email": "new@acme.test", "role": "member"})),
     )
     .await;
+    let role = c
+        .tenant(
+            &app,
+            &acme,
+            Some(&owner_token),
+            M::POST,
+            "/api/v1/roles",
+            "POST /api/v1/roles",
+            Some(json!({"name": "auditor", "permissions": ["audit:read"]})),
+        )
+        .await;
+    let role_id = role.str("id");
     c.tenant(
         &app,
         &acme,
         Some(&owner_token),
-        M::POST,
-        "/api/v1/roles",
-        "POST /api/v1/roles",
-        Some(json!({"name": "auditor", "permissions": ["audit:read"]})),
+        M::PATCH,
+        &format!("/api/v1/roles/{role_id}"),
+        "PATCH /api/v1/roles/{role_id}",
+        Some(json!({"permissions": ["audit:read", "users:read"]})),
+    )
+    .await;
+    c.tenant(
+        &app,
+        &acme,
+        Some(&owner_token),
+        M::DELETE,
+        &format!("/api/v1/roles/{role_id}"),
+        "DELETE /api/v1/roles/{role_id}",
+        None,
     )
     .await;
     let k = c

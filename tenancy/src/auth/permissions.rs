@@ -217,6 +217,113 @@ pub async fn create(
     })
 }
 
+/// Refuses to give a role a permission its grantor does not hold (a custom role with
+/// `roles:manage` must not mint itself, or anyone, more than it has).
+pub fn check_grantable(
+    grantor: &PermissionSet,
+    permissions: &[Permission],
+) -> Result<(), AuthError> {
+    match permissions.iter().find(|p| !grantor.contains(p.as_str())) {
+        None => Ok(()),
+        Some(_) => Err(AuthError::Forbidden(
+            "a role can only be given permissions you hold yourself",
+        )),
+    }
+}
+
+/// Locks a role for a change and refuses built-in ones. Returns its name.
+async fn custom_role_for_update(tx: &mut TenantTx, id: RoleId) -> Result<String, AuthError> {
+    let row = tx
+        .query_opt(
+            "SELECT name, builtin FROM roles WHERE id = $1 FOR UPDATE",
+            &[&id.as_uuid()],
+        )
+        .await?
+        .ok_or(AuthError::NotFound("no such role"))?;
+    if row.get::<_, bool>(1) {
+        return Err(AuthError::Conflict(
+            "built-in roles cannot be changed or deleted",
+        ));
+    }
+    Ok(row.get(0))
+}
+
+/// Replaces a custom role's permissions (its holders get the new set within seconds: principals
+/// and roles are cached for `SESSION_CHECK_TTL`). The name stays: SSO role mappings refer to it.
+pub async fn set_permissions(
+    tx: &mut TenantTx,
+    id: RoleId,
+    permissions: &[Permission],
+) -> Result<Role, AuthError> {
+    let name = custom_role_for_update(tx, id).await?;
+    let mut perms: Vec<String> = permissions.iter().map(|p| p.0.clone()).collect();
+    perms.sort();
+    perms.dedup();
+    // Only the difference is written, so the audit trail shows exactly what was granted and
+    // what was taken away.
+    tx.execute(
+        "DELETE FROM role_permissions WHERE role_id = $1 AND permission <> ALL($2::text[])",
+        &[&id.as_uuid(), &perms],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO role_permissions (tenant_id, role_id, permission)
+         SELECT $1, $2, p FROM unnest($3::text[]) p ON CONFLICT DO NOTHING",
+        &[&tx.tenant().as_uuid(), &id.as_uuid(), &perms],
+    )
+    .await?;
+    Ok(Role {
+        id,
+        name,
+        builtin: false,
+        permissions: perms,
+    })
+}
+
+/// Deletes a custom role that nothing refers to: no user, live API key, open invitation or SSO
+/// connection (default role or mapping) may still give it.
+pub async fn delete(tx: &mut TenantTx, id: RoleId) -> Result<(), AuthError> {
+    let name = custom_role_for_update(tx, id).await?;
+    let row = tx
+        .query_opt(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE role_id = $1),
+                    EXISTS (SELECT 1 FROM api_keys WHERE role_id = $1 AND revoked_at IS NULL),
+                    EXISTS (SELECT 1 FROM invitations WHERE role_id = $1 AND accepted_at IS NULL
+                                AND expires_at > now()),
+                    EXISTS (SELECT 1 FROM sso_connections WHERE default_role = $2
+                                OR jsonb_path_exists(role_mapping, '$.** ? (@.role == $r)',
+                                                     jsonb_build_object('r', $2::text)))",
+            &[&id.as_uuid(), &name.as_str()],
+        )
+        .await?
+        .ok_or(AuthError::NotFound("no such role"))?;
+    let in_use = [
+        (
+            row.get::<_, bool>(0),
+            "users hold this role; give them another one first",
+        ),
+        (
+            row.get::<_, bool>(1),
+            "live API keys have this role; revoke them first",
+        ),
+        (
+            row.get::<_, bool>(2),
+            "open invitations give this role; let them expire first",
+        ),
+        (
+            row.get::<_, bool>(3),
+            "an SSO connection maps users to this role; change it first",
+        ),
+    ];
+    if let Some((_, why)) = in_use.iter().find(|(used, _)| *used) {
+        return Err(AuthError::Conflict(why));
+    }
+    // Expired or accepted invitations go with it (their foreign key cascades).
+    tx.execute("DELETE FROM roles WHERE id = $1", &[&id.as_uuid()])
+        .await?;
+    Ok(())
+}
+
 impl super::Auth {
     /// The role named `name` of `tenant` (422 material if there is none).
     pub async fn role_named(

@@ -11,9 +11,11 @@ use tenancy::bootstrap::Tenancy;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use tenancy::ids::RoleId;
+
 use crate::error::{ApiResult, Problem};
-use crate::extract::ApiJson;
 use crate::extract::tenant::Authenticated;
+use crate::extract::{ApiJson, ApiPath};
 
 /// A role.
 #[derive(Debug, Serialize, ToSchema)]
@@ -49,6 +51,23 @@ pub struct NewRole {
     pub permissions: Vec<String>,
 }
 
+/// Body of `PATCH /api/v1/roles/{role_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolePatch {
+    /// The role's new permission set (replaces the old one).
+    pub permissions: Vec<String>,
+}
+
+fn parse_permissions(auth: &Authenticated, names: &[String]) -> ApiResult<Vec<Permission>> {
+    let perms = names
+        .iter()
+        .map(|p| Permission::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    permissions::check_grantable(&auth.grants.permissions, &perms)?;
+    Ok(perms)
+}
+
 /// The tenant's roles and their permissions.
 #[utoipa::path(get, path = "/api/v1/roles", tag = "members",
     responses((status = 200, body = RoleList), (status = 403, body = Problem)),
@@ -71,13 +90,44 @@ pub async fn create(
     State(t): State<Arc<Tenancy>>,
     ApiJson(body): ApiJson<NewRole>,
 ) -> ApiResult<(StatusCode, Json<RoleView>)> {
-    let perms = body
-        .permissions
-        .iter()
-        .map(|p| Permission::parse(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let perms = parse_permissions(&auth, &body.permissions)?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
     let role = permissions::create(&mut tx, &body.name, &perms).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(role.into())))
+}
+
+/// Replace a custom role's permissions (its holders have the new set within seconds).
+#[utoipa::path(patch, path = "/api/v1/roles/{role_id}", tag = "members", request_body = RolePatch,
+    params(("role_id" = Uuid, Path)),
+    responses((status = 200, body = RoleView), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn update(
+    auth: Authenticated,
+    State(t): State<Arc<Tenancy>>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<RolePatch>,
+) -> ApiResult<Json<RoleView>> {
+    let perms = parse_permissions(&auth, &body.permissions)?;
+    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let role = permissions::set_permissions(&mut tx, RoleId::from_uuid(id), &perms).await?;
+    tx.commit().await?;
+    Ok(Json(role.into()))
+}
+
+/// Delete a custom role nothing refers to any more.
+#[utoipa::path(delete, path = "/api/v1/roles/{role_id}", tag = "members",
+    params(("role_id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = Problem), (status = 409, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn delete(
+    auth: Authenticated,
+    State(t): State<Arc<Tenancy>>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    permissions::delete(&mut tx, RoleId::from_uuid(id)).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
