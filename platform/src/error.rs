@@ -254,6 +254,18 @@ impl From<tokio_postgres::Error> for ApiError {
             err.retry_after = Some(1);
             return err;
         }
+        // 57014: cancelled by `statement_timeout` (a query slower than the data plane allows).
+        if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
+            let mut err = Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "query-timeout",
+                "Request took too long",
+                "the database did not answer within the statement timeout: retry, or ask for less",
+            );
+            err.retry_after = Some(1);
+            tracing::warn!(error = %e, "a statement hit the statement timeout");
+            return err;
+        }
         if e.is_closed() || e.as_db_error().is_none() {
             return Self::unavailable("the tenant's database is unavailable", e);
         }

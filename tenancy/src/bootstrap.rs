@@ -234,7 +234,13 @@ async fn build(
         &password,
         sizes,
     )?
-    .with_session_reuse(!settings.transaction_pooler);
+    .with_session_reuse(!settings.transaction_pooler)
+    // A transaction-mode pooler refuses startup options: the limits then belong on the role.
+    .with_session_limits(if settings.transaction_pooler {
+        crate::dataplane::SessionLimits::default()
+    } else {
+        settings.session_limits
+    });
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
     seal_legacy_tenant_urls(&catalog, &keyring, &provisioner).await?;
     let mover = Mover::new(catalog.clone(), keyring.clone(), provisioner.clone());

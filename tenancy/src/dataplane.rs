@@ -60,8 +60,45 @@ pub struct DataPlane {
     min_schema: i64,
 }
 
+/// Limits PostgreSQL enforces on every data-plane session, so one slow query or a transaction
+/// left open by a bug cannot hold a pooled connection (and its locks) indefinitely. Sent as
+/// startup options; behind a transaction-mode pooler (which refuses them) set them on the role
+/// instead (`ALTER ROLE platform_app SET statement_timeout = '30s'`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub statement_timeout: Option<std::time::Duration>,
+    pub idle_in_transaction_timeout: Option<std::time::Duration>,
+}
+
+impl SessionLimits {
+    /// Adds the limits to a connection's startup options.
+    fn apply(self, config: &mut tokio_postgres::Config) {
+        let mut options = config.get_options().unwrap_or_default().to_owned();
+        for (name, value) in [
+            ("statement_timeout", self.statement_timeout),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_timeout,
+            ),
+        ] {
+            if let Some(v) = value {
+                if !options.is_empty() {
+                    options.push(' ');
+                }
+                options.push_str(&format!("-c {name}={}", v.as_millis()));
+            }
+        }
+        if !options.is_empty() {
+            config.options(&options);
+        }
+    }
+}
+
 struct Inner {
     shared: PgPool,
+    /// The shared pool's configuration (to rebuild it with other session limits).
+    shared_config: tokio_postgres::Config,
+    limits: SessionLimits,
     servers: Cache<DbServerId, Arc<ServerPools>>,
     catalog: Catalog,
     keyring: Keyring,
@@ -111,18 +148,16 @@ impl DataPlane {
             .get_dbname()
             .unwrap_or("postgres")
             .to_owned();
-        let shared = pool::build(
-            pg::app_config(shared_url, &shared_db, app_password)?,
-            sizes.shared,
-            None,
-            CHECKOUT_TIMEOUT,
-        );
+        let shared_config = pg::app_config(shared_url, &shared_db, app_password)?;
+        let shared = pool::build(shared_config.clone(), sizes.shared, None, CHECKOUT_TIMEOUT);
         // No expiry: a server entry (its pools and budget semaphore) lives until the catalog says
         // the servers changed (`forget_servers`), so pools are not rebuilt behind busy tenants.
         let servers = Cache::builder().max_capacity(10_000).build();
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
+                shared_config,
+                limits: SessionLimits::default(),
                 servers,
                 catalog,
                 keyring,
@@ -150,6 +185,19 @@ impl DataPlane {
     pub fn with_session_reuse(mut self, on: bool) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.session_reuse = on;
+        }
+        self
+    }
+
+    /// Applies `limits` to every data-plane session (see [`SessionLimits`]). Call before the first
+    /// connection.
+    #[must_use]
+    pub fn with_session_limits(mut self, limits: SessionLimits) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            let mut config = inner.shared_config.clone();
+            limits.apply(&mut config);
+            inner.shared = pool::build(config, inner.sizes.shared, None, CHECKOUT_TIMEOUT);
+            inner.limits = limits;
         }
         self
     }
@@ -192,6 +240,7 @@ impl DataPlane {
                 let size = server.size;
                 let budget = Arc::clone(&server.budget);
                 let keyring = self.inner.keyring.clone();
+                let limits = self.inner.limits;
                 let sealed = tenant.db_url_sealed.clone();
                 let id = tenant.id;
                 let pool = server
@@ -204,9 +253,10 @@ impl DataPlane {
                         let url = keyring
                             .open_string(Scope::Tenant(id), DB_URL_PURPOSE, &sealed)
                             .await?;
-                        let config: tokio_postgres::Config = url.parse().map_err(|_| {
+                        let mut config: tokio_postgres::Config = url.parse().map_err(|_| {
                             ConnectError::Unavailable("the tenant's database URL is invalid".into())
                         })?;
+                        limits.apply(&mut config);
                         Ok::<_, ConnectError>(pool::build(
                             config,
                             size,

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::crypto::MasterKey;
 use crate::ids::DomainName;
@@ -79,6 +80,9 @@ pub struct Settings {
     /// addresses (`PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS`; development and tests only: otherwise any
     /// tenant administrator could make the server fetch internal services).
     pub allow_private_egress: bool,
+    /// Limits on every data-plane session (`PLATFORM_STATEMENT_TIMEOUT`, default 30 s, and
+    /// `PLATFORM_IDLE_IN_TRANSACTION_TIMEOUT`, default 60 s; 0 turns one off).
+    pub session_limits: crate::dataplane::SessionLimits,
 }
 
 impl Settings {
@@ -214,6 +218,24 @@ impl Settings {
         };
         let transaction_pooler = flag("PLATFORM_TRANSACTION_POOLER")?;
         let allow_private_egress = flag("PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS")?;
+        let seconds =
+            |var: &'static str, default: u64| -> Result<Option<Duration>, SettingsError> {
+                let n = match get(var) {
+                    None => default,
+                    Some(v) => v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n <= 86_400)
+                        .ok_or_else(|| {
+                            invalid(var, "must be whole seconds from 0 (off) to 86400".into())
+                        })?,
+                };
+                Ok((n > 0).then(|| Duration::from_secs(n)))
+            };
+        let session_limits = crate::dataplane::SessionLimits {
+            statement_timeout: seconds("PLATFORM_STATEMENT_TIMEOUT", 30)?,
+            idle_in_transaction_timeout: seconds("PLATFORM_IDLE_IN_TRANSACTION_TIMEOUT", 60)?,
+        };
         let defaults = crate::ratelimit::LimitSettings::default();
         let rate = |var: &'static str,
                     default: crate::catalog::RateQuota|
@@ -279,6 +301,7 @@ impl Settings {
             log_json,
             transaction_pooler,
             allow_private_egress,
+            session_limits,
         })
     }
 }

@@ -187,3 +187,50 @@ async fn a_connection_kept_set_for_one_tenant_never_serves_another_under_it() {
     assert_eq!(pooled.session_reuses(), 0);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_slow_statement_or_an_idle_transaction_cannot_hold_a_connection() {
+    let app = TestApp::spawn_with(&[
+        ("PLATFORM_STATEMENT_TIMEOUT", "1"),
+        ("PLATFORM_IDLE_IN_TRANSACTION_TIMEOUT", "1"),
+    ])
+    .await;
+    let a = tenant(&app, "limits").await;
+    let dp = &app.app.tenancy.dataplane;
+
+    // Slower than the statement timeout: cancelled by the server, answered as a 503 to retry.
+    let mut tx = dp.connect(&a).await.expect("connect").begin();
+    let slow = tx
+        .query("SELECT pg_sleep(5)", &[])
+        .await
+        .expect_err("cancelled");
+    assert_eq!(
+        slow.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{slow:?}"
+    );
+    let answer = axum::response::IntoResponse::into_response(platform::error::ApiError::from(slow));
+    assert_eq!(answer.status().as_u16(), 503);
+    assert!(answer.headers().contains_key("retry-after"));
+    drop(tx);
+
+    // A transaction left open (a bug awaiting something else) is ended by the server.
+    let mut tx = dp.connect(&a).await.expect("connect").begin();
+    tx.query("SELECT 1", &[]).await.expect("first statement");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        tx.query("SELECT 1", &[]).await.is_err(),
+        "the session was ended"
+    );
+    drop(tx);
+    no_open_transaction(&app).await;
+
+    // The pool recovers: the next request gets a working connection.
+    let ok = eventually(Duration::from_secs(10), || async {
+        let mut tx = dp.connect(&a).await.expect("connect").begin();
+        tx.query("SELECT 1", &[]).await.is_ok() && tx.commit().await.is_ok()
+    })
+    .await;
+    assert!(ok.is_some());
+    app.finish().await;
+}
