@@ -217,7 +217,21 @@ async fn a_slow_statement_or_an_idle_transaction_cannot_hold_a_connection() {
     // A transaction left open (a bug awaiting something else) is ended by the server.
     let mut tx = dp.connect(&a).await.expect("connect").begin();
     tx.query("SELECT 1", &[]).await.expect("first statement");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Watched from outside (a statement on `tx` would make it busy again): the server ends the
+    // idle transaction's session after the timeout.
+    let owner = app.shared_owner().await;
+    let ended = eventually(Duration::from_secs(30), || async {
+        owner
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE usename = 'platform_app' AND state = 'idle in transaction'",
+                &[],
+            )
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == 0)
+    })
+    .await;
+    assert!(ended.is_some(), "the idle transaction was never ended");
     assert!(
         tx.query("SELECT 1", &[]).await.is_err(),
         "the session was ended"
