@@ -22,10 +22,9 @@ use axum::http::Request;
 use bench::world::{ADMIN_TOKEN, World, WorldConfig};
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
-use platform::extract::admin::AdminToken;
+use identity::credentials::PresentedKey;
 use platform::extract::tenant::TenantDb;
 use platform::state::AppState;
-use tenancy::credentials::PresentedKey;
 use tenancy::ids::DomainName;
 use tenancy::resolve::HostTenant;
 use tower::ServiceExt as _;
@@ -130,17 +129,9 @@ fn main() {
         let started = tenancy::bootstrap::start(&world.settings().expect("settings"))
             .await
             .expect("bootstrap");
-        AppState {
-            sso: sso::Sso::new(
-                started.tenancy.resolver.base_domain().as_str(),
-                sso::egress::Egress {
-                    allow_private_networks: false,
-                },
-            )
-            .expect("sso"),
-            tenancy: Arc::new(started.tenancy),
-            admin_token: AdminToken::new(ADMIN_TOKEN),
-        }
+        AppState::build(Arc::new(started.tenancy), ADMIN_TOKEN)
+            .await
+            .expect("state")
     });
     bench_request_path(&mut c, &rt, &world, &state);
     c.final_summary();
@@ -158,6 +149,7 @@ fn bench_request_path(
 ) {
     let router = platform::router::router(state.clone());
     let t = &state.tenancy;
+    let id = &state.identity;
     let shared = world.shared_tenants().next().expect("a shared tenant");
     let dedicated = world
         .dedicated_tenants()
@@ -188,7 +180,7 @@ fn bench_request_path(
             (&dedicated_tenant, &dedicated.api_key),
         ] {
             let k = PresentedKey::parse(key).expect("key parses");
-            let verified = t.api_keys.verify(&t.dataplane, tenant, &k).await;
+            let verified = id.api_keys.verify(&t.dataplane, tenant, &k).await;
             assert!(matches!(verified, Ok(Some(_))), "the key verifies");
             drop(t.dataplane.connect(tenant).await.expect("connect"));
         }
@@ -213,7 +205,7 @@ fn bench_request_path(
     g.bench_function("parse + verify API key (cache hit)", |b| {
         b.to_async(rt).iter(|| async {
             let k = PresentedKey::parse(black_box(&shared.api_key)).expect("parses");
-            t.api_keys
+            id.api_keys
                 .verify(&t.dataplane, &shared_tenant, &k)
                 .await
                 .expect("hit")
@@ -221,11 +213,11 @@ fn bench_request_path(
     });
     let token = rt.block_on(async {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        t.auth
+        id.auth
             .jwt
-            .issue(&tenancy::auth::jwt::AccessClaims {
-                iss: tenancy::auth::jwt::ISSUER.into(),
-                aud: tenancy::auth::jwt::AUDIENCE.into(),
+            .issue(&identity::jwt::AccessClaims {
+                iss: identity::jwt::ISSUER.into(),
+                aud: identity::jwt::AUDIENCE.into(),
                 sub: uuid::Uuid::now_v7().to_string(),
                 tid: shared_tenant.id.to_string(),
                 sid: uuid::Uuid::now_v7().to_string(),
@@ -238,7 +230,7 @@ fn bench_request_path(
     });
     g.bench_function("verify a JWT (EdDSA signature, first presentation)", |b| {
         b.to_async(rt).iter(|| async {
-            t.auth
+            id.auth
                 .jwt
                 .verify_signed(black_box(&token))
                 .await
@@ -247,11 +239,11 @@ fn bench_request_path(
     });
     g.bench_function("verify a JWT (verified-token cache hit)", |b| {
         b.to_async(rt)
-            .iter(|| async { t.auth.jwt.verify(black_box(&token)).await.expect("ok") });
+            .iter(|| async { id.auth.jwt.verify(black_box(&token)).await.expect("ok") });
     });
     // What the rate-limit layer does on an authenticated tenant request: the tenant's bucket,
     // then the principal's (one key each, so the buckets stay hot as in a steady stream).
-    let limits = &t.limits;
+    let limits = &state.limits;
     let principal = uuid::Uuid::now_v7();
     g.bench_function("check a rate limit (tenant + principal, governor)", |b| {
         b.iter(|| {

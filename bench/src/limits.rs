@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tenancy::ratelimit::{LimitSettings, RateLimits};
+use limits::{LimitSettings, RateLimits};
 
 use crate::load::{self, Outcome, Target, Workload};
 use crate::report::write_marked;

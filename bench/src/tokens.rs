@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use anyhow::Context as _;
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use tenancy::auth::users;
+use identity::users;
 use tenancy::ids::{TenantId, UserId};
 use uuid::Uuid;
 
@@ -27,12 +27,12 @@ impl Minter {
         let started = tenancy::bootstrap::start(&world.settings()?)
             .await
             .context("starting tenancy to mint tokens")?;
-        let t = &started.tenancy;
+        let t = &identity::Identity::start(&started.tenancy).await?;
+        let resolver = &started.tenancy.resolver;
         let users = &self.users;
         let minted: Vec<(Uuid, UserId, String)> = futures_util::stream::iter(&world.tenants)
             .map(|bt| async move {
-                let tenant = t
-                    .resolver
+                let tenant = resolver
                     .tenant(TenantId::from_uuid(bt.id))
                     .await?
                     .context("tenant")?;

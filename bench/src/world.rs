@@ -254,6 +254,7 @@ impl World {
         let tasks = self.config.tasks_per_project;
         let shared = self.config.shared_tenants;
         let t = &t;
+        let id = &identity::Identity::start(t).await?;
         self.tenants = stream::iter(0..total)
             .map(|i| async move {
                 let placement = if i >= shared {
@@ -274,7 +275,7 @@ impl World {
                     })
                     .await
                     .with_context(|| format!("provisioning tenant {slug}"))?;
-                let (_, api_key) = t
+                let (_, api_key) = id
                     .api_keys
                     .create(&t.dataplane, &tenant, "bench", None)
                     .await

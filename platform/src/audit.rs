@@ -1,27 +1,27 @@
 //! The request's audit context and client address. A route layer (outside authorization) works
 //! out the client address once (socket peer, or `X-Forwarded-For` behind a trusted proxy), keeps
 //! it in the request for everything downstream (sessions, login throttling, rate limits), and
-//! runs the rest of the request inside a [`tenancy::audit::AuditContext`], which authentication
+//! runs the rest of the request inside a [`audit::AuditContext`], which authentication
 //! completes with the actor. The database's audit triggers read that context, so every change the
 //! request makes is recorded with who, from where and which request, in the same transaction.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use audit::events::{Outcome, record};
+use audit::{Actor, AuditContext};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header::USER_AGENT;
 use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::Value;
-use tenancy::audit::events::{Outcome, record};
-use tenancy::audit::{Actor, AuditContext};
 use tenancy::catalog::Tenant;
 use tenancy::dataplane::DataPlane;
 
 use crate::observe::RequestId;
 use crate::state::AppState;
 
-/// The client's address as the platform believes it (see [`tenancy::ratelimit::RateLimits::client_ip`]).
+/// The client's address as the platform believes it (see [`limits::RateLimits::client_ip`]).
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub Option<IpAddr>);
 
@@ -37,7 +37,7 @@ pub async fn context(State(state): State<AppState>, mut req: Request, next: Next
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let ip = state.tenancy.limits.client_ip(peer, &forwarded);
+    let ip = state.limits.client_ip(peer, &forwarded);
     let route = format!(
         "{} {}",
         req.method(),
@@ -60,7 +60,7 @@ pub async fn context(State(state): State<AppState>, mut req: Request, next: Next
 
 /// Records who is acting, for the rest of the request.
 pub fn set_actor(actor: Actor) {
-    if let Some(ctx) = tenancy::audit::context::current() {
+    if let Some(ctx) = tenancy::context::current() {
         ctx.set_actor(actor);
     }
 }
@@ -78,7 +78,7 @@ pub async fn attempt(
         let mut tx = dp.connect(tenant).await?.begin();
         record(&mut tx, action, None, outcome, summary).await?;
         tx.commit().await?;
-        Ok::<_, tenancy::audit::AuditError>(())
+        Ok::<_, audit::AuditError>(())
     }
     .await;
     if let Err(e) = result {

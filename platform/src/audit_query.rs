@@ -2,10 +2,10 @@
 //! listings: filters (`actor`, `action`, `target`, `since`, `until`), `limit` and an opaque
 //! `cursor` (newest first).
 
+use audit::{AuditEvent, AuditFilter};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use tenancy::audit::{AuditEvent, AuditFilter};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};

@@ -9,7 +9,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use tenancy::audit::Outcome;
+use audit::Outcome;
 
 use crate::error::ApiError;
 use crate::extract::tenant::{Authenticated, Principal};

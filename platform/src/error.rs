@@ -273,11 +273,11 @@ impl From<tokio_postgres::Error> for ApiError {
     }
 }
 
-impl From<tenancy::credentials::ApiKeyError> for ApiError {
-    fn from(e: tenancy::credentials::ApiKeyError) -> Self {
+impl From<identity::credentials::ApiKeyError> for ApiError {
+    fn from(e: identity::credentials::ApiKeyError) -> Self {
         match e {
-            tenancy::credentials::ApiKeyError::Connect(c) => c.into(),
-            tenancy::credentials::ApiKeyError::Db(d) => d.into(),
+            identity::credentials::ApiKeyError::Connect(c) => c.into(),
+            identity::credentials::ApiKeyError::Db(d) => d.into(),
         }
     }
 }
@@ -353,9 +353,9 @@ impl From<sso::SsoError> for ApiError {
     }
 }
 
-impl From<tenancy::auth::AuthError> for ApiError {
-    fn from(e: tenancy::auth::AuthError) -> Self {
-        use tenancy::auth::AuthError as E;
+impl From<identity::AuthError> for ApiError {
+    fn from(e: identity::AuthError) -> Self {
+        use identity::AuthError as E;
         match e {
             E::InvalidCredentials => Self::unauthorized("invalid email or password"),
             E::InvalidToken => Self::unauthorized("the token is invalid or expired"),

@@ -19,13 +19,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tenancy::bootstrap::Tenancy;
 
-use crate::extract::admin::AdminToken;
 use crate::state::AppState;
 
 /// A running application instance: its router and its catalog listener (stopped on drop).
 pub struct App {
     pub router: axum::Router,
     pub tenancy: Arc<Tenancy>,
+    pub identity: identity::Identity,
+    pub limits: limits::RateLimits,
     listener: tokio::task::JoinHandle<()>,
     resumer: tokio::task::JoinHandle<()>,
     purger: tokio::task::JoinHandle<()>,
@@ -55,31 +56,28 @@ impl App {
     /// Builds the router and starts listening for catalog changes (returns once listening).
     pub async fn new(tenancy: Tenancy, admin_token: &str) -> anyhow::Result<Self> {
         let tenancy = Arc::new(tenancy);
+        let state = AppState::build(Arc::clone(&tenancy), admin_token).await?;
+        let (identity, limits) = (state.identity.clone(), state.limits.clone());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let listener = tokio::spawn(Arc::clone(&tenancy).listen_for_changes(ready_tx));
+        let on_change = {
+            let identity = identity.clone();
+            move |tenant| identity.invalidate(tenant)
+        };
+        let listener = tokio::spawn(Arc::clone(&tenancy).listen_for_changes(ready_tx, on_change));
         tokio::time::timeout(Duration::from_secs(15), ready_rx)
             .await
             .context("the catalog listener did not start within 15 s")?
             .context("the catalog listener stopped")?;
-        let state = AppState {
-            tenancy: Arc::clone(&tenancy),
-            admin_token: AdminToken::new(admin_token),
-            sso: sso::Sso::new(
-                tenancy.resolver.base_domain().as_str(),
-                sso::egress::Egress {
-                    allow_private_networks: tenancy.allow_private_egress,
-                },
-            )
-            .context("SSO services")?,
-        };
         // Rate-limit keys whose bucket is full again are dropped, so memory follows the number
         // of recently active keys, not of all keys ever seen.
-        let limits = tenancy.limits.clone();
-        let purger = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tick.tick().await;
-                limits.purge();
+        let purger = tokio::spawn({
+            let limits = limits.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    tick.tick().await;
+                    limits.purge();
+                }
             }
         });
         // Operations left unfinished by a crashed runner (expired lease) are resumed here.
@@ -95,6 +93,8 @@ impl App {
         Ok(Self {
             router: router::router(state),
             tenancy,
+            identity,
+            limits,
             listener,
             resumer,
             purger,

@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tenancy::ratelimit::Decision;
+use limits::Decision;
 
 use crate::audit::ClientIp;
 use crate::error::ApiError;
@@ -37,7 +37,7 @@ static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// The layer.
 pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let limits = &state.tenancy.limits;
+    let limits = &state.limits;
     let path = req
         .extensions()
         .get::<MatchedPath>()

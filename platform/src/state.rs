@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use axum::extract::FromRef;
+use identity::Identity;
+use identity::credentials::ApiKeys;
+use limits::RateLimits;
 use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Catalog;
-use tenancy::credentials::ApiKeys;
 use tenancy::dataplane::DataPlane;
 use tenancy::provision::Provisioner;
 use tenancy::resolve::Resolver;
@@ -16,8 +19,34 @@ use crate::extract::admin::AdminToken;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub tenancy: Arc<Tenancy>,
+    pub identity: Identity,
+    pub limits: RateLimits,
     pub admin_token: AdminToken,
     pub sso: sso::Sso,
+}
+
+impl AppState {
+    /// The state over a started tenancy core: the identity services (JWT keys loaded), the rate
+    /// limiters and the SSO services.
+    pub async fn build(tenancy: Arc<Tenancy>, admin_token: &str) -> anyhow::Result<Self> {
+        let identity = Identity::start(&tenancy)
+            .await
+            .context("loading the JWT signing keys")?;
+        let sso = sso::Sso::new(
+            tenancy.resolver.base_domain().as_str(),
+            sso::egress::Egress {
+                allow_private_networks: tenancy.allow_private_egress,
+            },
+        )
+        .context("SSO services")?;
+        Ok(Self {
+            limits: RateLimits::new(tenancy.limits.clone()),
+            identity,
+            tenancy,
+            admin_token: AdminToken::new(admin_token),
+            sso,
+        })
+    }
 }
 
 macro_rules! substate {
@@ -34,8 +63,10 @@ substate!(Catalog, |s| s.tenancy.catalog.clone());
 substate!(DataPlane, |s| s.tenancy.dataplane.clone());
 substate!(Resolver, |s| s.tenancy.resolver.clone());
 substate!(Provisioner, |s| s.tenancy.provisioner.clone());
-substate!(ApiKeys, |s| s.tenancy.api_keys.clone());
-substate!(tenancy::auth::Auth, |s| s.tenancy.auth.clone());
+substate!(ApiKeys, |s| s.identity.api_keys.clone());
+substate!(identity::Auth, |s| s.identity.auth.clone());
+substate!(Identity, |s| s.identity.clone());
+substate!(RateLimits, |s| s.limits.clone());
 substate!(sso::Sso, |s| s.sso.clone());
 substate!(AdminToken, |s| s.admin_token.clone());
 substate!(Arc<Tenancy>, |s| Arc::clone(&s.tenancy));

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use identity::permissions::role_by_name;
 use samael::metadata::EntityDescriptor;
 use serde::{Deserialize, Serialize};
-use tenancy::auth::permissions::role_by_name;
 use tenancy::crypto::{Keyring, Scope};
 use tenancy::dataplane::TenantTx;
 use time::OffsetDateTime;
@@ -527,13 +527,13 @@ pub async fn password_login_allowed(
     if !enforce_sso(tx).await? {
         return Ok(true);
     }
-    let role = tenancy::auth::users::get(tx, user).await?.map(|u| u.role);
+    let role = identity::users::get(tx, user).await?.map(|u| u.role);
     Ok(role.as_deref() == Some("owner"))
 }
 
 /// An enabled connection of the tenant and its opened client secret (for starting a login).
 pub async fn usable(
-    t: &tenancy::bootstrap::Tenancy,
+    t: &identity::Identity,
     tenant: &tenancy::catalog::Tenant,
     id: ConnectionId,
 ) -> Result<(Connection, Option<Zeroizing<String>>), SsoError> {

@@ -1,7 +1,7 @@
 //! What can go wrong in SSO. A [`Rejection`] is a refused login (a security event, answered 4xx);
 //! the other variants are bad requests, missing things, or infrastructure failures.
 
-use tenancy::auth::AuthError;
+use identity::AuthError;
 
 /// Why a login through an identity provider was refused. The names are stable: they are the
 /// `reason` of the `sso.rejected` security event.

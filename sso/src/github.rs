@@ -10,11 +10,10 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Tenant;
 
 use crate::connections::{self, ConnectionId, GithubApp, Protocol};
-use crate::provision::Identity;
+use crate::provision::Asserted;
 use crate::requests;
 use crate::saml::Verified;
 use crate::{Rejection, Sso, SsoError};
@@ -59,7 +58,7 @@ impl Sso {
     /// Starts a GitHub login: remembers state and PKCE verifier; returns GitHub's URL.
     pub async fn github_start(
         &self,
-        t: &Tenancy,
+        t: &identity::Identity,
         tenant: &Tenant,
         id: ConnectionId,
     ) -> Result<String, SsoError> {
@@ -86,7 +85,7 @@ impl Sso {
     /// primary verified email.
     pub async fn github_callback(
         &self,
-        t: &Tenancy,
+        t: &identity::Identity,
         tenant: &Tenant,
         code: &str,
         state: &str,
@@ -144,7 +143,7 @@ impl Sso {
                 "the GitHub account has no verified primary email",
             )
         })?;
-        let identity = Identity {
+        let identity = Asserted {
             subject: id.to_string(),
             email: Some(email),
             email_verified: true,

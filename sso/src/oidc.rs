@@ -24,11 +24,10 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Tenant;
 
 use crate::connections::{self, ConnectionId, OidcProvider, Protocol};
-use crate::provision::Identity;
+use crate::provision::Asserted;
 use crate::requests;
 use crate::saml::Verified;
 use crate::{Rejection, Sso, SsoError};
@@ -127,7 +126,7 @@ impl Sso {
     /// Starts a login: remembers state, nonce and PKCE verifier; returns the provider's URL.
     pub async fn oidc_start(
         &self,
-        t: &Tenancy,
+        t: &identity::Identity,
         tenant: &Tenant,
         id: ConnectionId,
     ) -> Result<String, SsoError> {
@@ -164,7 +163,7 @@ impl Sso {
     /// verifies the id_token. Returns the connection and the identity.
     pub async fn oidc_callback(
         &self,
-        t: &Tenancy,
+        t: &identity::Identity,
         tenant: &Tenant,
         code: &str,
         state: &str,
@@ -227,7 +226,7 @@ impl Sso {
             };
             attributes.insert(k.clone(), values);
         }
-        let identity = Identity {
+        let identity = Asserted {
             subject: claims.subject().to_string(),
             email: claims.email().map(|e| e.to_string()),
             email_verified: claims.email_verified() == Some(true),

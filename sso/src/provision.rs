@@ -6,10 +6,9 @@
 
 use std::collections::BTreeMap;
 
+use identity::permissions::role_by_name;
+use identity::users;
 use serde_json::{Value, json};
-use tenancy::auth::permissions::role_by_name;
-use tenancy::auth::users;
-use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Tenant;
 use tenancy::dataplane::TenantTx;
 use tenancy::ids::UserId;
@@ -22,7 +21,7 @@ const NO_PASSWORD: &str = "!sso";
 
 /// Who the identity provider says the user is (only from verified content).
 #[derive(Clone, Debug, Default)]
-pub struct Identity {
+pub struct Asserted {
     /// The IdP's stable subject (SAML NameID, OIDC `sub`).
     pub subject: String,
     pub email: Option<String>,
@@ -35,7 +34,7 @@ pub struct Identity {
 
 /// The role the identity's attributes map to (first matching rule), if any.
 #[must_use]
-pub fn mapped_role(conn: &Connection, id: &Identity) -> Option<String> {
+pub fn mapped_role(conn: &Connection, id: &Asserted) -> Option<String> {
     let attr = conn.role_attribute.as_deref()?;
     let values = id.attributes.get(attr)?;
     conn.role_mapping
@@ -48,7 +47,7 @@ pub fn mapped_role(conn: &Connection, id: &Identity) -> Option<String> {
 pub async fn user_for(
     tx: &mut TenantTx,
     conn: &Connection,
-    id: &Identity,
+    id: &Asserted,
 ) -> Result<(UserId, &'static str), SsoError> {
     let mapped = mapped_role(conn, id);
     let linked: Option<UserId> = tx
@@ -119,7 +118,13 @@ pub async fn user_for(
 
 /// Records a security event of the tenant in its own transaction (a failure is logged: the
 /// refusal stands either way).
-pub async fn record(t: &Tenancy, tenant: &Tenant, kind: &str, user: Option<UserId>, detail: Value) {
+pub async fn record(
+    t: &identity::Identity,
+    tenant: &Tenant,
+    kind: &str,
+    user: Option<UserId>,
+    detail: Value,
+) {
     let result = async {
         let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
         users::security_event(&mut tx, kind, user, None, detail).await?;
@@ -134,7 +139,7 @@ pub async fn record(t: &Tenancy, tenant: &Tenant, kind: &str, user: Option<UserI
 
 /// Records the refusal as an `sso.rejected` event and hands the error back.
 pub async fn refuse(
-    t: &Tenancy,
+    t: &identity::Identity,
     tenant: &Tenant,
     conn: Option<&Connection>,
     e: SsoError,

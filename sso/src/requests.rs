@@ -117,7 +117,7 @@ pub struct Taken<P> {
 
 /// Seals `pending` (as JSON) with the tenant's key and remembers the login under `state`.
 pub async fn start<P: serde::Serialize>(
-    t: &tenancy::bootstrap::Tenancy,
+    t: &identity::Identity,
     tenant: &tenancy::catalog::Tenant,
     connection: ConnectionId,
     state: &str,
@@ -142,7 +142,7 @@ pub async fn start<P: serde::Serialize>(
 /// client secret and opened pending values. The state is spent whatever happens next: a second
 /// try needs a new login.
 pub async fn take<P: serde::de::DeserializeOwned>(
-    t: &tenancy::bootstrap::Tenancy,
+    t: &identity::Identity,
     tenant: &tenancy::catalog::Tenant,
     state: &str,
     purpose: &str,

@@ -20,12 +20,11 @@ use samael::key_info::{KeyInfo, X509Data};
 use samael::metadata::{EntityDescriptor, KeyDescriptor};
 use samael::schema::Assertion;
 use samael::service_provider::{Error as SpError, ServiceProvider};
-use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Tenant;
 use time::OffsetDateTime;
 
 use crate::connections::{self, Connection, ConnectionId, Protocol, SamlIdp};
-use crate::provision::Identity;
+use crate::provision::Asserted;
 use crate::requests::{self, Lookup};
 use crate::{Rejection, Sso, SsoError};
 
@@ -56,7 +55,7 @@ pub struct Sp {
 #[derive(Debug)]
 pub struct Verified {
     pub connection: Connection,
-    pub identity: Identity,
+    pub identity: Asserted,
     /// The request the answer consumes (SAML AuthnRequest ID).
     pub request: Option<String>,
     /// The assertion id and until when it must not be seen again.
@@ -168,7 +167,7 @@ impl Sso {
     /// Starts an SP-initiated login: the IdP URL carrying the AuthnRequest (its ID remembered).
     pub async fn saml_login(
         &self,
-        t: &Tenancy,
+        t: &identity::Identity,
         tenant: &Tenant,
         id: ConnectionId,
         relay_state: &str,
@@ -203,7 +202,7 @@ impl Sso {
     /// Verifies a `SAMLResponse` posted to the tenant's ACS.
     pub async fn saml_acs(
         &self,
-        t: &Tenancy,
+        t: &identity::Identity,
         tenant: &Tenant,
         saml_response: &str,
     ) -> Result<Verified, SsoError> {
@@ -367,7 +366,7 @@ const NAME_ATTRIBUTES: &[&str] = &[
     "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
 ];
 
-fn identity_of(a: &Assertion, name_id: &str, format: Option<&str>) -> Identity {
+fn identity_of(a: &Assertion, name_id: &str, format: Option<&str>) -> Asserted {
     let mut attributes = std::collections::BTreeMap::<String, Vec<String>>::new();
     for statement in a.attribute_statements.iter().flatten() {
         for attr in &statement.attributes {
@@ -394,7 +393,7 @@ fn identity_of(a: &Assertion, name_id: &str, format: Option<&str>) -> Identity {
             format == Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress");
         (is_email_format || name_id.contains('@')).then(|| name_id.to_owned())
     });
-    Identity {
+    Asserted {
         subject: name_id.to_owned(),
         email,
         // The tenant's own IdP, configured by its admin, vouches for its users' addresses.
@@ -409,7 +408,7 @@ impl Sso {
     /// links or creates the user, records the login. All in one transaction.
     pub async fn sign_in(
         &self,
-        t: &Tenancy,
+        t: &identity::Identity,
         tenant: &Tenant,
         v: &Verified,
     ) -> Result<tenancy::ids::UserId, SsoError> {
@@ -431,7 +430,7 @@ impl Sso {
             ));
         }
         let (user, how) = crate::provision::user_for(&mut tx, &v.connection, &v.identity).await?;
-        tenancy::auth::users::security_event(
+        identity::users::security_event(
             &mut tx,
             "sso.login",
             Some(user),

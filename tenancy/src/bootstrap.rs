@@ -10,10 +10,8 @@ use anyhow::Context as _;
 use sqlx::postgres::PgListener;
 use zeroize::Zeroizing;
 
-use crate::auth::Auth;
 use crate::catalog::{CHANNEL, Catalog};
 use crate::catalog::{DB_URL_PURPOSE, Placement, TenantStatus, server_url_purpose};
-use crate::credentials::ApiKeys;
 use crate::crypto::{Keyring, LocalKeys, MasterKey, Scope, random_token};
 use crate::dataplane::{DataPlane, PoolSizes};
 use crate::embedded::{Cluster, write_private};
@@ -38,12 +36,11 @@ pub struct Tenancy {
     pub dataplane: DataPlane,
     pub resolver: Resolver,
     pub provisioner: Provisioner,
-    pub api_keys: ApiKeys,
     pub keyring: Keyring,
     pub mover: Mover,
-    pub auth: Auth,
     pub migrator: Migrator,
-    pub limits: crate::ratelimit::RateLimits,
+    /// `Settings::limits`: the rate limits the server enforces (the `ratelimit` crate).
+    pub limits: crate::settings::LimitSettings,
     /// `Settings::allow_private_egress`: tenant-configured URLs may reach private networks.
     pub allow_private_egress: bool,
 }
@@ -244,23 +241,16 @@ async fn build(
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
     seal_legacy_tenant_urls(&catalog, &keyring, &provisioner).await?;
     let mover = Mover::new(catalog.clone(), keyring.clone(), provisioner.clone());
-    let auth = Auth::new(catalog.clone(), keyring.clone());
-    auth.jwt
-        .init()
-        .await
-        .context("loading the JWT signing keys")?;
     let migrator = Migrator::new(catalog.clone(), provisioner.clone());
     Ok(Tenancy {
-        auth,
         catalog,
         dataplane,
         resolver,
         provisioner,
-        api_keys: ApiKeys::new(),
         keyring,
         mover,
         migrator,
-        limits: crate::ratelimit::RateLimits::new(settings.limits.clone()),
+        limits: settings.limits.clone(),
         allow_private_egress: settings.allow_private_egress,
     })
 }
@@ -379,19 +369,35 @@ fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<MasterKey> {
 }
 
 impl Tenancy {
-    /// Applies a catalog change to this instance's caches.
+    /// Applies a catalog change to this crate's caches (resolution, pools). Caches of the crates
+    /// above (identity, limits) are dropped by the `on_change` callback of
+    /// [`Tenancy::listen_for_changes`].
     pub async fn invalidate(&self, tenant: Option<TenantId>) {
         self.resolver.invalidate(tenant).await;
-        self.api_keys.invalidate_tenant_or_all(tenant);
-        self.auth.invalidate(tenant);
         match tenant {
             Some(t) => self.dataplane.forget_tenant(t).await,
             None => self.dataplane.forget_servers(),
         }
     }
 
-    /// Listens for catalog changes until the task is dropped. `ready` fires once listening.
-    pub async fn listen_for_changes(self: Arc<Self>, ready: tokio::sync::oneshot::Sender<()>) {
+    /// Listens for catalog changes until the task is dropped, applying each to this crate's
+    /// caches and then handing it to `on_change` (the layers above). `ready` fires once
+    /// listening.
+    pub async fn listen_for_changes<F>(
+        self: Arc<Self>,
+        ready: tokio::sync::oneshot::Sender<()>,
+        on_change: F,
+    ) where
+        F: Fn(Option<TenantId>) + Send + Sync,
+    {
+        let changed = |tenant: Option<TenantId>| {
+            let this = Arc::clone(&self);
+            let on_change = &on_change;
+            async move {
+                this.invalidate(tenant).await;
+                on_change(tenant);
+            }
+        };
         let mut ready = Some(ready);
         loop {
             let mut listener = match PgListener::connect_with(self.catalog.pool()).await {
@@ -408,16 +414,16 @@ impl Tenancy {
                 continue;
             }
             // Anything may have changed while we were not listening.
-            self.invalidate(None).await;
+            changed(None).await;
             if let Some(r) = ready.take() {
                 r.send(()).ok();
             }
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(n)) => self.invalidate(TenantId::parse(n.payload())).await,
+                    Ok(Some(n)) => changed(TenantId::parse(n.payload())).await,
                     Ok(None) => {
                         tracing::warn!("catalog listener lost its connection; caches dropped");
-                        self.invalidate(None).await;
+                        changed(None).await;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "catalog listener failed; reconnecting");

@@ -51,7 +51,7 @@ impl Catalog {
             // where) for the control plane's audit triggers; it is cleared when released.
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    if let Some(audit) = crate::audit::context::current_encoded() {
+                    if let Some(audit) = crate::context::current_encoded() {
                         sqlx::query("SELECT set_config('app.audit', $1, false)")
                             .bind(audit)
                             .execute(&mut *conn)
@@ -62,7 +62,7 @@ impl Catalog {
             })
             .before_acquire(|conn, _| {
                 Box::pin(async move {
-                    if let Some(audit) = crate::audit::context::current_encoded() {
+                    if let Some(audit) = crate::context::current_encoded() {
                         sqlx::query("SELECT set_config('app.audit', $1, false)")
                             .bind(audit)
                             .execute(&mut *conn)

@@ -1,11 +1,11 @@
-//! The tenancy core: catalog, tenant resolution, pool routing, provisioning, migrations and
-//! secrets. No HTTP here: the server (`platform`) and the ops tool (`platformctl`) both sit on it.
+//! The tenancy core: catalog, tenant resolution, pool routing, provisioning, migrations,
+//! placement moves and secrets. No HTTP here, and nothing about users or their audit trail:
+//! `identity`, `audit` and `ratelimit` sit on top of this crate, and the server (`platform`) and
+//! the ops tool (`platformctl`) on top of those.
 
-pub mod audit;
-pub mod auth;
 pub mod bootstrap;
 pub mod catalog;
-pub mod credentials;
+pub mod context;
 pub mod crypto;
 pub mod dataplane;
 pub mod embedded;
@@ -14,6 +14,5 @@ pub mod migrate;
 pub mod pg;
 pub mod placement;
 pub mod provision;
-pub mod ratelimit;
 pub mod resolve;
 pub mod settings;

@@ -75,7 +75,7 @@ pub struct Settings {
     /// like): connections must not keep a tenant's setting between transactions.
     pub transaction_pooler: bool,
     /// Rate limits and trusted proxies (`PLATFORM_RATE_LIMIT_*`, `PLATFORM_TRUSTED_PROXIES`).
-    pub limits: crate::ratelimit::LimitSettings,
+    pub limits: LimitSettings,
     /// URLs that tenants configure (SSO issuers, metadata) may point at loopback and private
     /// addresses (`PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS`; development and tests only: otherwise any
     /// tenant administrator could make the server fetch internal services).
@@ -236,7 +236,7 @@ impl Settings {
             statement_timeout: seconds("PLATFORM_STATEMENT_TIMEOUT", 30)?,
             idle_in_transaction_timeout: seconds("PLATFORM_IDLE_IN_TRANSACTION_TIMEOUT", 60)?,
         };
-        let defaults = crate::ratelimit::LimitSettings::default();
+        let defaults = LimitSettings::default();
         let rate = |var: &'static str,
                     default: crate::catalog::RateQuota|
          -> Result<crate::catalog::RateQuota, SettingsError> {
@@ -275,7 +275,7 @@ impl Settings {
                 trusted_proxies.push(net);
             }
         }
-        let limits = crate::ratelimit::LimitSettings {
+        let limits = LimitSettings {
             tenant_default: rate(
                 "PLATFORM_RATE_LIMIT_TENANT_DEFAULT",
                 defaults.tenant_default,
@@ -342,5 +342,44 @@ mod tests {
         ]))
         .expect_err("key needed");
         assert!(e.to_string().starts_with("PLATFORM_MASTER_KEY"), "{e}");
+    }
+}
+
+/// What the limits are, from configuration.
+#[derive(Clone, Debug)]
+pub struct LimitSettings {
+    /// Tenants whose plan is not in the catalog.
+    pub tenant_default: crate::catalog::RateQuota,
+    /// Each user or API key, within its tenant.
+    pub principal: crate::catalog::RateQuota,
+    /// Each client address on login, sign-up, password reset, MFA verify and SSO ACS.
+    pub sensitive_ip: crate::catalog::RateQuota,
+    /// Each client address on the admin API.
+    pub admin_ip: crate::catalog::RateQuota,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            tenant_default: crate::catalog::RateQuota {
+                per_second: 100,
+                burst: 200,
+            },
+            principal: crate::catalog::RateQuota {
+                per_second: 100,
+                burst: 200,
+            },
+            sensitive_ip: crate::catalog::RateQuota {
+                per_second: 5,
+                burst: 20,
+            },
+            admin_ip: crate::catalog::RateQuota {
+                per_second: 50,
+                burst: 100,
+            },
+            trusted_proxies: Vec::new(),
+        }
     }
 }

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::Method;
 use http_body_util::BodyExt as _;
+use identity::mfa::code_at;
 use platform_tests::{ADMIN_TOKEN, Req, TestApp, TestResponse, TestTenant};
 use serde_json::{Value, json};
-use tenancy::auth::mfa::code_at;
 use tower::ServiceExt as _;
 
 use crate::auth::{PASSWORD, as_user, outbox, token_in, user_with_role};
@@ -1109,16 +1109,16 @@ async fn expiry_removes_old_segments_and_what_remains_still_verifies() {
     // The pro plan keeps a year; the cut-off is the start of a UTC day.
     assert_eq!(tenant.audit_retention_days, Some(365));
     let now = time::OffsetDateTime::now_utc();
-    let cut = tenancy::audit::retention::cutoff(now, 365);
+    let cut = audit::retention::cutoff(now, 365);
     assert_eq!((cut.hour(), cut.minute(), cut.second()), (0, 0, 0));
-    let before = tenancy::audit::verify_tenant(&app.app.tenancy.dataplane, &tenant)
+    let before = audit::verify_tenant(&app.app.tenancy.dataplane, &tenant)
         .await
         .expect("verify");
     assert!(before.ok() && before.events_checked >= 4);
     // Everything so far is "old": expire it (as the owner, on the controlled path).
     let owner = app.shared_owner().await;
     let (removed, checkpoint) =
-        tenancy::audit::retention::expire(&owner, tenant.id, now + time::Duration::seconds(1))
+        audit::retention::expire(&owner, tenant.id, now + time::Duration::seconds(1))
             .await
             .expect("expire");
     assert_eq!(removed, before.events_checked);
@@ -1132,7 +1132,7 @@ async fn expiry_removes_old_segments_and_what_remains_still_verifies() {
     )
     .await
     .assert_status(201);
-    let after = tenancy::audit::verify_tenant(&app.app.tenancy.dataplane, &tenant)
+    let after = audit::verify_tenant(&app.app.tenancy.dataplane, &tenant)
         .await
         .expect("verify");
     assert!(after.ok(), "{after:?}");

@@ -2,9 +2,9 @@
 //! concurrency), and the tenant policy that requires a second factor.
 
 use axum::http::Method;
+use identity::mfa::code_at;
 use platform_tests::{TestApp, TestTenant};
 use serde_json::json;
-use tenancy::auth::mfa::code_at;
 
 use crate::auth::{PASSWORD, TestUser, as_user, login, public, user_with_role};
 

@@ -5,10 +5,10 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use audit::retention::{cutoff, expire};
+use audit::{ChainReport, verify_admin, verify_tenant};
 use clap::Subcommand;
 use serde_json::json;
-use tenancy::audit::retention::{cutoff, expire};
-use tenancy::audit::{ChainReport, verify_admin, verify_tenant};
 use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::{Placement, Tenant, TenantStatus};
 use time::OffsetDateTime;

@@ -10,13 +10,13 @@
 
 use std::sync::Arc;
 
+use audit::Actor;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::request::Parts;
-use tenancy::audit::Actor;
-use tenancy::auth::{Auth, PermissionSet};
+use identity::credentials::{ApiKeys, PresentedKey};
+use identity::{Auth, PermissionSet};
 use tenancy::catalog::{Tenant, TenantStatus};
-use tenancy::credentials::{ApiKeys, PresentedKey};
 use tenancy::dataplane::{DataPlane, TenantTx};
 use tenancy::ids::{ApiKeyId, DomainName, RoleId, SessionId, TenantId, UserId};
 use tenancy::resolve::{HostTenant, Resolver};

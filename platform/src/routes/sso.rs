@@ -3,7 +3,7 @@
 //! provider) and its callback. A successful login answers the same tokens a password login
 //! does (one new session). Every refusal is a 4xx problem and an `sso.rejected` security event.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use sso::Sso;
 use sso::connections::ConnectionId;
 use sso::saml::Verified;
-use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Tenant;
 
 use crate::error::{ApiError, ApiResult, Problem};
@@ -34,7 +33,7 @@ fn connection_param(query: Option<&str>) -> ApiResult<ConnectionId> {
 
 /// Signs the verified identity in and issues tokens, recording any refusal.
 async fn finish(
-    t: &Tenancy,
+    t: &Identity,
     sso: &Sso,
     tenant: &Tenant,
     client: &ClientInfo,
@@ -82,7 +81,7 @@ pub async fn saml_metadata(ctx: TenantContext, State(sso): State<Sso>) -> Respon
     responses((status = 303, description = "To the IdP"), (status = 404, body = Problem)))]
 pub async fn saml_login(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     State(sso): State<Sso>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
@@ -97,7 +96,7 @@ pub async fn saml_login(
     responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn saml_acs(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     State(sso): State<Sso>,
     client: ClientInfo,
     body: Bytes,
@@ -122,7 +121,7 @@ pub async fn saml_acs(
     responses((status = 303, description = "To the provider"), (status = 404, body = Problem), (status = 502, body = Problem)))]
 pub async fn oidc_login(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     State(sso): State<Sso>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
@@ -137,7 +136,7 @@ pub async fn oidc_login(
     responses((status = 303, description = "To GitHub"), (status = 404, body = Problem)))]
 pub async fn github_login(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     State(sso): State<Sso>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
@@ -152,7 +151,7 @@ pub async fn github_login(
     responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn github_callback(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     State(sso): State<Sso>,
     client: ClientInfo,
     RawQuery(q): RawQuery,
@@ -166,7 +165,7 @@ pub async fn github_callback(
     responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn oidc_callback(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     State(sso): State<Sso>,
     client: ClientInfo,
     RawQuery(q): RawQuery,
@@ -176,7 +175,7 @@ pub async fn oidc_callback(
 
 /// The shared part of the OIDC and GitHub callbacks.
 async fn callback(
-    t: &Tenancy,
+    t: &Identity,
     sso: &Sso,
     tenant: &Tenant,
     client: &ClientInfo,

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use tenancy::auth::Auth;
+use identity::Auth;
 
 use crate::error::{ApiResult, Problem};
 

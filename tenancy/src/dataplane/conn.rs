@@ -75,7 +75,7 @@ impl TenantConn {
             sets_session: reuse && !ready,
             failed: false,
             // The request's audit context rides along with the setup (base64: no quoting).
-            audit: crate::audit::context::current_encoded(),
+            audit: crate::context::current_encoded(),
         }
     }
 }

@@ -48,7 +48,7 @@ pub async fn promote(args: PromoteBench, out: &Output) -> anyhow::Result<ExitCod
         .context("run the benchmark on the embedded default (a fresh PLATFORM_DATA_DIR)")?;
     let t = Arc::new(started.tenancy.clone());
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let listener = tokio::spawn(Arc::clone(&t).listen_for_changes(ready_tx));
+    let listener = tokio::spawn(Arc::clone(&t).listen_for_changes(ready_tx, |_| {}));
     ready_rx.await.ok();
 
     let slug = format!("bench-{}", std::process::id());

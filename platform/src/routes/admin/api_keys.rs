@@ -1,14 +1,13 @@
 //! `/admin/v1/tenants/{tenant}/api-keys`: tenant API keys, shown once, stored hashed in the
 //! tenant's database, revoked at once.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use identity::Identity;
+use identity::credentials::ApiKey;
 use serde::{Deserialize, Serialize};
-use tenancy::bootstrap::Tenancy;
-use tenancy::credentials::ApiKey;
+use tenancy::catalog::Catalog;
 use tenancy::ids::ApiKeyId;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -68,25 +67,18 @@ pub struct KeyList {
     security(("operator" = [])))]
 pub async fn create(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(id): State<Identity>,
     ApiPath(tenant): ApiPath<String>,
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let t = find_tenant(&tenancy.catalog, &tenant).await?;
+    let t = find_tenant(&catalog, &tenant).await?;
     let name = text("name", &body.name, 100)?;
     let role = body.role.as_deref().unwrap_or("admin");
-    let role_id = tenancy
-        .auth
-        .role_named(&tenancy.dataplane, &t, role)
-        .await?;
-    let (key, secret) = tenancy
+    let role_id = id.auth.role_named(&id.dataplane, &t, role).await?;
+    let (key, secret) = id
         .api_keys
-        .create(
-            &tenancy.dataplane,
-            &t,
-            &name,
-            Some((role_id, role.to_owned())),
-        )
+        .create(&id.dataplane, &t, &name, Some((role_id, role.to_owned())))
         .await?;
     let mut v = serde_json::to_value(KeyView::from(&key)).map_err(ApiError::internal)?;
     v["key"] = serde_json::Value::String(secret);
@@ -100,11 +92,12 @@ pub async fn create(
     security(("operator" = [])))]
 pub async fn list(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(id): State<Identity>,
     ApiPath(tenant): ApiPath<String>,
 ) -> ApiResult<Json<KeyList>> {
-    let t = find_tenant(&tenancy.catalog, &tenant).await?;
-    let keys = tenancy.api_keys.list(&tenancy.dataplane, &t).await?;
+    let t = find_tenant(&catalog, &tenant).await?;
+    let keys = id.api_keys.list(&id.dataplane, &t).await?;
     Ok(Json(KeyList {
         items: keys.iter().map(KeyView::from).collect(),
     }))
@@ -117,17 +110,18 @@ pub async fn list(
     security(("operator" = [])))]
 pub async fn revoke(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(id): State<Identity>,
     ApiPath((tenant, key_id)): ApiPath<(String, Uuid)>,
 ) -> ApiResult<StatusCode> {
-    let t = find_tenant(&tenancy.catalog, &tenant).await?;
-    if !tenancy
+    let t = find_tenant(&catalog, &tenant).await?;
+    if !id
         .api_keys
-        .revoke(&tenancy.dataplane, &t, ApiKeyId::from_uuid(key_id))
+        .revoke(&id.dataplane, &t, ApiKeyId::from_uuid(key_id))
         .await?
     {
         return Err(ApiError::not_found("no such live key"));
     }
-    tenancy.catalog.publish(Some(t.id)).await?;
+    catalog.publish(Some(t.id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,12 +1,11 @@
 //! `GET /admin/v1/audit-events`: the operators' audit trail (control plane), newest first, with
 //! the same filters as the tenant's log plus `tenant`.
 
-use std::sync::Arc;
+use tenancy::catalog::Catalog;
 
+use audit::events::list_admin;
 use axum::Json;
 use axum::extract::State;
-use tenancy::audit::events::list_admin;
-use tenancy::bootstrap::Tenancy;
 
 use crate::audit_query::{AuditPage, AuditQuery};
 use crate::error::{ApiError, ApiResult, Problem};
@@ -19,7 +18,7 @@ use crate::extract::admin::Operator;
     security(("operator" = [])))]
 pub async fn list(
     _: Operator,
-    State(t): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
     if q.format.is_some() {
@@ -29,7 +28,7 @@ pub async fn list(
     }
     let filter = q.filter()?;
     let (limit, before) = q.page()?;
-    let events = list_admin(t.catalog.pool(), &filter, before, limit + 1)
+    let events = list_admin(catalog.pool(), &filter, before, limit + 1)
         .await
         .map_err(|e| ApiError::unavailable("the catalog is unavailable", e))?;
     Ok(Json(AuditPage::from_events(events, limit)))

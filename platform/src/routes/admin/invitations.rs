@@ -1,12 +1,12 @@
 //! `POST /admin/v1/tenants/{tenant}/invitations`: an operator invites a tenant's first owner (or
 //! anyone, with any role).
 
-use std::sync::Arc;
+use identity::Identity;
+use tenancy::catalog::Catalog;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use tenancy::bootstrap::Tenancy;
 
 use super::find_tenant;
 use crate::error::{ApiResult, Problem};
@@ -21,11 +21,12 @@ use crate::routes::api::invitations::{Invitation, InviteBody, create};
     security(("operator" = [])))]
 pub async fn invite(
     _: Operator,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
+    State(catalog): State<Catalog>,
     ApiPath(tenant): ApiPath<String>,
     ApiJson(body): ApiJson<InviteBody>,
 ) -> ApiResult<(StatusCode, Json<Invitation>)> {
-    let tenant = find_tenant(&t.catalog, &tenant).await?;
+    let tenant = find_tenant(&catalog, &tenant).await?;
     let inv = create(&t, &tenant, &body, None, true).await?;
     Ok((StatusCode::CREATED, Json(inv)))
 }

@@ -1,11 +1,10 @@
 //! `POST /admin/v1/jwt-keys/rotate`: a new access-token signing key. The previous key keeps
 //! verifying, and stays in the JWKS, until the tokens it signed have expired.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
-use tenancy::bootstrap::Tenancy;
 
 use crate::error::{ApiResult, Problem};
 use crate::extract::admin::Operator;
@@ -14,10 +13,7 @@ use crate::extract::admin::Operator;
 #[utoipa::path(post, path = "/admin/v1/jwt-keys/rotate", tag = "admin",
     responses((status = 200, body = serde_json::Value, description = "`{\"kid\": ...}`"), (status = 401, body = Problem)),
     security(("operator" = [])))]
-pub async fn rotate(
-    _: Operator,
-    State(t): State<Arc<Tenancy>>,
-) -> ApiResult<Json<serde_json::Value>> {
+pub async fn rotate(_: Operator, State(t): State<Identity>) -> ApiResult<Json<serde_json::Value>> {
     let kid = t.auth.jwt.rotate().await?;
     Ok(Json(serde_json::json!({ "kid": kid })))
 }

@@ -1,12 +1,11 @@
 //! `/admin/v1/plans`: plans and their request rates and audit retention. A change applies to
 //! every tenant on the plan, on every instance, within about a second (catalog notification).
 
-use std::sync::Arc;
+use tenancy::catalog::Catalog;
 
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Plan;
 use utoipa::ToSchema;
 
@@ -47,9 +46,9 @@ pub struct PlanBody {
 #[utoipa::path(get, path = "/admin/v1/plans", tag = "admin",
     responses((status = 200, body = Vec<PlanView>), (status = 401, body = Problem)),
     security(("operator" = [])))]
-pub async fn list(_: Operator, State(t): State<Arc<Tenancy>>) -> ApiResult<Json<Vec<PlanView>>> {
+pub async fn list(_: Operator, State(catalog): State<Catalog>) -> ApiResult<Json<Vec<PlanView>>> {
     Ok(Json(
-        t.catalog
+        catalog
             .plans()
             .await?
             .into_iter()
@@ -65,7 +64,7 @@ pub async fn list(_: Operator, State(t): State<Arc<Tenancy>>) -> ApiResult<Json<
     security(("operator" = [])))]
 pub async fn put(
     _: Operator,
-    State(t): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<PlanBody>,
 ) -> ApiResult<Json<PlanView>> {
@@ -85,8 +84,7 @@ pub async fn put(
             "`requests_per_second`, `burst` and `audit_retention_days` must be from 1 to 1000000",
         ));
     }
-    let plan = t
-        .catalog
+    let plan = catalog
         .put_plan(&Plan {
             name,
             requests_per_second: body.requests_per_second,

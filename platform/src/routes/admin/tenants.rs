@@ -1,5 +1,6 @@
 //! `/admin/v1/tenants`: provision, list, show, patch, delete.
 
+use identity::Identity;
 use std::sync::Arc;
 
 use axum::Json;
@@ -188,12 +189,12 @@ pub async fn create(
     _: Operator,
     State(catalog): State<Catalog>,
     State(provisioner): State<Provisioner>,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(id): State<Identity>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateTenantBody>,
 ) -> ApiResult<Response> {
     let Some(key) = headers.get(IDEMPOTENCY_HEADER) else {
-        return Ok(match create_tenant(&provisioner, &tenancy, &body).await {
+        return Ok(match create_tenant(&provisioner, &id, &body).await {
             Ok(t) => (StatusCode::CREATED, Json(TenantView::from(&t))).into_response(),
             Err(e) => e.into_response(),
         });
@@ -212,7 +213,7 @@ pub async fn create(
         IdempotencyOutcome::Mismatch => Err(ApiError::idempotency_mismatch()),
         IdempotencyOutcome::InFlight => Err(ApiError::idempotency_in_flight()),
         IdempotencyOutcome::Proceed => {
-            let outcome = create_tenant(&provisioner, &tenancy, &body).await;
+            let outcome = create_tenant(&provisioner, &id, &body).await;
             let record = match &outcome {
                 Ok(t) => Some(StoredResponse {
                     status: 201,
@@ -250,7 +251,7 @@ fn stored(r: StoredResponse) -> Response {
 
 async fn create_tenant(
     provisioner: &Provisioner,
-    tenancy: &Tenancy,
+    id: &Identity,
     body: &CreateTenantBody,
 ) -> ApiResult<Tenant> {
     let slug = TenantSlug::parse(&body.slug).map_err(|e| slug_error(&e))?;
@@ -279,7 +280,7 @@ async fn create_tenant(
         })
         .await?;
     // Built-in roles now; should this fail, they are seeded on the tenant's first use.
-    if let Err(e) = tenancy.auth.seed(&tenancy.dataplane, &t).await {
+    if let Err(e) = id.auth.seed(&id.dataplane, &t).await {
         tracing::warn!(tenant.id = %t.id, error = %e, "seeding built-in roles failed; will retry lazily");
     }
     Ok(t)

@@ -1,11 +1,11 @@
 //! `DELETE /admin/v1/tenants/{tenant}/users/{user_id}/sessions`: an operator signs a tenant's
 //! user out everywhere (their access tokens stop working within seconds).
 
-use std::sync::Arc;
+use identity::Identity;
+use tenancy::catalog::Catalog;
 
 use axum::Json;
 use axum::extract::State;
-use tenancy::bootstrap::Tenancy;
 use tenancy::ids::UserId;
 use uuid::Uuid;
 
@@ -21,10 +21,11 @@ use crate::extract::admin::Operator;
     security(("operator" = [])))]
 pub async fn revoke_sessions(
     _: Operator,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
+    State(catalog): State<Catalog>,
     ApiPath((tenant, user)): ApiPath<(String, Uuid)>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let tenant = find_tenant(&t.catalog, &tenant).await?;
+    let tenant = find_tenant(&catalog, &tenant).await?;
     let n = t
         .auth
         .revoke_sessions(

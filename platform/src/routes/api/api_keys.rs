@@ -1,12 +1,12 @@
 //! `/api/v1/api-keys`: tenant administrators manage their own API keys (each with a role; nobody
 //! below owner may mint an owner key).
 
-use std::sync::Arc;
+use identity::Identity;
+use tenancy::catalog::Catalog;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use tenancy::bootstrap::Tenancy;
 use tenancy::ids::ApiKeyId;
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ use crate::routes::text;
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn create(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let name = text("name", &body.name, 100)?;
@@ -49,7 +49,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys",
     responses((status = 200, body = KeyList), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn list(auth: Authenticated, State(t): State<Arc<Tenancy>>) -> ApiResult<Json<KeyList>> {
+pub async fn list(auth: Authenticated, State(t): State<Identity>) -> ApiResult<Json<KeyList>> {
     let keys = t.api_keys.list(&t.dataplane, &auth.tenant).await?;
     Ok(Json(KeyList {
         items: keys.iter().map(KeyView::from).collect(),
@@ -63,7 +63,8 @@ pub async fn list(auth: Authenticated, State(t): State<Arc<Tenancy>>) -> ApiResu
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn revoke(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
+    State(catalog): State<Catalog>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
     if !t
@@ -73,6 +74,6 @@ pub async fn revoke(
     {
         return Err(ApiError::not_found("no such live key"));
     }
-    t.catalog.publish(Some(auth.tenant.id)).await?;
+    catalog.publish(Some(auth.tenant.id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,13 +3,13 @@
 //! [`EXPORT_CHUNK`] events, each in its own short transaction, so neither the server's memory nor
 //! a pooled connection is held by a large export.
 
+use audit::events::{chunk, head, list};
+use audit::{AuditEvent, AuditFilter};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
-use tenancy::audit::events::{chunk, head, list};
-use tenancy::audit::{AuditEvent, AuditFilter};
 
 use crate::audit_query::{AuditEventView, AuditPage, AuditQuery};
 use crate::error::{ApiError, ApiResult, Problem};

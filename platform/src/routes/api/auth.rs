@@ -14,8 +14,8 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
+use identity::sessions::Tokens;
 use serde::Serialize;
-use tenancy::auth::sessions::Tokens;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;

@@ -1,14 +1,13 @@
 //! `POST /api/v1/invitations`: a tenant member with `members:manage` (and a verified address)
 //! invites someone with a role. The operator's variant (the first owner) shares the logic.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use identity::users;
 use serde::{Deserialize, Serialize};
-use tenancy::auth::users;
-use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Tenant;
 use tenancy::ids::UserId;
 use utoipa::ToSchema;
@@ -17,7 +16,6 @@ use uuid::Uuid;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
 use crate::extract::tenant::{Authenticated, Principal};
-use crate::routes::api::auth::email::base_url;
 use crate::routes::ts;
 
 /// Body of an invitation.
@@ -41,7 +39,7 @@ pub struct Invitation {
 
 /// Creates an invitation and writes its message to the outbox.
 pub(crate) async fn create(
-    t: &Tenancy,
+    t: &Identity,
     tenant: &Tenant,
     body: &InviteBody,
     invited_by: Option<UserId>,
@@ -57,7 +55,7 @@ pub(crate) async fn create(
         return Err(ApiError::conflict("this address already has an account"));
     }
     let (id, token, expires) = users::invite(&mut tx, &email, role, invited_by).await?;
-    let url = format!("{}/accept-invitation?token={token}", base_url(tenant, t));
+    let url = format!("{}/accept-invitation?token={token}", t.base_url(tenant));
     users::outbox(
         &mut tx,
         "invitation",
@@ -83,7 +81,7 @@ pub(crate) async fn create(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn invite(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiJson(body): ApiJson<InviteBody>,
 ) -> ApiResult<(StatusCode, Json<Invitation>)> {
     let invited_by = match auth.principal {

@@ -4,13 +4,12 @@ pub mod email;
 pub mod mfa;
 pub mod sessions;
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
+use identity::users;
 use serde::Serialize;
-use tenancy::auth::users;
-use tenancy::bootstrap::Tenancy;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -37,7 +36,7 @@ pub struct Me {
 #[utoipa::path(get, path = "/api/v1/me", tag = "me",
     responses((status = 200, body = Me), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-pub async fn show(auth: Authenticated, State(t): State<Arc<Tenancy>>) -> ApiResult<Json<Me>> {
+pub async fn show(auth: Authenticated, State(t): State<Identity>) -> ApiResult<Json<Me>> {
     let (id, session) = auth.user()?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
     let u = users::get(&mut tx, id)

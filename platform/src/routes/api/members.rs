@@ -3,13 +3,12 @@
 //! hold the tenant-wide `members:manage`); a project `member` cannot change anyone's role, nor
 //! remove anyone. The user who creates a project becomes its admin.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use tenancy::bootstrap::Tenancy;
 use tenancy::dataplane::TenantTx;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -123,7 +122,7 @@ fn member(r: &tokio_postgres::Row) -> MemberView {
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn list(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiPath(project): ApiPath<Uuid>,
 ) -> ApiResult<Json<MemberList>> {
     let mut tx = t.dataplane.connect(&auth.tenant).await?.begin();
@@ -147,7 +146,7 @@ pub async fn list(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn add(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiPath(project): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewMember>,
 ) -> ApiResult<(StatusCode, Json<MemberView>)> {
@@ -180,7 +179,7 @@ pub async fn add(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn patch(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiPath((project, user)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<MemberPatch>,
 ) -> ApiResult<Json<MemberView>> {
@@ -206,7 +205,7 @@ pub async fn patch(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn remove(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiPath((project, user)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
     let mut tx = t.dataplane.connect(&auth.tenant).await?.begin();

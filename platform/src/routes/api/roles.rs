@@ -1,13 +1,12 @@
 //! `/api/v1/roles`: built-in and custom roles (data, not code).
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use identity::permissions::{self, Permission};
 use serde::{Deserialize, Serialize};
-use tenancy::auth::permissions::{self, Permission};
-use tenancy::bootstrap::Tenancy;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -72,7 +71,7 @@ fn parse_permissions(auth: &Authenticated, names: &[String]) -> ApiResult<Vec<Pe
 #[utoipa::path(get, path = "/api/v1/roles", tag = "members",
     responses((status = 200, body = RoleList), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn list(auth: Authenticated, State(t): State<Arc<Tenancy>>) -> ApiResult<Json<RoleList>> {
+pub async fn list(auth: Authenticated, State(t): State<Identity>) -> ApiResult<Json<RoleList>> {
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
     let roles = permissions::list(&mut tx).await?;
     tx.commit().await?;
@@ -87,7 +86,7 @@ pub async fn list(auth: Authenticated, State(t): State<Arc<Tenancy>>) -> ApiResu
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn create(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiJson(body): ApiJson<NewRole>,
 ) -> ApiResult<(StatusCode, Json<RoleView>)> {
     let perms = parse_permissions(&auth, &body.permissions)?;
@@ -105,7 +104,7 @@ pub async fn create(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn update(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RolePatch>,
 ) -> ApiResult<Json<RoleView>> {
@@ -123,7 +122,7 @@ pub async fn update(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn delete(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;

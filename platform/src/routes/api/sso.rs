@@ -1,7 +1,7 @@
 //! `/api/v1/sso/...`: a tenant admin manages the tenant's SSO connections (SAML, OIDC, Google)
 //! and its SSO policy. Needs `sso:manage`. Client secrets go in and are never shown again.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
@@ -11,7 +11,6 @@ use sso::Sso;
 use sso::connections::{
     self, Connection, ConnectionId, GOOGLE_ISSUER, OidcProvider, Protocol, RoleRule, Settings,
 };
-use tenancy::bootstrap::Tenancy;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -350,7 +349,7 @@ fn secret(b: &ConnectionBody) -> ApiResult<Option<&str>> {
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn list(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     State(sso): State<Sso>,
 ) -> ApiResult<Json<ConnectionList>> {
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
@@ -371,7 +370,7 @@ pub async fn list(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn create(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     State(sso): State<Sso>,
     ApiJson(mut body): ApiJson<ConnectionBody>,
 ) -> ApiResult<(StatusCode, Json<ConnectionView>)> {
@@ -399,7 +398,7 @@ pub async fn create(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn show(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     State(sso): State<Sso>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<ConnectionView>> {
@@ -418,7 +417,7 @@ pub async fn show(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn patch(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     State(sso): State<Sso>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(mut body): ApiJson<ConnectionBody>,
@@ -454,7 +453,7 @@ pub async fn patch(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn delete(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
@@ -469,7 +468,7 @@ pub async fn delete(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn show_settings(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
 ) -> ApiResult<Json<SsoSettingsBody>> {
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
     let enforce_sso = connections::enforce_sso(&mut tx).await?;
@@ -483,7 +482,7 @@ pub async fn show_settings(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn put_settings(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiJson(body): ApiJson<SsoSettingsBody>,
 ) -> ApiResult<Json<SsoSettingsBody>> {
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;

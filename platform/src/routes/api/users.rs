@@ -1,13 +1,12 @@
 //! `/api/v1/users`: the tenant's users; changing a user's role; signing a user out everywhere.
 //! Only an owner may grant or take away `owner`.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
+use identity::users;
 use serde::{Deserialize, Serialize};
-use tenancy::auth::users;
-use tenancy::bootstrap::Tenancy;
 use tenancy::ids::UserId;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -57,7 +56,7 @@ pub struct UserPatch {
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn list(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Paged<UserView>>> {
     let page = q.page()?;
@@ -78,7 +77,7 @@ pub async fn list(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn patch(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UserPatch>,
 ) -> ApiResult<Json<UserView>> {
@@ -112,7 +111,7 @@ pub async fn patch(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn revoke_sessions(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;

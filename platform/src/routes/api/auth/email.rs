@@ -1,14 +1,13 @@
 //! `POST /api/v1/auth/email/verify`: proves ownership of an address with a single-use token sent
 //! to it (through the outbox). Verification does not gate login; it gates inviting others.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use identity::onetime::{self, Purpose};
+use identity::users;
 use serde::Deserialize;
-use tenancy::auth::onetime::{self, Purpose};
-use tenancy::auth::users;
-use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Tenant;
 use tenancy::dataplane::TenantTx;
 use tenancy::ids::UserId;
@@ -25,25 +24,16 @@ pub struct TokenBody {
     pub token: String,
 }
 
-/// The tenant's public base URL.
-pub(crate) fn base_url(tenant: &Tenant, t: &Tenancy) -> String {
-    format!(
-        "https://{}.{}",
-        tenant.slug.as_str(),
-        t.resolver.base_domain().as_str()
-    )
-}
-
 /// Writes a verification message for `email` to the outbox.
 pub(crate) async fn send_verification(
     tx: &mut TenantTx,
     tenant: &Tenant,
-    t: &Tenancy,
+    t: &Identity,
     user: UserId,
     email: &str,
 ) -> ApiResult<()> {
     let token = onetime::create(tx, user, Purpose::VerifyEmail, serde_json::json!({})).await?;
-    let link = format!("{}/verify-email?token={token}", base_url(tenant, t));
+    let link = format!("{}/verify-email?token={token}", t.base_url(tenant));
     users::outbox(
         tx,
         "verify_email",
@@ -60,7 +50,7 @@ pub(crate) async fn send_verification(
     responses((status = 204, description = "Verified"), (status = 401, body = Problem)))]
 pub async fn verify(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> ApiResult<StatusCode> {
     let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;

@@ -1,14 +1,13 @@
 //! `POST /api/v1/auth/invitations/accept`: turns an invitation into an account with the invited
 //! role. The invitee proved they read the message, so the address counts as verified.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use identity::{password, users};
 use serde::Deserialize;
-use tenancy::auth::{password, users};
-use tenancy::bootstrap::Tenancy;
 use utoipa::ToSchema;
 
 use super::{ClientInfo, TokenResponse};
@@ -32,7 +31,7 @@ pub struct AcceptBody {
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn accept(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     client: ClientInfo,
     ApiJson(body): ApiJson<AcceptBody>,
 ) -> ApiResult<(StatusCode, Json<TokenResponse>)> {

@@ -3,16 +3,15 @@
 //! further attempts down per account and per address. With TOTP on, the password step returns
 //! only a short-lived, single-use `mfa_token`, never a token that grants access.
 
-use std::sync::Arc;
+use identity::Identity;
 
+use audit::Outcome;
 use axum::Json;
 use axum::extract::State;
+use identity::onetime::{self, Purpose};
+use identity::{AuthError, mfa, password, users};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tenancy::audit::Outcome;
-use tenancy::auth::onetime::{self, Purpose};
-use tenancy::auth::{AuthError, mfa, password, users};
-use tenancy::bootstrap::Tenancy;
 use utoipa::ToSchema;
 
 use super::{ClientInfo, TokenResponse};
@@ -43,7 +42,7 @@ pub struct MfaVerifyBody {
               (status = 401, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)))]
 pub async fn login(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     client: ClientInfo,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Json<Value>> {
@@ -88,7 +87,7 @@ pub async fn login(
         ));
     }
     // The session created below is recorded as the user's own doing.
-    crate::audit::set_actor(tenancy::audit::Actor::user(user));
+    crate::audit::set_actor(audit::Actor::user(user));
     if totp {
         let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
         let token = onetime::create(&mut tx, user, Purpose::MfaLogin, json!({})).await?;
@@ -113,7 +112,7 @@ pub async fn login(
     responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 429, body = Problem)))]
 pub async fn verify(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     client: ClientInfo,
     ApiJson(body): ApiJson<MfaVerifyBody>,
 ) -> ApiResult<Json<TokenResponse>> {
@@ -131,7 +130,7 @@ pub async fn verify(
     if let Err(e) = mfa::second_factor(&mut tx, t.auth.keyring(), user, &body.code).await {
         drop(tx);
         t.auth.throttle.failed(ctx.tenant.id, &key, client.ip).await;
-        crate::audit::set_actor(tenancy::audit::Actor::user(user));
+        crate::audit::set_actor(audit::Actor::user(user));
         crate::audit::attempt(
             &t.dataplane,
             &ctx.tenant,
@@ -142,7 +141,7 @@ pub async fn verify(
         .await;
         return Err(e.into());
     }
-    crate::audit::set_actor(tenancy::audit::Actor::user(user));
+    crate::audit::set_actor(audit::Actor::user(user));
     onetime::consume(&mut tx, Purpose::MfaLogin, &body.mfa_token).await?;
     tx.commit().await?;
     let tokens = t

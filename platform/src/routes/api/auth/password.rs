@@ -2,17 +2,15 @@
 //! whether or not the address has an account), `reset` consumes it, sets the new password and
 //! signs every session out.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use identity::onetime::{self, Purpose};
+use identity::{password, users};
 use serde::Deserialize;
-use tenancy::auth::onetime::{self, Purpose};
-use tenancy::auth::{password, users};
-use tenancy::bootstrap::Tenancy;
 use utoipa::ToSchema;
 
-use super::email::base_url;
 use crate::error::{ApiResult, Problem};
 use crate::extract::ApiJson;
 use crate::extract::tenant::TenantContext;
@@ -37,7 +35,7 @@ pub struct ResetBody {
     responses((status = 202, description = "A message is sent if the account exists"), (status = 422, body = Problem)))]
 pub async fn forgot(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiJson(body): ApiJson<ForgotBody>,
 ) -> ApiResult<StatusCode> {
     let email = users::parse_email(&body.email)?;
@@ -45,7 +43,7 @@ pub async fn forgot(
     if let Some((user, _, _)) = users::credentials(&mut tx, &email).await? {
         let token =
             onetime::create(&mut tx, user, Purpose::PasswordReset, serde_json::json!({})).await?;
-        let link = format!("{}/reset-password?token={token}", base_url(&ctx.tenant, &t));
+        let link = format!("{}/reset-password?token={token}", t.base_url(&ctx.tenant));
         users::outbox(
             &mut tx,
             "password_reset",
@@ -64,7 +62,7 @@ pub async fn forgot(
     responses((status = 204, description = "Password changed"), (status = 401, body = Problem), (status = 422, body = Problem)))]
 pub async fn reset(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiJson(body): ApiJson<ResetBody>,
 ) -> ApiResult<StatusCode> {
     password::check_policy(&body.password)?;

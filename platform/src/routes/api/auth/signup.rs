@@ -1,13 +1,12 @@
 //! `POST /api/v1/auth/signup`: self-service accounts, when the tenant's `signup` is `open`.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use identity::{password, users};
 use serde::Deserialize;
-use tenancy::auth::{password, users};
-use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::SignupPolicy;
 use utoipa::ToSchema;
 
@@ -32,7 +31,7 @@ pub struct SignupBody {
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn signup(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     client: ClientInfo,
     ApiJson(body): ApiJson<SignupBody>,
 ) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
@@ -46,7 +45,7 @@ pub async fn signup(
     }
     let hash = password::hash(&body.password).await?;
     let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
-    let role = tenancy::auth::permissions::role_by_name(&mut tx, "member")
+    let role = identity::permissions::role_by_name(&mut tx, "member")
         .await?
         .ok_or_else(|| ApiError::internal("the built-in role `member` is missing"))?;
     let user = users::create(&mut tx, &email, &name, &hash, role).await?;

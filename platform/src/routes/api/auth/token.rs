@@ -1,13 +1,12 @@
 //! `POST /api/v1/auth/token/refresh` (rotation with reuse detection) and `POST
 //! /api/v1/auth/logout` (ends the refresh token's session).
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use tenancy::bootstrap::Tenancy;
 use utoipa::ToSchema;
 
 use super::{ClientInfo, TokenResponse};
@@ -27,7 +26,7 @@ pub struct RefreshBody {
     responses((status = 200, body = TokenResponse), (status = 401, body = Problem)))]
 pub async fn refresh(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     client: ClientInfo,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> ApiResult<Json<TokenResponse>> {
@@ -48,7 +47,7 @@ pub async fn refresh(
     responses((status = 204, description = "Signed out")))]
 pub async fn logout(
     ctx: TenantContext,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> ApiResult<StatusCode> {
     t.auth

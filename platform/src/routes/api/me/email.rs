@@ -1,11 +1,10 @@
 //! `POST /api/v1/me/email/verification`: sends a new verification message.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use tenancy::auth::users;
-use tenancy::bootstrap::Tenancy;
+use identity::users;
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::tenant::Authenticated;
@@ -15,7 +14,7 @@ use crate::routes::api::auth::email::send_verification;
 #[utoipa::path(post, path = "/api/v1/me/email/verification", tag = "me",
     responses((status = 202, description = "Sent"), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-pub async fn resend(auth: Authenticated, State(t): State<Arc<Tenancy>>) -> ApiResult<StatusCode> {
+pub async fn resend(auth: Authenticated, State(t): State<Identity>) -> ApiResult<StatusCode> {
     let (id, _) = auth.user()?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
     let u = users::get(&mut tx, id)

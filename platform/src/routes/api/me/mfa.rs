@@ -1,14 +1,13 @@
 //! `/api/v1/me/mfa/totp`: enrol (secret + `otpauth://` URI), confirm with a first code (returns
 //! the recovery codes, once), and turn off with a current code.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use identity::{mfa, users};
 use serde::{Deserialize, Serialize};
-use tenancy::auth::{mfa, users};
-use tenancy::bootstrap::Tenancy;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, Problem};
@@ -40,10 +39,7 @@ pub struct RecoveryCodes {
 #[utoipa::path(post, path = "/api/v1/me/mfa/totp", tag = "me",
     responses((status = 200, body = Enrollment), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-pub async fn enroll(
-    auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
-) -> ApiResult<Json<Enrollment>> {
+pub async fn enroll(auth: Authenticated, State(t): State<Identity>) -> ApiResult<Json<Enrollment>> {
     let (user, _) = auth.user()?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
     let u = users::get(&mut tx, user)
@@ -64,7 +60,7 @@ pub async fn enroll(
     security(("bearer" = [])))]
 pub async fn confirm(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> ApiResult<Json<RecoveryCodes>> {
     let (user, _) = auth.user()?;
@@ -81,7 +77,7 @@ pub async fn confirm(
     security(("bearer" = [])))]
 pub async fn disable(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> ApiResult<StatusCode> {
     let (user, _) = auth.user()?;

@@ -1,12 +1,11 @@
 //! `/api/v1/me/sessions`: the user's signed-in devices; sign one out, or every other one.
 
-use std::sync::Arc;
+use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
-use tenancy::bootstrap::Tenancy;
 use tenancy::ids::SessionId;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -38,10 +37,7 @@ pub struct SessionList {
 #[utoipa::path(get, path = "/api/v1/me/sessions", tag = "me",
     responses((status = 200, body = SessionList), (status = 401, body = Problem)),
     security(("bearer" = [])))]
-pub async fn list(
-    auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
-) -> ApiResult<Json<SessionList>> {
+pub async fn list(auth: Authenticated, State(t): State<Identity>) -> ApiResult<Json<SessionList>> {
     let (user, current) = auth.user()?;
     let items = t
         .auth
@@ -67,7 +63,7 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn revoke(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
     let (user, _) = auth.user()?;
@@ -94,7 +90,7 @@ pub async fn revoke(
     security(("bearer" = [])))]
 pub async fn revoke_others(
     auth: Authenticated,
-    State(t): State<Arc<Tenancy>>,
+    State(t): State<Identity>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (user, current) = auth.user()?;
     let n = t

@@ -3,7 +3,7 @@
 //! control-plane V6 for the catalog), plus explicit events for attempts that change nothing
 //! (denied requests, failed logins), each in its own transaction.
 //!
-//! Who is acting reaches those triggers through [`context`]: a task-local request context that
+//! Who is acting reaches those triggers through `tenancy::context`: a task-local request context that
 //! the data plane sends with `SET LOCAL app.audit` next to `app.tenant_id` (no extra round trip),
 //! and that the catalog pool sets on the connections it hands out during a request.
 //!
@@ -12,13 +12,12 @@
 //! checkpoint hash so what remains still verifies.
 
 pub mod chain;
-pub mod context;
 pub mod events;
 pub mod retention;
 
 pub use chain::{ChainReport, verify_admin, verify_tenant};
-pub use context::{Actor, AuditContext};
 pub use events::{AuditEvent, AuditFilter, Outcome};
+pub use tenancy::context::{Actor, AuditContext};
 
 /// An audit operation failed (the database, not the caller).
 #[derive(Debug, thiserror::Error)]
@@ -28,5 +27,5 @@ pub enum AuditError {
     #[error("catalog error: {0}")]
     Catalog(#[from] sqlx::Error),
     #[error(transparent)]
-    Connect(#[from] crate::dataplane::ConnectError),
+    Connect(#[from] tenancy::dataplane::ConnectError),
 }

@@ -16,10 +16,10 @@ use super::jwt::{ACCESS_TTL, AUDIENCE, AccessClaims, ISSUER};
 use super::permissions::{PermissionSet, role_permissions};
 use super::users::security_event;
 use super::{Auth, AuthError};
-use crate::catalog::Tenant;
-use crate::crypto::{Scope, hash_token, random_token};
-use crate::dataplane::{DataPlane, TenantTx};
-use crate::ids::{RoleId, SessionId, UserId};
+use tenancy::catalog::Tenant;
+use tenancy::crypto::{Scope, hash_token, random_token};
+use tenancy::dataplane::{DataPlane, TenantTx};
+use tenancy::ids::{RoleId, SessionId, UserId};
 
 /// A rotated token presented again within this window returns the same successor.
 pub const REFRESH_GRACE: Duration = Duration::from_secs(10);
@@ -85,7 +85,7 @@ async fn insert_refresh(
 
 /// A cached lookup failed: the database was unreachable or failed (the caller answers 503).
 fn unavailable(e: &Arc<AuthError>) -> AuthError {
-    AuthError::Connect(crate::dataplane::ConnectError::Unavailable(e.to_string()))
+    AuthError::Connect(tenancy::dataplane::ConnectError::Unavailable(e.to_string()))
 }
 
 impl Auth {

@@ -11,9 +11,9 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::AuthError;
-use crate::crypto::{Keyring, Scope, hash_token, random_token};
-use crate::dataplane::TenantTx;
-use crate::ids::UserId;
+use tenancy::crypto::{Keyring, Scope, hash_token, random_token};
+use tenancy::dataplane::TenantTx;
+use tenancy::ids::UserId;
 
 const STEP: u64 = 30;
 const SECRET_PURPOSE: &str = "auth.totp_secret";

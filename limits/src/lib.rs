@@ -20,52 +20,13 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use ipnet::IpNet;
 use uuid::Uuid;
 
-use crate::catalog::{RateQuota, Tenant};
-use crate::ids::TenantId;
+use tenancy::catalog::{RateQuota, Tenant};
+use tenancy::ids::TenantId;
+pub use tenancy::settings::LimitSettings;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
-
-/// What the limits are, from configuration.
-#[derive(Clone, Debug)]
-pub struct LimitSettings {
-    /// Tenants whose plan is not in the catalog.
-    pub tenant_default: RateQuota,
-    /// Each user or API key, within its tenant.
-    pub principal: RateQuota,
-    /// Each client address on login, sign-up, password reset, MFA verify and SSO ACS.
-    pub sensitive_ip: RateQuota,
-    /// Each client address on the admin API.
-    pub admin_ip: RateQuota,
-    /// Peers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpNet>,
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        Self {
-            tenant_default: RateQuota {
-                per_second: 100,
-                burst: 200,
-            },
-            principal: RateQuota {
-                per_second: 100,
-                burst: 200,
-            },
-            sensitive_ip: RateQuota {
-                per_second: 5,
-                burst: 20,
-            },
-            admin_ip: RateQuota {
-                per_second: 50,
-                burst: 100,
-            },
-            trusted_proxies: Vec::new(),
-        }
-    }
-}
 
 /// The answer for one key: allowed or not, and the numbers for the `RateLimit-*` headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

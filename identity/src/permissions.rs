@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::AuthError;
-use crate::dataplane::TenantTx;
-use crate::ids::RoleId;
+use tenancy::dataplane::TenantTx;
+use tenancy::ids::RoleId;
 
 /// Every permission the platform knows.
 pub const ALL: &[&str] = &[
@@ -328,8 +328,8 @@ impl super::Auth {
     /// The role named `name` of `tenant` (422 material if there is none).
     pub async fn role_named(
         &self,
-        dp: &crate::dataplane::DataPlane,
-        tenant: &crate::catalog::Tenant,
+        dp: &tenancy::dataplane::DataPlane,
+        tenant: &tenancy::catalog::Tenant,
         name: &str,
     ) -> Result<RoleId, AuthError> {
         let mut tx = self.begin(dp, tenant).await?;

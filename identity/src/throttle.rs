@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 
-use crate::ids::TenantId;
+use tenancy::ids::TenantId;
 
 /// Failures allowed on an account before attempts are slowed down.
 const ACCOUNT_FREE: u32 = 5;

@@ -4,9 +4,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::AuthError;
-use crate::crypto::{hash_token, random_token};
-use crate::dataplane::TenantTx;
-use crate::ids::{RoleId, UserId};
+use tenancy::crypto::{hash_token, random_token};
+use tenancy::dataplane::TenantTx;
+use tenancy::ids::{RoleId, UserId};
 
 /// A user as shown.
 #[derive(Clone, Debug)]

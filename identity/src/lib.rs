@@ -1,9 +1,11 @@
 //! Tenant users and how they prove who they are: argon2id passwords, data-driven roles and
 //! permissions, sessions with rotating refresh tokens, EdDSA access tokens (JWT), TOTP second
 //! factor with recovery codes, single-use tokens (email verification, password reset) and the
-//! outbox their messages go to. Everything a tenant owns lives in its database (it moves with the
-//! tenant); only the platform's JWT signing keys live in the catalog. No HTTP here.
+//! outbox their messages go to, and API keys ([`credentials`]). Everything a tenant owns lives in
+//! its database (it moves with the tenant); only the platform's JWT signing keys live in the
+//! catalog. No HTTP here; this crate sits on the tenancy core and below `sso` and `platform`.
 
+pub mod credentials;
 pub mod jwt;
 pub mod mfa;
 pub mod onetime;
@@ -18,10 +20,11 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
-use crate::catalog::{Catalog, CatalogError, Tenant};
-use crate::crypto::{KeyError, Keyring};
-use crate::dataplane::{ConnectError, DataPlane, TenantTx};
-use crate::ids::TenantId;
+use tenancy::bootstrap::Tenancy;
+use tenancy::catalog::{Catalog, CatalogError, Tenant};
+use tenancy::crypto::{KeyError, Keyring};
+use tenancy::dataplane::{ConnectError, DataPlane, TenantTx};
+use tenancy::ids::{DomainName, TenantId};
 
 pub use jwt::{AccessClaims, JwtKeys};
 pub use permissions::{Permission, PermissionSet};
@@ -63,6 +66,49 @@ pub enum AuthError {
     Signing(String),
 }
 
+/// What a tenant handler needs to reach the tenant's users and their credentials: the data
+/// plane it reads them through, the auth services (keys, caches, throttles) and the API-key
+/// verifier. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub auth: Auth,
+    pub api_keys: credentials::ApiKeys,
+    pub dataplane: DataPlane,
+    /// The platform's base domain: links in messages point at `https://{slug}.{base_domain}`.
+    pub base_domain: DomainName,
+}
+
+impl Identity {
+    /// Builds the identity services over the tenancy core and loads the JWT signing keys
+    /// (creating the first one).
+    pub async fn start(t: &Tenancy) -> Result<Self, AuthError> {
+        let auth = Auth::new(t.catalog.clone(), t.keyring.clone());
+        auth.jwt.init().await?;
+        Ok(Self {
+            auth,
+            api_keys: credentials::ApiKeys::new(),
+            dataplane: t.dataplane.clone(),
+            base_domain: t.resolver.base_domain().clone(),
+        })
+    }
+
+    /// The tenant's public base URL (`https://{slug}.{base_domain}`).
+    #[must_use]
+    pub fn base_url(&self, tenant: &Tenant) -> String {
+        format!(
+            "https://{}.{}",
+            tenant.slug.as_str(),
+            self.base_domain.as_str()
+        )
+    }
+
+    /// Drops every cache entry of `tenant` (or of all tenants) after a catalog change.
+    pub fn invalidate(&self, tenant: Option<TenantId>) {
+        self.api_keys.invalidate_tenant_or_all(tenant);
+        self.auth.invalidate(tenant);
+    }
+}
+
 /// A role's name and permissions.
 pub type RoleGrants = Arc<(String, PermissionSet)>;
 
@@ -73,8 +119,8 @@ pub struct Auth {
     pub throttle: throttle::Throttle,
     keyring: Keyring,
     seeded: Cache<TenantId, ()>,
-    principals: Cache<(TenantId, crate::ids::SessionId), Option<Arc<SessionPrincipal>>>,
-    roles: Cache<(TenantId, Option<crate::ids::RoleId>), RoleGrants>,
+    principals: Cache<(TenantId, tenancy::ids::SessionId), Option<Arc<SessionPrincipal>>>,
+    roles: Cache<(TenantId, Option<tenancy::ids::RoleId>), RoleGrants>,
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
 }
 

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::AuditError;
 use super::events::{AuditEvent, AuditFilter, chunk};
-use crate::catalog::{Catalog, Tenant};
-use crate::dataplane::DataPlane;
+use tenancy::catalog::{Catalog, Tenant};
+use tenancy::dataplane::DataPlane;
 
 const CHUNK: i64 = 1000;
 

@@ -9,10 +9,10 @@ use moka::future::Cache;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::catalog::Tenant;
-use crate::crypto::{hash_token, random_token};
-use crate::dataplane::{ConnectError, DataPlane};
-use crate::ids::{ApiKeyId, RoleId, TenantId};
+use tenancy::catalog::Tenant;
+use tenancy::crypto::{hash_token, random_token};
+use tenancy::dataplane::{ConnectError, DataPlane};
+use tenancy::ids::{ApiKeyId, RoleId, TenantId};
 
 const PREFIX: &str = "plt_";
 

@@ -7,7 +7,7 @@ use time::{OffsetDateTime, Time};
 use tokio_postgres::Client;
 
 use super::AuditError;
-use crate::ids::TenantId;
+use tenancy::ids::TenantId;
 
 /// The start of the UTC day `days` before `now`: events before it are expired.
 #[must_use]

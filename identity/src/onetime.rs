@@ -8,9 +8,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::AuthError;
-use crate::crypto::{hash_token, random_token};
-use crate::dataplane::TenantTx;
-use crate::ids::UserId;
+use tenancy::crypto::{hash_token, random_token};
+use tenancy::dataplane::TenantTx;
+use tenancy::ids::UserId;
 
 /// What a token is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

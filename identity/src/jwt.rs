@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 use tokio::sync::RwLock;
 
 use super::AuthError;
-use crate::catalog::Catalog;
-use crate::crypto::{Keyring, Scope};
+use tenancy::catalog::Catalog;
+use tenancy::crypto::{Keyring, Scope};
 
 /// Lifetime of an access token.
 pub const ACCESS_TTL: Duration = Duration::from_secs(10 * 60);
