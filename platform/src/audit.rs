@@ -8,8 +8,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use audit::AuditContext;
 use audit::events::{Outcome, record};
-use audit::{Actor, AuditContext};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header::USER_AGENT;
 use axum::middleware::Next;
@@ -56,13 +56,6 @@ pub async fn context(State(state): State<AppState>, mut req: Request, next: Next
     ));
     req.extensions_mut().insert(ClientIp(ip));
     ctx.scope(next.run(req)).await
-}
-
-/// Records who is acting, for the rest of the request.
-pub fn set_actor(actor: Actor) {
-    if let Some(ctx) = tenancy::context::current() {
-        ctx.set_actor(actor);
-    }
 }
 
 /// Records an attempt that changed nothing (a refusal, a failed login) in the tenant's audit log,

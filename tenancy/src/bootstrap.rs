@@ -21,6 +21,7 @@ use crate::migrate::ledger;
 use crate::placement::Mover;
 use crate::provision::Provisioner;
 use crate::resolve::Resolver;
+use crate::servers::Servers;
 use crate::settings::{DatabaseMode, Settings};
 use crate::{migrate, pg};
 
@@ -36,6 +37,7 @@ pub struct Tenancy {
     pub dataplane: DataPlane,
     pub resolver: Resolver,
     pub provisioner: Provisioner,
+    pub servers: Servers,
     pub keyring: Keyring,
     pub mover: Mover,
     pub migrator: Migrator,
@@ -206,11 +208,16 @@ async fn build(
             .context("recording the shared database's schema version")?;
     }
 
-    let provisioner = Provisioner::new(
+    let servers = Servers::new(
         catalog.clone(),
         keyring.clone(),
         shared_url.to_owned(),
         password.clone(),
+    );
+    let provisioner = Provisioner::new(
+        catalog.clone(),
+        keyring.clone(),
+        servers.clone(),
         settings.default_db_server.clone(),
     );
     if let Some(c) = cluster {
@@ -239,14 +246,15 @@ async fn build(
         settings.session_limits
     });
     let resolver = Resolver::new(catalog.clone(), settings.base_domain.clone());
-    seal_legacy_tenant_urls(&catalog, &keyring, &provisioner).await?;
-    let mover = Mover::new(catalog.clone(), keyring.clone(), provisioner.clone());
-    let migrator = Migrator::new(catalog.clone(), provisioner.clone());
+    seal_legacy_tenant_urls(&catalog, &keyring, &servers).await?;
+    let mover = Mover::new(catalog.clone(), keyring.clone(), servers.clone());
+    let migrator = Migrator::new(catalog.clone(), servers.clone());
     Ok(Tenancy {
         catalog,
         dataplane,
         resolver,
         provisioner,
+        servers,
         keyring,
         mover,
         migrator,
@@ -303,9 +311,9 @@ async fn upgrade_legacy_server_urls(
 async fn seal_legacy_tenant_urls(
     catalog: &Catalog,
     keyring: &Keyring,
-    provisioner: &Provisioner,
+    servers: &Servers,
 ) -> anyhow::Result<()> {
-    let servers = catalog.db_servers().await?;
+    let registered = catalog.db_servers().await?;
     for status in [
         TenantStatus::Active,
         TenantStatus::Suspended,
@@ -317,10 +325,10 @@ async fn seal_legacy_tenant_urls(
             else {
                 continue;
             };
-            let Some(s) = servers.iter().find(|s| s.id == *server) else {
+            let Some(s) = registered.iter().find(|s| s.id == *server) else {
                 continue;
             };
-            let url = provisioner.app_url(s, database);
+            let url = servers.app_url(s, database);
             let sealed = keyring
                 .seal(Scope::Tenant(t.id), DB_URL_PURPOSE, url.as_bytes())
                 .await?;

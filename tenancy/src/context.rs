@@ -142,3 +142,10 @@ pub fn current() -> Option<Arc<AuditContext>> {
 pub fn current_encoded() -> Option<String> {
     CURRENT.try_with(|c| c.encode()).ok()
 }
+
+/// Records who is acting, for the rest of the current request (nothing outside a request).
+pub fn set_actor(actor: Actor) {
+    if let Some(ctx) = current() {
+        ctx.set_actor(actor);
+    }
+}

@@ -24,6 +24,10 @@ use crate::crypto::{KeyError, Keyring, Scope};
 use crate::ids::{DbServerId, TenantId};
 use crate::pg;
 
+/// The oldest tenant schema this build can serve. Raise it (in the release after the migration
+/// that the code starts to rely on has been applied fleet-wide) and never above the head.
+pub const MIN_TENANT_SCHEMA: i64 = 5;
+
 /// How long a caller waits for a connection before the request is refused as unavailable.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A dedicated pool unused this long is dropped, closing its connections.
@@ -165,11 +169,11 @@ impl DataPlane {
                 session_reuse: true,
                 reuses: Arc::new(AtomicU64::new(0)),
             }),
-            min_schema: crate::migrate::MIN_TENANT_SCHEMA,
+            min_schema: MIN_TENANT_SCHEMA,
         })
     }
 
-    /// The same data plane, requiring at least `min` (the build's [`crate::migrate::MIN_TENANT_SCHEMA`]
+    /// The same data plane, requiring at least `min` (the build's [`MIN_TENANT_SCHEMA`]
     /// by default; tests use it to stand for a newer build).
     #[must_use]
     pub fn with_min_schema(&self, min: i64) -> Self {

@@ -15,4 +15,5 @@ pub mod pg;
 pub mod placement;
 pub mod provision;
 pub mod resolve;
+pub mod servers;
 pub mod settings;

@@ -5,19 +5,19 @@
 //! - [`database`]: one tenant database, under a per-database advisory lock.
 //! - [`ledger`]: the control-plane record of runs, per-database states and recorded versions.
 //! - [`fleet`]: the fleet runner (bounded total and per-server concurrency, canary, resume);
-//!   `inventory` lists the fleet, `worker` migrates one database of a run.
+//!   `inventory` names the fleet's databases, `fleet::select` lists them from the catalog,
+//!   `fleet::worker` migrates one database of a run.
 //! - [`status`]: "where do we stand?", per tenant database.
 //!
 //! Tenant migrations are forward-only and expand/contract (see `docs/migrations.md`): code at
 //! version N keeps working on a database at N+1. The running code refuses tenants whose database
-//! is below [`MIN_TENANT_SCHEMA`].
+//! is below [`crate::dataplane::MIN_TENANT_SCHEMA`].
 
 pub mod database;
 pub mod fleet;
-mod inventory;
+pub mod inventory;
 pub mod ledger;
-pub mod status;
-mod worker;
+pub use fleet::status;
 
 use refinery::Migration;
 use tokio_postgres::Config;
@@ -30,10 +30,6 @@ mod control_plane {
 mod tenant {
     refinery::embed_migrations!("../tenant-migrations");
 }
-
-/// The oldest tenant schema this build can serve. Raise it (in the release after the migration
-/// that the code starts to rely on has been applied fleet-wide) and never above the head.
-pub const MIN_TENANT_SCHEMA: i64 = 5;
 
 /// A migration run failed.
 #[derive(Debug, thiserror::Error)]

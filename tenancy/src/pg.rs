@@ -3,6 +3,8 @@
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
+use crate::ids::TenantId;
+
 /// The login role of the data plane: owns no table, has no `BYPASSRLS`.
 pub const APP_ROLE: &str = "platform_app";
 
@@ -128,4 +130,43 @@ pub fn host_port(c: &Config) -> (String, u16) {
         .unwrap_or_else(|| "localhost".into());
     let port = c.get_ports().first().copied().unwrap_or(5432);
     (host, port)
+}
+
+/// The tenant tables of a database (every public table with a `tenant_id`), fences last.
+pub async fn tenant_tables(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+             WHERE n.nspname = 'public' AND c.relkind = 'r'
+             ORDER BY c.relname = 'tenant_fences', c.relname",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Deletes every row of the tenant in this database, its fence first (as the owner). Its audit
+/// events too: `platform.audit_erase` is the owner's controlled path past the audit log's
+/// immutability trigger (refused to `platform_app`), and it also keeps the deletions themselves
+/// from being recorded as events of a chain that is being removed.
+pub async fn delete_tenant_rows(
+    client: &Client,
+    tenant: TenantId,
+) -> Result<(), tokio_postgres::Error> {
+    let mut tables = tenant_tables(client).await?;
+    tables.sort_by_key(|t| t != "tenant_fences");
+    let mut sql = format!(
+        "BEGIN; SET LOCAL app.tenant_id = '{tenant}'; SET LOCAL platform.audit_erase = 'on';"
+    );
+    for t in tables {
+        // Tenant foreign keys cascade, so the order of the other tables does not matter.
+        sql.push_str(&format!(
+            " DELETE FROM {} WHERE tenant_id = '{tenant}';",
+            quote_ident(&t)
+        ));
+    }
+    sql.push_str(" COMMIT;");
+    client.batch_execute(&sql).await
 }

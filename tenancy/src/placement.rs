@@ -28,9 +28,9 @@ use crate::catalog::{Catalog, CatalogError, DbServer, Placement, Tenant, TenantS
 use crate::crypto::{KeyError, Keyring};
 use crate::ids::{DbServerId, TenantId};
 use crate::pg;
-use crate::provision::{ProvisionError, Provisioner};
+use crate::servers::{ServerError, Servers};
 
-pub use replication::{delete_tenant_rows, tenant_tables};
+pub use crate::pg::{delete_tenant_rows, tenant_tables};
 
 /// Lease length; renewed at every step and while waiting.
 const LEASE_SECONDS: i32 = 60;
@@ -199,7 +199,7 @@ pub enum MoveError {
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
-    Provision(#[from] ProvisionError),
+    Server(#[from] ServerError),
 }
 
 /// Owner connections kept open per (tenant, location) while a move runs.
@@ -210,18 +210,18 @@ type ConnCache = Arc<std::sync::Mutex<std::collections::HashMap<String, (Arc<Cli
 pub struct Mover {
     catalog: Catalog,
     keyring: Keyring,
-    provisioner: Provisioner,
+    servers: Servers,
     owner: String,
     conns: ConnCache,
 }
 
 impl Mover {
     #[must_use]
-    pub fn new(catalog: Catalog, keyring: Keyring, provisioner: Provisioner) -> Self {
+    pub fn new(catalog: Catalog, keyring: Keyring, servers: Servers) -> Self {
         Self {
             catalog,
             keyring,
-            provisioner,
+            servers,
             owner: format!("runner-{}", Uuid::now_v7()),
             conns: Arc::default(),
         }
@@ -426,26 +426,18 @@ impl Mover {
 
     async fn config(&self, loc: &Location) -> Result<Config, MoveError> {
         Ok(match loc {
-            Location::Shared => self.provisioner.shared_admin_url().parse()?,
+            Location::Shared => self.servers.shared_admin_url().parse()?,
             Location::Dedicated {
                 server, database, ..
             } => {
-                let url = self
-                    .provisioner
-                    .server_admin_url(&self.server(*server).await?)
-                    .await?;
+                let url = self.servers.admin_url(&self.server(*server).await?).await?;
                 pg::with_database(&url, database)?
             }
         })
     }
 
     async fn server(&self, id: DbServerId) -> Result<DbServer, MoveError> {
-        Ok(self
-            .catalog
-            .db_server_sealed(id)
-            .await?
-            .map(|(s, _)| s)
-            .ok_or(ProvisionError::UnknownServer(id.to_string()))?)
+        Ok(self.servers.by_id(id).await?)
     }
 
     /// Undoes a move that has not switched: replication objects, fence and target copy go.
@@ -472,7 +464,7 @@ impl Mover {
         if let Ok((t, _)) = self.conn(&target, tenant).await {
             replication::unsubscribe(&t, &name).await?;
             if target == Location::Shared {
-                replication::delete_tenant_rows(&t, tenant).await?;
+                pg::delete_tenant_rows(&t, tenant).await?;
             }
         }
         let (s, _) = self.conn(&source, tenant).await?;
@@ -482,10 +474,7 @@ impl Mover {
             server, database, ..
         } = &target
         {
-            let url = self
-                .provisioner
-                .server_admin_url(&self.server(*server).await?)
-                .await?;
+            let url = self.servers.admin_url(&self.server(*server).await?).await?;
             let admin = pg::connect(&url.parse()?).await?;
             admin
                 .batch_execute(&format!(
@@ -513,15 +502,12 @@ impl Mover {
         match &source {
             Location::Shared => {
                 let (c, _) = self.conn(&source, tenant.id).await?;
-                replication::delete_tenant_rows(&c, tenant.id).await?;
+                pg::delete_tenant_rows(&c, tenant.id).await?;
             }
             Location::Dedicated {
                 server, database, ..
             } => {
-                let url = self
-                    .provisioner
-                    .server_admin_url(&self.server(*server).await?)
-                    .await?;
+                let url = self.servers.admin_url(&self.server(*server).await?).await?;
                 let admin = pg::connect(&url.parse()?).await?;
                 admin
                     .batch_execute(&format!(

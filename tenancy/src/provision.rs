@@ -5,16 +5,14 @@
 use crate::catalog::DB_URL_PURPOSE;
 use crate::catalog::server_url_purpose;
 use crate::catalog::{
-    Catalog, CatalogError, DbServer, InsertTenantError, NewTenant, Placement, RegisterServerError,
-    Tenant, TenantStatus,
+    Catalog, CatalogError, DbServer, InsertTenantError, NewTenant, Placement, Tenant, TenantStatus,
 };
 use crate::crypto::{KeyError, Keyring, Scope};
 use crate::ids::{TenantId, TenantSlug};
-use crate::migrate::fleet::DbKey;
-use crate::migrate::{self, MigrateError, ledger};
+use crate::migrate::inventory::DbKey;
+use crate::migrate::ledger;
 use crate::pg;
-
-use zeroize::Zeroizing;
+use crate::servers::{RegisterError, ServerError, Servers};
 
 /// Where a new tenant should live.
 #[derive(Clone, Debug)]
@@ -42,25 +40,10 @@ pub enum ProvisionError {
     SlugTaken,
     #[error("no database server named `{0}` is registered")]
     UnknownServer(String),
-    #[error("the database server is unavailable: {0}")]
-    ServerUnavailable(String),
+    #[error("creating the tenant's database failed")]
+    Server(#[from] ServerError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Key(#[from] KeyError),
-}
-
-/// Registering a server failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RegisterError {
-    #[error("not a PostgreSQL URL")]
-    BadUrl,
-    #[error("the server cannot be reached or refused the credentials")]
-    Unreachable(#[source] tokio_postgres::Error),
-    #[error("the credentials cannot create the data-plane role (a role with CREATEROLE is needed)")]
-    NotPrivileged(#[source] tokio_postgres::Error),
-    #[error(transparent)]
-    Register(#[from] RegisterServerError),
     #[error(transparent)]
     Key(#[from] KeyError),
 }
@@ -70,10 +53,8 @@ pub enum RegisterError {
 pub enum PurgeError {
     #[error("tenant is not deleted")]
     NotDeleted,
-    #[error("the database server is unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    #[error("deleting the tenant's data failed")]
+    Server(#[from] ServerError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -85,8 +66,7 @@ pub enum PurgeError {
 pub struct Provisioner {
     catalog: Catalog,
     keyring: Keyring,
-    shared_admin_url: String,
-    app_password: Zeroizing<String>,
+    servers: Servers,
     default_server: String,
 }
 
@@ -95,44 +75,27 @@ impl Provisioner {
     pub fn new(
         catalog: Catalog,
         keyring: Keyring,
-        shared_admin_url: String,
-        app_password: Zeroizing<String>,
+        servers: Servers,
         default_server: String,
     ) -> Self {
         Self {
             catalog,
             keyring,
-            shared_admin_url,
-            app_password,
+            servers,
             default_server,
         }
     }
 
-    /// The shared database's owner URL. A secret.
+    /// The database servers this provisioner creates databases on.
     #[must_use]
-    pub fn shared_admin_url(&self) -> &str {
-        &self.shared_admin_url
-    }
-
-    /// The data-plane URL of `database` on `server` (a secret: seal it).
-    #[must_use]
-    pub fn app_url(&self, server: &DbServer, database: &str) -> String {
-        app_url(server, database, &self.app_password)
-    }
-
-    /// Creates (if missing) and migrates a tenant database on `server`; returns its version.
-    pub async fn create_tenant_database(
-        &self,
-        server: &DbServer,
-        database: &str,
-    ) -> Result<i64, ProvisionError> {
-        self.create_database(server, database).await
+    pub fn servers(&self) -> &Servers {
+        &self.servers
     }
 
     /// The data-plane role's password. A secret: for start-up and test harnesses only.
     #[must_use]
     pub fn app_role_password(&self) -> &str {
-        &self.app_password
+        self.servers.app_role_password()
     }
 
     /// Creates a tenant with its own data key. A dedicated tenant is returned only once its
@@ -153,7 +116,7 @@ impl Provisioner {
                     .await?
                     .ok_or(ProvisionError::UnknownServer(name))?;
                 let database = format!("tenant_{}", id.as_uuid().simple());
-                let url = app_url(&s, &database, &self.app_password);
+                let url = self.servers.app_url(&s, database.as_str());
                 let sealed = self
                     .keyring
                     .seal(scope, DB_URL_PURPOSE, url.as_bytes())
@@ -196,7 +159,10 @@ impl Provisioner {
             return Ok(tenant);
         };
         let ready = async {
-            let version = self.create_database(&server, database).await?;
+            let version = self
+                .servers
+                .create_tenant_database(&server, database)
+                .await?;
             // Recorded before activation: the server serves a tenant only from a known version.
             ledger::record_version(&self.catalog, &DbKey::Tenant(id), version).await?;
             Ok::<_, ProvisionError>(())
@@ -205,7 +171,7 @@ impl Provisioner {
             Ok(()) => Ok(self.catalog.activate_tenant(id).await?.unwrap_or(tenant)),
             Err(e) => {
                 tracing::warn!(tenant.id = %id, error = %e, "provisioning a dedicated database failed; rolling back");
-                self.drop_database(&server, database).await.ok();
+                self.servers.drop_database(&server, database).await.ok();
                 self.catalog.remove_tenant(id).await?;
                 self.keyring.destroy(scope, None).await.ok();
                 Err(e)
@@ -213,75 +179,8 @@ impl Provisioner {
         }
     }
 
-    /// A server's admin URL, opened. A secret: never log or return it.
-    pub async fn server_admin_url(
-        &self,
-        server: &DbServer,
-    ) -> Result<Zeroizing<String>, ProvisionError> {
-        let (_, sealed) = self
-            .catalog
-            .db_server_sealed(server.id)
-            .await?
-            .ok_or_else(|| ProvisionError::UnknownServer(server.name.clone()))?;
-        Ok(self
-            .keyring
-            .open_string(Scope::Platform, &server_url_purpose(&server.name), &sealed)
-            .await?)
-    }
-
-    /// Creates and migrates to head a dedicated database; returns the version reached.
-    async fn create_database(
-        &self,
-        server: &DbServer,
-        database: &str,
-    ) -> Result<i64, ProvisionError> {
-        let unavailable =
-            |e: &dyn std::fmt::Display| ProvisionError::ServerUnavailable(e.to_string());
-        let admin_url = self.server_admin_url(server).await?;
-        let admin_config: tokio_postgres::Config =
-            admin_url.parse().map_err(|e| unavailable(&e))?;
-        pg::ensure_app_role_on(&admin_config, &self.app_password)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let admin = pg::connect(&admin_config)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let exists = admin
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
-            .await
-            .map_err(|e| unavailable(&e))?
-            .is_some();
-        if !exists {
-            pg::create_database(&admin, database)
-                .await
-                .map_err(|e| unavailable(&e))?;
-        }
-        let config = pg::with_database(&admin_url, database).map_err(|e| unavailable(&e))?;
-        migrate::tenant_database(&config)
-            .await
-            .map_err(|e: MigrateError| unavailable(&e))
-    }
-
-    async fn drop_database(&self, server: &DbServer, database: &str) -> Result<(), PurgeError> {
-        let admin_url = match self.server_admin_url(server).await {
-            Ok(u) => u,
-            Err(ProvisionError::UnknownServer(_)) => return Ok(()),
-            Err(ProvisionError::Key(k)) => return Err(k.into()),
-            Err(ProvisionError::Catalog(c)) => return Err(c.into()),
-            Err(other) => return Err(PurgeError::Unavailable(other.to_string())),
-        };
-        let admin = pg::connect(&admin_url.parse()?).await?;
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                pg::quote_ident(database)
-            ))
-            .await?;
-        Ok(())
-    }
-
-    /// Registers (or, with `replace`, re-registers) a database server after checking that its
-    /// admin URL works and creating the data-plane role on it. The URL is stored sealed.
+    /// Registers (or, with `replace`, re-registers) a database server: see
+    /// [`Servers::register`].
     pub async fn register_server(
         &self,
         name: &str,
@@ -289,27 +188,9 @@ impl Provisioner {
         budget: u32,
         replace: bool,
     ) -> Result<DbServer, RegisterError> {
-        let config: tokio_postgres::Config =
-            admin_url.parse().map_err(|_| RegisterError::BadUrl)?;
-        pg::connect(&config)
+        self.servers
+            .register(name, admin_url, budget, replace)
             .await
-            .map_err(RegisterError::Unreachable)?;
-        pg::ensure_app_role_on(&config, &self.app_password)
-            .await
-            .map_err(RegisterError::NotPrivileged)?;
-        let (host, port) = pg::host_port(&config);
-        let sealed = self
-            .keyring
-            .seal(
-                Scope::Platform,
-                &server_url_purpose(name),
-                admin_url.as_bytes(),
-            )
-            .await?;
-        Ok(self
-            .catalog
-            .put_db_server(name, &sealed, &host, port, budget, replace)
-            .await?)
     }
 
     /// Removes a deleted tenant's data for good: its rows in the shared database, or its
@@ -320,8 +201,10 @@ impl Provisioner {
         }
         match &tenant.placement {
             Placement::Shared => {
-                let admin = pg::connect(&self.shared_admin_url.parse()?).await?;
-                crate::placement::delete_tenant_rows(&admin, tenant.id).await?;
+                let admin = self.servers.shared_admin().await?;
+                pg::delete_tenant_rows(&admin, tenant.id)
+                    .await
+                    .map_err(ServerError::from)?;
             }
             Placement::Dedicated { server, database } => {
                 if let Some(s) = self
@@ -331,7 +214,7 @@ impl Provisioner {
                     .into_iter()
                     .find(|s| s.id == *server)
                 {
-                    self.drop_database(&s, database).await?;
+                    self.servers.drop_database(&s, database).await?;
                 }
             }
         }
@@ -381,18 +264,4 @@ impl Provisioner {
         self.keyring.destroy(scope, Some(version - 1)).await?;
         Ok(version)
     }
-}
-
-/// The data-plane URL of a database on `server`. The password is URL-safe base64.
-fn app_url(server: &DbServer, database: &str, password: &str) -> String {
-    let host = if server.host.contains(':') {
-        format!("[{}]", server.host)
-    } else {
-        server.host.clone()
-    };
-    format!(
-        "postgres://{}:{password}@{host}:{}/{database}",
-        pg::APP_ROLE,
-        server.port
-    )
 }

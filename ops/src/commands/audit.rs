@@ -4,13 +4,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use audit::retention::{cutoff, expire};
 use audit::{ChainReport, verify_admin, verify_tenant};
 use clap::Subcommand;
 use serde_json::json;
 use tenancy::bootstrap::Tenancy;
-use tenancy::catalog::{Placement, Tenant, TenantStatus};
+use tenancy::catalog::{Tenant, TenantStatus};
 use time::OffsetDateTime;
 
 use super::{Output, finish, start};
@@ -60,21 +59,7 @@ fn report(out: &Output, scope: &str, r: &ChainReport) -> ExitCode {
 }
 
 async fn owner_client(t: &Tenancy, tenant: &Tenant) -> anyhow::Result<tokio_postgres::Client> {
-    let config = match &tenant.placement {
-        Placement::Shared => t.provisioner.shared_admin_url().parse()?,
-        Placement::Dedicated { server, database } => {
-            let server = t
-                .catalog
-                .db_servers()
-                .await?
-                .into_iter()
-                .find(|s| s.id == *server)
-                .context("the tenant's database server is not registered")?;
-            let url = t.provisioner.server_admin_url(&server).await?;
-            tenancy::pg::with_database(&url, database)?
-        }
-    };
-    Ok(tenancy::pg::connect(&config).await?)
+    Ok(t.servers.tenant_owner(tenant).await?)
 }
 
 pub async fn run(cmd: Audit, out: &Output) -> anyhow::Result<ExitCode> {

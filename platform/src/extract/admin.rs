@@ -48,7 +48,7 @@ where
         let presented = bearer(parts)
             .ok_or_else(|| ApiError::unauthorized("an operator bearer token is required"))?;
         if token.matches(presented) {
-            crate::audit::set_actor(audit::Actor::operator());
+            tenancy::context::set_actor(audit::Actor::operator());
             Ok(Self)
         } else {
             Err(ApiError::unauthorized("the operator token is not valid"))

@@ -184,8 +184,10 @@ where
         }
         tracing::Span::current().record("tenant.id", tracing::field::display(tenant.id));
         match &principal {
-            Some((Principal::User { id, .. }, _)) => crate::audit::set_actor(Actor::user(id)),
-            Some((Principal::ApiKey { id, .. }, _)) => crate::audit::set_actor(Actor::api_key(id)),
+            Some((Principal::User { id, .. }, _)) => tenancy::context::set_actor(Actor::user(id)),
+            Some((Principal::ApiKey { id, .. }, _)) => {
+                tenancy::context::set_actor(Actor::api_key(id))
+            }
             None => {}
         }
         let ctx = Self { tenant, principal };

@@ -10,6 +10,7 @@ pub mod members;
 pub mod projects;
 pub mod roles;
 pub mod sso;
+mod store;
 pub mod tasks;
 pub mod users;
 

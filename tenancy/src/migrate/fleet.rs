@@ -21,10 +21,14 @@ use uuid::Uuid;
 
 use super::head_of;
 pub use super::inventory::{DbKey, FleetDb};
+
+mod select;
+pub mod status;
+mod worker;
 use super::ledger::{self, Phase, RunState};
-use super::worker::{Context, execute};
 use crate::catalog::{Catalog, CatalogError};
-use crate::provision::{ProvisionError, Provisioner};
+use crate::servers::{ServerError, Servers};
+use worker::{Context, execute};
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -87,7 +91,7 @@ pub enum FleetError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("a server URL cannot be opened: {0}")]
-    ServerUrl(#[from] ProvisionError),
+    ServerUrl(#[from] ServerError),
 }
 
 /// How one database ended in a run.
@@ -177,7 +181,7 @@ impl FleetReport {
 #[derive(Clone)]
 pub struct Migrator {
     catalog: Catalog,
-    provisioner: Provisioner,
+    servers: Servers,
 }
 
 impl fmt::Debug for Migrator {
@@ -187,18 +191,15 @@ impl fmt::Debug for Migrator {
 }
 
 impl Migrator {
-    /// The provisioner opens the sealed server URLs and knows the shared database's owner URL.
+    /// `servers` opens the sealed server URLs and knows the shared database's owner URL.
     #[must_use]
-    pub fn new(catalog: Catalog, provisioner: Provisioner) -> Self {
-        Self {
-            catalog,
-            provisioner,
-        }
+    pub fn new(catalog: Catalog, servers: Servers) -> Self {
+        Self { catalog, servers }
     }
 
     /// The shared database's owner URL (a secret: never logged).
     pub(super) fn shared_admin_url(&self) -> &str {
-        self.provisioner.shared_admin_url()
+        self.servers.shared_admin_url()
     }
 
     /// Opens a server's sealed admin URL.
@@ -209,12 +210,7 @@ impl Migrator {
         let Some((server, _)) = self.catalog.db_server_sealed(id).await? else {
             return Ok(None);
         };
-        Ok(Some(
-            self.provisioner
-                .server_admin_url(&server)
-                .await?
-                .to_string(),
-        ))
+        Ok(Some(self.servers.admin_url(&server).await?.to_string()))
     }
 
     /// The catalog this migrator records in.

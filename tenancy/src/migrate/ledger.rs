@@ -12,7 +12,7 @@ use sqlx::{Connection as _, FromRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::fleet::{DbKey, FleetDb};
+use super::inventory::{DbKey, FleetDb};
 use crate::catalog::{Catalog, CatalogError, publish};
 use crate::ids::TenantId;
 

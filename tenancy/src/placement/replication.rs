@@ -4,7 +4,7 @@
 use tokio_postgres::{Client, Config};
 
 use crate::ids::TenantId;
-use crate::pg::quote_ident;
+use crate::pg::{quote_ident, tenant_tables};
 
 /// A libpq connection string for `c` (what a subscription connects with).
 pub fn conninfo(c: &Config) -> String {
@@ -26,21 +26,6 @@ pub fn conninfo(c: &Config) -> String {
         parts.push(format!("dbname={}", q(d)));
     }
     parts.join(" ")
-}
-
-/// The tenant tables of a database (every public table with a `tenant_id`), fences last.
-pub async fn tenant_tables(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT c.relname::text FROM pg_class c
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
-             WHERE n.nspname = 'public' AND c.relkind = 'r'
-             ORDER BY c.relname = 'tenant_fences', c.relname",
-            &[],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Creates the publication of the tenant's rows (row filters) and its slot, if missing.
@@ -216,30 +201,6 @@ pub async fn fenced(client: &Client, tenant: TenantId) -> Result<bool, tokio_pos
         )
         .await?
         .is_some())
-}
-
-/// Deletes every row of the tenant in this database, its fence first (as the owner). Its audit
-/// events too: `platform.audit_erase` is the owner's controlled path past the audit log's
-/// immutability trigger (refused to `platform_app`), and it also keeps the deletions themselves
-/// from being recorded as events of a chain that is being removed.
-pub async fn delete_tenant_rows(
-    client: &Client,
-    tenant: TenantId,
-) -> Result<(), tokio_postgres::Error> {
-    let mut tables = tenant_tables(client).await?;
-    tables.sort_by_key(|t| t != "tenant_fences");
-    let mut sql = format!(
-        "BEGIN; SET LOCAL app.tenant_id = '{tenant}'; SET LOCAL platform.audit_erase = 'on';"
-    );
-    for t in tables {
-        // Tenant foreign keys cascade, so the order of the other tables does not matter.
-        sql.push_str(&format!(
-            " DELETE FROM {} WHERE tenant_id = '{tenant}';",
-            quote_ident(&t)
-        ));
-    }
-    sql.push_str(" COMMIT;");
-    client.batch_execute(&sql).await
 }
 
 /// Per table (fences aside): row count and an order-independent checksum of the tenant's rows:

@@ -51,7 +51,7 @@ impl Mover {
                 }
                 // Fresh tables have no statistics: without them the checksum under the fence
                 // would take an index scan over every row.
-                for table in repl::tenant_tables(&t).await? {
+                for table in crate::pg::tenant_tables(&t).await? {
                     t.batch_execute(&format!("ANALYZE {}", crate::pg::quote_ident(&table)))
                         .await?;
                 }
@@ -136,13 +136,13 @@ impl Mover {
             } => {
                 let server = self.server(*server).await?;
                 let target_version = self
-                    .provisioner
+                    .servers
                     .create_tenant_database(&server, database)
                     .await?;
                 self.catalog
                     .operation_progress(op.id, &json!({"target_version": target_version}))
                     .await?;
-                let url = self.provisioner.app_url(&server, database);
+                let url = self.servers.app_url(&server, database);
                 let sealed = self
                     .keyring
                     .seal(Scope::Tenant(tenant), DB_URL_PURPOSE, url.as_bytes())
@@ -155,7 +155,7 @@ impl Mover {
                 // A copy left in the shared database by an earlier promotion is stale (the
                 // tenant lives elsewhere now): it goes, so the new copy does not clash with it.
                 let (t, _) = self.conn(target, tenant).await?;
-                repl::delete_tenant_rows(&t, tenant).await?;
+                crate::pg::delete_tenant_rows(&t, tenant).await?;
             }
         }
         Ok(json!({"source_version": version}))

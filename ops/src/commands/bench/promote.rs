@@ -62,7 +62,7 @@ pub async fn promote(args: PromoteBench, out: &Output) -> anyhow::Result<ExitCod
         })
         .await?;
     let project = uuid::Uuid::now_v7();
-    let shared = tenancy::pg::connect(&t.provisioner.shared_admin_url().parse()?).await?;
+    let shared = tenancy::pg::connect(&t.servers.shared_admin_url().parse()?).await?;
     let seed = Instant::now();
     shared
         .execute(
@@ -91,12 +91,12 @@ pub async fn promote(args: PromoteBench, out: &Output) -> anyhow::Result<ExitCod
         .await?
         .context("no local server")?;
     let restore_db = format!("bench_restore_{}", std::process::id());
-    t.provisioner
+    t.servers
         .create_tenant_database(&local, &restore_db)
         .await?;
     let restore_url = tenancy::pg::with_database(&cluster_url, &restore_db)?;
     let restore_url = url_of(&restore_url);
-    let source_url = url_of(&t.provisioner.shared_admin_url().parse()?);
+    let source_url = url_of(&t.servers.shared_admin_url().parse()?);
     let baseline = Instant::now();
     let status = tokio::process::Command::new("sh")
         .arg("-c")

@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tenancy::catalog::{Catalog, DbServer, RegisterServerError};
-use tenancy::provision::{Provisioner, RegisterError};
+use tenancy::provision::Provisioner;
+use tenancy::servers::RegisterError;
 use utoipa::ToSchema;
 use uuid::Uuid;
 

@@ -16,6 +16,7 @@ use tenancy::catalog::{
 };
 use tenancy::ids::{SlugError, TenantSlug};
 use tenancy::provision::{CreateTenant, PlacementRequest, ProvisionError, Provisioner};
+use tenancy::servers::ServerError;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -164,11 +165,15 @@ impl From<ProvisionError> for ApiError {
             ProvisionError::UnknownServer(name) => {
                 Self::unprocessable(format!("no database server named `{name}` is registered"))
             }
-            ProvisionError::ServerUnavailable(_) => {
+            ProvisionError::Server(ServerError::Catalog(c)) | ProvisionError::Catalog(c) => {
+                c.into()
+            }
+            ProvisionError::Server(ServerError::Key(k)) | ProvisionError::Key(k) => {
+                Self::internal(k)
+            }
+            ProvisionError::Server(_) => {
                 Self::unavailable("the database server is unavailable; nothing was created", e)
             }
-            ProvisionError::Catalog(c) => c.into(),
-            ProvisionError::Key(k) => Self::internal(k),
         }
     }
 }

@@ -13,10 +13,10 @@ use tenancy::dataplane::TenantTx;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::store::project_exists;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::tenant::{Authenticated, Principal};
 use crate::extract::{ApiJson, ApiPath};
-use crate::routes::api::projects::exists;
 use crate::routes::ts;
 
 /// A project role.
@@ -65,22 +65,6 @@ pub struct MemberPatch {
     pub role: ProjectRole,
 }
 
-/// Adds the creator of a project as its admin.
-pub(crate) async fn add_creator(
-    tx: &mut TenantTx,
-    project: Uuid,
-    auth: &Authenticated,
-) -> ApiResult<()> {
-    if let Principal::User { id, .. } = auth.principal {
-        tx.execute(
-            "INSERT INTO project_members (tenant_id, project_id, user_id, role) VALUES ($1, $2, $3, 'admin')",
-            &[&auth.tenant.id.as_uuid(), &project, &id.as_uuid()],
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 /// Whether the caller may manage the project's members.
 async fn may_manage(tx: &mut TenantTx, project: Uuid, auth: &Authenticated) -> ApiResult<()> {
     if auth.can("members:manage") {
@@ -126,7 +110,7 @@ pub async fn list(
     ApiPath(project): ApiPath<Uuid>,
 ) -> ApiResult<Json<MemberList>> {
     let mut tx = t.dataplane.connect(&auth.tenant).await?.begin();
-    exists(&mut tx, project).await?;
+    project_exists(&mut tx, project).await?;
     let rows = tx
         .query(
             "SELECT user_id, role, created_at FROM project_members WHERE project_id = $1 ORDER BY user_id",
@@ -151,7 +135,7 @@ pub async fn add(
     ApiJson(body): ApiJson<NewMember>,
 ) -> ApiResult<(StatusCode, Json<MemberView>)> {
     let mut tx = t.dataplane.connect(&auth.tenant).await?.begin();
-    exists(&mut tx, project).await?;
+    project_exists(&mut tx, project).await?;
     may_manage(&mut tx, project, &auth).await?;
     if tx
         .query_opt("SELECT 1 FROM users WHERE id = $1", &[&body.user_id])
@@ -184,7 +168,7 @@ pub async fn patch(
     ApiJson(body): ApiJson<MemberPatch>,
 ) -> ApiResult<Json<MemberView>> {
     let mut tx = t.dataplane.connect(&auth.tenant).await?.begin();
-    exists(&mut tx, project).await?;
+    project_exists(&mut tx, project).await?;
     may_manage(&mut tx, project, &auth).await?;
     let row = tx
         .query_opt(
@@ -209,7 +193,7 @@ pub async fn remove(
     ApiPath((project, user)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
     let mut tx = t.dataplane.connect(&auth.tenant).await?.begin();
-    exists(&mut tx, project).await?;
+    project_exists(&mut tx, project).await?;
     may_manage(&mut tx, project, &auth).await?;
     let n = tx
         .execute(

@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use tenancy::dataplane::TenantTx;
 use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -67,14 +66,6 @@ fn description(d: Option<&str>) -> ApiResult<Option<String>> {
     }
 }
 
-/// The project, if it exists for this tenant (RLS hides every other tenant's).
-pub(crate) async fn exists(tx: &mut TenantTx, id: Uuid) -> ApiResult<()> {
-    tx.query_opt("SELECT 1 FROM projects WHERE id = $1", &[&id])
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| ApiError::not_found("no such project"))
-}
-
 /// Create a project.
 #[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = NewProject,
     responses((status = 201, body = Project), (status = 401, body = Problem), (status = 422, body = Problem)),
@@ -95,7 +86,7 @@ pub async fn create(
         )
         .await?;
     if let Some(row) = rows.first() {
-        crate::routes::api::members::add_creator(&mut tx, row.get(0), &auth).await?;
+        super::store::add_creator(&mut tx, row.get(0), &auth).await?;
     }
     tx.commit().await?;
     let row = rows

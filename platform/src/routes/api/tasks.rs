@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::projects::exists;
+use super::store::project_exists;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::tenant::TenantDb;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -90,7 +90,7 @@ pub async fn create(
     let status = body.status.unwrap_or(TaskStatus::Todo).as_str();
     let tenant = db.tenant_id().as_uuid();
     let mut tx = db.begin().await?;
-    exists(&mut tx, project_id).await?;
+    project_exists(&mut tx, project_id).await?;
     let rows = tx
         .query_and_commit(
             &format!(
@@ -117,7 +117,7 @@ pub async fn list(
 ) -> ApiResult<Json<Paged<Task>>> {
     let page = q.page()?;
     let mut tx = db.begin().await?;
-    exists(&mut tx, project_id).await?;
+    project_exists(&mut tx, project_id).await?;
     let rows = tx
         .query_and_commit(
             &format!(

@@ -87,7 +87,7 @@ pub async fn login(
         ));
     }
     // The session created below is recorded as the user's own doing.
-    crate::audit::set_actor(audit::Actor::user(user));
+    tenancy::context::set_actor(audit::Actor::user(user));
     if totp {
         let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
         let token = onetime::create(&mut tx, user, Purpose::MfaLogin, json!({})).await?;
@@ -130,7 +130,7 @@ pub async fn verify(
     if let Err(e) = mfa::second_factor(&mut tx, t.auth.keyring(), user, &body.code).await {
         drop(tx);
         t.auth.throttle.failed(ctx.tenant.id, &key, client.ip).await;
-        crate::audit::set_actor(audit::Actor::user(user));
+        tenancy::context::set_actor(audit::Actor::user(user));
         crate::audit::attempt(
             &t.dataplane,
             &ctx.tenant,
@@ -141,7 +141,7 @@ pub async fn verify(
         .await;
         return Err(e.into());
     }
-    crate::audit::set_actor(audit::Actor::user(user));
+    tenancy::context::set_actor(audit::Actor::user(user));
     onetime::consume(&mut tx, Purpose::MfaLogin, &body.mfa_token).await?;
     tx.commit().await?;
     let tokens = t

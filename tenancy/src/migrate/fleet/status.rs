@@ -5,8 +5,8 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::fleet::{FleetDb, FleetError, Migrator};
-use super::ledger::{self, INTERRUPTED};
+use super::{FleetDb, FleetError, Migrator};
+use crate::migrate::ledger::{self, INTERRUPTED};
 
 /// The state of one tenant database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -12,13 +12,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::database::{self, DbFailure};
-use super::fleet::{
-    DbKey, DbResult, Events, FleetDb, FleetError, FleetEvent, FleetOptions, Migrator,
-};
-use super::ledger::{self, Phase};
-use super::{MigrateError, error_chain};
+use super::{DbKey, DbResult, Events, FleetDb, FleetError, FleetEvent, FleetOptions, Migrator};
 use crate::ids::DbServerId;
+use crate::migrate::database::{self, DbFailure};
+use crate::migrate::ledger::{self, Phase};
+use crate::migrate::{MigrateError, error_chain};
 use crate::pg;
 
 /// Per-server concurrency and its high-water mark.
