@@ -4,9 +4,11 @@
 pub mod admin;
 pub mod api;
 pub mod health;
+pub(crate) mod shared;
 pub mod sso;
 pub mod wellknown;
 
+use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
 
 /// RFC 3339 timestamps in responses.
@@ -29,4 +31,11 @@ pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<String, crate
         )));
     }
     Ok(v.to_owned())
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`) in a PATCH.
+pub(crate) fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }

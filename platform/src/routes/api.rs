@@ -13,12 +13,3 @@ pub mod sso;
 mod store;
 pub mod tasks;
 pub mod users;
-
-use serde::{Deserialize, Deserializer};
-
-/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`) in a PATCH.
-pub(crate) fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}

@@ -17,7 +17,7 @@ use tenancy::catalog::Tenant;
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::tenant::TenantContext;
-use crate::routes::api::auth::{ClientInfo, TokenResponse};
+use crate::routes::shared::auth::{ClientInfo, TokenResponse};
 
 fn see_other(location: &str) -> ApiResult<Response> {
     let v = HeaderValue::from_str(location).map_err(ApiError::internal)?;

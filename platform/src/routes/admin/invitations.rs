@@ -12,7 +12,7 @@ use super::find_tenant;
 use crate::error::{ApiResult, Problem};
 use crate::extract::admin::Operator;
 use crate::extract::{ApiJson, ApiPath};
-use crate::routes::api::invitations::{Invitation, InviteBody, create};
+use crate::routes::shared::invitations::{Invitation, InviteBody, create};
 
 /// Invite someone to a tenant.
 #[utoipa::path(post, path = "/admin/v1/tenants/{tenant}/invitations", tag = "admin", request_body = InviteBody,

@@ -350,7 +350,7 @@ pub struct PatchTenantBody {
     /// Require a second factor from every user of the tenant.
     pub mfa_required: Option<bool>,
     /// Override the plan's request rate; `null` goes back to the plan's. Applies within seconds.
-    #[serde(default, deserialize_with = "crate::routes::api::double_option")]
+    #[serde(default, deserialize_with = "crate::routes::double_option")]
     #[schema(value_type = Option<RateLimit>)]
     pub rate_limit: Option<Option<RateLimit>>,
 }

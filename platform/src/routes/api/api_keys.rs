@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::tenant::Authenticated;
 use crate::extract::{ApiJson, ApiPath};
-use crate::routes::admin::api_keys::{CreateKeyBody, KeyList, KeyView};
+use crate::routes::shared::api_keys::{CreateKeyBody, KeyList, KeyView};
 use crate::routes::text;
 
 /// Create an API key; the response is the only time the key is shown.

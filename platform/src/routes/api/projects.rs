@@ -11,7 +11,7 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{PageQuery, Paged};
-use crate::routes::api::double_option;
+use crate::routes::double_option;
 use crate::routes::{text, ts};
 
 /// A project.

@@ -8,9 +8,6 @@ use axum::http::StatusCode;
 use identity::onetime::{self, Purpose};
 use identity::users;
 use serde::Deserialize;
-use tenancy::catalog::Tenant;
-use tenancy::dataplane::TenantTx;
-use tenancy::ids::UserId;
 use utoipa::ToSchema;
 
 use crate::error::{ApiResult, Problem};
@@ -22,27 +19,6 @@ use crate::extract::tenant::TenantContext;
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     pub token: String,
-}
-
-/// Writes a verification message for `email` to the outbox.
-pub(crate) async fn send_verification(
-    tx: &mut TenantTx,
-    tenant: &Tenant,
-    t: &Identity,
-    user: UserId,
-    email: &str,
-) -> ApiResult<()> {
-    let token = onetime::create(tx, user, Purpose::VerifyEmail, serde_json::json!({})).await?;
-    let link = format!("{}/verify-email?token={token}", t.base_url(tenant));
-    users::outbox(
-        tx,
-        "verify_email",
-        email,
-        "Confirm your email address",
-        &format!("Confirm your address: {link}\nverification token: {token}\n"),
-    )
-    .await?;
-    Ok(())
 }
 
 /// Verify an email address.

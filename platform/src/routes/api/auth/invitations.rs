@@ -10,10 +10,10 @@ use identity::{password, users};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{ClientInfo, TokenResponse};
 use crate::error::{ApiResult, Problem};
 use crate::extract::ApiJson;
 use crate::extract::tenant::TenantContext;
+use crate::routes::shared::auth::{ClientInfo, TokenResponse};
 use crate::routes::text;
 
 /// Body of `POST /api/v1/auth/invitations/accept`.

@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{ClientInfo, TokenResponse};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
 use crate::extract::tenant::TenantContext;
+use crate::routes::shared::auth::{ClientInfo, TokenResponse};
 
 /// Body of `POST /api/v1/auth/login`.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use tenancy::catalog::SignupPolicy;
 use utoipa::ToSchema;
 
-use super::{ClientInfo, TokenResponse};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
 use crate::extract::tenant::TenantContext;
+use crate::routes::shared::auth::{ClientInfo, TokenResponse};
 use crate::routes::text;
 
 /// Body of `POST /api/v1/auth/signup`.
@@ -49,7 +49,7 @@ pub async fn signup(
         .await?
         .ok_or_else(|| ApiError::internal("the built-in role `member` is missing"))?;
     let user = users::create(&mut tx, &email, &name, &hash, role).await?;
-    super::email::send_verification(&mut tx, &ctx.tenant, &t, user, &email).await?;
+    crate::routes::shared::auth::send_verification(&mut tx, &ctx.tenant, &t, user, &email).await?;
     tx.commit().await?;
     let tokens = t
         .auth

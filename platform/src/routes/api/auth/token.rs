@@ -9,10 +9,10 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{ClientInfo, TokenResponse};
 use crate::error::{ApiResult, Problem};
 use crate::extract::ApiJson;
 use crate::extract::tenant::TenantContext;
+use crate::routes::shared::auth::{ClientInfo, TokenResponse};
 
 /// A refresh token.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -8,7 +8,7 @@ use identity::users;
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::tenant::Authenticated;
-use crate::routes::api::auth::email::send_verification;
+use crate::routes::shared::auth::send_verification;
 
 /// Send a new email verification message (to the outbox).
 #[utoipa::path(post, path = "/api/v1/me/email/verification", tag = "me",

@@ -1,0 +1,70 @@
+//! Creating an invitation, shared by the tenant's route (`POST /api/v1/invitations`) and the
+//! operator's (`POST /admin/v1/tenants/{tenant}/invitations`, the first owner).
+
+use identity::Identity;
+use identity::users;
+use serde::{Deserialize, Serialize};
+use tenancy::catalog::Tenant;
+use tenancy::ids::UserId;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::routes::ts;
+
+/// Body of an invitation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteBody {
+    pub email: String,
+    pub role: String,
+}
+
+/// An invitation, with its token (shown once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub email: String,
+    pub role: String,
+    pub token: String,
+    pub url: String,
+    pub expires_at: String,
+}
+
+/// Creates an invitation and writes its message to the outbox.
+pub(crate) async fn create(
+    t: &Identity,
+    tenant: &Tenant,
+    body: &InviteBody,
+    invited_by: Option<UserId>,
+    may_grant_owner: bool,
+) -> ApiResult<Invitation> {
+    let email = users::parse_email(&body.email)?;
+    if body.role == "owner" && !may_grant_owner {
+        return Err(ApiError::forbidden("only an owner may invite an owner"));
+    }
+    let role = t.auth.role_named(&t.dataplane, tenant, &body.role).await?;
+    let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
+    if users::credentials(&mut tx, &email).await?.is_some() {
+        return Err(ApiError::conflict("this address already has an account"));
+    }
+    let (id, token, expires) = users::invite(&mut tx, &email, role, invited_by).await?;
+    let url = format!("{}/accept-invitation?token={token}", t.base_url(tenant));
+    users::outbox(
+        &mut tx,
+        "invitation",
+        &email,
+        &format!("You are invited to {}", tenant.name),
+        &format!("Accept the invitation: {url}\ninvitation token: {token}\n"),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Invitation {
+        id,
+        email,
+        role: body.role.clone(),
+        token,
+        url,
+        expires_at: ts(expires),
+    })
+}
