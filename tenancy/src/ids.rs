@@ -44,6 +44,12 @@ macro_rules! uuid_id {
             }
         }
 
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 self.0.fmt(f)
@@ -75,6 +81,10 @@ uuid_id!(
 uuid_id!(
     /// A role of a tenant (built-in or custom).
     RoleId
+);
+uuid_id!(
+    /// A long-running operation (a placement move) in the control plane.
+    OperationId
 );
 
 /// Names that can never be tenant slugs: they are, or may become, hosts of the platform itself.

@@ -17,3 +17,4 @@ pub mod provision;
 pub mod resolve;
 pub mod servers;
 pub mod settings;
+pub mod text_enum;

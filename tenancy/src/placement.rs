@@ -23,10 +23,12 @@ use serde_json::{Value, json};
 use tokio_postgres::{Client, Config};
 use uuid::Uuid;
 
-use crate::catalog::operations::{CreateOperationError, OperationRow};
+use crate::catalog::operations::{
+    CreateOperationError, OperationKind, OperationRow, OperationState, Step,
+};
 use crate::catalog::{Catalog, CatalogError, DbServer, Placement, Tenant, TenantStatus};
 use crate::crypto::{KeyError, Keyring};
-use crate::ids::{DbServerId, TenantId};
+use crate::ids::{DbServerId, OperationId, TenantId};
 use crate::pg;
 use crate::servers::{ServerError, Servers};
 
@@ -34,66 +36,6 @@ pub use crate::pg::{delete_tenant_rows, tenant_tables};
 
 /// Lease length; renewed at every step and while waiting.
 const LEASE_SECONDS: i32 = 60;
-
-/// The steps of a move, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Step {
-    Prepare,
-    Publish,
-    Subscribe,
-    Copy,
-    Fence,
-    Drain,
-    Verify,
-    Switch,
-    Cleanup,
-    Done,
-}
-
-impl Step {
-    pub const ALL: [Self; 10] = [
-        Self::Prepare,
-        Self::Publish,
-        Self::Subscribe,
-        Self::Copy,
-        Self::Fence,
-        Self::Drain,
-        Self::Verify,
-        Self::Switch,
-        Self::Cleanup,
-        Self::Done,
-    ];
-
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Prepare => "prepare",
-            Self::Publish => "publish",
-            Self::Subscribe => "subscribe",
-            Self::Copy => "copy",
-            Self::Fence => "fence",
-            Self::Drain => "drain",
-            Self::Verify => "verify",
-            Self::Switch => "switch",
-            Self::Cleanup => "cleanup",
-            Self::Done => "done",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        Self::ALL
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .unwrap_or(Self::Prepare)
-    }
-
-    fn next(self) -> Self {
-        Self::ALL
-            .into_iter()
-            .find(|x| *x > self)
-            .unwrap_or(Self::Done)
-    }
-}
 
 /// One end of a move.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -270,16 +212,16 @@ impl Mover {
         };
         let kind = match (&source, &target) {
             (Location::Shared, Location::Shared) => return Err(StartMoveError::AlreadyThere),
-            (Location::Shared, Location::Dedicated { .. }) => "promote",
-            (Location::Dedicated { .. }, Location::Shared) => "demote",
-            (Location::Dedicated { .. }, Location::Dedicated { .. }) => "move",
+            (Location::Shared, Location::Dedicated { .. }) => OperationKind::Promote,
+            (Location::Dedicated { .. }, Location::Shared) => OperationKind::Demote,
+            (Location::Dedicated { .. }, Location::Dedicated { .. }) => OperationKind::Move,
         };
         self.catalog
             .create_operation(
-                Uuid::now_v7(),
+                OperationId::new(),
                 kind,
                 tenant.id,
-                Step::Prepare.as_str(),
+                Step::Prepare,
                 &source.to_json(),
                 &target.to_json(),
             )
@@ -310,13 +252,17 @@ impl Mover {
     }
 
     /// Runs an operation to its end (or until another runner holds it).
-    pub async fn run(&self, id: Uuid) -> Result<OperationRow, MoveError> {
+    pub async fn run(&self, id: OperationId) -> Result<OperationRow, MoveError> {
         self.run_steps(id, usize::MAX).await
     }
 
     /// Runs at most `max_steps` steps, then stops as a crashed runner would (the lease is given
     /// back so another runner can resume at once). For tests and for stepping by hand.
-    pub async fn run_steps(&self, id: Uuid, max_steps: usize) -> Result<OperationRow, MoveError> {
+    pub async fn run_steps(
+        &self,
+        id: OperationId,
+        max_steps: usize,
+    ) -> Result<OperationRow, MoveError> {
         let mut done = 0;
         loop {
             let op = self
@@ -324,8 +270,8 @@ impl Mover {
                 .operation(id)
                 .await?
                 .ok_or(MoveError::NotFound)?;
-            if matches!(op.state.as_str(), "succeeded" | "failed" | "cancelled") {
-                self.forget_conns(TenantId::from_uuid(op.tenant_id));
+            if op.state.is_terminal() {
+                self.forget_conns(op.tenant_id);
                 return Ok(op);
             }
             if !self
@@ -335,13 +281,15 @@ impl Mover {
             {
                 return Ok(op);
             }
-            let step = Step::parse(&op.step);
+            let step = op.step;
             if step == Step::Done {
-                self.catalog.finish_operation(id, "succeeded", None).await?;
+                self.catalog
+                    .finish_operation(id, OperationState::Succeeded, None)
+                    .await?;
                 continue;
             }
             if op.cancel_requested && step <= Step::Switch {
-                self.rollback(&op, "cancelled", None).await?;
+                self.rollback(&op, OperationState::Cancelled, None).await?;
                 continue;
             }
             if done >= max_steps {
@@ -354,12 +302,13 @@ impl Mover {
                     let mut p = progress;
                     p[format!("{}_ms", step.as_str())] = json!(started.elapsed().as_millis());
                     self.catalog
-                        .advance_operation(id, &self.owner, step.next().as_str(), &p)
+                        .advance_operation(id, &self.owner, step.next(), &p)
                         .await?;
                 }
                 Err(e) if step < Step::Switch => {
                     tracing::warn!(operation.id = %id, step = step.as_str(), error = %e, "move failed; rolling back");
-                    self.rollback(&op, "failed", Some(&e.to_string())).await?;
+                    self.rollback(&op, OperationState::Failed, Some(&e.to_string()))
+                        .await?;
                 }
                 Err(e) => {
                     // Past the flip there is no going back: record, release, retry later.
@@ -373,7 +322,7 @@ impl Mover {
     }
 
     /// Asks an operation to stop; before the switch it rolls back, after it, it completes.
-    pub async fn cancel(&self, id: Uuid) -> Result<bool, CatalogError> {
+    pub async fn cancel(&self, id: OperationId) -> Result<bool, CatalogError> {
         self.catalog.request_cancel(id).await
     }
 
@@ -444,10 +393,10 @@ impl Mover {
     async fn rollback(
         &self,
         op: &OperationRow,
-        state: &str,
+        state: OperationState,
         error: Option<&str>,
     ) -> Result<(), MoveError> {
-        let tenant = TenantId::from_uuid(op.tenant_id);
+        let tenant = op.tenant_id;
         let (source, target) = (
             Location::from_json(&op.source),
             Location::from_json(&op.target),
@@ -456,7 +405,7 @@ impl Mover {
         if current.as_ref().is_some_and(|p| target.is(p)) {
             // The flip happened: finish forward instead.
             self.catalog
-                .advance_operation(op.id, &self.owner, Step::Cleanup.as_str(), &json!({}))
+                .advance_operation(op.id, &self.owner, Step::Cleanup, &json!({}))
                 .await?;
             return Ok(());
         }
@@ -489,7 +438,7 @@ impl Mover {
 
     /// Deletes the fenced source copy a finished move left behind (after the rollback window).
     /// Returns the operation whose source was purged, if any.
-    pub async fn purge_source(&self, tenant: &Tenant) -> Result<Option<Uuid>, MoveError> {
+    pub async fn purge_source(&self, tenant: &Tenant) -> Result<Option<OperationId>, MoveError> {
         let Some(op) = self.catalog.unpurged_source(tenant.id).await? else {
             return Ok(None);
         };
@@ -523,8 +472,8 @@ impl Mover {
 }
 
 /// Name of the publication, slot and subscription of an operation.
-fn slot_name(id: Uuid) -> String {
-    format!("move_{}", id.simple())
+fn slot_name(id: OperationId) -> String {
+    format!("move_{}", id.as_uuid().simple())
 }
 
 /// How long to wait for the initial copy and for the drain.

@@ -488,13 +488,14 @@ async fn a_crash_at_any_step_resumes_to_completion() {
         // The first runner dies after k steps; another one picks the operation up.
         let crashed = mover.run_steps(op.id, k).await.expect("partial run");
         assert!(
-            k >= 9 || crashed.state == "running" || crashed.state == "pending",
+            k >= 9 || crashed.state.as_str() == "running" || crashed.state.as_str() == "pending",
             "step {k}: {}",
             crashed.state
         );
         let finished = mover.another_runner().run(op.id).await.expect("resume");
         assert_eq!(
-            finished.state, "succeeded",
+            finished.state.as_str(),
+            "succeeded",
             "crash after {k} steps: {:?}",
             finished.error
         );
@@ -561,7 +562,7 @@ async fn cancel_before_cutover_rolls_back_cleanly() {
             .await;
         c.assert_status(202);
         let end = mover.run(op.id).await.expect("run");
-        assert_eq!(end.state, "cancelled", "cancel after {k} steps");
+        assert_eq!(end.state.as_str(), "cancelled", "cancel after {k} steps");
         // Still shared, writable, nothing of the target left.
         let now = app
             .app

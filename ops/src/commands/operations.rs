@@ -9,7 +9,7 @@ use tenancy::catalog::operations::OperationRow;
 use super::{Output, finish, start};
 
 pub async fn show(id: &str, out: &Output) -> anyhow::Result<ExitCode> {
-    let id = uuid::Uuid::parse_str(id).context("the operation id is not a UUID")?;
+    let id = tenancy::ids::OperationId::parse(id).context("the operation id is not a UUID")?;
     let started = start().await?;
     let op = started.tenancy.catalog.operation(id).await?;
     let code = match op {

@@ -3,21 +3,82 @@
 //! advance one operation.
 
 use serde_json::Value;
-use sqlx::FromRow;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Catalog, CatalogError, publish, violates};
-use crate::ids::TenantId;
+use crate::ids::{OperationId, TenantId};
+
+crate::text_enum!(
+    /// What an operation does.
+    pub enum OperationKind {
+        /// Shared database to a dedicated one.
+        Promote = "promote",
+        /// Dedicated database back to the shared one.
+        Demote = "demote",
+        /// One dedicated database to another.
+        Move = "move",
+    }
+);
+
+crate::text_enum!(
+    /// Where an operation is in its life.
+    pub enum OperationState {
+        Pending = "pending",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+);
+
+impl OperationState {
+    /// Whether the operation has ended (it will never run again).
+    #[must_use]
+    pub const fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+crate::text_enum!(
+    /// The steps of a placement move, in order; each is idempotent, so a resumed operation
+    /// repeats at most the step it was in.
+    pub enum Step {
+        Prepare = "prepare",
+        Publish = "publish",
+        Subscribe = "subscribe",
+        Copy = "copy",
+        Fence = "fence",
+        Drain = "drain",
+        Verify = "verify",
+        Switch = "switch",
+        Cleanup = "cleanup",
+        Done = "done",
+    }
+);
+
+impl Step {
+    /// The step after this one (`Done` stays `Done`).
+    #[must_use]
+    pub fn next(self) -> Self {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|x| *x > self)
+            .unwrap_or(Self::Done)
+    }
+}
 
 /// An operation as stored.
-#[derive(Clone, Debug, FromRow)]
+#[derive(Clone, Debug)]
 pub struct OperationRow {
-    pub id: Uuid,
-    pub kind: String,
-    pub tenant_id: Uuid,
-    pub state: String,
-    pub step: String,
+    pub id: OperationId,
+    pub kind: OperationKind,
+    pub tenant_id: TenantId,
+    pub state: OperationState,
+    pub step: Step,
     pub source: Value,
     pub target: Value,
     pub target_url_sealed: Option<Vec<u8>>,
@@ -29,6 +90,40 @@ pub struct OperationRow {
     pub started_at: Option<OffsetDateTime>,
     pub finished_at: Option<OffsetDateTime>,
     pub updated_at: OffsetDateTime,
+}
+
+impl<'r> FromRow<'r, PgRow> for OperationRow {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        fn word<T: std::str::FromStr<Err = crate::text_enum::UnknownWord>>(
+            row: &PgRow,
+            column: &str,
+        ) -> Result<T, sqlx::Error> {
+            row.try_get::<&str, _>(column)?
+                .parse()
+                .map_err(|e| sqlx::Error::ColumnDecode {
+                    index: column.to_owned(),
+                    source: Box::new(e),
+                })
+        }
+        Ok(Self {
+            id: OperationId::from_uuid(row.try_get("id")?),
+            kind: word(row, "kind")?,
+            tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
+            state: word(row, "state")?,
+            step: word(row, "step")?,
+            source: row.try_get("source")?,
+            target: row.try_get("target")?,
+            target_url_sealed: row.try_get("target_url_sealed")?,
+            progress: row.try_get("progress")?,
+            error: row.try_get("error")?,
+            cancel_requested: row.try_get("cancel_requested")?,
+            source_purged: row.try_get("source_purged")?,
+            created_at: row.try_get("created_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
 }
 
 const COLUMNS: &str = "id, kind, tenant_id, state, step, source, target, target_url_sealed, progress, error, \
@@ -47,10 +142,10 @@ impl Catalog {
     /// Inserts a pending operation.
     pub async fn create_operation(
         &self,
-        id: Uuid,
-        kind: &str,
+        id: OperationId,
+        kind: OperationKind,
         tenant: TenantId,
-        step: &str,
+        step: Step,
         source: &Value,
         target: &Value,
     ) -> Result<OperationRow, CreateOperationError> {
@@ -58,10 +153,10 @@ impl Catalog {
             "INSERT INTO operations (id, kind, tenant_id, state, step, source, target)
              VALUES ($1, $2, $3, 'pending', $4, $5, $6) RETURNING {COLUMNS}"
         ))
-        .bind(id)
-        .bind(kind)
+        .bind(id.as_uuid())
+        .bind(kind.as_str())
         .bind(tenant.as_uuid())
-        .bind(step)
+        .bind(step.as_str())
         .bind(source)
         .bind(target)
         .fetch_one(self.pool())
@@ -76,30 +171,31 @@ impl Catalog {
     }
 
     /// An operation by id.
-    pub async fn operation(&self, id: Uuid) -> Result<Option<OperationRow>, CatalogError> {
+    pub async fn operation(&self, id: OperationId) -> Result<Option<OperationRow>, CatalogError> {
         Ok(
             sqlx::query_as(&format!("SELECT {COLUMNS} FROM operations WHERE id = $1"))
-                .bind(id)
+                .bind(id.as_uuid())
                 .fetch_optional(self.pool())
                 .await?,
         )
     }
 
     /// Unfinished operations nobody holds a live lease on.
-    pub async fn claimable_operations(&self) -> Result<Vec<Uuid>, CatalogError> {
-        Ok(sqlx::query_scalar(
+    pub async fn claimable_operations(&self) -> Result<Vec<OperationId>, CatalogError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM operations WHERE state IN ('pending', 'running')
                AND (lease_until IS NULL OR lease_until < now()) ORDER BY created_at",
         )
         .fetch_all(self.pool())
-        .await?)
+        .await?;
+        Ok(ids.into_iter().map(OperationId::from_uuid).collect())
     }
 
     /// Takes (or renews) the lease of an unfinished operation for `owner`; false if another
     /// runner holds a live lease or the operation is finished.
     pub async fn claim_operation(
         &self,
-        id: Uuid,
+        id: OperationId,
         owner: &str,
         seconds: i32,
     ) -> Result<bool, CatalogError> {
@@ -110,7 +206,7 @@ impl Catalog {
              WHERE id = $1 AND state IN ('pending', 'running')
                AND (lease_owner = $2 OR lease_until IS NULL OR lease_until < now())",
         )
-        .bind(id)
+        .bind(id.as_uuid())
         .bind(owner)
         .bind(f64::from(seconds))
         .execute(self.pool())
@@ -120,9 +216,13 @@ impl Catalog {
     }
 
     /// Gives the lease back (a runner that stops without finishing, e.g. a simulated crash).
-    pub async fn release_operation(&self, id: Uuid, owner: &str) -> Result<(), CatalogError> {
+    pub async fn release_operation(
+        &self,
+        id: OperationId,
+        owner: &str,
+    ) -> Result<(), CatalogError> {
         sqlx::query("UPDATE operations SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
-            .bind(id)
+            .bind(id.as_uuid())
             .bind(owner)
             .execute(self.pool())
             .await?;
@@ -132,18 +232,18 @@ impl Catalog {
     /// Records the next step (and progress) of an operation this runner holds.
     pub async fn advance_operation(
         &self,
-        id: Uuid,
+        id: OperationId,
         owner: &str,
-        step: &str,
+        step: Step,
         progress: &Value,
     ) -> Result<bool, CatalogError> {
         let n = sqlx::query(
             "UPDATE operations SET step = $3, progress = progress || $4, updated_at = now()
              WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
         )
-        .bind(id)
+        .bind(id.as_uuid())
         .bind(owner)
-        .bind(step)
+        .bind(step.as_str())
         .bind(progress)
         .execute(self.pool())
         .await?
@@ -152,11 +252,15 @@ impl Catalog {
     }
 
     /// Merges progress without changing the step.
-    pub async fn operation_progress(&self, id: Uuid, progress: &Value) -> Result<(), CatalogError> {
+    pub async fn operation_progress(
+        &self,
+        id: OperationId,
+        progress: &Value,
+    ) -> Result<(), CatalogError> {
         sqlx::query(
             "UPDATE operations SET progress = progress || $2, updated_at = now() WHERE id = $1",
         )
-        .bind(id)
+        .bind(id.as_uuid())
         .bind(progress)
         .execute(self.pool())
         .await?;
@@ -166,11 +270,11 @@ impl Catalog {
     /// Stores the sealed data-plane URL of the target.
     pub async fn set_operation_target_url(
         &self,
-        id: Uuid,
+        id: OperationId,
         sealed: &[u8],
     ) -> Result<(), CatalogError> {
         sqlx::query("UPDATE operations SET target_url_sealed = $2 WHERE id = $1")
-            .bind(id)
+            .bind(id.as_uuid())
             .bind(sealed)
             .execute(self.pool())
             .await?;
@@ -180,8 +284,8 @@ impl Catalog {
     /// Ends an operation (`succeeded`, `failed` or `cancelled`).
     pub async fn finish_operation(
         &self,
-        id: Uuid,
-        state: &str,
+        id: OperationId,
+        state: OperationState,
         error: Option<&str>,
     ) -> Result<(), CatalogError> {
         sqlx::query(
@@ -189,8 +293,8 @@ impl Catalog {
                     lease_owner = NULL, lease_until = NULL
              WHERE id = $1 AND state IN ('pending', 'running')",
         )
-        .bind(id)
-        .bind(state)
+        .bind(id.as_uuid())
+        .bind(state.as_str())
         .bind(error)
         .execute(self.pool())
         .await?;
@@ -198,9 +302,9 @@ impl Catalog {
     }
 
     /// Records an error on an operation that stays running (to be retried).
-    pub async fn operation_error(&self, id: Uuid, error: &str) -> Result<(), CatalogError> {
+    pub async fn operation_error(&self, id: OperationId, error: &str) -> Result<(), CatalogError> {
         sqlx::query("UPDATE operations SET error = $2, updated_at = now() WHERE id = $1")
-            .bind(id)
+            .bind(id.as_uuid())
             .bind(error)
             .execute(self.pool())
             .await?;
@@ -208,9 +312,9 @@ impl Catalog {
     }
 
     /// Asks a running operation to stop before cutover.
-    pub async fn request_cancel(&self, id: Uuid) -> Result<bool, CatalogError> {
+    pub async fn request_cancel(&self, id: OperationId) -> Result<bool, CatalogError> {
         let n = sqlx::query("UPDATE operations SET cancel_requested = true, updated_at = now() WHERE id = $1 AND state IN ('pending', 'running')")
-            .bind(id)
+            .bind(id.as_uuid())
             .execute(self.pool())
             .await?
             .rows_affected();
@@ -232,9 +336,9 @@ impl Catalog {
     }
 
     /// Marks an operation's source copy as deleted.
-    pub async fn mark_source_purged(&self, id: Uuid) -> Result<(), CatalogError> {
+    pub async fn mark_source_purged(&self, id: OperationId) -> Result<(), CatalogError> {
         sqlx::query("UPDATE operations SET source_purged = true WHERE id = $1")
-            .bind(id)
+            .bind(id.as_uuid())
             .execute(self.pool())
             .await?;
         Ok(())

@@ -6,18 +6,17 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::replication as repl;
-use super::{
-    COPY_DEADLINE, DRAIN_DEADLINE, LEASE_SECONDS, Location, MoveError, Mover, Step, slot_name,
-};
+use super::{COPY_DEADLINE, DRAIN_DEADLINE, LEASE_SECONDS, Location, MoveError, Mover, slot_name};
 use crate::catalog::DB_URL_PURPOSE;
 use crate::catalog::operations::OperationRow;
+use crate::catalog::operations::Step;
 use crate::crypto::Scope;
 use crate::ids::TenantId;
 use crate::migrate;
 
 impl Mover {
     pub(super) async fn execute(&self, op: &OperationRow, step: Step) -> Result<Value, MoveError> {
-        let tenant = TenantId::from_uuid(op.tenant_id);
+        let tenant = op.tenant_id;
         let (source, target) = (
             Location::from_json(&op.source),
             Location::from_json(&op.target),

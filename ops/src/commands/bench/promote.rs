@@ -140,7 +140,7 @@ pub async fn promote(args: PromoteBench, out: &Output) -> anyhow::Result<ExitCod
     let end = t.mover.run(op.id).await?;
     let total = op_started.elapsed();
     anyhow::ensure!(
-        end.state == "succeeded",
+        end.state == tenancy::catalog::operations::OperationState::Succeeded,
         "promotion ended {}: {:?}",
         end.state,
         end.error

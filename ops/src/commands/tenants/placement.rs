@@ -3,6 +3,7 @@
 //! prints each step.
 
 use std::process::ExitCode;
+use tenancy::catalog::operations::OperationState;
 
 use anyhow::Context as _;
 use serde_json::json;
@@ -36,12 +37,12 @@ pub async fn run(
     let json_out = out.json;
     let watcher = tokio::spawn(async move {
         let printer = Output { json: json_out };
-        let mut last = String::new();
+        let mut last = None;
         loop {
             if let Ok(Some(o)) = catalog.operation(id).await
-                && o.step != last
+                && last != Some(o.step)
             {
-                last.clone_from(&o.step);
+                last = Some(o.step);
                 print_operation(&o, &printer);
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -52,7 +53,7 @@ pub async fn run(
     let end = end?;
     print_operation(&end, out);
     finish(started)?;
-    Ok(if end.state == "succeeded" {
+    Ok(if end.state == OperationState::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -9,7 +9,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenancy::bootstrap::Tenancy;
-use tenancy::catalog::operations::OperationRow;
+use tenancy::catalog::operations::{OperationKind, OperationRow, OperationState, Step};
+use tenancy::ids::OperationId;
 use tenancy::placement::{MoveRequest, StartMoveError};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -36,11 +37,16 @@ pub struct PlacementBody {
 pub struct OperationView {
     pub id: Uuid,
     /// `promote`, `demote` or `move`.
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: OperationKind,
     pub tenant_id: Uuid,
     /// `pending`, `running`, `succeeded`, `failed`, `cancelled`.
-    pub state: String,
-    pub step: String,
+    #[schema(value_type = String)]
+    pub state: OperationState,
+    /// `prepare`, `publish`, `subscribe`, `copy`, `fence`, `drain`, `verify`, `switch`,
+    /// `cleanup`, `done`.
+    #[schema(value_type = String)]
+    pub step: Step,
     #[schema(value_type = Object)]
     pub source: Value,
     #[schema(value_type = Object)]
@@ -58,11 +64,11 @@ pub struct OperationView {
 impl From<&OperationRow> for OperationView {
     fn from(o: &OperationRow) -> Self {
         Self {
-            id: o.id,
-            kind: o.kind.clone(),
-            tenant_id: o.tenant_id,
-            state: o.state.clone(),
-            step: o.step.clone(),
+            id: o.id.as_uuid(),
+            kind: o.kind,
+            tenant_id: o.tenant_id.as_uuid(),
+            state: o.state,
+            step: o.step,
             source: o.source.clone(),
             target: o.target.clone(),
             progress: o.progress.clone(),
@@ -133,7 +139,7 @@ pub async fn change(
 pub async fn show(
     _: Operator,
     State(tenancy): State<Arc<Tenancy>>,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<OperationId>,
 ) -> ApiResult<Json<OperationView>> {
     let op = tenancy
         .catalog
@@ -151,7 +157,7 @@ pub async fn show(
 pub async fn cancel(
     _: Operator,
     State(tenancy): State<Arc<Tenancy>>,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<OperationId>,
 ) -> ApiResult<(StatusCode, Json<OperationView>)> {
     let op = tenancy
         .catalog
