@@ -42,9 +42,8 @@ impl Minter {
                         let role = t.auth.role_named(&t.dataplane, &tenant, "admin").await?;
                         let mut tx = t.auth.begin(&t.dataplane, &tenant).await?;
                         // Not an argon2 hash: this user cannot log in with a password.
-                        let id =
-                            users::create(&mut tx, "bench@example.com", "Bench", "!bench", role)
-                                .await?;
+                        let email = tenancy::ids::EmailAddress::parse("bench@example.com")?;
+                        let id = users::create(&mut tx, &email, "Bench", "!bench", role).await?;
                         tx.commit().await?;
                         id
                     }

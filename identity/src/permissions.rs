@@ -10,80 +10,89 @@ use super::AuthError;
 use tenancy::dataplane::TenantTx;
 use tenancy::ids::RoleId;
 
-/// Every permission the platform knows.
-pub const ALL: &[&str] = &[
-    "projects:read",
-    "projects:write",
-    "tasks:read",
-    "tasks:write",
-    "users:read",
-    "members:manage",
-    "roles:manage",
-    "api_keys:manage",
-    "audit:read",
-    "sso:manage",
-];
+tenancy::text_enum!(
+    /// A permission, `area:action`. Roles are sets of these (stored as their text).
+    pub enum Permission {
+        ProjectsRead = "projects:read",
+        ProjectsWrite = "projects:write",
+        TasksRead = "tasks:read",
+        TasksWrite = "tasks:write",
+        UsersRead = "users:read",
+        MembersManage = "members:manage",
+        RolesManage = "roles:manage",
+        ApiKeysManage = "api_keys:manage",
+        AuditRead = "audit:read",
+        SsoManage = "sso:manage",
+    }
+);
 
-const MEMBER: &[&str] = &[
-    "projects:read",
-    "projects:write",
-    "tasks:read",
-    "tasks:write",
-    "users:read",
+use Permission as P;
+
+const MEMBER: &[Permission] = &[
+    P::ProjectsRead,
+    P::ProjectsWrite,
+    P::TasksRead,
+    P::TasksWrite,
+    P::UsersRead,
 ];
-const VIEWER: &[&str] = &["projects:read", "tasks:read", "users:read"];
+const VIEWER: &[Permission] = &[P::ProjectsRead, P::TasksRead, P::UsersRead];
 
 /// The built-in roles and their permissions.
-pub const BUILTIN: &[(&str, &[&str])] = &[
-    ("owner", ALL),
-    ("admin", ALL),
+pub const BUILTIN: &[(&str, &[Permission])] = &[
+    ("owner", Permission::ALL),
+    ("admin", Permission::ALL),
     ("member", MEMBER),
     ("viewer", VIEWER),
 ];
 
-/// A permission name, checked: `area:action`, lowercase.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Permission(String);
-
 impl Permission {
-    /// Parses a known permission.
+    /// Parses a permission named in a request, with the list of known ones in the error.
     pub fn parse(s: &str) -> Result<Self, AuthError> {
-        if ALL.contains(&s) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(AuthError::Invalid(format!(
+        s.parse().map_err(|_| {
+            AuthError::Invalid(format!(
                 "unknown permission `{}`; known: {}",
                 s.chars().take(64).collect::<String>(),
-                ALL.join(", ")
-            )))
-        }
-    }
-
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
+                Self::ALL
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
     }
 }
 
 /// The permissions a principal holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PermissionSet(BTreeSet<String>);
+pub struct PermissionSet(BTreeSet<Permission>);
 
 impl PermissionSet {
     #[must_use]
-    pub fn contains(&self, p: &str) -> bool {
-        self.0.contains(p)
+    pub fn contains(&self, p: Permission) -> bool {
+        self.0.contains(&p)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
+    pub fn iter(&self) -> impl Iterator<Item = Permission> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// Whether every permission of `self` is also in `other`.
+    #[must_use]
+    pub fn is_subset(&self, other: &Self) -> bool {
+        self.0.is_subset(&other.0)
     }
 }
 
-impl FromIterator<String> for PermissionSet {
-    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
+impl FromIterator<Permission> for PermissionSet {
+    fn from_iter<I: IntoIterator<Item = Permission>>(iter: I) -> Self {
         Self(iter.into_iter().collect())
     }
+}
+
+/// Permissions read back from the database; a name this build does not know (written by a newer
+/// one) grants nothing here.
+fn known(names: impl IntoIterator<Item = String>) -> impl Iterator<Item = Permission> {
+    names.into_iter().filter_map(|n| n.parse().ok())
 }
 
 /// Inserts the built-in roles and their permissions if missing (idempotent, concurrent-safe).
@@ -96,7 +105,7 @@ pub async fn seed_builtin(tx: &mut TenantTx) -> Result<(), AuthError> {
             &[&tenant, &Uuid::now_v7(), name],
         )
         .await?;
-        let perms: Vec<String> = perms.iter().map(|p| (*p).to_owned()).collect();
+        let perms: Vec<&str> = perms.iter().map(|p| p.as_str()).collect();
         tx.execute(
             "INSERT INTO role_permissions (tenant_id, role_id, permission)
              SELECT $1, r.id, p FROM roles r, unnest($3::text[]) p WHERE r.name = $2
@@ -114,7 +123,7 @@ pub struct Role {
     pub id: RoleId,
     pub name: String,
     pub builtin: bool,
-    pub permissions: Vec<String>,
+    pub permissions: Vec<Permission>,
 }
 
 /// The role named `name`.
@@ -142,10 +151,7 @@ pub async fn role_permissions(
         return Ok(None);
     };
     let name: String = first.get(0);
-    let set = rows
-        .iter()
-        .filter_map(|r| r.get::<_, Option<String>>(1))
-        .collect();
+    let set = known(rows.iter().filter_map(|r| r.get::<_, Option<String>>(1))).collect();
     Ok(Some((name, set)))
 }
 
@@ -166,7 +172,7 @@ pub async fn list(tx: &mut TenantTx) -> Result<Vec<Role>, AuthError> {
             id: RoleId::from_uuid(r.get(0)),
             name: r.get(1),
             builtin: r.get(2),
-            permissions: r.get(3),
+            permissions: known(r.get::<_, Vec<String>>(3)).collect(),
         })
         .collect())
 }
@@ -199,14 +205,14 @@ pub async fn create(
     if n == 0 {
         return Err(AuthError::Conflict("a role with this name already exists"));
     }
-    let perms: Vec<String> = permissions.iter().map(|p| p.0.clone()).collect();
+    let perms: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
     tx.execute(
         "INSERT INTO role_permissions (tenant_id, role_id, permission)
          SELECT $1, $2, p FROM unnest($3::text[]) p ON CONFLICT DO NOTHING",
         &[&tenant, &id.as_uuid(), &perms],
     )
     .await?;
-    let mut permissions = perms;
+    let mut permissions = permissions.to_vec();
     permissions.sort();
     permissions.dedup();
     Ok(Role {
@@ -223,7 +229,7 @@ pub fn check_grantable(
     grantor: &PermissionSet,
     permissions: &[Permission],
 ) -> Result<(), AuthError> {
-    match permissions.iter().find(|p| !grantor.contains(p.as_str())) {
+    match permissions.iter().find(|p| !grantor.contains(**p)) {
         None => Ok(()),
         Some(_) => Err(AuthError::Forbidden(
             "a role can only be given permissions you hold yourself",
@@ -256,9 +262,10 @@ pub async fn set_permissions(
     permissions: &[Permission],
 ) -> Result<Role, AuthError> {
     let name = custom_role_for_update(tx, id).await?;
-    let mut perms: Vec<String> = permissions.iter().map(|p| p.0.clone()).collect();
-    perms.sort();
-    perms.dedup();
+    let mut permissions = permissions.to_vec();
+    permissions.sort();
+    permissions.dedup();
+    let perms: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
     // Only the difference is written, so the audit trail shows exactly what was granted and
     // what was taken away.
     tx.execute(
@@ -276,7 +283,7 @@ pub async fn set_permissions(
         id,
         name,
         builtin: false,
-        permissions: perms,
+        permissions,
     })
 }
 

@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::AuthError;
 use tenancy::crypto::{hash_token, random_token};
 use tenancy::dataplane::TenantTx;
+use tenancy::ids::EmailAddress;
 use tenancy::ids::{RoleId, UserId};
 
 /// A user as shown.
@@ -37,25 +38,16 @@ fn user(r: &tokio_postgres::Row) -> User {
     }
 }
 
-/// Normalises and checks an email address (shape only; ownership is proven by verification).
-pub fn parse_email(email: &str) -> Result<String, AuthError> {
-    let e = email.trim().to_lowercase();
-    let ok = e.len() <= 254
-        && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
-        })
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(e)
-    } else {
-        Err(AuthError::Invalid("`email` is not a valid address".into()))
-    }
+/// Normalises and checks an email address given by a client.
+pub fn parse_email(email: &str) -> Result<EmailAddress, AuthError> {
+    EmailAddress::parse(email)
+        .map_err(|_| AuthError::Invalid("`email` is not a valid address".into()))
 }
 
 /// Creates a user; `EmailTaken` if the address is in use in this tenant.
 pub async fn create(
     tx: &mut TenantTx,
-    email: &str,
+    email: &EmailAddress,
     name: &str,
     password_hash: &str,
     role: RoleId,
@@ -68,7 +60,7 @@ pub async fn create(
             &[
                 &tx.tenant().as_uuid(),
                 &id.as_uuid(),
-                &email,
+                &email.as_str(),
                 &name,
                 &password_hash,
                 &role.as_uuid(),
@@ -97,12 +89,12 @@ pub async fn get(tx: &mut TenantTx, id: UserId) -> Result<Option<User>, AuthErro
 /// Login material of a user by email: id, password hash, whether TOTP is on.
 pub async fn credentials(
     tx: &mut TenantTx,
-    email: &str,
+    email: &EmailAddress,
 ) -> Result<Option<(UserId, String, bool)>, AuthError> {
     Ok(tx
         .query_opt(
             "SELECT id, password_hash, totp_enabled_at IS NOT NULL FROM users WHERE lower(email) = lower($1)",
-            &[&email],
+            &[&email.as_str()],
         )
         .await?
         .map(|r| (UserId::from_uuid(r.get(0)), r.get(1), r.get(2))))
@@ -161,13 +153,13 @@ pub async fn mark_verified(tx: &mut TenantTx, id: UserId) -> Result<(), AuthErro
 pub async fn outbox(
     tx: &mut TenantTx,
     kind: &str,
-    recipient: &str,
+    recipient: &EmailAddress,
     subject: &str,
     body: &str,
 ) -> Result<(), AuthError> {
     tx.execute(
         "INSERT INTO outbox (tenant_id, id, kind, recipient, subject, body) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&tx.tenant().as_uuid(), &Uuid::now_v7(), &kind, &recipient, &subject, &body],
+        &[&tx.tenant().as_uuid(), &Uuid::now_v7(), &kind, &recipient.as_str(), &subject, &body],
     )
     .await?;
     Ok(())
@@ -179,7 +171,7 @@ pub const INVITATION_TTL_DAYS: i64 = 7;
 /// Creates an invitation; returns its token (shown once, stored hashed).
 pub async fn invite(
     tx: &mut TenantTx,
-    email: &str,
+    email: &EmailAddress,
     role: RoleId,
     invited_by: Option<UserId>,
 ) -> Result<(Uuid, String, OffsetDateTime), AuthError> {
@@ -192,7 +184,7 @@ pub async fn invite(
         &[
             &tx.tenant().as_uuid(),
             &id,
-            &email,
+            &email.as_str(),
             &role.as_uuid(),
             &hash_token(&token),
             &invited_by.map(|u| u.as_uuid()),
@@ -207,7 +199,7 @@ pub async fn invite(
 pub async fn accept_invitation(
     tx: &mut TenantTx,
     token: &str,
-) -> Result<(String, RoleId), AuthError> {
+) -> Result<(EmailAddress, RoleId), AuthError> {
     tx.query_opt(
         "UPDATE invitations SET accepted_at = now()
          WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > now()
@@ -215,7 +207,12 @@ pub async fn accept_invitation(
         &[&hash_token(token)],
     )
     .await?
-    .map(|r| (r.get(0), RoleId::from_uuid(r.get(1))))
+    .map(|r| {
+        (
+            EmailAddress::from_trusted(r.get(0)),
+            RoleId::from_uuid(r.get(1)),
+        )
+    })
     .ok_or(AuthError::InvalidToken)
 }
 

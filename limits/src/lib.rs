@@ -28,11 +28,24 @@ pub use tenancy::settings::LimitSettings;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
+tenancy::text_enum!(
+    /// Which limit a decision is about.
+    pub enum Scope {
+        /// The tenant's plan quota.
+        Tenant = "tenant",
+        /// One user or API key within its tenant.
+        Principal = "principal",
+        /// One client address on the public and sensitive endpoints.
+        Ip = "ip",
+        /// One client address on the admin API.
+        Admin = "admin",
+    }
+);
+
 /// The answer for one key: allowed or not, and the numbers for the `RateLimit-*` headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
-    /// Which limit this is: `tenant`, `principal`, `ip`, `admin`.
-    pub scope: &'static str,
+    pub scope: Scope,
     pub allowed: bool,
     /// The burst (requests allowed at once from a full bucket).
     pub limit: u32,
@@ -68,11 +81,7 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-fn decide<K: std::hash::Hash + Eq + Clone>(
-    scope: &'static str,
-    limiter: &Keyed<K>,
-    key: &K,
-) -> Decision {
+fn decide<K: std::hash::Hash + Eq + Clone>(scope: Scope, limiter: &Keyed<K>, key: &K) -> Decision {
     match limiter.check_key(key) {
         Ok(snapshot) => {
             let q = snapshot.quota();
@@ -165,25 +174,29 @@ impl RateLimits {
         let q = tenant
             .rate_limit
             .unwrap_or(self.inner.settings.tenant_default);
-        decide("tenant", &self.tenant_limiter(q), &tenant.id)
+        decide(Scope::Tenant, &self.tenant_limiter(q), &tenant.id)
     }
 
     /// One request of a principal (user or API key id) of `tenant`.
     #[must_use]
     pub fn check_principal(&self, tenant: TenantId, principal: Uuid) -> Decision {
-        decide("principal", &self.inner.principals, &(tenant, principal))
+        decide(
+            Scope::Principal,
+            &self.inner.principals,
+            &(tenant, principal),
+        )
     }
 
     /// One request from `ip` to a public, sensitive endpoint.
     #[must_use]
     pub fn check_sensitive_ip(&self, ip: IpAddr) -> Decision {
-        decide("ip", &self.inner.ips, &ip)
+        decide(Scope::Ip, &self.inner.ips, &ip)
     }
 
     /// One request from `ip` to the admin API.
     #[must_use]
     pub fn check_admin_ip(&self, ip: IpAddr) -> Decision {
-        decide("admin", &self.inner.admin, &ip)
+        decide(Scope::Admin, &self.inner.admin, &ip)
     }
 
     /// Drops keys whose bucket is full again (indistinguishable from a new key) and releases

@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use audit::Outcome;
+use identity::Permission;
 
 use crate::error::ApiError;
 use crate::extract::tenant::{Authenticated, Principal};
@@ -23,10 +24,16 @@ pub enum Access {
     /// A signed-in user acting on their own account (no permission; API keys are refused).
     SelfService,
     /// A credential whose role holds this permission.
-    Permission(&'static str),
+    Permission(Permission),
 }
 
-use Access::{Permission as P, Public, SelfService};
+use Access::{Public, SelfService};
+use Permission::*;
+
+/// Shorthand for the table.
+const fn needs(p: Permission) -> Access {
+    Access::Permission(p)
+}
 
 /// Every tenant route: method, path (as registered), and what it needs.
 pub const TABLE: &[(&str, &str, Access)] = &[
@@ -50,102 +57,102 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/me/mfa/totp/confirm", SelfService),
     ("DELETE", "/api/v1/me/mfa/totp", SelfService),
     // members, roles, keys
-    ("GET", "/api/v1/users", P("users:read")),
-    ("PATCH", "/api/v1/users/{user_id}", P("members:manage")),
+    ("GET", "/api/v1/users", needs(UsersRead)),
+    ("PATCH", "/api/v1/users/{user_id}", needs(MembersManage)),
     (
         "DELETE",
         "/api/v1/users/{user_id}/sessions",
-        P("members:manage"),
+        needs(MembersManage),
     ),
-    ("POST", "/api/v1/invitations", P("members:manage")),
-    ("GET", "/api/v1/roles", P("users:read")),
-    ("POST", "/api/v1/roles", P("roles:manage")),
-    ("PATCH", "/api/v1/roles/{role_id}", P("roles:manage")),
-    ("DELETE", "/api/v1/roles/{role_id}", P("roles:manage")),
-    ("GET", "/api/v1/api-keys", P("api_keys:manage")),
-    ("POST", "/api/v1/api-keys", P("api_keys:manage")),
-    ("DELETE", "/api/v1/api-keys/{key_id}", P("api_keys:manage")),
+    ("POST", "/api/v1/invitations", needs(MembersManage)),
+    ("GET", "/api/v1/roles", needs(UsersRead)),
+    ("POST", "/api/v1/roles", needs(RolesManage)),
+    ("PATCH", "/api/v1/roles/{role_id}", needs(RolesManage)),
+    ("DELETE", "/api/v1/roles/{role_id}", needs(RolesManage)),
+    ("GET", "/api/v1/api-keys", needs(ApiKeysManage)),
+    ("POST", "/api/v1/api-keys", needs(ApiKeysManage)),
+    ("DELETE", "/api/v1/api-keys/{key_id}", needs(ApiKeysManage)),
     // the audit log
-    ("GET", "/api/v1/audit-events", P("audit:read")),
-    ("GET", "/api/v1/audit-events/export", P("audit:read")),
+    ("GET", "/api/v1/audit-events", needs(AuditRead)),
+    ("GET", "/api/v1/audit-events/export", needs(AuditRead)),
     // SSO connections and policy
-    ("GET", "/api/v1/sso/connections", P("sso:manage")),
-    ("POST", "/api/v1/sso/connections", P("sso:manage")),
+    ("GET", "/api/v1/sso/connections", needs(SsoManage)),
+    ("POST", "/api/v1/sso/connections", needs(SsoManage)),
     (
         "GET",
         "/api/v1/sso/connections/{connection_id}",
-        P("sso:manage"),
+        needs(SsoManage),
     ),
     (
         "PATCH",
         "/api/v1/sso/connections/{connection_id}",
-        P("sso:manage"),
+        needs(SsoManage),
     ),
     (
         "DELETE",
         "/api/v1/sso/connections/{connection_id}",
-        P("sso:manage"),
+        needs(SsoManage),
     ),
-    ("GET", "/api/v1/sso/settings", P("sso:manage")),
-    ("PUT", "/api/v1/sso/settings", P("sso:manage")),
+    ("GET", "/api/v1/sso/settings", needs(SsoManage)),
+    ("PUT", "/api/v1/sso/settings", needs(SsoManage)),
     // the reference domain
-    ("GET", "/api/v1/projects", P("projects:read")),
-    ("POST", "/api/v1/projects", P("projects:write")),
-    ("GET", "/api/v1/projects/{project_id}", P("projects:read")),
+    ("GET", "/api/v1/projects", needs(ProjectsRead)),
+    ("POST", "/api/v1/projects", needs(ProjectsWrite)),
+    ("GET", "/api/v1/projects/{project_id}", needs(ProjectsRead)),
     (
         "PATCH",
         "/api/v1/projects/{project_id}",
-        P("projects:write"),
+        needs(ProjectsWrite),
     ),
     (
         "DELETE",
         "/api/v1/projects/{project_id}",
-        P("projects:write"),
+        needs(ProjectsWrite),
     ),
     (
         "GET",
         "/api/v1/projects/{project_id}/members",
-        P("projects:read"),
+        needs(ProjectsRead),
     ),
     (
         "POST",
         "/api/v1/projects/{project_id}/members",
-        P("projects:write"),
+        needs(ProjectsWrite),
     ),
     (
         "PATCH",
         "/api/v1/projects/{project_id}/members/{user_id}",
-        P("projects:write"),
+        needs(ProjectsWrite),
     ),
     (
         "DELETE",
         "/api/v1/projects/{project_id}/members/{user_id}",
-        P("projects:write"),
+        needs(ProjectsWrite),
     ),
     (
         "GET",
         "/api/v1/projects/{project_id}/tasks",
-        P("tasks:read"),
+        needs(TasksRead),
     ),
     (
         "POST",
         "/api/v1/projects/{project_id}/tasks",
-        P("tasks:write"),
+        needs(TasksWrite),
     ),
     (
         "GET",
         "/api/v1/projects/{project_id}/tasks/{task_id}",
-        P("tasks:read"),
+        needs(TasksRead),
     ),
     (
         "PATCH",
         "/api/v1/projects/{project_id}/tasks/{task_id}",
-        P("tasks:write"),
+        needs(TasksWrite),
     ),
     (
         "DELETE",
         "/api/v1/projects/{project_id}/tasks/{task_id}",
-        P("tasks:write"),
+        needs(TasksWrite),
     ),
 ];
 
@@ -185,7 +192,7 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
     if let Err(e) = check(&auth, needs) {
         // A refusal changes nothing, so it is recorded in a transaction of its own.
         let needs = match needs {
-            Access::Permission(p) => p,
+            Access::Permission(p) => p.as_str(),
             Access::SelfService => "self-service",
             Access::Public => "public",
         };

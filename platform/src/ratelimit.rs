@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use limits::Decision;
+use limits::{Decision, Scope};
 
 use crate::audit::ClientIp;
 use crate::error::ApiError;
@@ -90,9 +90,9 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
         next.run(req).await
     } else {
         let detail = match d.scope {
-            "tenant" => "this tenant's request rate is over its plan's limit; retry later",
-            "principal" => "this credential's request rate is over its limit; retry later",
-            _ => "too many requests from this address; retry later",
+            Scope::Tenant => "this tenant's request rate is over its plan's limit; retry later",
+            Scope::Principal => "this credential's request rate is over its limit; retry later",
+            Scope::Ip | Scope::Admin => "too many requests from this address; retry later",
         };
         ApiError::too_many_requests(detail, d.reset_secs).into_response()
     };

@@ -87,7 +87,7 @@ pub async fn user_for(
                         "the connection's role `{role_name}` no longer exists"
                     ))
                 })?;
-                let name = id.name.clone().unwrap_or_else(|| email.clone());
+                let name = id.name.clone().unwrap_or_else(|| email.as_str().to_owned());
                 let user = users::create(tx, &email, &name, NO_PASSWORD, role).await?;
                 if id.email_verified {
                     users::mark_verified(tx, user).await?;

@@ -198,6 +198,57 @@ pub enum DomainError {
     UnderBaseDomain,
 }
 
+/// An email address, normalised (trimmed, lowercase) and checked for shape only: ownership is
+/// proven by verification. A user's address within a tenant is unique in this form.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct EmailAddress(String);
+
+/// The text is not an email address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid email address")]
+pub struct InvalidEmail;
+
+impl EmailAddress {
+    /// Normalises and checks an address: `local@domain.tld`, at most 254 characters, no
+    /// whitespace or control characters.
+    pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
+        let e = raw.trim().to_lowercase();
+        let ok = e.len() <= 254
+            && e.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+            })
+            && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+        if ok { Ok(Self(e)) } else { Err(InvalidEmail) }
+    }
+
+    /// Wraps an address read back from storage (it was checked when it was written).
+    #[must_use]
+    pub fn from_trusted(s: String) -> Self {
+        Self(s)
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part after the `@`.
+    #[must_use]
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(_, d)| d)
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A normalised host name (lowercase, no port, no trailing dot).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -272,6 +323,24 @@ impl fmt::Display for DomainName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn email_addresses_are_normalised_and_checked_for_shape() {
+        let e = EmailAddress::parse("  Ann@Example.COM ").expect("valid");
+        assert_eq!(e.as_str(), "ann@example.com");
+        assert_eq!(e.domain(), "example.com");
+        for bad in [
+            "",
+            "ann",
+            "@example.com",
+            "ann@example",
+            "ann@.com",
+            "a b@example.com",
+            "a@b@example.com",
+        ] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn slugs_follow_dns_label_rules() {

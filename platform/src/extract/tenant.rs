@@ -15,7 +15,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::request::Parts;
 use identity::credentials::{ApiKeys, PresentedKey};
-use identity::{Auth, PermissionSet};
+use identity::{Auth, Permission, PermissionSet};
 use tenancy::catalog::{Tenant, TenantStatus};
 use tenancy::dataplane::{DataPlane, TenantTx};
 use tenancy::ids::{ApiKeyId, DomainName, RoleId, SessionId, TenantId, UserId};
@@ -217,7 +217,7 @@ impl Authenticated {
 
     /// Whether the principal holds `permission`.
     #[must_use]
-    pub fn can(&self, permission: &str) -> bool {
+    pub fn can(&self, permission: Permission) -> bool {
         self.grants.permissions.contains(permission)
     }
 }

@@ -49,7 +49,12 @@ pub async fn show(auth: Authenticated, State(t): State<Identity>) -> ApiResult<J
         email: u.email,
         name: u.name,
         role: u.role,
-        permissions: auth.grants.permissions.iter().map(str::to_owned).collect(),
+        permissions: auth
+            .grants
+            .permissions
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
         email_verified: u.email_verified,
         mfa_enabled: u.mfa_enabled,
         session_id: session.as_uuid(),

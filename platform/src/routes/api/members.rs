@@ -67,7 +67,7 @@ pub struct MemberPatch {
 
 /// Whether the caller may manage the project's members.
 async fn may_manage(tx: &mut TenantTx, project: Uuid, auth: &Authenticated) -> ApiResult<()> {
-    if auth.can("members:manage") {
+    if auth.can(identity::Permission::MembersManage) {
         return Ok(());
     }
     let Principal::User { id, .. } = auth.principal else {

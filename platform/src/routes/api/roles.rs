@@ -31,7 +31,11 @@ impl From<permissions::Role> for RoleView {
             id: r.id.as_uuid(),
             name: r.name,
             builtin: r.builtin,
-            permissions: r.permissions,
+            permissions: r
+                .permissions
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
         }
     }
 }

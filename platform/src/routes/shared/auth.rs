@@ -13,7 +13,7 @@ use identity::users;
 use serde::Serialize;
 use tenancy::catalog::Tenant;
 use tenancy::dataplane::TenantTx;
-use tenancy::ids::UserId;
+use tenancy::ids::{EmailAddress, UserId};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
@@ -82,7 +82,7 @@ pub(crate) async fn send_verification(
     tenant: &Tenant,
     t: &Identity,
     user: UserId,
-    email: &str,
+    email: &EmailAddress,
 ) -> ApiResult<()> {
     let token = onetime::create(tx, user, Purpose::VerifyEmail, serde_json::json!({})).await?;
     let link = format!("{}/verify-email?token={token}", t.base_url(tenant));

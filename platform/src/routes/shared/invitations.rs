@@ -61,7 +61,7 @@ pub(crate) async fn create(
     tx.commit().await?;
     Ok(Invitation {
         id,
-        email,
+        email: email.as_str().to_owned(),
         role: body.role.clone(),
         token,
         url,

@@ -14,6 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use tenancy::ids::EmailAddress;
+
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
 use crate::extract::tenant::TenantContext;
@@ -55,7 +57,11 @@ pub async fn login(
         return Err(AuthError::Throttled(wait.as_secs().max(1)).into());
     }
     let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
-    let found = users::credentials(&mut tx, &email).await?;
+    // A malformed address has no account: it takes the unknown-user path below.
+    let found = match EmailAddress::parse(&email) {
+        Ok(address) => users::credentials(&mut tx, &address).await?,
+        Err(_) => None,
+    };
     tx.commit().await?;
     let ok = match &found {
         Some((_, hash, _)) => password::verify(hash, &body.password).await,

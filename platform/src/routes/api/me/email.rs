@@ -6,6 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use identity::users;
 
+use tenancy::ids::EmailAddress;
+
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::tenant::Authenticated;
 use crate::routes::shared::auth::send_verification;
@@ -23,7 +25,8 @@ pub async fn resend(auth: Authenticated, State(t): State<Identity>) -> ApiResult
     if u.email_verified {
         return Err(ApiError::conflict("the address is already verified"));
     }
-    send_verification(&mut tx, &auth.tenant, &t, id, &u.email).await?;
+    let email = EmailAddress::from_trusted(u.email);
+    send_verification(&mut tx, &auth.tenant, &t, id, &email).await?;
     tx.commit().await?;
     Ok(StatusCode::ACCEPTED)
 }
