@@ -133,11 +133,8 @@ impl ApiKeys {
                         need: *need,
                     })
                 }
-                ApiKeyError::Connect(c) => {
-                    ApiKeyError::Connect(ConnectError::Unavailable(c.to_string()))
-                }
-                ApiKeyError::Db(_) => {
-                    ApiKeyError::Connect(ConnectError::Unavailable(e.to_string()))
+                ApiKeyError::Connect(_) | ApiKeyError::Db(_) => {
+                    ApiKeyError::Connect(ConnectError::Unavailable(e.clone() as _))
                 }
             })
     }

@@ -148,18 +148,17 @@ impl JwtKeys {
                     .keyring
                     .open(Scope::Platform, &purpose(&row.kid), &row.private_sealed)
                     .await?;
-                let seed: [u8; 32] = seed
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| AuthError::Signing("a signing key is malformed".into()))?;
+                let seed: [u8; 32] = seed.as_slice().try_into().map_err(|_| {
+                    AuthError::crypto("loading a signing key", "the key is malformed")
+                })?;
                 let der = SigningKey::from_bytes(&seed)
                     .to_pkcs8_der()
-                    .map_err(|e| AuthError::Signing(e.to_string()))?;
+                    .map_err(|e| AuthError::crypto("loading a signing key", e))?;
                 current = Some((row.kid.clone(), EncodingKey::from_ed_der(der.as_bytes())));
             }
             let x = URL_SAFE_NO_PAD.encode(&row.public_key);
             let dk = DecodingKey::from_ed_components(&x)
-                .map_err(|e| AuthError::Signing(e.to_string()))?;
+                .map_err(|e| AuthError::crypto("loading a signing key", e))?;
             verify.insert(row.kid, (dk, row.public_key));
         }
         let mut loaded = self.loaded.write().await;
@@ -193,11 +192,12 @@ impl JwtKeys {
         let (kid, key) = l
             .current
             .as_ref()
-            .ok_or_else(|| AuthError::Signing("no signing key".into()))?;
+            .ok_or_else(|| AuthError::crypto("signing a token", "no signing key"))?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.clone());
         header.typ = Some("at+jwt".into());
-        jsonwebtoken::encode(&header, claims, key).map_err(|e| AuthError::Signing(e.to_string()))
+        jsonwebtoken::encode(&header, claims, key)
+            .map_err(|e| AuthError::crypto("signing a token", e))
     }
 
     /// Verifies an access token: algorithm, key, signature, issuer, audience, expiry.

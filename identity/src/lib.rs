@@ -46,12 +46,19 @@ pub enum AuthError {
     EmailTaken,
     #[error("{0}")]
     Invalid(String),
+    #[error("a role can only be given permissions you hold yourself")]
+    NotGrantable,
+    #[error("no such role")]
+    NoSuchRole,
+    #[error("a role with this name already exists")]
+    RoleNameTaken,
+    #[error("built-in roles cannot be changed or deleted")]
+    BuiltinRole,
+    /// The role still reaches someone; the reason says through what.
     #[error("{0}")]
-    Forbidden(&'static str),
-    #[error("{0}")]
-    NotFound(&'static str),
-    #[error("{0}")]
-    Conflict(&'static str),
+    RoleInUse(&'static str),
+    #[error("TOTP is already enabled")]
+    TotpAlreadyEnabled,
     #[error("too many failed attempts; retry in {0} s")]
     Throttled(u64),
     #[error(transparent)]
@@ -62,8 +69,13 @@ pub enum AuthError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    #[error("token signing failed: {0}")]
-    Signing(String),
+    /// Signing, hashing or a secret's key material failed (never the caller's fault).
+    #[error("{what} failed")]
+    Crypto {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 /// What a tenant handler needs to reach the tenant's users and their credentials: the data
@@ -106,6 +118,18 @@ impl Identity {
     pub fn invalidate(&self, tenant: Option<TenantId>) {
         self.api_keys.invalidate_tenant_or_all(tenant);
         self.auth.invalidate(tenant);
+    }
+}
+
+impl AuthError {
+    pub(crate) fn crypto(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self::Crypto {
+            what,
+            source: source.into(),
+        }
     }
 }
 

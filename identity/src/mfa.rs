@@ -29,7 +29,7 @@ fn totp(secret: &[u8], issuer: &str, account: &str) -> Result<Totp, AuthError> {
         .with_issuer(Some(issuer.replace(':', " ")))
         .with_account_name(account.replace(':', " "))
         .build()
-        .map_err(|e| AuthError::Signing(format!("totp: {e}")))
+        .map_err(|e| AuthError::crypto("building a TOTP generator", e.to_string()))
 }
 
 /// The code for `secret` at `unix_time` (tests use it as an authenticator app would).
@@ -62,7 +62,7 @@ pub async fn enroll(
         .await?
         .is_some_and(|r| r.get(0));
     if enabled {
-        return Err(AuthError::Conflict("TOTP is already enabled"));
+        return Err(AuthError::TotpAlreadyEnabled);
     }
     let secret = Zeroizing::new(random_bytes());
     let t = totp(&secret, issuer, account)?;
@@ -76,7 +76,7 @@ pub async fn enroll(
     .await?;
     let uri = t
         .to_url()
-        .map_err(|e| AuthError::Signing(format!("totp: {e}")))?;
+        .map_err(|e| AuthError::crypto("building a TOTP generator", e.to_string()))?;
     Ok((totp_rs::Secret::from(secret.to_vec()).to_base32(), uri))
 }
 
@@ -106,7 +106,7 @@ pub async fn check_code(
     let enabled: bool = row.get(1);
     if enabled == pending {
         return Err(if pending {
-            AuthError::Conflict("TOTP is already enabled")
+            AuthError::TotpAlreadyEnabled
         } else {
             AuthError::InvalidCode
         });

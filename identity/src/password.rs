@@ -37,10 +37,10 @@ pub async fn hash(password: &str) -> Result<String, AuthError> {
         hasher()
             .hash_password(&password)
             .map(|h: PasswordHash| h.to_string())
-            .map_err(|e| AuthError::Signing(format!("password hashing failed: {e}")))
+            .map_err(|e| AuthError::crypto("hashing a password", e.to_string()))
     })
     .await
-    .map_err(|e| AuthError::Signing(e.to_string()))?
+    .map_err(|e| AuthError::crypto("hashing a password", e))?
 }
 
 /// Verifies a password against a stored PHC string.

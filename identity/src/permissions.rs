@@ -203,7 +203,7 @@ pub async fn create(
         )
         .await?;
     if n == 0 {
-        return Err(AuthError::Conflict("a role with this name already exists"));
+        return Err(AuthError::RoleNameTaken);
     }
     let perms: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
     tx.execute(
@@ -231,9 +231,7 @@ pub fn check_grantable(
 ) -> Result<(), AuthError> {
     match permissions.iter().find(|p| !grantor.contains(**p)) {
         None => Ok(()),
-        Some(_) => Err(AuthError::Forbidden(
-            "a role can only be given permissions you hold yourself",
-        )),
+        Some(_) => Err(AuthError::NotGrantable),
     }
 }
 
@@ -245,11 +243,9 @@ async fn custom_role_for_update(tx: &mut TenantTx, id: RoleId) -> Result<String,
             &[&id.as_uuid()],
         )
         .await?
-        .ok_or(AuthError::NotFound("no such role"))?;
+        .ok_or(AuthError::NoSuchRole)?;
     if row.get::<_, bool>(1) {
-        return Err(AuthError::Conflict(
-            "built-in roles cannot be changed or deleted",
-        ));
+        return Err(AuthError::BuiltinRole);
     }
     Ok(row.get(0))
 }
@@ -303,7 +299,7 @@ pub async fn delete(tx: &mut TenantTx, id: RoleId) -> Result<(), AuthError> {
             &[&id.as_uuid(), &name.as_str()],
         )
         .await?
-        .ok_or(AuthError::NotFound("no such role"))?;
+        .ok_or(AuthError::NoSuchRole)?;
     let in_use = [
         (
             row.get::<_, bool>(0),
@@ -323,7 +319,7 @@ pub async fn delete(tx: &mut TenantTx, id: RoleId) -> Result<(), AuthError> {
         ),
     ];
     if let Some((_, why)) = in_use.iter().find(|(used, _)| *used) {
-        return Err(AuthError::Conflict(why));
+        return Err(AuthError::RoleInUse(why));
     }
     // Expired or accepted invitations go with it (their foreign key cascades).
     tx.execute("DELETE FROM roles WHERE id = $1", &[&id.as_uuid()])

@@ -85,7 +85,9 @@ async fn insert_refresh(
 
 /// A cached lookup failed: the database was unreachable or failed (the caller answers 503).
 fn unavailable(e: &Arc<AuthError>) -> AuthError {
-    AuthError::Connect(tenancy::dataplane::ConnectError::Unavailable(e.to_string()))
+    AuthError::Connect(tenancy::dataplane::ConnectError::Unavailable(
+        Arc::clone(e) as _
+    ))
 }
 
 impl Auth {

@@ -232,7 +232,8 @@ impl From<std::sync::Arc<tenancy::catalog::CatalogError>> for ApiError {
 impl From<tenancy::dataplane::ConnectError> for ApiError {
     fn from(e: tenancy::dataplane::ConnectError) -> Self {
         match e {
-            tenancy::dataplane::ConnectError::Unavailable(_) => {
+            tenancy::dataplane::ConnectError::Unavailable(_)
+            | tenancy::dataplane::ConnectError::BadDatabaseUrl => {
                 Self::unavailable("the tenant's database is unavailable", e)
             }
             tenancy::dataplane::ConnectError::SchemaBehind { .. } => Self::schema_behind(e),
@@ -340,9 +341,8 @@ impl From<sso::SsoError> for ApiError {
                 format!("{} (reason: {})", reason.public_detail(), reason.as_str()),
             ),
             E::Invalid(d) => Self::unprocessable(d),
-            E::NotFound(d) => Self::not_found(d),
-            E::Conflict(d) => Self::conflict(d),
-            E::Forbidden(d) => Self::forbidden(d),
+            E::NoSuchConnection(d) => Self::not_found(d),
+            E::DuplicateEntityId => Self::conflict(e.to_string()),
             E::Upstream(cause) => Self::bad_gateway(
                 "the identity provider could not be reached or answered badly",
                 cause,
@@ -365,13 +365,15 @@ impl From<identity::AuthError> for ApiError {
             E::InvalidCode => Self::unauthorized("the code is not valid"),
             E::EmailTaken => Self::conflict("an account with this email already exists"),
             E::Invalid(d) => Self::unprocessable(d),
-            E::Forbidden(d) => Self::forbidden(d),
-            E::NotFound(d) => Self::not_found(d),
-            E::Conflict(d) => Self::conflict(d),
+            E::NotGrantable => Self::forbidden(e.to_string()),
+            E::NoSuchRole => Self::not_found(e.to_string()),
+            E::RoleNameTaken | E::BuiltinRole | E::RoleInUse(_) | E::TotpAlreadyEnabled => {
+                Self::conflict(e.to_string())
+            }
             E::Throttled(s) => Self::too_many_requests("too many failed attempts; retry later", s),
             E::Connect(c) => c.into(),
             E::Db(d) => d.into(),
-            other @ (E::Key(_) | E::Catalog(_) | E::Signing(_)) => Self::internal(other),
+            other @ (E::Key(_) | E::Catalog(_) | E::Crypto { .. }) => Self::internal(other),
         }
     }
 }

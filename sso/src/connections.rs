@@ -355,13 +355,11 @@ pub async fn create(
         )
         .await?;
     if n == 0 {
-        return Err(SsoError::Conflict(
-            "a SAML connection with this IdP entity id already exists".into(),
-        ));
+        return Err(SsoError::DuplicateEntityId);
     }
     get(tx, id)
         .await?
-        .ok_or(SsoError::NotFound("no such connection"))
+        .ok_or(SsoError::NoSuchConnection("no such connection"))
 }
 
 /// Updates a connection: its settings, and optionally protocol and secret.
@@ -407,11 +405,11 @@ pub async fn update(
         )
         .await?;
     if n == 0 {
-        return Err(SsoError::NotFound("no such connection"));
+        return Err(SsoError::NoSuchConnection("no such connection"));
     }
     get(tx, id)
         .await?
-        .ok_or(SsoError::NotFound("no such connection"))
+        .ok_or(SsoError::NoSuchConnection("no such connection"))
 }
 
 /// A connection by id.
@@ -457,7 +455,7 @@ pub async fn delete(tx: &mut TenantTx, id: ConnectionId) -> Result<(), SsoError>
         .execute("DELETE FROM sso_connections WHERE id = $1", &[&id.0])
         .await?;
     if n == 0 {
-        return Err(SsoError::NotFound("no such connection"));
+        return Err(SsoError::NoSuchConnection("no such connection"));
     }
     Ok(())
 }
@@ -540,7 +538,7 @@ pub async fn usable(
     let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
     let conn = get(&mut tx, id)
         .await?
-        .ok_or(SsoError::NotFound("no such SSO connection"))?;
+        .ok_or(SsoError::NoSuchConnection("no such SSO connection"))?;
     let secret = secret(&mut tx, t.auth.keyring(), id).await?;
     tx.commit().await?;
     if !conn.enabled {

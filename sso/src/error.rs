@@ -89,12 +89,11 @@ pub enum SsoError {
     Rejected { reason: Rejection, detail: String },
     #[error("{0}")]
     Invalid(String),
+    /// The connection does not exist (or was deleted meanwhile); the text says which kind.
     #[error("{0}")]
-    NotFound(&'static str),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Forbidden(&'static str),
+    NoSuchConnection(&'static str),
+    #[error("a SAML connection with this IdP entity id already exists")]
+    DuplicateEntityId,
     /// The identity provider could not be reached or answered nonsense (not the user's fault).
     #[error("identity provider unavailable: {0}")]
     Upstream(String),

@@ -64,7 +64,7 @@ impl Sso {
     ) -> Result<String, SsoError> {
         let (conn, _) = connections::usable(t, tenant, id).await?;
         let Protocol::Github(app) = &conn.protocol else {
-            return Err(SsoError::NotFound("no such GitHub connection"));
+            return Err(SsoError::NoSuchConnection("no such GitHub connection"));
         };
         let c = client(app, None, self.github_redirect_uri(tenant))?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();

@@ -132,7 +132,7 @@ impl Sso {
     ) -> Result<String, SsoError> {
         let (conn, secret) = connections::usable(t, tenant, id).await?;
         let Protocol::Oidc(p) = &conn.protocol else {
-            return Err(SsoError::NotFound("no such OIDC connection"));
+            return Err(SsoError::NoSuchConnection("no such OIDC connection"));
         };
         let client = self
             .client(tenant, p, secret.map(|s| s.to_string()), false)

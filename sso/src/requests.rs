@@ -164,7 +164,7 @@ pub async fn take<P: serde::de::DeserializeOwned>(
     }
     let connection = connections::get(&mut tx, conn_id)
         .await?
-        .ok_or(SsoError::NotFound("the SSO connection was deleted"))?;
+        .ok_or(SsoError::NoSuchConnection("the SSO connection was deleted"))?;
     let secret = connections::secret(&mut tx, t.auth.keyring(), conn_id).await?;
     tx.commit().await?;
     if !connection.enabled {

@@ -175,9 +175,9 @@ impl Sso {
         let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
         let conn = connections::get(&mut tx, id)
             .await?
-            .ok_or(SsoError::NotFound("no such SSO connection"))?;
+            .ok_or(SsoError::NoSuchConnection("no such SSO connection"))?;
         let Protocol::Saml(idp) = &conn.protocol else {
-            return Err(SsoError::NotFound("no such SAML connection"));
+            return Err(SsoError::NoSuchConnection("no such SAML connection"));
         };
         if !conn.enabled {
             return Err(SsoError::rejected(
@@ -231,7 +231,7 @@ impl Sso {
                 Lookup::Open(c, _) => (
                     connections::get(&mut tx, c)
                         .await?
-                        .ok_or(SsoError::NotFound("the SSO connection was deleted"))?,
+                        .ok_or(SsoError::NoSuchConnection("the SSO connection was deleted"))?,
                     Some(irt.clone()),
                 ),
                 Lookup::Used => {

@@ -36,8 +36,11 @@ const IDLE_POOL_TTL: Duration = Duration::from_secs(300);
 /// Getting a connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("the tenant's database is unavailable: {0}")]
-    Unavailable(String),
+    /// The database (or its pool, or a cached lookup behind it) failed; the source says why.
+    #[error("the tenant's database is unavailable")]
+    Unavailable(#[source] Arc<dyn std::error::Error + Send + Sync + 'static>),
+    #[error("the tenant's database URL is missing or invalid")]
+    BadDatabaseUrl,
     #[error("the tenant's database server is not registered")]
     UnknownServer,
     #[error(transparent)]
@@ -47,6 +50,13 @@ pub enum ConnectError {
     /// The tenant's database is older than this code needs (a migration run is due or going on).
     #[error("the tenant's database schema is at version {have:?}; this build needs {need}")]
     SchemaBehind { have: Option<i64>, need: i64 },
+}
+
+impl ConnectError {
+    /// The database is unavailable because of `cause`.
+    pub fn unavailable(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Arc::new(cause))
+    }
 }
 
 /// Sizing of the data plane.
@@ -236,7 +246,7 @@ impl DataPlane {
                     .shared
                     .get()
                     .await
-                    .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+                    .map_err(ConnectError::unavailable)?;
                 Ok(self.tenant_conn(tenant.id, client))
             }
             Placement::Dedicated { server, .. } => {
@@ -251,15 +261,12 @@ impl DataPlane {
                     .pools
                     .try_get_with(tenant.id, async move {
                         // The tenant's URL is sealed with its own data key.
-                        let sealed = sealed.ok_or_else(|| {
-                            ConnectError::Unavailable("the tenant has no database URL".into())
-                        })?;
+                        let sealed = sealed.ok_or(ConnectError::BadDatabaseUrl)?;
                         let url = keyring
                             .open_string(Scope::Tenant(id), DB_URL_PURPOSE, &sealed)
                             .await?;
-                        let mut config: tokio_postgres::Config = url.parse().map_err(|_| {
-                            ConnectError::Unavailable("the tenant's database URL is invalid".into())
-                        })?;
+                        let mut config: tokio_postgres::Config =
+                            url.parse().map_err(|_| ConnectError::BadDatabaseUrl)?;
                         limits.apply(&mut config);
                         Ok::<_, ConnectError>(pool::build(
                             config,
@@ -269,11 +276,8 @@ impl DataPlane {
                         ))
                     })
                     .await
-                    .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
-                let client = pool
-                    .get()
-                    .await
-                    .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+                    .map_err(ConnectError::unavailable)?;
+                let client = pool.get().await.map_err(ConnectError::unavailable)?;
                 Ok(self.tenant_conn(tenant.id, client))
             }
         }
@@ -322,7 +326,7 @@ impl DataPlane {
             .await
             .map_err(|e: Arc<ConnectError>| match &*e {
                 ConnectError::UnknownServer => ConnectError::UnknownServer,
-                other => ConnectError::Unavailable(other.to_string()),
+                _ => ConnectError::Unavailable(e),
             })
     }
 
@@ -360,11 +364,11 @@ impl DataPlane {
             .shared
             .get()
             .await
-            .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+            .map_err(ConnectError::unavailable)?;
         c.client
             .simple_query("SELECT 1")
             .await
-            .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+            .map_err(ConnectError::unavailable)?;
         Ok(())
     }
 }
