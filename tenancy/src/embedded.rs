@@ -123,6 +123,27 @@ fn run(mut cmd: Command, what: &str) -> Result<String, EmbeddedError> {
     }
 }
 
+/// Whether a cluster may trade crash safety for speed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `fsync=on`: what the embedded default and every real deployment run with.
+    #[default]
+    Durable,
+    /// `fsync`, `synchronous_commit` and `full_page_writes` off: an operating-system crash can
+    /// lose or corrupt the whole cluster. Only for throwaway clusters (the test harness), whose
+    /// directories are deleted when their process ends anyway.
+    Throwaway,
+}
+
+impl Durability {
+    fn server_options(self) -> &'static str {
+        match self {
+            Self::Durable => "-c fsync=on",
+            Self::Throwaway => "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+        }
+    }
+}
+
 /// A running local cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -132,12 +153,21 @@ pub struct Cluster {
     bins: PgBinaries,
     as_other_user: bool,
     started_here: bool,
+    durability: Durability,
 }
 
 impl Cluster {
     /// Starts the cluster kept in `data_dir/pg` (creating it on first use), or attaches to it if it
     /// is already running (a previous run that did not stop it, or `platformctl` beside a server).
     pub fn ensure_running(data_dir: &Path) -> Result<Self, EmbeddedError> {
+        Self::ensure_running_with(data_dir, Durability::Durable)
+    }
+
+    /// [`Self::ensure_running`], starting the server (if this call starts it) with `durability`.
+    pub fn ensure_running_with(
+        data_dir: &Path,
+        durability: Durability,
+    ) -> Result<Self, EmbeddedError> {
         let bins = PgBinaries::find()?;
         let as_other_user = running_as_root();
         std::fs::create_dir_all(data_dir)?;
@@ -164,6 +194,7 @@ impl Cluster {
             bins,
             as_other_user,
             started_here: false,
+            durability,
         };
         if let Some(port) = cluster.running_port() {
             cluster.port = port;
@@ -229,8 +260,9 @@ impl Cluster {
         cmd.arg("start").arg("-D").arg(&self.dir).arg("-w").arg("-t").arg("60").arg("-l").arg(&log).arg("-o").arg(
             format!(
                 "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c wal_level=logical \
-                 -c max_connections=300 -c max_replication_slots=20 -c max_wal_senders=20 -c fsync=on",
-                self.port
+                 -c max_connections=300 -c max_replication_slots=20 -c max_wal_senders=20 {}",
+                self.port,
+                self.durability.server_options()
             ),
         );
         run(cmd, "pg_ctl start").map_err(|e| match e {

@@ -88,6 +88,9 @@ pub struct Provisioner {
     shared_admin_url: String,
     app_password: Zeroizing<String>,
     default_server: String,
+    /// A migrated database every server holds, cloned for new tenant databases instead of
+    /// creating an empty one and migrating it (see [`Self::with_tenant_db_template`]).
+    tenant_db_template: Option<String>,
 }
 
 impl Provisioner {
@@ -105,7 +108,19 @@ impl Provisioner {
             shared_admin_url,
             app_password,
             default_server,
+            tenant_db_template: None,
         }
+    }
+
+    /// New tenant databases are cloned (`CREATE DATABASE .. TEMPLATE`) from `template`, which
+    /// must exist, migrated, on every server, with no connection open to it. Migrations still run
+    /// after the clone (a no-op when the template is at head), so the version recorded is the
+    /// database's own. A test-harness speed-up: the product never sets it, because it would make
+    /// provisioning depend on a database that only the harness prepares.
+    #[must_use]
+    pub fn with_tenant_db_template(mut self, template: impl Into<String>) -> Self {
+        self.tenant_db_template = Some(template.into());
+        self
     }
 
     /// The shared database's owner URL. A secret.
@@ -252,9 +267,11 @@ impl Provisioner {
             .map_err(|e| unavailable(&e))?
             .is_some();
         if !exists {
-            pg::create_database(&admin, database)
-                .await
-                .map_err(|e| unavailable(&e))?;
+            match &self.tenant_db_template {
+                None => pg::create_database(&admin, database).await,
+                Some(template) => clone_database(&admin, database, template).await,
+            }
+            .map_err(|e| unavailable(&e))?;
         }
         let config = pg::with_database(&admin_url, database).map_err(|e| unavailable(&e))?;
         migrate::tenant_database(&config)
@@ -380,6 +397,33 @@ impl Provisioner {
         }
         self.keyring.destroy(scope, Some(version - 1)).await?;
         Ok(version)
+    }
+}
+
+/// Creates `name` as a copy of `template`. A concurrent clone of the same template can briefly
+/// find it in use (the copy connects to it): retried, as `pg::create_database` retries.
+async fn clone_database(
+    admin: &tokio_postgres::Client,
+    name: &str,
+    template: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "CREATE DATABASE {} TEMPLATE {}",
+        pg::quote_ident(name),
+        pg::quote_ident(template)
+    );
+    let mut attempt = 0;
+    loop {
+        match admin.batch_execute(&sql).await {
+            Err(e)
+                if attempt < 20
+                    && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -9,85 +9,27 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use platform_tests::{ADMIN_TOKEN, Req, TestApp, TestResponse, TestTenant, eventually};
 use serde_json::{Value, json};
 
-pub const PASSWORD: &str = "correct horse battery staple";
-
-/// A signed-in user.
-#[derive(Clone, Debug)]
-pub struct TestUser {
-    pub id: String,
-    pub email: String,
-    pub access: String,
-    pub refresh: String,
-}
-
-/// A public (no credential) request on the tenant's host.
-pub async fn public(
-    app: &TestApp,
-    t: &TestTenant,
-    m: Method,
-    path: &str,
-    body: Value,
-) -> TestResponse {
-    app.send(Req::new(m, path).host(t.host()).json(&body)).await
-}
-
-/// A request with a user's access token on the tenant's host.
-pub async fn as_user(
-    app: &TestApp,
-    t: &TestTenant,
-    token: &str,
-    m: Method,
-    path: &str,
-    body: Option<Value>,
-) -> TestResponse {
-    let mut r = Req::new(m, path).host(t.host()).bearer(token);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    app.send(r).await
-}
+pub use platform_tests::tenants::{as_user, public};
+pub use platform_tests::{PASSWORD, TestUser, token_in};
 
 /// The operator invites `email` with `role`; the invitee accepts; returns the signed-in user.
 pub async fn user_with_role(app: &TestApp, t: &TestTenant, email: &str, role: &str) -> TestUser {
-    let inv = app
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/tenants/{}/invitations", t.id),
-            Some(json!({"email": email, "role": role})),
-        )
-        .await;
-    inv.assert_status(201);
-    assert!(inv.str("url").contains(&inv.str("token")));
-    let acc = public(
-        app,
-        t,
-        Method::POST,
-        "/api/v1/auth/invitations/accept",
-        json!({"token": inv.str("token"), "password": PASSWORD, "name": "Test User"}),
-    )
-    .await;
-    acc.assert_status(201);
-    let access = acc.str("access_token");
-    let me = as_user(app, t, &access, Method::GET, "/api/v1/me", None).await;
-    me.assert_status(200);
-    assert_eq!(me.str("role"), role);
-    TestUser {
-        id: me.str("id"),
-        email: email.to_owned(),
-        access,
-        refresh: acc.str("refresh_token"),
-    }
+    app.user(t, email, role).await
 }
 
+/// A password login on the tenant's host.
 pub async fn login(app: &TestApp, t: &TestTenant, email: &str, password: &str) -> TestResponse {
-    public(
-        app,
-        t,
-        Method::POST,
-        "/api/v1/auth/login",
-        json!({"email": email, "password": password}),
+    app.send(
+        Req::new(Method::POST, "/api/v1/auth/login")
+            .host(t.host())
+            .json(&json!({"email": email, "password": password})),
     )
     .await
+}
+
+/// The messages in the tenant's outbox for `recipient`.
+pub async fn outbox(app: &TestApp, recipient: &str) -> Vec<String> {
+    app.outbox(recipient).await
 }
 
 async fn refresh(app: &TestApp, t: &TestTenant, token: &str) -> TestResponse {
@@ -99,30 +41,6 @@ async fn refresh(app: &TestApp, t: &TestTenant, token: &str) -> TestResponse {
         json!({"refresh_token": token}),
     )
     .await
-}
-
-/// The messages in the tenant's outbox for `recipient` (superuser view of the shared database).
-pub async fn outbox(app: &TestApp, recipient: &str) -> Vec<String> {
-    app.shared_owner()
-        .await
-        .query(
-            "SELECT body FROM outbox WHERE recipient = $1 ORDER BY id",
-            &[&recipient],
-        )
-        .await
-        .expect("outbox")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
-/// The token after `label: ` in a message.
-pub fn token_in(message: &str, label: &str) -> String {
-    message
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{label}: ")))
-        .unwrap_or_else(|| panic!("no {label} in {message}"))
-        .to_owned()
 }
 
 #[tokio::test]

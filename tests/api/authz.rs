@@ -432,10 +432,7 @@ async fn api_keys_carry_a_role_and_tenant_admins_manage_them() {
         .await;
     k.assert_status(201);
     assert_eq!(k.str("role"), "viewer");
-    let viewer = TestTenant {
-        key: k.str("key"),
-        ..t.clone()
-    };
+    let viewer = t.with_key(&k.str("key"));
     app.api(&viewer, Method::GET, "/api/v1/projects", None)
         .await
         .assert_status(200);
@@ -470,10 +467,7 @@ async fn api_keys_carry_a_role_and_tenant_admins_manage_them() {
     )
     .await;
     made.assert_status(201);
-    let member_key = TestTenant {
-        key: made.str("key"),
-        ..t.clone()
-    };
+    let member_key = t.with_key(&made.str("key"));
     app.api(
         &member_key,
         Method::POST,
