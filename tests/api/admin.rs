@@ -29,7 +29,8 @@ async fn operator_token_is_required() {
 
 #[tokio::test]
 async fn provisions_shared_and_dedicated_tenants() {
-    let app = TestApp::spawn().await;
+    // Provisioning itself: the database is created and migrated, not cloned from the template.
+    let app = TestApp::build().real_provisioning().spawn().await;
     let shared = app
         .admin(
             Method::POST,

@@ -1,0 +1,244 @@
+//! Accounts: invite-only sign-up until the operator opens it, password reset and email verification by single-use tokens from the outbox.
+
+use super::*;
+
+#[tokio::test]
+async fn signup_is_invite_only_until_the_operator_opens_it() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme", "shared", None).await;
+    let body = json!({"email": "Ann@Example.com", "password": PASSWORD, "name": "Ann"});
+    public(&app, &t, Method::POST, "/api/v1/auth/signup", body.clone())
+        .await
+        .assert_problem(403);
+    let p = app
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/tenants/{}", t.id),
+            Some(json!({"signup": "open"})),
+        )
+        .await;
+    p.assert_status(200);
+    assert_eq!(p.str("signup"), "open");
+    let s = public(&app, &t, Method::POST, "/api/v1/auth/signup", body.clone()).await;
+    s.assert_status(201);
+    assert_eq!(s.str("token_type"), "Bearer");
+    let me = as_user(
+        &app,
+        &t,
+        &s.str("access_token"),
+        Method::GET,
+        "/api/v1/me",
+        None,
+    )
+    .await;
+    me.assert_status(200);
+    assert_eq!(me.str("role"), "member");
+    assert_eq!(me.str("email"), "ann@example.com");
+    assert_eq!(me.body["email_verified"], json!(false));
+    // The same address again: conflict; a weak password: refused.
+    public(&app, &t, Method::POST, "/api/v1/auth/signup", body)
+        .await
+        .assert_problem(409);
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/signup",
+        json!({"email": "b@example.com", "password": "short", "name": "B"}),
+    )
+    .await
+    .assert_problem(422);
+    // The verification message is in the outbox; its token verifies the address, once.
+    let msgs = outbox(&app, "ann@example.com").await;
+    let token = token_in(&msgs[0], "verification token");
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/email/verify",
+        json!({"token": token}),
+    )
+    .await
+    .assert_status(204);
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/email/verify",
+        json!({"token": token}),
+    )
+    .await
+    .assert_problem(401);
+    let me = as_user(
+        &app,
+        &t,
+        &s.str("access_token"),
+        Method::GET,
+        "/api/v1/me",
+        None,
+    )
+    .await;
+    assert_eq!(me.body["email_verified"], json!(true));
+    // Passwords are argon2id with at least OWASP's minimum parameters.
+    let hash: String = app
+        .shared_owner()
+        .await
+        .query_one(
+            "SELECT password_hash FROM users WHERE email = 'ann@example.com'",
+            &[],
+        )
+        .await
+        .expect("hash")
+        .get(0);
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn password_reset_by_single_use_token_from_the_outbox() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme", "shared", None).await;
+    let u = user_with_role(&app, &t, "owner@acme.test", "owner").await;
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/password/forgot",
+        json!({"email": "nobody@acme.test"}),
+    )
+    .await
+    .assert_status(202);
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/password/forgot",
+        json!({"email": u.email}),
+    )
+    .await
+    .assert_status(202);
+    let msgs = outbox(&app, &u.email).await;
+    let token = token_in(msgs.last().expect("message"), "reset token");
+    assert!(outbox(&app, "nobody@acme.test").await.is_empty());
+    let new = "a brand new passphrase";
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/password/reset",
+        json!({"token": token, "password": new}),
+    )
+    .await
+    .assert_status(204);
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/password/reset",
+        json!({"token": token, "password": new}),
+    )
+    .await
+    .assert_problem(401);
+    login(&app, &t, &u.email, PASSWORD)
+        .await
+        .assert_problem(401);
+    login(&app, &t, &u.email, new).await.assert_status(200);
+    // Existing sessions were signed out.
+    refresh(&app, &t, &u.refresh).await.assert_problem(401);
+    // The token is stored only hashed.
+    let n: i64 = app
+        .shared_owner()
+        .await
+        .query_one(
+            "SELECT count(*) FROM one_time_tokens WHERE token_hash = convert_to($1, 'UTF8')",
+            &[&token],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn unverified_users_cannot_invite_until_they_verify_their_address() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme", "shared", None).await;
+    app.admin(
+        Method::PATCH,
+        &format!("/admin/v1/tenants/{}", t.id),
+        Some(json!({"signup": "open"})),
+    )
+    .await
+    .assert_status(200);
+    let owner = user_with_role(&app, &t, "owner@example.com", "owner").await;
+    // Ann signs up (unverified) and the owner makes her an admin: she holds `members:manage`.
+    let s = public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/signup",
+        json!({"email": "ann@example.com", "password": PASSWORD, "name": "Ann"}),
+    )
+    .await;
+    s.assert_status(201);
+    let ann = s.str("access_token");
+    let me = as_user(&app, &t, &ann, Method::GET, "/api/v1/me", None).await;
+    assert_eq!(me.body["email_verified"], json!(false));
+    as_user(
+        &app,
+        &t,
+        &owner.access,
+        Method::PATCH,
+        &format!("/api/v1/users/{}", me.str("id")),
+        Some(json!({"role": "admin"})),
+    )
+    .await
+    .assert_status(200);
+    let invite = json!({"email": "bob@example.com", "role": "member"});
+    let refused = as_user(
+        &app,
+        &t,
+        &ann,
+        Method::POST,
+        "/api/v1/invitations",
+        Some(invite.clone()),
+    )
+    .await;
+    refused.assert_problem(403);
+    assert!(
+        refused.str("detail").contains("verify"),
+        "{:?}",
+        refused.body
+    );
+    assert!(outbox(&app, "bob@example.com").await.is_empty());
+    // The owner (invited, so verified) may invite; so may Ann once her address is verified.
+    let token = token_in(
+        &outbox(&app, "ann@example.com").await[0],
+        "verification token",
+    );
+    public(
+        &app,
+        &t,
+        Method::POST,
+        "/api/v1/auth/email/verify",
+        json!({"token": token}),
+    )
+    .await
+    .assert_status(204);
+    as_user(
+        &app,
+        &t,
+        &ann,
+        Method::POST,
+        "/api/v1/invitations",
+        Some(invite),
+    )
+    .await
+    .assert_status(201);
+    assert_eq!(outbox(&app, "bob@example.com").await.len(), 1);
+    app.finish().await;
+}
