@@ -69,12 +69,10 @@ impl Operator {
             .delete(&format!("/admin/v1/tenants/{tenant}/domains/{domain}"))
             .await
     }
-    pub async fn create_api_key(&self, tenant: &str, name: &str) -> TestResponse {
+    /// `body`: `name` and optionally `role`.
+    pub async fn create_api_key(&self, tenant: &str, body: Value) -> TestResponse {
         self.client
-            .post(
-                &format!("/admin/v1/tenants/{tenant}/api-keys"),
-                json!({"name": name}),
-            )
+            .post(&format!("/admin/v1/tenants/{tenant}/api-keys"), body)
             .await
     }
     pub async fn revoke_api_key(&self, tenant: &str, key_id: &str) -> TestResponse {

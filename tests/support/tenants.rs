@@ -81,7 +81,7 @@ impl TestApp {
         let t = operator.create_tenant(body).await;
         t.assert_status(201);
         let id = t.str("id");
-        let k = operator.create_api_key(&id, "test").await;
+        let k = operator.create_api_key(&id, json!({"name": "test"})).await;
         k.assert_status(201);
         TestTenant::new(self, &id, slug, &k.str("key"))
     }

@@ -2,26 +2,57 @@
 //! listing filters and pages, and nobody (not even the owner, outside the erase path) can change
 //! or remove an event.
 
-use axum::http::Method;
-use platform_tests::TestApp;
-use serde_json::json;
+use platform_tests::{Client, TestApp, TestTenant};
 
 use super::count;
-use crate::auth::{as_user, user_with_role};
 
 #[tokio::test]
 async fn a_rolled_back_change_leaves_no_event_and_denials_and_failed_logins_are_recorded() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
-    let before = count(&app, &t, "project.created").await;
-    // A change that fails after its first write rolls back, event included: the task insert
-    // succeeds inside the transaction, then its project does not exist.
+    a_rolled_back_change_leaves_no_event(&app, &t).await;
+
+    // A denied request (a viewer writing) and a failed login are recorded as attempts.
+    let viewer = app.user(&t, "v@acme.test", "viewer").await;
+    viewer.api.create_project("x").await.assert_problem(403);
+    let denied = app
+        .shared_owner()
+        .await
+        .query_one(
+            "SELECT actor_id, outcome, summary->>'needs', route FROM audit_events WHERE action = 'authz.denied'",
+            &[],
+        )
+        .await
+        .expect("denied event");
+    assert_eq!(denied.get::<_, Option<String>>(0), Some(viewer.id.clone()));
+    assert_eq!(denied.get::<_, String>(1), "denied");
+    assert_eq!(
+        denied.get::<_, Option<String>>(2).as_deref(),
+        Some("projects:write")
+    );
+    assert_eq!(
+        denied.get::<_, Option<String>>(3).as_deref(),
+        Some("POST /api/v1/projects")
+    );
+    t.anon
+        .login("v@acme.test", "wrong password")
+        .await
+        .assert_problem(401);
+    assert_eq!(count(&app, &t, "auth.login").await, 1);
+    the_listing_filters_and_pages(&app, &t, &viewer.api).await;
+    app.finish().await;
+}
+
+/// A change that fails after its first write rolls back, event included: the insert succeeds
+/// inside the transaction (and its trigger writes the event), then the transaction is dropped.
+async fn a_rolled_back_change_leaves_no_event(app: &TestApp, t: &TestTenant) {
+    let before = count(app, t, "project.created").await;
     let db = app.app.tenancy.dataplane.clone();
     let tenant = app
         .app
         .tenancy
         .catalog
-        .tenant_by_slug("acme")
+        .tenant_by_slug(&t.slug)
         .await
         .expect("catalog")
         .expect("tenant");
@@ -46,116 +77,39 @@ async fn a_rolled_back_change_leaves_no_event_and_denials_and_failed_logins_are_
         assert_eq!(inside, before + 1);
         // ... and the transaction is dropped without commit.
     }
-    let after = crate::audit::eventually_count(&app, &t, "project.created", before).await;
+    let after = crate::audit::eventually_count(app, t, "project.created", before).await;
     assert_eq!(after, before, "a rolled-back change left an audit event");
+}
 
-    // A denied request (a viewer writing) and a failed login are recorded as attempts.
-    let viewer = user_with_role(&app, &t, "v@acme.test", "viewer").await;
-    as_user(
-        &app,
-        &t,
-        &viewer.access,
-        Method::POST,
-        "/api/v1/projects",
-        Some(json!({"name": "x"})),
-    )
-    .await
-    .assert_problem(403);
-    let denied = app
-        .shared_owner()
-        .await
-        .query_one(
-            "SELECT actor_id, outcome, summary->>'needs', route FROM audit_events WHERE action = 'authz.denied'",
-            &[],
-        )
-        .await
-        .expect("denied event");
-    assert_eq!(denied.get::<_, Option<String>>(0), Some(viewer.id.clone()));
-    assert_eq!(denied.get::<_, String>(1), "denied");
-    assert_eq!(
-        denied.get::<_, Option<String>>(2).as_deref(),
-        Some("projects:write")
-    );
-    assert_eq!(
-        denied.get::<_, Option<String>>(3).as_deref(),
-        Some("POST /api/v1/projects")
-    );
-    crate::auth::login(&app, &t, "v@acme.test", "wrong password")
-        .await
-        .assert_problem(401);
-    assert_eq!(count(&app, &t, "auth.login").await, 1);
-
-    // The tenant's API lists them, filtered and paged, newest first; others need audit:read.
-    let page = app
-        .api(
-            &t,
-            Method::GET,
-            "/api/v1/audit-events?action=auth.*&limit=5",
-            None,
-        )
-        .await;
+/// The tenant's API lists events, filtered and paged, newest first; others need audit:read;
+/// operators read their trail.
+async fn the_listing_filters_and_pages(app: &TestApp, t: &TestTenant, viewer: &Client) {
+    let page = t.api.audit_events("action=auth.*&limit=5").await;
     page.assert_status(200);
     assert_eq!(page.body["items"][0]["action"], "auth.login");
     assert_eq!(page.body["items"][0]["outcome"], "failure");
-    let all = app
-        .api(&t, Method::GET, "/api/v1/audit-events?limit=2", None)
-        .await;
+    let all = t.api.audit_events("limit=2").await;
     let next = all.str("next_cursor");
-    let older = app
-        .api(
-            &t,
-            Method::GET,
-            &format!("/api/v1/audit-events?limit=2&cursor={next}"),
-            None,
-        )
-        .await;
+    let older = t.api.audit_events(&format!("limit=2&cursor={next}")).await;
     assert!(older.body["items"][0]["seq"].as_i64() < all.body["items"][1]["seq"].as_i64());
     for bad in ["since=yesterday", "cursor=nope", "limit=0", "bogus=1"] {
-        app.api(
-            &t,
-            Method::GET,
-            &format!("/api/v1/audit-events?{bad}"),
-            None,
-        )
-        .await
-        .assert_problem(400);
+        t.api.audit_events(bad).await.assert_problem(400);
     }
-    as_user(
-        &app,
-        &t,
-        &viewer.access,
-        Method::GET,
-        "/api/v1/audit-events",
-        None,
-    )
-    .await
-    .assert_problem(403);
-    // Operators read their trail.
+    viewer.audit_events("").await.assert_problem(403);
     let trail = app
-        .admin(
-            Method::GET,
-            &format!("/admin/v1/audit-events?tenant={}&action=tenant.*", t.id),
-            None,
-        )
+        .operator()
+        .audit_events(&format!("tenant={}&action=tenant.*", t.id))
         .await;
     trail.assert_status(200);
     assert_eq!(trail.body["items"][0]["action"], "tenant.created");
     assert_eq!(trail.body["items"][0]["actor_type"], "operator");
-    app.finish().await;
 }
 
 #[tokio::test]
 async fn the_app_role_cannot_change_or_remove_audit_events_and_the_owner_is_refused_too() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
-    app.api(
-        &t,
-        Method::POST,
-        "/api/v1/projects",
-        Some(json!({"name": "p"})),
-    )
-    .await
-    .assert_status(201);
+    t.api.create_project("p").await.assert_status(201);
     let role = app.app_role(&app.shared_db).await;
     for sql in [
         "UPDATE audit_events SET action = 'nothing'",

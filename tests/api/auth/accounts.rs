@@ -6,78 +6,35 @@ use super::*;
 async fn signup_is_invite_only_until_the_operator_opens_it() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
-    let body = json!({"email": "Ann@Example.com", "password": PASSWORD, "name": "Ann"});
-    public(&app, &t, Method::POST, "/api/v1/auth/signup", body.clone())
-        .await
-        .assert_problem(403);
+    let ann = ("Ann@Example.com", PASSWORD, "Ann");
+    t.anon.signup(ann.0, ann.1, ann.2).await.assert_problem(403);
     let p = app
-        .admin(
-            Method::PATCH,
-            &format!("/admin/v1/tenants/{}", t.id),
-            Some(json!({"signup": "open"})),
-        )
+        .operator()
+        .patch_tenant(&t.id, json!({"signup": "open"}))
         .await;
     p.assert_status(200);
     assert_eq!(p.str("signup"), "open");
-    let s = public(&app, &t, Method::POST, "/api/v1/auth/signup", body.clone()).await;
+    let s = t.anon.signup(ann.0, ann.1, ann.2).await;
     s.assert_status(201);
     assert_eq!(s.str("token_type"), "Bearer");
-    let me = as_user(
-        &app,
-        &t,
-        &s.str("access_token"),
-        Method::GET,
-        "/api/v1/me",
-        None,
-    )
-    .await;
+    let ann_api = t.as_bearer(&s.str("access_token"));
+    let me = ann_api.me().await;
     me.assert_status(200);
     assert_eq!(me.str("role"), "member");
     assert_eq!(me.str("email"), "ann@example.com");
     assert_eq!(me.body["email_verified"], json!(false));
     // The same address again: conflict; a weak password: refused.
-    public(&app, &t, Method::POST, "/api/v1/auth/signup", body)
+    t.anon.signup(ann.0, ann.1, ann.2).await.assert_problem(409);
+    t.anon
+        .signup("b@example.com", "short", "B")
         .await
-        .assert_problem(409);
-    public(
-        &app,
-        &t,
-        Method::POST,
-        "/api/v1/auth/signup",
-        json!({"email": "b@example.com", "password": "short", "name": "B"}),
-    )
-    .await
-    .assert_problem(422);
+        .assert_problem(422);
     // The verification message is in the outbox; its token verifies the address, once.
-    let msgs = outbox(&app, "ann@example.com").await;
+    let msgs = app.outbox("ann@example.com").await;
     let token = token_in(&msgs[0], "verification token");
-    public(
-        &app,
-        &t,
-        Method::POST,
-        "/api/v1/auth/email/verify",
-        json!({"token": token}),
-    )
-    .await
-    .assert_status(204);
-    public(
-        &app,
-        &t,
-        Method::POST,
-        "/api/v1/auth/email/verify",
-        json!({"token": token}),
-    )
-    .await
-    .assert_problem(401);
-    let me = as_user(
-        &app,
-        &t,
-        &s.str("access_token"),
-        Method::GET,
-        "/api/v1/me",
-        None,
-    )
-    .await;
+    t.anon.verify_email(&token).await.assert_status(204);
+    t.anon.verify_email(&token).await.assert_problem(401);
+    let me = ann_api.me().await;
     assert_eq!(me.body["email_verified"], json!(true));
     // Passwords are argon2id with at least OWASP's minimum parameters.
     let hash: String = app

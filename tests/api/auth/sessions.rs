@@ -6,26 +6,19 @@ use super::*;
 async fn sessions_are_listed_and_revoked_and_revocation_stops_access_within_seconds() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
-    let u = user_with_role(&app, &t, "owner@acme.test", "owner").await;
-    let laptop = app
+    let u = app.user(&t, "owner@acme.test", "owner").await;
+    let laptop = t
+        .anon
         .send(
-            Req::new(Method::POST, "/api/v1/auth/login")
-                .host(t.host())
+            t.anon
+                .req(Method::POST, "/api/v1/auth/login")
                 .header("user-agent", "laptop/1.0")
                 .json(&json!({"email": u.email, "password": PASSWORD})),
         )
         .await;
     laptop.assert_status(200);
-    let phone = login(&app, &t, &u.email, PASSWORD).await;
-    let list = as_user(
-        &app,
-        &t,
-        &u.access,
-        Method::GET,
-        "/api/v1/me/sessions",
-        None,
-    )
-    .await;
+    let phone = t.anon.login(&u.email, PASSWORD).await;
+    let list = u.api.sessions().await;
     list.assert_status(200);
     let items = list.body["items"].as_array().expect("items").clone();
     assert_eq!(items.len(), 3);
@@ -35,66 +28,33 @@ async fn sessions_are_listed_and_revoked_and_revocation_stops_access_within_seco
         1
     );
     // Sign the laptop out.
-    let laptop_access = laptop.str("access_token");
-    let laptop_sid = decode_part(&laptop_access, 1)["sid"]
+    let laptop_api = t.as_bearer(&laptop.str("access_token"));
+    let laptop_sid = decode_part(&laptop.str("access_token"), 1)["sid"]
         .as_str()
         .expect("sid")
         .to_owned();
-    as_user(
-        &app,
-        &t,
-        &u.access,
-        Method::DELETE,
-        &format!("/api/v1/me/sessions/{laptop_sid}"),
-        None,
-    )
-    .await
-    .assert_status(204);
-    let gone = eventually(Duration::from_secs(10), || {
-        let tok = laptop_access.clone();
-        let (app, t) = (&app, &t);
-        async move {
-            as_user(app, t, &tok, Method::GET, "/api/v1/me", None)
-                .await
-                .status
-                .as_u16()
-                == 401
-        }
+    u.api.revoke_session(&laptop_sid).await.assert_status(204);
+    let gone = eventually(Duration::from_secs(10), || async {
+        laptop_api.me().await.status.as_u16() == 401
     })
     .await;
     assert!(gone.is_some());
-    refresh(&app, &t, &laptop.str("refresh_token"))
+    t.anon
+        .refresh(&laptop.str("refresh_token"))
         .await
         .assert_problem(401);
     // Sign out everywhere else: the phone goes, this session stays.
-    let r = as_user(
-        &app,
-        &t,
-        &u.access,
-        Method::POST,
-        "/api/v1/me/sessions/revoke-others",
-        None,
-    )
-    .await;
+    let r = u.api.revoke_other_sessions().await;
     r.assert_status(200);
     assert_eq!(r.body["revoked"], json!(1));
-    refresh(&app, &t, &phone.str("refresh_token"))
+    t.anon
+        .refresh(&phone.str("refresh_token"))
         .await
         .assert_problem(401);
-    as_user(&app, &t, &u.access, Method::GET, "/api/v1/me", None)
-        .await
-        .assert_status(200);
+    u.api.me().await.assert_status(200);
     // Logout ends this one too.
-    public(
-        &app,
-        &t,
-        Method::POST,
-        "/api/v1/auth/logout",
-        json!({"refresh_token": u.refresh}),
-    )
-    .await
-    .assert_status(204);
-    refresh(&app, &t, &u.refresh).await.assert_problem(401);
+    t.anon.logout(&u.refresh).await.assert_status(204);
+    t.anon.refresh(&u.refresh).await.assert_problem(401);
     app.finish().await;
 }
 

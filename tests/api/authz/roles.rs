@@ -1,44 +1,33 @@
 //! Custom roles: data, applied within seconds, never beyond the grantor's permissions.
 
+use std::time::Duration;
+
+use platform_tests::{Client, eventually};
+
 use super::*;
 
-/// The status of `POST /api/v1/projects` with a user's access token.
-async fn create_project(app: &TestApp, t: &TestTenant, access: &str) -> u16 {
-    as_user(
-        app,
-        t,
-        access,
-        Method::POST,
-        "/api/v1/projects",
-        Some(json!({"name": "p"})),
-    )
+/// Whether `caller` can create a project within 10 s (role changes apply within seconds).
+async fn may_create_project_soon(caller: &Client) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        caller.create_project("p").await.status == 201
+    })
     .await
-    .status
-    .as_u16()
+    .is_some()
 }
 
 #[tokio::test]
 async fn custom_roles_are_data_and_role_changes_apply_within_seconds() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
-    let r = app
-        .api(
-            &t,
-            Method::POST,
-            "/api/v1/roles",
-            Some(json!({"name": "auditor", "permissions": ["projects:read", "users:read"]})),
-        )
-        .await;
-    r.assert_status(201);
-    app.api(
-        &t,
-        Method::POST,
-        "/api/v1/roles",
-        Some(json!({"name": "bad", "permissions": ["root:everything"]})),
-    )
-    .await
-    .assert_problem(422);
-    let roles = app.api(&t, Method::GET, "/api/v1/roles", None).await;
+    t.api
+        .create_role("auditor", &["projects:read", "users:read"])
+        .await
+        .assert_status(201);
+    t.api
+        .create_role("bad", &["root:everything"])
+        .await
+        .assert_problem(422);
+    let roles = t.api.roles().await;
     let names: Vec<&str> = roles.body["items"]
         .as_array()
         .expect("items")
@@ -48,46 +37,18 @@ async fn custom_roles_are_data_and_role_changes_apply_within_seconds() {
     for n in ["owner", "admin", "member", "viewer", "auditor"] {
         assert!(names.contains(&n), "{names:?}");
     }
-    let u = user_with_role(&app, &t, "a@acme.test", "auditor").await;
-    as_user(&app, &t, &u.access, Method::GET, "/api/v1/projects", None)
+    let u = app.user(&t, "a@acme.test", "auditor").await;
+    u.api.projects().await.assert_status(200);
+    u.api
+        .tasks("00000000-0000-0000-0000-000000000000")
         .await
-        .assert_status(200);
-    as_user(
-        &app,
-        &t,
-        &u.access,
-        Method::GET,
-        "/api/v1/projects/00000000-0000-0000-0000-000000000000/tasks",
-        None,
-    )
-    .await
-    .assert_problem(403);
+        .assert_problem(403);
     // Promote to member: the same access token gains the permission within seconds.
-    app.api(
-        &t,
-        Method::PATCH,
-        &format!("/api/v1/users/{}", u.id),
-        Some(json!({"role": "member"})),
-    )
-    .await
-    .assert_status(200);
-    let ok = platform_tests::eventually(std::time::Duration::from_secs(10), || async {
-        create_project(&app, &t, &u.access).await == 201
-    })
-    .await;
-    assert!(ok.is_some());
+    t.api.set_role(&u.id, "member").await.assert_status(200);
+    assert!(may_create_project_soon(&u.api).await);
     // Only an owner grants `owner`.
-    let admin = user_with_role(&app, &t, "admin@acme.test", "admin").await;
-    as_user(
-        &app,
-        &t,
-        &admin.access,
-        Method::PATCH,
-        &format!("/api/v1/users/{}", u.id),
-        Some(json!({"role": "owner"})),
-    )
-    .await
-    .assert_problem(403);
+    let admin = app.user(&t, "admin@acme.test", "admin").await;
+    admin.api.set_role(&u.id, "owner").await.assert_problem(403);
     app.finish().await;
 }
 
@@ -95,152 +56,102 @@ async fn custom_roles_are_data_and_role_changes_apply_within_seconds() {
 async fn custom_roles_can_be_changed_and_deleted_but_never_beyond_the_grantors_permissions() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
-    let triage = app
-        .api(
-            &t,
-            Method::POST,
-            "/api/v1/roles",
-            Some(json!({"name": "triage", "permissions": ["projects:read"]})),
-        )
-        .await;
+    let triage = t.api.create_role("triage", &["projects:read"]).await;
     triage.assert_status(201);
     let id = triage.str("id");
-    let u = user_with_role(&app, &t, "triage@acme.test", "triage").await;
-    assert_eq!(create_project(&app, &t, &u.access).await, 403);
+    let u = app.user(&t, "triage@acme.test", "triage").await;
+    assert_eq!(u.api.create_project("p").await.status, 403);
     // The role gains `projects:write`: the same token may create projects within seconds.
-    let changed = app
-        .api(
-            &t,
-            Method::PATCH,
-            &format!("/api/v1/roles/{id}"),
-            Some(json!({"permissions": ["projects:read", "projects:write", "projects:write"]})),
-        )
+    let changed = t
+        .api
+        .update_role(&id, &["projects:read", "projects:write", "projects:write"])
         .await;
     changed.assert_status(200);
     assert_eq!(
         changed.body["permissions"],
         json!(["projects:read", "projects:write"])
     );
-    let gained = platform_tests::eventually(std::time::Duration::from_secs(10), || async {
-        create_project(&app, &t, &u.access).await == 201
-    })
-    .await;
-    assert!(gained.is_some());
+    assert!(may_create_project_soon(&u.api).await);
+    built_in_and_unknown_roles_and_permissions_are_refused(&t, &id).await;
+    a_role_manager_grants_only_what_it_holds(&app, &t, &id).await;
 
-    // Built-in roles are fixed; unknown roles and permissions are refused.
-    let roles = app.api(&t, Method::GET, "/api/v1/roles", None).await;
+    // Held by a user: kept. Once nobody holds it, it can go.
+    t.api.delete_role(&id).await.assert_problem(409);
+    t.api.set_role(&u.id, "viewer").await.assert_status(200);
+    // Still named by an SSO connection's role mapping: kept until the mapping changes.
+    let sso = t
+        .api
+        .create_sso_connection(
+            json!({"kind": "oidc", "name": "corp", "issuer": "http://127.0.0.1:9",
+                    "client_id": "c", "role_mapping": [{"value": "ops", "role": "triage"}]}),
+        )
+        .await;
+    sso.assert_status(201);
+    let refused = t.api.delete_role(&id).await;
+    refused.assert_problem(409);
+    assert!(refused.text.contains("SSO"), "{}", refused.text);
+    t.api
+        .delete_sso_connection(&sso.str("id"))
+        .await
+        .assert_status(204);
+    t.api.delete_role(&id).await.assert_status(204);
+    let roles = t.api.roles().await;
+    assert!(!roles.text.contains("\"triage\""), "{}", roles.text);
+    app.finish().await;
+}
+
+/// Built-in roles are fixed; unknown roles and permissions are refused.
+async fn built_in_and_unknown_roles_and_permissions_are_refused(t: &TestTenant, custom: &str) {
+    let roles = t.api.roles().await;
     let member = roles.body["items"]
         .as_array()
         .and_then(|a| a.iter().find(|r| r["name"] == "member"))
         .and_then(|r| r["id"].as_str())
         .expect("member role")
         .to_owned();
-    let patch = |role: String, body: serde_json::Value| {
-        let (app, t) = (&app, &t);
-        async move {
-            app.api(
-                t,
-                Method::PATCH,
-                &format!("/api/v1/roles/{role}"),
-                Some(body),
-            )
-            .await
-        }
-    };
-    patch(member.clone(), json!({"permissions": ["projects:read"]}))
+    let patch = |role: &str| format!("/api/v1/roles/{role}");
+    t.api
+        .update_role(&member, &["projects:read"])
         .await
         .assert_problem(409);
-    app.api(&t, Method::DELETE, &format!("/api/v1/roles/{member}"), None)
-        .await
-        .assert_problem(409);
-    patch(uuid::Uuid::now_v7().to_string(), json!({"permissions": []}))
+    t.api.delete_role(&member).await.assert_problem(409);
+    t.api
+        .update_role(&Uuid::now_v7().to_string(), &[])
         .await
         .assert_problem(404);
-    patch(id.clone(), json!({"permissions": ["root:everything"]}))
+    t.api
+        .update_role(custom, &["root:everything"])
         .await
         .assert_problem(422);
-    patch(id.clone(), json!({"permissions": [], "name": "renamed"}))
-        .await
-        .assert_problem(422);
-
-    // A custom role that manages roles cannot grant what it does not hold itself.
-    app.api(
-        &t,
-        Method::POST,
-        "/api/v1/roles",
-        Some(json!({"name": "role-manager", "permissions": ["roles:manage", "users:read", "projects:read"]})),
-    )
-    .await
-    .assert_status(201);
-    let m = user_with_role(&app, &t, "rm@acme.test", "role-manager").await;
-    let as_manager = |method: Method, path: String, body: serde_json::Value| {
-        let (app, t, tok) = (&app, &t, m.access.clone());
-        async move { as_user(app, t, &tok, method, &path, Some(body)).await }
-    };
-    as_manager(
-        Method::PATCH,
-        format!("/api/v1/roles/{id}"),
-        json!({"permissions": ["projects:read", "sso:manage"]}),
-    )
-    .await
-    .assert_problem(403);
-    as_manager(
-        Method::POST,
-        "/api/v1/roles".into(),
-        json!({"name": "snoop", "permissions": ["audit:read"]}),
-    )
-    .await
-    .assert_problem(403);
-    as_manager(
-        Method::PATCH,
-        format!("/api/v1/roles/{id}"),
-        json!({"permissions": ["projects:read"]}),
-    )
-    .await
-    .assert_status(200);
-
-    // Held by a user: kept. Once nobody holds it, it can go.
-    app.api(&t, Method::DELETE, &format!("/api/v1/roles/{id}"), None)
-        .await
-        .assert_problem(409);
-    app.api(
-        &t,
-        Method::PATCH,
-        &format!("/api/v1/users/{}", u.id),
-        Some(json!({"role": "viewer"})),
-    )
-    .await
-    .assert_status(200);
-    // Still named by an SSO connection's role mapping: kept until the mapping changes.
-    let sso = app
-        .api(
-            &t,
-            Method::POST,
-            "/api/v1/sso/connections",
-            Some(
-                json!({"kind": "oidc", "name": "corp", "issuer": "http://127.0.0.1:9",
-                        "client_id": "c", "role_mapping": [{"value": "ops", "role": "triage"}]}),
-            ),
+    t.api
+        .patch(
+            &patch(custom),
+            json!({"permissions": [], "name": "renamed"}),
         )
-        .await;
-    sso.assert_status(201);
-    let refused = app
-        .api(&t, Method::DELETE, &format!("/api/v1/roles/{id}"), None)
-        .await;
-    refused.assert_problem(409);
-    assert!(refused.text.contains("SSO"), "{}", refused.text);
-    app.api(
-        &t,
-        Method::DELETE,
-        &format!("/api/v1/sso/connections/{}", sso.str("id")),
-        None,
-    )
-    .await
-    .assert_status(204);
-    app.api(&t, Method::DELETE, &format!("/api/v1/roles/{id}"), None)
         .await
-        .assert_status(204);
-    let roles = app.api(&t, Method::GET, "/api/v1/roles", None).await;
-    assert!(!roles.text.contains("\"triage\""), "{}", roles.text);
-    app.finish().await;
+        .assert_problem(422);
+}
+
+/// A custom role that manages roles cannot grant what it does not hold itself.
+async fn a_role_manager_grants_only_what_it_holds(app: &TestApp, t: &TestTenant, custom: &str) {
+    t.api
+        .create_role(
+            "role-manager",
+            &["roles:manage", "users:read", "projects:read"],
+        )
+        .await
+        .assert_status(201);
+    let m = app.user(t, "rm@acme.test", "role-manager").await;
+    m.api
+        .update_role(custom, &["projects:read", "sso:manage"])
+        .await
+        .assert_problem(403);
+    m.api
+        .create_role("snoop", &["audit:read"])
+        .await
+        .assert_problem(403);
+    m.api
+        .update_role(custom, &["projects:read"])
+        .await
+        .assert_status(200);
 }
