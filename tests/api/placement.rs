@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::Method;
-use platform_tests::{TestApp, TestTenant, clusters, connect, eventually};
+use platform_tests::{Client, TestApp, TestTenant, clusters, connect, eventually};
 use serde_json::{Value, json};
 use tenancy::ids::TenantId;
 use tenancy::placement::MoveRequest;
@@ -26,10 +26,85 @@ struct Acked {
     titles: HashMap<String, String>,
 }
 
-/// Writes for `t` until `stop`: creates tasks and renames its own, retrying 503s.
+/// Writers creating tasks and renaming their own until stopped, each for one tenant's project,
+/// retrying 503s (a fenced or moving tenant) and counting any other failure.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    unexpected: Arc<AtomicUsize>,
+    acked: Vec<Arc<Mutex<Acked>>>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// One writer per `(tenant, project)`.
+    fn start(targets: &[(&TestTenant, &str)]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let unexpected = Arc::new(AtomicUsize::new(0));
+        let acked: Vec<_> = targets
+            .iter()
+            .map(|_| Arc::new(Mutex::new(Acked::default())))
+            .collect();
+        let handles = targets
+            .iter()
+            .zip(&acked)
+            .enumerate()
+            .map(|(w, ((t, project), ack))| {
+                tokio::spawn(writer(
+                    t.api.clone(),
+                    (*project).to_owned(),
+                    Arc::clone(&stop),
+                    Arc::clone(ack),
+                    Arc::clone(&unexpected),
+                    w,
+                ))
+            })
+            .collect();
+        Self {
+            stop,
+            unexpected,
+            acked,
+            handles,
+        }
+    }
+
+    async fn created(&self, w: usize) -> usize {
+        self.acked[w].lock().await.created.len()
+    }
+
+    /// Waits (30 s at most) until writer `w` has more than `n` acknowledged creations.
+    async fn wait_beyond(&self, w: usize, n: usize) {
+        let reached = eventually(Duration::from_secs(30), || async {
+            self.created(w).await > n
+        })
+        .await;
+        assert!(
+            reached.is_some(),
+            "writer {w} did not get beyond {n} writes"
+        );
+    }
+
+    /// Stops the writers; none saw an unexpected status. Returns what each saw acknowledged.
+    async fn stop(self) -> Vec<Acked> {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles {
+            h.await.expect("writer");
+        }
+        assert_eq!(
+            self.unexpected.load(Ordering::SeqCst),
+            0,
+            "a writer saw an unexpected status"
+        );
+        let mut out = Vec::new();
+        for a in self.acked {
+            out.push(std::mem::take(&mut *a.lock().await));
+        }
+        out
+    }
+}
+
+/// Writes through `api` until `stop`: creates tasks and renames its own, retrying 503s.
 async fn writer(
-    app: Arc<TestApp>,
-    t: TestTenant,
+    api: Client,
     project: String,
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Acked>>,
@@ -40,14 +115,7 @@ async fn writer(
     while !stop.load(Ordering::SeqCst) {
         n += 1;
         let title = format!("w{w}-{n}");
-        let r = app
-            .api(
-                &t,
-                Method::POST,
-                &format!("/api/v1/projects/{project}/tasks"),
-                Some(json!({"title": title})),
-            )
-            .await;
+        let r = api.create_task(&project, &title).await;
         match r.status.as_u16() {
             201 => {
                 let id = r.str("id");
@@ -64,13 +132,8 @@ async fn writer(
         let own = acked.lock().await.created.get(n % 7).cloned();
         if let Some(id) = own {
             let renamed = format!("w{w}-{n}-renamed");
-            let r = app
-                .api(
-                    &t,
-                    Method::PATCH,
-                    &format!("/api/v1/projects/{project}/tasks/{id}"),
-                    Some(json!({"title": renamed})),
-                )
+            let r = api
+                .update_task(&project, &id, json!({"title": renamed}))
                 .await;
             match r.status.as_u16() {
                 200 => {

@@ -4,88 +4,38 @@ use super::*;
 
 #[tokio::test]
 async fn move_between_servers_and_demote_keep_every_write() {
-    let app = Arc::new(TestApp::spawn().await);
+    let app = TestApp::spawn().await;
     let t = app.tenant("gamma", "dedicated", Some("local")).await;
-    let p = app
-        .api(
-            &t,
-            Method::POST,
-            "/api/v1/projects",
-            Some(json!({"name": "p"})),
-        )
-        .await
-        .str("id");
-    let stop = Arc::new(AtomicBool::new(false));
-    let unexpected = Arc::new(AtomicUsize::new(0));
-    let ack = Arc::new(Mutex::new(Acked::default()));
-    let w = tokio::spawn(writer(
-        Arc::clone(&app),
-        t.clone(),
-        p.clone(),
-        Arc::clone(&stop),
-        Arc::clone(&ack),
-        Arc::clone(&unexpected),
-        0,
-    ));
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            ack.lock().await.created.len() > 10
-        })
-        .await
-        .is_some()
-    );
+    let p = t.api.create_project("p").await.str("id");
+    let writers = Writers::start(&[(&t, &p)]);
+    writers.wait_beyond(0, 10).await;
+    let operator = app.operator();
 
-    let mv = app
-        .admin(
-            Method::POST,
-            "/admin/v1/tenants/gamma/placement",
-            Some(json!({"placement": "dedicated", "db_server": "second"})),
+    let mv = operator
+        .change_placement(
+            "gamma",
+            json!({"placement": "dedicated", "db_server": "second"}),
         )
         .await;
     mv.assert_status(202);
     assert_eq!(mv.str("kind"), "move");
     assert_eq!(wait_op(&app, &mv.str("id")).await["state"], "succeeded");
-    let n = ack.lock().await.created.len();
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            ack.lock().await.created.len() > n + 5
-        })
-        .await
-        .is_some()
-    );
+    writers.wait_beyond(0, writers.created(0).await + 5).await;
 
-    let down = app
-        .admin(
-            Method::POST,
-            "/admin/v1/tenants/gamma/placement",
-            Some(json!({"placement": "shared"})),
-        )
+    let down = operator
+        .change_placement("gamma", json!({"placement": "shared"}))
         .await;
     down.assert_status(202);
     assert_eq!(down.str("kind"), "demote");
     assert_eq!(wait_op(&app, &down.str("id")).await["state"], "succeeded");
-    let n = ack.lock().await.created.len();
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            ack.lock().await.created.len() > n + 5
-        })
-        .await
-        .is_some()
-    );
-    stop.store(true, Ordering::SeqCst);
-    w.await.expect("writer");
-    assert_eq!(unexpected.load(Ordering::SeqCst), 0);
+    writers.wait_beyond(0, writers.created(0).await + 5).await;
+    let acked = writers.stop().await;
 
     let rows = tasks_in(&app.shared_owner().await, &t.id).await;
-    let ack = ack.lock().await;
-    assert_eq!(rows.len(), ack.created.len());
-    for (id, title) in &ack.titles {
+    assert_eq!(rows.len(), acked[0].created.len());
+    for (id, title) in &acked[0].titles {
         assert_eq!(rows.get(id), Some(title));
     }
     assert_no_leftovers(&app).await;
-    drop(ack);
-    match Arc::try_unwrap(app) {
-        Ok(app) => app.finish().await,
-        Err(_) => panic!("app still shared"),
-    }
+    app.finish().await;
 }
