@@ -72,87 +72,72 @@ async fn a_crash_at_any_step_resumes_to_completion() {
 async fn cancel_before_cutover_rolls_back_cleanly() {
     let app = TestApp::spawn().await;
     app.app.stop_resuming();
-    let mover = &app.app.tenancy.mover;
     for k in 0..8 {
-        let t = app.tenant(&format!("cancel-{k}"), "shared", None).await;
-        let p = app
-            .api(
-                &t,
-                Method::POST,
-                "/api/v1/projects",
-                Some(json!({"name": "p"})),
-            )
-            .await
-            .str("id");
-        seed_tasks(&app, &t, &p, 50).await;
-        let tenant = app
-            .app
-            .tenancy
-            .catalog
-            .tenant(TenantId::parse(&t.id).expect("id"))
-            .await
-            .expect("c")
-            .expect("t");
-        let op = mover
-            .start(
-                &tenant,
-                &MoveRequest::Dedicated {
-                    server: "second".into(),
-                },
-            )
-            .await
-            .expect("start");
-        mover.run_steps(op.id, k).await.expect("partial run");
-        let c = app
-            .admin(
-                Method::POST,
-                &format!("/admin/v1/operations/{}/cancel", op.id),
-                None,
-            )
-            .await;
-        c.assert_status(202);
-        let end = mover.run(op.id).await.expect("run");
-        assert_eq!(end.state, "cancelled", "cancel after {k} steps");
-        // Still shared, writable, nothing of the target left.
-        let now = app
-            .app
-            .tenancy
-            .catalog
-            .tenant(tenant.id)
-            .await
-            .expect("c")
-            .expect("t");
-        assert_eq!(now.placement, tenancy::catalog::Placement::Shared);
-        app.api(
-            &t,
-            Method::POST,
-            &format!("/api/v1/projects/{p}/tasks"),
-            Some(json!({"title": "after cancel"})),
-        )
-        .await
-        .assert_status(201);
-        let target = end.target["database"]
-            .as_str()
-            .expect("target db")
-            .to_owned();
-        let second = connect(&clusters().second.url("postgres")).await;
-        assert!(
-            second
-                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&target])
-                .await
-                .expect("q")
-                .is_none(),
-            "target database left after cancel at {k}"
-        );
+        cancel_after_steps(&app, k).await;
     }
-    let done = app
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/operations/{}/cancel", uuid::Uuid::now_v7()),
-            None,
-        )
-        .await;
-    done.assert_problem(404);
+    app.operator()
+        .cancel_operation(&uuid::Uuid::now_v7().to_string())
+        .await
+        .assert_problem(404);
     assert_no_leftovers(&app).await;
     app.finish().await;
+}
+
+/// Starts a promotion, runs `k` of its steps, cancels it: the tenant is still shared and
+/// writable, and nothing of the target is left.
+async fn cancel_after_steps(app: &TestApp, k: usize) {
+    let mover = &app.app.tenancy.mover;
+    let t = app.tenant(&format!("cancel-{k}"), "shared", None).await;
+    let p = t.api.create_project("p").await.str("id");
+    seed_tasks(app, &t, &p, 50).await;
+    let tenant = app
+        .app
+        .tenancy
+        .catalog
+        .tenant(TenantId::parse(&t.id).expect("id"))
+        .await
+        .expect("c")
+        .expect("t");
+    let op = mover
+        .start(
+            &tenant,
+            &MoveRequest::Dedicated {
+                server: "second".into(),
+            },
+        )
+        .await
+        .expect("start");
+    mover.run_steps(op.id, k).await.expect("partial run");
+    app.operator()
+        .cancel_operation(&op.id.to_string())
+        .await
+        .assert_status(202);
+    let end = mover.run(op.id).await.expect("run");
+    assert_eq!(end.state, "cancelled", "cancel after {k} steps");
+    let now = app
+        .app
+        .tenancy
+        .catalog
+        .tenant(tenant.id)
+        .await
+        .expect("c")
+        .expect("t");
+    assert_eq!(now.placement, tenancy::catalog::Placement::Shared);
+    t.api
+        .create_task(&p, "after cancel")
+        .await
+        .assert_status(201);
+    let target = end.target["database"]
+        .as_str()
+        .expect("target db")
+        .to_owned();
+    let second = connect(&clusters().second.url("postgres")).await;
+    assert!(
+        second
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&target])
+            .await
+            .expect("q")
+            .is_none(),
+        "target database left after cancel at {k}"
+    );
 }
