@@ -2,7 +2,7 @@
 //! `tests/support/peers.rs`): a tenant admin configures connections through the API; users log
 //! in through the provider and get the same tokens and sessions as password users, with roles
 //! mapped from attributes; linking never takes over an account; "enforce SSO" stops password
-//! logins except for owners. The SAML attack corpus is in `sso_attacks.rs`.
+//! logins except for owners. SAML, with its attack corpus, is in `sso/saml.rs`.
 
 use axum::http::Method;
 use platform_tests::peers::{Browser, OidcPeer};
@@ -15,6 +15,7 @@ mod connections;
 mod github;
 mod oidc;
 mod policy;
+mod saml;
 
 pub const CALLBACK: &str = "/sso/oidc/callback";
 

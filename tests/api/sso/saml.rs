@@ -11,7 +11,7 @@ use platform_tests::{Req, TestApp, TestResponse, TestTenant};
 use serde_json::{Value, json};
 
 use crate::auth::{TestUser, as_user, user_with_role};
-use crate::sso::{assert_refused, events, whoami};
+use super::{assert_refused, events, whoami};
 
 const IDP: &str = "https://idp.corp.test";
 
