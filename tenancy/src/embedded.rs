@@ -123,23 +123,29 @@ fn run(mut cmd: Command, what: &str) -> Result<String, EmbeddedError> {
     }
 }
 
-/// Whether a cluster may trade crash safety for speed.
+/// What a cluster's server is tuned for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// `fsync=on`: what the embedded default and every real deployment run with.
+pub enum ServerProfile {
+    /// Crash-safe (`fsync=on`): what the embedded default and every real deployment run with.
     #[default]
     Durable,
-    /// `fsync`, `synchronous_commit` and `full_page_writes` off: an operating-system crash can
-    /// lose or corrupt the whole cluster. Only for throwaway clusters (the test harness), whose
-    /// directories are deleted when their process ends anyway.
+    /// Throwaway clusters (the test harness), whose directories are deleted when their process
+    /// ends: `fsync`, `synchronous_commit` and `full_page_writes` off (an operating-system crash
+    /// can lose or corrupt the whole cluster), logical-replication workers started at once
+    /// rather than up to 5 s later (`wal_retrieve_retry_interval`), and room for the workers of
+    /// several moves at a time.
     Throwaway,
 }
 
-impl Durability {
+impl ServerProfile {
     fn server_options(self) -> &'static str {
         match self {
             Self::Durable => "-c fsync=on",
-            Self::Throwaway => "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            Self::Throwaway => {
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+                 -c wal_retrieve_retry_interval=50ms -c max_worker_processes=32 \
+                 -c max_logical_replication_workers=16 -c max_sync_workers_per_subscription=4"
+            }
         }
     }
 }
@@ -153,20 +159,20 @@ pub struct Cluster {
     bins: PgBinaries,
     as_other_user: bool,
     started_here: bool,
-    durability: Durability,
+    profile: ServerProfile,
 }
 
 impl Cluster {
     /// Starts the cluster kept in `data_dir/pg` (creating it on first use), or attaches to it if it
     /// is already running (a previous run that did not stop it, or `platformctl` beside a server).
     pub fn ensure_running(data_dir: &Path) -> Result<Self, EmbeddedError> {
-        Self::ensure_running_with(data_dir, Durability::Durable)
+        Self::ensure_running_with(data_dir, ServerProfile::Durable)
     }
 
-    /// [`Self::ensure_running`], starting the server (if this call starts it) with `durability`.
+    /// [`Self::ensure_running`], starting the server (if this call starts it) with `profile`.
     pub fn ensure_running_with(
         data_dir: &Path,
-        durability: Durability,
+        profile: ServerProfile,
     ) -> Result<Self, EmbeddedError> {
         let bins = PgBinaries::find()?;
         let as_other_user = running_as_root();
@@ -194,7 +200,7 @@ impl Cluster {
             bins,
             as_other_user,
             started_here: false,
-            durability,
+            profile,
         };
         if let Some(port) = cluster.running_port() {
             cluster.port = port;
@@ -262,7 +268,7 @@ impl Cluster {
                 "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c wal_level=logical \
                  -c max_connections=300 -c max_replication_slots=20 -c max_wal_senders=20 {}",
                 self.port,
-                self.durability.server_options()
+                self.profile.server_options()
             ),
         );
         run(cmd, "pg_ctl start").map_err(|e| match e {

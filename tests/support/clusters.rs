@@ -1,13 +1,13 @@
 //! The two throwaway PostgreSQL clusters of a test process (the second stands for a second
 //! database server), started once with the same code as the embedded default but without crash
-//! safety (`Durability::Throwaway`: their directories are deleted when the process ends), and the
-//! migrated template databases every test clones: the control plane, the shared tenant database,
+//! safety and with logical-replication workers that start at once (`ServerProfile::Throwaway`:
+//! their directories are deleted when the process ends), and the migrated template databases every test clones: the control plane, the shared tenant database,
 //! and a tenant database on each cluster for dedicated tenants.
 
 use std::sync::OnceLock;
 
 use tenancy::crypto::MasterKey;
-use tenancy::embedded::{Cluster, Durability};
+use tenancy::embedded::{Cluster, ServerProfile};
 
 use crate::app::settings;
 
@@ -42,7 +42,7 @@ pub fn clusters() -> &'static Clusters {
 fn start_clusters() -> Clusters {
     let base = std::env::temp_dir().join(format!("platform-tests-{}", std::process::id()));
     let start = |name: &str| {
-        let c = Cluster::ensure_running_with(&base.join(name), Durability::Throwaway)
+        let c = Cluster::ensure_running_with(&base.join(name), ServerProfile::Throwaway)
             .unwrap_or_else(|e| panic!("start {name} cluster: {e}"));
         watchdog(&c, &base);
         c

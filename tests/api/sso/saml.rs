@@ -10,8 +10,8 @@ use platform_tests::peers::SamlIdp;
 use platform_tests::{Req, TestApp, TestResponse, TestTenant};
 use serde_json::{Value, json};
 
-use crate::auth::{TestUser, as_user, user_with_role};
 use super::{assert_refused, events, whoami};
+use crate::auth::{TestUser, as_user, user_with_role};
 
 const IDP: &str = "https://idp.corp.test";
 
