@@ -120,10 +120,7 @@ async fn a_recovery_code_works_once_even_when_used_concurrently() {
     );
     // Another code still works; codes are stored hashed.
     let t3 = mfa_token(&t, &u.email).await;
-    t.anon
-        .verify_mfa(&t3, &codes[1])
-        .await
-        .assert_status(200);
+    t.anon.verify_mfa(&t3, &codes[1]).await.assert_status(200);
     let db = app.shared_owner().await;
     let row = db
         .query_one(

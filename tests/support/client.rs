@@ -234,7 +234,7 @@ impl Client {
     }
     /// `query`: the query string without `?` (filters, `limit`, `cursor`).
     pub async fn audit_events(&self, query: &str) -> TestResponse {
-        self.get(&format!("/api/v1/audit-events?{query}")).await
+        self.get(&with_query("/api/v1/audit-events", query)).await
     }
 
     // The reference domain: projects, their members and tasks.
@@ -314,5 +314,14 @@ impl Client {
     }
     pub async fn put_sso_settings(&self, body: Value) -> TestResponse {
         self.put("/api/v1/sso/settings", body).await
+    }
+}
+
+/// `path` with `query` (without `?`; none when empty).
+pub(crate) fn with_query(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
     }
 }

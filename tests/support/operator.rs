@@ -4,7 +4,7 @@ use axum::http::Method;
 use serde_json::{Value, json};
 
 use crate::app::{ADMIN_TOKEN, TestApp};
-use crate::client::Client;
+use crate::client::{Client, with_query};
 use crate::requests::TestResponse;
 
 /// The operator API with the admin token.
@@ -44,7 +44,9 @@ impl Operator {
     }
     /// `query`: the query string without `?`.
     pub async fn tenants(&self, query: &str) -> TestResponse {
-        self.client.get(&format!("/admin/v1/tenants?{query}")).await
+        self.client
+            .get(&with_query("/admin/v1/tenants", query))
+            .await
     }
     pub async fn patch_tenant(&self, tenant: &str, body: Value) -> TestResponse {
         self.client
@@ -125,7 +127,7 @@ impl Operator {
     /// `query`: the query string without `?`.
     pub async fn audit_events(&self, query: &str) -> TestResponse {
         self.client
-            .get(&format!("/admin/v1/audit-events?{query}"))
+            .get(&with_query("/admin/v1/audit-events", query))
             .await
     }
 }
