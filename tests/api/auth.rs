@@ -33,11 +33,6 @@ pub async fn login(app: &TestApp, t: &TestTenant, email: &str, password: &str) -
     .await
 }
 
-/// The messages in the tenant's outbox for `recipient`.
-pub async fn outbox(app: &TestApp, recipient: &str) -> Vec<String> {
-    app.outbox(recipient).await
-}
-
 async fn refresh(app: &TestApp, t: &TestTenant, token: &str) -> TestResponse {
     public(
         app,

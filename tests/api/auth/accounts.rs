@@ -58,53 +58,22 @@ async fn signup_is_invite_only_until_the_operator_opens_it() {
 async fn password_reset_by_single_use_token_from_the_outbox() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
-    let u = user_with_role(&app, &t, "owner@acme.test", "owner").await;
-    public(
-        &app,
-        &t,
-        Method::POST,
-        "/api/v1/auth/password/forgot",
-        json!({"email": "nobody@acme.test"}),
-    )
-    .await
-    .assert_status(202);
-    public(
-        &app,
-        &t,
-        Method::POST,
-        "/api/v1/auth/password/forgot",
-        json!({"email": u.email}),
-    )
-    .await
-    .assert_status(202);
-    let msgs = outbox(&app, &u.email).await;
-    let token = token_in(msgs.last().expect("message"), "reset token");
-    assert!(outbox(&app, "nobody@acme.test").await.is_empty());
-    let new = "a brand new passphrase";
-    public(
-        &app,
-        &t,
-        Method::POST,
-        "/api/v1/auth/password/reset",
-        json!({"token": token, "password": new}),
-    )
-    .await
-    .assert_status(204);
-    public(
-        &app,
-        &t,
-        Method::POST,
-        "/api/v1/auth/password/reset",
-        json!({"token": token, "password": new}),
-    )
-    .await
-    .assert_problem(401);
-    login(&app, &t, &u.email, PASSWORD)
+    let u = app.user(&t, "owner@acme.test", "owner").await;
+    t.anon
+        .forgot_password("nobody@acme.test")
         .await
-        .assert_problem(401);
-    login(&app, &t, &u.email, new).await.assert_status(200);
+        .assert_status(202);
+    t.anon.forgot_password(&u.email).await.assert_status(202);
+    let msgs = app.outbox(&u.email).await;
+    let token = token_in(msgs.last().expect("message"), "reset token");
+    assert!(app.outbox("nobody@acme.test").await.is_empty());
+    let new = "a brand new passphrase";
+    t.anon.reset_password(&token, new).await.assert_status(204);
+    t.anon.reset_password(&token, new).await.assert_problem(401);
+    t.anon.login(&u.email, PASSWORD).await.assert_problem(401);
+    t.anon.login(&u.email, new).await.assert_status(200);
     // Existing sessions were signed out.
-    refresh(&app, &t, &u.refresh).await.assert_problem(401);
+    t.anon.refresh(&u.refresh).await.assert_problem(401);
     // The token is stored only hashed.
     let n: i64 = app
         .shared_owner()
@@ -124,78 +93,39 @@ async fn password_reset_by_single_use_token_from_the_outbox() {
 async fn unverified_users_cannot_invite_until_they_verify_their_address() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
-    app.admin(
-        Method::PATCH,
-        &format!("/admin/v1/tenants/{}", t.id),
-        Some(json!({"signup": "open"})),
-    )
-    .await
-    .assert_status(200);
-    let owner = user_with_role(&app, &t, "owner@example.com", "owner").await;
+    app.operator()
+        .patch_tenant(&t.id, json!({"signup": "open"}))
+        .await
+        .assert_status(200);
+    let owner = app.user(&t, "owner@example.com", "owner").await;
     // Ann signs up (unverified) and the owner makes her an admin: she holds `members:manage`.
-    let s = public(
-        &app,
-        &t,
-        Method::POST,
-        "/api/v1/auth/signup",
-        json!({"email": "ann@example.com", "password": PASSWORD, "name": "Ann"}),
-    )
-    .await;
+    let s = t.anon.signup("ann@example.com", PASSWORD, "Ann").await;
     s.assert_status(201);
-    let ann = s.str("access_token");
-    let me = as_user(&app, &t, &ann, Method::GET, "/api/v1/me", None).await;
+    let ann = t.as_bearer(&s.str("access_token"));
+    let me = ann.me().await;
     assert_eq!(me.body["email_verified"], json!(false));
-    as_user(
-        &app,
-        &t,
-        &owner.access,
-        Method::PATCH,
-        &format!("/api/v1/users/{}", me.str("id")),
-        Some(json!({"role": "admin"})),
-    )
-    .await
-    .assert_status(200);
-    let invite = json!({"email": "bob@example.com", "role": "member"});
-    let refused = as_user(
-        &app,
-        &t,
-        &ann,
-        Method::POST,
-        "/api/v1/invitations",
-        Some(invite.clone()),
-    )
-    .await;
+    owner
+        .api
+        .set_role(&me.str("id"), "admin")
+        .await
+        .assert_status(200);
+    let refused = ann.invite("bob@example.com", "member").await;
     refused.assert_problem(403);
     assert!(
         refused.str("detail").contains("verify"),
         "{:?}",
         refused.body
     );
-    assert!(outbox(&app, "bob@example.com").await.is_empty());
+    assert!(app.outbox("bob@example.com").await.is_empty());
     // The owner (invited, so verified) may invite; so may Ann once her address is verified.
     let token = token_in(
-        &outbox(&app, "ann@example.com").await[0],
+        &app.outbox("ann@example.com").await[0],
         "verification token",
     );
-    public(
-        &app,
-        &t,
-        Method::POST,
-        "/api/v1/auth/email/verify",
-        json!({"token": token}),
-    )
-    .await
-    .assert_status(204);
-    as_user(
-        &app,
-        &t,
-        &ann,
-        Method::POST,
-        "/api/v1/invitations",
-        Some(invite),
-    )
-    .await
-    .assert_status(201);
-    assert_eq!(outbox(&app, "bob@example.com").await.len(), 1);
+    t.anon.verify_email(&token).await.assert_status(204);
+    ann.invite("bob@example.com", "member")
+        .await
+        .assert_status(201);
+    assert_eq!(app.outbox("bob@example.com").await.len(), 1);
     app.finish().await;
 }
