@@ -9,15 +9,7 @@ async fn a_crash_at_any_step_resumes_to_completion() {
     let mover = &app.app.tenancy.mover;
     for k in 0..10 {
         let t = app.tenant(&format!("crash-{k}"), "shared", None).await;
-        let p = app
-            .api(
-                &t,
-                Method::POST,
-                "/api/v1/projects",
-                Some(json!({"name": "p"})),
-            )
-            .await
-            .str("id");
+        let p = t.api.create_project("p").await.str("id");
         seed_tasks(&app, &t, &p, 200).await;
         let tenant = app
             .app
@@ -55,14 +47,7 @@ async fn a_crash_at_any_step_resumes_to_completion() {
             200,
             "crash after {k} steps"
         );
-        app.api(
-            &t,
-            Method::POST,
-            &format!("/api/v1/projects/{p}/tasks"),
-            Some(json!({"title": "after"})),
-        )
-        .await
-        .assert_status(201);
+        t.api.create_task(&p, "after").await.assert_status(201);
     }
     assert_no_leftovers(&app).await;
     app.finish().await;
