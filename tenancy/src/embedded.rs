@@ -123,6 +123,33 @@ fn run(mut cmd: Command, what: &str) -> Result<String, EmbeddedError> {
     }
 }
 
+/// What a cluster's server is tuned for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerProfile {
+    /// Crash-safe (`fsync=on`): what the embedded default and every real deployment run with.
+    #[default]
+    Durable,
+    /// Throwaway clusters (the test harness), whose directories are deleted when their process
+    /// ends: `fsync`, `synchronous_commit` and `full_page_writes` off (an operating-system crash
+    /// can lose or corrupt the whole cluster), logical-replication workers started at once
+    /// rather than up to 5 s later (`wal_retrieve_retry_interval`), and room for the workers of
+    /// several moves at a time.
+    Throwaway,
+}
+
+impl ServerProfile {
+    fn server_options(self) -> &'static str {
+        match self {
+            Self::Durable => "-c fsync=on",
+            Self::Throwaway => {
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+                 -c wal_retrieve_retry_interval=50ms -c max_worker_processes=32 \
+                 -c max_logical_replication_workers=16 -c max_sync_workers_per_subscription=4"
+            }
+        }
+    }
+}
+
 /// A running local cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -132,12 +159,21 @@ pub struct Cluster {
     bins: PgBinaries,
     as_other_user: bool,
     started_here: bool,
+    profile: ServerProfile,
 }
 
 impl Cluster {
     /// Starts the cluster kept in `data_dir/pg` (creating it on first use), or attaches to it if it
     /// is already running (a previous run that did not stop it, or `platformctl` beside a server).
     pub fn ensure_running(data_dir: &Path) -> Result<Self, EmbeddedError> {
+        Self::ensure_running_with(data_dir, ServerProfile::Durable)
+    }
+
+    /// [`Self::ensure_running`], starting the server (if this call starts it) with `profile`.
+    pub fn ensure_running_with(
+        data_dir: &Path,
+        profile: ServerProfile,
+    ) -> Result<Self, EmbeddedError> {
         let bins = PgBinaries::find()?;
         let as_other_user = running_as_root();
         std::fs::create_dir_all(data_dir)?;
@@ -164,6 +200,7 @@ impl Cluster {
             bins,
             as_other_user,
             started_here: false,
+            profile,
         };
         if let Some(port) = cluster.running_port() {
             cluster.port = port;
@@ -229,8 +266,9 @@ impl Cluster {
         cmd.arg("start").arg("-D").arg(&self.dir).arg("-w").arg("-t").arg("60").arg("-l").arg(&log).arg("-o").arg(
             format!(
                 "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c wal_level=logical \
-                 -c max_connections=300 -c max_replication_slots=20 -c max_wal_senders=20 -c fsync=on",
-                self.port
+                 -c max_connections=300 -c max_replication_slots=20 -c max_wal_senders=20 {}",
+                self.port,
+                self.profile.server_options()
             ),
         );
         run(cmd, "pg_ctl start").map_err(|e| match e {

@@ -86,6 +86,18 @@ impl Provisioner {
         }
     }
 
+    /// New tenant databases are cloned (`CREATE DATABASE .. TEMPLATE`) from `template`, which
+    /// must exist, migrated, on every server, with no connection open to it. Migrations still run
+    /// after the clone (a no-op when the template is at head), so the version recorded is the
+    /// database's own. A test-harness speed-up: the product never sets it, because it would make
+    /// provisioning depend on a database that only the harness prepares. Placement moves keep
+    /// creating and migrating their targets.
+    #[must_use]
+    pub fn with_tenant_db_template(mut self, template: impl Into<String>) -> Self {
+        self.servers = self.servers.with_tenant_db_template(template);
+        self
+    }
+
     /// The database servers this provisioner creates databases on.
     #[must_use]
     pub fn servers(&self) -> &Servers {

@@ -50,6 +50,9 @@ pub struct Servers {
     keyring: Keyring,
     shared_admin_url: String,
     app_password: Zeroizing<String>,
+    /// A migrated database every server holds, cloned for new tenant databases instead of
+    /// creating an empty one (see `Provisioner::with_tenant_db_template`).
+    tenant_db_template: Option<String>,
 }
 
 impl Servers {
@@ -65,7 +68,15 @@ impl Servers {
             keyring,
             shared_admin_url,
             app_password,
+            tenant_db_template: None,
         }
+    }
+
+    /// The same servers, creating tenant databases as copies of `template`.
+    #[must_use]
+    pub(crate) fn with_tenant_db_template(mut self, template: impl Into<String>) -> Self {
+        self.tenant_db_template = Some(template.into());
+        self
     }
 
     /// The shared database's owner URL. A secret.
@@ -135,7 +146,10 @@ impl Servers {
             .await?
             .is_some();
         if !exists {
-            pg::create_database(&admin, database).await?;
+            match &self.tenant_db_template {
+                None => pg::create_database(&admin, database).await?,
+                Some(template) => clone_database(&admin, database, template).await?,
+            }
         }
         let config = pg::with_database(&admin_url, database)?;
         Ok(migrate::tenant_database(&config).await?)
@@ -213,5 +227,32 @@ impl Servers {
             .catalog
             .put_db_server(name, &sealed, &host, port, budget, replace)
             .await?)
+    }
+}
+
+/// Creates `name` as a copy of `template`. A concurrent clone of the same template can briefly
+/// find it in use (the copy connects to it): retried, as `pg::create_database` retries.
+async fn clone_database(
+    admin: &tokio_postgres::Client,
+    name: &str,
+    template: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "CREATE DATABASE {} TEMPLATE {}",
+        pg::quote_ident(name),
+        pg::quote_ident(template)
+    );
+    let mut attempt = 0;
+    loop {
+        match admin.batch_execute(&sql).await {
+            Err(e)
+                if attempt < 20
+                    && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
     }
 }

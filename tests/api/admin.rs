@@ -29,12 +29,12 @@ async fn operator_token_is_required() {
 
 #[tokio::test]
 async fn provisions_shared_and_dedicated_tenants() {
-    let app = TestApp::spawn().await;
+    // Provisioning itself: the database is created and migrated, not cloned from the template.
+    let app = TestApp::build().real_provisioning().spawn().await;
     let shared = app
-        .admin(
-            Method::POST,
-            "/admin/v1/tenants",
-            Some(json!({"slug": "acme", "name": "Acme", "plan": "pro", "placement": "shared"})),
+        .operator()
+        .create_tenant(
+            json!({"slug": "acme", "name": "Acme", "plan": "pro", "placement": "shared"}),
         )
         .await;
     shared.assert_status(201);
@@ -42,8 +42,7 @@ async fn provisions_shared_and_dedicated_tenants() {
     assert_eq!(shared.str("placement"), "shared");
     assert_eq!(shared.str("plan"), "pro");
 
-    let dedicated = app
-        .admin(Method::POST, "/admin/v1/tenants", Some(json!({"slug": "bigco", "name": "Big Co", "plan": "enterprise", "placement": "dedicated", "db_server": "second"})))
+    let dedicated = app.operator().create_tenant(json!({"slug": "bigco", "name": "Big Co", "plan": "enterprise", "placement": "dedicated", "db_server": "second"}))
         .await;
     dedicated.assert_status(201);
     assert_eq!(dedicated.str("status"), "active");
@@ -60,9 +59,7 @@ async fn provisions_shared_and_dedicated_tenants() {
     assert_eq!(i64::from(version), tenancy::migrate::tenant_head_version());
 
     // By id and by slug.
-    let by_slug = app
-        .admin(Method::GET, "/admin/v1/tenants/bigco", None)
-        .await;
+    let by_slug = app.operator().tenant("bigco").await;
     by_slug.assert_status(200);
     assert_eq!(by_slug.str("id"), dedicated.str("id"));
     app.admin(
@@ -72,16 +69,17 @@ async fn provisions_shared_and_dedicated_tenants() {
     )
     .await
     .assert_status(200);
-    app.admin(Method::GET, "/admin/v1/tenants/nobody", None)
-        .await
-        .assert_problem(404);
+    app.operator().tenant("nobody").await.assert_problem(404);
 
     // Unknown server: refused, nothing created.
-    let r = app.admin(Method::POST, "/admin/v1/tenants", Some(json!({"slug": "ghost", "name": "G", "placement": "dedicated", "db_server": "nope"}))).await;
+    let r = app
+        .operator()
+        .create_tenant(
+            json!({"slug": "ghost", "name": "G", "placement": "dedicated", "db_server": "nope"}),
+        )
+        .await;
     r.assert_problem(422);
-    app.admin(Method::GET, "/admin/v1/tenants/ghost", None)
-        .await
-        .assert_problem(404);
+    app.operator().tenant("ghost").await.assert_problem(404);
     app.finish().await;
 }
 
@@ -89,12 +87,11 @@ async fn provisions_shared_and_dedicated_tenants() {
 async fn slugs_are_validated_and_unique() {
     let app = TestApp::spawn().await;
     let create = |slug: &str| json!({"slug": slug, "name": "X"});
-    app.admin(Method::POST, "/admin/v1/tenants", Some(create("acme")))
+    app.operator()
+        .create_tenant(create("acme"))
         .await
         .assert_status(201);
-    let dup = app
-        .admin(Method::POST, "/admin/v1/tenants", Some(create("acme")))
-        .await;
+    let dup = app.operator().create_tenant(create("acme")).await;
     dup.assert_problem(409);
     for bad in [
         "ab",
@@ -105,13 +102,12 @@ async fn slugs_are_validated_and_unique() {
         "a.b",
         &"x".repeat(64),
     ] {
-        app.admin(Method::POST, "/admin/v1/tenants", Some(create(bad)))
+        app.operator()
+            .create_tenant(create(bad))
             .await
             .assert_problem(422);
     }
-    let reserved = app
-        .admin(Method::POST, "/admin/v1/tenants", Some(create("admin")))
-        .await;
+    let reserved = app.operator().create_tenant(create("admin")).await;
     reserved.assert_problem(422);
     assert!(
         reserved.body["detail"]
@@ -142,7 +138,7 @@ async fn idempotency_key_replays_and_refuses_a_different_body() {
         .await
         .assert_problem(422);
     // Only one tenant was created.
-    let list = app.admin(Method::GET, "/admin/v1/tenants", None).await;
+    let list = app.operator().tenants("").await;
     assert_eq!(list.body["items"].as_array().map(Vec::len), Some(1));
     app.finish().await;
 }
@@ -151,13 +147,10 @@ async fn idempotency_key_replays_and_refuses_a_different_body() {
 async fn lists_tenants_with_cursor_pagination_and_patches_and_deletes() {
     let app = TestApp::spawn().await;
     for i in 0..5 {
-        app.admin(
-            Method::POST,
-            "/admin/v1/tenants",
-            Some(json!({"slug": format!("tenant-{i}"), "name": "T"})),
-        )
-        .await
-        .assert_status(201);
+        app.operator()
+            .create_tenant(json!({"slug": format!("tenant-{i}"), "name": "T"}))
+            .await
+            .assert_status(201);
     }
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -186,10 +179,10 @@ async fn lists_tenants_with_cursor_pagination_and_patches_and_deletes() {
     );
 
     let p = app
-        .admin(
-            Method::PATCH,
-            "/admin/v1/tenants/tenant-0",
-            Some(json!({"name": "Renamed", "plan": "team", "status": "suspended"})),
+        .operator()
+        .patch_tenant(
+            "tenant-0",
+            json!({"name": "Renamed", "plan": "team", "status": "suspended"}),
         )
         .await;
     p.assert_status(200);
@@ -197,26 +190,21 @@ async fn lists_tenants_with_cursor_pagination_and_patches_and_deletes() {
         (p.str("name"), p.str("plan"), p.str("status")),
         ("Renamed".into(), "team".into(), "suspended".into())
     );
-    app.admin(
-        Method::PATCH,
-        "/admin/v1/tenants/tenant-0",
-        Some(json!({"status": "deleted"})),
-    )
-    .await
-    .assert_problem(422);
+    app.operator()
+        .patch_tenant("tenant-0", json!({"status": "deleted"}))
+        .await
+        .assert_problem(422);
 
-    app.admin(Method::DELETE, "/admin/v1/tenants/tenant-1", None)
+    app.operator()
+        .delete_tenant("tenant-1")
         .await
         .assert_status(204);
-    app.admin(Method::GET, "/admin/v1/tenants/tenant-1", None)
+    app.operator().tenant("tenant-1").await.assert_problem(404);
+    app.operator()
+        .delete_tenant("tenant-1")
         .await
         .assert_problem(404);
-    app.admin(Method::DELETE, "/admin/v1/tenants/tenant-1", None)
-        .await
-        .assert_problem(404);
-    let list = app
-        .admin(Method::GET, "/admin/v1/tenants?limit=100", None)
-        .await;
+    let list = app.operator().tenants("limit=100").await;
     assert_eq!(list.body["items"].as_array().map(Vec::len), Some(4));
     app.finish().await;
 }
@@ -225,9 +213,7 @@ async fn lists_tenants_with_cursor_pagination_and_patches_and_deletes() {
 async fn api_keys_are_shown_once_stored_hashed_and_revoked_at_once() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
-    app.api(&t, Method::GET, "/api/v1/projects", None)
-        .await
-        .assert_status(200);
+    t.api.projects().await.assert_status(200);
     let list = app
         .admin(Method::GET, "/admin/v1/tenants/acme/api-keys", None)
         .await;
@@ -249,23 +235,15 @@ async fn api_keys_are_shown_once_stored_hashed_and_revoked_at_once() {
         .get(0);
     assert!(!dump.contains(t.key.split('_').next_back().unwrap_or_default()));
 
-    app.admin(
-        Method::DELETE,
-        &format!("/admin/v1/tenants/acme/api-keys/{key_id}"),
-        None,
-    )
-    .await
-    .assert_status(204);
-    app.api(&t, Method::GET, "/api/v1/projects", None)
+    app.operator()
+        .revoke_api_key("acme", &key_id)
         .await
-        .assert_problem(401);
-    app.admin(
-        Method::DELETE,
-        &format!("/admin/v1/tenants/acme/api-keys/{key_id}"),
-        None,
-    )
-    .await
-    .assert_problem(404);
+        .assert_status(204);
+    t.api.projects().await.assert_problem(401);
+    app.operator()
+        .revoke_api_key("acme", &key_id)
+        .await
+        .assert_problem(404);
     app.finish().await;
 }
 

@@ -35,36 +35,23 @@ fn check(r: &TestResponse, ctx: &str) {
     }
 }
 
-#[tokio::test]
-async fn no_route_answers_bad_input_with_a_5xx() {
-    let app = TestApp::spawn().await;
-    let t = app.tenant("acme", "shared", None).await;
-    let p = app
-        .api(
-            &t,
-            Method::POST,
-            "/api/v1/projects",
-            Some(json!({"name": "p"})),
-        )
-        .await
-        .str("id");
-    let doc = app.send(Req::new(Method::GET, "/openapi.json")).await.body;
-    let paths = doc["paths"].as_object().expect("paths").clone();
-    assert!(paths.len() >= 13);
-
-    let huge = "x".repeat(300);
-    let param_values: Vec<String> = vec![
+/// Path parameters: malformed, absent, oversized, encoded traversal and injection, and real.
+fn param_values(project: &str) -> Vec<String> {
+    vec![
         "not-a-uuid".into(),
         "00000000-0000-0000-0000-000000000000".into(),
-        huge.clone(),
+        "x".repeat(300),
         "%FF%FE".into(),
         "..%2F..%2Fetc%2Fpasswd".into(),
         "%27%3B%20DROP%20TABLE%20projects%3B--".into(),
-        p.clone(),
+        project.to_owned(),
         "acme".into(),
-    ];
-    let big = vec![b'{'; 2 * 1024 * 1024];
-    let bodies: Vec<(Option<Vec<u8>>, Option<&str>)> = vec![
+    ]
+}
+
+/// Bodies with their content types: none, broken, of the wrong shape or type, too big.
+fn bodies() -> Vec<(Option<Vec<u8>>, Option<&'static str>)> {
+    vec![
         (None, None),
         (Some(b"{".to_vec()), Some("application/json")),
         (Some(b"[]".to_vec()), Some("application/json")),
@@ -85,20 +72,34 @@ async fn no_route_answers_bad_input_with_a_5xx() {
             Some("application/json"),
         ),
         (Some(br#"{"name": "ok"}"#.to_vec()), Some("text/plain")),
-        (Some(big.clone()), Some("application/json")),
+        (Some(vec![b'{'; 2 * 1024 * 1024]), Some("application/json")),
         (Some(vec![0xff, 0xfe, 0x00]), Some("application/json")),
-    ];
-    let queries = [
-        "",
-        "?limit=0",
-        "?limit=-1",
-        "?limit=99999999999999999999",
-        "?limit=abc",
-        "?cursor=!!!",
-        "?cursor=AAAA",
-        "?limit=5&cursor=",
-    ];
+    ]
+}
 
+/// Query strings for listings: bad limits and cursors.
+const QUERIES: [&str; 8] = [
+    "",
+    "?limit=0",
+    "?limit=-1",
+    "?limit=99999999999999999999",
+    "?limit=abc",
+    "?cursor=!!!",
+    "?cursor=AAAA",
+    "?limit=5&cursor=",
+];
+
+#[tokio::test]
+async fn no_route_answers_bad_input_with_a_5xx() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme", "shared", None).await;
+    let p = t.api.create_project("p").await.str("id");
+    let doc = app.send(Req::new(Method::GET, "/openapi.json")).await.body;
+    let paths = doc["paths"].as_object().expect("paths").clone();
+    assert!(paths.len() >= 13);
+
+    let param_values = param_values(&p);
+    let bodies = bodies();
     let mut sent = 0usize;
     for (template, ops) in &paths {
         for (m, _) in ops.as_object().expect("ops") {
@@ -115,7 +116,7 @@ async fn no_route_answers_bad_input_with_a_5xx() {
                 while let (Some(s), Some(e)) = (path.find('{'), path.find('}')) {
                     path.replace_range(s..=e, v);
                 }
-                for q in queries {
+                for q in QUERIES {
                     for (body, ct) in &bodies {
                         // Keep the run bounded: queries only matter for GET, bodies for writes.
                         if (m == "get" && body.is_some()) || (m != "get" && !q.is_empty()) {

@@ -2,132 +2,73 @@
 //! through the tenant's subdomain and through its API key alone.
 
 use axum::http::Method;
-use platform_tests::{Req, TestApp, TestTenant};
+use platform_tests::{Client, Req, TestApp, TestTenant};
 use serde_json::json;
 
 async fn crud_round_trip(app: &TestApp, t: &TestTenant, via_host: bool) {
-    let send = |m: Method, path: String, body: Option<serde_json::Value>| {
-        let mut r = Req::new(m, path).bearer(&t.key);
-        if via_host {
-            r = r.host(t.host());
-        }
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        app.send(r)
-    };
-    let p = send(
-        Method::POST,
-        "/api/v1/projects".into(),
-        Some(json!({"name": "Launch", "description": "Q3"})),
-    )
-    .await;
+    // Through the subdomain, or with the key alone (the key names its tenant).
+    let api = Client::new(
+        app.router(),
+        via_host.then(|| t.host()),
+        Some(t.key.clone()),
+    );
+    let p = api
+        .post(
+            "/api/v1/projects",
+            json!({"name": "Launch", "description": "Q3"}),
+        )
+        .await;
     p.assert_status(201);
     let pid = p.str("id");
     assert_eq!(p.body["description"], "Q3");
-    send(Method::GET, format!("/api/v1/projects/{pid}"), None)
-        .await
-        .assert_status(200);
-    let patched = send(
-        Method::PATCH,
-        format!("/api/v1/projects/{pid}"),
-        Some(json!({"name": "Launch v2", "description": null})),
-    )
-    .await;
+    api.project(&pid).await.assert_status(200);
+    let patched = api
+        .patch(
+            &format!("/api/v1/projects/{pid}"),
+            json!({"name": "Launch v2", "description": null}),
+        )
+        .await;
     patched.assert_status(200);
     assert_eq!(patched.str("name"), "Launch v2");
     assert!(patched.body["description"].is_null());
 
     let mut task_ids = Vec::new();
     for i in 0..3 {
-        let task = send(
-            Method::POST,
-            format!("/api/v1/projects/{pid}/tasks"),
-            Some(json!({"title": format!("task {i}")})),
-        )
-        .await;
+        let task = api.create_task(&pid, &format!("task {i}")).await;
         task.assert_status(201);
         assert_eq!(task.str("status"), "todo");
         task_ids.push(task.str("id"));
     }
-    let page1 = send(
-        Method::GET,
-        format!("/api/v1/projects/{pid}/tasks?limit=2"),
-        None,
-    )
-    .await;
+    let page1 = api
+        .get(&format!("/api/v1/projects/{pid}/tasks?limit=2"))
+        .await;
     page1.assert_status(200);
     assert_eq!(page1.body["items"].as_array().map(Vec::len), Some(2));
     let cursor = page1.str("next_cursor");
-    let page2 = send(
-        Method::GET,
-        format!("/api/v1/projects/{pid}/tasks?limit=2&cursor={cursor}"),
-        None,
-    )
-    .await;
+    let page2 = api
+        .get(&format!(
+            "/api/v1/projects/{pid}/tasks?limit=2&cursor={cursor}"
+        ))
+        .await;
     assert_eq!(page2.body["items"].as_array().map(Vec::len), Some(1));
     assert!(page2.body["next_cursor"].is_null());
 
     let tid = &task_ids[0];
-    let done = send(
-        Method::PATCH,
-        format!("/api/v1/projects/{pid}/tasks/{tid}"),
-        Some(json!({"status": "done"})),
-    )
-    .await;
+    let done = api.update_task(&pid, tid, json!({"status": "done"})).await;
     done.assert_status(200);
     assert_eq!(done.str("status"), "done");
-    assert_eq!(
-        send(
-            Method::GET,
-            format!("/api/v1/projects/{pid}/tasks/{tid}"),
-            None
-        )
-        .await
-        .str("status"),
-        "done"
-    );
-    send(
-        Method::DELETE,
-        format!("/api/v1/projects/{pid}/tasks/{tid}"),
-        None,
-    )
-    .await
-    .assert_status(204);
-    send(
-        Method::GET,
-        format!("/api/v1/projects/{pid}/tasks/{tid}"),
-        None,
-    )
-    .await
-    .assert_problem(404);
+    assert_eq!(api.task(&pid, tid).await.str("status"), "done");
+    api.delete_task(&pid, tid).await.assert_status(204);
+    api.task(&pid, tid).await.assert_problem(404);
     // A task under another (unknown) project is not found.
-    let stranger = uuid::Uuid::now_v7();
-    send(
-        Method::GET,
-        format!("/api/v1/projects/{stranger}/tasks/{}", task_ids[1]),
-        None,
-    )
-    .await
-    .assert_problem(404);
-    send(
-        Method::POST,
-        format!("/api/v1/projects/{stranger}/tasks"),
-        Some(json!({"title": "x"})),
-    )
-    .await
-    .assert_problem(404);
+    let stranger = uuid::Uuid::now_v7().to_string();
+    api.task(&stranger, &task_ids[1]).await.assert_problem(404);
+    api.create_task(&stranger, "x").await.assert_problem(404);
 
     // Deleting the project deletes its tasks.
-    send(Method::DELETE, format!("/api/v1/projects/{pid}"), None)
-        .await
-        .assert_status(204);
-    send(Method::GET, format!("/api/v1/projects/{pid}"), None)
-        .await
-        .assert_problem(404);
-    send(Method::GET, format!("/api/v1/projects/{pid}/tasks"), None)
-        .await
-        .assert_problem(404);
+    api.delete_project(&pid).await.assert_status(204);
+    api.project(&pid).await.assert_problem(404);
+    api.tasks(&pid).await.assert_problem(404);
 }
 
 #[tokio::test]

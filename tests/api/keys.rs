@@ -138,6 +138,76 @@ async fn every_tenant_gets_its_own_wrapped_data_key_and_dedicated_urls_are_seale
     app.finish().await;
 }
 
+type Counters = (
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+/// Creates projects for `t` on `server` until stopped (and at least 5), forcing every request
+/// to open the tenant's secrets again (cached keys and pool dropped); counts `(failures, reads)`.
+/// Returns how many it wrote.
+async fn write_with_fresh_keys(
+    server: Arc<platform::App>,
+    t: platform_tests::TestTenant,
+    i: usize,
+    (failures, reads, stop): Counters,
+) -> usize {
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) || n < 5 {
+        server.tenancy.keyring.forget_cached();
+        server.tenancy.dataplane.forget_tenant(tid(&t.id)).await;
+        let r = Req::new(Method::POST, "/api/v1/projects")
+            .host(t.host())
+            .bearer(&t.key)
+            .json(&json!({"name": format!("during-{i}-{n}")}))
+            .send(&server.router)
+            .await;
+        if r.status.as_u16() != 201 {
+            failures.fetch_add(1, Ordering::SeqCst);
+            eprintln!("request failed during rotation: {}", r.text);
+        }
+        reads.fetch_add(1, Ordering::SeqCst);
+        n += 1;
+    }
+    n
+}
+
+/// A server with only the new key opens everything (every write, before and during the
+/// rotation); one with only the old key refuses to start, naming the key it lacks.
+async fn the_old_key_can_be_retired(
+    app: &TestApp,
+    tenants: &[platform_tests::TestTenant],
+    written: usize,
+    new: &MasterKey,
+    old: &MasterKey,
+) {
+    let retired = app
+        .instance_with_keys(new, &[])
+        .await
+        .expect("the new key alone suffices");
+    let mut total = 0;
+    for t in tenants {
+        let list = Req::new(Method::GET, "/api/v1/projects?limit=100")
+            .host(t.host())
+            .bearer(&t.key)
+            .send(&retired.router)
+            .await;
+        list.assert_status(200);
+        total += list.body["items"].as_array().map_or(0, Vec::len);
+    }
+    assert_eq!(
+        total,
+        tenants.len() + written,
+        "every write, before and during the rotation, is there"
+    );
+    let err = app
+        .instance_with_keys(old, &[])
+        .await
+        .expect_err("old key alone must not start");
+    assert!(format!("{err:#}").contains(new.id()), "{err:#}");
+}
+
 #[tokio::test]
 async fn kek_rotation_while_requests_read_secrets_loses_nothing() {
     let app = TestApp::spawn().await;
@@ -153,14 +223,10 @@ async fn kek_rotation_while_requests_read_secrets_loses_nothing() {
         );
     }
     for t in &tenants {
-        app.api(
-            t,
-            Method::POST,
-            "/api/v1/projects",
-            Some(json!({"name": format!("before-{}", t.slug)})),
-        )
-        .await
-        .assert_status(201);
+        t.api
+            .create_project(&format!("before-{}", t.slug))
+            .await
+            .assert_status(201);
     }
     let old = clusters().key.clone();
     let new = MasterKey::generate();
@@ -173,36 +239,15 @@ async fn kek_rotation_while_requests_read_secrets_loses_nothing() {
     let failures = Arc::new(AtomicUsize::new(0));
     let reads = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for (i, t) in tenants.iter().cloned().enumerate() {
-        let (server, failures, reads, stop) = (
-            Arc::clone(&server),
-            Arc::clone(&failures),
-            Arc::clone(&reads),
-            Arc::clone(&stop),
-        );
-        workers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) || n < 5 {
-                // Force the secret to be read again: drop the unwrapped keys and the pool.
-                server.tenancy.keyring.forget_cached();
-                server.tenancy.dataplane.forget_tenant(tid(&t.id)).await;
-                let r = Req::new(Method::POST, "/api/v1/projects")
-                    .host(t.host())
-                    .bearer(&t.key)
-                    .json(&json!({"name": format!("during-{i}-{n}")}))
-                    .send(&server.router)
-                    .await;
-                if r.status.as_u16() != 201 {
-                    failures.fetch_add(1, Ordering::SeqCst);
-                    eprintln!("request failed during rotation: {}", r.text);
-                }
-                reads.fetch_add(1, Ordering::SeqCst);
-                n += 1;
-            }
-            n
-        }));
-    }
+    let workers: Vec<_> = tenants
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, t)| {
+            let counters = (Arc::clone(&failures), Arc::clone(&reads), Arc::clone(&stop));
+            tokio::spawn(write_with_fresh_keys(Arc::clone(&server), t, i, counters))
+        })
+        .collect();
     // Step 2: re-wrap every data key under the new KEK, while the requests run.
     let rewrapped = server.tenancy.keyring.rotate_kek().await.expect("rotate");
     assert!(rewrapped >= 5, "platform + 4 tenants, got {rewrapped}");
@@ -218,35 +263,10 @@ async fn kek_rotation_while_requests_read_secrets_loses_nothing() {
     );
     assert!(reads.load(Ordering::SeqCst) >= 20);
 
-    // Step 3: the old KEK is retired. A server with only the new key opens everything...
+    // Step 3: the old KEK is retired.
     let status = server.tenancy.keyring.status().await.expect("status");
     assert!(status.iter().all(|(id, _, _)| id == new.id()), "{status:?}");
-    let retired = app
-        .instance_with_keys(&new, &[])
-        .await
-        .expect("the new key alone suffices");
-    let mut total = 0;
-    for t in &tenants {
-        let list = Req::new(Method::GET, "/api/v1/projects?limit=100")
-            .host(t.host())
-            .bearer(&t.key)
-            .send(&retired.router)
-            .await;
-        list.assert_status(200);
-        total += list.body["items"].as_array().map_or(0, Vec::len);
-    }
-    assert_eq!(
-        total,
-        tenants.len() + written,
-        "every write, before and during the rotation, is there"
-    );
-    // ...and one with only the old key refuses to start, naming the key it lacks.
-    let err = app
-        .instance_with_keys(&old, &[])
-        .await
-        .expect_err("old key alone must not start");
-    assert!(format!("{err:#}").contains(new.id()), "{err:#}");
-    drop(retired);
+    the_old_key_can_be_retired(&app, &tenants, written, &new, &old).await;
     app.finish().await;
 }
 

@@ -15,5 +15,4 @@ mod placement;
 mod ratelimit;
 mod routing;
 mod sso;
-mod sso_saml;
 mod transactions;

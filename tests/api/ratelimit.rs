@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::http::Method;
-use platform_tests::{ADMIN_TOKEN, Req, TestApp, TestResponse, eventually};
+use platform_tests::{ADMIN_TOKEN, Req, TestApp, TestResponse, TestTenant, eventually};
 use serde_json::json;
 
 fn header(r: &TestResponse, name: &str) -> Option<u64> {
@@ -33,103 +33,91 @@ fn assert_refused(r: &TestResponse, limit: u64) {
 #[tokio::test]
 async fn a_tenant_is_held_to_its_plan_and_plan_and_override_changes_apply_live() {
     let app = TestApp::spawn().await;
-    app.admin(
-        Method::PUT,
-        "/admin/v1/plans/tiny",
-        Some(json!({"requests_per_second": 1, "burst": 3, "audit_retention_days": 30})),
-    )
-    .await
-    .assert_status(200);
+    let operator = app.operator();
+    operator
+        .put_plan(
+            "tiny",
+            json!({"requests_per_second": 1, "burst": 3, "audit_retention_days": 30}),
+        )
+        .await
+        .assert_status(200);
     let t = app.tenant("small", "shared", None).await;
-    app.admin(
-        Method::PATCH,
-        &format!("/admin/v1/tenants/{}", t.id),
-        Some(json!({"plan": "tiny"})),
-    )
-    .await
-    .assert_status(200);
+    operator
+        .patch_tenant(&t.id, json!({"plan": "tiny"}))
+        .await
+        .assert_status(200);
     let other = app.tenant("big", "shared", None).await;
     // Allowed requests count down in the headers ...
     for remaining in [2, 1, 0] {
-        let r = app.api(&t, Method::GET, "/api/v1/projects", None).await;
+        let r = t.api.projects().await;
         r.assert_status(200);
         assert_eq!(header(&r, "ratelimit-limit"), Some(3));
         assert_eq!(header(&r, "ratelimit-remaining"), Some(remaining));
     }
     // ... then the tenant is refused, and another tenant is not.
-    let refused = app.api(&t, Method::GET, "/api/v1/projects", None).await;
+    let refused = t.api.projects().await;
     assert_refused(&refused, 3);
     assert!(refused.str("detail").contains("plan"));
-    let fine = app.api(&other, Method::GET, "/api/v1/projects", None).await;
+    let fine = other.api.projects().await;
     fine.assert_status(200);
     // (The harness's tenants are on a plan the catalog does not know: the server default, which
     // the harness sets far out of reach.)
     assert_eq!(header(&fine, "ratelimit-limit"), Some(1_000_000));
 
     // The plan changes: within seconds, without a restart, the new burst applies.
-    app.admin(
-        Method::PUT,
-        "/admin/v1/plans/tiny",
-        Some(json!({"requests_per_second": 1, "burst": 50, "audit_retention_days": 30})),
-    )
-    .await
-    .assert_status(200);
+    operator
+        .put_plan(
+            "tiny",
+            json!({"requests_per_second": 1, "burst": 50, "audit_retention_days": 30}),
+        )
+        .await
+        .assert_status(200);
     let applied = eventually(Duration::from_secs(5), || async {
-        header(
-            &app.api(&t, Method::GET, "/api/v1/projects", None).await,
-            "ratelimit-limit",
-        ) == Some(50)
+        header(&t.api.projects().await, "ratelimit-limit") == Some(50)
     })
     .await;
     assert!(applied.is_some(), "the plan change did not apply");
+    an_override_wins_over_the_plan_until_removed(&app, &t).await;
+    app.finish().await;
+}
 
-    // A per-tenant override wins over the plan, and removing it goes back to the plan.
-    let patched = app
-        .admin(
-            Method::PATCH,
-            &format!("/admin/v1/tenants/{}", t.id),
-            Some(json!({"rate_limit": {"requests_per_second": 1, "burst": 2}})),
+/// A per-tenant override wins over the plan, and removing it goes back to the plan (burst 50);
+/// bad overrides and plan names are refused.
+async fn an_override_wins_over_the_plan_until_removed(app: &TestApp, t: &TestTenant) {
+    let operator = app.operator();
+    let patched = operator
+        .patch_tenant(
+            &t.id,
+            json!({"rate_limit": {"requests_per_second": 1, "burst": 2}}),
         )
         .await;
     patched.assert_status(200);
     assert_eq!(patched.body["rate_limit_override"]["burst"], 2);
-    let r = app.api(&t, Method::GET, "/api/v1/projects", None).await;
+    let r = t.api.projects().await;
     assert_eq!(header(&r, "ratelimit-limit"), Some(2));
-    app.api(&t, Method::GET, "/api/v1/projects", None)
+    t.api.projects().await.assert_status(200);
+    assert_refused(&t.api.projects().await, 2);
+    operator
+        .patch_tenant(&t.id, json!({"rate_limit": null}))
         .await
         .assert_status(200);
-    assert_refused(&app.api(&t, Method::GET, "/api/v1/projects", None).await, 2);
-    app.admin(
-        Method::PATCH,
-        &format!("/admin/v1/tenants/{}", t.id),
-        Some(json!({"rate_limit": null})),
-    )
-    .await
-    .assert_status(200);
-    let r = app.api(&t, Method::GET, "/api/v1/projects", None).await;
+    let r = t.api.projects().await;
     assert_eq!(header(&r, "ratelimit-limit"), Some(50));
     // Bad values are refused with a 4xx.
     for body in [
         json!({"rate_limit": {"requests_per_second": 0, "burst": 2}}),
         json!({"rate_limit": {"requests_per_second": 1}}),
     ] {
-        let r = app
-            .admin(
-                Method::PATCH,
-                &format!("/admin/v1/tenants/{}", t.id),
-                Some(body),
-            )
-            .await;
+        let r = operator.patch_tenant(&t.id, body).await;
         assert!(r.status.is_client_error(), "{}", r.text);
     }
-    app.admin(
-        Method::PUT,
-        "/admin/v1/plans/Bad%20Name",
-        Some(json!({"requests_per_second": 1, "burst": 1, "audit_retention_days": 1})),
-    )
-    .await
-    .assert_problem(422);
-    app.finish().await;
+    operator
+        .put_plan(
+            "Bad%20Name",
+            json!({"requests_per_second": 1, "burst": 1, "audit_retention_days": 1}),
+        )
+        .await
+        .assert_problem(422);
 }
 
 #[tokio::test]
@@ -143,38 +131,49 @@ async fn principals_addresses_and_the_admin_api_have_their_own_limits_and_proxie
     ])
     .await;
     let t = app.tenant("acme", "shared", None).await;
+    per_principal(&app, &t).await;
+    per_address_on_a_sensitive_endpoint(&app, &t).await;
 
-    // Per principal: this key is refused after its burst; another key of the tenant is not.
-    app.api(&t, Method::GET, "/api/v1/projects", None)
-        .await
-        .assert_status(200);
-    app.api(&t, Method::GET, "/api/v1/projects", None)
-        .await
-        .assert_status(200);
-    let refused = app.api(&t, Method::GET, "/api/v1/projects", None).await;
+    // The admin API, per address, before the token is even checked.
+    let admin = |peer: &'static str| {
+        Req::new(Method::GET, "/admin/v1/tenants")
+            .bearer(ADMIN_TOKEN)
+            .peer(peer)
+    };
+    for remaining in [2, 1, 0] {
+        let r = app.send(admin("192.0.2.10:1")).await;
+        r.assert_status(200);
+        assert_eq!(header(&r, "ratelimit-remaining"), Some(remaining));
+    }
+    assert_refused(&app.send(admin("192.0.2.10:1")).await, 3);
+    app.send(admin("192.0.2.11:1")).await.assert_status(200);
+    app.finish().await;
+}
+
+/// Per principal (burst 2): this key is refused after its burst; another key of the tenant is
+/// not.
+async fn per_principal(app: &TestApp, t: &TestTenant) {
+    t.api.projects().await.assert_status(200);
+    t.api.projects().await.assert_status(200);
+    let refused = t.api.projects().await;
     assert_refused(&refused, 2);
     assert!(refused.str("detail").contains("credential"));
     let second = app
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/tenants/{}/api-keys", t.id),
-            Some(json!({"name": "b"})),
-        )
+        .operator()
+        .create_api_key(&t.id, json!({"name": "b"}))
         .await
         .str("key");
-    app.send(
-        Req::new(Method::GET, "/api/v1/projects")
-            .host(t.host())
-            .bearer(&second),
-    )
-    .await
-    .assert_status(200);
+    t.with_key(&second).api.projects().await.assert_status(200);
+}
 
-    // Per address on a sensitive endpoint (password reset requests: cheap, so the requests
-    // below come faster than the 1/s refill): two accepted, then 429.
+/// Per address on a sensitive endpoint (password reset requests: cheap, so the requests below
+/// come faster than the 1/s refill): two accepted, then 429; `X-Forwarded-For` counts only from
+/// a trusted proxy, and the address it gives is the one the audit log records.
+async fn per_address_on_a_sensitive_endpoint(app: &TestApp, t: &TestTenant) {
     let forgot = |peer: &'static str, xff: Option<&'static str>| {
-        let mut r = Req::new(Method::POST, "/api/v1/auth/password/forgot")
-            .host(t.host())
+        let mut r = t
+            .anon
+            .req(Method::POST, "/api/v1/auth/password/forgot")
             .peer(peer)
             .json(&json!({"email": "nobody@acme.test"}));
         if let Some(x) = xff {
@@ -219,8 +218,8 @@ async fn principals_addresses_and_the_admin_api_have_their_own_limits_and_proxie
         .assert_status(202);
     // ... and it is the address the audit log records, e.g. for a failed login.
     app.send(
-        Req::new(Method::POST, "/api/v1/auth/login")
-            .host(t.host())
+        t.anon
+            .req(Method::POST, "/api/v1/auth/login")
             .peer("10.1.2.3:5000")
             .header("x-forwarded-for", "198.51.100.3")
             .json(&json!({"email": "x@acme.test", "password": "wrong"})),
@@ -240,21 +239,6 @@ async fn principals_addresses_and_the_admin_api_have_their_own_limits_and_proxie
         .map(|r| r.get(0))
         .collect();
     assert_eq!(ips, vec![Some("198.51.100.3".to_owned())]);
-
-    // The admin API, per address, before the token is even checked.
-    let admin = |peer: &'static str| {
-        Req::new(Method::GET, "/admin/v1/tenants")
-            .bearer(ADMIN_TOKEN)
-            .peer(peer)
-    };
-    for remaining in [2, 1, 0] {
-        let r = app.send(admin("192.0.2.10:1")).await;
-        r.assert_status(200);
-        assert_eq!(header(&r, "ratelimit-remaining"), Some(remaining));
-    }
-    assert_refused(&app.send(admin("192.0.2.10:1")).await, 3);
-    app.send(admin("192.0.2.11:1")).await.assert_status(200);
-    app.finish().await;
 }
 
 #[test]

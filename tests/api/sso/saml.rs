@@ -10,8 +10,8 @@ use platform_tests::peers::SamlIdp;
 use platform_tests::{Req, TestApp, TestResponse, TestTenant};
 use serde_json::{Value, json};
 
+use super::{assert_refused, events, whoami};
 use crate::auth::{TestUser, as_user, user_with_role};
-use crate::sso::{assert_refused, events, whoami};
 
 const IDP: &str = "https://idp.corp.test";
 
@@ -288,15 +288,17 @@ fn xsw(n: u8, by_response: &str, by_assertion: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn every_attack_in_the_corpus_is_refused_with_a_4xx_and_a_security_event() {
-    let app = TestApp::spawn().await;
-    let idp = SamlIdp::new(IDP).await;
-    let (f, _) = saml_tenant(&app, "acme", &idp, false).await;
-    let req = start(&app, &f).await;
+/// The attack corpus against one login request: `(name, SAMLResponse, refusal reason)`, and
+/// the genuine (assertion-signed) answer the attacks are made from.
+async fn attack_corpus(
+    idp: &SamlIdp,
+    f: &Fixture,
+    req: &str,
+) -> (Vec<(String, String, &'static str)>, String) {
+    let req = req.to_owned();
     let dana = || user("dana@acme.test", &[]);
     let sign = |extra: Value| {
-        let (idp, f, req) = (&idp, &f, &req);
+        let (idp, f, req) = (idp, f, &req);
         async move { idp.respond(&f.sp_metadata, Some(req), dana(), extra).await }
     };
     let by_assertion = decode(&sign(json!({})).await);
@@ -304,7 +306,7 @@ async fn every_attack_in_the_corpus_is_refused_with_a_4xx_and_a_security_event()
     let impostor = idp.impostor().await;
     let acs = "https://acme.localhost/sso/saml/acs";
 
-    let mut cases: Vec<(String, String, &str)> = vec![
+    let mut cases: Vec<(String, String, &'static str)> = vec![
         ("unsigned".into(), sign(json!({"sign_assertion": false, "sign_response": false})).await, "signature"),
         (
             "signed by another key".into(),
@@ -403,6 +405,17 @@ async fn every_attack_in_the_corpus_is_refused_with_a_4xx_and_a_security_event()
             "structure",
         ));
     }
+
+    (cases, by_assertion)
+}
+
+#[tokio::test]
+async fn every_attack_in_the_corpus_is_refused_with_a_4xx_and_a_security_event() {
+    let app = TestApp::spawn().await;
+    let idp = SamlIdp::new(IDP).await;
+    let (f, _) = saml_tenant(&app, "acme", &idp, false).await;
+    let req = start(&app, &f).await;
+    let (cases, by_assertion) = attack_corpus(&idp, &f, &req).await;
 
     let mut failures = Vec::new();
     for (name, response, reason) in &cases {
