@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use platform_tests::{TestApp, TestTenant, eventually, test_migrations_dir};
+use platform_tests::{TestApp, TestTenant, ahead, eventually, failing, head, test_migrations_dir};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
@@ -100,7 +100,7 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["failed"], 1);
     assert_eq!(summary["ok"], 2);
-    assert_eq!(app.schema_version(&ok).await, 7);
+    assert_eq!(app.schema_version(&ok).await, failing());
 
     let (code, status) = run_json(
         &app,
@@ -116,7 +116,7 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
     assert_eq!(code, 0);
     assert_eq!(status_of(&status, "cli-down")["state"], "failed");
     assert_eq!(status_of(&status, "cli-ok")["state"], "ok");
-    assert_eq!(status_of(&status, "cli-ok")["version"], 7);
+    assert_eq!(status_of(&status, "cli-ok")["version"], failing());
     assert!(status_of(&status, "cli-ok")["last_run_at"].is_string());
     let summary = status.last().expect("summary");
     assert_eq!(
@@ -144,9 +144,10 @@ async fn a_failed_database_makes_the_exit_code_non_zero_and_is_listed_last() {
         .expect("status");
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
-        text.lines().last().is_some_and(
-            |l| l.contains("3 databases at target 7: 3 ok, 0 pending, 0 running, 0 failed")
-        ),
+        text.lines().last().is_some_and(|l| l.contains(&format!(
+            "3 databases at target {}: 3 ok, 0 pending, 0 running, 0 failed",
+            failing()
+        ))),
         "{text}"
     );
     assert!(
@@ -252,7 +253,7 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
     );
 
     // The killed transaction never committed; release the lock and run again.
-    assert_eq!(app.schema_version(held).await, 5);
+    assert_eq!(app.schema_version(held).await, head());
     tx.rollback().await.expect("release");
     let (code, lines) = run_json(
         &app,
@@ -267,12 +268,12 @@ async fn a_runner_killed_mid_run_then_rerun_converges_and_applies_nothing_twice(
     .await;
     assert_eq!(code, 0, "{lines:?}");
     for t in &tenants {
-        assert_eq!(app.schema_version(t).await, 7, "{}", t.slug);
+        assert_eq!(app.schema_version(t).await, failing(), "{}", t.slug);
         let db = app.tenant_db(t).await;
-        for v in [6, 7] {
+        for v in [ahead(), failing()] {
             let n: i64 = db
                 .query_one(
-                    "SELECT count(*) FROM test_applications WHERE version = $1",
+                    "SELECT count(*) FROM test_applications WHERE version::bigint = $1",
                     &[&v],
                 )
                 .await

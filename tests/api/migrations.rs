@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
-use platform_tests::{Req, TestApp, TestTenant, eventually, migrations_up_to};
+use platform_tests::{
+    Req, TestApp, TestTenant, ahead, eventually, failing, head, migrations_up_to,
+};
 use serde_json::json;
 use tenancy::migrate::fleet::{Events, FleetOptions, FleetReport};
 use tenancy::migrate::ledger;
@@ -37,11 +39,11 @@ async fn run(app: &TestApp, head: i64, o: &FleetOptions) -> FleetReport {
 }
 
 /// How many times test migration `version` ran in a database (it logs itself).
-async fn applications(app: &TestApp, t: &TestTenant, version: i32) -> i64 {
+async fn applications(app: &TestApp, t: &TestTenant, version: i64) -> i64 {
     app.tenant_db(t)
         .await
         .query_one(
-            "SELECT count(*) FROM test_applications WHERE version = $1",
+            "SELECT count(*) FROM test_applications WHERE version::bigint = $1",
             &[&version],
         )
         .await
@@ -61,7 +63,7 @@ async fn set_allow_connections(app: &TestApp, t: &TestTenant, allow: bool) {
         .expect("alter database");
 }
 
-/// A session in a transaction that holds a lock the test migration V6's `ALTER TABLE projects`
+/// A session in a transaction that holds a lock the test migration `ahead()`'s `ALTER TABLE projects`
 /// needs (`ROLLBACK` on it releases the lock).
 async fn hold_projects_lock(app: &TestApp, t: &TestTenant) -> tokio_postgres::Client {
     let blocker = app.tenant_db(t).await;

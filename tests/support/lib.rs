@@ -27,7 +27,7 @@ pub mod tenants;
 pub use app::{ADMIN_TOKEN, Provisioning, Spawn, TestApp};
 pub use client::Client;
 pub use clusters::{Clusters, clusters, connect};
-pub use migrations::{migrations_up_to, test_migrations_dir};
+pub use migrations::{ahead, failing, head, migrations_up_to, test_migrations_dir};
 pub use operator::Operator;
 pub use requests::{Req, TestResponse};
 pub use tenants::{PASSWORD, TestTenant, TestUser, token_in};

@@ -8,7 +8,7 @@ async fn a_tenant_below_the_minimum_version_gets_503_until_migrated() {
     let dedicated = app.tenant("behind", "dedicated", Some("second")).await;
     let shared = app.tenant("behind-too", "shared", None).await;
     // A newer build that needs version 6 (head + 1), deployed before the fleet is migrated.
-    let newer = app.instance_requiring_schema(6).await;
+    let newer = app.instance_requiring_schema(ahead()).await;
     for t in [&dedicated, &shared] {
         let r = Req::new(Method::GET, "/api/v1/projects")
             .host(t.host())
@@ -24,7 +24,7 @@ async fn a_tenant_below_the_minimum_version_gets_503_until_migrated() {
         .await
         .assert_status(200);
 
-    let report = run(&app, 6, &opts()).await;
+    let report = run(&app, ahead(), &opts()).await;
     assert!(report.succeeded(), "{report:?}");
     // The catalog notification refreshes the newer instance's cached tenant records.
     for t in [&dedicated, &shared] {
@@ -50,10 +50,10 @@ async fn the_current_code_works_on_a_database_one_migration_ahead() {
     let app = TestApp::spawn().await;
     let dedicated = app.tenant("ahead", "dedicated", Some("local")).await;
     let shared = app.tenant("ahead-shared", "shared", None).await;
-    let report = run(&app, 6, &opts()).await;
+    let report = run(&app, ahead(), &opts()).await;
     assert!(report.succeeded(), "{report:?}");
     for t in [&dedicated, &shared] {
-        assert_eq!(app.schema_version(t).await, 6);
+        assert_eq!(app.schema_version(t).await, ahead());
         let project = app
             .api(
                 t,
@@ -98,6 +98,6 @@ async fn the_current_code_works_on_a_database_one_migration_ahead() {
     }
     // And a new dedicated tenant still provisions (to this build's head) beside them.
     let fresh = app.tenant("fresh", "dedicated", Some("local")).await;
-    assert_eq!(app.recorded_version(&fresh).await, Some(5));
+    assert_eq!(app.recorded_version(&fresh).await, Some(head()));
     app.finish().await;
 }

@@ -10,10 +10,10 @@ async fn one_unreachable_database_fails_alone_and_a_rerun_converges() {
     let b = app.tenant("bravo", "dedicated", Some("local")).await;
     let c = app.tenant("charlie", "dedicated", Some("second")).await;
     // Provisioning recorded the head version before activation.
-    assert_eq!(app.recorded_version(&a).await, Some(5));
+    assert_eq!(app.recorded_version(&a).await, Some(head()));
     set_allow_connections(&app, &b, false).await;
 
-    let report = run(&app, 6, &opts()).await;
+    let report = run(&app, ahead(), &opts()).await;
     assert!(!report.succeeded());
     let failed: Vec<_> = report.failed().collect();
     assert_eq!(failed.len(), 1, "{report:?}");
@@ -27,10 +27,10 @@ async fn one_unreachable_database_fails_alone_and_a_rerun_converges() {
         failed[0].error
     );
     for t in [&s, &a, &c] {
-        assert_eq!(app.schema_version(t).await, 6, "{} migrated", t.slug);
-        assert_eq!(app.recorded_version(t).await, Some(6));
+        assert_eq!(app.schema_version(t).await, ahead(), "{} migrated", t.slug);
+        assert_eq!(app.recorded_version(t).await, Some(ahead()));
     }
-    assert_eq!(app.recorded_version(&b).await, Some(5));
+    assert_eq!(app.recorded_version(&b).await, Some(head()));
     // The ledger says so.
     let run_id = report.run.expect("a real run");
     let rows = ledger::run_entries(app.migrator().catalog(), run_id)
@@ -43,15 +43,15 @@ async fn one_unreachable_database_fails_alone_and_a_rerun_converges() {
     assert!(
         rows.iter()
             .filter(|r| r.db_key != b.id)
-            .all(|r| r.state == "ok" && r.version_after == Some(6))
+            .all(|r| r.state == "ok" && r.version_after == Some(ahead()))
     );
-    let status = app.migrator().status(6).await.expect("status");
+    let status = app.migrator().status(ahead()).await.expect("status");
     let sum = Summary::of(&status);
     assert_eq!((sum.ok, sum.failed, sum.pending, sum.running), (3, 1, 0, 0));
 
     // It comes back; the rerun only looks at what is left.
     set_allow_connections(&app, &b, true).await;
-    let again = run(&app, 6, &opts()).await;
+    let again = run(&app, ahead(), &opts()).await;
     assert!(again.succeeded(), "{again:?}");
     assert_eq!(again.results.len(), 1);
     assert_eq!(again.skipped, 3);
@@ -64,14 +64,14 @@ async fn one_unreachable_database_fails_alone_and_a_rerun_converges() {
         let have = app.schema_version(t).await;
         assert_eq!(view.body["schema_version"], json!(have), "{}", t.slug);
     }
-    assert_eq!(app.schema_version(&b).await, 6);
+    assert_eq!(app.schema_version(&b).await, ahead());
     for t in [&s, &a, &b, &c] {
-        assert_eq!(applications(&app, t, 6).await, 1, "{} once", t.slug);
+        assert_eq!(applications(&app, t, ahead()).await, 1, "{} once", t.slug);
     }
-    let status = app.migrator().status(6).await.expect("status");
+    let status = app.migrator().status(ahead()).await.expect("status");
     assert!(status.iter().all(|r| r.state == DbState::Ok), "{status:?}");
     // A no-op pass touches no database.
-    let noop = run(&app, 6, &opts()).await;
+    let noop = run(&app, ahead(), &opts()).await;
     assert!(noop.succeeded() && noop.results.is_empty() && noop.skipped == 4);
     app.finish().await;
 }
@@ -87,7 +87,7 @@ async fn a_database_whose_history_differs_is_failed_by_refinery_and_the_rest_go_
         .batch_execute("UPDATE refinery_schema_history SET checksum = '1' WHERE version = 2")
         .await
         .expect("tamper");
-    let report = run(&app, 6, &opts()).await;
+    let report = run(&app, ahead(), &opts()).await;
     assert!(!report.succeeded());
     let failed: Vec<_> = report.failed().collect();
     assert_eq!(failed.len(), 1, "{report:?}");
@@ -103,8 +103,8 @@ async fn a_database_whose_history_differs_is_failed_by_refinery_and_the_rest_go_
         "{failed:?}"
     );
     // Nothing was applied on top of the changed history; the other database moved on.
-    assert_eq!(app.schema_version(&changed).await, 5);
-    assert_eq!(app.schema_version(&fine).await, 6);
+    assert_eq!(app.schema_version(&changed).await, head());
+    assert_eq!(app.schema_version(&fine).await, ahead());
     app.finish().await;
 }
 
@@ -125,7 +125,7 @@ async fn a_failing_canary_stops_the_run_before_the_rest() {
 
     let report = run(
         &app,
-        7,
+        failing(),
         &FleetOptions {
             canary: 1,
             ..opts()
@@ -136,12 +136,12 @@ async fn a_failing_canary_stops_the_run_before_the_rest() {
     assert_eq!(report.results.len(), 1);
     assert_eq!(report.not_started, 4);
     // V2 went in, V3 failed: the canary is at 2 and recorded so; nothing else was touched.
-    assert_eq!(app.schema_version(&first).await, 6);
-    assert_eq!(app.recorded_version(&first).await, Some(6));
+    assert_eq!(app.schema_version(&first).await, ahead());
+    assert_eq!(app.recorded_version(&first).await, Some(ahead()));
     for t in rest.iter().chain([&shared]) {
-        assert_eq!(app.schema_version(t).await, 5, "{} untouched", t.slug);
+        assert_eq!(app.schema_version(t).await, head(), "{} untouched", t.slug);
     }
-    let status = app.migrator().status(7).await.expect("status");
+    let status = app.migrator().status(failing()).await.expect("status");
     let sum = Summary::of(&status);
     assert_eq!((sum.failed, sum.pending, sum.ok), (1, 4, 0), "{status:?}");
     let failed = status
@@ -162,10 +162,10 @@ async fn a_failing_canary_stops_the_run_before_the_rest() {
         .batch_execute("DROP TABLE test_fail_here")
         .await
         .expect("unmark");
-    let again = run(&app, 7, &opts()).await;
+    let again = run(&app, failing(), &opts()).await;
     assert!(again.succeeded(), "{again:?}");
     for t in rest.iter().chain([&shared, &first]) {
-        assert_eq!(app.schema_version(t).await, 7);
+        assert_eq!(app.schema_version(t).await, failing());
     }
     app.finish().await;
 }
@@ -175,7 +175,7 @@ async fn a_migration_blocked_by_a_long_transaction_gives_up_after_the_lock_timeo
     let app = TestApp::spawn().await;
     let busy = app.tenant("busy", "dedicated", Some("local")).await;
     let idle = app.tenant("idle", "dedicated", Some("second")).await;
-    // A long transaction holds a lock V6's ALTER TABLE needs. Waiting for it would queue every
+    // A long transaction holds a lock the ahead() migration's ALTER TABLE needs. Waiting for it would queue every
     // later query on `projects` behind the migration's ACCESS EXCLUSIVE request.
     let blocker = hold_projects_lock(&app, &busy).await;
     // (Bounded here only so that a runner that waits forever fails the test instead of hanging
@@ -184,7 +184,7 @@ async fn a_migration_blocked_by_a_long_transaction_gives_up_after_the_lock_timeo
         Duration::from_secs(120),
         run(
             &app,
-            6,
+            ahead(),
             &FleetOptions {
                 lock_timeout: Some(Duration::from_millis(300)),
                 ..opts()
@@ -203,8 +203,8 @@ async fn a_migration_blocked_by_a_long_transaction_gives_up_after_the_lock_timeo
             .is_some_and(|e| e.contains("lock timeout")),
         "{failed:?}"
     );
-    // Rolled back whole: not even V6's first statement (a new table) stayed.
-    assert_eq!(app.schema_version(&busy).await, 5);
+    // Rolled back whole: not even the ahead() migration's first statement (a new table) stayed.
+    assert_eq!(app.schema_version(&busy).await, head());
     let leftover: i64 = app
         .tenant_db(&busy)
         .await
@@ -216,11 +216,11 @@ async fn a_migration_blocked_by_a_long_transaction_gives_up_after_the_lock_timeo
         .expect("count")
         .get(0);
     assert_eq!(leftover, 0);
-    assert_eq!(app.schema_version(&idle).await, 6);
+    assert_eq!(app.schema_version(&idle).await, ahead());
     // The long transaction ends; the next run converges.
     blocker.batch_execute("ROLLBACK").await.expect("release");
-    let again = run(&app, 6, &opts()).await;
+    let again = run(&app, ahead(), &opts()).await;
     assert!(again.succeeded(), "{again:?}");
-    assert_eq!(app.schema_version(&busy).await, 6);
+    assert_eq!(app.schema_version(&busy).await, ahead());
     app.finish().await;
 }

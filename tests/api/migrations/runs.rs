@@ -17,12 +17,22 @@ async fn two_concurrent_runners_never_migrate_one_database_twice() {
         verify: true,
         ..opts()
     };
-    let (r1, r2) = tokio::join!(run(&app, 7, &o), run(&app, 7, &o));
+    let (r1, r2) = tokio::join!(run(&app, failing(), &o), run(&app, failing(), &o));
     assert!(r1.succeeded() && r2.succeeded(), "{r1:?} {r2:?}");
     for t in &tenants {
-        assert_eq!(app.schema_version(t).await, 7);
-        assert_eq!(applications(&app, t, 6).await, 1, "{}: V2 once", t.slug);
-        assert_eq!(applications(&app, t, 7).await, 1, "{}: V3 once", t.slug);
+        assert_eq!(app.schema_version(t).await, failing());
+        assert_eq!(
+            applications(&app, t, ahead()).await,
+            1,
+            "{}: V2 once",
+            t.slug
+        );
+        assert_eq!(
+            applications(&app, t, failing()).await,
+            1,
+            "{}: V3 once",
+            t.slug
+        );
         // Exactly one of the two runs found it behind; the other found it done, under the lock.
         let movers = [&r1, &r2]
             .iter()
@@ -35,7 +45,7 @@ async fn two_concurrent_runners_never_migrate_one_database_twice() {
         // The runner's own history rows (its lean path) are what refinery itself reads and
         // verifies: refinery finds nothing to do and no divergence.
         let mut db = app.tenant_db(t).await;
-        let report = refinery::Runner::new(&migrations_up_to(7))
+        let report = refinery::Runner::new(&migrations_up_to(failing()))
             .run_async(&mut db)
             .await
             .expect("refinery accepts the history the runner wrote");
@@ -60,12 +70,12 @@ async fn status_tells_where_a_run_stands_while_it_runs_and_after() {
             ..opts()
         };
         migrator
-            .run(migrations_up_to(6), &o, quiet())
+            .run(migrations_up_to(ahead()), &o, quiet())
             .await
             .expect("run")
     });
     let seen = eventually(Duration::from_secs(30), || async {
-        let s = app.migrator().status(6).await.expect("status");
+        let s = app.migrator().status(ahead()).await.expect("status");
         // `held` is running; every other database (`free` and the shared one) is done.
         s.iter().all(|r| {
             let is_held = r.db.slugs.first().is_some_and(|x| x.as_str() == "held");
@@ -82,21 +92,21 @@ async fn status_tells_where_a_run_stands_while_it_runs_and_after() {
         seen.is_some(),
         "status never showed `held` running and the rest done"
     );
-    let during = Summary::of(&app.migrator().status(6).await.expect("status"));
+    let during = Summary::of(&app.migrator().status(ahead()).await.expect("status"));
     assert_eq!(during.running, 1);
     assert_eq!(during.failed, 0);
 
     blocker.batch_execute("ROLLBACK").await.expect("release");
     let report = running.await.expect("join");
     assert!(report.succeeded(), "{report:?}");
-    let after = app.migrator().status(6).await.expect("status");
+    let after = app.migrator().status(ahead()).await.expect("status");
     assert!(
-        after
-            .iter()
-            .all(|r| r.state == DbState::Ok && r.current == Some(6) && r.last_run_at.is_some()),
+        after.iter().all(|r| r.state == DbState::Ok
+            && r.current == Some(ahead())
+            && r.last_run_at.is_some()),
         "{after:?}"
     );
-    assert_eq!(app.schema_version(&other).await, 6);
+    assert_eq!(app.schema_version(&other).await, ahead());
     app.finish().await;
 }
 
@@ -107,7 +117,7 @@ async fn dry_run_filters_and_target_do_what_they_say() {
     let b = app.tenant("filter-b", "dedicated", Some("second")).await;
     let dry = run(
         &app,
-        7,
+        failing(),
         &FleetOptions {
             dry_run: true,
             ..opts()
@@ -115,25 +125,25 @@ async fn dry_run_filters_and_target_do_what_they_say() {
     )
     .await;
     assert!(dry.run.is_none() && dry.not_started == 3 && dry.results.is_empty());
-    assert_eq!(app.schema_version(&a).await, 5);
+    assert_eq!(app.schema_version(&a).await, head());
     // Only `filter-a`, only up to 2.
     let one = run(
         &app,
-        7,
+        failing(),
         &FleetOptions {
             tenants: vec!["filter-a".into()],
-            target: Some(6),
+            target: Some(ahead()),
             ..opts()
         },
     )
     .await;
     assert!(one.succeeded() && one.total == 1);
-    assert_eq!(app.schema_version(&a).await, 6);
-    assert_eq!(app.schema_version(&b).await, 5);
+    assert_eq!(app.schema_version(&a).await, ahead());
+    assert_eq!(app.schema_version(&b).await, head());
     // Only the second server.
     let second = run(
         &app,
-        7,
+        failing(),
         &FleetOptions {
             server: Some("second".into()),
             ..opts()
@@ -141,12 +151,12 @@ async fn dry_run_filters_and_target_do_what_they_say() {
     )
     .await;
     assert!(second.succeeded() && second.total == 1);
-    assert_eq!(app.schema_version(&b).await, 7);
-    assert_eq!(app.schema_version(&a).await, 6);
+    assert_eq!(app.schema_version(&b).await, failing());
+    assert_eq!(app.schema_version(&a).await, ahead());
     let unknown = app
         .migrator()
         .run(
-            migrations_up_to(7),
+            migrations_up_to(failing()),
             &FleetOptions {
                 tenants: vec!["nobody".into()],
                 ..opts()

@@ -18,4 +18,4 @@ ALTER TABLE projects ADD COLUMN test_label text;
 
 -- Counts applications, so a test can prove this ran exactly once in each database.
 CREATE TABLE IF NOT EXISTS test_applications (version integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
-INSERT INTO test_applications (version) VALUES (6);
+INSERT INTO test_applications (version) VALUES ({version});

@@ -3,7 +3,7 @@
 DO $$
 BEGIN
     IF to_regclass('test_fail_here') IS NOT NULL THEN
-        RAISE EXCEPTION 'this database is marked to fail migration 7';
+        RAISE EXCEPTION 'this database is marked to fail migration {version}';
     END IF;
 END $$;
-INSERT INTO test_applications (version) VALUES (7);
+INSERT INTO test_applications (version) VALUES ({version});
