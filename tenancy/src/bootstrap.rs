@@ -125,7 +125,7 @@ async fn build(
         let version = migrate::tenant_database(&shared_url.parse()?)
             .await
             .context("migrating the shared tenant database")?;
-        ledger::record_version(&catalog, &DbKey::Shared, version)
+        ledger::versions::record_version(&catalog, &DbKey::Shared, version)
             .await
             .context("recording the shared database's schema version")?;
     }
