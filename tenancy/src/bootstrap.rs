@@ -2,33 +2,33 @@
 //! key, run both migration sets, and build the catalog, data plane, resolver and provisioner.
 //! Also the catalog-notification listener that keeps every instance's caches fresh.
 
+mod databases;
+mod legacy;
+mod listener;
+
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::postgres::PgListener;
 use zeroize::Zeroizing;
 
-use crate::catalog::{CHANNEL, Catalog};
-use crate::catalog::{DB_URL_PURPOSE, Placement, TenantStatus, server_url_purpose};
-use crate::crypto::{Keyring, LocalKeys, MasterKey, Scope, random_token};
+use crate::catalog::Catalog;
+use crate::crypto::{Keyring, LocalKeys, Scope, random_token};
 use crate::dataplane::{DataPlane, PoolSizes};
-use crate::embedded::{Cluster, write_private};
-use crate::ids::TenantId;
+use crate::embedded::Cluster;
 use crate::migrate::fleet::{DbKey, Migrator};
 use crate::migrate::ledger;
 use crate::placement::Mover;
 use crate::provision::Provisioner;
 use crate::resolve::Resolver;
 use crate::servers::Servers;
-use crate::settings::{DatabaseMode, Settings};
+use crate::settings::Settings;
 use crate::{migrate, pg};
+use databases::databases;
+use legacy::{seal_legacy_tenant_urls, upgrade_legacy_server_urls};
 
 /// Name of the server the embedded default registers for dedicated databases.
 pub const LOCAL_SERVER: &str = "local";
-const CONTROL_DB: &str = "platform_control";
-const SHARED_DB: &str = "platform_shared";
 
 /// Everything the platform and ops tooling run on.
 #[derive(Clone, Debug)]
@@ -101,84 +101,6 @@ pub async fn start_with(settings: &Settings, shared: SharedSchema) -> anyhow::Re
     }
 }
 
-type Databases = (String, String, Option<Cluster>, LocalKeys, Option<PathBuf>);
-
-async fn databases(settings: &Settings) -> anyhow::Result<Databases> {
-    let previous = settings.previous_master_keys.clone();
-    match &settings.database {
-        DatabaseMode::External {
-            control_plane_url,
-            shared_url,
-        } => {
-            let key = settings
-                .master_key
-                .clone()
-                .context("PLATFORM_MASTER_KEY is required with external databases")?;
-            Ok((
-                control_plane_url.expose().to_owned(),
-                shared_url.expose().to_owned(),
-                None,
-                LocalKeys::new(key, previous),
-                None,
-            ))
-        }
-        DatabaseMode::Embedded => {
-            let dir = settings.data_dir.clone();
-            let cluster = tokio::task::spawn_blocking(move || Cluster::ensure_running(&dir))
-                .await
-                .context("embedded PostgreSQL task")??;
-            let fail = |c: &Cluster| {
-                if c.started_here() {
-                    c.stop().ok();
-                }
-            };
-            let (key, key_file) = match &settings.master_key {
-                Some(k) => (k.clone(), None),
-                None => {
-                    let path = settings.data_dir.join("master-key");
-                    match load_or_create_key(&path) {
-                        Ok(k) => (k, Some(path)),
-                        Err(e) => {
-                            fail(&cluster);
-                            return Err(e);
-                        }
-                    }
-                }
-            };
-            let created = async {
-                let admin = pg::connect(&cluster.url("postgres").parse()?)
-                    .await
-                    .context("connecting to the embedded PostgreSQL")?;
-                for db in [CONTROL_DB, SHARED_DB] {
-                    let exists = admin
-                        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
-                        .await?
-                        .is_some();
-                    if !exists {
-                        admin
-                            .batch_execute(&format!("CREATE DATABASE {db}"))
-                            .await?;
-                    }
-                }
-                anyhow::Ok(())
-            }
-            .await;
-            if let Err(e) = created {
-                fail(&cluster);
-                return Err(e);
-            }
-            let (cp, shared) = (cluster.url(CONTROL_DB), cluster.url(SHARED_DB));
-            Ok((
-                cp,
-                shared,
-                Some(cluster),
-                LocalKeys::new(key, previous),
-                key_file,
-            ))
-        }
-    }
-}
-
 async fn build(
     settings: &Settings,
     control_url: &str,
@@ -203,7 +125,7 @@ async fn build(
         let version = migrate::tenant_database(&shared_url.parse()?)
             .await
             .context("migrating the shared tenant database")?;
-        ledger::record_version(&catalog, &DbKey::Shared, version)
+        ledger::versions::record_version(&catalog, &DbKey::Shared, version)
             .await
             .context("recording the shared database's schema version")?;
     }
@@ -283,62 +205,6 @@ async fn check_keys(keyring: &Keyring) -> anyhow::Result<()> {
     )
 }
 
-/// Database server URLs sealed by the first version of the catalog (directly with the KEK,
-/// format 1) are re-sealed with the platform's data key (format 2).
-async fn upgrade_legacy_server_urls(
-    catalog: &Catalog,
-    keyring: &Keyring,
-    keys: &LocalKeys,
-) -> anyhow::Result<()> {
-    for (server, sealed) in catalog.db_servers_sealed(None).await? {
-        if sealed.first() != Some(&1) {
-            continue;
-        }
-        let url = keys
-            .current()
-            .open(&format!("db_server.admin_url:{}", server.id), &sealed)
-            .context("opening a legacy sealed server URL")?;
-        let resealed = keyring
-            .seal(Scope::Platform, &server_url_purpose(&server.name), &url)
-            .await?;
-        catalog.set_db_server_sealed(server.id, &resealed).await?;
-        tracing::info!(server = %server.name, "re-sealed a database server URL with the platform data key");
-    }
-    Ok(())
-}
-
-/// Dedicated tenants created before their URL was sealed get it sealed with their data key.
-async fn seal_legacy_tenant_urls(
-    catalog: &Catalog,
-    keyring: &Keyring,
-    servers: &Servers,
-) -> anyhow::Result<()> {
-    let registered = catalog.db_servers().await?;
-    for status in [
-        TenantStatus::Active,
-        TenantStatus::Suspended,
-        TenantStatus::Provisioning,
-    ] {
-        for t in catalog.tenants_in_status(status).await? {
-            let (Placement::Dedicated { server, database }, None) =
-                (&t.placement, &t.db_url_sealed)
-            else {
-                continue;
-            };
-            let Some(s) = registered.iter().find(|s| s.id == *server) else {
-                continue;
-            };
-            let url = servers.app_url(s, database);
-            let sealed = keyring
-                .seal(Scope::Tenant(t.id), DB_URL_PURPOSE, url.as_bytes())
-                .await?;
-            catalog.set_tenant_db_url(t.id, &sealed).await?;
-            tracing::info!(tenant.id = %t.id, "sealed a legacy dedicated tenant's database URL");
-        }
-    }
-    Ok(())
-}
-
 /// The data-plane role's password: random, generated once, kept sealed in the catalog.
 async fn app_role_password(
     catalog: &Catalog,
@@ -362,83 +228,4 @@ async fn app_role_password(
     Ok(keyring
         .open_string(Scope::Platform, APP_PASSWORD_SECRET, &sealed)
         .await?)
-}
-
-fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<MasterKey> {
-    if path.exists() {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        return MasterKey::from_base64(&text)
-            .with_context(|| format!("{} is not a valid master key", path.display()));
-    }
-    let key = MasterKey::generate();
-    write_private(path, &key.to_base64()).with_context(|| format!("writing {}", path.display()))?;
-    Ok(key)
-}
-
-impl Tenancy {
-    /// Applies a catalog change to this crate's caches (resolution, pools). Caches of the crates
-    /// above (identity, limits) are dropped by the `on_change` callback of
-    /// [`Tenancy::listen_for_changes`].
-    pub async fn invalidate(&self, tenant: Option<TenantId>) {
-        self.resolver.invalidate(tenant).await;
-        match tenant {
-            Some(t) => self.dataplane.forget_tenant(t).await,
-            None => self.dataplane.forget_servers(),
-        }
-    }
-
-    /// Listens for catalog changes until the task is dropped, applying each to this crate's
-    /// caches and then handing it to `on_change` (the layers above). `ready` fires once
-    /// listening.
-    pub async fn listen_for_changes<F>(
-        self: Arc<Self>,
-        ready: tokio::sync::oneshot::Sender<()>,
-        on_change: F,
-    ) where
-        F: Fn(Option<TenantId>) + Send + Sync,
-    {
-        let changed = |tenant: Option<TenantId>| {
-            let this = Arc::clone(&self);
-            let on_change = &on_change;
-            async move {
-                this.invalidate(tenant).await;
-                on_change(tenant);
-            }
-        };
-        let mut ready = Some(ready);
-        loop {
-            let mut listener = match PgListener::connect_with(self.catalog.pool()).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "catalog listener cannot connect; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            if let Err(e) = listener.listen(CHANNEL).await {
-                tracing::warn!(error = %e, "catalog listener cannot LISTEN; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            // Anything may have changed while we were not listening.
-            changed(None).await;
-            if let Some(r) = ready.take() {
-                r.send(()).ok();
-            }
-            loop {
-                match listener.try_recv().await {
-                    Ok(Some(n)) => changed(TenantId::parse(n.payload())).await,
-                    Ok(None) => {
-                        tracing::warn!("catalog listener lost its connection; caches dropped");
-                        changed(None).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "catalog listener failed; reconnecting");
-                        break;
-                    }
-                }
-            }
-        }
-    }
 }

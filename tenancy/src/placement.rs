@@ -13,139 +13,35 @@
 //! target copy removed). At no moment is the tenant writable in two places: the source is fenced
 //! before the target is unfenced, and the target is only routed to after the flip.
 
+mod conns;
+mod error;
+mod location;
 mod replication;
 mod steps;
+mod teardown;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio_postgres::{Client, Config};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::catalog::operations::{
     CreateOperationError, OperationKind, OperationRow, OperationState, Step,
 };
-use crate::catalog::{Catalog, CatalogError, DbServer, Placement, Tenant, TenantStatus};
-use crate::crypto::{KeyError, Keyring};
-use crate::ids::{DbServerId, OperationId, TenantId};
-use crate::pg;
-use crate::servers::{ServerError, Servers};
+use crate::catalog::{Catalog, CatalogError, Placement, Tenant, TenantStatus};
+use crate::crypto::Keyring;
+use crate::ids::OperationId;
+use crate::servers::Servers;
+use conns::ConnCache;
+use location::Location;
 
 pub use crate::pg::{delete_tenant_rows, tenant_tables};
+pub use error::{MoveError, StartMoveError};
+pub use location::MoveRequest;
 
 /// Lease length; renewed at every step and while waiting.
 const LEASE_SECONDS: i32 = 60;
-
-/// One end of a move.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Location {
-    Shared,
-    Dedicated {
-        server: DbServerId,
-        server_name: String,
-        database: String,
-    },
-}
-
-impl Location {
-    fn to_json(&self) -> Value {
-        match self {
-            Self::Shared => json!({"placement": "shared"}),
-            Self::Dedicated {
-                server,
-                server_name,
-                database,
-            } => {
-                json!({"placement": "dedicated", "server_id": server.as_uuid(), "server": server_name, "database": database})
-            }
-        }
-    }
-
-    fn from_json(v: &Value) -> Self {
-        match (
-            v["server_id"].as_str().and_then(DbServerId::parse),
-            v["database"].as_str(),
-        ) {
-            (Some(server), Some(database)) => Self::Dedicated {
-                server,
-                server_name: v["server"].as_str().unwrap_or_default().to_owned(),
-                database: database.to_owned(),
-            },
-            _ => Self::Shared,
-        }
-    }
-
-    fn is(&self, p: &Placement) -> bool {
-        match (self, p) {
-            (Self::Shared, Placement::Shared) => true,
-            (
-                Self::Dedicated {
-                    server, database, ..
-                },
-                Placement::Dedicated {
-                    server: s,
-                    database: d,
-                },
-            ) => server == s && database == d,
-            _ => false,
-        }
-    }
-}
-
-/// Where to move a tenant.
-#[derive(Clone, Debug)]
-pub enum MoveRequest {
-    /// To the shared database.
-    Shared,
-    /// To a new database on this server.
-    Dedicated { server: String },
-}
-
-/// Starting a move failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StartMoveError {
-    #[error("the tenant is already there")]
-    AlreadyThere,
-    #[error("the tenant is not active or suspended")]
-    NotMovable,
-    #[error("no database server named `{0}` is registered")]
-    UnknownServer(String),
-    #[error("the tenant already has an operation in progress")]
-    Busy,
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-}
-
-/// Running a move failed.
-#[derive(Debug, thiserror::Error)]
-pub enum MoveError {
-    #[error(
-        "the source database has wal_level other than logical; logical replication is unavailable"
-    )]
-    NoLogicalReplication,
-    #[error(
-        "the source database is at schema version {found}, not {head}: migrate the fleet first"
-    )]
-    SourceVersion { found: i64, head: i64 },
-    #[error("verification failed: {0}")]
-    Verify(String),
-    #[error("timed out waiting for {0}")]
-    Timeout(&'static str),
-    #[error("no such operation")]
-    NotFound,
-    #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error(transparent)]
-    Server(#[from] ServerError),
-}
-
-/// Owner connections kept open per (tenant, location) while a move runs.
-type ConnCache = Arc<std::sync::Mutex<std::collections::HashMap<String, (Arc<Client>, Config)>>>;
 
 /// Runs placement moves.
 #[derive(Clone, Debug)]
@@ -335,139 +231,6 @@ impl Mover {
             }
         }
         Ok(ids.len())
-    }
-
-    /// An owner connection to a location's database, scoped to the tenant for RLS.
-    /// Connections are kept open across steps, so the cutover steps (fence, drain, verify,
-    /// switch) do not pay for connection set-up while the tenant's writes are paused.
-    async fn conn(
-        &self,
-        loc: &Location,
-        tenant: TenantId,
-    ) -> Result<(Arc<Client>, Config), MoveError> {
-        let key = format!("{tenant}/{loc:?}");
-        if let Some((c, cfg)) = self
-            .conns
-            .lock()
-            .map_err(|_| MoveError::Timeout("a poisoned lock"))?
-            .get(&key)
-            && !c.is_closed()
-        {
-            return Ok((Arc::clone(c), cfg.clone()));
-        }
-        let config = self.config(loc).await?;
-        let client = Arc::new(pg::connect(&config).await?);
-        client
-            .batch_execute(&format!("SET app.tenant_id = '{tenant}'"))
-            .await?;
-        if let Ok(mut m) = self.conns.lock() {
-            m.insert(key, (Arc::clone(&client), config.clone()));
-        }
-        Ok((client, config))
-    }
-
-    /// Closes the connections kept for a tenant's move.
-    fn forget_conns(&self, tenant: TenantId) {
-        if let Ok(mut m) = self.conns.lock() {
-            m.retain(|k, _| !k.starts_with(&tenant.to_string()));
-        }
-    }
-
-    async fn config(&self, loc: &Location) -> Result<Config, MoveError> {
-        Ok(match loc {
-            Location::Shared => self.servers.shared_admin_url().parse()?,
-            Location::Dedicated {
-                server, database, ..
-            } => {
-                let url = self.servers.admin_url(&self.server(*server).await?).await?;
-                pg::with_database(&url, database)?
-            }
-        })
-    }
-
-    async fn server(&self, id: DbServerId) -> Result<DbServer, MoveError> {
-        Ok(self.servers.by_id(id).await?)
-    }
-
-    /// Undoes a move that has not switched: replication objects, fence and target copy go.
-    async fn rollback(
-        &self,
-        op: &OperationRow,
-        state: OperationState,
-        error: Option<&str>,
-    ) -> Result<(), MoveError> {
-        let tenant = op.tenant_id;
-        let (source, target) = (
-            Location::from_json(&op.source),
-            Location::from_json(&op.target),
-        );
-        let current = self.catalog.tenant(tenant).await?.map(|t| t.placement);
-        if current.as_ref().is_some_and(|p| target.is(p)) {
-            // The flip happened: finish forward instead.
-            self.catalog
-                .advance_operation(op.id, &self.owner, Step::Cleanup, &json!({}))
-                .await?;
-            return Ok(());
-        }
-        let name = slot_name(op.id);
-        if let Ok((t, _)) = self.conn(&target, tenant).await {
-            replication::unsubscribe(&t, &name).await?;
-            if target == Location::Shared {
-                pg::delete_tenant_rows(&t, tenant).await?;
-            }
-        }
-        let (s, _) = self.conn(&source, tenant).await?;
-        replication::unpublish(&s, &name).await?;
-        replication::unfence(&s, tenant).await?;
-        if let Location::Dedicated {
-            server, database, ..
-        } = &target
-        {
-            let url = self.servers.admin_url(&self.server(*server).await?).await?;
-            let admin = pg::connect(&url.parse()?).await?;
-            admin
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    pg::quote_ident(database)
-                ))
-                .await?;
-        }
-        self.catalog.finish_operation(op.id, state, error).await?;
-        Ok(())
-    }
-
-    /// Deletes the fenced source copy a finished move left behind (after the rollback window).
-    /// Returns the operation whose source was purged, if any.
-    pub async fn purge_source(&self, tenant: &Tenant) -> Result<Option<OperationId>, MoveError> {
-        let Some(op) = self.catalog.unpurged_source(tenant.id).await? else {
-            return Ok(None);
-        };
-        let source = Location::from_json(&op.source);
-        if source.is(&tenant.placement) {
-            // The tenant lives there again (moved back): nothing stale to delete.
-            self.catalog.mark_source_purged(op.id).await?;
-            return Ok(None);
-        }
-        match &source {
-            Location::Shared => {
-                let (c, _) = self.conn(&source, tenant.id).await?;
-                pg::delete_tenant_rows(&c, tenant.id).await?;
-            }
-            Location::Dedicated {
-                server, database, ..
-            } => {
-                let url = self.servers.admin_url(&self.server(*server).await?).await?;
-                let admin = pg::connect(&url.parse()?).await?;
-                admin
-                    .batch_execute(&format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        pg::quote_ident(database)
-                    ))
-                    .await?;
-            }
-        }
-        self.catalog.mark_source_purged(op.id).await?;
-        Ok(Some(op.id))
     }
 }
 

@@ -176,7 +176,7 @@ impl Provisioner {
                 .create_tenant_database(&server, database)
                 .await?;
             // Recorded before activation: the server serves a tenant only from a known version.
-            ledger::record_version(&self.catalog, &DbKey::Tenant(id), version).await?;
+            ledger::versions::record_version(&self.catalog, &DbKey::Tenant(id), version).await?;
             Ok::<_, ProvisionError>(())
         };
         match ready.await {

@@ -5,8 +5,10 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use super::error::MoveError;
+use super::location::Location;
 use super::replication as repl;
-use super::{COPY_DEADLINE, DRAIN_DEADLINE, LEASE_SECONDS, Location, MoveError, Mover, slot_name};
+use super::{COPY_DEADLINE, DRAIN_DEADLINE, LEASE_SECONDS, Mover, slot_name};
 use crate::catalog::DB_URL_PURPOSE;
 use crate::catalog::operations::OperationRow;
 use crate::catalog::operations::Step;

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::find_tenant;
-use super::tenants::PlacementKind;
+use super::tenants::views::PlacementKind;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::admin::Operator;
 use crate::extract::{ApiJson, ApiPath};

@@ -1,4 +1,8 @@
-//! `/admin/v1/tenants`: provision, list, show, patch, delete.
+//! `/admin/v1/tenants`: provision, list, show, patch, delete. The handlers live here; creation's
+//! body, checks and idempotent replay in `create`, the views in `views`.
+
+mod create;
+pub mod views;
 
 use identity::Identity;
 use std::sync::Arc;
@@ -11,133 +15,19 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::{
-    Catalog, IdempotencyOutcome, Placement, RateQuota, SignupPolicy, StoredResponse, Tenant,
-    TenantPatch, TenantStatus,
+    Catalog, IdempotencyOutcome, SignupPolicy, StoredResponse, TenantPatch, TenantStatus,
 };
-use tenancy::ids::{SlugError, TenantSlug};
-use tenancy::provision::{CreateTenant, PlacementRequest, ProvisionError, Provisioner};
-use tenancy::servers::ServerError;
+use tenancy::provision::Provisioner;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::find_tenant;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::admin::Operator;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{PageQuery, Paged};
-use crate::routes::{text, ts};
-
-/// Placement of a tenant's data.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum PlacementKind {
-    Shared,
-    Dedicated,
-}
-
-/// Body of `POST /admin/v1/tenants`.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTenantBody {
-    /// DNS label: `a-z0-9-`, 3 to 63 characters, no leading or trailing hyphen, not reserved.
-    pub slug: String,
-    pub name: String,
-    /// Plan name (default `free`).
-    #[serde(default)]
-    pub plan: Option<String>,
-    /// `shared` (default) or `dedicated`.
-    #[serde(default)]
-    pub placement: Option<PlacementKind>,
-    /// For a dedicated tenant: the registered database server (default: the configured one).
-    #[serde(default)]
-    pub db_server: Option<String>,
-}
-
-/// A tenant.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TenantView {
-    pub id: Uuid,
-    pub slug: String,
-    pub name: String,
-    pub plan: String,
-    /// `provisioning`, `active`, `suspended`.
-    pub status: String,
-    pub placement: PlacementKind,
-    pub db_server_id: Option<Uuid>,
-    /// `invite_only` or `open`.
-    pub signup: String,
-    pub mfa_required: bool,
-    /// Tenant schema version of the database holding the tenant (the shared database's for a
-    /// shared tenant), as recorded by the migration runner; `null` before its first migration.
-    pub schema_version: Option<i64>,
-    pub created_at: String,
-    pub updated_at: String,
-    /// The request rate in force: the override, else the plan's (`null`: the server default).
-    pub rate_limit: Option<RateLimit>,
-    /// The tenant's own override of its plan's rate, if any.
-    pub rate_limit_override: Option<RateLimit>,
-}
-
-/// A request rate: sustained requests per second and the burst above it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    pub requests_per_second: u32,
-    pub burst: u32,
-}
-
-impl From<RateQuota> for RateLimit {
-    fn from(q: RateQuota) -> Self {
-        Self {
-            requests_per_second: q.per_second,
-            burst: q.burst,
-        }
-    }
-}
-
-impl RateLimit {
-    /// Checked: each from 1 to 1,000,000.
-    pub(crate) fn quota(self) -> ApiResult<RateQuota> {
-        let ok = |n: u32| (1..=1_000_000).contains(&n);
-        if ok(self.requests_per_second) && ok(self.burst) {
-            Ok(RateQuota {
-                per_second: self.requests_per_second,
-                burst: self.burst,
-            })
-        } else {
-            Err(ApiError::unprocessable(
-                "`requests_per_second` and `burst` must be from 1 to 1000000",
-            ))
-        }
-    }
-}
-
-impl From<&Tenant> for TenantView {
-    fn from(t: &Tenant) -> Self {
-        let (placement, db_server_id) = match &t.placement {
-            Placement::Shared => (PlacementKind::Shared, None),
-            Placement::Dedicated { server, .. } => {
-                (PlacementKind::Dedicated, Some(server.as_uuid()))
-            }
-        };
-        Self {
-            id: t.id.as_uuid(),
-            slug: t.slug.to_string(),
-            name: t.name.clone(),
-            plan: t.plan.clone(),
-            status: t.status.as_str().to_owned(),
-            placement,
-            db_server_id,
-            signup: t.signup.as_str().to_owned(),
-            mfa_required: t.mfa_required,
-            schema_version: t.schema_version,
-            created_at: ts(t.created_at),
-            updated_at: ts(t.updated_at),
-            rate_limit: t.rate_limit.map(RateLimit::from),
-            rate_limit_override: t.rate_limit_override.map(RateLimit::from),
-        }
-    }
-}
+use crate::routes::text;
+use create::{CreateTenantBody, IDEMPOTENCY_HEADER, create_tenant, stored};
+use views::{RateLimit, TenantView};
 
 fn plan(p: Option<&str>) -> ApiResult<String> {
     let p = p.unwrap_or("free");
@@ -153,32 +43,6 @@ fn plan(p: Option<&str>) -> ApiResult<String> {
     }
     Ok(p.to_owned())
 }
-
-fn slug_error(e: &SlugError) -> ApiError {
-    ApiError::unprocessable(format!("`slug` is invalid: {e}"))
-}
-
-impl From<ProvisionError> for ApiError {
-    fn from(e: ProvisionError) -> Self {
-        match e {
-            ProvisionError::SlugTaken => Self::conflict("a tenant with this slug already exists"),
-            ProvisionError::UnknownServer(name) => {
-                Self::unprocessable(format!("no database server named `{name}` is registered"))
-            }
-            ProvisionError::Server(ServerError::Catalog(c)) | ProvisionError::Catalog(c) => {
-                c.into()
-            }
-            ProvisionError::Server(ServerError::Key(k)) | ProvisionError::Key(k) => {
-                Self::internal(k)
-            }
-            ProvisionError::Server(_) => {
-                Self::unavailable("the database server is unavailable; nothing was created", e)
-            }
-        }
-    }
-}
-
-const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// Provision a tenant. A dedicated tenant's database is created and migrated before it is
 /// returned as `active`. With `Idempotency-Key`, a retry returns the first response.
@@ -240,55 +104,6 @@ pub async fn create(
             })
         }
     }
-}
-
-fn stored(r: StoredResponse) -> Response {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-    let mut resp = (status, Json(r.body)).into_response();
-    if status.is_client_error() {
-        resp.headers_mut().insert(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/problem+json"),
-        );
-    }
-    resp
-}
-
-async fn create_tenant(
-    provisioner: &Provisioner,
-    id: &Identity,
-    body: &CreateTenantBody,
-) -> ApiResult<Tenant> {
-    let slug = TenantSlug::parse(&body.slug).map_err(|e| slug_error(&e))?;
-    let name = text("name", &body.name, 200)?;
-    let plan = plan(body.plan.as_deref())?;
-    let placement = match (
-        body.placement.unwrap_or(PlacementKind::Shared),
-        &body.db_server,
-    ) {
-        (PlacementKind::Shared, None) => PlacementRequest::Shared,
-        (PlacementKind::Shared, Some(_)) => {
-            return Err(ApiError::unprocessable(
-                "`db_server` applies only to `\"placement\": \"dedicated\"`",
-            ));
-        }
-        (PlacementKind::Dedicated, server) => PlacementRequest::Dedicated {
-            server: server.clone(),
-        },
-    };
-    let t = provisioner
-        .create_tenant(CreateTenant {
-            slug,
-            name,
-            plan,
-            placement,
-        })
-        .await?;
-    // Built-in roles now; should this fail, they are seeded on the tenant's first use.
-    if let Err(e) = id.auth.seed(&id.dataplane, &t).await {
-        tracing::warn!(tenant.id = %t.id, error = %e, "seeding built-in roles failed; will retry lazily");
-    }
-    Ok(t)
 }
 
 /// List tenants (not deleted), by id, with cursor pagination.

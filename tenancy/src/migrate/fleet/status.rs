@@ -72,8 +72,8 @@ impl Migrator {
     /// The state of every tenant database against `target`.
     pub async fn status(&self, target: i64) -> Result<Vec<DbStatus>, FleetError> {
         let fleet = self.fleet().await?;
-        let latest = ledger::latest_entries(self.catalog()).await?;
-        let by_key: std::collections::HashMap<&str, &ledger::LatestEntry> =
+        let latest = ledger::entries::latest_entries(self.catalog()).await?;
+        let by_key: std::collections::HashMap<&str, &ledger::entries::LatestEntry> =
             latest.iter().map(|e| (e.db_key.as_str(), e)).collect();
         Ok(fleet
             .into_iter()

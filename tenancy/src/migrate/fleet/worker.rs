@@ -36,7 +36,7 @@ pub(super) struct Context {
     urls: HashMap<DbServerId, String>,
     global: Arc<Semaphore>,
     servers: HashMap<String, Server>,
-    done: ledger::DoneWriter,
+    done: ledger::writer::DoneWriter,
 }
 
 impl Context {
@@ -74,7 +74,7 @@ impl Context {
             urls,
             global: Arc::new(Semaphore::new(opts.concurrency)),
             servers,
-            done: ledger::DoneWriter::start(migrator.catalog().clone(), run),
+            done: ledger::writer::DoneWriter::start(migrator.catalog().clone(), run),
         })
     }
 
@@ -127,7 +127,7 @@ impl Context {
             Err(f) => (f.before, f.after, Some(error_chain(&f.error))),
         };
         let elapsed = started.elapsed();
-        self.done.send(ledger::Done {
+        self.done.send(ledger::writer::Done {
             key: db.key,
             before,
             after,
