@@ -1,0 +1,226 @@
+//! What building, running and testing need from the machine, how to tell whether it is there, and
+//! the Debian package that provides it. Detection looks at the machine itself (commands on PATH,
+//! files, `dpkg-query`), so something installed another way counts as present. Whatever is
+//! missing is installed in one `apt-get update` + `apt-get install` when running as root.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::process::{run, step};
+
+/// What the prerequisites are for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Build and run the platform.
+    Run,
+    /// Build everything and run the tests against their real peers.
+    Test,
+}
+
+/// One prerequisite.
+struct Need {
+    /// What it is, for messages.
+    what: &'static str,
+    /// The Debian package that provides it.
+    package: &'static str,
+    present: fn() -> bool,
+}
+
+/// Building (samael: bindgen needs libclang; xmlsec, libxml2 and OpenSSL through pkg-config) and
+/// running (the embedded PostgreSQL, started as the `postgres` user through `runuser`).
+const RUN: &[Need] = &[
+    Need {
+        what: "PostgreSQL server binaries (initdb, pg_ctl) and the postgres user",
+        package: "postgresql",
+        present: || postgres_binaries() && user_exists("postgres"),
+    },
+    Need {
+        what: "runuser",
+        package: "util-linux",
+        present: || on_path("runuser"),
+    },
+    Need {
+        what: "libclang (bindgen, for samael)",
+        package: "libclang-dev",
+        present: || std::env::var_os("LIBCLANG_PATH").is_some() || installed("libclang-dev"),
+    },
+    Need {
+        what: "xmlsec1 headers",
+        package: "libxmlsec1-dev",
+        present: || installed("libxmlsec1-dev"),
+    },
+    Need {
+        what: "libxml2 headers",
+        package: "libxml2-dev",
+        present: || installed("libxml2-dev"),
+    },
+    Need {
+        what: "OpenSSL headers",
+        package: "libssl-dev",
+        present: || installed("libssl-dev"),
+    },
+    Need {
+        what: "pkg-config",
+        package: "pkg-config",
+        present: || on_path("pkg-config"),
+    },
+];
+
+/// The test peers: pysaml2 signs with the xmlsec1 binary and lives in a virtualenv; oidc-provider
+/// runs on Node.js and is installed with npm.
+const TEST: &[Need] = &[
+    Need {
+        what: "xmlsec1 (the SAML peer signs with it)",
+        package: "xmlsec1",
+        present: || on_path("xmlsec1"),
+    },
+    Need {
+        what: "python3",
+        package: "python3",
+        present: || on_path("python3"),
+    },
+    Need {
+        what: "Python's venv with ensurepip (the SAML peer's virtualenv)",
+        package: "python3-venv",
+        present: python_venv,
+    },
+    Need {
+        what: "Node.js (the OIDC peer)",
+        package: "nodejs",
+        present: || on_path("node"),
+    },
+    Need {
+        what: "npm (installs the OIDC peer)",
+        package: "npm",
+        present: || on_path("npm"),
+    },
+];
+
+fn needs(purpose: Purpose) -> impl Iterator<Item = &'static Need> {
+    let test: &[Need] = match purpose {
+        Purpose::Run => &[],
+        Purpose::Test => TEST,
+    };
+    RUN.iter().chain(test)
+}
+
+/// Checks every prerequisite of `purpose` and installs the missing ones, or says exactly what to
+/// install and fails when it cannot (not root, or no apt-get).
+pub fn ensure(purpose: Purpose) -> Result<(), String> {
+    let names: Vec<&str> = needs(purpose).map(|n| n.package).collect();
+    step(&format!("checking prerequisites: {}", names.join(" ")));
+    let missing: Vec<&Need> = needs(purpose).filter(|n| !(n.present)()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().map(|n| n.package).collect();
+    let listed = missing
+        .iter()
+        .map(|n| format!("{} ({})", n.what, n.package))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let command = format!("apt-get install -y {}", packages.join(" "));
+    if !on_path("apt-get") {
+        return Err(format!(
+            "missing: {listed}. This is not a Debian-like system: install the equivalents of \
+             these Debian packages, then rerun: {}",
+            packages.join(" ")
+        ));
+    }
+    if !is_root() {
+        return Err(format!(
+            "missing: {listed}. Install them as root, then rerun:\n    sudo apt-get update && sudo {command}"
+        ));
+    }
+    step(&format!("missing: {listed}"));
+    step("updating the package lists: apt-get update");
+    run(apt().args(["update", "-qq"]))?;
+    step(&format!("installing: {command}"));
+    run(apt()
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&packages))?;
+    let still: Vec<&str> = missing
+        .iter()
+        .filter(|n| !(n.present)())
+        .map(|n| n.what)
+        .collect();
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "still missing after `{command}`: {}",
+            still.join(", ")
+        ))
+    }
+}
+
+fn apt() -> Command {
+    let mut c = Command::new("apt-get");
+    c.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-o", "Dpkg::Use-Pty=0"]);
+    c
+}
+
+/// A command on PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program)).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt as _;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            })
+        })
+    })
+}
+
+/// `initdb` and `pg_ctl` on PATH, or under Debian's versioned directory (where the embedded
+/// default and the test harness look for them too).
+fn postgres_binaries() -> bool {
+    if on_path("initdb") && on_path("pg_ctl") {
+        return true;
+    }
+    std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|versions| {
+        versions.flatten().any(|v| {
+            let bin = v.path().join("bin");
+            bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()
+        })
+    })
+}
+
+fn user_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/passwd")
+        .is_ok_and(|passwd| passwd.lines().any(|l| l.split(':').next() == Some(name)))
+}
+
+/// A Debian package is installed (`dpkg-query`). Without dpkg there is no telling: assume present
+/// and let the build say what it lacks.
+fn installed(package: &str) -> bool {
+    if !Path::new("/usr/bin/dpkg-query").exists() {
+        return true;
+    }
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status}", package])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout == b"installed")
+}
+
+/// `python3 -m venv` works only with ensurepip, which Debian's python3 ships separately.
+fn python_venv() -> bool {
+    Command::new("python3")
+        .args(["-c", "import ensurepip, venv"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Effective user id 0, read from `/proc/self/status` (no libc binding needed).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
