@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
-    about = "Load benchmark: the platform vs a bare axum + PostgreSQL baseline, same run, same machine",
+    about = "Benchmarks, each against a baseline from the same run. Without a subcommand: the load \
+             benchmark, the platform vs a bare axum + PostgreSQL baseline on the same machine",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {

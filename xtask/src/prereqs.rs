@@ -30,7 +30,7 @@ struct Need {
 /// running (the embedded PostgreSQL, started as the `postgres` user through `runuser`).
 const RUN: &[Need] = &[
     Need {
-        what: "PostgreSQL server binaries (initdb, pg_ctl) and the postgres user",
+        what: "PostgreSQL server binaries and the postgres user",
         package: "postgresql",
         present: || postgres_binaries() && user_exists("postgres"),
     },
@@ -40,7 +40,7 @@ const RUN: &[Need] = &[
         present: || on_path("runuser"),
     },
     Need {
-        what: "libclang (bindgen, for samael)",
+        what: "libclang for bindgen, for samael",
         package: "libclang-dev",
         present: || std::env::var_os("LIBCLANG_PATH").is_some() || installed("libclang-dev"),
     },
@@ -70,7 +70,7 @@ const RUN: &[Need] = &[
 /// runs on Node.js and is installed with npm.
 const TEST: &[Need] = &[
     Need {
-        what: "xmlsec1 (the SAML peer signs with it)",
+        what: "xmlsec1, with which the SAML peer signs",
         package: "xmlsec1",
         present: || on_path("xmlsec1"),
     },
@@ -80,17 +80,17 @@ const TEST: &[Need] = &[
         present: || on_path("python3"),
     },
     Need {
-        what: "Python's venv with ensurepip (the SAML peer's virtualenv)",
+        what: "Python's venv with ensurepip, for the SAML peer",
         package: "python3-venv",
         present: python_venv,
     },
     Need {
-        what: "Node.js (the OIDC peer)",
+        what: "Node.js, for the OIDC peer",
         package: "nodejs",
         present: || on_path("node"),
     },
     Need {
-        what: "npm (installs the OIDC peer)",
+        what: "npm, to install the OIDC peer",
         package: "npm",
         present: || on_path("npm"),
     },
@@ -116,7 +116,7 @@ pub fn ensure(purpose: Purpose) -> Result<(), String> {
     let packages: Vec<&str> = missing.iter().map(|n| n.package).collect();
     let listed = missing
         .iter()
-        .map(|n| format!("{} ({})", n.what, n.package))
+        .map(|n| format!("{} ({})", n.package, n.what))
         .collect::<Vec<_>>()
         .join(", ");
     let command = format!("apt-get install -y {}", packages.join(" "));
