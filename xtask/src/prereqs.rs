@@ -29,72 +29,48 @@ struct Need {
 /// Building (samael: bindgen needs libclang; xmlsec, libxml2 and OpenSSL through pkg-config) and
 /// running (the embedded PostgreSQL, started as the `postgres` user through `runuser`).
 const RUN: &[Need] = &[
-    Need {
-        what: "PostgreSQL server binaries and the postgres user",
-        package: "postgresql",
-        present: || postgres_binaries() && user_exists("postgres"),
-    },
-    Need {
-        what: "runuser",
-        package: "util-linux",
-        present: || on_path("runuser"),
-    },
-    Need {
-        what: "libclang for bindgen, for samael",
-        package: "libclang-dev",
-        present: || std::env::var_os("LIBCLANG_PATH").is_some() || installed("libclang-dev"),
-    },
-    Need {
-        what: "xmlsec1 headers",
-        package: "libxmlsec1-dev",
-        present: || installed("libxmlsec1-dev"),
-    },
-    Need {
-        what: "libxml2 headers",
-        package: "libxml2-dev",
-        present: || installed("libxml2-dev"),
-    },
-    Need {
-        what: "OpenSSL headers",
-        package: "libssl-dev",
-        present: || installed("libssl-dev"),
-    },
-    Need {
-        what: "pkg-config",
-        package: "pkg-config",
-        present: || on_path("pkg-config"),
-    },
+    need(
+        "postgresql",
+        "PostgreSQL server binaries and the postgres user",
+        || postgres_binaries() && user_exists("postgres"),
+    ),
+    need("util-linux", "runuser", || on_path("runuser")),
+    need("libclang-dev", "libclang for bindgen, for samael", || {
+        std::env::var_os("LIBCLANG_PATH").is_some() || installed("libclang-dev")
+    }),
+    need("libxmlsec1-dev", "xmlsec1 headers", || {
+        installed("libxmlsec1-dev")
+    }),
+    need("libxml2-dev", "libxml2 headers", || {
+        installed("libxml2-dev")
+    }),
+    need("libssl-dev", "OpenSSL headers", || installed("libssl-dev")),
+    need("pkg-config", "pkg-config", || on_path("pkg-config")),
 ];
 
 /// The test peers: pysaml2 signs with the xmlsec1 binary and lives in a virtualenv; oidc-provider
 /// runs on Node.js and is installed with npm.
 const TEST: &[Need] = &[
-    Need {
-        what: "xmlsec1, with which the SAML peer signs",
-        package: "xmlsec1",
-        present: || on_path("xmlsec1"),
-    },
-    Need {
-        what: "python3",
-        package: "python3",
-        present: || on_path("python3"),
-    },
-    Need {
-        what: "Python's venv with ensurepip, for the SAML peer",
-        package: "python3-venv",
-        present: python_venv,
-    },
-    Need {
-        what: "Node.js, for the OIDC peer",
-        package: "nodejs",
-        present: || on_path("node"),
-    },
-    Need {
-        what: "npm, to install the OIDC peer",
-        package: "npm",
-        present: || on_path("npm"),
-    },
+    need("xmlsec1", "xmlsec1, with which the SAML peer signs", || {
+        on_path("xmlsec1")
+    }),
+    need("python3", "python3", || on_path("python3")),
+    need(
+        "python3-venv",
+        "Python's venv with ensurepip, for the SAML peer",
+        python_venv,
+    ),
+    need("nodejs", "Node.js, for the OIDC peer", || on_path("node")),
+    need("npm", "npm, to install the OIDC peer", || on_path("npm")),
 ];
+
+const fn need(package: &'static str, what: &'static str, present: fn() -> bool) -> Need {
+    Need {
+        what,
+        package,
+        present,
+    }
+}
 
 fn needs(purpose: Purpose) -> impl Iterator<Item = &'static Need> {
     let test: &[Need] = match purpose {
