@@ -107,10 +107,13 @@ fn execute(task: Task) -> Result<(), String> {
         }
         Task::Run(args) => {
             prereqs::ensure(Purpose::Run)?;
-            let mut all: Vec<OsString> = ["run", "--release", "-p", "platform", "--"]
+            let mut all: Vec<OsString> = ["run", "--release", "-p", "platform"]
                 .map(OsString::from)
                 .into();
-            all.extend(args);
+            if !args.is_empty() {
+                all.push("--".into());
+                all.extend(args);
+            }
             let mut c = cargo(all);
             step(&format!("starting the platform: {}", process::show(&c)));
             exec(&mut c)

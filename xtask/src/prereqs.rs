@@ -60,7 +60,11 @@ const TEST: &[Need] = &[
         "Python's venv with ensurepip, for the SAML peer",
         python_venv,
     ),
-    need("nodejs", "Node.js, for the OIDC peer", || on_path("node")),
+    need(
+        "nodejs",
+        "Node.js 20.18 or newer, for the OIDC peer (oidc-provider 9)",
+        node_recent,
+    ),
     need("npm", "npm, to install the OIDC peer", || on_path("npm")),
 ];
 
@@ -124,8 +128,10 @@ pub fn ensure(purpose: Purpose) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "still missing after `{command}`: {}",
-            still.join(", ")
+            "still missing after `{command}`: {}. Install {} another way (a newer release from \
+             its vendor), then rerun",
+            still.join(", "),
+            if still.len() == 1 { "it" } else { "them" }
         ))
     }
 }
@@ -191,6 +197,27 @@ fn python_venv() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// oidc-provider 9 calls `URL.parse`, which Node.js has since 20.18 (and 22.1). Debian 12's own
+/// `nodejs` is 18: where that is all apt offers, the check fails after installing and says why.
+fn node_recent() -> bool {
+    Command::new("node")
+        .args(["-p", "process.versions.node"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| version_at_least(&String::from_utf8_lossy(&o.stdout), (20, 18)))
+        .unwrap_or(false)
+}
+
+/// `major.minor[.patch]` at least `min`; `None` if it does not parse.
+fn version_at_least(version: &str, min: (u32, u32)) -> Option<bool> {
+    let mut parts = version.trim().trim_start_matches('v').split('.');
+    let major = parts.next()?.parse::<u32>().ok()?;
+    let minor = parts.next()?.parse::<u32>().ok()?;
+    Some((major, minor) >= min)
+}
+
 /// Effective user id 0, read from `/proc/self/status` (no libc binding needed).
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
@@ -199,4 +226,18 @@ fn is_root() -> bool {
             .and_then(|ids| ids.split_whitespace().nth(1))
             == Some("0")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_at_least;
+
+    #[test]
+    fn node_versions_compare_by_major_then_minor() {
+        assert_eq!(version_at_least("v20.20.2\n", (20, 18)), Some(true));
+        assert_eq!(version_at_least("22.1.0", (20, 18)), Some(true));
+        assert_eq!(version_at_least("18.20.4", (20, 18)), Some(false));
+        assert_eq!(version_at_least("20.9.0", (20, 18)), Some(false));
+        assert_eq!(version_at_least("garbage", (20, 18)), None);
+    }
 }
