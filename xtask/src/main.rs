@@ -107,6 +107,7 @@ fn execute(task: Task) -> Result<(), String> {
         }
         Task::Run(args) => {
             prereqs::ensure(Purpose::Run)?;
+            prereqs::data_dir_reachable(&root())?;
             let mut all: Vec<OsString> = ["run", "--release", "-p", "platform"]
                 .map(OsString::from)
                 .into();

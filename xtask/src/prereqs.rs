@@ -136,6 +136,34 @@ pub fn ensure(purpose: Purpose) -> Result<(), String> {
     }
 }
 
+/// Running as root, the embedded PostgreSQL runs as `postgres`, which must be able to reach the
+/// data directory (`PLATFORM_DATA_DIR`, default `./.platform` in the checkout). A checkout under a
+/// private directory such as `/root` would only fail at start-up, after the release build: say so
+/// now. Nothing to check when the platform uses external databases.
+pub fn data_dir_reachable(checkout: &Path) -> Result<(), String> {
+    if !is_root() || std::env::var_os("PLATFORM_DATABASE_URL").is_some() {
+        return Ok(());
+    }
+    let dir = std::env::var_os("PLATFORM_DATA_DIR")
+        .map_or_else(|| checkout.join(".platform"), |d| checkout.join(d));
+    let closed = dir.ancestors().skip(1).find(|a| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)
+    });
+    match closed {
+        None => Ok(()),
+        Some(a) => Err(format!(
+            "the embedded PostgreSQL runs as user `postgres`, which cannot traverse {} (no o+x) to \
+             reach its data directory {}: run `chmod o+x {}`, set PLATFORM_DATA_DIR to a \
+             directory it can reach (such as /var/lib/platform), or clone elsewhere (such as \
+             under /work or /srv)",
+            a.display(),
+            dir.display(),
+            a.display()
+        )),
+    }
+}
+
 fn apt() -> Command {
     let mut c = Command::new("apt-get");
     c.env("DEBIAN_FRONTEND", "noninteractive")
