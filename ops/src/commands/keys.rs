@@ -62,14 +62,23 @@ pub async fn run(cmd: Keys, out: &Output) -> anyhow::Result<ExitCode> {
                 let versions: serde_json::Map<String, serde_json::Value> = c
                     .versions
                     .iter()
-                    .map(|(v, n)| (v.map_or_else(|| "malformed".to_owned(), |v| v.to_string()), json!(n)))
+                    .map(|(v, n)| {
+                        (
+                            v.map_or_else(|| "malformed".to_owned(), |v| v.to_string()),
+                            json!(n),
+                        )
+                    })
                     .collect();
                 out.emit(
                     &json!({"column": c.column, "what": c.what, "versions": versions, "lost": c.lost}),
                     &format!("{} ({}): {versions:?}{}", c.column, c.what, if c.lost > 0 { format!(", {} LOST", c.lost) } else { String::new() }),
                 );
             }
-            if lost > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+            if lost > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Keys::RotateKek => {
             let n = t.keyring.rotate_kek().await?;

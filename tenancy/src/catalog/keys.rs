@@ -212,21 +212,20 @@ impl Catalog {
             ScopeOf::Platform => "($1::uuid IS NULL OR true)".to_owned(),
         };
         let sql = format!(
-            "SELECT {key}::text, {scope_col}, {purpose_col}, {column} FROM {table} \
+            "SELECT {table}.{key}::text AS k, {scope_col} AS s, {purpose_col} AS p, {column} AS v FROM {table} \
              WHERE {column} IS NOT NULL AND {tenant_filter} \
-             AND ($2::text IS NULL OR {key} > $2::text::{key_type}) ORDER BY {key} LIMIT $3",
+             AND ($2::text IS NULL OR {table}.{key} > $2::text::{key_type}) ORDER BY {table}.{key} LIMIT $3",
             key = col.key,
             key_type = col.key_type,
             column = col.column,
             table = col.table,
         );
-        let rows: Vec<(String, Option<uuid::Uuid>, Option<String>, Vec<u8>)> =
-            sqlx::query_as(&sql)
-                .bind(tenant.map(|t| t.as_uuid()))
-                .bind(after)
-                .bind(limit)
-                .fetch_all(self.pool())
-                .await?;
+        let rows: Vec<(String, Option<uuid::Uuid>, Option<String>, Vec<u8>)> = sqlx::query_as(&sql)
+            .bind(tenant.map(|t| t.as_uuid()))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(key, tenant, purpose_arg, sealed)| SealedRow {
@@ -247,19 +246,29 @@ impl Catalog {
         new: &[u8],
     ) -> Result<bool, CatalogError> {
         let sql = format!(
-            "UPDATE {table} SET {column} = $3 WHERE {key} = $1::text::{key_type} AND {column} = $2",
+            "UPDATE {table} SET {column} = $3{epoch} WHERE {key} = $1::text::{key_type} AND {column} = $2",
             table = col.table,
             column = col.column,
             key = col.key,
             key_type = col.key_type,
+            epoch = if col.cached {
+                ", epoch = epoch + 1"
+            } else {
+                ""
+            },
         );
+        let mut tx = self.pool().begin().await?;
         let n = sqlx::query(&sql)
             .bind(key)
             .bind(old)
             .bind(new)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        if n == 1 && col.cached {
+            super::publish(&mut *tx, TenantId::parse(key)).await?;
+        }
+        tx.commit().await?;
         Ok(n == 1)
     }
 }

@@ -108,6 +108,9 @@ pub struct SealedColumn {
     pub purpose: PurposeOf,
     /// What the value is, for `keys status`.
     pub what: &'static str,
+    /// The row is cached by every instance (tenant resolution): a re-seal bumps its `epoch` and
+    /// is published, so no instance keeps a ciphertext whose key version is later destroyed.
+    pub cached: bool,
 }
 
 impl SealedColumn {
@@ -139,6 +142,7 @@ pub const SEALED: &[SealedColumn] = &[
             column: "name",
         },
         what: "database server admin URLs",
+        cached: false,
     },
     SealedColumn {
         database: Database::Catalog,
@@ -152,6 +156,7 @@ pub const SEALED: &[SealedColumn] = &[
             column: "name",
         },
         what: "platform secrets (the data-plane role's password)",
+        cached: false,
     },
     SealedColumn {
         database: Database::Catalog,
@@ -165,6 +170,7 @@ pub const SEALED: &[SealedColumn] = &[
             column: "kid",
         },
         what: "JWT signing keys",
+        cached: false,
     },
     // Control plane, tenant keys.
     SealedColumn {
@@ -176,6 +182,7 @@ pub const SEALED: &[SealedColumn] = &[
         scope: ScopeOf::Tenant("id"),
         purpose: PurposeOf::Fixed(purpose::TENANT_DB_URL),
         what: "dedicated tenants' database URLs",
+        cached: true,
     },
     SealedColumn {
         database: Database::Catalog,
@@ -186,6 +193,7 @@ pub const SEALED: &[SealedColumn] = &[
         scope: ScopeOf::Tenant("tenant_id"),
         purpose: PurposeOf::Fixed(purpose::TENANT_DB_URL),
         what: "placement moves' target database URLs",
+        cached: false,
     },
     // Tenant databases, tenant keys.
     SealedColumn {
@@ -197,6 +205,7 @@ pub const SEALED: &[SealedColumn] = &[
         scope: ScopeOf::Tenant("tenant_id"),
         purpose: PurposeOf::Fixed(purpose::TOTP_SECRET),
         what: "TOTP secrets",
+        cached: false,
     },
     SealedColumn {
         database: Database::Tenant,
@@ -207,6 +216,7 @@ pub const SEALED: &[SealedColumn] = &[
         scope: ScopeOf::Tenant("tenant_id"),
         purpose: PurposeOf::Fixed(purpose::REFRESH_SUCCESSOR),
         what: "refresh-token successors (retry grace window)",
+        cached: false,
     },
     SealedColumn {
         database: Database::Tenant,
@@ -217,6 +227,7 @@ pub const SEALED: &[SealedColumn] = &[
         scope: ScopeOf::Tenant("tenant_id"),
         purpose: PurposeOf::Fixed(purpose::SSO_CLIENT_SECRET),
         what: "SSO client secrets",
+        cached: false,
     },
     SealedColumn {
         database: Database::Tenant,
@@ -227,6 +238,7 @@ pub const SEALED: &[SealedColumn] = &[
         scope: ScopeOf::Tenant("tenant_id"),
         purpose: PurposeOf::AnyOf(&[purpose::SSO_OIDC_REQUEST, purpose::SSO_GITHUB_REQUEST]),
         what: "SSO logins in flight",
+        cached: false,
     },
 ];
 

@@ -161,8 +161,8 @@ pub async fn tenant_column(
         source,
     };
     let select = format!(
-        "SELECT {key}::text, {column} FROM {table} WHERE tenant_id = $1 AND {column} IS NOT NULL \
-         AND ($2::text IS NULL OR {key} > $2::text::{key_type}) ORDER BY {key} LIMIT {BATCH}",
+        "SELECT {table}.{key}::text AS k, {column} AS v FROM {table} WHERE tenant_id = $1 AND {column} IS NOT NULL \
+         AND ($2::text IS NULL OR {table}.{key} > $2::text::{key_type}) ORDER BY {table}.{key} LIMIT {BATCH}",
         key = col.key,
         key_type = col.key_type,
         column = col.column,

@@ -115,14 +115,16 @@ impl Provisioner {
     ) -> Result<Vec<(String, Tally)>, RotateError> {
         let mut out = Vec::new();
         for col in registry::columns(Database::Catalog).filter(|c| !c.is_platform()) {
-            let t = reseal::catalog_column(&self.keyring, &self.catalog, col, Some(tenant.id), below)
-                .await?;
+            let t =
+                reseal::catalog_column(&self.keyring, &self.catalog, col, Some(tenant.id), below)
+                    .await?;
             out.push((col.name(), t));
         }
         let mut client = self.servers.tenant_owner(tenant).await?;
         for col in registry::columns(Database::Tenant) {
             debug_assert!(matches!(col.scope, ScopeOf::Tenant(_)));
-            let t = reseal::tenant_column(&self.keyring, &mut client, col, tenant.id, below).await?;
+            let t =
+                reseal::tenant_column(&self.keyring, &mut client, col, tenant.id, below).await?;
             out.push((col.name(), t));
         }
         Ok(out)
@@ -150,8 +152,8 @@ impl Provisioner {
                 lost,
             }
         };
-        for col in registry::columns(Database::Catalog)
-            .filter(|c| c.is_platform() == tenant.is_none())
+        for col in
+            registry::columns(Database::Catalog).filter(|c| c.is_platform() == tenant.is_none())
         {
             let v = reseal::catalog_versions(&self.catalog, col, tenant.map(|t| t.id)).await?;
             out.push(status(col, v));
