@@ -177,6 +177,9 @@ impl Catalog {
     }
 }
 
+/// A [`SealedRow`] as read.
+type SealedRowTuple = (String, Option<uuid::Uuid>, Option<String>, Vec<u8>);
+
 /// One row of a sealed catalog column (see [`crate::crypto::registry`]).
 #[derive(Clone, Debug)]
 pub struct SealedRow {
@@ -220,7 +223,7 @@ impl Catalog {
             column = col.column,
             table = col.table,
         );
-        let rows: Vec<(String, Option<uuid::Uuid>, Option<String>, Vec<u8>)> = sqlx::query_as(&sql)
+        let rows: Vec<SealedRowTuple> = sqlx::query_as(&sql)
             .bind(tenant.map(|t| t.as_uuid()))
             .bind(after)
             .bind(limit)
