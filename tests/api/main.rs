@@ -13,5 +13,6 @@ mod migrations;
 mod placement;
 mod ratelimit;
 mod routing;
+mod security;
 mod sso;
 mod transactions;

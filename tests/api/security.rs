@@ -1,0 +1,3 @@
+//! Regression tests of the security review (issue 14), one module per slice.
+
+mod keys;
