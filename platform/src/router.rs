@@ -137,10 +137,39 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(wellknown::jwks))
 }
 
+/// The OpenAPI document as served: every error response (a `Problem` body) is declared as
+/// `application/problem+json`, the content type the server sends (RFC 9457), rather than the
+/// `application/json` the annotations default to.
+fn problem_content_types(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut v = serde_json::to_value(doc).unwrap_or_default();
+    let problem = |c: &serde_json::Value| {
+        c["schema"]["$ref"].as_str() == Some("#/components/schemas/Problem")
+    };
+    if let Some(paths) = v["paths"].as_object_mut() {
+        for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
+            for op in item.values_mut() {
+                let Some(responses) = op["responses"].as_object_mut() else {
+                    continue;
+                };
+                for r in responses.values_mut() {
+                    let Some(content) = r["content"].as_object_mut() else {
+                        continue;
+                    };
+                    if content.get("application/json").is_some_and(problem) {
+                        let c = content.remove("application/json").unwrap_or_default();
+                        content.insert("application/problem+json".into(), c);
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
 /// The complete router with its middleware.
 pub fn router(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
-    let doc = Arc::new(doc);
+    let doc = Arc::new(problem_content_types(doc));
     // Route layers, outermost last: audit context and client address, then rate limits (they
     // authenticate tenant routes, kept in the request), then authorization.
     router
