@@ -133,6 +133,8 @@ struct Inner {
     admin: Keyed<AddressKey>,
     auth_addresses: FailureBudget<AddressKey>,
     auth_tenants: FailureBudget<TenantId>,
+    /// Keys the credential fingerprints (random per process, so no one can aim collisions).
+    fingerprints: std::hash::RandomState,
 }
 
 /// Failed authentications allowed from one client address at once (then one per
@@ -203,6 +205,7 @@ impl RateLimits {
                     AUTH_FAILURES_PER_TENANT,
                     AUTH_FAILURE_INTERVAL_PER_TENANT,
                 ),
+                fingerprints: std::hash::RandomState::new(),
                 tenants: RwLock::new(HashMap::new()),
                 settings,
             }),
@@ -261,6 +264,16 @@ impl RateLimits {
     #[must_use]
     pub fn check_admin_ip(&self, ip: IpAddr) -> Decision {
         decide(Scope::Admin, &self.inner.admin, &AddressKey::of(ip))
+    }
+
+    /// The fingerprint of a presented credential (its parts: host, token) for
+    /// [`Self::begin_authentication`].
+    #[must_use]
+    pub fn fingerprint(&self, parts: &[&[u8]]) -> u64 {
+        use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+        let mut h = self.inner.fingerprints.build_hasher();
+        parts.hash(&mut h);
+        h.finish()
     }
 
     /// Before a request's tenant or credential is looked up: takes a place in the failure budget
