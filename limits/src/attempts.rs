@@ -12,8 +12,10 @@
 //! - [`Backoff`]: a few free failures, then each further attempt waits exponentially longer
 //!   (capped), one at a time; for passwords and codes per account and per address.
 //!
-//! Memory is bounded: entries whose state is back to "nothing happened" are dropped by
-//! `purge`, and a limiter holding `capacity` keys refuses new keys (fails closed) until purged.
+//! Memory is bounded (100,000 keys per limiter): entries whose state is back to "nothing
+//! happened" are dropped by `purge` (and when the map is full); a [`Backoff`] that is still full
+//! forgets keys not yet slowed down; a limiter still full after that refuses new keys (fails
+//! closed) rather than letting them through unlimited.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -266,6 +268,12 @@ impl<K: Clone + Eq + Hash> Backoff<K> {
         let mut map = lock(&self.inner.map);
         if !map.contains_key(&key) && map.len() >= CAPACITY {
             self.purge_locked(&mut map, now);
+            if map.len() >= CAPACITY {
+                // Keys not yet slowed down lose little by being forgotten (a spray over many
+                // accounts leaves mostly those); only keys that are being slowed down stay.
+                let free = self.inner.free;
+                map.retain(|_, s| s.in_flight > 0 || s.failures >= free);
+            }
             if map.len() >= CAPACITY {
                 return Err(Refused {
                     retry_after: Duration::from_secs(1),
