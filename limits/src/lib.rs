@@ -270,10 +270,8 @@ impl RateLimits {
     /// [`Self::begin_authentication`].
     #[must_use]
     pub fn fingerprint(&self, parts: &[&[u8]]) -> u64 {
-        use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
-        let mut h = self.inner.fingerprints.build_hasher();
-        parts.hash(&mut h);
-        h.finish()
+        use std::hash::BuildHasher as _;
+        self.inner.fingerprints.hash_one(parts)
     }
 
     /// Before a request's tenant or credential is looked up: takes a place in the failure budget
