@@ -119,8 +119,15 @@ where
         let host = parts.headers.get(HOST).map_or(&[][..], |h| h.as_bytes());
         let token = bearer(parts);
         // Only an API key costs its claimed tenant's database to check; a token's signature is
-        // checked without any lookup.
-        let claimed = token.and_then(PresentedKey::parse).map(|k| k.tenant);
+        // checked without any lookup. A key verified moments ago costs nothing: it passes, so a
+        // flood against its tenant does not lock it out.
+        let presented = token.and_then(PresentedKey::parse);
+        if let Some(k) = &presented
+            && ApiKeys::from_ref(state).known_live(k).await
+        {
+            return Self::resolve(parts, state).await;
+        }
+        let claimed = presented.map(|k| k.tenant);
         let fingerprint = limits.fingerprint(&[host, token.unwrap_or_default().as_bytes()]);
         let attempt = match limits.begin_authentication(ip, claimed, fingerprint) {
             Ok(a) => a,

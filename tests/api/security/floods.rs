@@ -126,3 +126,38 @@ async fn token_carrying_auth_routes_are_limited_per_address() {
     }
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_distributed_flood_is_refused_per_tenant_and_a_key_in_use_stays_served() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme", "shared", None).await;
+    let genuine = || {
+        app.send(
+            t.api
+                .req(Method::GET, "/api/v1/projects")
+                .peer("203.0.113.20:5000"),
+        )
+    };
+    genuine().await.assert_status(200);
+    // Made-up keys from many addresses, each below its own address budget.
+    let mut refused = None;
+    for i in 0..1000 {
+        let peer = format!("198.51.{}.{}:1", i / 2500, (i / 10) % 250);
+        let r = app.send(with_key(&t, &made_up_key(&t, i), &peer)).await;
+        if r.status.as_u16() == 429 {
+            refused = Some(r);
+            break;
+        }
+        r.assert_problem(401);
+    }
+    let refused = refused.expect("1000 made-up keys from 100 addresses were all checked");
+    refused.assert_problem(429);
+    assert!(refused.str("detail").contains("tenant"), "{}", refused.text);
+    // A fresh address is refused for this tenant too, before any lookup ...
+    app.send(with_key(&t, &made_up_key(&t, 5000), "192.0.2.200:1"))
+        .await
+        .assert_problem(429);
+    // ... but the key in use, just verified, is served.
+    genuine().await.assert_status(200);
+    app.finish().await;
+}
