@@ -94,6 +94,15 @@ impl ApiKeys {
         }
     }
 
+    /// Whether `key` was verified as live recently (answered from the cache, no database work):
+    /// such a key is not held to the failed-authentication budgets.
+    pub async fn known_live(&self, key: &PresentedKey) -> bool {
+        matches!(
+            self.cache.get(&(key.tenant, key.hash.clone())).await,
+            Some(Some(_))
+        )
+    }
+
     /// The key's id and role (`None`: the built-in `admin`) if `key` is a live key of `tenant`.
     pub async fn verify(
         &self,

@@ -3,6 +3,10 @@
 //! (or a concurrent second use) of a code finds the step already taken. The secret is sealed with
 //! the tenant's data key. Ten recovery codes, shown once, stored as hashes, each consumed by one
 //! conditional `UPDATE` (two concurrent uses: exactly one succeeds).
+//!
+//! Every code check goes through the code throttle: the functions that check a code take the
+//! [`Attempt`] that [`crate::throttle::Throttle::code`] gave out and end it with the result, so
+//! no caller can check a code unthrottled.
 
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
@@ -11,6 +15,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::AuthError;
+use crate::throttle::Attempt;
 use tenancy::crypto::{Keyring, Scope, hash_token, random_token};
 use tenancy::dataplane::TenantTx;
 use tenancy::ids::UserId;
@@ -87,8 +92,19 @@ fn random_bytes() -> Vec<u8> {
     b
 }
 
+/// Ends a throttled code check with its result: a wrong code counts, anything else that went
+/// wrong (the database, the enrolment state) does not.
+fn judged<T>(attempt: Attempt, result: Result<T, AuthError>) -> Result<T, AuthError> {
+    match &result {
+        Ok(_) => attempt.succeeded(),
+        Err(AuthError::InvalidCode) => attempt.failed(),
+        Err(_) => attempt.not_counted(),
+    }
+    result
+}
+
 /// Checks a code and takes its step (once per user). `pending`: check the not-yet-enabled secret.
-pub async fn check_code(
+async fn check_code(
     tx: &mut TenantTx,
     keyring: &Keyring,
     user: UserId,
@@ -144,10 +160,11 @@ pub async fn check_code(
 pub async fn confirm(
     tx: &mut TenantTx,
     keyring: &Keyring,
+    attempt: Attempt,
     user: UserId,
     code: &str,
 ) -> Result<Vec<String>, AuthError> {
-    check_code(tx, keyring, user, code, true).await?;
+    judged(attempt, check_code(tx, keyring, user, code, true).await)?;
     tx.execute(
         "UPDATE users SET totp_enabled_at = now() WHERE id = $1",
         &[&user.as_uuid()],
@@ -172,11 +189,7 @@ pub async fn confirm(
 }
 
 /// Consumes a recovery code (atomically: a second use, concurrent or not, fails).
-pub async fn use_recovery_code(
-    tx: &mut TenantTx,
-    user: UserId,
-    code: &str,
-) -> Result<(), AuthError> {
+async fn use_recovery_code(tx: &mut TenantTx, user: UserId, code: &str) -> Result<(), AuthError> {
     let n = tx
         .execute(
             "UPDATE recovery_codes SET used_at = now()
@@ -195,14 +208,16 @@ pub async fn use_recovery_code(
 pub async fn second_factor(
     tx: &mut TenantTx,
     keyring: &Keyring,
+    attempt: Attempt,
     user: UserId,
     code: &str,
 ) -> Result<(), AuthError> {
-    if code.trim().starts_with("rc-") {
+    let result = if code.trim().starts_with("rc-") {
         use_recovery_code(tx, user, code).await
     } else {
         check_code(tx, keyring, user, code, false).await
-    }
+    };
+    judged(attempt, result)
 }
 
 /// Turns TOTP off (the caller has checked a current code).

@@ -1,32 +1,43 @@
-//! Failed-login throttling per account and per client address: after a few failures each further
-//! attempt must wait exponentially longer (capped). Counters live in memory per instance and
-//! expire after a quiet period; a success clears the account's counter.
+//! Failed-attempt throttling of everything a stranger could guess: passwords (per account) and
+//! second-factor codes (per user, one budget for every code check: MFA login, TOTP confirm,
+//! turning TOTP off), plus one budget per client address across accounts (IPv6 by its /64).
+//! After a few failures each further attempt must wait exponentially longer (capped), one at a
+//! time. Counters live in memory per instance and are forgotten after a quiet hour.
+//!
+//! Checking and counting are one step ([`limits::attempts::Backoff`]): an attempt takes its
+//! place before it is evaluated, so concurrent attempts cannot all pass before the first failure
+//! counts. An [`Attempt`] dropped without an outcome counts as a failure.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moka::future::Cache;
+use limits::AddressKey;
+use limits::attempts::{Backoff, BackoffAttempt, Outcome, Refused};
+use tenancy::ids::{TenantId, UserId};
 
-use tenancy::ids::TenantId;
+use crate::AuthError;
 
-/// Failures allowed on an account before attempts are slowed down.
-const ACCOUNT_FREE: u32 = 5;
+/// Failures allowed on an account (or a user's codes) before attempts are slowed down.
+pub const ACCOUNT_FREE: u32 = 5;
 /// Failures allowed from one address (across accounts) before attempts are slowed down.
-const IP_FREE: u32 = 20;
+pub const ADDRESS_FREE: u32 = 20;
 const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
 
-#[derive(Clone, Copy, Debug)]
-struct Failures {
-    count: u32,
-    last: Instant,
+/// What an account budget is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Account {
+    /// Password login, by the (normalised) email given, known or not.
+    Password(String),
+    /// Every second-factor code check of a user.
+    Codes(UserId),
 }
 
 /// Per-account and per-address failure counters.
 #[derive(Clone)]
 pub struct Throttle {
-    accounts: Cache<(TenantId, String), Failures>,
-    addresses: Cache<IpAddr, Failures>,
+    accounts: Backoff<(TenantId, Account)>,
+    addresses: Backoff<AddressKey>,
 }
 
 impl Default for Throttle {
@@ -35,71 +46,104 @@ impl Default for Throttle {
     }
 }
 
-fn wait(f: Option<Failures>, free: u32) -> Option<Duration> {
-    let f = f?;
-    if f.count < free {
-        return None;
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Throttle")
     }
-    let exp = (f.count - free).min(10);
-    let wait = Duration::from_secs(1u64 << exp).min(MAX_WAIT);
-    let elapsed = f.last.elapsed();
-    (elapsed < wait).then(|| wait - elapsed)
+}
+
+/// One attempt in progress, holding its places: end it with [`Self::failed`] or
+/// [`Self::succeeded`]; dropped, it counts as failed.
+pub struct Attempt {
+    account: BackoffAttempt<(TenantId, Account)>,
+    address: Option<BackoffAttempt<AddressKey>>,
+}
+
+impl Attempt {
+    /// A wrong password or code: counted for the account and the address.
+    pub fn failed(self) {
+        self.account.finish(Outcome::Failed);
+        if let Some(a) = self.address {
+            a.finish(Outcome::Failed);
+        }
+    }
+
+    /// The right password or code: the account's failures are forgotten (the address's stay:
+    /// one good account does not launder a spray over others).
+    pub fn succeeded(self) {
+        self.account.finish(Outcome::Cleared);
+        if let Some(a) = self.address {
+            a.finish(Outcome::Passed);
+        }
+    }
+
+    /// Ended for a reason that says nothing about the guess (the database failed, the state
+    /// was wrong): not counted.
+    pub fn not_counted(self) {
+        self.account.finish(Outcome::Passed);
+        if let Some(a) = self.address {
+            a.finish(Outcome::Passed);
+        }
+    }
+}
+
+fn throttled(r: Refused) -> AuthError {
+    AuthError::Throttled(r.retry_after.as_secs().max(1))
 }
 
 impl Throttle {
     #[must_use]
     pub fn new() -> Self {
         Self {
-            accounts: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(FORGET_AFTER)
-                .build(),
-            addresses: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(FORGET_AFTER)
-                .build(),
+            accounts: Backoff::new(ACCOUNT_FREE, MAX_WAIT, FORGET_AFTER),
+            addresses: Backoff::new(ADDRESS_FREE, MAX_WAIT, FORGET_AFTER),
         }
     }
 
-    /// How long the caller must wait before another attempt, if at all.
-    pub async fn retry_after(
+    /// Starts a password attempt on `email` of `tenant` from `ip`, or refuses
+    /// ([`AuthError::Throttled`]).
+    pub fn password(
         &self,
         tenant: TenantId,
         email: &str,
         ip: Option<IpAddr>,
-    ) -> Option<Duration> {
-        let account = wait(
-            self.accounts.get(&(tenant, email.to_owned())).await,
-            ACCOUNT_FREE,
-        );
+    ) -> Result<Attempt, AuthError> {
+        self.begin((tenant, Account::Password(email.to_owned())), ip)
+    }
+
+    /// Starts a second-factor code check for `user` of `tenant` from `ip`, or refuses.
+    pub fn code(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        ip: Option<IpAddr>,
+    ) -> Result<Attempt, AuthError> {
+        self.begin((tenant, Account::Codes(user)), ip)
+    }
+
+    fn begin(
+        &self,
+        account: (TenantId, Account),
+        ip: Option<IpAddr>,
+    ) -> Result<Attempt, AuthError> {
+        let account = self.accounts.begin(account).map_err(throttled)?;
         let address = match ip {
-            Some(ip) => wait(self.addresses.get(&ip).await, IP_FREE),
+            Some(ip) => match self.addresses.begin(AddressKey::of(ip)) {
+                Ok(a) => Some(a),
+                Err(r) => {
+                    account.finish(Outcome::Passed);
+                    return Err(throttled(r));
+                }
+            },
             None => None,
         };
-        account.max(address)
+        Ok(Attempt { account, address })
     }
 
-    /// Records a failure.
-    pub async fn failed(&self, tenant: TenantId, email: &str, ip: Option<IpAddr>) {
-        let bump = |f: Option<Failures>| Failures {
-            count: f.map_or(1, |f| f.count.saturating_add(1)),
-            last: Instant::now(),
-        };
-        self.accounts
-            .entry((tenant, email.to_owned()))
-            .and_upsert_with(|e| async move { bump(e.map(|e| e.into_value())) })
-            .await;
-        if let Some(ip) = ip {
-            self.addresses
-                .entry(ip)
-                .and_upsert_with(|e| async move { bump(e.map(|e| e.into_value())) })
-                .await;
-        }
-    }
-
-    /// Clears the account's counter after a successful login.
-    pub async fn succeeded(&self, tenant: TenantId, email: &str) {
-        self.accounts.invalidate(&(tenant, email.to_owned())).await;
+    /// Forgets quiet counters (memory).
+    pub fn purge(&self) {
+        self.accounts.purge();
+        self.addresses.purge();
     }
 }
 
@@ -107,35 +151,48 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn failures_slow_down_the_account_and_the_address() {
+    #[test]
+    fn failures_slow_down_the_account_and_the_address() {
         let th = Throttle::new();
         let t = TenantId::new();
-        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let ip: IpAddr = "2001:db8::7".parse().expect("ip");
         for _ in 0..ACCOUNT_FREE {
-            assert!(th.retry_after(t, "a@x.test", Some(ip)).await.is_none());
-            th.failed(t, "a@x.test", Some(ip)).await;
+            th.password(t, "a@x.test", Some(ip)).expect("free").failed();
         }
-        assert!(th.retry_after(t, "a@x.test", None).await.is_some());
-        // Another account from another address is not affected; a success clears the account.
-        assert!(th.retry_after(t, "b@x.test", None).await.is_none());
-        th.succeeded(t, "a@x.test").await;
-        assert!(th.retry_after(t, "a@x.test", None).await.is_none());
-        // Spraying many accounts from one address slows that address down.
-        for i in 0..IP_FREE {
-            th.failed(t, &format!("user{i}@x.test"), Some(ip)).await;
+        assert!(th.password(t, "a@x.test", None).is_err());
+        // Another account is not affected; a code check has its own budget.
+        th.password(t, "b@x.test", None).expect("other").succeeded();
+        let user = UserId::new();
+        th.code(t, user, None).expect("codes").failed();
+        // Spraying many accounts from one /64 slows that /64 down.
+        let other: IpAddr = "2001:db8::9".parse().expect("ip");
+        for i in ACCOUNT_FREE..ADDRESS_FREE {
+            th.password(t, &format!("user{i}@x.test"), Some(other))
+                .expect("free")
+                .failed();
         }
-        assert!(th.retry_after(t, "fresh@x.test", Some(ip)).await.is_some());
-        assert!(th.retry_after(t, "fresh@x.test", None).await.is_none());
-        // The wait grows with further failures and is capped.
-        assert!(
-            wait(
-                Some(Failures {
-                    count: 100,
-                    last: Instant::now()
-                }),
-                5
-            ) <= Some(MAX_WAIT)
-        );
+        assert!(th.password(t, "fresh@x.test", Some(ip)).is_err());
+        assert!(th.password(t, "fresh@x.test", None).is_ok());
+    }
+
+    #[test]
+    fn concurrent_attempts_take_their_places_before_any_outcome() {
+        let th = Throttle::new();
+        let t = TenantId::new();
+        let user = UserId::new();
+        let held: Vec<Attempt> = (0..ACCOUNT_FREE)
+            .map(|_| th.code(t, user, None).expect("free"))
+            .collect();
+        assert!(th.code(t, user, None).is_err(), "all free places are taken");
+        for a in held {
+            a.not_counted();
+        }
+        // A success clears the user's code failures.
+        th.code(t, user, None).expect("free").failed();
+        th.code(t, user, None).expect("free").succeeded();
+        for _ in 0..ACCOUNT_FREE {
+            th.code(t, user, None).expect("free").failed();
+        }
+        assert!(th.code(t, user, None).is_err());
     }
 }

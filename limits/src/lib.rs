@@ -9,6 +9,17 @@
 //! notification), starting with a full bucket. Memory stays bounded: [`RateLimits::purge`]
 //! (every few seconds, from the server) drops keys whose bucket is full again
 //! (`retain_recent`) and shrinks the maps.
+//!
+//! Failed authentication has its own budgets ([`RateLimits::begin_authentication`]): per client
+//! address and per claimed tenant, taken before any lookup, so a flood of made-up credentials
+//! is answered 429 without database work. Every per-address limit keys on [`AddressKey`]
+//! (IPv6 by its /64).
+
+mod address;
+pub mod attempts;
+
+pub use address::AddressKey;
+pub use attempts::Refused;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,6 +27,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use attempts::{BudgetAttempt, FailureBudget};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -39,6 +51,10 @@ tenancy::text_enum!(
         Ip = "ip",
         /// One client address on the admin API.
         Admin = "admin",
+        /// Failed authentication from one client address.
+        AuthAddress = "auth_address",
+        /// Failed authentication with credentials that claim one tenant.
+        AuthTenant = "auth_tenant",
     }
 );
 
@@ -113,8 +129,50 @@ struct Inner {
     settings: LimitSettings,
     tenants: RwLock<HashMap<RateQuota, Arc<Keyed<TenantId>>>>,
     principals: Keyed<(TenantId, Uuid)>,
-    ips: Keyed<IpAddr>,
-    admin: Keyed<IpAddr>,
+    ips: Keyed<AddressKey>,
+    admin: Keyed<AddressKey>,
+    auth_addresses: FailureBudget<AddressKey>,
+    auth_tenants: FailureBudget<TenantId>,
+    /// Keys the credential fingerprints (random per process, so no one can aim collisions).
+    fingerprints: std::hash::RandomState,
+}
+
+/// Failed authentications allowed from one client address at once (then one per
+/// [`AUTH_FAILURE_INTERVAL_PER_ADDRESS`]).
+pub const AUTH_FAILURES_PER_ADDRESS: u32 = 20;
+/// The refill of [`AUTH_FAILURES_PER_ADDRESS`]: 20 failures a minute, sustained.
+pub const AUTH_FAILURE_INTERVAL_PER_ADDRESS: Duration = Duration::from_secs(3);
+/// Failed authentications allowed with API keys claiming one tenant, all addresses together
+/// (then one per [`AUTH_FAILURE_INTERVAL_PER_TENANT`]): what a distributed flood may cost the
+/// tenant's database.
+pub const AUTH_FAILURES_PER_TENANT: u32 = 200;
+/// The refill of [`AUTH_FAILURES_PER_TENANT`]: 20 failures a second, sustained.
+pub const AUTH_FAILURE_INTERVAL_PER_TENANT: Duration = Duration::from_millis(50);
+
+/// A request's authentication in progress, holding its places in the failure budgets. Call
+/// [`Self::succeeded`] when the credential (or the tenant) proved good, or [`Self::not_counted`]
+/// when the attempt failed for a reason that is not the client's (the database was
+/// unavailable); dropped, it counts as a failure.
+pub struct AuthAttempt {
+    address: Option<BudgetAttempt<AddressKey>>,
+    tenant: Option<BudgetAttempt<TenantId>>,
+}
+
+impl AuthAttempt {
+    /// Gives the places back.
+    pub fn succeeded(self) {
+        if let Some(a) = self.address {
+            a.succeeded();
+        }
+        if let Some(t) = self.tenant {
+            t.succeeded();
+        }
+    }
+
+    /// Gives the places back: the attempt says nothing about the client.
+    pub fn not_counted(self) {
+        self.succeeded();
+    }
 }
 
 /// Every limiter of this instance (cheap to clone).
@@ -139,6 +197,15 @@ impl RateLimits {
                 principals: keyed(settings.principal),
                 ips: keyed(settings.sensitive_ip),
                 admin: keyed(settings.admin_ip),
+                auth_addresses: FailureBudget::new(
+                    AUTH_FAILURES_PER_ADDRESS,
+                    AUTH_FAILURE_INTERVAL_PER_ADDRESS,
+                ),
+                auth_tenants: FailureBudget::new(
+                    AUTH_FAILURES_PER_TENANT,
+                    AUTH_FAILURE_INTERVAL_PER_TENANT,
+                ),
+                fingerprints: std::hash::RandomState::new(),
                 tenants: RwLock::new(HashMap::new()),
                 settings,
             }),
@@ -190,13 +257,63 @@ impl RateLimits {
     /// One request from `ip` to a public, sensitive endpoint.
     #[must_use]
     pub fn check_sensitive_ip(&self, ip: IpAddr) -> Decision {
-        decide(Scope::Ip, &self.inner.ips, &ip)
+        decide(Scope::Ip, &self.inner.ips, &AddressKey::of(ip))
     }
 
     /// One request from `ip` to the admin API.
     #[must_use]
     pub fn check_admin_ip(&self, ip: IpAddr) -> Decision {
-        decide(Scope::Admin, &self.inner.admin, &ip)
+        decide(Scope::Admin, &self.inner.admin, &AddressKey::of(ip))
+    }
+
+    /// The fingerprint of a presented credential (its parts: host, token) for
+    /// [`Self::begin_authentication`].
+    #[must_use]
+    pub fn fingerprint(&self, parts: &[&[u8]]) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.inner.fingerprints.hash_one(parts)
+    }
+
+    /// Before a request's tenant or credential is looked up: takes a place in the failure budget
+    /// of the client address and, for a credential whose check costs the claimed tenant's
+    /// database (`claimed`), in that tenant's. `fingerprint` names the credential (and host):
+    /// concurrent attempts with the same one share a place. Refused: a 429 decision.
+    pub fn begin_authentication(
+        &self,
+        ip: Option<IpAddr>,
+        claimed: Option<TenantId>,
+        fingerprint: u64,
+    ) -> Result<AuthAttempt, Decision> {
+        let refusal = |scope, budget: u32, r: Refused| Decision {
+            scope,
+            allowed: false,
+            limit: budget,
+            remaining: 0,
+            reset_secs: ceil_secs(r.retry_after).max(1),
+        };
+        let address = match ip {
+            Some(ip) => Some(
+                self.inner
+                    .auth_addresses
+                    .begin(AddressKey::of(ip), fingerprint)
+                    .map_err(|r| refusal(Scope::AuthAddress, AUTH_FAILURES_PER_ADDRESS, r))?,
+            ),
+            None => None,
+        };
+        let tenant = match claimed {
+            Some(t) => match self.inner.auth_tenants.begin(t, fingerprint) {
+                Ok(a) => Some(a),
+                Err(r) => {
+                    // Not this client's failure: its address place goes back.
+                    if let Some(a) = address {
+                        a.succeeded();
+                    }
+                    return Err(refusal(Scope::AuthTenant, AUTH_FAILURES_PER_TENANT, r));
+                }
+            },
+            None => None,
+        };
+        Ok(AuthAttempt { address, tenant })
     }
 
     /// Drops keys whose bucket is full again (indistinguishable from a new key) and releases
@@ -217,6 +334,8 @@ impl RateLimits {
             l.retain_recent();
             l.shrink_to_fit();
         }
+        self.inner.auth_addresses.purge();
+        self.inner.auth_tenants.purge();
         self.inner.principals.retain_recent();
         self.inner.principals.shrink_to_fit();
     }
@@ -232,7 +351,12 @@ impl RateLimits {
             .values()
             .map(|l| l.len())
             .sum();
-        tenants + self.inner.principals.len() + self.inner.ips.len() + self.inner.admin.len()
+        tenants
+            + self.inner.principals.len()
+            + self.inner.ips.len()
+            + self.inner.admin.len()
+            + self.inner.auth_addresses.len()
+            + self.inner.auth_tenants.len()
     }
 
     /// The client's address: the socket peer, or, when the peer is a trusted proxy, the
@@ -240,42 +364,7 @@ impl RateLimits {
     /// further left were written by the client and prove nothing).
     #[must_use]
     pub fn client_ip(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<IpAddr> {
-        let peer = peer.map(canonical)?;
-        let trusted = |ip: &IpAddr| {
-            self.inner
-                .settings
-                .trusted_proxies
-                .iter()
-                .any(|n| n.contains(ip))
-        };
-        if !trusted(&peer) {
-            return Some(peer);
-        }
-        let mut client = peer;
-        for part in forwarded_for
-            .iter()
-            .rev()
-            .flat_map(|h| h.rsplit(','))
-            .map(str::trim)
-        {
-            let Ok(ip) = part.parse::<IpAddr>().map(canonical) else {
-                // A malformed entry: stop at the last address we could trust.
-                break;
-            };
-            client = ip;
-            if !trusted(&ip) {
-                break;
-            }
-        }
-        Some(client)
-    }
-}
-
-/// IPv4-mapped IPv6 addresses as IPv4, so one client has one key.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
+        address::client_ip(&self.inner.settings.trusted_proxies, peer, forwarded_for)
     }
 }
 
@@ -335,5 +424,63 @@ mod tests {
         // Another address has its own bucket.
         assert!(l.check_sensitive_ip(ip("192.0.2.2")).allowed);
         assert_eq!(l.keys(), 2);
+    }
+
+    #[test]
+    fn per_address_limits_key_ipv6_by_its_64() {
+        let l = RateLimits::new(LimitSettings {
+            sensitive_ip: RateQuota {
+                per_second: 1,
+                burst: 2,
+            },
+            ..LimitSettings::default()
+        });
+        assert!(l.check_sensitive_ip(ip("2001:db8:0:1::1")).allowed);
+        assert!(l.check_sensitive_ip(ip("2001:db8:0:1::2")).allowed);
+        assert!(!l.check_sensitive_ip(ip("2001:db8:0:1:ffff::3")).allowed);
+        assert!(l.check_sensitive_ip(ip("2001:db8:0:2::1")).allowed);
+    }
+
+    #[test]
+    fn failed_authentication_is_limited_per_address_and_per_claimed_tenant() {
+        let l = limits(&[]);
+        let a = Some(ip("2001:db8:0:1::1"));
+        for fp in 0..u64::from(AUTH_FAILURES_PER_ADDRESS) {
+            drop(l.begin_authentication(a, None, fp).expect("allowed"));
+        }
+        let refused = l
+            .begin_authentication(Some(ip("2001:db8:0:1::77")), None, 999)
+            .err()
+            .expect("refused");
+        assert_eq!(refused.scope, Scope::AuthAddress);
+        assert_eq!(refused.limit, AUTH_FAILURES_PER_ADDRESS);
+        // Successes cost nothing, from a fresh address.
+        let b = Some(ip("192.0.2.1"));
+        for fp in 0..1000 {
+            l.begin_authentication(b, None, fp)
+                .expect("allowed")
+                .succeeded();
+        }
+        // A claimed tenant's budget spans addresses.
+        let t = TenantId::new();
+        for i in 0..AUTH_FAILURES_PER_TENANT {
+            let from = IpAddr::from([198, 51, (i / 250) as u8, (i % 250) as u8]);
+            drop(
+                l.begin_authentication(Some(from), Some(t), u64::from(i))
+                    .expect("allowed"),
+            );
+        }
+        let refused = l
+            .begin_authentication(Some(ip("203.0.113.1")), Some(t), 1)
+            .err()
+            .expect("refused");
+        assert_eq!(refused.scope, Scope::AuthTenant);
+        // ... and its refusal does not count against the address.
+        for fp in 0..u64::from(AUTH_FAILURES_PER_ADDRESS) {
+            drop(
+                l.begin_authentication(Some(ip("203.0.113.1")), None, fp)
+                    .expect("allowed"),
+            );
+        }
     }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 pub const ALLOWED: &[(&str, &str, &[&str])] = &[
     // (package, folder, allowed workspace dependencies)
     ("tenancy", "tenancy", &[]),
-    ("identity", "identity", &["tenancy"]),
+    ("identity", "identity", &["tenancy", "limits"]),
     ("audit", "audit", &["tenancy"]),
     ("limits", "limits", &["tenancy"]),
     ("sso", "sso", &["tenancy", "identity"]),

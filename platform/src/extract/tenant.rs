@@ -7,6 +7,12 @@
 //! JWT whose `tid` names the tenant and whose session must still be live).
 //!
 //! [`TenantDb`] is the only door to tenant data: a connection that carries the tenant.
+//!
+//! Failed tenant context (unknown host or tenant, bad token, made-up key) is limited here, the
+//! one place every tenant route passes through: before any lookup the request takes a place in
+//! the failure budget of its client address (and, for an API key, of the tenant it claims);
+//! success gives the place back, so only failures count, and a client over budget is answered
+//! 429 without database work ([`limits::RateLimits::begin_authentication`]).
 
 use std::sync::Arc;
 
@@ -16,12 +22,14 @@ use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::request::Parts;
 use identity::credentials::{ApiKeys, PresentedKey};
 use identity::{Auth, Permission, PermissionSet};
+use limits::{Decision, RateLimits, Scope};
 use tenancy::catalog::{Tenant, TenantStatus};
 use tenancy::dataplane::{DataPlane, TenantTx};
 use tenancy::ids::{ApiKeyId, DomainName, RoleId, SessionId, TenantId, UserId};
 use tenancy::resolve::{HostTenant, Resolver};
 
 use super::admin::bearer;
+use crate::audit::ClientIp;
 use crate::error::ApiError;
 
 /// Who is calling, within the tenant.
@@ -70,12 +78,30 @@ impl Credential {
 
 const MISMATCH: &str = "the credential is not valid for this tenant's host";
 
+/// The request was refused by a failed-authentication budget (kept in the request, so the rate
+/// limit layer renders its `RateLimit-*` headers and a second extraction refuses alike).
+#[derive(Clone, Copy, Debug)]
+pub struct AuthRefused(pub Decision);
+
+impl AuthRefused {
+    fn error(self) -> ApiError {
+        let detail = match self.0.scope {
+            Scope::AuthTenant => {
+                "too many failed authentication attempts for this tenant; retry later"
+            }
+            _ => "too many failed authentication attempts from this address; retry later",
+        };
+        ApiError::too_many_requests(detail, self.0.reset_secs)
+    }
+}
+
 impl<S> FromRequestParts<S> for TenantContext
 where
     Resolver: FromRef<S>,
     DataPlane: FromRef<S>,
     ApiKeys: FromRef<S>,
     Auth: FromRef<S>,
+    RateLimits: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -84,6 +110,53 @@ where
         if let Some(ctx) = parts.extensions.get::<Self>() {
             return Ok(ctx.clone());
         }
+        if let Some(refused) = parts.extensions.get::<AuthRefused>() {
+            return Err(refused.error());
+        }
+        // Before any lookup: a place in the failure budgets, from what the request claims.
+        let limits = RateLimits::from_ref(state);
+        let ip = parts.extensions.get::<ClientIp>().and_then(|c| c.0);
+        let host = parts.headers.get(HOST).map_or(&[][..], |h| h.as_bytes());
+        let token = bearer(parts);
+        // Only an API key costs its claimed tenant's database to check; a token's signature is
+        // checked without any lookup. A key verified moments ago costs nothing: it passes, so a
+        // flood against its tenant does not lock it out.
+        let presented = token.and_then(PresentedKey::parse);
+        if let Some(k) = &presented
+            && ApiKeys::from_ref(state).known_live(k).await
+        {
+            return Self::resolve(parts, state).await;
+        }
+        let claimed = presented.map(|k| k.tenant);
+        let fingerprint = limits.fingerprint(&[host, token.unwrap_or_default().as_bytes()]);
+        let attempt = match limits.begin_authentication(ip, claimed, fingerprint) {
+            Ok(a) => a,
+            Err(d) => {
+                let refused = AuthRefused(d);
+                parts.extensions.insert(refused);
+                return Err(refused.error());
+            }
+        };
+        let result = Self::resolve(parts, state).await;
+        match &result {
+            Ok(_) => attempt.succeeded(),
+            // The database failed, not the client.
+            Err(e) if e.status().is_server_error() => attempt.not_counted(),
+            Err(_) => drop(attempt),
+        }
+        result
+    }
+}
+
+impl TenantContext {
+    async fn resolve<S>(parts: &mut Parts, state: &S) -> Result<Self, ApiError>
+    where
+        Resolver: FromRef<S>,
+        DataPlane: FromRef<S>,
+        ApiKeys: FromRef<S>,
+        Auth: FromRef<S>,
+        S: Send + Sync,
+    {
         let resolver = Resolver::from_ref(state);
         let host = parts
             .headers
@@ -228,6 +301,7 @@ where
     DataPlane: FromRef<S>,
     ApiKeys: FromRef<S>,
     Auth: FromRef<S>,
+    RateLimits: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -274,6 +348,7 @@ where
     DataPlane: FromRef<S>,
     ApiKeys: FromRef<S>,
     Auth: FromRef<S>,
+    RateLimits: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;

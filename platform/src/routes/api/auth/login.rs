@@ -52,10 +52,7 @@ pub async fn login(
     if email.len() > 254 || body.password.len() > 1024 {
         return Err(AuthError::InvalidCredentials.into());
     }
-    let throttle = &t.auth.throttle;
-    if let Some(wait) = throttle.retry_after(ctx.tenant.id, &email, client.ip).await {
-        return Err(AuthError::Throttled(wait.as_secs().max(1)).into());
-    }
+    let attempt = t.auth.throttle.password(ctx.tenant.id, &email, client.ip)?;
     let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
     // A malformed address has no account: it takes the unknown-user path below.
     let found = match EmailAddress::parse(&email) {
@@ -71,7 +68,7 @@ pub async fn login(
         }
     };
     let (Some((user, _, totp)), true) = (found, ok) else {
-        throttle.failed(ctx.tenant.id, &email, client.ip).await;
+        attempt.failed();
         crate::audit::attempt(
             &t.dataplane,
             &ctx.tenant,
@@ -82,7 +79,7 @@ pub async fn login(
         .await;
         return Err(AuthError::InvalidCredentials.into());
     };
-    throttle.succeeded(ctx.tenant.id, &email).await;
+    attempt.succeeded();
     // "Enforce SSO": checked after the password, so the answer for an unknown account is unchanged.
     let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
     let allowed = sso::connections::password_login_allowed(&mut tx, user).await?;
@@ -124,18 +121,9 @@ pub async fn verify(
 ) -> ApiResult<Json<TokenResponse>> {
     let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
     let user = onetime::peek(&mut tx, Purpose::MfaLogin, &body.mfa_token).await?;
-    let key = format!("mfa:{user}");
-    if let Some(wait) = t
-        .auth
-        .throttle
-        .retry_after(ctx.tenant.id, &key, client.ip)
-        .await
-    {
-        return Err(AuthError::Throttled(wait.as_secs().max(1)).into());
-    }
-    if let Err(e) = mfa::second_factor(&mut tx, t.auth.keyring(), user, &body.code).await {
+    let attempt = t.auth.throttle.code(ctx.tenant.id, user, client.ip)?;
+    if let Err(e) = mfa::second_factor(&mut tx, t.auth.keyring(), attempt, user, &body.code).await {
         drop(tx);
-        t.auth.throttle.failed(ctx.tenant.id, &key, client.ip).await;
         tenancy::context::set_actor(audit::Actor::user(user));
         crate::audit::attempt(
             &t.dataplane,

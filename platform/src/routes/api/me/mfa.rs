@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
 use crate::extract::tenant::Authenticated;
+use crate::routes::shared::auth::ClientInfo;
 
 /// A new TOTP secret, to put in an authenticator app.
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,16 +57,18 @@ pub async fn enroll(auth: Authenticated, State(t): State<Identity>) -> ApiResult
 
 /// Confirm enrolment with a first code; returns ten recovery codes.
 #[utoipa::path(post, path = "/api/v1/me/mfa/totp/confirm", tag = "me", request_body = CodeBody,
-    responses((status = 200, body = RecoveryCodes), (status = 401, body = Problem), (status = 409, body = Problem)),
+    responses((status = 200, body = RecoveryCodes), (status = 401, body = Problem), (status = 409, body = Problem), (status = 429, body = Problem)),
     security(("bearer" = [])))]
 pub async fn confirm(
     auth: Authenticated,
     State(t): State<Identity>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> ApiResult<Json<RecoveryCodes>> {
     let (user, _) = auth.user()?;
+    let attempt = t.auth.throttle.code(auth.tenant.id, user, client.ip)?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
-    let recovery_codes = mfa::confirm(&mut tx, t.auth.keyring(), user, &body.code).await?;
+    let recovery_codes = mfa::confirm(&mut tx, t.auth.keyring(), attempt, user, &body.code).await?;
     tx.commit().await?;
     t.auth.invalidate(Some(auth.tenant.id));
     Ok(Json(RecoveryCodes { recovery_codes }))
@@ -73,16 +76,18 @@ pub async fn confirm(
 
 /// Turn TOTP off (needs a current code).
 #[utoipa::path(delete, path = "/api/v1/me/mfa/totp", tag = "me", request_body = CodeBody,
-    responses((status = 204, description = "Disabled"), (status = 401, body = Problem)),
+    responses((status = 204, description = "Disabled"), (status = 401, body = Problem), (status = 429, body = Problem)),
     security(("bearer" = [])))]
 pub async fn disable(
     auth: Authenticated,
     State(t): State<Identity>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> ApiResult<StatusCode> {
     let (user, _) = auth.user()?;
+    let attempt = t.auth.throttle.code(auth.tenant.id, user, client.ip)?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
-    mfa::second_factor(&mut tx, t.auth.keyring(), user, &body.code).await?;
+    mfa::second_factor(&mut tx, t.auth.keyring(), attempt, user, &body.code).await?;
     mfa::disable(&mut tx, user).await?;
     tx.commit().await?;
     t.auth.invalidate(Some(auth.tenant.id));
