@@ -3,3 +3,4 @@
 
 mod grants;
 mod oracles;
+mod sso_linking;

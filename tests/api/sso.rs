@@ -60,7 +60,7 @@ pub async fn assert_refused(
 }
 
 /// An OIDC connection on `t` to `peer` (client `platform` / `s3cret`), made by `admin`.
-async fn oidc_connection(
+pub(crate) async fn oidc_connection(
     app: &TestApp,
     t: &TestTenant,
     admin: &TestUser,
@@ -95,10 +95,12 @@ fn accounts() -> Value {
         "bob": {"email": "bob@acme.test", "email_verified": false, "name": "Bob", "groups": []},
         "carol-unverified": {"email": "carol@acme.test", "email_verified": false, "name": "Carol"},
         "carol-verified": {"email": "carol@acme.test", "email_verified": true, "name": "Carol", "groups": ["staff"]},
+        "boss-verified": {"email": "boss@acme.test", "email_verified": true, "name": "Boss"},
+        "erin-verified": {"email": "erin@acme.test", "email_verified": true, "name": "Erin"},
     })
 }
 
-async fn peer_for(t: &TestTenant) -> OidcPeer {
+pub(crate) async fn peer_for(t: &TestTenant) -> OidcPeer {
     OidcPeer::start(
         json!([{
             "client_id": "platform",
@@ -111,7 +113,7 @@ async fn peer_for(t: &TestTenant) -> OidcPeer {
 }
 
 /// Logs `account` in through the provider: our login route, the provider's pages, our callback.
-async fn oidc_login(
+pub(crate) async fn oidc_login(
     app: &TestApp,
     t: &TestTenant,
     conn: &str,
