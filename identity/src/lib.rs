@@ -6,6 +6,7 @@
 //! catalog. No HTTP here; this crate sits on the tenancy core and below `sso` and `platform`.
 
 pub mod credentials;
+pub mod grants;
 pub mod jwt;
 pub mod mfa;
 pub mod onetime;
@@ -26,6 +27,7 @@ use tenancy::crypto::{KeyError, Keyring};
 use tenancy::dataplane::{ConnectError, DataPlane, TenantTx};
 use tenancy::ids::{DomainName, TenantId};
 
+pub use grants::Grantor;
 pub use jwt::{AccessClaims, JwtKeys};
 pub use permissions::{Permission, PermissionSet};
 pub use sessions::SessionPrincipal;
@@ -48,6 +50,8 @@ pub enum AuthError {
     Invalid(String),
     #[error("a role can only be given permissions you hold yourself")]
     NotGrantable,
+    #[error("only an owner may grant or take away `owner`")]
+    OwnerOnly,
     #[error("no such role")]
     NoSuchRole,
     #[error("a role with this name already exists")]
@@ -146,6 +150,7 @@ pub struct Auth {
     principals: Cache<(TenantId, tenancy::ids::SessionId), Option<Arc<SessionPrincipal>>>,
     roles: Cache<(TenantId, Option<tenancy::ids::RoleId>), RoleGrants>,
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
+    password_verifications: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -178,6 +183,7 @@ impl Auth {
                 .support_invalidation_closures()
                 .build(),
             dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
+            password_verifications: Arc::default(),
         }
     }
 

@@ -223,18 +223,6 @@ pub async fn create(
     })
 }
 
-/// Refuses to give a role a permission its grantor does not hold (a custom role with
-/// `roles:manage` must not mint itself, or anyone, more than it has).
-pub fn check_grantable(
-    grantor: &PermissionSet,
-    permissions: &[Permission],
-) -> Result<(), AuthError> {
-    match permissions.iter().find(|p| !grantor.contains(**p)) {
-        None => Ok(()),
-        Some(_) => Err(AuthError::NotGrantable),
-    }
-}
-
 /// Locks a role for a change and refuses built-in ones. Returns its name.
 async fn custom_role_for_update(tx: &mut TenantTx, id: RoleId) -> Result<String, AuthError> {
     let row = tx

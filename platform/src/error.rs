@@ -365,7 +365,7 @@ impl From<identity::AuthError> for ApiError {
             E::InvalidCode => Self::unauthorized("the code is not valid"),
             E::EmailTaken => Self::conflict("an account with this email already exists"),
             E::Invalid(d) => Self::unprocessable(d),
-            E::NotGrantable => Self::forbidden(e.to_string()),
+            E::NotGrantable | E::OwnerOnly => Self::forbidden(e.to_string()),
             E::NoSuchRole => Self::not_found(e.to_string()),
             E::RoleNameTaken | E::BuiltinRole | E::RoleInUse(_) | E::TotpAlreadyEnabled => {
                 Self::conflict(e.to_string())

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use policy::{enforce_sso, password_login_allowed, set_enforce_sso};
+pub use policy::{PasswordLogin, enforce_sso, password_login, set_enforce_sso};
 pub use store::{by_idp_entity_id, create, delete, get, list, secret, update, usable};
 pub use validate::saml_from_metadata;
 

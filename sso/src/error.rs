@@ -72,7 +72,7 @@ impl Rejection {
     pub fn public_detail(self) -> &'static str {
         match self {
             Self::LinkRefused => {
-                "an account with this email exists and the identity provider did not verify the email; sign in with your password and ask an admin to link the account"
+                "an account with this email exists and cannot be linked automatically; sign in with your password and ask an admin to link the account"
             }
             Self::NoEmail => "the identity provider sent no email address for this user",
             Self::Disabled => "this SSO connection is disabled",

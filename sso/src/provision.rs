@@ -68,16 +68,8 @@ pub async fn user_for(
         let email = users::parse_email(email)
             .map_err(|_| SsoError::rejected(Rejection::NoEmail, "the email is not an address"))?;
         let (user, how) = match users::credentials(tx, &email).await? {
-            Some((existing, _, _)) => {
-                if !id.email_verified {
-                    return Err(SsoError::rejected(
-                        Rejection::LinkRefused,
-                        format!(
-                            "an account exists for this email and {} did not verify it",
-                            conn.name
-                        ),
-                    ));
-                }
+            Some((existing, _, totp)) => {
+                check_link(tx, conn, id, existing, totp).await?;
                 (existing, "link")
             }
             None => {
@@ -160,4 +152,30 @@ pub async fn refuse(
         .await;
     }
     e
+}
+
+/// The automatic linking rule (docs/sso.md, "Accounts"): an identity links to an existing
+/// account only if the IdP vouches for the email, the account proved the same address itself,
+/// the account is not an owner's, and linking would not skip the account's own second factor.
+/// Anything else is refused (`link_refused`); an admin can link explicitly.
+async fn check_link(
+    tx: &mut TenantTx,
+    conn: &Connection,
+    id: &Asserted,
+    existing: UserId,
+    totp: bool,
+) -> Result<(), SsoError> {
+    let user = users::get(tx, existing).await?;
+    let why = match user {
+        _ if !id.email_verified => "the identity provider did not verify the email",
+        None => "the account is gone",
+        Some(u) if !u.email_verified => "the account never verified its email",
+        Some(u) if u.role == "owner" => "owners are never linked automatically",
+        Some(_) if totp => "the account has its own second factor",
+        Some(_) => return Ok(()),
+    };
+    Err(SsoError::rejected(
+        Rejection::LinkRefused,
+        format!("an account exists for this email and {}: {why}", conn.name),
+    ))
 }

@@ -95,6 +95,8 @@ fn accounts() -> Value {
         "bob": {"email": "bob@acme.test", "email_verified": false, "name": "Bob", "groups": []},
         "carol-unverified": {"email": "carol@acme.test", "email_verified": false, "name": "Carol"},
         "carol-verified": {"email": "carol@acme.test", "email_verified": true, "name": "Carol", "groups": ["staff"]},
+        "boss-verified": {"email": "boss@acme.test", "email_verified": true, "name": "Boss"},
+        "erin-verified": {"email": "erin@acme.test", "email_verified": true, "name": "Erin"},
     })
 }
 

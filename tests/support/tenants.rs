@@ -81,7 +81,9 @@ impl TestApp {
         let t = operator.create_tenant(body).await;
         t.assert_status(201);
         let id = t.str("id");
-        let k = operator.create_api_key(&id, json!({"name": "test"})).await;
+        let k = operator
+            .create_api_key(&id, json!({"name": "test", "role": "admin"}))
+            .await;
         k.assert_status(201);
         TestTenant::new(self, &id, slug, &k.str("key"))
     }

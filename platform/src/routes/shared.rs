@@ -5,3 +5,16 @@
 pub mod api_keys;
 pub mod auth;
 pub mod invitations;
+
+use identity::Grantor;
+
+use crate::extract::tenant::Authenticated;
+
+/// Who gives a role in a tenant request: the caller, with its role and permissions (the rule
+/// itself is `identity::grants`).
+pub(crate) fn grantor(auth: &Authenticated) -> Grantor<'_> {
+    Grantor::Principal {
+        role: &auth.grants.role,
+        permissions: &auth.grants.permissions,
+    }
+}

@@ -38,15 +38,42 @@ pub async fn set_enforce_sso(tx: &mut TenantTx, on: bool) -> Result<(), SsoError
     Ok(())
 }
 
-/// Whether `user` may sign in with a password: always, unless the tenant enforces SSO and the
-/// user is not an owner (owners keep password login for break-glass).
-pub async fn password_login_allowed(
-    tx: &mut TenantTx,
-    user: tenancy::ids::UserId,
-) -> Result<bool, SsoError> {
-    if !enforce_sso(tx).await? {
-        return Ok(true);
+/// How the tenant's policy treats a password login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasswordLogin {
+    /// The tenant does not enforce SSO.
+    Open,
+    /// The tenant enforces SSO; `exempt` when the account is an owner's (break-glass).
+    SsoEnforced { exempt: bool },
+}
+
+impl PasswordLogin {
+    /// Whether a login whose password check gave `password_ok` is refused by the policy. With
+    /// SSO enforced every refusal looks the same, so it never tells whether the password was
+    /// right or whether the account exists or is an owner's.
+    #[must_use]
+    pub fn refuses(self, password_ok: bool) -> bool {
+        match self {
+            Self::Open => false,
+            Self::SsoEnforced { exempt } => !(exempt && password_ok),
+        }
     }
-    let role = identity::users::get(tx, user).await?.map(|u| u.role);
-    Ok(role.as_deref() == Some("owner"))
+}
+
+/// How the policy treats a password login to `user` (`None`: no such account): always allowed
+/// unless the tenant enforces SSO, and then only for owners (break-glass).
+pub async fn password_login(
+    tx: &mut TenantTx,
+    user: Option<tenancy::ids::UserId>,
+) -> Result<PasswordLogin, SsoError> {
+    if !enforce_sso(tx).await? {
+        return Ok(PasswordLogin::Open);
+    }
+    let role = match user {
+        Some(u) => identity::users::get(tx, u).await?.map(|u| u.role),
+        None => None,
+    };
+    Ok(PasswordLogin::SsoEnforced {
+        exempt: role.as_deref() == Some("owner"),
+    })
 }

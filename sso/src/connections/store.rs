@@ -2,6 +2,7 @@
 //! secret sealed with the tenant's key), read, list, delete, and opening the secret to start a
 //! login.
 
+use identity::Grantor;
 use tenancy::crypto::{Keyring, Scope};
 use tenancy::dataplane::TenantTx;
 use zeroize::Zeroizing;
@@ -49,8 +50,9 @@ pub async fn create(
     protocol: Protocol,
     secret: Option<&str>,
     s: &Settings,
+    grantor: &Grantor<'_>,
 ) -> Result<Connection, SsoError> {
-    check_roles(tx, s).await?;
+    check_roles(tx, grantor, s).await?;
     let id = ConnectionId::new();
     let sealed = match secret {
         Some(v) => Some(
@@ -100,8 +102,9 @@ pub async fn update(
     protocol: &Protocol,
     secret: Option<&str>,
     s: &Settings,
+    grantor: &Grantor<'_>,
 ) -> Result<Connection, SsoError> {
-    check_roles(tx, s).await?;
+    check_roles(tx, grantor, s).await?;
     let sealed = match secret {
         Some(v) => Some(
             keyring

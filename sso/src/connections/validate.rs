@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use identity::permissions::role_by_name;
+use identity::{Grantor, grants};
 use samael::metadata::EntityDescriptor;
 use tenancy::dataplane::TenantTx;
 
@@ -102,8 +102,13 @@ fn normalise_cert(c: &str) -> Result<String, SsoError> {
     Ok(body)
 }
 
-/// Checks the role names of `s` exist; SSO never grants `owner`.
-pub(super) async fn check_roles(tx: &mut TenantTx, s: &Settings) -> Result<(), SsoError> {
+/// Checks the role names of `s` exist and that `grantor` may give each of them (the grant rule:
+/// a connection hands its roles to whoever its IdP asserts); SSO never grants `owner`.
+pub(super) async fn check_roles(
+    tx: &mut TenantTx,
+    grantor: &Grantor<'_>,
+    s: &Settings,
+) -> Result<(), SsoError> {
     let mut names: Vec<&str> = s.role_mapping.iter().map(|r| r.role.as_str()).collect();
     names.push(&s.default_role);
     for name in names {
@@ -112,12 +117,7 @@ pub(super) async fn check_roles(tx: &mut TenantTx, s: &Settings) -> Result<(), S
                 "SSO cannot grant the `owner` role; owners are made by other owners".into(),
             ));
         }
-        if role_by_name(tx, name).await?.is_none() {
-            return Err(SsoError::Invalid(format!(
-                "no role named `{}`",
-                name.chars().take(64).collect::<String>()
-            )));
-        }
+        grants::grantable_role(tx, grantor, name).await?;
     }
     if s.name.trim().is_empty() || s.name.len() > 100 {
         return Err(SsoError::Invalid(

@@ -32,10 +32,10 @@ async fn enforcing_sso_refuses_password_login_except_for_owners() {
         .login(&owner.email, PASSWORD)
         .await
         .assert_status(200);
-    // A wrong password is still a 401 (nothing learned about the account).
+    // A wrong password gets the same 403 as the right one (nothing learned about the password).
     t.anon
         .login(&member.email, "wrong password")
         .await
-        .assert_status(401);
+        .assert_problem(403);
     app.finish().await;
 }

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use identity::Identity;
+use identity::{Grantor, Identity};
 use tenancy::catalog::Catalog;
 use tenancy::ids::ApiKeyId;
 use uuid::Uuid;
@@ -13,8 +13,7 @@ use super::find_tenant;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::admin::Operator;
 use crate::extract::{ApiJson, ApiPath};
-use crate::routes::shared::api_keys::{CreateKeyBody, KeyList, KeyView};
-use crate::routes::text;
+use crate::routes::shared::api_keys::{self, CreateKeyBody, KeyList, KeyView};
 
 /// Create a tenant API key; the response is the only time the key is shown.
 #[utoipa::path(post, path = "/admin/v1/tenants/{tenant}/api-keys", tag = "admin", request_body = CreateKeyBody,
@@ -29,15 +28,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let t = find_tenant(&catalog, &tenant).await?;
-    let name = text("name", &body.name, 100)?;
-    let role = body.role.as_deref().unwrap_or("admin");
-    let role_id = id.auth.role_named(&id.dataplane, &t, role).await?;
-    let (key, secret) = id
-        .api_keys
-        .create(&id.dataplane, &t, &name, Some((role_id, role.to_owned())))
-        .await?;
-    let mut v = serde_json::to_value(KeyView::from(&key)).map_err(ApiError::internal)?;
-    v["key"] = serde_json::Value::String(secret);
+    let v = api_keys::create(&id, &t, &body, Grantor::Operator).await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 

@@ -1,7 +1,7 @@
 //! `POST /admin/v1/tenants/{tenant}/invitations`: an operator invites a tenant's first owner (or
 //! anyone, with any role).
 
-use identity::Identity;
+use identity::{Grantor, Identity};
 use tenancy::catalog::Catalog;
 
 use axum::Json;
@@ -27,6 +27,6 @@ pub async fn invite(
     ApiJson(body): ApiJson<InviteBody>,
 ) -> ApiResult<(StatusCode, Json<Invitation>)> {
     let tenant = find_tenant(&catalog, &tenant).await?;
-    let inv = create(&t, &tenant, &body, None, true).await?;
+    let inv = create(&t, &tenant, &body, None, Grantor::Operator).await?;
     Ok((StatusCode::CREATED, Json(inv)))
 }

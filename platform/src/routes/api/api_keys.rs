@@ -1,5 +1,5 @@
-//! `/api/v1/api-keys`: tenant administrators manage their own API keys (each with a role; nobody
-//! below owner may mint an owner key).
+//! `/api/v1/api-keys`: tenant administrators manage their own API keys (each with a role the
+//! creator may give: `identity::grants`).
 
 use identity::Identity;
 use tenancy::catalog::Catalog;
@@ -13,8 +13,8 @@ use uuid::Uuid;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::tenant::Authenticated;
 use crate::extract::{ApiJson, ApiPath};
-use crate::routes::shared::api_keys::{CreateKeyBody, KeyList, KeyView};
-use crate::routes::text;
+use crate::routes::shared::api_keys::{self, CreateKeyBody, KeyList, KeyView};
+use crate::routes::shared::grantor;
 
 /// Create an API key; the response is the only time the key is shown.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = CreateKeyBody,
@@ -25,23 +25,7 @@ pub async fn create(
     State(t): State<Identity>,
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let name = text("name", &body.name, 100)?;
-    let role = body.role.as_deref().unwrap_or("admin");
-    if role == "owner" && auth.grants.role != "owner" {
-        return Err(ApiError::forbidden("only an owner may create an owner key"));
-    }
-    let role_id = t.auth.role_named(&t.dataplane, &auth.tenant, role).await?;
-    let (key, secret) = t
-        .api_keys
-        .create(
-            &t.dataplane,
-            &auth.tenant,
-            &name,
-            Some((role_id, role.to_owned())),
-        )
-        .await?;
-    let mut v = serde_json::to_value(KeyView::from(&key)).map_err(ApiError::internal)?;
-    v["key"] = serde_json::Value::String(secret);
+    let v = api_keys::create(&t, &auth.tenant, &body, grantor(&auth)).await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 

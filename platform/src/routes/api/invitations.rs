@@ -11,6 +11,7 @@ use identity::users;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
 use crate::extract::tenant::{Authenticated, Principal};
+use crate::routes::shared::grantor;
 use crate::routes::shared::invitations::{Invitation, InviteBody, create};
 
 /// Invite someone to the tenant.
@@ -38,7 +39,6 @@ pub async fn invite(
         }
         Principal::ApiKey { .. } => None,
     };
-    let owner = auth.grants.role == "owner";
-    let inv = create(&t, &auth.tenant, &body, invited_by, owner).await?;
+    let inv = create(&t, &auth.tenant, &body, invited_by, grantor(&auth)).await?;
     Ok((StatusCode::CREATED, Json(inv)))
 }

@@ -5,6 +5,7 @@ use identity::Identity;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use identity::grants;
 use identity::permissions::{self, Permission};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,6 +16,7 @@ use tenancy::ids::RoleId;
 use crate::error::{ApiResult, Problem};
 use crate::extract::tenant::Authenticated;
 use crate::extract::{ApiJson, ApiPath};
+use crate::routes::shared::grantor;
 
 /// A role.
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,13 +64,11 @@ pub struct RolePatch {
     pub permissions: Vec<String>,
 }
 
-fn parse_permissions(auth: &Authenticated, names: &[String]) -> ApiResult<Vec<Permission>> {
-    let perms = names
+fn parse_permissions(names: &[String]) -> ApiResult<Vec<Permission>> {
+    Ok(names
         .iter()
         .map(|p| Permission::parse(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    permissions::check_grantable(&auth.grants.permissions, &perms)?;
-    Ok(perms)
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The tenant's roles and their permissions.
@@ -93,7 +93,8 @@ pub async fn create(
     State(t): State<Identity>,
     ApiJson(body): ApiJson<NewRole>,
 ) -> ApiResult<(StatusCode, Json<RoleView>)> {
-    let perms = parse_permissions(&auth, &body.permissions)?;
+    let perms = parse_permissions(&body.permissions)?;
+    grantor(&auth).check_permissions(&perms)?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
     let role = permissions::create(&mut tx, &body.name, &perms).await?;
     tx.commit().await?;
@@ -112,9 +113,11 @@ pub async fn update(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RolePatch>,
 ) -> ApiResult<Json<RoleView>> {
-    let perms = parse_permissions(&auth, &body.permissions)?;
+    let perms = parse_permissions(&body.permissions)?;
+    let id = RoleId::from_uuid(id);
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
-    let role = permissions::set_permissions(&mut tx, RoleId::from_uuid(id), &perms).await?;
+    grants::check_role_change(&mut tx, &grantor(&auth), id, &perms).await?;
+    let role = permissions::set_permissions(&mut tx, id, &perms).await?;
     tx.commit().await?;
     Ok(Json(role.into()))
 }

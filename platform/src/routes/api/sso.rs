@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::tenant::Authenticated;
 use crate::extract::{ApiJson, ApiPath};
+use crate::routes::shared::grantor;
 use input::{ConnectionBody, protocol, secret, settings};
 use views::{ConnectionList, ConnectionView, view};
 
@@ -72,7 +73,15 @@ pub async fn create(
     }
     let s = settings(&body, None)?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
-    let c = connections::create(&mut tx, t.auth.keyring(), protocol, secret(&body)?, &s).await?;
+    let c = connections::create(
+        &mut tx,
+        t.auth.keyring(),
+        protocol,
+        secret(&body)?,
+        &s,
+        &grantor(&auth),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(view(&sso, &auth.tenant, c))))
 }
@@ -126,8 +135,16 @@ pub async fn patch(
     let protocol = protocol(&sso, kind, &mut body, Some(&current.protocol)).await?;
     let s = settings(&body, Some(&current))?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
-    let c =
-        connections::update(&mut tx, t.auth.keyring(), id, &protocol, secret(&body)?, &s).await?;
+    let c = connections::update(
+        &mut tx,
+        t.auth.keyring(),
+        id,
+        &protocol,
+        secret(&body)?,
+        &s,
+        &grantor(&auth),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(view(&sso, &auth.tenant, c)))
 }

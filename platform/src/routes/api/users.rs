@@ -1,11 +1,11 @@
 //! `/api/v1/users`: the tenant's users; changing a user's role; signing a user out everywhere.
-//! Only an owner may grant or take away `owner`.
+//! A role is given only under the grant rule (`identity::grants`).
 
 use identity::Identity;
 
 use axum::Json;
 use axum::extract::State;
-use identity::users;
+use identity::{grants, users};
 use serde::{Deserialize, Serialize};
 use tenancy::ids::UserId;
 use utoipa::ToSchema;
@@ -15,6 +15,7 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::tenant::Authenticated;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{PageQuery, Paged};
+use crate::routes::shared::grantor;
 use crate::routes::ts;
 
 /// A user.
@@ -82,19 +83,14 @@ pub async fn patch(
     ApiJson(body): ApiJson<UserPatch>,
 ) -> ApiResult<Json<UserView>> {
     let id = UserId::from_uuid(id);
-    let role = t
-        .auth
-        .role_named(&t.dataplane, &auth.tenant, &body.role)
-        .await?;
+    let grantor = grantor(&auth);
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
     let current = users::get(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
-    if (current.role == "owner" || body.role == "owner") && auth.grants.role != "owner" {
-        return Err(ApiError::forbidden(
-            "only an owner may grant or remove `owner`",
-        ));
-    }
+    // Changing a role takes the old one away: the caller must be able to give both.
+    grants::grantable_role(&mut tx, &grantor, &current.role).await?;
+    let role = grants::grantable_role(&mut tx, &grantor, &body.role).await?;
     users::set_role(&mut tx, id, role).await?;
     let updated = users::get(&mut tx, id)
         .await?

@@ -1,8 +1,7 @@
 //! Creating an invitation, shared by the tenant's route (`POST /api/v1/invitations`) and the
 //! operator's (`POST /admin/v1/tenants/{tenant}/invitations`, the first owner).
 
-use identity::Identity;
-use identity::users;
+use identity::{Grantor, Identity, grants, users};
 use serde::{Deserialize, Serialize};
 use tenancy::catalog::Tenant;
 use tenancy::ids::UserId;
@@ -37,14 +36,11 @@ pub(crate) async fn create(
     tenant: &Tenant,
     body: &InviteBody,
     invited_by: Option<UserId>,
-    may_grant_owner: bool,
+    grantor: Grantor<'_>,
 ) -> ApiResult<Invitation> {
     let email = users::parse_email(&body.email)?;
-    if body.role == "owner" && !may_grant_owner {
-        return Err(ApiError::forbidden("only an owner may invite an owner"));
-    }
-    let role = t.auth.role_named(&t.dataplane, tenant, &body.role).await?;
     let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
+    let role = grants::grantable_role(&mut tx, &grantor, &body.role).await?;
     if users::credentials(&mut tx, &email).await?.is_some() {
         return Err(ApiError::conflict("this address already has an account"));
     }

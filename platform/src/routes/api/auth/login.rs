@@ -1,5 +1,6 @@
 //! `POST /api/v1/auth/login` and its second step `POST /api/v1/auth/mfa/verify`. An unknown
-//! email costs the same argon2 work as a wrong password and gets the same answer. Failures slow
+//! email or an SSO-only account costs the same argon2 work as a wrong password and gets the same
+//! answer; with SSO enforced, every refused login gets one answer. Failures slow
 //! further attempts down per account and per address. With TOTP on, the password step returns
 //! only a short-lived, single-use `mfa_token`, never a token that grants access.
 
@@ -9,7 +10,7 @@ use audit::Outcome;
 use axum::Json;
 use axum::extract::State;
 use identity::onetime::{self, Purpose};
-use identity::{AuthError, mfa, password, users};
+use identity::{AuthError, mfa, users};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -59,14 +60,32 @@ pub async fn login(
         Ok(address) => users::credentials(&mut tx, &address).await?,
         Err(_) => None,
     };
+    let policy = sso::connections::password_login(&mut tx, found.as_ref().map(|f| f.0)).await?;
     tx.commit().await?;
-    let ok = match &found {
-        Some((_, hash, _)) => password::verify(hash, &body.password).await,
-        None => {
-            t.auth.verify_dummy(&body.password).await;
-            false
-        }
-    };
+    // Always exactly one argon2 verification, whatever the account (none, SSO-only, any role).
+    let ok = t
+        .auth
+        .verify_password(
+            found.as_ref().map(|(_, hash, _)| hash.as_str()),
+            &body.password,
+        )
+        .await;
+    // "Enforce SSO": one answer for every refused login, right password or not, known account
+    // or not; only an owner with the right password gets through (break-glass).
+    if policy.refuses(ok) {
+        attempt.failed();
+        crate::audit::attempt(
+            &t.dataplane,
+            &ctx.tenant,
+            "auth.login",
+            Outcome::Failure,
+            &json!({ "reason": "sso_required" }),
+        )
+        .await;
+        return Err(ApiError::forbidden(
+            "this tenant requires single sign-on: sign in through its identity provider",
+        ));
+    }
     let (Some((user, _, totp)), true) = (found, ok) else {
         attempt.failed();
         crate::audit::attempt(
@@ -80,15 +99,6 @@ pub async fn login(
         return Err(AuthError::InvalidCredentials.into());
     };
     attempt.succeeded();
-    // "Enforce SSO": checked after the password, so the answer for an unknown account is unchanged.
-    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
-    let allowed = sso::connections::password_login_allowed(&mut tx, user).await?;
-    tx.commit().await?;
-    if !allowed {
-        return Err(ApiError::forbidden(
-            "this tenant requires single sign-on: sign in through its identity provider",
-        ));
-    }
     // The session created below is recorded as the user's own doing.
     tenancy::context::set_actor(audit::Actor::user(user));
     if totp {
