@@ -14,5 +14,6 @@ mod migrations;
 mod placement;
 mod ratelimit;
 mod routing;
+mod security;
 mod sso;
 mod transactions;

@@ -1,0 +1,3 @@
+//! Regression tests for the holes of the security review (issue 14), one file per area.
+
+mod moves;
