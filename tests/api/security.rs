@@ -1,3 +1,4 @@
 //! Regression tests for the holes of the security review (issue 14), one file per area.
 
+mod audit;
 mod moves;
