@@ -114,3 +114,100 @@ async fn verify_under_write_load_has_no_false_alarm() {
     }
     app.finish().await;
 }
+
+/// The audit events of the tenant with this action and target (the owner's view).
+async fn events(db: &tokio_postgres::Client, t: &TestTenant, action: &str, target: &str) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = $2 AND target_id = $3",
+        &[&tenant_uuid(t), &action, &target],
+    )
+    .await
+    .expect("count")
+    .get(0)
+}
+
+/// Hole 8: as the data-plane role (`platform_app`), in the tenant's own transaction, setting
+/// `platform.audit_erase` does not silence the audit of a write, and explicit appends are limited
+/// to refused or failed attempts (no forged change event, no arbitrary action). Erasure on the
+/// owner's path still works: retention expiry and tenant purge.
+#[tokio::test]
+async fn the_app_role_cannot_suppress_or_forge_audit_events() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("audit-guard", "shared", None).await;
+    let role = app.app_role(&app.shared_db).await;
+    let scope = format!("BEGIN; SET LOCAL app.tenant_id = '{}';", t.id);
+
+    // Suppression: a write with the erase setting on is still audited.
+    let project = uuid::Uuid::now_v7();
+    role.batch_execute(&format!(
+        "{scope} SET LOCAL platform.audit_erase = 'on';
+         INSERT INTO projects (tenant_id, id, name) VALUES ('{}', '{project}', 'hidden'); COMMIT",
+        t.id
+    ))
+    .await
+    .expect("the write itself is allowed");
+    let owner = app.shared_owner().await;
+    assert_eq!(
+        events(&owner, &t, "project.created", &project.to_string()).await,
+        1,
+        "platform_app suppressed the audit event of its write with platform.audit_erase"
+    );
+
+    // Forgery: a change event, a success, an arbitrary action: all refused.
+    for (action, outcome) in [
+        ("project.deleted", "failure"),
+        ("security.password_reset", "denied"),
+        ("auth.login", "success"),
+        ("x", "failure"),
+        ("Anything Goes", "denied"),
+    ] {
+        let e = role
+            .batch_execute(&format!(
+                "{scope} SELECT platform_audit_append('{}', '{action}', 'project', '{project}', '{outcome}', '{{}}'); COMMIT",
+                t.id
+            ))
+            .await
+            .expect_err(&format!("platform_app forged {action} / {outcome}"));
+        role.batch_execute("ROLLBACK").await.ok();
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{action}: {e:?}");
+    }
+    assert_eq!(
+        events(&owner, &t, "project.deleted", &project.to_string()).await,
+        0
+    );
+    // What the application records itself (a failed attempt) still works.
+    role.batch_execute(&format!(
+        "{scope} SELECT platform_audit_append('{}', 'auth.login', NULL, NULL, 'failure', '{{}}'); COMMIT",
+        t.id
+    ))
+    .await
+    .expect("a failed attempt is recorded");
+
+    // The owner's paths still erase: retention expiry keeps a verifiable chain...
+    let id = TenantId::parse(&t.id).expect("id");
+    let tomorrow = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let (removed, _) = audit::retention::expire(&owner, id, tomorrow)
+        .await
+        .expect("expire");
+    assert!(removed > 0, "expiry removed nothing");
+    let tenant = catalog_tenant(&app, &t).await;
+    let r = audit::verify_tenant(&app.app.tenancy.dataplane, &tenant)
+        .await
+        .expect("verify");
+    assert!(r.ok(), "{:?}", r.broken);
+    // ... and a purge removes every row, events included, without recording its deletions.
+    t.api.create_project("again").await.assert_status(201);
+    tenancy::pg::delete_tenant_rows(&owner, id)
+        .await
+        .expect("purge rows");
+    let left: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM audit_events WHERE tenant_id = $1",
+            &[&tenant_uuid(&t)],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0, "the purge left audit events");
+    app.finish().await;
+}
