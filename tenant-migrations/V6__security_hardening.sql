@@ -213,3 +213,17 @@ BEGIN
     END IF;
     RAISE EXCEPTION 'audit events are immutable (% refused)', TG_OP USING ERRCODE = '42501';
 END $$;
+
+-- Outbox: single-use tokens (password reset, invitation, verification) are no longer at rest in
+-- plain text. New messages keep their body only sealed with the tenant's data key
+-- (`body_sealed`, `body` empty) and only until `expires_at` (the life of the token they carry);
+-- the application deletes expired messages as it writes new ones. Expand-only: `body` stays (V5
+-- code still writes it). Existing messages: their tokens are blanked out of the stored text and
+-- they expire like new ones would have (a tenant fenced here is left to its live copy).
+ALTER TABLE outbox ADD COLUMN body_sealed bytea, ADD COLUMN expires_at timestamptz;
+UPDATE outbox o
+    SET body = regexp_replace(regexp_replace(o.body, '([?&]token=)[^\s&]+', '\1[removed]', 'g'),
+                              '(token: )\S+', '\1[removed]', 'g'),
+        expires_at = o.created_at + interval '7 days'
+    WHERE NOT EXISTS (SELECT 1 FROM tenant_fences f WHERE f.tenant_id = o.tenant_id);
+CREATE INDEX outbox_expiry ON outbox (tenant_id, expires_at);
