@@ -138,7 +138,7 @@ pub enum SourcePurge {
     /// No finished move left a source copy behind.
     Nothing,
     /// The newest source copy left behind, with the lock held.
-    Ready(PurgeLock),
+    Ready(Box<PurgeLock>),
 }
 
 /// The tenant row's lock, held while a source copy is deleted (see
@@ -403,7 +403,7 @@ impl Catalog {
         .await?;
         Ok(match op {
             None => SourcePurge::Nothing,
-            Some(op) => SourcePurge::Ready(PurgeLock { tx, op, placement }),
+            Some(op) => SourcePurge::Ready(Box::new(PurgeLock { tx, op, placement })),
         })
     }
 
