@@ -8,16 +8,24 @@
 # The builder uses the same Debian release as the runtime image, so the binaries link against
 # the glibc the runtime has. The plain `rust:1` tag follows the newest Debian release.
 FROM rust:1-bookworm AS builder
+# samael (SSO) builds against libxml2/xmlsec1/OpenSSL through bindgen.
+RUN apt-get update && apt-get install -y --no-install-recommends libclang-dev libxmlsec1-dev libxml2-dev libssl-dev pkg-config && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 
 # Only what the build needs. Copying `.` would also send target/ into the build.
-# tests/ is a workspace member, so its manifest has to be present.
+# Every workspace member's manifest has to be present (tests/, bench/ and xtask/ too).
 # The migration directories are embedded into the binaries at compile time.
 COPY Cargo.toml Cargo.lock ./
 COPY tenancy tenancy
+COPY identity identity
+COPY audit audit
+COPY limits limits
+COPY sso sso
 COPY platform platform
 COPY ops ops
 COPY tests tests
+COPY bench bench
+COPY xtask xtask
 COPY migrations migrations
 COPY tenant-migrations tenant-migrations
 

@@ -54,7 +54,7 @@ pub struct AccessClaims {
 }
 
 fn purpose(kid: &str) -> String {
-    format!("jwt.signing_key:{kid}")
+    tenancy::crypto::registry::purpose::jwt_signing_key(kid)
 }
 
 struct Loaded {

@@ -16,7 +16,7 @@ use tenancy::dataplane::TenantTx;
 use tenancy::ids::UserId;
 
 const STEP: u64 = 30;
-const SECRET_PURPOSE: &str = "auth.totp_secret";
+const SECRET_PURPOSE: &str = tenancy::crypto::registry::purpose::TOTP_SECRET;
 /// How many recovery codes a user gets.
 pub const RECOVERY_CODES: usize = 10;
 

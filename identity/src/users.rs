@@ -150,8 +150,8 @@ pub async fn mark_verified(tx: &mut TenantTx, id: UserId) -> Result<(), AuthErro
     Ok(())
 }
 
-/// The keyring purpose of a sealed outbox message body.
-pub const OUTBOX_BODY_PURPOSE: &str = "outbox.body";
+/// The keyring purpose of a sealed outbox message body (see the sealed-column registry).
+pub const OUTBOX_BODY_PURPOSE: &str = tenancy::crypto::registry::purpose::OUTBOX_BODY;
 
 /// A message for the outbox (delivered by a later component).
 #[derive(Clone, Copy)]

@@ -1,7 +1,6 @@
 //! Subcommands, and what they share: settings, start-up, output.
 
 pub mod audit;
-pub mod bench;
 pub mod keys;
 pub mod migrate;
 pub mod operations;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "platformctl",
-    about = "Operate the platform: tenants, migrations, keys, operations, benchmarks."
+    about = "Operate the platform: tenants, migrations, audit, keys, operations."
 )]
 struct Cli {
     /// Machine-readable output (one JSON object per line).
@@ -37,9 +37,6 @@ enum Command {
     /// Long-running operations.
     #[command(subcommand)]
     Operations(OperationsCmd),
-    /// Benchmarks (they start their own PostgreSQL clusters; see docs/benchmarks.md).
-    #[command(subcommand)]
-    Bench(commands::bench::Bench),
 }
 
 #[derive(Subcommand)]
@@ -64,7 +61,6 @@ async fn main() -> ExitCode {
         Command::Operations(OperationsCmd::Show { id }) => {
             commands::operations::show(&id, &out).await
         }
-        Command::Bench(b) => commands::bench::run(b, &out).await,
     };
     match result {
         Ok(code) => code,

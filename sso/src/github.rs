@@ -18,7 +18,7 @@ use crate::requests;
 use crate::saml::Verified;
 use crate::{Rejection, Sso, SsoError};
 
-const REQUEST_PURPOSE: &str = "sso.github_request";
+const REQUEST_PURPOSE: &str = tenancy::crypto::registry::purpose::SSO_GITHUB_REQUEST;
 
 #[derive(Serialize, Deserialize)]
 struct Pending {

@@ -32,7 +32,7 @@ use crate::requests;
 use crate::saml::Verified;
 use crate::{Rejection, Sso, SsoError};
 
-const REQUEST_PURPOSE: &str = "sso.oidc_request";
+const REQUEST_PURPOSE: &str = tenancy::crypto::registry::purpose::SSO_OIDC_REQUEST;
 
 /// How long a provider's discovery document and keys are reused.
 pub const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(600);

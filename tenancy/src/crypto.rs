@@ -13,6 +13,8 @@
 //! DEKs, and small token helpers.
 
 pub mod keyring;
+pub mod registry;
+pub mod reseal;
 
 pub use keyring::{KeyError, Keyring, Scope};
 

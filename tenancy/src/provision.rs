@@ -1,9 +1,11 @@
 //! Provisioning: create tenants (a dedicated tenant's database is created, migrated to head and
 //! its version recorded before the tenant becomes active), register database servers, and purge deleted tenants
-//! (rows in the shared database, or the whole dedicated database).
+//! (rows in the shared database, or the whole dedicated database). Data-key rotation is in
+//! [`keys`].
+
+pub mod keys;
 
 use crate::catalog::DB_URL_PURPOSE;
-use crate::catalog::server_url_purpose;
 use crate::catalog::{
     Catalog, CatalogError, DbServer, InsertTenantError, NewTenant, Placement, Tenant, TenantStatus,
 };
@@ -250,47 +252,5 @@ impl Provisioner {
         self.keyring.destroy(Scope::Tenant(tenant.id), None).await?;
         self.catalog.remove_tenant(tenant.id).await?;
         Ok(())
-    }
-}
-
-impl Provisioner {
-    /// Gives `tenant` a new data key and re-seals its secrets under it. The previous version is
-    /// kept (so a request holding a just-replaced ciphertext still opens it) and older ones are
-    /// destroyed. Returns the new version.
-    pub async fn rotate_tenant_key(&self, tenant: &Tenant) -> Result<u32, KeyError> {
-        let scope = Scope::Tenant(tenant.id);
-        self.keyring.ensure_key(scope).await?;
-        let version = self.keyring.new_version(scope).await?;
-        if let Some(sealed) = &tenant.db_url_sealed {
-            let url = self.keyring.open(scope, DB_URL_PURPOSE, sealed).await?;
-            let resealed = self.keyring.seal(scope, DB_URL_PURPOSE, &url).await?;
-            self.catalog.set_tenant_db_url(tenant.id, &resealed).await?;
-        }
-        self.keyring.destroy(scope, Some(version - 1)).await?;
-        Ok(version)
-    }
-
-    /// Gives the platform a new data key and re-seals the server URLs and platform secrets.
-    pub async fn rotate_platform_key(&self, secret_names: &[&str]) -> Result<u32, KeyError> {
-        let scope = Scope::Platform;
-        self.keyring.ensure_key(scope).await?;
-        let version = self.keyring.new_version(scope).await?;
-        for (server, sealed) in self.catalog.db_servers_sealed(None).await? {
-            let purpose = server_url_purpose(&server.name);
-            let url = self.keyring.open(scope, &purpose, &sealed).await?;
-            self.catalog
-                .set_db_server_sealed(server.id, &self.keyring.seal(scope, &purpose, &url).await?)
-                .await?;
-        }
-        for name in secret_names {
-            if let Some(sealed) = self.catalog.platform_secret(name).await? {
-                let value = self.keyring.open(scope, name, &sealed).await?;
-                self.catalog
-                    .set_platform_secret(name, &self.keyring.seal(scope, name, &value).await?)
-                    .await?;
-            }
-        }
-        self.keyring.destroy(scope, Some(version - 1)).await?;
-        Ok(version)
     }
 }

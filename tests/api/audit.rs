@@ -21,17 +21,3 @@ pub(crate) async fn count(app: &TestApp, t: &TestTenant, action: &str) -> i64 {
         .expect("count")
         .get(0)
 }
-
-/// The count once the dropped transaction's rollback has certainly run (it is asynchronous).
-pub(crate) async fn eventually_count(
-    app: &TestApp,
-    t: &TestTenant,
-    action: &str,
-    expected: i64,
-) -> i64 {
-    platform_tests::eventually(std::time::Duration::from_secs(5), || async {
-        count(app, t, action).await == expected
-    })
-    .await;
-    count(app, t, action).await
-}

@@ -6,12 +6,13 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::http::Method;
+use identity::mfa::code_at;
 use platform::authz::{Access, TABLE};
-use platform_tests::{Req, TestApp, TestTenant};
+use platform_tests::{PASSWORD, Req, TestApp, TestTenant, TestUser};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::auth::{as_user, user_with_role};
+use crate::auth::as_user;
 
 mod keys;
 mod matrix;

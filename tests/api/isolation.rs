@@ -1,6 +1,8 @@
 //! Isolation: the cross-tenant suite over every tenant route, and proofs in the database itself
 //! that row-level security scopes queries and refuses cross-tenant writes.
 
+mod openapi;
+
 use axum::http::Method;
 use platform_tests::{Req, TestApp, TestTenant};
 use serde_json::{Value, json};

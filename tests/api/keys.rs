@@ -286,7 +286,8 @@ async fn dek_rotation_reseals_the_tenants_secrets() {
         .provisioner
         .rotate_tenant_key(&tenant)
         .await
-        .expect("rotate");
+        .expect("rotate")
+        .version;
     assert_eq!(v2, 2);
     let after = t
         .catalog
@@ -320,7 +321,8 @@ async fn dek_rotation_reseals_the_tenants_secrets() {
         t.provisioner
             .rotate_tenant_key(&tenant)
             .await
-            .expect("rotate"),
+            .expect("rotate")
+            .version,
         3
     );
     assert!(matches!(

@@ -5,7 +5,6 @@ mod audit;
 mod auth;
 mod authz;
 mod bad_input;
-mod bench;
 mod domain;
 mod isolation;
 mod keys;

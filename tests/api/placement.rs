@@ -24,6 +24,10 @@ mod requests;
 struct Acked {
     created: Vec<String>,
     titles: HashMap<String, String>,
+    /// Answers 503 (the tenant fenced or moving), retried.
+    unavailable: usize,
+    /// The longest time between two acknowledged writes: what the writer felt as a pause.
+    longest_gap: Duration,
 }
 
 /// Writers creating tasks and renaming their own until stopped, each for one tenant's project,
@@ -112,6 +116,7 @@ async fn writer(
     w: usize,
 ) {
     let mut n = 0usize;
+    let mut last_ack = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
         n += 1;
         let title = format!("w{w}-{n}");
@@ -122,8 +127,13 @@ async fn writer(
                 let mut a = acked.lock().await;
                 a.created.push(id.clone());
                 a.titles.insert(id, title);
+                a.longest_gap = a.longest_gap.max(last_ack.elapsed());
+                last_ack = std::time::Instant::now();
             }
-            503 => continue,
+            503 => {
+                acked.lock().await.unavailable += 1;
+                continue;
+            }
             s => {
                 eprintln!("writer {w}: unexpected {s}: {}", r.text);
                 unexpected.fetch_add(1, Ordering::SeqCst);
@@ -139,7 +149,7 @@ async fn writer(
                 200 => {
                     acked.lock().await.titles.insert(id, renamed);
                 }
-                503 => {}
+                503 => acked.lock().await.unavailable += 1,
                 s => {
                     eprintln!("writer {w}: unexpected {s} on update: {}", r.text);
                     unexpected.fetch_add(1, Ordering::SeqCst);

@@ -1,5 +1,6 @@
-//! Regression tests for the holes of the security review (issue 14), one file per area.
+//! Regression tests of the security review (issue 14), one module per slice.
 
 mod audit;
+mod keys;
 mod moves;
 mod tokens;

@@ -60,7 +60,7 @@ pub async fn assert_refused(
 }
 
 /// An OIDC connection on `t` to `peer` (client `platform` / `s3cret`), made by `admin`.
-async fn oidc_connection(
+pub(crate) async fn oidc_connection(
     app: &TestApp,
     t: &TestTenant,
     admin: &TestUser,
@@ -98,7 +98,7 @@ fn accounts() -> Value {
     })
 }
 
-async fn peer_for(t: &TestTenant) -> OidcPeer {
+pub(crate) async fn peer_for(t: &TestTenant) -> OidcPeer {
     OidcPeer::start(
         json!([{
             "client_id": "platform",
@@ -111,7 +111,7 @@ async fn peer_for(t: &TestTenant) -> OidcPeer {
 }
 
 /// Logs `account` in through the provider: our login route, the provider's pages, our callback.
-async fn oidc_login(
+pub(crate) async fn oidc_login(
     app: &TestApp,
     t: &TestTenant,
     conn: &str,

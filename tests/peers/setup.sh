@@ -3,12 +3,12 @@
 # (idempotent; cheap when already installed):
 #   oidc/  panva/oidc-provider from npm (npm ci, pinned by package-lock.json)
 #   saml/  pysaml2 from PyPI in a virtualenv (pinned by requirements.txt); it signs with the
-#          xmlsec1 binary (Debian package xmlsec1, installed by .ci/run)
+#          xmlsec1 binary (Debian package xmlsec1, installed by `cargo xtask test`)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 command -v node >/dev/null || { echo "tests/peers/setup.sh: node is missing" >&2; exit 1; }
-command -v xmlsec1 >/dev/null || { echo "tests/peers/setup.sh: xmlsec1 is missing (apt-get install xmlsec1)" >&2; exit 1; }
+command -v xmlsec1 >/dev/null || { echo "tests/peers/setup.sh: xmlsec1 is missing (cargo xtask test installs it; or apt-get install xmlsec1)" >&2; exit 1; }
 
 if [ ! -f oidc/node_modules/.installed ] || [ oidc/package-lock.json -nt oidc/node_modules/.installed ]; then
     echo "== installing the OIDC peer (oidc-provider, npm ci)"

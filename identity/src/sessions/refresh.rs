@@ -14,7 +14,7 @@ use tenancy::crypto::{Scope, hash_token, random_token};
 use tenancy::dataplane::{DataPlane, TenantTx};
 use tenancy::ids::{SessionId, UserId};
 
-const SUCCESSOR_PURPOSE: &str = "auth.refresh_successor";
+const SUCCESSOR_PURPOSE: &str = tenancy::crypto::registry::purpose::REFRESH_SUCCESSOR;
 
 pub(super) fn new_refresh_token() -> String {
     format!("rt_{}", random_token(32))

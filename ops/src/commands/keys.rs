@@ -6,17 +6,23 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use serde_json::json;
-use tenancy::bootstrap::APP_PASSWORD_SECRET;
+use tenancy::provision::keys::Rotation;
 
 use super::{Output, finish, start};
 
 #[derive(Subcommand)]
 pub enum Keys {
-    /// Which KEKs wrap how many data keys.
-    Status,
+    /// Which KEKs wrap how many data keys, and every registered sealed column of the platform
+    /// (or of one tenant) by data-key version, with values whose key is gone counted as lost.
+    Status {
+        /// A tenant's sealed values (its catalog rows and its database) instead of the platform's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Re-wrap every data key under the current KEK (no secret is re-encrypted). Resumable.
     RotateKek,
-    /// A new data key for a tenant (or the platform), with its secrets re-sealed.
+    /// A new data key for a tenant (or the platform), with every sealed value of it re-sealed
+    /// (the registry in `tenancy::crypto::registry`); versions older than the previous go.
     RotateDek {
         /// The tenant's slug.
         #[arg(
@@ -35,7 +41,7 @@ pub async fn run(cmd: Keys, out: &Output) -> anyhow::Result<ExitCode> {
     let started = start().await?;
     let t = &started.tenancy;
     let code = match cmd {
-        Keys::Status => {
+        Keys::Status { tenant } => {
             let current = t.keyring.provider().current_id().to_owned();
             for (kek, count, known) in t.keyring.status().await? {
                 out.emit(
@@ -43,7 +49,36 @@ pub async fn run(cmd: Keys, out: &Output) -> anyhow::Result<ExitCode> {
                     &format!("{kek}: {count} data keys{}{}", if kek == current { " (current)" } else { "" }, if known { "" } else { " (NOT LOADED)" }),
                 );
             }
-            ExitCode::SUCCESS
+            let tenant = match &tenant {
+                Some(slug) => match t.catalog.tenant_by_slug(slug).await? {
+                    Some(x) => Some(x),
+                    None => return no_such_tenant(started, slug, out),
+                },
+                None => None,
+            };
+            let mut lost = 0;
+            for c in t.provisioner.sealed_status(tenant.as_ref()).await? {
+                lost += c.lost;
+                let versions: serde_json::Map<String, serde_json::Value> = c
+                    .versions
+                    .iter()
+                    .map(|(v, n)| {
+                        (
+                            v.map_or_else(|| "malformed".to_owned(), |v| v.to_string()),
+                            json!(n),
+                        )
+                    })
+                    .collect();
+                out.emit(
+                    &json!({"column": c.column, "what": c.what, "versions": versions, "lost": c.lost}),
+                    &format!("{} ({}): {versions:?}{}", c.column, c.what, if c.lost > 0 { format!(", {} LOST", c.lost) } else { String::new() }),
+                );
+            }
+            if lost > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Keys::RotateKek => {
             let n = t.keyring.rotate_kek().await?;
@@ -57,34 +92,50 @@ pub async fn run(cmd: Keys, out: &Output) -> anyhow::Result<ExitCode> {
         Keys::RotateDek { tenant, .. } => match tenant {
             Some(slug) => match t.catalog.tenant_by_slug(&slug).await? {
                 Some(tenant) => {
-                    let v = t.provisioner.rotate_tenant_key(&tenant).await?;
-                    out.emit(
-                        &json!({"tenant": slug, "version": v}),
-                        &format!("{slug}: data key version {v}"),
-                    );
-                    ExitCode::SUCCESS
+                    let r = t.provisioner.rotate_tenant_key(&tenant).await?;
+                    emit_rotation(out, &json!({"tenant": slug}), &slug, &r)
                 }
-                None => {
-                    out.emit(
-                        &json!({"tenant": slug, "error": "no such tenant"}),
-                        &format!("{slug}: no such tenant"),
-                    );
-                    ExitCode::FAILURE
-                }
+                None => return no_such_tenant(started, &slug, out),
             },
             None => {
-                let v = t
-                    .provisioner
-                    .rotate_platform_key(&[APP_PASSWORD_SECRET])
-                    .await?;
-                out.emit(
-                    &json!({"platform": true, "version": v}),
-                    &format!("platform: data key version {v}"),
-                );
-                ExitCode::SUCCESS
+                let r = t.provisioner.rotate_platform_key().await?;
+                emit_rotation(out, &json!({"platform": true}), "platform", &r)
             }
         },
     };
     finish(started)?;
     Ok(code)
+}
+
+fn no_such_tenant(
+    started: tenancy::bootstrap::Started,
+    slug: &str,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
+    out.emit(
+        &json!({"tenant": slug, "error": "no such tenant"}),
+        &format!("{slug}: no such tenant"),
+    );
+    finish(started)?;
+    Ok(ExitCode::FAILURE)
+}
+
+/// One line per re-sealed column, then the new version. Values that did not open were already
+/// lost before this rotation (or tampered with): reported, and the exit code says so.
+fn emit_rotation(out: &Output, who: &serde_json::Value, name: &str, r: &Rotation) -> ExitCode {
+    for (column, t) in &r.columns {
+        out.emit(
+            &json!({"who": who, "column": column, "resealed": t.resealed, "current": t.current, "unreadable": t.unreadable}),
+            &format!("{name}: {column}: {} re-sealed, {} already current, {} unreadable", t.resealed, t.current, t.unreadable),
+        );
+    }
+    let mut line = who.clone();
+    line["version"] = json!(r.version);
+    line["unreadable"] = json!(r.unreadable());
+    out.emit(&line, &format!("{name}: data key version {}", r.version));
+    if r.unreadable() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

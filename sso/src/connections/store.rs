@@ -11,7 +11,7 @@ use super::{Connection, ConnectionId, Protocol, Settings};
 use crate::SsoError;
 
 /// Purpose under which client secrets are sealed.
-const SECRET_PURPOSE: &str = "sso.client_secret";
+const SECRET_PURPOSE: &str = tenancy::crypto::registry::purpose::SSO_CLIENT_SECRET;
 
 const COLUMNS: &str = "id, name, enabled, config, secret_sealed IS NOT NULL, allow_idp_initiated, \
                        role_attribute, role_mapping, default_role, created_at, updated_at";

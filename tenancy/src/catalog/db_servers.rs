@@ -176,5 +176,5 @@ impl Catalog {
 /// The sealing purpose of a server's admin URL.
 #[must_use]
 pub fn server_url_purpose(name: &str) -> String {
-    format!("db_server.admin_url:{name}")
+    crate::crypto::registry::purpose::server_admin_url(name)
 }

@@ -2,6 +2,8 @@
 //! [`crate::crypto::Keyring`]).
 
 use super::{Catalog, CatalogError};
+use crate::crypto::registry::{ScopeOf, SealedColumn};
+use crate::ids::TenantId;
 
 /// One wrapped data key.
 #[derive(Clone, Debug)]
@@ -172,5 +174,127 @@ impl Catalog {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+}
+
+/// A [`SealedRow`] as read.
+type SealedRowTuple = (String, Option<uuid::Uuid>, Option<String>, Vec<u8>);
+
+/// One row of a sealed catalog column (see [`crate::crypto::registry`]).
+#[derive(Clone, Debug)]
+pub struct SealedRow {
+    /// The row's walk key, as text.
+    pub key: String,
+    /// The tenant whose key sealed it (for tenant-scoped columns).
+    pub tenant: Option<uuid::Uuid>,
+    /// The text of the column the purpose is derived from, if any.
+    pub purpose_arg: Option<String>,
+    pub sealed: Vec<u8>,
+}
+
+impl Catalog {
+    /// Up to `limit` non-null values of a registered catalog column, in key order after
+    /// `after`, of one tenant (`tenant`) or of every row.
+    pub async fn sealed_rows(
+        &self,
+        col: &SealedColumn,
+        tenant: Option<TenantId>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SealedRow>, CatalogError> {
+        let scope_col = match col.scope {
+            ScopeOf::Tenant(c) => c.to_owned(),
+            ScopeOf::Platform => "NULL::uuid".to_owned(),
+        };
+        let purpose_col = col
+            .purpose
+            .column()
+            .map_or_else(|| "NULL::text".to_owned(), |c| format!("{c}::text"));
+        let tenant_filter = match col.scope {
+            ScopeOf::Tenant(c) => format!("($1::uuid IS NULL OR {c} = $1::uuid)"),
+            ScopeOf::Platform => "($1::uuid IS NULL OR true)".to_owned(),
+        };
+        let sql = format!(
+            "SELECT {table}.{key}::text AS k, {scope_col} AS s, {purpose_col} AS p, {column} AS v FROM {table} \
+             WHERE {column} IS NOT NULL AND {tenant_filter} \
+             AND ($2::text IS NULL OR {table}.{key} > $2::text::{key_type}) ORDER BY {table}.{key} LIMIT $3",
+            key = col.key,
+            key_type = col.key_type,
+            column = col.column,
+            table = col.table,
+        );
+        let rows: Vec<SealedRowTuple> = sqlx::query_as(&sql)
+            .bind(tenant.map(|t| t.as_uuid()))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, tenant, purpose_arg, sealed)| SealedRow {
+                key,
+                tenant,
+                purpose_arg,
+                sealed,
+            })
+            .collect())
+    }
+
+    /// Replaces one sealed value if it still holds `old` (a concurrent writer wins).
+    pub async fn replace_sealed(
+        &self,
+        col: &SealedColumn,
+        key: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, CatalogError> {
+        let sql = format!(
+            "UPDATE {table} SET {column} = $3{epoch} WHERE {key} = $1::text::{key_type} AND {column} = $2",
+            table = col.table,
+            column = col.column,
+            key = col.key,
+            key_type = col.key_type,
+            epoch = if col.cached {
+                ", epoch = epoch + 1"
+            } else {
+                ""
+            },
+        );
+        let mut tx = self.pool().begin().await?;
+        let n = sqlx::query(&sql)
+            .bind(key)
+            .bind(old)
+            .bind(new)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 1 && col.cached {
+            super::publish(&mut *tx, TenantId::parse(key)).await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+}
+
+impl Catalog {
+    /// The versions of `scope`'s data key that exist, oldest first.
+    pub async fn data_key_versions(&self, scope: &str) -> Result<Vec<i32>, CatalogError> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM data_keys WHERE scope = $1 ORDER BY version")
+                .bind(scope)
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// Whether a placement move of `tenant` is unfinished. Its copy of the tenant's rows is
+    /// fenced or in flight, so key rotation waits for it (a re-seal could not reach every copy).
+    pub async fn move_in_flight(&self, tenant: TenantId) -> Result<bool, CatalogError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM operations WHERE tenant_id = $1 AND state IN ('pending', 'running'))",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_one(self.pool())
+        .await?)
     }
 }

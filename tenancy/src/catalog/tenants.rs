@@ -111,7 +111,7 @@ impl SignupPolicy {
 }
 
 /// Sealing purpose of a dedicated tenant's data-plane URL.
-pub const DB_URL_PURPOSE: &str = "tenant.db_url";
+pub const DB_URL_PURPOSE: &str = crate::crypto::registry::purpose::TENANT_DB_URL;
 
 /// A tenant to insert.
 #[derive(Clone, Debug)]

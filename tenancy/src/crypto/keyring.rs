@@ -322,6 +322,17 @@ impl Keyring {
         Ok(n)
     }
 
+    /// The versions of `scope`'s data key that exist (older ones were destroyed).
+    pub async fn versions(&self, scope: Scope) -> Result<Vec<u32>, KeyError> {
+        Ok(self
+            .catalog
+            .data_key_versions(&scope.key())
+            .await?
+            .into_iter()
+            .filter_map(|v| u32::try_from(v).ok())
+            .collect())
+    }
+
     /// Forgets every unwrapped key held in memory.
     pub fn forget_cached(&self) {
         self.deks.invalidate_all();

@@ -56,7 +56,7 @@ async fn a_rolled_back_change_leaves_no_event(app: &TestApp, t: &TestTenant) {
         .await
         .expect("catalog")
         .expect("tenant");
-    {
+    let pid: i32 = {
         let mut tx = db.connect(&tenant).await.expect("connect").begin();
         tx.execute(
             "INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, 'doomed')",
@@ -75,10 +75,36 @@ async fn a_rolled_back_change_leaves_no_event(app: &TestApp, t: &TestTenant) {
             .expect("row")
             .get(0);
         assert_eq!(inside, before + 1);
+        tx.query_opt("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("pid")
+            .expect("row")
+            .get(0)
         // ... and the transaction is dropped without commit.
-    }
-    let after = crate::audit::eventually_count(app, t, "project.created", before).await;
-    assert_eq!(after, before, "a rolled-back change left an audit event");
+    };
+    // Only once that backend's transaction has ended (its rollback is asynchronous) does the
+    // count below see its outcome: an event that survived would be visible then, not before.
+    let owner = app.shared_owner().await;
+    let ended = platform_tests::eventually(std::time::Duration::from_secs(10), || async {
+        owner
+            .query_opt(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND xact_start IS NOT NULL",
+                &[&pid],
+            )
+            .await
+            .expect("activity")
+            .is_none()
+    })
+    .await;
+    assert!(ended.is_some(), "the dropped transaction never ended");
+    assert_eq!(
+        count(app, t, "project.created").await,
+        before,
+        "a rolled-back change left an audit event"
+    );
+    // The same count does see a committed change's event (the check above can fail).
+    t.api.create_project("kept").await.assert_status(201);
+    assert_eq!(count(app, t, "project.created").await, before + 1);
 }
 
 /// The tenant's API lists events, filtered and paged, newest first; others need audit:read;

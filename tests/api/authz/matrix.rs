@@ -40,153 +40,254 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}", N.fetch_add(1, Ordering::SeqCst))
 }
 
+/// One call of the matrix: a valid request, and the status it gets when the role may make it.
+struct Call {
+    route: &'static str,
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    ok: u16,
+}
+
+fn call(route: &'static str, args: &[&str], body: Option<Value>, ok: u16) -> Call {
+    let (method, template) = route.split_once(' ').expect("METHOD /path");
+    let mut path = template.to_owned();
+    for arg in args {
+        let (s, e) = (
+            path.find('{').expect("a parameter"),
+            path.find('}').expect("its end"),
+        );
+        path.replace_range(s..=e, arg);
+    }
+    Call {
+        route,
+        method: method.parse().expect("method"),
+        path,
+        body,
+        ok,
+    }
+}
+
+/// The tenant's admin key creates something and returns its id (fresh objects for each caller,
+/// so every allowed call is a valid request that succeeds).
+async fn made(app: &TestApp, t: &TestTenant, path: &str, body: Value) -> String {
+    let r = app.api(t, Method::POST, path, Some(body)).await;
+    r.assert_status(201);
+    r.str("id")
+}
+
+/// The session id (`sid`) inside an access token.
+fn sid(access: &str) -> String {
+    use base64::Engine as _;
+    let payload = access.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    let claims: Value = serde_json::from_slice(&bytes).expect("claims");
+    claims["sid"].as_str().expect("sid").to_owned()
+}
+
+/// Every tenant route that needs a credential, as a valid request for `user` with what an
+/// allowed call answers. The self-service MFA calls are last (they change the account).
+async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec<Call> {
+    let (p, task, target) = (w.project.as_str(), w.task.as_str(), w.target.as_str());
+    let other_session = sid(&t
+        .anon
+        .login(&user.email, PASSWORD)
+        .await
+        .str("access_token"));
+    let role = || json!({"name": unique("role"), "permissions": ["projects:read"]});
+    let (role_a, role_b) = (
+        made(app, t, "/api/v1/roles", role()).await,
+        made(app, t, "/api/v1/roles", role()).await,
+    );
+    let key = made(
+        app,
+        t,
+        "/api/v1/api-keys",
+        json!({"name": "k", "role": "viewer"}),
+    )
+    .await;
+    let doomed = made(app, t, "/api/v1/projects", json!({"name": "doomed"})).await;
+    let with_member = made(app, t, "/api/v1/projects", json!({"name": "m"})).await;
+    let with_member_too = made(app, t, "/api/v1/projects", json!({"name": "m2"})).await;
+    let bare = made(app, t, "/api/v1/projects", json!({"name": "bare"})).await;
+    for project in [&with_member, &with_member_too] {
+        app.api(
+            t,
+            Method::POST,
+            &format!("/api/v1/projects/{project}/members"),
+            Some(json!({"user_id": target, "role": "member"})),
+        )
+        .await
+        .assert_status(201);
+    }
+    let doomed_task = made(
+        app,
+        t,
+        &format!("/api/v1/projects/{p}/tasks"),
+        json!({"title": "doomed"}),
+    )
+    .await;
+    let google =
+        json!({"kind": "google", "name": "G", "client_id": "g.apps", "client_secret": "x"});
+    let (conn_a, conn_b) = (
+        made(app, t, "/api/v1/sso/connections", google.clone()).await,
+        made(app, t, "/api/v1/sso/connections", google.clone()).await,
+    );
+    vec![
+        call("GET /api/v1/me", &[], None, 200),
+        call("GET /api/v1/me/sessions", &[], None, 200),
+        call(
+            "DELETE /api/v1/me/sessions/{session_id}",
+            &[&other_session],
+            None,
+            204,
+        ),
+        call("POST /api/v1/me/sessions/revoke-others", &[], None, 200),
+        // Invited users are verified already: the handler's answer to a valid request is 409.
+        call("POST /api/v1/me/email/verification", &[], None, 409),
+        call("GET /api/v1/users", &[], None, 200),
+        call(
+            "PATCH /api/v1/users/{user_id}",
+            &[target],
+            Some(json!({"role": "viewer"})),
+            200,
+        ),
+        call(
+            "DELETE /api/v1/users/{user_id}/sessions",
+            &[target],
+            None,
+            200,
+        ),
+        call(
+            "POST /api/v1/invitations",
+            &[],
+            Some(json!({"email": format!("{}@x.test", unique("inv")), "role": "viewer"})),
+            201,
+        ),
+        call("GET /api/v1/roles", &[], None, 200),
+        call("POST /api/v1/roles", &[], Some(role()), 201),
+        call(
+            "PATCH /api/v1/roles/{role_id}",
+            &[&role_a],
+            Some(json!({"permissions": ["tasks:read"]})),
+            200,
+        ),
+        call("DELETE /api/v1/roles/{role_id}", &[&role_b], None, 204),
+        call("GET /api/v1/api-keys", &[], None, 200),
+        call(
+            "POST /api/v1/api-keys",
+            &[],
+            Some(json!({"name": "k", "role": "viewer"})),
+            201,
+        ),
+        call("DELETE /api/v1/api-keys/{key_id}", &[&key], None, 204),
+        call("GET /api/v1/audit-events", &[], None, 200),
+        call("GET /api/v1/audit-events/export", &[], None, 200),
+        call("GET /api/v1/projects", &[], None, 200),
+        call(
+            "POST /api/v1/projects",
+            &[],
+            Some(json!({"name": "x"})),
+            201,
+        ),
+        call("GET /api/v1/projects/{project_id}", &[p], None, 200),
+        call(
+            "PATCH /api/v1/projects/{project_id}",
+            &[p],
+            Some(json!({"name": "p"})),
+            200,
+        ),
+        call(
+            "DELETE /api/v1/projects/{project_id}",
+            &[&doomed],
+            None,
+            204,
+        ),
+        call("GET /api/v1/projects/{project_id}/members", &[p], None, 200),
+        call(
+            "POST /api/v1/projects/{project_id}/members",
+            &[&bare],
+            Some(json!({"user_id": target, "role": "member"})),
+            201,
+        ),
+        call(
+            "PATCH /api/v1/projects/{project_id}/members/{user_id}",
+            &[&with_member, target],
+            Some(json!({"role": "admin"})),
+            200,
+        ),
+        call(
+            "DELETE /api/v1/projects/{project_id}/members/{user_id}",
+            &[&with_member_too, target],
+            None,
+            204,
+        ),
+        call("GET /api/v1/projects/{project_id}/tasks", &[p], None, 200),
+        call(
+            "POST /api/v1/projects/{project_id}/tasks",
+            &[p],
+            Some(json!({"title": "x"})),
+            201,
+        ),
+        call(
+            "GET /api/v1/projects/{project_id}/tasks/{task_id}",
+            &[p, task],
+            None,
+            200,
+        ),
+        call(
+            "PATCH /api/v1/projects/{project_id}/tasks/{task_id}",
+            &[p, task],
+            Some(json!({"title": "t"})),
+            200,
+        ),
+        call(
+            "DELETE /api/v1/projects/{project_id}/tasks/{task_id}",
+            &[p, &doomed_task],
+            None,
+            204,
+        ),
+        call("GET /api/v1/sso/connections", &[], None, 200),
+        call("POST /api/v1/sso/connections", &[], Some(google), 201),
+        call(
+            "GET /api/v1/sso/connections/{connection_id}",
+            &[&conn_a],
+            None,
+            200,
+        ),
+        call(
+            "PATCH /api/v1/sso/connections/{connection_id}",
+            &[&conn_a],
+            Some(json!({"name": "y"})),
+            200,
+        ),
+        call(
+            "DELETE /api/v1/sso/connections/{connection_id}",
+            &[&conn_b],
+            None,
+            204,
+        ),
+        call("GET /api/v1/sso/settings", &[], None, 200),
+        call(
+            "PUT /api/v1/sso/settings",
+            &[],
+            Some(json!({"enforce_sso": false})),
+            200,
+        ),
+        // Enrolment, then its confirmation and removal with real codes: see `run`.
+        call("POST /api/v1/me/mfa/totp", &[], None, 200),
+        call("POST /api/v1/me/mfa/totp/confirm", &[], None, 200),
+        call("DELETE /api/v1/me/mfa/totp", &[], None, 204),
+    ]
+}
+
 struct World {
     project: String,
     task: String,
-    viewer: String,
-}
-
-/// Every tenant route that needs a credential, with a body and ids that make an allowed call
-/// succeed or fail with something other than 403 (absent ids answer 404).
-fn calls(w: &World) -> Vec<(Method, String, Option<Value>, &'static str)> {
-    let (p, t, v) = (w.project.as_str(), w.task.as_str(), w.viewer.as_str());
-    let nobody = Uuid::now_v7().to_string();
-    let n = nobody.as_str();
-    // (route, the values of its path parameters in order, body)
-    let rows: Vec<(&'static str, Vec<&str>, Option<Value>)> = vec![
-        ("GET /api/v1/me", vec![], None),
-        ("GET /api/v1/me/sessions", vec![], None),
-        ("DELETE /api/v1/me/sessions/{session_id}", vec![n], None),
-        ("POST /api/v1/me/sessions/revoke-others", vec![], None),
-        ("POST /api/v1/me/email/verification", vec![], None),
-        ("POST /api/v1/me/mfa/totp", vec![], None),
-        (
-            "POST /api/v1/me/mfa/totp/confirm",
-            vec![],
-            Some(json!({"code": "000000"})),
-        ),
-        (
-            "DELETE /api/v1/me/mfa/totp",
-            vec![],
-            Some(json!({"code": "000000"})),
-        ),
-        ("GET /api/v1/users", vec![], None),
-        (
-            "PATCH /api/v1/users/{user_id}",
-            vec![v],
-            Some(json!({"role": "viewer"})),
-        ),
-        ("DELETE /api/v1/users/{user_id}/sessions", vec![n], None),
-        (
-            "POST /api/v1/invitations",
-            vec![],
-            Some(json!({"email": format!("{}@x.test", unique("inv")), "role": "viewer"})),
-        ),
-        ("GET /api/v1/roles", vec![], None),
-        (
-            "POST /api/v1/roles",
-            vec![],
-            Some(json!({"name": unique("role"), "permissions": ["projects:read"]})),
-        ),
-        (
-            "PATCH /api/v1/roles/{role_id}",
-            vec![n],
-            Some(json!({"permissions": ["projects:read"]})),
-        ),
-        ("DELETE /api/v1/roles/{role_id}", vec![n], None),
-        ("GET /api/v1/api-keys", vec![], None),
-        (
-            "POST /api/v1/api-keys",
-            vec![],
-            Some(json!({"name": "k", "role": "viewer"})),
-        ),
-        ("DELETE /api/v1/api-keys/{key_id}", vec![n], None),
-        ("GET /api/v1/audit-events", vec![], None),
-        ("GET /api/v1/audit-events/export", vec![], None),
-        ("GET /api/v1/projects", vec![], None),
-        ("POST /api/v1/projects", vec![], Some(json!({"name": "x"}))),
-        ("GET /api/v1/projects/{project_id}", vec![p], None),
-        (
-            "PATCH /api/v1/projects/{project_id}",
-            vec![p],
-            Some(json!({"name": "p"})),
-        ),
-        ("DELETE /api/v1/projects/{project_id}", vec![n], None),
-        ("GET /api/v1/projects/{project_id}/members", vec![p], None),
-        (
-            "POST /api/v1/projects/{project_id}/members",
-            vec![p],
-            Some(json!({"user_id": v, "role": "member"})),
-        ),
-        (
-            "PATCH /api/v1/projects/{project_id}/members/{user_id}",
-            vec![p, v],
-            Some(json!({"role": "member"})),
-        ),
-        (
-            "DELETE /api/v1/projects/{project_id}/members/{user_id}",
-            vec![p, n],
-            None,
-        ),
-        ("GET /api/v1/projects/{project_id}/tasks", vec![p], None),
-        (
-            "POST /api/v1/projects/{project_id}/tasks",
-            vec![p],
-            Some(json!({"title": "x"})),
-        ),
-        (
-            "GET /api/v1/projects/{project_id}/tasks/{task_id}",
-            vec![p, t],
-            None,
-        ),
-        (
-            "PATCH /api/v1/projects/{project_id}/tasks/{task_id}",
-            vec![p, t],
-            Some(json!({"title": "t"})),
-        ),
-        (
-            "DELETE /api/v1/projects/{project_id}/tasks/{task_id}",
-            vec![p, n],
-            None,
-        ),
-        ("GET /api/v1/sso/connections", vec![], None),
-        (
-            "POST /api/v1/sso/connections",
-            vec![],
-            Some(json!({"kind": "saml", "name": "x"})),
-        ),
-        ("GET /api/v1/sso/connections/{connection_id}", vec![n], None),
-        (
-            "PATCH /api/v1/sso/connections/{connection_id}",
-            vec![n],
-            Some(json!({"name": "y"})),
-        ),
-        (
-            "DELETE /api/v1/sso/connections/{connection_id}",
-            vec![n],
-            None,
-        ),
-        ("GET /api/v1/sso/settings", vec![], None),
-        (
-            "PUT /api/v1/sso/settings",
-            vec![],
-            Some(json!({"enforce_sso": false})),
-        ),
-    ];
-    rows.into_iter()
-        .map(|(route, args, body)| {
-            let (method, template) = route.split_once(' ').expect("METHOD /path");
-            let mut path = template.to_owned();
-            for arg in args {
-                let (s, e) = (
-                    path.find('{').expect("a parameter"),
-                    path.find('}').expect("its end"),
-                );
-                path.replace_range(s..=e, arg);
-            }
-            (method.parse().expect("method"), path, body, route)
-        })
-        .collect()
+    /// A user no call acts as: the object of user and membership changes.
+    target: String,
 }
 
 /// The expected matrix: which built-in roles may call each route (O=owner A=admin M=member V=viewer).
@@ -216,28 +317,69 @@ fn expected(route: &str) -> &'static str {
     }
 }
 
+/// Runs `user`'s calls; returns the mismatches. An allowed call must get exactly its success
+/// status (not merely "not 403"); a refused one exactly 403.
+async fn run(
+    app: &TestApp,
+    t: &TestTenant,
+    w: &World,
+    letter: char,
+    role: &str,
+    user: &TestUser,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut secret: Option<String> = None;
+    for c in calls(app, t, w, user).await {
+        let allowed = expected(c.route).contains(letter);
+        let body = match (c.route, &secret) {
+            ("POST /api/v1/me/mfa/totp/confirm", Some(s)) => {
+                Some(json!({"code": code_at(s, now()).expect("code")}))
+            }
+            ("DELETE /api/v1/me/mfa/totp", Some(s)) => {
+                Some(json!({"code": code_at(s, now() + 30).expect("code")}))
+            }
+            _ => c.body,
+        };
+        let r = as_user(app, t, &user.access, c.method, &c.path, body).await;
+        if c.route == "POST /api/v1/me/mfa/totp" {
+            secret = r.body["secret"].as_str().map(str::to_owned);
+        }
+        let want = if allowed { c.ok } else { 403 };
+        if r.status.as_u16() != want {
+            failures.push(format!(
+                "{role} {}: expected {want}, got {} {}",
+                c.route, r.status, r.text
+            ));
+        }
+    }
+    failures
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
 #[tokio::test]
 async fn the_built_in_roles_get_exactly_the_expected_matrix_on_every_route() {
     let app = TestApp::spawn().await;
     let t = app.tenant("acme", "shared", None).await;
-    let project = app
-        .api(
-            &t,
-            Method::POST,
-            "/api/v1/projects",
-            Some(json!({"name": "p"})),
-        )
-        .await;
-    project.assert_status(201);
-    let task = app
-        .api(
-            &t,
-            Method::POST,
-            &format!("/api/v1/projects/{}/tasks", project.str("id")),
-            Some(json!({"title": "t"})),
-        )
-        .await;
-    task.assert_status(201);
+    let project = made(&app, &t, "/api/v1/projects", json!({"name": "p"})).await;
+    let task = made(
+        &app,
+        &t,
+        &format!("/api/v1/projects/{project}/tasks"),
+        json!({"title": "t"}),
+    )
+    .await;
+    let target = app.user(&t, "target@acme.test", "member").await;
+    let w = World {
+        project,
+        task,
+        target: target.id.clone(),
+    };
     let mut users = Vec::new();
     for (letter, role) in [
         ('O', "owner"),
@@ -248,16 +390,15 @@ async fn the_built_in_roles_get_exactly_the_expected_matrix_on_every_route() {
         users.push((
             letter,
             role,
-            user_with_role(&app, &t, &format!("{role}@acme.test"), role).await,
+            app.user(&t, &format!("{role}@acme.test"), role).await,
         ));
     }
-    let w = World {
-        project: project.str("id"),
-        task: task.str("id"),
-        viewer: users[3].2.id.clone(),
-    };
     // Every declared non-public route is exercised.
-    let exercised: BTreeSet<&str> = calls(&w).iter().map(|c| c.3).collect();
+    let exercised: BTreeSet<&str> = calls(&app, &t, &w, &users[0].2)
+        .await
+        .iter()
+        .map(|c| c.route)
+        .collect();
     for (m, p, a) in TABLE {
         if *a != Access::Public {
             let key = format!("{m} {p}");
@@ -266,23 +407,7 @@ async fn the_built_in_roles_get_exactly_the_expected_matrix_on_every_route() {
     }
     let mut failures = Vec::new();
     for (letter, role, user) in &users {
-        for (m, path, body, route) in calls(&w) {
-            let r = as_user(&app, &t, &user.access, m.clone(), &path, body).await;
-            let allowed = expected(route).contains(*letter);
-            let got = r.status.as_u16();
-            assert!(
-                got != 401 || route.contains("/mfa/"),
-                "{role} {route}: unauthenticated: {}",
-                r.text
-            );
-            if allowed == (got == 403) {
-                failures.push(format!(
-                    "{role} {route}: expected {}, got {got} {}",
-                    if allowed { "allow" } else { "403" },
-                    r.text
-                ));
-            }
-        }
+        failures.extend(run(&app, &t, &w, *letter, role, user).await);
     }
     assert!(
         failures.is_empty(),

@@ -52,9 +52,28 @@ async fn promotion_under_write_load_loses_no_write() {
         }
     }
     assert_eq!(rows.len(), expected);
-    // Bravo (shared) saw no error and all its writes are in the shared database.
+    // Bravo (shared, not moving) saw no error, not even a 503, and all its writes are in the
+    // shared database.
+    assert_eq!(
+        acked[2].unavailable, 0,
+        "the tenant that did not move saw 503s"
+    );
     let bravo = tasks_in(&app.shared_owner().await, &b.id).await;
     assert_eq!(bravo.len(), acked[2].created.len());
+    // Alpha's writers were paused only around the switch: the move recorded its write pause,
+    // and no writer went longer than a generous bound without an acknowledged write (a fence
+    // left in place, or a switch that never came, would stop them for good).
+    assert!(
+        done["progress"]["write_pause_ms"].as_u64().is_some(),
+        "{done}"
+    );
+    for (w, ack) in acked[..2].iter().enumerate() {
+        assert!(
+            ack.longest_gap < Duration::from_secs(20),
+            "alpha writer {w} went {:?} without an acknowledged write",
+            ack.longest_gap
+        );
+    }
     assert_fenced_in_shared(&app, &a).await;
     assert_no_leftovers(&app).await;
     the_source_copy_is_removed_on_request(&app, &a, &pa).await;

@@ -1,9 +1,8 @@
-//! `platformctl bench promote`: promote a tenant holding N rows while writers keep inserting, and
+//! `bench promote`: promote a tenant holding N rows while writers keep inserting, and
 //! in the same run copy the same rows with `pg_dump | psql` as the baseline. Reports total time,
 //! the write pause as the writers saw it, and the ratio. Run it on a throwaway embedded data dir:
-//! `D=$(mktemp -d) && chmod 755 $D && PLATFORM_DATA_DIR=$D cargo run -p ops --bin platformctl -- bench promote` (the data dir must be traversable by the `postgres` user).
+//! `D=$(mktemp -d) && chmod 755 $D && PLATFORM_DATA_DIR=$D cargo run --release -p bench -- promote` (the data dir must be traversable by the `postgres` user).
 
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,13 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
-use tenancy::bootstrap::{LOCAL_SERVER, Tenancy};
+use tenancy::bootstrap::{LOCAL_SERVER, Started, Tenancy};
 use tenancy::ids::{TenantId, TenantSlug};
 use tenancy::placement::MoveRequest;
 use tenancy::provision::{CreateTenant, PlacementRequest};
+use tenancy::settings::Settings;
 use tokio::sync::Mutex;
 
-use crate::commands::{Output, finish, start};
+use crate::output::Output;
 
 #[derive(Args)]
 pub struct PromoteBench {
@@ -30,6 +30,9 @@ pub struct PromoteBench {
     /// Write the result table into this markdown file (between its markers).
     #[arg(long)]
     write_doc: Option<std::path::PathBuf>,
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// One write as a writer saw it.
@@ -39,8 +42,11 @@ struct Sample {
     ok: bool,
 }
 
-pub async fn promote(args: PromoteBench, out: &Output) -> anyhow::Result<ExitCode> {
-    let started = start().await?;
+/// Runs the benchmark on the embedded default (`PLATFORM_DATA_DIR`) and prints its table.
+pub async fn run(args: PromoteBench) -> anyhow::Result<()> {
+    let out = &Output { json: args.json };
+    let settings = Settings::from_env().context("configuration")?;
+    let started = tenancy::bootstrap::start(&settings).await?;
     let cluster_url = started
         .cluster
         .as_ref()
@@ -225,8 +231,15 @@ pub async fn promote(args: PromoteBench, out: &Output) -> anyhow::Result<ExitCod
         write_section(&path, &table)?;
     }
     drop(t);
-    finish(started)?;
-    Ok(ExitCode::SUCCESS)
+    // Stops the embedded cluster if this run started it.
+    let Started {
+        tenancy, cluster, ..
+    } = started;
+    drop(tenancy);
+    if let Some(c) = cluster.filter(|c| c.started_here()) {
+        c.stop()?;
+    }
+    Ok(())
 }
 
 async fn write_loop(
@@ -290,7 +303,7 @@ fn write_section(path: &std::path::Path, table: &str) -> anyhow::Result<()> {
     let date = time::OffsetDateTime::now_utc().date();
     let section = format!(
         "{START}\n## Promotion: shared → dedicated under write load\n\nMeasured {date} on this machine (2 cores, 24 GiB), both databases in one local PostgreSQL 15 cluster.\n\
-         Command: `D=$(mktemp -d) && chmod 755 $D && PLATFORM_DATA_DIR=$D cargo run -p ops --bin platformctl -- bench promote --rows 1000000 --writers 4 --write-doc docs/benchmarks.md`\n\n{table}\n{END}"
+         Command: `D=$(mktemp -d) && chmod 755 $D && PLATFORM_DATA_DIR=$D cargo run --release -p bench -- promote --rows 1000000 --writers 4 --write-doc docs/benchmarks.md`\n\n{table}\n{END}"
     );
     let new = match (doc.find(START), doc.find(END)) {
         (Some(s), Some(e)) => format!("{}{section}{}", &doc[..s], &doc[e + END.len()..]),

@@ -1,4 +1,4 @@
-//! `platformctl bench migrations`: starts two throwaway PostgreSQL clusters
+//! `bench migrations`: starts two throwaway PostgreSQL clusters
 //! (`tenancy::embedded::Cluster`), provisions N dedicated tenant databases across them through the
 //! real provisioning path, then measures in one run:
 //! (a) the fleet runner applying one new migration (a table with an index) to every database,
@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use tenancy::migrate::fleet::{FleetOptions, FleetReport};
 use tenancy::provision::{CreateTenant, PlacementRequest};
 use tenancy::settings::Settings;
 
-use crate::commands::Output;
+use crate::output::Output;
 
 #[derive(Args, Debug)]
 pub struct MigrationsArgs {
@@ -46,6 +45,9 @@ pub struct MigrationsArgs {
     /// Keep the clusters' directory afterwards.
     #[arg(long)]
     keep: bool,
+    /// One JSON object with every number instead of the text report.
+    #[arg(long)]
+    json: bool,
 }
 
 fn bench_migration(version: i64, table: &str) -> anyhow::Result<Migration> {
@@ -189,7 +191,9 @@ impl Sampler {
     }
 }
 
-pub async fn run(args: MigrationsArgs, out: &Output) -> anyhow::Result<ExitCode> {
+/// Runs the benchmark and prints its report.
+pub async fn run(args: MigrationsArgs) -> anyhow::Result<()> {
+    let out = &Output { json: args.json };
     let say = |s: &str| eprintln!("[bench] {s}");
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir).ok();
@@ -214,7 +218,7 @@ async fn measure(
     b: &Cluster,
     say: &dyn Fn(&str),
     out: &Output,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<()> {
     let admin = tenancy::pg::connect(&a.url("postgres").parse()?).await?;
     for db in ["bench_control", "bench_shared"] {
         admin
@@ -494,7 +498,7 @@ async fn measure(
         ),
     );
     t.catalog.pool().close().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn check(r: &FleetReport, what: &str) -> anyhow::Result<()> {
