@@ -285,3 +285,80 @@ async fn a_slow_verify_keeps_the_lease() {
     t.api.get("/api/v1/projects").await.assert_status(200);
     app.finish().await;
 }
+
+/// Hole 7, existing tenants: migration V6 seeds the built-in roles of every tenant that has rows
+/// in a database (a tenant fenced there is left to its live copy), with their permissions.
+#[tokio::test]
+async fn the_migration_seeds_built_in_roles_of_existing_tenants() {
+    let c = platform_tests::clusters();
+    let name = format!("seed_{}", uuid::Uuid::now_v7().simple());
+    let admin = platform_tests::connect(&c.primary.url("postgres")).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create");
+    let mut db = platform_tests::connect(&c.primary.url(&name)).await;
+    let before: Vec<refinery::Migration> = tenancy::migrate::tenant_migrations()
+        .into_iter()
+        .filter(|m| m.version() < 6)
+        .collect();
+    refinery::Runner::new(&before)
+        .run_async(&mut db)
+        .await
+        .expect("migrate to V5");
+    let (live, fenced) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for t in [live, fenced] {
+        db.execute(
+            "INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, 'old')",
+            &[&t, &uuid::Uuid::now_v7()],
+        )
+        .await
+        .expect("an existing tenant's row");
+    }
+    db.execute(
+        "INSERT INTO tenant_fences (tenant_id, reason) VALUES ($1, 'moved')",
+        &[&fenced],
+    )
+    .await
+    .expect("fence");
+    refinery::Runner::new(&tenancy::migrate::tenant_migrations())
+        .run_async(&mut db)
+        .await
+        .expect("migrate to head");
+    let roles = |t: uuid::Uuid| {
+        let db = &db;
+        async move {
+            db.query(
+                "SELECT r.name, count(p.permission) FROM roles r
+                 LEFT JOIN role_permissions p ON p.tenant_id = r.tenant_id AND p.role_id = r.id
+                 WHERE r.tenant_id = $1 AND r.builtin GROUP BY r.name ORDER BY r.name",
+                &[&t],
+            )
+            .await
+            .expect("roles")
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect::<Vec<_>>()
+        }
+    };
+    let all = i64::try_from(identity::Permission::ALL.len()).expect("count");
+    assert_eq!(
+        roles(live).await,
+        [
+            ("admin".to_owned(), all),
+            ("member".to_owned(), 5),
+            ("owner".to_owned(), all),
+            ("viewer".to_owned(), 3)
+        ],
+        "built-in roles of an existing tenant after V6"
+    );
+    assert!(
+        roles(fenced).await.is_empty(),
+        "a fenced copy was written to"
+    );
+    drop(db);
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .expect("drop");
+}
