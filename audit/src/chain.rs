@@ -141,17 +141,23 @@ impl Walker {
 }
 
 /// Recomputes a tenant's chain from its checkpoint to its head, reading the events in chunks
-/// through the data plane (as the application role, under row-level security).
+/// through the data plane (as the application role, under row-level security). Everything is
+/// read in one read-only REPEATABLE READ transaction, so the head and the events are one
+/// snapshot: events that writers commit meanwhile are neither seen nor missed (reading the head
+/// and the events in different snapshots reported tampering under normal write load). Events
+/// past the head in the same snapshot are still reported (a head set back is a tamper).
 pub async fn verify_tenant(dp: &DataPlane, tenant: &Tenant) -> Result<ChainReport, AuditError> {
     let mut tx = dp.connect(tenant).await?.begin();
+    // A SET takes no snapshot, so this may follow the tenant setting the transaction opens with.
+    tx.execute(SNAPSHOT, &[]).await?;
     let head = tx
         .query_opt(
             "SELECT seq, hash, checkpoint_seq, checkpoint_hash FROM audit_chain",
             &[],
         )
         .await?;
-    tx.commit().await?;
     let Some(head) = head else {
+        tx.commit().await?;
         return Ok(ChainReport {
             checkpoint_seq: 0,
             events_checked: 0,
@@ -165,24 +171,28 @@ pub async fn verify_tenant(dp: &DataPlane, tenant: &Tenant) -> Result<ChainRepor
     let all = AuditFilter::default();
     let mut after = checkpoint_seq;
     loop {
-        let mut tx = dp.connect(tenant).await?.begin();
         let events = chunk(&mut tx, &all, after, i64::MAX, CHUNK).await?;
-        tx.commit().await?;
         let Some(last) = events.last() else { break };
         after = last.seq;
         if !events.iter().all(|e| walker.step(e)) {
             break;
         }
     }
+    tx.commit().await?;
     Ok(walker.finish(checkpoint_seq, head_seq, &head_hash))
 }
 
-/// Recomputes the operators' trail in the control plane.
+/// Makes a transaction one snapshot (its first statement).
+const SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// Recomputes the operators' trail in the control plane, in one snapshot (see
+/// [`verify_tenant`]).
 pub async fn verify_admin(catalog: &Catalog) -> Result<ChainReport, AuditError> {
-    let pool = catalog.pool();
+    let mut tx = catalog.pool().begin().await?;
+    sqlx::query(SNAPSHOT).execute(&mut *tx).await?;
     let (head_seq, head_hash, checkpoint_seq, checkpoint_hash): (i64, String, i64, String) =
         sqlx::query_as("SELECT seq, hash, checkpoint_seq, checkpoint_hash FROM admin_audit_chain")
-            .fetch_one(pool)
+            .fetch_one(&mut *tx)
             .await?;
     let mut walker = Walker::new(checkpoint_seq, checkpoint_hash);
     let mut after = checkpoint_seq;
@@ -193,7 +203,7 @@ pub async fn verify_admin(catalog: &Catalog) -> Result<ChainReport, AuditError> 
         ))
         .bind(after)
         .bind(CHUNK)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
         let Some(last) = events.last() else { break };
         after = last.seq;
@@ -201,5 +211,6 @@ pub async fn verify_admin(catalog: &Catalog) -> Result<ChainReport, AuditError> 
             break;
         }
     }
+    tx.commit().await?;
     Ok(walker.finish(checkpoint_seq, head_seq, &head_hash))
 }

@@ -146,7 +146,6 @@ pub struct Auth {
     pub jwt: JwtKeys,
     pub throttle: throttle::Throttle,
     keyring: Keyring,
-    seeded: Cache<TenantId, ()>,
     principals: Cache<(TenantId, tenancy::ids::SessionId), Option<Arc<SessionPrincipal>>>,
     roles: Cache<(TenantId, Option<tenancy::ids::RoleId>), RoleGrants>,
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
@@ -171,7 +170,6 @@ impl Auth {
             jwt: JwtKeys::new(catalog, keyring.clone()),
             throttle: throttle::Throttle::new(),
             keyring,
-            seeded: Cache::builder().max_capacity(100_000).build(),
             principals: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(SESSION_CHECK_TTL)
@@ -193,21 +191,10 @@ impl Auth {
         &self.keyring
     }
 
-    /// Starts a transaction for `tenant`, with its built-in roles seeded (once per process).
+    /// Starts a transaction for `tenant`. Nothing is written here: built-in roles are seeded by
+    /// provisioning and by migration, so a fenced or read-only database still serves reads.
     pub async fn begin(&self, dp: &DataPlane, tenant: &Tenant) -> Result<TenantTx, AuthError> {
-        if self.seeded.get(&tenant.id).await.is_none() {
-            let mut tx = dp.connect(tenant).await?.begin();
-            permissions::seed_builtin(&mut tx).await?;
-            tx.commit().await?;
-            self.seeded.insert(tenant.id, ()).await;
-        }
         Ok(dp.connect(tenant).await?.begin())
-    }
-
-    /// Seeds the built-in roles of a new tenant (provisioning calls this).
-    pub async fn seed(&self, dp: &DataPlane, tenant: &Tenant) -> Result<(), AuthError> {
-        self.begin(dp, tenant).await?.commit().await?;
-        Ok(())
     }
 
     /// Drops cached session checks and role permissions of `tenant` (or all).
@@ -222,7 +209,6 @@ impl Auth {
             None => {
                 self.principals.invalidate_all();
                 self.roles.invalidate_all();
-                self.seeded.invalidate_all();
             }
         }
     }

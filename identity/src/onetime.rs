@@ -66,6 +66,18 @@ pub async fn create(
     Ok(token)
 }
 
+/// Revokes every unused token of `user` for `purpose` (a new password reset makes the earlier
+/// ones worthless: only the newest message can reset the password).
+pub async fn revoke(tx: &mut TenantTx, user: UserId, purpose: Purpose) -> Result<u64, AuthError> {
+    Ok(tx
+        .execute(
+            "UPDATE one_time_tokens SET used_at = now()
+             WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
+            &[&user.as_uuid(), &purpose.as_str()],
+        )
+        .await?)
+}
+
 /// Consumes a token: its user and detail, once.
 pub async fn consume(
     tx: &mut TenantTx,

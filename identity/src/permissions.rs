@@ -1,10 +1,9 @@
 //! Roles and permissions are data: `roles` and `role_permissions` rows in the tenant's database.
-//! The built-in roles (`owner`, `admin`, `member`, `viewer`) are seeded idempotently; custom roles
-//! are created through the API without a schema change. A permission is `area:action`.
+//! The built-in roles (`owner`, `admin`, `member`, `viewer`) are defined and seeded by the tenant
+//! migrations (`platform_seed_builtin_roles`, called at provisioning and by migration, never on
+//! the request path); custom roles are created through the API without a schema change. A permission is `area:action`.
 
 use std::collections::BTreeSet;
-
-use uuid::Uuid;
 
 use super::AuthError;
 use tenancy::dataplane::TenantTx;
@@ -25,25 +24,6 @@ tenancy::text_enum!(
         SsoManage = "sso:manage",
     }
 );
-
-use Permission as P;
-
-const MEMBER: &[Permission] = &[
-    P::ProjectsRead,
-    P::ProjectsWrite,
-    P::TasksRead,
-    P::TasksWrite,
-    P::UsersRead,
-];
-const VIEWER: &[Permission] = &[P::ProjectsRead, P::TasksRead, P::UsersRead];
-
-/// The built-in roles and their permissions.
-pub const BUILTIN: &[(&str, &[Permission])] = &[
-    ("owner", Permission::ALL),
-    ("admin", Permission::ALL),
-    ("member", MEMBER),
-    ("viewer", VIEWER),
-];
 
 impl Permission {
     /// Parses a permission named in a request, with the list of known ones in the error.
@@ -93,28 +73,6 @@ impl FromIterator<Permission> for PermissionSet {
 /// one) grants nothing here.
 fn known(names: impl IntoIterator<Item = String>) -> impl Iterator<Item = Permission> {
     names.into_iter().filter_map(|n| n.parse().ok())
-}
-
-/// Inserts the built-in roles and their permissions if missing (idempotent, concurrent-safe).
-pub async fn seed_builtin(tx: &mut TenantTx) -> Result<(), AuthError> {
-    let tenant = tx.tenant().as_uuid();
-    for (name, perms) in BUILTIN {
-        tx.execute(
-            "INSERT INTO roles (tenant_id, id, name, builtin) VALUES ($1, $2, $3, true)
-             ON CONFLICT (tenant_id, name) DO NOTHING",
-            &[&tenant, &Uuid::now_v7(), name],
-        )
-        .await?;
-        let perms: Vec<&str> = perms.iter().map(|p| p.as_str()).collect();
-        tx.execute(
-            "INSERT INTO role_permissions (tenant_id, role_id, permission)
-             SELECT $1, r.id, p FROM roles r, unnest($3::text[]) p WHERE r.name = $2
-             ON CONFLICT DO NOTHING",
-            &[&tenant, name, &perms],
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// A role as listed.

@@ -4,6 +4,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::AuthError;
+use tenancy::crypto::{Keyring, Scope};
 use tenancy::crypto::{hash_token, random_token};
 use tenancy::dataplane::TenantTx;
 use tenancy::ids::EmailAddress;
@@ -149,20 +150,73 @@ pub async fn mark_verified(tx: &mut TenantTx, id: UserId) -> Result<(), AuthErro
     Ok(())
 }
 
-/// Writes a message to the outbox (delivered by a later component).
-pub async fn outbox(
-    tx: &mut TenantTx,
-    kind: &str,
-    recipient: &EmailAddress,
-    subject: &str,
-    body: &str,
-) -> Result<(), AuthError> {
+/// The keyring purpose of a sealed outbox message body (see the sealed-column registry).
+pub const OUTBOX_BODY_PURPOSE: &str = tenancy::crypto::registry::purpose::OUTBOX_BODY;
+
+/// A message for the outbox (delivered by a later component).
+#[derive(Clone, Copy)]
+pub struct Message<'a> {
+    /// What it is (`invitation`, `verify_email`, `password_reset`).
+    pub kind: &'a str,
+    pub recipient: &'a EmailAddress,
+    pub subject: &'a str,
+    /// The text, which may hold a single-use token: stored only sealed.
+    pub body: &'a str,
+    /// How long it is worth sending (the life of the token it carries); it is deleted after.
+    pub lifetime: std::time::Duration,
+}
+
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("kind", &self.kind)
+            .field("body", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes a message to the outbox. The body never rests in plain text: it is sealed with the
+/// tenant's data key (`body_sealed`, purpose [`OUTBOX_BODY_PURPOSE`]) and kept until
+/// `expires_at`; the tenant's expired messages are deleted in the same statement.
+pub async fn outbox(tx: &mut TenantTx, keyring: &Keyring, m: Message<'_>) -> Result<(), AuthError> {
+    let sealed = keyring
+        .seal(
+            Scope::Tenant(tx.tenant()),
+            OUTBOX_BODY_PURPOSE,
+            m.body.as_bytes(),
+        )
+        .await?;
+    let expires = OffsetDateTime::now_utc() + m.lifetime;
     tx.execute(
-        "INSERT INTO outbox (tenant_id, id, kind, recipient, subject, body) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&tx.tenant().as_uuid(), &Uuid::now_v7(), &kind, &recipient.as_str(), &subject, &body],
+        "WITH expired AS (DELETE FROM outbox WHERE expires_at < now() AND sent_at IS NULL)
+         INSERT INTO outbox (tenant_id, id, kind, recipient, subject, body, body_sealed, expires_at)
+         VALUES ($1, $2, $3, $4, $5, '', $6, $7)",
+        &[
+            &tx.tenant().as_uuid(),
+            &Uuid::now_v7(),
+            &m.kind,
+            &m.recipient.as_str(),
+            &m.subject,
+            &sealed,
+            &expires,
+        ],
     )
     .await?;
     Ok(())
+}
+
+/// Withdraws the unsent messages of `kind` to `recipient` (superseded by a newer one).
+pub async fn withdraw_messages(
+    tx: &mut TenantTx,
+    kind: &str,
+    recipient: &EmailAddress,
+) -> Result<u64, AuthError> {
+    Ok(tx
+        .execute(
+            "DELETE FROM outbox WHERE kind = $1 AND recipient = $2 AND sent_at IS NULL",
+            &[&kind, &recipient.as_str()],
+        )
+        .await?)
 }
 
 /// How long an invitation stays valid.

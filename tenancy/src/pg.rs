@@ -132,6 +132,22 @@ pub fn host_port(c: &Config) -> (String, u16) {
     (host, port)
 }
 
+/// Seeds `tenant`'s built-in roles in this database (as the owner): provisioning's half of
+/// "seeded at provisioning and by migration"; the roles themselves are defined by the tenant
+/// migrations (`platform_seed_builtin_roles`). Idempotent.
+pub async fn seed_builtin_roles(
+    client: &Client,
+    tenant: TenantId,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "SELECT platform_seed_builtin_roles($1)",
+            &[&tenant.as_uuid()],
+        )
+        .await?;
+    Ok(())
+}
+
 /// The tenant tables of a database (every public table with a `tenant_id`), fences last.
 pub async fn tenant_tables(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
     let rows = client

@@ -40,7 +40,8 @@ pub use crate::pg::{delete_tenant_rows, tenant_tables};
 pub use error::{MoveError, StartMoveError};
 pub use location::MoveRequest;
 
-/// Lease length; renewed at every step and while waiting.
+/// Lease length; renewed at every step, while waiting, and every third of it during the long
+/// steps (`verify`, `switch`), so a slow step never lets a second runner claim the operation.
 const LEASE_SECONDS: i32 = 60;
 
 /// Runs placement moves.
@@ -50,6 +51,7 @@ pub struct Mover {
     keyring: Keyring,
     servers: Servers,
     owner: String,
+    lease_seconds: i32,
     conns: ConnCache,
 }
 
@@ -61,8 +63,17 @@ impl Mover {
             keyring,
             servers,
             owner: format!("runner-{}", Uuid::now_v7()),
+            lease_seconds: LEASE_SECONDS,
             conns: Arc::default(),
         }
+    }
+
+    /// The same runner with another lease length (at least one second): tests shorten it to
+    /// watch a lease outlive it.
+    #[must_use]
+    pub fn with_lease_seconds(mut self, seconds: i32) -> Self {
+        self.lease_seconds = seconds.max(1);
+        self
     }
 
     /// A runner with its own identity (as another process would be).
@@ -172,7 +183,7 @@ impl Mover {
             }
             if !self
                 .catalog
-                .claim_operation(id, &self.owner, LEASE_SECONDS)
+                .claim_operation(id, &self.owner, self.lease_seconds)
                 .await?
             {
                 return Ok(op);
@@ -201,6 +212,8 @@ impl Mover {
                         .advance_operation(id, &self.owner, step.next(), &p)
                         .await?;
                 }
+                // Another runner owns the operation now: leave it to that runner.
+                Err(MoveError::LeaseLost) => return Err(MoveError::LeaseLost),
                 Err(e) if step < Step::Switch => {
                     tracing::warn!(operation.id = %id, step = step.as_str(), error = %e, "move failed; rolling back");
                     self.rollback(&op, OperationState::Failed, Some(&e.to_string()))

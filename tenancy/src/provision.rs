@@ -170,6 +170,12 @@ impl Provisioner {
             }
         };
         let (Some(server), Placement::Dedicated { database, .. }) = (server, &placement) else {
+            if let Err(e) = self.seed(&tenant).await {
+                tracing::warn!(tenant.id = %id, error = %e, "seeding a shared tenant failed; rolling back");
+                self.catalog.remove_tenant(id).await?;
+                self.keyring.destroy(scope, None).await.ok();
+                return Err(e);
+            }
             return Ok(tenant);
         };
         let ready = async {
@@ -179,6 +185,7 @@ impl Provisioner {
                 .await?;
             // Recorded before activation: the server serves a tenant only from a known version.
             ledger::versions::record_version(&self.catalog, &DbKey::Tenant(id), version).await?;
+            self.seed(&tenant).await?;
             Ok::<_, ProvisionError>(())
         };
         match ready.await {
@@ -191,6 +198,16 @@ impl Provisioner {
                 Err(e)
             }
         }
+    }
+
+    /// Seeds the tenant's built-in roles in its database, before it is returned (never on the
+    /// request path: see `pg::seed_builtin_roles`).
+    async fn seed(&self, tenant: &Tenant) -> Result<(), ProvisionError> {
+        let owner = self.servers.tenant_owner(tenant).await?;
+        pg::seed_builtin_roles(&owner, tenant.id)
+            .await
+            .map_err(ServerError::from)?;
+        Ok(())
     }
 
     /// Registers (or, with `replace`, re-registers) a database server: see

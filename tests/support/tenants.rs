@@ -128,19 +128,39 @@ impl TestApp {
     }
 
     /// The messages in the tenant's outbox for `recipient` (superuser view of the shared
-    /// database).
+    /// database), their bodies opened with the tenant's key as the mail sender would.
     pub async fn outbox(&self, recipient: &str) -> Vec<String> {
-        self.shared_owner()
+        let rows = self
+            .shared_owner()
             .await
             .query(
-                "SELECT body FROM outbox WHERE recipient = $1 ORDER BY id",
+                "SELECT tenant_id, body, body_sealed FROM outbox WHERE recipient = $1 ORDER BY id",
                 &[&recipient],
             )
             .await
-            .expect("outbox")
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+            .expect("outbox");
+        let mut bodies = Vec::new();
+        for r in rows {
+            let sealed: Option<Vec<u8>> = r.get(2);
+            bodies.push(match sealed {
+                None => r.get(1),
+                Some(sealed) => {
+                    let tenant = tenancy::ids::TenantId::from_uuid(r.get(0));
+                    self.app
+                        .tenancy
+                        .keyring
+                        .open_string(
+                            tenancy::crypto::Scope::Tenant(tenant),
+                            identity::users::OUTBOX_BODY_PURPOSE,
+                            &sealed,
+                        )
+                        .await
+                        .expect("open a sealed outbox message")
+                        .to_string()
+                }
+            });
+        }
+        bodies
     }
 }
 

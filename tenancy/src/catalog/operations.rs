@@ -8,8 +8,8 @@ use sqlx::{FromRow, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Catalog, CatalogError, publish, violates};
-use crate::ids::{OperationId, TenantId};
+use super::{Catalog, CatalogError, Placement, publish, violates};
+use crate::ids::{DbServerId, OperationId, TenantId};
 
 crate::text_enum!(
     /// What an operation does.
@@ -128,6 +128,42 @@ impl<'r> FromRow<'r, PgRow> for OperationRow {
 
 const COLUMNS: &str = "id, kind, tenant_id, state, step, source, target, target_url_sealed, progress, error, \
                        cancel_requested, source_purged, created_at, started_at, finished_at, updated_at";
+
+/// What [`Catalog::lock_source_purge`] decided.
+#[derive(Debug)]
+pub enum SourcePurge {
+    /// This operation of the tenant has not ended: no copy may be purged until it has (an
+    /// unfinished move may be copying into the very place a stale source copy sits).
+    Busy(OperationId),
+    /// No finished move left a source copy behind.
+    Nothing,
+    /// The newest source copy left behind, with the lock held.
+    Ready(Box<PurgeLock>),
+}
+
+/// The tenant row's lock, held while a source copy is deleted (see
+/// [`Catalog::lock_source_purge`]); dropping it without [`PurgeLock::purged`] releases the lock
+/// and changes nothing.
+#[derive(Debug)]
+pub struct PurgeLock {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// The move whose source copy this is.
+    pub op: OperationRow,
+    /// Where the tenant lives now (read under the lock).
+    pub placement: Placement,
+}
+
+impl PurgeLock {
+    /// Records the source copy as deleted and releases the lock.
+    pub async fn purged(mut self) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE operations SET source_purged = true WHERE id = $1")
+            .bind(self.op.id.as_uuid())
+            .execute(&mut *self.tx)
+            .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
 
 /// Creating an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -321,27 +357,54 @@ impl Catalog {
         Ok(n == 1)
     }
 
-    /// The newest succeeded operation of a tenant whose source copy still exists.
-    pub async fn unpurged_source(
-        &self,
-        tenant: TenantId,
-    ) -> Result<Option<OperationRow>, CatalogError> {
-        Ok(sqlx::query_as(&format!(
+    /// Decides whether a source copy of `tenant` may be purged, from the catalog as it is now
+    /// and under the tenant row's lock (`FOR UPDATE`), which the returned [`PurgeLock`] holds
+    /// until [`PurgeLock::purged`] or drop: a move cannot flip the tenant's placement meanwhile
+    /// (`switch_placement` updates that row), and no new operation can be created (its foreign
+    /// key check takes `FOR KEY SHARE` on the same row). So nothing can start using the copy
+    /// while it is being deleted.
+    pub async fn lock_source_purge(&self, tenant: TenantId) -> Result<SourcePurge, CatalogError> {
+        let mut tx = self.pool().begin().await?;
+        let Some(row) = sqlx::query(
+            "SELECT placement, db_server_id, db_name FROM tenants WHERE id = $1 FOR UPDATE",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(SourcePurge::Nothing);
+        };
+        let placement = match (
+            row.try_get::<&str, _>("placement")?,
+            row.try_get::<Option<Uuid>, _>("db_server_id")?,
+            row.try_get::<Option<String>, _>("db_name")?,
+        ) {
+            ("dedicated", Some(server), Some(database)) => Placement::Dedicated {
+                server: DbServerId::from_uuid(server),
+                database,
+            },
+            _ => Placement::Shared,
+        };
+        let unfinished: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM operations WHERE tenant_id = $1 AND state IN ('pending', 'running') LIMIT 1",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = unfinished {
+            return Ok(SourcePurge::Busy(OperationId::from_uuid(id)));
+        }
+        let op: Option<OperationRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM operations WHERE tenant_id = $1 AND state = 'succeeded' AND NOT source_purged
              ORDER BY finished_at DESC LIMIT 1"
         ))
         .bind(tenant.as_uuid())
-        .fetch_optional(self.pool())
-        .await?)
-    }
-
-    /// Marks an operation's source copy as deleted.
-    pub async fn mark_source_purged(&self, id: OperationId) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE operations SET source_purged = true WHERE id = $1")
-            .bind(id.as_uuid())
-            .execute(self.pool())
-            .await?;
-        Ok(())
+        .fetch_optional(&mut *tx)
+        .await?;
+        Ok(match op {
+            None => SourcePurge::Nothing,
+            Some(op) => SourcePurge::Ready(Box::new(PurgeLock { tx, op, placement })),
+        })
     }
 
     /// Points a tenant at a new placement if it is still at `expected_epoch`, and notifies every

@@ -23,6 +23,8 @@ pub mod purpose {
     pub const SSO_OIDC_REQUEST: &str = "sso.oidc_request";
     /// The pending state of a GitHub login in flight.
     pub const SSO_GITHUB_REQUEST: &str = "sso.github_request";
+    /// An outbox message's body (it may carry a single-use token), kept until it expires.
+    pub const OUTBOX_BODY: &str = "outbox.body";
     /// Prefix of a database server's admin URL purpose (followed by the server's name).
     pub const SERVER_ADMIN_URL_PREFIX: &str = "db_server.admin_url:";
     /// Prefix of a JWT signing key's purpose (followed by its `kid`).
@@ -238,6 +240,17 @@ pub const SEALED: &[SealedColumn] = &[
         scope: ScopeOf::Tenant("tenant_id"),
         purpose: PurposeOf::AnyOf(&[purpose::SSO_OIDC_REQUEST, purpose::SSO_GITHUB_REQUEST]),
         what: "SSO logins in flight",
+        cached: false,
+    },
+    SealedColumn {
+        database: Database::Tenant,
+        table: "outbox",
+        column: "body_sealed",
+        key: "id",
+        key_type: "uuid",
+        scope: ScopeOf::Tenant("tenant_id"),
+        purpose: PurposeOf::Fixed(purpose::OUTBOX_BODY),
+        what: "outbox messages (single-use tokens)",
         cached: false,
     },
 ];

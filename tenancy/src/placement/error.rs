@@ -3,6 +3,7 @@
 
 use crate::catalog::CatalogError;
 use crate::crypto::KeyError;
+use crate::ids::OperationId;
 use crate::servers::ServerError;
 
 /// Starting a move failed.
@@ -37,6 +38,12 @@ pub enum MoveError {
     Timeout(&'static str),
     #[error("no such operation")]
     NotFound,
+    /// An operation of the tenant has not ended (purging a source copy waits for it).
+    #[error("operation {0} of the tenant has not ended; retry once it has")]
+    Busy(OperationId),
+    /// Another runner took the operation's lease: this runner stops without touching it.
+    #[error("another runner holds the operation's lease")]
+    LeaseLost,
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]

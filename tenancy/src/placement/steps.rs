@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::error::MoveError;
 use super::location::Location;
 use super::replication as repl;
-use super::{COPY_DEADLINE, DRAIN_DEADLINE, LEASE_SECONDS, Mover, slot_name};
+use super::{COPY_DEADLINE, DRAIN_DEADLINE, Mover, slot_name};
 use crate::catalog::DB_URL_PURPOSE;
 use crate::catalog::operations::OperationRow;
 use crate::catalog::operations::Step;
@@ -82,20 +82,23 @@ impl Mover {
                 Ok(json!({"drained_at": now_ms()}))
             }
             Step::Verify => {
-                let ((s, _), (t, _)) = (
-                    self.conn(&source, tenant).await?,
-                    self.conn(&target, tenant).await?,
-                );
-                let (a, b) =
-                    tokio::try_join!(repl::checksums(&s, tenant), repl::checksums(&t, tenant))?;
-                if a != b {
-                    return Err(MoveError::Verify(format!(
-                        "source {a:?} differs from target {b:?}"
-                    )));
-                }
-                Ok(json!({"verified_rows": a.iter().map(|(_, n, _)| n).sum::<i64>()}))
+                self.leased(op, async {
+                    let ((s, _), (t, _)) = (
+                        self.conn(&source, tenant).await?,
+                        self.conn(&target, tenant).await?,
+                    );
+                    let (a, b) =
+                        tokio::try_join!(repl::checksums(&s, tenant), repl::checksums(&t, tenant))?;
+                    if a != b {
+                        return Err(MoveError::Verify(format!(
+                            "source {a:?} differs from target {b:?}"
+                        )));
+                    }
+                    Ok(json!({"verified_rows": a.iter().map(|(_, n, _)| n).sum::<i64>()}))
+                })
+                .await
             }
-            Step::Switch => self.switch(op, tenant, &target).await,
+            Step::Switch => self.leased(op, self.switch(op, tenant, &target)).await,
             Step::Cleanup => {
                 let (s, _) = self.conn(&source, tenant).await?;
                 repl::unpublish(&s, &name).await?;
@@ -217,11 +220,38 @@ impl Mover {
         Ok(json!({"switched_at": now, "write_pause_ms": now.saturating_sub(fenced_at)}))
     }
 
+    /// Renews the lease; [`MoveError::LeaseLost`] if another runner has taken it.
     async fn keep_lease(&self, op: &OperationRow) -> Result<(), MoveError> {
-        self.catalog
-            .claim_operation(op.id, &self.owner, LEASE_SECONDS)
-            .await?;
-        Ok(())
+        if self
+            .catalog
+            .claim_operation(op.id, &self.owner, self.lease_seconds)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(MoveError::LeaseLost)
+        }
+    }
+
+    /// Runs a step that may take longer than the lease, renewing the lease every third of its
+    /// length meanwhile. Should the lease be lost after all, the step is abandoned (every step is
+    /// idempotent, and the runner that holds the lease now repeats it).
+    async fn leased<T>(
+        &self,
+        op: &OperationRow,
+        work: impl std::future::Future<Output = Result<T, MoveError>>,
+    ) -> Result<T, MoveError> {
+        let period = std::time::Duration::from_millis(
+            u64::try_from(self.lease_seconds).unwrap_or(1) * 1000 / 3,
+        );
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = renew.tick() => self.keep_lease(op).await?,
+            }
+        }
     }
 
     async fn cancel_requested(&self, op: &OperationRow) -> Result<bool, MoveError> {

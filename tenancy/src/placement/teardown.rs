@@ -9,7 +9,7 @@ use super::location::Location;
 use super::replication;
 use super::{Mover, slot_name};
 use crate::catalog::Tenant;
-use crate::catalog::operations::{OperationRow, OperationState, Step};
+use crate::catalog::operations::{OperationRow, OperationState, SourcePurge, Step};
 use crate::ids::OperationId;
 use crate::pg;
 
@@ -62,17 +62,23 @@ impl Mover {
     }
 
     /// Deletes the fenced source copy a finished move left behind (after the rollback window).
-    /// Returns the operation whose source was purged, if any.
+    /// Returns the operation whose source was purged, if any. Refused while any operation of the
+    /// tenant is unfinished ([`MoveError::Busy`]); decided from the catalog under the tenant
+    /// row's lock, held until the copy is gone (`tenant` names the tenant; its placement is
+    /// re-read, never trusted from the caller's snapshot).
     pub async fn purge_source(&self, tenant: &Tenant) -> Result<Option<OperationId>, MoveError> {
-        let Some(op) = self.catalog.unpurged_source(tenant.id).await? else {
-            return Ok(None);
+        let lock = match self.catalog.lock_source_purge(tenant.id).await? {
+            SourcePurge::Busy(op) => return Err(MoveError::Busy(op)),
+            SourcePurge::Nothing => return Ok(None),
+            SourcePurge::Ready(lock) => lock,
         };
-        let source = Location::from_json(&op.source);
-        if source.is(&tenant.placement) {
+        let source = Location::from_json(&lock.op.source);
+        if source.is(&lock.placement) {
             // The tenant lives there again (moved back): nothing stale to delete.
-            self.catalog.mark_source_purged(op.id).await?;
+            lock.purged().await?;
             return Ok(None);
         }
+        let id = lock.op.id;
         match &source {
             Location::Shared => {
                 let (c, _) = self.conn(&source, tenant.id).await?;
@@ -91,7 +97,7 @@ impl Mover {
                     .await?;
             }
         }
-        self.catalog.mark_source_purged(op.id).await?;
-        Ok(Some(op.id))
+        lock.purged().await?;
+        Ok(Some(id))
     }
 }

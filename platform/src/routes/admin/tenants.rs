@@ -4,7 +4,6 @@
 mod create;
 pub mod views;
 
-use identity::Identity;
 use std::sync::Arc;
 
 use axum::Json;
@@ -58,12 +57,11 @@ pub async fn create(
     _: Operator,
     State(catalog): State<Catalog>,
     State(provisioner): State<Provisioner>,
-    State(id): State<Identity>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateTenantBody>,
 ) -> ApiResult<Response> {
     let Some(key) = headers.get(IDEMPOTENCY_HEADER) else {
-        return Ok(match create_tenant(&provisioner, &id, &body).await {
+        return Ok(match create_tenant(&provisioner, &body).await {
             Ok(t) => (StatusCode::CREATED, Json(TenantView::from(&t))).into_response(),
             Err(e) => e.into_response(),
         });
@@ -82,7 +80,7 @@ pub async fn create(
         IdempotencyOutcome::Mismatch => Err(ApiError::idempotency_mismatch()),
         IdempotencyOutcome::InFlight => Err(ApiError::idempotency_in_flight()),
         IdempotencyOutcome::Proceed => {
-            let outcome = create_tenant(&provisioner, &id, &body).await;
+            let outcome = create_tenant(&provisioner, &body).await;
             let record = match &outcome {
                 Ok(t) => Some(StoredResponse {
                     status: 201,

@@ -88,10 +88,14 @@ pub(crate) async fn send_verification(
     let link = format!("{}/verify-email?token={token}", t.base_url(tenant));
     users::outbox(
         tx,
-        "verify_email",
-        email,
-        "Confirm your email address",
-        &format!("Confirm your address: {link}\nverification token: {token}\n"),
+        t.auth.keyring(),
+        users::Message {
+            kind: "verify_email",
+            recipient: email,
+            subject: "Confirm your email address",
+            body: &format!("Confirm your address: {link}\nverification token: {token}\n"),
+            lifetime: Purpose::VerifyEmail.ttl(),
+        },
     )
     .await?;
     Ok(())

@@ -48,10 +48,16 @@ pub(crate) async fn create(
     let url = format!("{}/accept-invitation?token={token}", t.base_url(tenant));
     users::outbox(
         &mut tx,
-        "invitation",
-        &email,
-        &format!("You are invited to {}", tenant.name),
-        &format!("Accept the invitation: {url}\ninvitation token: {token}\n"),
+        t.auth.keyring(),
+        users::Message {
+            kind: "invitation",
+            recipient: &email,
+            subject: &format!("You are invited to {}", tenant.name),
+            body: &format!("Accept the invitation: {url}\ninvitation token: {token}\n"),
+            lifetime: std::time::Duration::from_secs(
+                u64::try_from(users::INVITATION_TTL_DAYS).unwrap_or(7) * 86_400,
+            ),
+        },
     )
     .await?;
     tx.commit().await?;

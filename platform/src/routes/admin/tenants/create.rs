@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use identity::Identity;
 use serde::{Deserialize, Serialize};
 use tenancy::catalog::{StoredResponse, Tenant};
 use tenancy::ids::{SlugError, TenantSlug};
@@ -76,7 +75,6 @@ pub(super) fn stored(r: StoredResponse) -> Response {
 
 pub(super) async fn create_tenant(
     provisioner: &Provisioner,
-    id: &Identity,
     body: &CreateTenantBody,
 ) -> ApiResult<Tenant> {
     let slug = TenantSlug::parse(&body.slug).map_err(|e| slug_error(&e))?;
@@ -104,9 +102,5 @@ pub(super) async fn create_tenant(
             placement,
         })
         .await?;
-    // Built-in roles now; should this fail, they are seeded on the tenant's first use.
-    if let Err(e) = id.auth.seed(&id.dataplane, &t).await {
-        tracing::warn!(tenant.id = %t.id, error = %e, "seeding built-in roles failed; will retry lazily");
-    }
     Ok(t)
 }

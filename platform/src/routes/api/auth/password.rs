@@ -1,4 +1,5 @@
-//! Password reset: `forgot` writes a single-use, 30-minute token to the outbox (answering the same
+//! Password reset: `forgot` writes a single-use, 30-minute token to the outbox, sealed, revoking
+//! the user's earlier reset tokens (answering the same
 //! whether or not the address has an account), `reset` consumes it, sets the new password and
 //! signs every session out.
 
@@ -41,15 +42,22 @@ pub async fn forgot(
     let email = users::parse_email(&body.email)?;
     let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
     if let Some((user, _, _)) = users::credentials(&mut tx, &email).await? {
+        // Only the newest reset works: earlier tokens are revoked and their messages withdrawn.
+        onetime::revoke(&mut tx, user, Purpose::PasswordReset).await?;
+        users::withdraw_messages(&mut tx, "password_reset", &email).await?;
         let token =
             onetime::create(&mut tx, user, Purpose::PasswordReset, serde_json::json!({})).await?;
         let link = format!("{}/reset-password?token={token}", t.base_url(&ctx.tenant));
         users::outbox(
             &mut tx,
-            "password_reset",
-            &email,
-            "Reset your password",
-            &format!("Reset your password: {link}\nreset token: {token}\n"),
+            t.auth.keyring(),
+            users::Message {
+                kind: "password_reset",
+                recipient: &email,
+                subject: "Reset your password",
+                body: &format!("Reset your password: {link}\nreset token: {token}\n"),
+                lifetime: Purpose::PasswordReset.ttl(),
+            },
         )
         .await?;
     }
