@@ -143,24 +143,30 @@ pub fn api() -> OpenApiRouter<AppState> {
 fn problem_content_types(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
     let mut v = serde_json::to_value(doc).unwrap_or_default();
     let problem = |c: &serde_json::Value| {
-        c["schema"]["$ref"].as_str() == Some("#/components/schemas/Problem")
+        c.pointer("/schema/$ref")
+            .and_then(serde_json::Value::as_str)
+            == Some("#/components/schemas/Problem")
     };
-    if let Some(paths) = v["paths"].as_object_mut() {
-        for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
-            for op in item.values_mut() {
-                let Some(responses) = op["responses"].as_object_mut() else {
-                    continue;
-                };
-                for r in responses.values_mut() {
-                    let Some(content) = r["content"].as_object_mut() else {
-                        continue;
-                    };
-                    if content.get("application/json").is_some_and(problem) {
-                        let c = content.remove("application/json").unwrap_or_default();
-                        content.insert("application/problem+json".into(), c);
-                    }
-                }
-            }
+    let responses = v
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses"))
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|responses| responses.values_mut());
+    for r in responses {
+        let Some(content) = r
+            .get_mut("content")
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        if content.get("application/json").is_some_and(problem) {
+            let c = content.remove("application/json").unwrap_or_default();
+            content.insert("application/problem+json".into(), c);
         }
     }
     v
