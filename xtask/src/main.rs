@@ -8,8 +8,8 @@
 //! - `cargo xtask layers`: crates depend only on the crates below them, and no two modules of a
 //!   crate reach each other (`layers.rs`).
 //! - `cargo xtask ci`: `cargo fmt --check`, `layers`, then the test prerequisites,
-//!   `cargo clippy -D warnings`, the tests and schemathesis against the real server
-//!   (`tests/schemathesis/run.sh`); `.ci/run` is this command.
+//!   `cargo clippy -D warnings`, schemathesis against the real server
+//!   (`tests/schemathesis/run.sh`) and the tests; `.ci/run` is this command.
 //!
 //! Standard library only: on a machine with nothing but the Rust toolchain this builds in seconds,
 //! before anything it installs is needed. The alias lives in `.cargo/config.toml`.
@@ -164,9 +164,6 @@ fn execute(task: Task) -> Result<(), String> {
             step(&format!("linting: {}", process::show(&clippy)));
             run(&mut clippy)?;
             peers()?;
-            let mut c = cargo(test_args(Vec::new()));
-            step(&format!("running the tests: {}", process::show(&c)));
-            run(&mut c)?;
             let mut build = cargo(["build", "-p", "platform"]);
             step(&format!(
                 "building the server for schemathesis: {}",
@@ -178,7 +175,11 @@ fn execute(task: Task) -> Result<(), String> {
             step(
                 "fuzzing the real server from its OpenAPI document: bash tests/schemathesis/run.sh",
             );
-            exec(&mut fuzz)
+            run(&mut fuzz)?;
+            // Last, so the test runner's summary closes the output.
+            let mut c = cargo(test_args(Vec::new()));
+            step(&format!("running the tests: {}", process::show(&c)));
+            exec(&mut c)
         }
     }
 }
