@@ -7,8 +7,8 @@
 //!   and npm, then `tests/peers/setup.sh`), then `cargo test --workspace ARGS`.
 //! - `cargo xtask layers`: crates depend only on the crates below them, and no two modules of a
 //!   crate reach each other (`layers.rs`).
-//! - `cargo xtask ci`: `cargo fmt --check`, `layers`, then the test prerequisites,
-//!   `cargo clippy -D warnings`, schemathesis against the real server
+//! - `cargo xtask ci`: `cargo fmt --check`, `layers`, then the test prerequisites, cargo-deny
+//!   (`.ci/deny.sh`), `cargo clippy -D warnings`, schemathesis against the real server
 //!   (`tests/schemathesis/run.sh`) and the tests; `.ci/run` is this command.
 //!
 //! Standard library only: on a machine with nothing but the Rust toolchain this builds in seconds,
@@ -153,6 +153,12 @@ fn execute(task: Task) -> Result<(), String> {
             run(&mut fmt)?;
             check_layers()?;
             prereqs::ensure(Purpose::Test)?;
+            let mut deny = Command::new("bash");
+            deny.arg(".ci/deny.sh").current_dir(root());
+            step(
+                "checking the supply chain (licences, bans, sources, advisories): bash .ci/deny.sh",
+            );
+            run(&mut deny)?;
             let mut clippy = cargo([
                 "clippy",
                 "--workspace",
