@@ -137,18 +137,6 @@ struct Inner {
     fingerprints: std::hash::RandomState,
 }
 
-/// Failed authentications allowed from one client address at once (then one per
-/// [`AUTH_FAILURE_INTERVAL_PER_ADDRESS`]).
-pub const AUTH_FAILURES_PER_ADDRESS: u32 = 20;
-/// The refill of [`AUTH_FAILURES_PER_ADDRESS`]: 20 failures a minute, sustained.
-pub const AUTH_FAILURE_INTERVAL_PER_ADDRESS: Duration = Duration::from_secs(3);
-/// Failed authentications allowed with API keys claiming one tenant, all addresses together
-/// (then one per [`AUTH_FAILURE_INTERVAL_PER_TENANT`]): what a distributed flood may cost the
-/// tenant's database.
-pub const AUTH_FAILURES_PER_TENANT: u32 = 200;
-/// The refill of [`AUTH_FAILURES_PER_TENANT`]: 20 failures a second, sustained.
-pub const AUTH_FAILURE_INTERVAL_PER_TENANT: Duration = Duration::from_millis(50);
-
 /// A request's authentication in progress, holding its places in the failure budgets. Call
 /// [`Self::succeeded`] when the credential (or the tenant) proved good, or [`Self::not_counted`]
 /// when the attempt failed for a reason that is not the client's (the database was
@@ -198,12 +186,12 @@ impl RateLimits {
                 ips: keyed(settings.sensitive_ip),
                 admin: keyed(settings.admin_ip),
                 auth_addresses: FailureBudget::new(
-                    AUTH_FAILURES_PER_ADDRESS,
-                    AUTH_FAILURE_INTERVAL_PER_ADDRESS,
+                    settings.auth_failures_address.failures,
+                    settings.auth_failures_address.interval(),
                 ),
                 auth_tenants: FailureBudget::new(
-                    AUTH_FAILURES_PER_TENANT,
-                    AUTH_FAILURE_INTERVAL_PER_TENANT,
+                    settings.auth_failures_tenant.failures,
+                    settings.auth_failures_tenant.interval(),
                 ),
                 fingerprints: std::hash::RandomState::new(),
                 tenants: RwLock::new(HashMap::new()),
@@ -296,7 +284,13 @@ impl RateLimits {
                 self.inner
                     .auth_addresses
                     .begin(AddressKey::of(ip), fingerprint)
-                    .map_err(|r| refusal(Scope::AuthAddress, AUTH_FAILURES_PER_ADDRESS, r))?,
+                    .map_err(|r| {
+                        refusal(
+                            Scope::AuthAddress,
+                            self.inner.settings.auth_failures_address.failures,
+                            r,
+                        )
+                    })?,
             ),
             None => None,
         };
@@ -308,7 +302,11 @@ impl RateLimits {
                     if let Some(a) = address {
                         a.succeeded();
                     }
-                    return Err(refusal(Scope::AuthTenant, AUTH_FAILURES_PER_TENANT, r));
+                    return Err(refusal(
+                        Scope::AuthTenant,
+                        self.inner.settings.auth_failures_tenant.failures,
+                        r,
+                    ));
                 }
             },
             None => None,
@@ -444,8 +442,10 @@ mod tests {
     #[test]
     fn failed_authentication_is_limited_per_address_and_per_claimed_tenant() {
         let l = limits(&[]);
+        let per_address = l.settings().auth_failures_address.failures;
+        let per_tenant = l.settings().auth_failures_tenant.failures;
         let a = Some(ip("2001:db8:0:1::1"));
-        for fp in 0..u64::from(AUTH_FAILURES_PER_ADDRESS) {
+        for fp in 0..u64::from(per_address) {
             drop(l.begin_authentication(a, None, fp).expect("allowed"));
         }
         let refused = l
@@ -453,7 +453,7 @@ mod tests {
             .err()
             .expect("refused");
         assert_eq!(refused.scope, Scope::AuthAddress);
-        assert_eq!(refused.limit, AUTH_FAILURES_PER_ADDRESS);
+        assert_eq!(refused.limit, per_address);
         // Successes cost nothing, from a fresh address.
         let b = Some(ip("192.0.2.1"));
         for fp in 0..1000 {
@@ -463,7 +463,7 @@ mod tests {
         }
         // A claimed tenant's budget spans addresses.
         let t = TenantId::new();
-        for i in 0..AUTH_FAILURES_PER_TENANT {
+        for i in 0..per_tenant {
             let from = IpAddr::from([198, 51, (i / 250) as u8, (i % 250) as u8]);
             drop(
                 l.begin_authentication(Some(from), Some(t), u64::from(i))
@@ -476,7 +476,7 @@ mod tests {
             .expect("refused");
         assert_eq!(refused.scope, Scope::AuthTenant);
         // ... and its refusal does not count against the address.
-        for fp in 0..u64::from(AUTH_FAILURES_PER_ADDRESS) {
+        for fp in 0..u64::from(per_address) {
             drop(
                 l.begin_authentication(Some(ip("203.0.113.1")), None, fp)
                     .expect("allowed"),

@@ -260,6 +260,20 @@ impl Settings {
                 )),
             }
         };
+        let failures =
+            |var: &'static str, default: FailureQuota| -> Result<FailureQuota, SettingsError> {
+                let Some(v) = get(var) else {
+                    return Ok(default);
+                };
+                FailureQuota::parse(&v).ok_or_else(|| {
+                    invalid(
+                        var,
+                        "must be `<failures>/<seconds>s`, e.g. `20/60s` (1 to 1000000 failures, \
+                     1 to 86400 seconds)"
+                            .into(),
+                    )
+                })
+            };
         let mut trusted_proxies = Vec::new();
         if let Some(list) = get("PLATFORM_TRUSTED_PROXIES") {
             for c in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
@@ -283,6 +297,14 @@ impl Settings {
             principal: rate("PLATFORM_RATE_LIMIT_PRINCIPAL", defaults.principal)?,
             sensitive_ip: rate("PLATFORM_RATE_LIMIT_SENSITIVE_IP", defaults.sensitive_ip)?,
             admin_ip: rate("PLATFORM_RATE_LIMIT_ADMIN_IP", defaults.admin_ip)?,
+            auth_failures_address: failures(
+                "PLATFORM_AUTH_FAILURES_PER_ADDRESS",
+                defaults.auth_failures_address,
+            )?,
+            auth_failures_tenant: failures(
+                "PLATFORM_AUTH_FAILURES_PER_TENANT",
+                defaults.auth_failures_tenant,
+            )?,
             trusted_proxies,
         };
         Ok(Self {
@@ -343,6 +365,33 @@ mod tests {
         .expect_err("key needed");
         assert!(e.to_string().starts_with("PLATFORM_MASTER_KEY"), "{e}");
     }
+
+    #[test]
+    fn auth_failure_budgets_are_configurable() {
+        let s = Settings::from_lookup(env(&[
+            ("PLATFORM_AUTH_FAILURES_PER_ADDRESS", "5/10s"),
+            ("PLATFORM_AUTH_FAILURES_PER_TENANT", "1000/1s"),
+        ]))
+        .expect("valid");
+        assert_eq!(s.limits.auth_failures_address.failures, 5);
+        assert_eq!(
+            s.limits.auth_failures_address.interval(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            s.limits.auth_failures_tenant.interval(),
+            Duration::from_millis(1)
+        );
+        for bad in ["20", "0/60s", "20/60", "20/0s", "x/1s", "20/90000s"] {
+            let e = Settings::from_lookup(env(&[("PLATFORM_AUTH_FAILURES_PER_ADDRESS", bad)]))
+                .expect_err(bad);
+            assert!(
+                e.to_string()
+                    .starts_with("PLATFORM_AUTH_FAILURES_PER_ADDRESS"),
+                "{e}"
+            );
+        }
+    }
 }
 
 /// What the limits are, from configuration.
@@ -356,6 +405,11 @@ pub struct LimitSettings {
     pub sensitive_ip: crate::catalog::RateQuota,
     /// Each client address on the admin API.
     pub admin_ip: crate::catalog::RateQuota,
+    /// Failed authentications per client address (IPv6 by /64), before any database work.
+    pub auth_failures_address: FailureQuota,
+    /// Failed authentications claiming one tenant, all addresses together: what a distributed
+    /// flood of made-up credentials may cost that tenant's database.
+    pub auth_failures_tenant: FailureQuota,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -379,7 +433,45 @@ impl Default for LimitSettings {
                 per_second: 50,
                 burst: 100,
             },
+            // 20 at once, then 20 a minute.
+            auth_failures_address: FailureQuota {
+                failures: 20,
+                per: Duration::from_secs(60),
+            },
+            // 200 at once, then 20 a second.
+            auth_failures_tenant: FailureQuota {
+                failures: 200,
+                per: Duration::from_secs(10),
+            },
             trusted_proxies: Vec::new(),
         }
+    }
+}
+
+/// A failure budget: `failures` at once, refilled evenly over `per` (`PLATFORM_AUTH_FAILURES_*`,
+/// written `<failures>/<seconds>s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureQuota {
+    pub failures: u32,
+    pub per: Duration,
+}
+
+impl FailureQuota {
+    /// `20/60s` → 20 failures, refilled over 60 s.
+    #[must_use]
+    pub fn parse(v: &str) -> Option<Self> {
+        let (n, per) = v.split_once('/')?;
+        let failures = n.trim().parse::<u32>().ok()?;
+        let secs = per.trim().strip_suffix('s')?.parse::<u64>().ok()?;
+        ((1..=1_000_000).contains(&failures) && (1..=86_400).contains(&secs)).then(|| Self {
+            failures,
+            per: Duration::from_secs(secs),
+        })
+    }
+
+    /// The time one failure takes to come back.
+    #[must_use]
+    pub fn interval(&self) -> Duration {
+        self.per / self.failures
     }
 }
