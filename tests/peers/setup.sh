@@ -2,6 +2,7 @@
 # Installs the real identity providers the SSO tests start, from the package registries
 # (idempotent; cheap when already installed):
 #   oidc/  panva/oidc-provider from npm (npm ci, pinned by package-lock.json)
+#   unleash/  Unleash's client specification from npm (npm ci), for the flag evaluator's tests
 #   saml/  pysaml2 from PyPI in a virtualenv (pinned by requirements.txt); it signs with the
 #          xmlsec1 binary (Debian package xmlsec1, installed by `cargo xtask test`)
 set -euo pipefail
@@ -13,6 +14,11 @@ command -v xmlsec1 >/dev/null || { echo "tests/peers/setup.sh: xmlsec1 is missin
 if [ ! -f oidc/node_modules/.installed ] || [ oidc/package-lock.json -nt oidc/node_modules/.installed ]; then
     echo "== installing the OIDC peer (oidc-provider, npm ci)"
     (cd oidc && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed)
+fi
+
+if [ ! -f unleash/node_modules/.installed ] || [ unleash/package-lock.json -nt unleash/node_modules/.installed ]; then
+    echo "== installing Unleash's client specification (npm ci)"
+    (cd unleash && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed)
 fi
 
 if [ ! -f saml/.venv/.installed ] || [ saml/requirements.txt -nt saml/.venv/.installed ]; then
