@@ -22,6 +22,7 @@ tenancy::text_enum!(
         ApiKeysManage = "api_keys:manage",
         AuditRead = "audit:read",
         SsoManage = "sso:manage",
+        FlagsManage = "flags:manage",
     }
 );
 

@@ -72,6 +72,9 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/api-keys", needs(ApiKeysManage)),
     ("POST", "/api/v1/api-keys", needs(ApiKeysManage)),
     ("DELETE", "/api/v1/api-keys/{key_id}", needs(ApiKeysManage)),
+    // feature flags
+    ("GET", "/api/v1/flags", SelfService),
+    ("PUT", "/api/v1/flags/{name}/choice", needs(FlagsManage)),
     // the audit log
     ("GET", "/api/v1/audit-events", needs(AuditRead)),
     ("GET", "/api/v1/audit-events/export", needs(AuditRead)),

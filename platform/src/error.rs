@@ -377,3 +377,15 @@ impl From<identity::AuthError> for ApiError {
         }
     }
 }
+
+impl From<flags::store::FlagError> for ApiError {
+    fn from(e: flags::store::FlagError) -> Self {
+        use flags::store::FlagError;
+        match e {
+            FlagError::NotFound(..) => Self::not_found(e.to_string()),
+            FlagError::Invalid(d) => Self::unprocessable(d.0),
+            FlagError::NotAllowed(m) => Self::unprocessable(m),
+            FlagError::Database(_) => Self::unavailable("flag storage is unavailable", e),
+        }
+    }
+}

@@ -28,6 +28,7 @@ pub struct App {
     pub identity: identity::Identity,
     pub limits: limits::RateLimits,
     listener: tokio::task::JoinHandle<()>,
+    flag_listener: tokio::task::JoinHandle<()>,
     resumer: tokio::task::JoinHandle<()>,
     purger: tokio::task::JoinHandle<()>,
 }
@@ -41,6 +42,7 @@ impl std::fmt::Debug for App {
 impl Drop for App {
     fn drop(&mut self) {
         self.listener.abort();
+        self.flag_listener.abort();
         self.resumer.abort();
         self.purger.abort();
     }
@@ -68,6 +70,17 @@ impl App {
             .await
             .context("the catalog listener did not start within 15 s")?
             .context("the catalog listener stopped")?;
+        // Feature flags: loaded before the first request, reloaded on every change.
+        let (flags_tx, flags_rx) = tokio::sync::oneshot::channel();
+        let flag_listener = tokio::spawn(flags::store::listen(
+            Arc::clone(&state.flags),
+            tenancy.catalog.pool().clone(),
+            flags_tx,
+        ));
+        tokio::time::timeout(Duration::from_secs(15), flags_rx)
+            .await
+            .context("the flag listener did not start within 15 s")?
+            .context("the flag listener stopped")?;
         // Rate-limit keys whose bucket is full again are dropped, so memory follows the number
         // of recently active keys, not of all keys ever seen.
         let purger = tokio::spawn({
@@ -96,6 +109,7 @@ impl App {
             identity,
             limits,
             listener,
+            flag_listener,
             resumer,
             purger,
         })

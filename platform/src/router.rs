@@ -16,14 +16,16 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
 use crate::routes::admin::{
-    api_keys, audit as admin_audit, db_servers, domains, invitations as admin_invitations,
+    api_keys, audit as admin_audit, db_servers, domains, flags as admin_flags,
+    invitations as admin_invitations,
     jwt_keys, placement, plans, tenants, users as admin_users,
 };
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
 use crate::routes::api::sso as sso_admin;
 use crate::routes::api::{
-    api_keys as tenant_keys, audit, invitations, members, projects, roles, tasks, users,
+    api_keys as tenant_keys, audit, flags as tenant_flags, invitations, members, projects, roles,
+    tasks, users,
 };
 use crate::routes::{health, sso, wellknown};
 use crate::state::AppState;
@@ -78,6 +80,17 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(plans::list))
         .routes(routes!(plans::put))
         .routes(routes!(admin_audit::list))
+        .routes(routes!(admin_flags::list, admin_flags::create))
+        .routes(routes!(
+            admin_flags::show,
+            admin_flags::put,
+            admin_flags::delete
+        ))
+        .routes(routes!(admin_flags::disable))
+        .routes(routes!(admin_flags::enable))
+        .routes(routes!(admin_flags::kill, admin_flags::lift))
+        .routes(routes!(admin_flags::import))
+        .routes(routes!(admin_flags::evaluate))
         // tenant API: auth (no credential)
         .routes(routes!(signup::signup))
         .routes(routes!(login::login))
@@ -105,6 +118,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(roles::update, roles::delete))
         .routes(routes!(tenant_keys::create, tenant_keys::list))
         .routes(routes!(tenant_keys::revoke))
+        // tenant API: feature flags
+        .routes(routes!(tenant_flags::list))
+        .routes(routes!(tenant_flags::choose))
         // tenant API: the audit log
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::export))

@@ -23,6 +23,8 @@ pub struct AppState {
     pub limits: RateLimits,
     pub admin_token: AdminToken,
     pub sso: sso::Sso,
+    /// Feature flags in this instance's environment (kept current by `flags::store::listen`).
+    pub flags: Arc<flags::Flags>,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
         Ok(Self {
             limits: RateLimits::new(tenancy.limits.clone()),
             identity,
+            flags: Arc::new(flags::Flags::new(&tenancy.environment)),
             tenancy,
             admin_token: AdminToken::new(admin_token),
             sso,
@@ -69,4 +72,5 @@ substate!(Identity, |s| s.identity.clone());
 substate!(RateLimits, |s| s.limits.clone());
 substate!(sso::Sso, |s| s.sso.clone());
 substate!(AdminToken, |s| s.admin_token.clone());
+substate!(Arc<flags::Flags>, |s| Arc::clone(&s.flags));
 substate!(Arc<Tenancy>, |s| Arc::clone(&s.tenancy));

@@ -45,6 +45,8 @@ pub struct Tenancy {
     pub limits: crate::settings::LimitSettings,
     /// `Settings::allow_private_egress`: tenant-configured URLs may reach private networks.
     pub allow_private_egress: bool,
+    /// `Settings::environment`: the feature-flag environment this instance evaluates in.
+    pub environment: String,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -182,6 +184,7 @@ async fn build(
         migrator,
         limits: settings.limits.clone(),
         allow_private_egress: settings.allow_private_egress,
+        environment: settings.environment.clone(),
     })
 }
 

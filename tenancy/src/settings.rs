@@ -80,6 +80,9 @@ pub struct Settings {
     /// addresses (`PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS`; development and tests only: otherwise any
     /// tenant administrator could make the server fetch internal services).
     pub allow_private_egress: bool,
+    /// The feature-flag environment this instance evaluates in (`PLATFORM_ENVIRONMENT`, default
+    /// `production`).
+    pub environment: String,
     /// Limits on every data-plane session (`PLATFORM_STATEMENT_TIMEOUT`, default 30 s, and
     /// `PLATFORM_IDLE_IN_TRANSACTION_TIMEOUT`, default 60 s; 0 turns one off).
     pub session_limits: crate::dataplane::SessionLimits,
@@ -218,6 +221,17 @@ impl Settings {
         };
         let transaction_pooler = flag("PLATFORM_TRANSACTION_POOLER")?;
         let allow_private_egress = flag("PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS")?;
+        let environment = get("PLATFORM_ENVIRONMENT").unwrap_or_else(|| "production".into());
+        if !(1..=32).contains(&environment.len())
+            || !environment
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "PLATFORM_ENVIRONMENT",
+                "must be 1 to 32 characters of a-z, 0-9, `-` and `_`".into(),
+            ));
+        }
         let seconds =
             |var: &'static str, default: u64| -> Result<Option<Duration>, SettingsError> {
                 let n = match get(var) {
@@ -323,6 +337,7 @@ impl Settings {
             log_json,
             transaction_pooler,
             allow_private_egress,
+            environment,
             session_limits,
         })
     }

@@ -6,6 +6,7 @@ mod auth;
 mod authz;
 mod bad_input;
 mod domain;
+mod flags;
 mod isolation;
 mod keys;
 mod mfa;

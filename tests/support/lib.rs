@@ -10,7 +10,7 @@
 //! - [`requests`]: raw requests and responses;
 //! - [`client`], [`operator`]: one method per endpoint;
 //! - [`tenants`]: tenants, users and their mail; [`databases`]: direct database access;
-//! - [`peers`]: the real identity providers; [`migrations`]: test-only tenant migrations.
+//! - [`peers`]: the real identity providers; [`process`]: the real binary as a second process; [`migrations`]: test-only tenant migrations.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ pub mod databases;
 pub mod migrations;
 pub mod operator;
 pub mod peers;
+pub mod process;
 pub mod requests;
 pub mod tenants;
 

@@ -24,13 +24,14 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
     ("identity", "identity", &["tenancy", "limits"]),
     ("audit", "audit", &["tenancy"]),
     ("limits", "limits", &["tenancy"]),
+    ("flags", "flags", &["tenancy"]),
     ("sso", "sso", &["tenancy", "identity"]),
     (
         "platform",
         "platform",
-        &["tenancy", "identity", "audit", "limits", "sso"],
+        &["tenancy", "identity", "audit", "limits", "flags", "sso"],
     ),
-    ("ops", "ops", &["tenancy", "identity", "audit"]),
+    ("ops", "ops", &["tenancy", "identity", "audit", "flags"]),
     (
         "bench",
         "bench",
@@ -39,6 +40,7 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
             "identity",
             "audit",
             "limits",
+            "flags",
             "sso",
             "platform",
             "platform-tests",
@@ -47,7 +49,7 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
     (
         "platform-tests",
         "tests",
-        &["tenancy", "identity", "audit", "limits", "sso", "platform"],
+        &["tenancy", "identity", "audit", "limits", "flags", "sso", "platform"],
     ),
     ("xtask", "xtask", &[]),
 ];

@@ -142,6 +142,10 @@ fn execute(task: Task) -> Result<(), String> {
         Task::Test(args) => {
             prereqs::ensure(Purpose::Test)?;
             peers()?;
+            // Tests start the real binary as a second server process (tests/support/process.rs).
+            let mut build = cargo(["build", "-p", "platform"]);
+            step(&format!("building the server: {}", process::show(&build)));
+            run(&mut build)?;
             let mut c = cargo(test_args(args));
             step(&format!("running the tests: {}", process::show(&c)));
             exec(&mut c)

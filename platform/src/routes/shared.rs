@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod flags;
 pub mod invitations;
 
 use identity::Grantor;
