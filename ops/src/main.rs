@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "platformctl",
-    about = "Operate the platform: tenants, migrations, audit, keys, operations."
+    about = "Operate the platform: tenants, migrations, audit, keys, operations, flags."
 )]
 struct Cli {
     /// Machine-readable output (one JSON object per line).
@@ -37,6 +37,9 @@ enum Command {
     /// Long-running operations.
     #[command(subcommand)]
     Operations(OperationsCmd),
+    /// Feature flags.
+    #[command(subcommand)]
+    Flags(commands::flags::Flags),
 }
 
 #[derive(Subcommand)]
@@ -58,6 +61,7 @@ async fn main() -> ExitCode {
         Command::Migrate(m) => commands::migrate::run(m, &out).await,
         Command::Keys(k) => commands::keys::run(k, &out).await,
         Command::Audit(a) => commands::audit::run(a, &out).await,
+        Command::Flags(f) => commands::flags::run(f, &out).await,
         Command::Operations(OperationsCmd::Show { id }) => {
             commands::operations::show(&id, &out).await
         }

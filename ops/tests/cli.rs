@@ -411,3 +411,25 @@ async fn audit_verify_finds_a_tampered_row_and_the_chain_survives_promotion() {
     assert_eq!(code, 2);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn flags_stale_lists_flags_past_their_date_only() {
+    let app = TestApp::spawn().await;
+    for (name, date) in [("old-experiment", "2020-01-31"), ("fresh", "2999-12-31")] {
+        let r = app
+            .admin(
+                axum::http::Method::POST,
+                "/admin/v1/flags",
+                Some(serde_json::json!({"name": name, "type": "experiment", "enabled": true,
+                    "owner": "growth-team", "staleAfter": date})),
+            )
+            .await;
+        r.assert_status(201);
+    }
+    let (code, lines) = run_json(&app, &["--json", "flags", "stale"]).await;
+    assert_eq!(code, 0, "{lines:?}");
+    let names: Vec<&str> = lines.iter().filter_map(|l| l["name"].as_str()).collect();
+    assert_eq!(names, ["old-experiment"], "{lines:?}");
+    assert_eq!(lines[0]["owner"], "growth-team");
+    app.finish().await;
+}
