@@ -455,7 +455,10 @@ mod tests {
         assert!(validate_authored(&a, &others).is_err());
         // The same documents import.
         let doc = json!({"version": 2, "features": [bad_op.to_json(), weights.to_json()]});
-        assert_eq!(bad_op.to_json()["strategies"][0]["constraints"][0]["operator"], "LIKE");
+        assert_eq!(
+            bad_op.to_json()["strategies"][0]["constraints"][0]["operator"],
+            "LIKE"
+        );
         assert_eq!(parse_import(&doc).expect("lenient").flags.len(), 2);
     }
 

@@ -231,11 +231,7 @@ impl Flags {
             .environments
             .get(environment.unwrap_or(&self.environment))
         else {
-            return names
-                .unwrap_or_default()
-                .iter()
-                .map(|n| off(n))
-                .collect();
+            return names.unwrap_or_default().iter().map(|n| off(n)).collect();
         };
         let mut all: Vec<&str> = match names {
             Some(n) => n.iter().map(String::as_str).collect(),
@@ -255,9 +251,7 @@ impl Flags {
                     variant: Variant {
                         name: v.name,
                         enabled: v.enabled,
-                        payload: v
-                            .payload
-                            .and_then(|p| serde_json::to_value(p).ok()),
+                        payload: v.payload.and_then(|p| serde_json::to_value(p).ok()),
                     },
                 }
             })

@@ -70,10 +70,11 @@ pub async fn load(pool: &PgPool) -> Result<Snapshot, FlagError> {
         sqlx::query_as("SELECT environment, definition FROM flags ORDER BY environment, name")
             .fetch_all(&mut *tx)
             .await?;
-    let segs: Vec<(String, Value)> =
-        sqlx::query_as("SELECT environment, definition FROM flag_segments ORDER BY environment, id")
-            .fetch_all(&mut *tx)
-            .await?;
+    let segs: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT environment, definition FROM flag_segments ORDER BY environment, id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     let overrides: Vec<(String, uuid::Uuid, bool, Option<bool>)> =
         sqlx::query_as("SELECT flag, tenant_id, disabled, choice FROM flag_tenant_overrides")
             .fetch_all(&mut *tx)
@@ -84,8 +85,7 @@ pub async fn load(pool: &PgPool) -> Result<Snapshot, FlagError> {
         .unwrap_or(false);
     tx.commit().await?;
 
-    let mut by_env: HashMap<String, (Vec<FlagDefinition>, Vec<SegmentDefinition>)> =
-        HashMap::new();
+    let mut by_env: HashMap<String, (Vec<FlagDefinition>, Vec<SegmentDefinition>)> = HashMap::new();
     for (env, def) in rows {
         match FlagDefinition::from_json(&def) {
             Ok(f) => by_env.entry(env).or_default().0.push(f),

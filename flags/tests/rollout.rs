@@ -73,5 +73,8 @@ fn tenant_stickiness_keeps_a_tenant_together() {
         tenants_on += usize::from(sides.contains(&true));
     }
     // About half of the tenants, not all or none.
-    assert!((70..=130).contains(&tenants_on), "{tenants_on} of 200 tenants");
+    assert!(
+        (70..=130).contains(&tenants_on),
+        "{tenants_on} of 200 tenants"
+    );
 }

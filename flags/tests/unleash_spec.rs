@@ -46,8 +46,7 @@ fn context(v: &Value) -> FlagContext {
 #[test]
 fn every_unleash_client_specification_passes() {
     let dir = spec_dir();
-    let index: Vec<String> =
-        serde_json::from_value(read(&dir.join("index.json"))).expect("index");
+    let index: Vec<String> = serde_json::from_value(read(&dir.join("index.json"))).expect("index");
     let (mut passed, mut failed) = (0usize, Vec::new());
     for file in &index {
         let spec = read(&dir.join(file));

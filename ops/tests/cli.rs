@@ -420,8 +420,10 @@ async fn flags_stale_lists_flags_past_their_date_only() {
             .admin(
                 axum::http::Method::POST,
                 "/admin/v1/flags",
-                Some(serde_json::json!({"name": name, "type": "experiment", "enabled": true,
-                    "owner": "growth-team", "staleAfter": date})),
+                Some(
+                    serde_json::json!({"name": name, "type": "experiment", "enabled": true,
+                    "owner": "growth-team", "staleAfter": date}),
+                ),
             )
             .await;
         r.assert_status(201);

@@ -17,8 +17,7 @@ use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
 use crate::routes::admin::{
     api_keys, audit as admin_audit, db_servers, domains, flags as admin_flags,
-    invitations as admin_invitations,
-    jwt_keys, placement, plans, tenants, users as admin_users,
+    invitations as admin_invitations, jwt_keys, placement, plans, tenants, users as admin_users,
 };
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};

@@ -184,7 +184,9 @@ async fn authoring_is_strict_import_is_lenient_and_every_change_is_audited() {
         .await;
     r.assert_status(200);
     let events = r.body["items"].as_array().expect("items");
-    let e = events.first().unwrap_or_else(|| panic!("no audit event: {}", r.text));
+    let e = events
+        .first()
+        .unwrap_or_else(|| panic!("no audit event: {}", r.text));
     assert_eq!(e["actor_type"], "operator", "{e}");
     let summary = &e["summary"];
     assert_eq!(summary["before"]["enabled"], true, "{e}");

@@ -49,7 +49,9 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
     (
         "platform-tests",
         "tests",
-        &["tenancy", "identity", "audit", "limits", "flags", "sso", "platform"],
+        &[
+            "tenancy", "identity", "audit", "limits", "flags", "sso", "platform",
+        ],
     ),
     ("xtask", "xtask", &[]),
 ];

@@ -269,6 +269,13 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
             None,
             204,
         ),
+        call("GET /api/v1/flags", &[], None, 200),
+        call(
+            "PUT /api/v1/flags/{name}/choice",
+            &["opt-in-beta"],
+            Some(json!({"choice": "in"})),
+            204,
+        ),
         call("GET /api/v1/sso/settings", &[], None, 200),
         call(
             "PUT /api/v1/sso/settings",
@@ -309,6 +316,7 @@ fn expected(route: &str) -> &'static str {
         r if r.contains("/api/v1/api-keys") => "OA",
         r if r.contains("/api/v1/audit-events") => "OA",
         r if r.contains("/api/v1/sso/") => "OA",
+        "PUT /api/v1/flags/{name}/choice" => "OA",
         // Managing a project's members: project admins or `members:manage` (these users are
         // not admins of the project, so only owner and admin pass).
         r if r.contains("/members") && !r.starts_with("GET") => "OA",
@@ -375,6 +383,14 @@ async fn the_built_in_roles_get_exactly_the_expected_matrix_on_every_route() {
     )
     .await;
     let target = app.user(&t, "target@acme.test", "member").await;
+    // A flag tenants may opt into (for `PUT /api/v1/flags/{name}/choice`).
+    app.admin(
+        Method::POST,
+        "/admin/v1/flags",
+        Some(json!({"name": "opt-in-beta", "enabled": true, "tenantOptIn": true})),
+    )
+    .await
+    .assert_status(201);
     let w = World {
         project,
         task,

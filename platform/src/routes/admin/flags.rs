@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use flags::document::{FlagDefinition, parse_import};
 use flags::store::{self, ImportMode, StoredFlag};
@@ -208,11 +209,20 @@ pub struct SwitchBody {
 }
 
 /// The optional body: empty, or `{"tenant": id}`.
-fn switch_body(body: &[u8]) -> Result<Option<SwitchBody>, ApiError> {
+fn switch_body(
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<Option<SwitchBody>, ApiError> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large("the request body is larger than 1 MiB")
+        } else {
+            ApiError::bad_request(r.body_text())
+        }
+    })?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(body)
+    serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| ApiError::unprocessable(format!("the body is not `{{\"tenant\": id}}`: {e}")))
 }
@@ -246,9 +256,17 @@ pub async fn disable(
     State(flags): State<Arc<Flags>>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<EnvQuery>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    switch(&flags, &catalog, q.environment, &name, switch_body(&body)?, true).await
+    switch(
+        &flags,
+        &catalog,
+        q.environment,
+        &name,
+        switch_body(body)?,
+        true,
+    )
+    .await
 }
 
 /// Undoes `disable` (everywhere in the environment, or for one tenant).
@@ -262,9 +280,17 @@ pub async fn enable(
     State(flags): State<Arc<Flags>>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<EnvQuery>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    switch(&flags, &catalog, q.environment, &name, switch_body(&body)?, false).await
+    switch(
+        &flags,
+        &catalog,
+        q.environment,
+        &name,
+        switch_body(body)?,
+        false,
+    )
+    .await
 }
 
 /// The global kill switch.
@@ -389,13 +415,16 @@ pub async fn evaluate(
     ApiQuery(q): ApiQuery<EnvQuery>,
     ApiJson(body): ApiJson<EvaluateBody>,
 ) -> ApiResult<Json<Toggles>> {
-    let env = q.environment.unwrap_or_else(|| flags.environment().to_owned());
+    let env = q
+        .environment
+        .unwrap_or_else(|| flags.environment().to_owned());
     let env = environment(Some(env))?;
     if !body.context.is_object() {
         return Err(ApiError::unprocessable("`context` must be an object"));
     }
-    let ctx: Context = serde_json::from_value(body.context)
-        .map_err(|e| ApiError::unprocessable(format!("`context` is not an Unleash context: {e}")))?;
+    let ctx: Context = serde_json::from_value(body.context).map_err(|e| {
+        ApiError::unprocessable(format!("`context` is not an Unleash context: {e}"))
+    })?;
     let ctx = FlagContext::without_tenant("an operator testing a rule", ctx);
     Ok(Json(Toggles {
         toggles: flags.evaluate(Some(&env), &ctx, body.toggles.as_deref()),

@@ -2,8 +2,8 @@
 
 use flags::store;
 use flags::{Flags, Toggle};
-use tenancy::catalog::Catalog;
 use serde::Serialize;
+use tenancy::catalog::Catalog;
 use utoipa::ToSchema;
 
 /// `{"toggles": [{"name", "enabled", "variant": {"name", "enabled", "payload"?}}]}`, as
@@ -16,7 +16,10 @@ pub struct Toggles {
 
 /// Reloads this instance's snapshot after a change it made (read-your-writes here; the other
 /// instances reload on the notification).
-pub(crate) async fn refresh(flags: &Flags, catalog: &Catalog) -> Result<(), crate::error::ApiError> {
+pub(crate) async fn refresh(
+    flags: &Flags,
+    catalog: &Catalog,
+) -> Result<(), crate::error::ApiError> {
     flags.replace(store::load(catalog.pool()).await?);
     Ok(())
 }
