@@ -10,7 +10,8 @@
 //! - [`requests`]: raw requests and responses;
 //! - [`client`], [`operator`]: one method per endpoint;
 //! - [`tenants`]: tenants, users and their mail; [`databases`]: direct database access;
-//! - [`peers`]: the real identity providers; [`migrations`]: test-only tenant migrations.
+//! - [`peers`]: the real identity providers; [`migrations`]: test-only tenant migrations;
+//! - [`dns`]: the TXT records the verified-domain check sees.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ pub mod app;
 pub mod client;
 pub mod clusters;
 pub mod databases;
+pub mod dns;
 pub mod migrations;
 pub mod operator;
 pub mod peers;
@@ -27,6 +29,7 @@ pub mod tenants;
 pub use app::{ADMIN_TOKEN, Provisioning, Spawn, TestApp};
 pub use client::Client;
 pub use clusters::{Clusters, clusters, connect};
+pub use dns::TestDns;
 pub use migrations::{ahead, failing, head, migrations_up_to, test_migrations_dir};
 pub use operator::Operator;
 pub use requests::{Req, TestResponse};

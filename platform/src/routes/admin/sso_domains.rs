@@ -1,7 +1,6 @@
 //! `/admin/v1/tenants/{tenant}/sso-domains/{domain}`: the operator marks an email domain verified
 //! for a tenant (when the customer proved it another way than DNS). Refused (409) when another
-//! tenant holds it verified. Recorded in the operators' trail (control-plane trigger) and in
-//! the tenant's audit log.
+//! tenant holds it verified. Recorded in the operators' trail (control-plane trigger).
 
 use std::sync::Arc;
 
@@ -15,7 +14,7 @@ use super::find_tenant;
 use crate::error::{ApiResult, Problem};
 use crate::extract::ApiPath;
 use crate::extract::admin::Operator;
-use crate::routes::api::sso::domains::{SsoDomainView, audited, view};
+use crate::routes::api::sso::domains::{SsoDomainView, view};
 
 /// Marks a domain verified for the tenant.
 #[utoipa::path(put, path = "/admin/v1/tenants/{tenant}/sso-domains/{domain}", tag = "admin",
@@ -32,12 +31,5 @@ pub async fn verify(
     let t = find_tenant(&tenancy.catalog, &tenant).await?;
     let domain = sso.domains().parse(&domain)?;
     let c = sso.domains().mark(t.id, &domain, Method::Operator).await?;
-    audited(
-        &tenancy.dataplane,
-        &t,
-        "sso_domain.verified",
-        domain.as_str(),
-    )
-    .await;
     Ok(Json(view(c)))
 }
