@@ -98,6 +98,24 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ),
     ("GET", "/api/v1/sso/settings", needs(SsoManage)),
     ("PUT", "/api/v1/sso/settings", needs(SsoManage)),
+    ("GET", "/api/v1/sso/domains", needs(SsoManage)),
+    ("POST", "/api/v1/sso/domains", needs(SsoManage)),
+    (
+        "POST",
+        "/api/v1/sso/domains/{domain}/check",
+        needs(SsoManage),
+    ),
+    ("DELETE", "/api/v1/sso/domains/{domain}", needs(SsoManage)),
+    (
+        "POST",
+        "/api/v1/sso/connections/{connection_id}/links",
+        needs(SsoManage),
+    ),
+    (
+        "DELETE",
+        "/api/v1/sso/connections/{connection_id}/links/{user_id}",
+        needs(SsoManage),
+    ),
     // the reference domain
     ("GET", "/api/v1/projects", needs(ProjectsRead)),
     ("POST", "/api/v1/projects", needs(ProjectsWrite)),

@@ -337,12 +337,19 @@ impl From<sso::SsoError> for ApiError {
         use sso::{Rejection as R, SsoError as E};
         match e {
             E::Rejected { reason, .. } => Self::sso_refused(
-                matches!(reason, R::LinkRefused | R::NoEmail | R::Disabled),
+                matches!(
+                    reason,
+                    R::LinkRefused | R::NoEmail | R::Disabled | R::UnverifiedDomain
+                ),
                 format!("{} (reason: {})", reason.public_detail(), reason.as_str()),
             ),
             E::Invalid(d) => Self::unprocessable(d),
             E::NoSuchConnection(d) => Self::not_found(d),
-            E::DuplicateEntityId => Self::conflict(e.to_string()),
+            E::DuplicateEntityId | E::DomainTaken | E::IdentityTaken => {
+                Self::conflict(e.to_string())
+            }
+            E::NoSuchDomain => Self::not_found("no such domain"),
+            E::Catalog(c) => c.into(),
             E::Upstream(cause) => Self::bad_gateway(
                 "the identity provider could not be reached or answered badly",
                 cause,

@@ -57,8 +57,22 @@ impl App {
 
     /// Builds the router and starts listening for catalog changes (returns once listening).
     pub async fn new(tenancy: Tenancy, admin_token: &str) -> anyhow::Result<Self> {
+        Self::with_dns(
+            tenancy,
+            admin_token,
+            Arc::new(sso::domains::dns::SystemResolver),
+        )
+        .await
+    }
+
+    /// [`Self::new`] with another TXT resolver for the verified-domain check (tests drive one).
+    pub async fn with_dns(
+        tenancy: Tenancy,
+        admin_token: &str,
+        dns: Arc<dyn sso::domains::dns::TxtResolver>,
+    ) -> anyhow::Result<Self> {
         let tenancy = Arc::new(tenancy);
-        let state = AppState::build(Arc::clone(&tenancy), admin_token).await?;
+        let state = AppState::build_with_dns(Arc::clone(&tenancy), admin_token, dns).await?;
         let (identity, limits) = (state.identity.clone(), state.limits.clone());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let on_change = {

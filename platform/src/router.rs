@@ -17,7 +17,8 @@ use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
 use crate::routes::admin::{
     api_keys, audit as admin_audit, db_servers, domains, flags as admin_flags,
-    invitations as admin_invitations, jwt_keys, placement, plans, tenants, users as admin_users,
+    invitations as admin_invitations, jwt_keys, placement, plans, sso_domains, tenants,
+    users as admin_users,
 };
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
@@ -67,6 +68,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(tenants::show, tenants::patch, tenants::delete))
         .routes(routes!(domains::add, domains::list))
         .routes(routes!(domains::remove))
+        .routes(routes!(sso_domains::verify))
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(db_servers::register, db_servers::list))
@@ -138,6 +140,11 @@ pub fn api() -> OpenApiRouter<AppState> {
             sso_admin::delete
         ))
         .routes(routes!(sso_admin::show_settings, sso_admin::put_settings))
+        .routes(routes!(sso_admin::domains::claim, sso_admin::domains::list))
+        .routes(routes!(sso_admin::domains::check))
+        .routes(routes!(sso_admin::domains::remove))
+        .routes(routes!(sso_admin::links::link))
+        .routes(routes!(sso_admin::links::unlink))
         // SSO, browser side (tenant host, no credential)
         .routes(routes!(sso::saml_metadata))
         .routes(routes!(sso::saml_login))

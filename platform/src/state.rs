@@ -31,6 +31,20 @@ impl AppState {
     /// The state over a started tenancy core: the identity services (JWT keys loaded), the rate
     /// limiters and the SSO services.
     pub async fn build(tenancy: Arc<Tenancy>, admin_token: &str) -> anyhow::Result<Self> {
+        Self::build_with_dns(
+            tenancy,
+            admin_token,
+            Arc::new(sso::domains::dns::SystemResolver),
+        )
+        .await
+    }
+
+    /// [`Self::build`] with another TXT resolver for the verified-domain check.
+    pub async fn build_with_dns(
+        tenancy: Arc<Tenancy>,
+        admin_token: &str,
+        dns: Arc<dyn sso::domains::dns::TxtResolver>,
+    ) -> anyhow::Result<Self> {
         let identity = Identity::start(&tenancy)
             .await
             .context("loading the JWT signing keys")?;
@@ -39,6 +53,11 @@ impl AppState {
             sso::egress::Egress {
                 allow_private_networks: tenancy.allow_private_egress,
             },
+            sso::domains::Domains::new(
+                tenancy.catalog.clone(),
+                dns,
+                tenancy.resolver.base_domain().as_str(),
+            ),
         )
         .context("SSO services")?;
         Ok(Self {

@@ -147,6 +147,8 @@ pub struct Connection {
     pub role_attribute: Option<String>,
     pub role_mapping: Vec<RoleRule>,
     pub default_role: String,
+    /// The IdP enforces MFA: an SSO login stands in for the user's own TOTP (off by default).
+    pub enforces_mfa: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -160,4 +162,5 @@ pub struct Settings {
     pub role_attribute: Option<String>,
     pub role_mapping: Vec<RoleRule>,
     pub default_role: String,
+    pub enforces_mfa: bool,
 }

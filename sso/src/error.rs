@@ -40,6 +40,8 @@ pub enum Rejection {
     NoEmail,
     /// The connection is disabled.
     Disabled,
+    /// The identity's email is not in one of the tenant's verified domains.
+    UnverifiedDomain,
 }
 
 impl Rejection {
@@ -64,6 +66,7 @@ impl Rejection {
             Self::LinkRefused => "link_refused",
             Self::NoEmail => "no_email",
             Self::Disabled => "disabled",
+            Self::UnverifiedDomain => "unverified_domain",
         }
     }
 
@@ -76,6 +79,9 @@ impl Rejection {
             }
             Self::NoEmail => "the identity provider sent no email address for this user",
             Self::Disabled => "this SSO connection is disabled",
+            Self::UnverifiedDomain => {
+                "the identity provider asserted an email outside the tenant's verified domains"
+            }
             Self::UnknownState => "the login request is unknown, used or expired; start again",
             _ => "the identity provider's response was refused",
         }
@@ -94,6 +100,17 @@ pub enum SsoError {
     NoSuchConnection(&'static str),
     #[error("a SAML connection with this IdP entity id already exists")]
     DuplicateEntityId,
+    /// The domain is verified by another tenant.
+    #[error("this domain is verified by another tenant")]
+    DomainTaken,
+    /// The identity is linked to another user.
+    #[error("this identity is already linked to another user")]
+    IdentityTaken,
+    /// The tenant has not claimed this domain.
+    #[error("no such domain")]
+    NoSuchDomain,
+    #[error(transparent)]
+    Catalog(#[from] tenancy::catalog::CatalogError),
     /// The identity provider could not be reached or answered nonsense (not the user's fault).
     #[error("identity provider unavailable: {0}")]
     Upstream(String),

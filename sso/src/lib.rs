@@ -7,6 +7,7 @@
 //! samael's native dependencies (libxml2, xmlsec1, OpenSSL) are built only for what needs them.
 
 pub mod connections;
+pub mod domains;
 pub mod egress;
 pub mod error;
 pub mod github;
@@ -28,18 +29,30 @@ pub struct Sso {
     egress: egress::Egress,
     discovery: moka::future::Cache<String, openidconnect::core::CoreProviderMetadata>,
     base_domain: String,
+    domains: domains::Domains,
 }
 
 impl Sso {
     /// Builds the SSO services (installs the rustls crypto provider if none is installed).
     /// `egress` says whether tenant-configured URLs may reach private networks (see [`egress`]).
-    pub fn new(base_domain: &str, egress: egress::Egress) -> Result<Self, SsoError> {
+    pub fn new(
+        base_domain: &str,
+        egress: egress::Egress,
+        domains: domains::Domains,
+    ) -> Result<Self, SsoError> {
         Ok(Self {
             http: http::HttpClient::new(egress)?,
             egress,
             discovery: oidc::discovery_cache(),
             base_domain: base_domain.to_owned(),
+            domains,
         })
+    }
+
+    /// The tenants' verified email domains.
+    #[must_use]
+    pub fn domains(&self) -> &domains::Domains {
+        &self.domains
     }
 
     /// Checks a URL a tenant administrator configures (`field` names it in the problem): https,

@@ -1,8 +1,10 @@
-//! From a verified identity to a user of the tenant: an identity already linked to a user signs
-//! that user in; otherwise an existing account is linked only when the IdP vouches for the email
-//! (never a silent takeover); otherwise a user is created just in time with the mapped role or
-//! the connection's default role. Roles are re-mapped at every login, never for owners. Also the
-//! security-event helper every refusal goes through.
+//! From a verified identity to a user of the tenant. The identity's email must be in a verified
+//! domain of the tenant; an identity already linked to a user signs that user in; otherwise an
+//! existing account is linked only under the rule of [`check_link`] (never a silent takeover);
+//! otherwise a user is created just in time with the mapped role or the connection's default
+//! role. A user with TOTP still gives a code unless the connection enforces MFA, and a first link
+//! to such a user waits for that code. Roles are re-mapped at every login, never for owners.
+//! Also the explicit admin link and the security-event helper every refusal goes through.
 
 use std::collections::BTreeMap;
 
@@ -43,12 +45,41 @@ pub fn mapped_role(conn: &Connection, id: &Asserted) -> Option<String> {
         .map(|rule| rule.role.clone())
 }
 
-/// Finds, links or creates the user for `id` (inside `tx`).
+/// Where a verified identity leads.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// The user is signed in: issue tokens.
+    Session(UserId),
+    /// The user's own TOTP is still needed. `detail` goes into the `mfa_token`; once the code is
+    /// proved, [`after_mfa`] links the identity (a first link) and applies the mapped role.
+    Mfa { user: UserId, detail: Value },
+}
+
+/// Finds, links or creates the user for `id` (inside `tx`). `verified_domains`: the tenant's
+/// verified email domains; an identity whose email is outside them is refused, whether it is
+/// linked already or not (docs/sso.md, "Linking policy").
 pub async fn user_for(
     tx: &mut TenantTx,
     conn: &Connection,
     id: &Asserted,
-) -> Result<(UserId, &'static str), SsoError> {
+    verified_domains: &[String],
+) -> Result<(Outcome, &'static str), SsoError> {
+    let email = id
+        .email
+        .as_deref()
+        .ok_or_else(|| SsoError::rejected(Rejection::NoEmail, "no email in the identity"))?;
+    let email = users::parse_email(email)
+        .map_err(|_| SsoError::rejected(Rejection::NoEmail, "the email is not an address"))?;
+    if !crate::domains::covers(verified_domains, email.as_str()) {
+        return Err(SsoError::rejected(
+            Rejection::UnverifiedDomain,
+            format!(
+                "{} asserted an address in `{}`, which is not a verified domain of the tenant",
+                conn.name,
+                email.domain()
+            ),
+        ));
+    }
     let mapped = mapped_role(conn, id);
     let linked: Option<UserId> = tx
         .query_opt(
@@ -58,54 +89,194 @@ pub async fn user_for(
         )
         .await?
         .map(|r| UserId::from_uuid(r.get(0)));
-    let (user, how) = if let Some(u) = linked {
-        (u, "linked")
-    } else {
-        let email = id
-            .email
-            .as_deref()
-            .ok_or_else(|| SsoError::rejected(Rejection::NoEmail, "no email in the identity"))?;
-        let email = users::parse_email(email)
-            .map_err(|_| SsoError::rejected(Rejection::NoEmail, "the email is not an address"))?;
-        let (user, how) = match users::credentials(tx, &email).await? {
-            Some((existing, _, totp)) => {
-                check_link(tx, conn, id, existing, totp).await?;
-                (existing, "link")
+    if let Some(user) = linked {
+        let totp = users::get(tx, user).await?.is_some_and(|u| u.mfa_enabled);
+        // An identity linked before still never skips the user's own TOTP, unless the
+        // connection is marked as enforcing MFA at the IdP.
+        if totp && !conn.enforces_mfa {
+            return Ok((pending(user, conn, None, mapped.as_deref()), "linked_mfa"));
+        }
+        remap(tx, user, mapped.as_deref()).await?;
+        return Ok((Outcome::Session(user), "linked"));
+    }
+    match users::credentials(tx, &email).await? {
+        Some((existing, _, totp)) => {
+            check_link(tx, conn, id, existing, verified_domains).await?;
+            // A first link to an account with TOTP waits for the account's own code, even on a
+            // connection that enforces MFA: the link itself is what the code must confirm.
+            if totp {
+                let p = pending(existing, conn, Some(&id.subject), mapped.as_deref());
+                return Ok((p, "link_mfa"));
             }
-            None => {
-                let role_name = mapped.clone().unwrap_or_else(|| conn.default_role.clone());
-                let role = role_by_name(tx, &role_name).await?.ok_or_else(|| {
-                    SsoError::Invalid(format!(
-                        "the connection's role `{role_name}` no longer exists"
-                    ))
-                })?;
-                let name = id.name.clone().unwrap_or_else(|| email.as_str().to_owned());
-                let user = users::create(tx, &email, &name, NO_PASSWORD, role).await?;
-                if id.email_verified {
-                    users::mark_verified(tx, user).await?;
-                }
-                (user, "created")
+            insert_identity(tx, conn.id.as_uuid(), &id.subject, existing).await?;
+            remap(tx, existing, mapped.as_deref()).await?;
+            Ok((Outcome::Session(existing), "link"))
+        }
+        None => {
+            let role_name = mapped.unwrap_or_else(|| conn.default_role.clone());
+            let role = role_by_name(tx, &role_name).await?.ok_or_else(|| {
+                SsoError::Invalid(format!(
+                    "the connection's role `{role_name}` no longer exists"
+                ))
+            })?;
+            let name = id.name.clone().unwrap_or_else(|| email.as_str().to_owned());
+            let user = users::create(tx, &email, &name, NO_PASSWORD, role).await?;
+            if id.email_verified {
+                users::mark_verified(tx, user).await?;
             }
-        };
-        tx.execute(
-            "INSERT INTO sso_identities (tenant_id, connection_id, subject, user_id) VALUES ($1, $2, $3, $4)",
-            &[&tx.tenant().as_uuid(), &conn.id.as_uuid(), &id.subject, &user.as_uuid()],
-        )
-        .await?;
-        (user, how)
-    };
-    if how != "created"
-        && let Some(role_name) = mapped
-    {
-        let current = users::get(tx, user).await?.map(|u| u.role);
-        if current.as_deref() != Some("owner")
-            && current.as_deref() != Some(role_name.as_str())
-            && let Some(role) = role_by_name(tx, &role_name).await?
-        {
-            users::set_role(tx, user, role).await?;
+            insert_identity(tx, conn.id.as_uuid(), &id.subject, user).await?;
+            Ok((Outcome::Session(user), "created"))
         }
     }
-    Ok((user, how))
+}
+
+fn pending(user: UserId, conn: &Connection, link: Option<&str>, role: Option<&str>) -> Outcome {
+    Outcome::Mfa {
+        user,
+        detail: json!({ "sso": {
+            "connection_id": conn.id.to_string(),
+            "link_subject": link,
+            "role": role,
+        }}),
+    }
+}
+
+async fn insert_identity(
+    tx: &mut TenantTx,
+    connection: uuid::Uuid,
+    subject: &str,
+    user: UserId,
+) -> Result<u64, SsoError> {
+    // Only while the connection exists (a pending link may outlive it); an identity already
+    // linked stays with its user.
+    Ok(tx
+        .execute(
+            "INSERT INTO sso_identities (tenant_id, connection_id, subject, user_id)
+             SELECT $1, c.id, $3, $4 FROM sso_connections c WHERE c.id = $2
+             ON CONFLICT DO NOTHING",
+            &[
+                &tx.tenant().as_uuid(),
+                &connection,
+                &subject,
+                &user.as_uuid(),
+            ],
+        )
+        .await?)
+}
+
+/// Sets the mapped role at login (never for an owner; a mapping never names `owner`).
+async fn remap(tx: &mut TenantTx, user: UserId, mapped: Option<&str>) -> Result<(), SsoError> {
+    let Some(role_name) = mapped else {
+        return Ok(());
+    };
+    let current = users::get(tx, user).await?.map(|u| u.role);
+    if current.as_deref() != Some("owner")
+        && current.as_deref() != Some(role_name)
+        && let Some(role) = role_by_name(tx, role_name).await?
+    {
+        users::set_role(tx, user, role).await?;
+    }
+    Ok(())
+}
+
+/// Completes an SSO login that waited for the user's TOTP (`detail` of the `mfa_token`): links
+/// the identity if this was a first link, and applies the mapped role. Nothing for a password
+/// login's token.
+pub async fn after_mfa(tx: &mut TenantTx, user: UserId, detail: &Value) -> Result<(), SsoError> {
+    let Some(sso) = detail.get("sso") else {
+        return Ok(());
+    };
+    let connection = sso
+        .get("connection_id")
+        .and_then(Value::as_str)
+        .and_then(|c| uuid::Uuid::parse_str(c).ok());
+    if let (Some(connection), Some(subject)) =
+        (connection, sso.get("link_subject").and_then(Value::as_str))
+    {
+        insert_identity(tx, connection, subject, user).await?;
+    }
+    remap(tx, user, sso.get("role").and_then(Value::as_str)).await
+}
+
+/// An admin links the identity `subject` of connection `conn` to `user` explicitly (the way past
+/// a refused automatic link). The grantor must be able to give the user's role (the grant rule:
+/// whoever holds the identity gets the user's access), so only an owner links an owner.
+/// `Ok(false)`: the identity was linked to this user already.
+pub async fn link(
+    tx: &mut TenantTx,
+    grantor: &identity::Grantor<'_>,
+    conn: crate::connections::ConnectionId,
+    subject: &str,
+    user: UserId,
+) -> Result<bool, SsoError> {
+    crate::connections::get(tx, conn)
+        .await?
+        .ok_or(SsoError::NoSuchConnection("no such SSO connection"))?;
+    let u = users::get(tx, user)
+        .await?
+        .ok_or(SsoError::NoSuchConnection("no such user"))?;
+    identity::grants::grantable_role(tx, grantor, &u.role).await?;
+    if insert_identity(tx, conn.as_uuid(), subject, user).await? == 1 {
+        return Ok(true);
+    }
+    let holder: Option<uuid::Uuid> = tx
+        .query_opt(
+            "SELECT user_id FROM sso_identities WHERE connection_id = $1 AND subject = $2",
+            &[&conn.as_uuid(), &subject],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if holder == Some(user.as_uuid()) {
+        Ok(false)
+    } else {
+        Err(SsoError::IdentityTaken)
+    }
+}
+
+/// Removes the links of `user` through connection `conn`; how many there were.
+pub async fn unlink(
+    tx: &mut TenantTx,
+    conn: crate::connections::ConnectionId,
+    user: UserId,
+) -> Result<u64, SsoError> {
+    Ok(tx
+        .execute(
+            "DELETE FROM sso_identities WHERE connection_id = $1 AND user_id = $2",
+            &[&conn.as_uuid(), &user.as_uuid()],
+        )
+        .await?)
+}
+
+/// An identity linked to a user.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub subject: String,
+    pub user: UserId,
+    pub created_at: time::OffsetDateTime,
+    pub last_login_at: time::OffsetDateTime,
+}
+
+/// The identities linked through `conn`, oldest first (at most `limit`).
+pub async fn links(
+    tx: &mut TenantTx,
+    conn: crate::connections::ConnectionId,
+    limit: i64,
+) -> Result<Vec<Link>, SsoError> {
+    Ok(tx
+        .query(
+            "SELECT subject, user_id, created_at, last_login_at FROM sso_identities
+             WHERE connection_id = $1 ORDER BY created_at, subject LIMIT $2",
+            &[&conn.as_uuid(), &limit],
+        )
+        .await?
+        .iter()
+        .map(|r| Link {
+            subject: r.get(0),
+            user: UserId::from_uuid(r.get(1)),
+            created_at: r.get(2),
+            last_login_at: r.get(3),
+        })
+        .collect())
 }
 
 /// Records a security event of the tenant in its own transaction (a failure is logged: the
@@ -156,22 +327,25 @@ pub async fn refuse(
 
 /// The automatic linking rule (docs/sso.md, "Accounts"): an identity links to an existing
 /// account only if the IdP vouches for the email, the account proved the same address itself,
-/// the account is not an owner's, and linking would not skip the account's own second factor.
-/// Anything else is refused (`link_refused`); an admin can link explicitly.
+/// the account's address is in a verified domain of the tenant, and the account is not an
+/// owner's. Anything else is refused (`link_refused`); an admin can link explicitly. (An account
+/// with TOTP is linked only once its own code is given: see [`user_for`].)
 async fn check_link(
     tx: &mut TenantTx,
     conn: &Connection,
     id: &Asserted,
     existing: UserId,
-    totp: bool,
+    verified_domains: &[String],
 ) -> Result<(), SsoError> {
     let user = users::get(tx, existing).await?;
     let why = match user {
         _ if !id.email_verified => "the identity provider did not verify the email",
         None => "the account is gone",
         Some(u) if !u.email_verified => "the account never verified its email",
+        Some(u) if !crate::domains::covers(verified_domains, &u.email) => {
+            "the account's email is not in a verified domain"
+        }
         Some(u) if u.role == "owner" => "owners are never linked automatically",
-        Some(_) if totp => "the account has its own second factor",
         Some(_) => return Ok(()),
     };
     Err(SsoError::rejected(

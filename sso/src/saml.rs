@@ -138,13 +138,16 @@ impl Sso {
 
 impl Sso {
     /// Signs the verified identity in: consumes the request and the assertion id (replay), finds
-    /// links or creates the user, records the login. All in one transaction.
+    /// links or creates the user, records the login. All in one transaction. A user whose own
+    /// TOTP is still needed gets an `mfa_token` instead of a session (see
+    /// [`crate::provision::Outcome`]).
     pub async fn sign_in(
         &self,
         t: &identity::Identity,
         tenant: &Tenant,
         v: &Verified,
-    ) -> Result<tenancy::ids::UserId, SsoError> {
+    ) -> Result<SignedIn, SsoError> {
+        let verified_domains = self.domains.verified(tenant.id).await?;
         let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
         if let Some(r) = &v.request
             && !requests::consume(&mut tx, r).await?
@@ -162,7 +165,13 @@ impl Sso {
                 "this assertion was already used",
             ));
         }
-        let (user, how) = crate::provision::user_for(&mut tx, &v.connection, &v.identity).await?;
+        let (outcome, how) =
+            crate::provision::user_for(&mut tx, &v.connection, &v.identity, &verified_domains)
+                .await?;
+        let user = match &outcome {
+            crate::provision::Outcome::Session(u)
+            | crate::provision::Outcome::Mfa { user: u, .. } => *u,
+        };
         identity::users::security_event(
             &mut tx,
             "sso.login",
@@ -171,7 +180,36 @@ impl Sso {
             serde_json::json!({"connection_id": v.connection.id.to_string(), "account": how}),
         )
         .await?;
+        let signed_in = match outcome {
+            crate::provision::Outcome::Session(u) => SignedIn::Session(u),
+            crate::provision::Outcome::Mfa { user, detail } => {
+                let token = identity::onetime::create(
+                    &mut tx,
+                    user,
+                    identity::onetime::Purpose::MfaLogin,
+                    detail,
+                )
+                .await?;
+                SignedIn::Mfa {
+                    user,
+                    mfa_token: token,
+                }
+            }
+        };
         tx.commit().await?;
-        Ok(user)
+        Ok(signed_in)
     }
+}
+
+/// The end of a successful SSO login.
+#[derive(Debug)]
+pub enum SignedIn {
+    /// Issue tokens for this user.
+    Session(tenancy::ids::UserId),
+    /// The user still owes their TOTP: answer `mfa_required` with this token (completed by
+    /// `/api/v1/auth/mfa/verify`, which calls [`crate::provision::after_mfa`]).
+    Mfa {
+        user: tenancy::ids::UserId,
+        mfa_token: String,
+    },
 }

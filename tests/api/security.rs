@@ -7,5 +7,6 @@ mod keys;
 mod moves;
 mod oracles;
 mod sso_linking;
+mod sso_policy;
 mod throttles;
 mod tokens;

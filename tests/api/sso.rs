@@ -66,6 +66,18 @@ pub(crate) async fn oidc_connection(
     admin: &TestUser,
     peer: &OidcPeer,
 ) -> Value {
+    // The provider's accounts are at acme.test: the tenant holds that domain verified.
+    app.verified_domain(t, "acme.test").await;
+    oidc_connection_unverified(app, t, admin, peer).await
+}
+
+/// [`oidc_connection`] without verifying any domain for the tenant.
+pub(crate) async fn oidc_connection_unverified(
+    app: &TestApp,
+    t: &TestTenant,
+    admin: &TestUser,
+    peer: &OidcPeer,
+) -> Value {
     let r = as_user(
         app,
         t,

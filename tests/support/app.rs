@@ -2,6 +2,7 @@
 //! templates, and further instances over the same databases (another server process, other
 //! master keys, a newer build).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use tenancy::embedded::Cluster;
 use tenancy::settings::Settings;
 
 use crate::clusters::{TEMPLATE_CONTROL, TEMPLATE_SHARED, TEMPLATE_TENANT, clusters, connect};
+use crate::dns::TestDns;
 use crate::requests::{Req, TestResponse};
 
 pub const ADMIN_TOKEN: &str = "test-operator-token-0123456789abcdef";
@@ -33,6 +35,8 @@ pub struct TestApp {
     pub app: platform::App,
     pub control_db: String,
     pub shared_db: String,
+    /// The TXT records the verified-domain check of every instance sees.
+    pub dns: Arc<TestDns>,
     provisioning: Provisioning,
 }
 
@@ -104,11 +108,13 @@ impl TestApp {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        let dns = TestDns::new();
         let app = instance(
             &Databases {
                 control: &control_db,
                 shared: &shared_db,
                 provisioning: options.provisioning,
+                dns: &dns,
             },
             &c.key,
             &[],
@@ -128,6 +134,7 @@ impl TestApp {
             app,
             control_db,
             shared_db,
+            dns,
             provisioning: options.provisioning,
         }
     }
@@ -137,6 +144,7 @@ impl TestApp {
             control: &self.control_db,
             shared: &self.shared_db,
             provisioning: self.provisioning,
+            dns: &self.dns,
         }
     }
 
@@ -226,6 +234,7 @@ struct Databases<'a> {
     control: &'a str,
     shared: &'a str,
     provisioning: Provisioning,
+    dns: &'a Arc<TestDns>,
 }
 
 /// Starts an instance as the server does, with the test's provisioning and, for a newer build,
@@ -250,7 +259,7 @@ async fn instance(
             .provisioner
             .with_tenant_db_template(TEMPLATE_TENANT);
     }
-    platform::App::new(started.tenancy, ADMIN_TOKEN).await
+    platform::App::with_dns(started.tenancy, ADMIN_TOKEN, Arc::clone(dbs.dns) as _).await
 }
 
 pub(crate) fn settings(

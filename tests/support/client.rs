@@ -315,6 +315,27 @@ impl Client {
     pub async fn put_sso_settings(&self, body: Value) -> TestResponse {
         self.put("/api/v1/sso/settings", body).await
     }
+    pub async fn claim_sso_domain(&self, domain: &str) -> TestResponse {
+        self.post("/api/v1/sso/domains", json!({ "domain": domain }))
+            .await
+    }
+    pub async fn check_sso_domain(&self, domain: &str) -> TestResponse {
+        self.post_empty(&format!("/api/v1/sso/domains/{domain}/check"))
+            .await
+    }
+    pub async fn sso_domains(&self) -> TestResponse {
+        self.get("/api/v1/sso/domains").await
+    }
+    pub async fn remove_sso_domain(&self, domain: &str) -> TestResponse {
+        self.delete(&format!("/api/v1/sso/domains/{domain}")).await
+    }
+    pub async fn link_sso_identity(&self, conn: &str, subject: &str, user: &str) -> TestResponse {
+        self.post(
+            &format!("/api/v1/sso/connections/{conn}/links"),
+            json!({ "subject": subject, "user_id": user }),
+        )
+        .await
+    }
 }
 
 /// `path` with `query` (without `?`; none when empty).

@@ -10,7 +10,9 @@
 //! - [`requests`]: raw requests and responses;
 //! - [`client`], [`operator`]: one method per endpoint;
 //! - [`tenants`]: tenants, users and their mail; [`databases`]: direct database access;
-//! - [`peers`]: the real identity providers; [`process`]: the real binary as a second process; [`migrations`]: test-only tenant migrations.
+//! - [`peers`]: the real identity providers; [`process`]: the real binary as a second process;
+//!   [`migrations`]: test-only tenant migrations;
+//! - [`dns`]: the TXT records the verified-domain check sees.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ pub mod app;
 pub mod client;
 pub mod clusters;
 pub mod databases;
+pub mod dns;
 pub mod migrations;
 pub mod operator;
 pub mod peers;
@@ -28,6 +31,7 @@ pub mod tenants;
 pub use app::{ADMIN_TOKEN, Provisioning, Spawn, TestApp};
 pub use client::Client;
 pub use clusters::{Clusters, clusters, connect};
+pub use dns::TestDns;
 pub use migrations::{ahead, failing, head, migrations_up_to, test_migrations_dir};
 pub use operator::Operator;
 pub use requests::{Req, TestResponse};

@@ -33,6 +33,15 @@ impl TestApp {
 }
 
 impl Operator {
+    /// `PUT /admin/v1/tenants/{tenant}/sso-domains/{domain}`: marks an email domain verified.
+    pub async fn verify_sso_domain(&self, tenant: &str, domain: &str) -> TestResponse {
+        self.client
+            .put(
+                &format!("/admin/v1/tenants/{tenant}/sso-domains/{domain}"),
+                json!({}),
+            )
+            .await
+    }
     /// `body`: `slug`, `name`, `plan`, optionally `placement` and `db_server`.
     pub async fn create_tenant(&self, body: Value) -> TestResponse {
         self.client.post("/admin/v1/tenants", body).await

@@ -88,6 +88,14 @@ impl TestApp {
         TestTenant::new(self, &id, slug, &k.str("key"))
     }
 
+    /// The operator marks `domain` verified for the tenant: its SSO connections may then assert
+    /// identities with addresses there.
+    pub async fn verified_domain(&self, t: &TestTenant, domain: &str) {
+        let r = self.operator().verify_sso_domain(&t.id, domain).await;
+        r.assert_status(200);
+        assert_eq!(r.body["verified"], true, "{}", r.text);
+    }
+
     /// A tenant API request with the tenant's key and host.
     pub async fn api(
         &self,

@@ -9,6 +9,7 @@ pub mod invitations;
 pub mod jwt_keys;
 pub mod placement;
 pub mod plans;
+pub mod sso_domains;
 pub mod tenants;
 pub mod users;
 

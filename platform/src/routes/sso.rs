@@ -10,9 +10,10 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
 use sso::Sso;
 use sso::connections::ConnectionId;
-use sso::saml::Verified;
+use sso::saml::{SignedIn, Verified};
 use tenancy::catalog::Tenant;
 
 use crate::error::{ApiError, ApiResult, Problem};
@@ -31,16 +32,22 @@ fn connection_param(query: Option<&str>) -> ApiResult<ConnectionId> {
         .ok_or_else(|| ApiError::bad_request("`connection` (a connection id) is required"))
 }
 
-/// Signs the verified identity in and issues tokens, recording any refusal.
+/// Signs the verified identity in and issues tokens (or, for a user who still owes their TOTP,
+/// `{"mfa_required": true, "mfa_token"}` as a password login does), recording any refusal.
 async fn finish(
     t: &Identity,
     sso: &Sso,
     tenant: &Tenant,
     client: &ClientInfo,
     v: Verified,
-) -> ApiResult<Json<TokenResponse>> {
+) -> ApiResult<Json<Value>> {
     let user = match sso.sign_in(t, tenant, &v).await {
-        Ok(u) => u,
+        Ok(SignedIn::Session(u)) => u,
+        Ok(SignedIn::Mfa { mfa_token, .. }) => {
+            return Ok(Json(
+                json!({ "mfa_required": true, "mfa_token": mfa_token }),
+            ));
+        }
         Err(e) => {
             return Err(sso::provision::refuse(t, tenant, Some(&v.connection), e)
                 .await
@@ -57,7 +64,7 @@ async fn finish(
             client.ip_text().as_deref(),
         )
         .await?;
-    Ok(Json(tokens.into()))
+    Ok(Json(json!(TokenResponse::from(tokens))))
 }
 
 /// The tenant's SAML service-provider metadata (give it to the IdP).
@@ -93,14 +100,14 @@ pub async fn saml_login(
 /// The assertion consumer service: a `SAMLResponse` posted by the browser (HTTP-POST binding).
 #[utoipa::path(post, path = "/sso/saml/acs", tag = "sso",
     request_body(content_type = "application/x-www-form-urlencoded", description = "`SAMLResponse`, `RelayState`"),
-    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = TokenResponse, description = "Tokens, or `{mfa_required, mfa_token}` for a user with TOTP"), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn saml_acs(
     ctx: TenantContext,
     State(t): State<Identity>,
     State(sso): State<Sso>,
     client: ClientInfo,
     body: Bytes,
-) -> ApiResult<Json<TokenResponse>> {
+) -> ApiResult<Json<Value>> {
     let Some(response) = Sso::form_field(&body, "SAMLResponse") else {
         return Err(ApiError::bad_request("the form has no `SAMLResponse`"));
     };
@@ -148,28 +155,28 @@ pub async fn github_login(
 /// The GitHub OAuth app's callback: exchanges the code, reads the primary verified email.
 #[utoipa::path(get, path = "/sso/github/callback", tag = "sso",
     params(("code" = String, Query), ("state" = String, Query)),
-    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = TokenResponse, description = "Tokens, or `{mfa_required, mfa_token}` for a user with TOTP"), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn github_callback(
     ctx: TenantContext,
     State(t): State<Identity>,
     State(sso): State<Sso>,
     client: ClientInfo,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<TokenResponse>> {
+) -> ApiResult<Json<Value>> {
     callback(&t, &sso, &ctx.tenant, &client, q, true).await
 }
 
 /// The OIDC redirect URI: exchanges the code and signs the user in.
 #[utoipa::path(get, path = "/sso/oidc/callback", tag = "sso",
     params(("code" = String, Query), ("state" = String, Query)),
-    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = TokenResponse, description = "Tokens, or `{mfa_required, mfa_token}` for a user with TOTP"), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn oidc_callback(
     ctx: TenantContext,
     State(t): State<Identity>,
     State(sso): State<Sso>,
     client: ClientInfo,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<TokenResponse>> {
+) -> ApiResult<Json<Value>> {
     callback(&t, &sso, &ctx.tenant, &client, q, false).await
 }
 
@@ -181,7 +188,7 @@ async fn callback(
     client: &ClientInfo,
     q: Option<String>,
     github: bool,
-) -> ApiResult<Json<TokenResponse>> {
+) -> ApiResult<Json<Value>> {
     let q = q.unwrap_or_default();
     let field = |n: &str| Sso::form_field(q.as_bytes(), n);
     if let Some(err) = field("error") {

@@ -15,7 +15,7 @@ use crate::SsoError;
 const SECRET_PURPOSE: &str = tenancy::crypto::registry::purpose::SSO_CLIENT_SECRET;
 
 const COLUMNS: &str = "id, name, enabled, config, secret_sealed IS NOT NULL, allow_idp_initiated, \
-                       role_attribute, role_mapping, default_role, created_at, updated_at";
+                       role_attribute, role_mapping, default_role, created_at, updated_at, enforces_mfa";
 
 fn row(r: &tokio_postgres::Row) -> Result<Connection, SsoError> {
     let config: serde_json::Value = r.get(3);
@@ -33,6 +33,7 @@ fn row(r: &tokio_postgres::Row) -> Result<Connection, SsoError> {
         default_role: r.get(8),
         created_at: r.get(9),
         updated_at: r.get(10),
+        enforces_mfa: r.get(11),
     })
 }
 
@@ -68,8 +69,9 @@ pub async fn create(
     let n = tx
         .execute(
             "INSERT INTO sso_connections (tenant_id, id, kind, name, enabled, config, secret_sealed,
-                 idp_entity_id, allow_idp_initiated, role_attribute, role_mapping, default_role)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+                 idp_entity_id, allow_idp_initiated, role_attribute, role_mapping, default_role,
+                 enforces_mfa)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
             &[
                 &tx.tenant().as_uuid(),
                 &id.0,
@@ -83,6 +85,7 @@ pub async fn create(
                 &s.role_attribute,
                 &mapping,
                 &s.default_role,
+                &s.enforces_mfa,
             ],
         )
         .await?;
@@ -121,7 +124,7 @@ pub async fn update(
             "UPDATE sso_connections SET name = $2, enabled = $3, config = $4,
                  secret_sealed = COALESCE($5, secret_sealed), idp_entity_id = $6,
                  allow_idp_initiated = $7, role_attribute = $8, role_mapping = $9,
-                 default_role = $10, updated_at = now()
+                 default_role = $10, enforces_mfa = $11, updated_at = now()
              WHERE id = $1",
             &[
                 &id.0,
@@ -134,6 +137,7 @@ pub async fn update(
                 &s.role_attribute,
                 &mapping,
                 &s.default_role,
+                &s.enforces_mfa,
             ],
         )
         .await?;

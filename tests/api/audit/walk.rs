@@ -277,8 +277,46 @@ fn domain_and_sso_steps() -> Vec<Step> {
             .json(json!({"enabled": true, "default_role": "viewer"})),
         step(owner, "PUT /api/v1/sso/settings", "sso_settings.created").json(json!({"enforce_sso": false})),
         step(Anon, "POST /sso/saml/acs", "security.sso.rejected").form("SAMLResponse=bm90IHhtbA%3D%3D"),
+        step(owner, "POST /api/v1/sso/connections/{connection_id}/links", "sso_identity.created")
+            .json(json!({"subject": "walk-subject", "user_id": "{user_id}"})),
+        step(owner, "DELETE /api/v1/sso/connections/{connection_id}/links/{user_id}", "sso_identity.deleted"),
         step(owner, "DELETE /api/v1/sso/connections/{connection_id}", "sso_connection.deleted"),
     ]
+}
+
+/// A verified email domain: claimed, proved by its TXT record, removed, marked by the operator
+/// (in the operators' trail).
+async fn sso_domain_steps(w: &mut Walk<'_>) {
+    let owner = Bearer("owner_token");
+    let claimed = w
+        .run(vec![
+            step(owner, "POST /api/v1/sso/domains", "sso_domain.created")
+                .json(json!({"domain": "{domain}"})),
+        ])
+        .await
+        .expect("claimed");
+    w.app.dns.publish(
+        claimed.body["record"]["name"].as_str().expect("name"),
+        claimed.body["record"]["value"].as_str().expect("value"),
+    );
+    w.run(vec![
+        step(
+            owner,
+            "POST /api/v1/sso/domains/{domain}/check",
+            "sso_domain.updated",
+        ),
+        step(
+            owner,
+            "DELETE /api/v1/sso/domains/{domain}",
+            "sso_domain.deleted",
+        ),
+        step(
+            Op,
+            "PUT /admin/v1/tenants/{tenant}/sso-domains/{domain}",
+            "sso_domain.updated",
+        ),
+    ])
+    .await;
 }
 
 /// Placement (left pending: nothing resumes it here) and deletion, last, on another tenant.
@@ -334,6 +372,7 @@ async fn every_mutating_route_records_an_audit_event_with_its_request() {
     mfa_and_session_steps(&mut w).await;
     member_steps(&mut w).await;
     w.run(domain_and_sso_steps()).await;
+    sso_domain_steps(&mut w).await;
     app.app.stop_resuming();
     let acme = w.var("tenant").to_owned();
     let leaving = app.tenant("leaving", "shared", None).await;

@@ -135,6 +135,30 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
         made(app, t, "/api/v1/sso/connections", google.clone()).await,
         made(app, t, "/api/v1/sso/connections", google.clone()).await,
     );
+    // A verified domain to check again, a claimed one to remove, a link to remove.
+    let (checked, removed) = (
+        format!("{}.example", unique("checked")),
+        format!("{}.example", unique("removed")),
+    );
+    app.verified_domain(t, &checked).await;
+    app.api(
+        t,
+        Method::POST,
+        "/api/v1/sso/domains",
+        Some(json!({"domain": removed})),
+    )
+    .await
+    .assert_status(201);
+    app.api(
+        t,
+        Method::POST,
+        &format!("/api/v1/sso/connections/{conn_a}/links"),
+        Some(json!({"subject": unique("linked"), "user_id": target})),
+    )
+    .await
+    .assert_status(201);
+    let claimed = json!({"domain": format!("{}.example", unique("claimed"))});
+    let link = json!({"subject": unique("subject"), "user_id": target});
     vec![
         call("GET /api/v1/me", &[], None, 200),
         call("GET /api/v1/me/sessions", &[], None, 200),
@@ -274,6 +298,32 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
             "PUT /api/v1/flags/{name}/choice",
             &["opt-in-beta"],
             Some(json!({"choice": "in"})),
+            204,
+        ),
+        call("GET /api/v1/sso/domains", &[], None, 200),
+        call("POST /api/v1/sso/domains", &[], Some(claimed), 201),
+        call(
+            "POST /api/v1/sso/domains/{domain}/check",
+            &[&checked],
+            None,
+            200,
+        ),
+        call(
+            "DELETE /api/v1/sso/domains/{domain}",
+            &[&removed],
+            None,
+            204,
+        ),
+        call(
+            "POST /api/v1/sso/connections/{connection_id}/links",
+            &[&conn_a],
+            Some(link),
+            201,
+        ),
+        call(
+            "DELETE /api/v1/sso/connections/{connection_id}/links/{user_id}",
+            &[&conn_a, target],
+            None,
             204,
         ),
         call("GET /api/v1/sso/settings", &[], None, 200),

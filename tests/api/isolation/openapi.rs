@@ -64,6 +64,8 @@ async fn victim(app: &TestApp, t: TestTenant) -> Victim {
         )
         .await
         .str("id");
+    let domain = format!("{}.example", t.slug);
+    app.verified_domain(&t, &domain).await;
     let sessions = owner.api.get("/api/v1/me/sessions").await;
     let session = sessions.body["items"][0]["id"]
         .as_str()
@@ -77,6 +79,7 @@ async fn victim(app: &TestApp, t: TestTenant) -> Victim {
         ("key_id", key),
         ("connection_id", connection),
         ("session_id", session),
+        ("domain", domain),
     ]);
     Victim {
         tenant: t,
@@ -108,6 +111,12 @@ fn body(route: &str, victim: &Victim) -> Option<Value> {
             json!({"kind": "google", "name": "intruder", "client_id": "i", "client_secret": "x"})
         }
         "PUT /api/v1/sso/settings" => json!({"enforce_sso": false}),
+        // The victim's verified domain: another tenant's claim is refused (409).
+        "POST /api/v1/sso/domains" => json!({"domain": victim.ids["domain"]}),
+        "POST /api/v1/sso/domains/{domain}/check" => json!({}),
+        "POST /api/v1/sso/connections/{connection_id}/links" => {
+            json!({"subject": "intruder", "user_id": victim.ids["user_id"]})
+        }
         _ => return None,
     })
 }
@@ -212,6 +221,14 @@ async fn every_tenant_route_from_the_openapi_document_refuses_another_tenants_id
 
 /// Every seeded object of the victim still exists, unchanged, as its own owner sees it.
 async fn every_object_is_still_there(v: &Victim) {
+    let domains = v.owner.api.sso_domains().await;
+    domains.assert_status(200);
+    assert_eq!(domains.body["items"][0]["domain"], v.ids["domain"].as_str());
+    assert_eq!(
+        domains.body["items"][0]["verified"], true,
+        "{}",
+        domains.text
+    );
     let api = &v.owner.api;
     let ctx = &v.tenant.slug;
     let p = api.project(&v.ids["project_id"]).await;

@@ -28,6 +28,7 @@ async fn github_login_takes_the_primary_verified_email_only() {
         }),
     )
     .await;
+    app.verified_domain(&t, "acme.test").await;
     let conn = as_user(
         &app,
         &t,

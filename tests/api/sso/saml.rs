@@ -30,6 +30,7 @@ async fn saml_tenant(
 ) -> (Fixture, TestUser) {
     let t = app.tenant(slug, "shared", None).await;
     let admin = user_with_role(app, &t, &format!("admin@{slug}.test"), "admin").await;
+    app.verified_domain(&t, &format!("{slug}.test")).await;
     let r = as_user(
         app,
         &t,

@@ -1,7 +1,10 @@
 //! `/api/v1/sso/...`: a tenant admin manages the tenant's SSO connections (SAML, OIDC, Google)
-//! and its SSO policy. Needs `sso:manage`. Client secrets go in and are never shown again.
+//! and its SSO policy, its verified email domains (`domains`) and explicit links of identities to
+//! users (`links`). Needs `sso:manage`. Client secrets go in and are never shown again.
 
+pub mod domains;
 mod input;
+pub mod links;
 mod views;
 
 use identity::Identity;

@@ -146,7 +146,9 @@ pub async fn verify(
         return Err(e.into());
     }
     tenancy::context::set_actor(audit::Actor::user(user));
-    onetime::consume(&mut tx, Purpose::MfaLogin, &body.mfa_token).await?;
+    let (_, detail) = onetime::consume(&mut tx, Purpose::MfaLogin, &body.mfa_token).await?;
+    // An SSO login that waited for this code: its first link and mapped role, now proved.
+    sso::provision::after_mfa(&mut tx, user, &detail).await?;
     tx.commit().await?;
     let tokens = t
         .auth

@@ -49,6 +49,9 @@ pub struct ConnectionBody {
     pub role_mapping: Option<Vec<RoleRuleBody>>,
     /// Role of users created at their first SSO login (default `member`; never `owner`).
     pub default_role: Option<String>,
+    /// The IdP enforces MFA: an SSO login then stands in for the user's own TOTP. Off by
+    /// default: a user with TOTP goes through `/api/v1/auth/mfa/verify` after SSO too.
+    pub enforces_mfa: Option<bool>,
 }
 
 fn scopes(list: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
@@ -191,6 +194,10 @@ pub(super) fn settings(b: &ConnectionBody, current: Option<&Connection>) -> ApiR
             .clone()
             .or(current.map(|c| c.default_role.clone()))
             .unwrap_or_else(|| "member".to_owned()),
+        enforces_mfa: b
+            .enforces_mfa
+            .or(current.map(|c| c.enforces_mfa))
+            .unwrap_or(false),
     })
 }
 

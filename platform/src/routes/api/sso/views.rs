@@ -53,6 +53,8 @@ pub struct ConnectionView {
     pub role_attribute: Option<String>,
     pub role_mapping: Vec<RoleRuleBody>,
     pub default_role: String,
+    /// Whether an SSO login through this connection stands in for the user's own TOTP.
+    pub enforces_mfa: bool,
     pub saml: Option<SamlView>,
     pub oidc: Option<OidcView>,
     pub github: Option<GithubView>,
@@ -125,6 +127,7 @@ pub(super) fn view(sso: &Sso, tenant: &tenancy::catalog::Tenant, c: Connection) 
             })
             .collect(),
         default_role: c.default_role,
+        enforces_mfa: c.enforces_mfa,
         saml,
         oidc,
         github,
