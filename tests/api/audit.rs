@@ -8,6 +8,7 @@ use platform_tests::{TestApp, TestTenant};
 
 mod export;
 mod log;
+mod sealer;
 mod walk;
 
 pub(crate) async fn count(app: &TestApp, t: &TestTenant, action: &str) -> i64 {
