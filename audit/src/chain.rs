@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::AuditError;
 use super::events::{AuditEvent, AuditFilter, chunk};
 use tenancy::catalog::{Catalog, Tenant};
-use tenancy::dataplane::DataPlane;
+use tenancy::dataplane::{DataPlane, TenantTx};
 
 const CHUNK: i64 = 1000;
 
@@ -65,12 +65,24 @@ pub struct ChainReport {
     pub events_checked: u64,
     pub head_seq: i64,
     pub broken: Option<BrokenLink>,
+    /// Committed events not linked yet (the sealer links them after commit).
+    pub unlinked: i64,
+    /// Age of the oldest of them, seconds.
+    pub oldest_unlinked_s: Option<f64>,
+    /// An event has waited longer than [`UNLINKED_ALARM`]: no sealer is linking this chain.
+    pub unlinked_alarm: bool,
 }
 
+/// How long an event may stay unlinked before verification raises the alarm: the sealer links
+/// an event within about a second of its commit when its instance hints it, and within one
+/// sweep ([`crate::sealer::SWEEP_EVERY`]) otherwise; twice the sweep means no sealer is working.
+pub const UNLINKED_ALARM: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl ChainReport {
+    /// The chain holds and no event waits for its link beyond [`UNLINKED_ALARM`].
     #[must_use]
     pub fn ok(&self) -> bool {
-        self.broken.is_none()
+        self.broken.is_none() && !self.unlinked_alarm
     }
 }
 
@@ -136,6 +148,9 @@ impl Walker {
             events_checked: self.checked,
             head_seq,
             broken: self.broken,
+            unlinked: 0,
+            oldest_unlinked_s: None,
+            unlinked_alarm: false,
         }
     }
 }
@@ -157,13 +172,21 @@ pub async fn verify_tenant(dp: &DataPlane, tenant: &Tenant) -> Result<ChainRepor
         )
         .await?;
     let Some(head) = head else {
+        let (unlinked, oldest_unlinked_s) = unlinked(&mut tx).await?;
         tx.commit().await?;
-        return Ok(ChainReport {
-            checkpoint_seq: 0,
-            events_checked: 0,
-            head_seq: 0,
-            broken: None,
-        });
+        return Ok(with_unlinked(
+            ChainReport {
+                checkpoint_seq: 0,
+                events_checked: 0,
+                head_seq: 0,
+                broken: None,
+                unlinked: 0,
+                oldest_unlinked_s: None,
+                unlinked_alarm: false,
+            },
+            unlinked,
+            oldest_unlinked_s,
+        ));
     };
     let (head_seq, head_hash, checkpoint_seq): (i64, String, i64) =
         (head.get(0), head.get(1), head.get(2));
@@ -178,8 +201,32 @@ pub async fn verify_tenant(dp: &DataPlane, tenant: &Tenant) -> Result<ChainRepor
             break;
         }
     }
+    let (count, oldest) = unlinked(&mut tx).await?;
     tx.commit().await?;
-    Ok(walker.finish(checkpoint_seq, head_seq, &head_hash))
+    Ok(with_unlinked(
+        walker.finish(checkpoint_seq, head_seq, &head_hash),
+        count,
+        oldest,
+    ))
+}
+
+/// Events of the tenant not linked yet, and the oldest one's age (seconds), in the snapshot.
+async fn unlinked(tx: &mut TenantTx) -> Result<(i64, Option<f64>), AuditError> {
+    let r = tx
+        .query_opt(
+            "SELECT count(*), EXTRACT(epoch FROM now() - min(occurred_at))::float8
+             FROM audit_events WHERE seq IS NULL",
+            &[],
+        )
+        .await?;
+    Ok(r.map_or((0, None), |r| (r.get(0), r.get(1))))
+}
+
+fn with_unlinked(mut r: ChainReport, count: i64, oldest: Option<f64>) -> ChainReport {
+    r.unlinked = count;
+    r.oldest_unlinked_s = oldest;
+    r.unlinked_alarm = oldest.is_some_and(|s| s > UNLINKED_ALARM.as_secs_f64());
+    r
 }
 
 /// Makes a transaction one snapshot (its first statement).

@@ -59,7 +59,7 @@ impl AuditEvent {
         serde_json::from_str(&self.summary).unwrap_or(serde_json::Value::Null)
     }
 
-    fn from_row(r: &tokio_postgres::Row) -> Self {
+    pub(crate) fn from_row(r: &tokio_postgres::Row) -> Self {
         Self {
             seq: r.get(0),
             id: r.get(1),
@@ -107,6 +107,9 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for AuditEvent {
     }
 }
 
+/// The columns of an unlinked event, in [`COLUMNS`]' order (seq and hashes to be filled in).
+pub(crate) const UNLINKED_COLUMNS: &str = "0::bigint, id, occurred_at, tenant_id, actor_type, actor_id, action, target_type, target_id, outcome, route, client_ip, user_agent, request_id, summary::text, ''::text, ''::text";
+
 pub(crate) const COLUMNS: &str = "seq, id, occurred_at, tenant_id, actor_type, actor_id, action, target_type, target_id, outcome, route, client_ip, user_agent, request_id, summary::text, prev_hash, hash";
 
 /// Filters of a listing. `action` ending in `*` matches by prefix (`project.*`).
@@ -140,7 +143,8 @@ const WHERE: &str = "($1::text IS NULL OR actor_id = $1)
     AND ($5::timestamptz IS NULL OR occurred_at >= $5)
     AND ($6::timestamptz IS NULL OR occurred_at < $6)";
 
-/// A page of the tenant's events, newest first, before `before` (a seq).
+/// A page of the tenant's events, newest first, before `before` (a seq). Only linked events
+/// (the sealer links them within about a second of their commit).
 pub async fn list(
     tx: &mut TenantTx,
     f: &AuditFilter,
@@ -152,7 +156,7 @@ pub async fn list(
         .query(
             &format!(
                 "SELECT {COLUMNS} FROM audit_events WHERE {WHERE}
-                 AND ($7::bigint IS NULL OR seq < $7) ORDER BY seq DESC LIMIT $8"
+                 AND seq IS NOT NULL AND ($7::bigint IS NULL OR seq < $7) ORDER BY seq DESC LIMIT $8"
             ),
             &[
                 &f.actor, &exact, &prefix, &f.target, &f.since, &f.until, &before, &limit,

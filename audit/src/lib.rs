@@ -7,13 +7,16 @@
 //! the data plane sends with `SET LOCAL app.audit` next to `app.tenant_id` (no extra round trip),
 //! and that the catalog pool sets on the connections it hands out during a request.
 //!
-//! [`chain`] recomputes the per-tenant hash chain (`platformctl audit verify`); [`events`] reads
+//! Events are appended unlinked; [`sealer`] links them into each tenant's hash chain after commit
+//! (tenant V8). [`chain`] recomputes the per-tenant hash chain (`platformctl audit verify`) and
+//! reports events left unlinked too long; [`events`] reads
 //! events for the APIs and appends explicit ones; [`retention`] expires old segments, keeping a
 //! checkpoint hash so what remains still verifies.
 
 pub mod chain;
 pub mod events;
 pub mod retention;
+pub mod sealer;
 
 pub use chain::{ChainReport, verify_admin, verify_tenant};
 pub use events::{AuditEvent, AuditFilter, Outcome};
@@ -28,4 +31,6 @@ pub enum AuditError {
     Catalog(#[from] sqlx::Error),
     #[error(transparent)]
     Connect(#[from] tenancy::dataplane::ConnectError),
+    #[error("listing tenants for the audit sweep: {0}")]
+    Sweep(String),
 }

@@ -44,7 +44,7 @@ pub async fn expire(
         let last = owner
             .query_opt(
                 "SELECT seq, hash FROM audit_events WHERE tenant_id = $1 AND occurred_at < $2
-                 ORDER BY seq DESC LIMIT 1",
+                 AND seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
                 &[&tenant.as_uuid(), &cutoff],
             )
             .await?;

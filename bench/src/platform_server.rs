@@ -1,6 +1,6 @@
 //! The platform as the benchmark serves it: configured by the same `PLATFORM_*` variables as the
 //! `platform` binary, bootstrapped by `tenancy`, `platform::App` served with `axum::serve` over a
-//! real TCP socket, with the binary's JSON request logging switched on. The log goes to a file
+//! real TCP socket with connect-info (as the binary serves it), with the binary's JSON request logging switched on. The log goes to a file
 //! (default `/dev/null`): every request still pays for its span, its formatted JSON line and its
 //! `write` system call, as it would writing to a pipe in production. `off` installs no subscriber
 //! (to measure what logging costs; not how the platform runs).
@@ -38,6 +38,14 @@ pub async fn serve(log_file: &std::path::Path) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
-    axum::serve(listener, app.router.clone()).await?;
+    // With the peer address, as the `platform` binary serves it (sessions and login throttling
+    // read it, so leaving it out would measure a cheaper request than production's).
+    axum::serve(
+        listener,
+        app.router
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }

@@ -35,6 +35,16 @@ pub struct Measured {
     pub cpu: CpuSnapshot,
 }
 
+/// One open-loop run of a cell (a fixed request rate, below saturation).
+#[derive(Clone, Debug)]
+pub struct Paced {
+    pub workload: Workload,
+    pub cell: Cell,
+    /// The rate every cell of the workload was paced at (req/s, total).
+    pub rate: f64,
+    pub outcome: Outcome,
+}
+
 /// Everything around the numbers.
 #[derive(Clone, Debug)]
 pub struct Meta {
@@ -54,8 +64,10 @@ impl Meta {
     fn cell_label(&self, c: Cell) -> String {
         match c {
             Cell::Baseline => "baseline (bare axum + pool)".into(),
-            Cell::SharedTenant => "platform, 1 shared tenant".into(),
-            Cell::DedicatedTenant => "platform, 1 dedicated tenant".into(),
+            Cell::SharedTenant => "platform, 1 shared tenant (all connections on it)".into(),
+            Cell::DedicatedTenant => {
+                "platform, 1 dedicated tenant (all connections on it: the promoted tenant)".into()
+            }
             Cell::ManyTenants => format!(
                 "platform, {} tenants ({} shared, {} dedicated)",
                 self.shared_tenants + self.dedicated_tenants,
@@ -131,7 +143,7 @@ fn p(o: &Outcome, q: f64) -> u64 {
 
 /// The markdown section (without markers).
 #[must_use]
-pub fn render(meta: &Meta, all: &[Measured]) -> String {
+pub fn render(meta: &Meta, all: &[Measured], paced: &[Paced]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## Load benchmark: platform vs bare axum + PostgreSQL\n");
     let _ = writeln!(s, "- Date: {}", meta.date);
@@ -152,18 +164,21 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
          depends on what else the machine was running (10 ms ticks). Connections: the most \
          `platform_app` (data-plane) connections seen in `pg_stat_activity` on the primary server \
          (shared database; budget = shared pool {}) / the second server (dedicated databases; \
-         budget {}) while the cell ran.\n",
+         budget {}) while the cell ran. The headline columns \"server CPU vs bare\" and \
+         \"PostgreSQL CPU vs bare\" divide the cell's CPU per request by the baseline's: what a \
+         deployment with the database on its own machine pays per request, on each side.\n",
         meta.shared_pool, meta.budget
     );
     let _ = writeln!(
         s,
-        "| workload | server | req/s | rounds | vs baseline | p50 | p90 | p99 | max | p99 added | errors | CPU µs/req: server + PostgreSQL | platform RSS | connections |"
+        "| workload | server | server CPU vs bare | PostgreSQL CPU vs bare | req/s | rounds | vs baseline | p50 | p90 | p99 (saturated) | max | p99 added (saturated) | errors | CPU µs/req: server + PostgreSQL | platform RSS | connections |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     let mut goals = Goals::default();
+    let mut fast = FastGoals::default();
     for w in Workload::ALL {
         let base = aggregate(all, w, Cell::Baseline);
         for c in [
@@ -177,6 +192,7 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
             };
             let o = &a.total;
             let ratio = paired_ratio(all, w, c, Cell::Baseline);
+            let ratio_value = ratio;
             let (ratio, added) = match (&base, ratio, c) {
                 (Some(_), _, Cell::Baseline) | (None, _, _) => {
                     (String::from("100%"), String::new())
@@ -210,6 +226,21 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
                     .join(" / ")
             };
             let per_req = |ticks: u64| (ticks * TICK_US) as f64 / (o.ok.max(1)) as f64;
+            let (server_x, pg_x) = match &base {
+                Some(b) if c != Cell::Baseline => {
+                    let b_req = |ticks: u64| (ticks * TICK_US) as f64 / (b.total.ok.max(1)) as f64;
+                    let sx = per_req(a.cpu.server) / b_req(b.cpu.server).max(f64::MIN_POSITIVE);
+                    let px = per_req(a.cpu.postgres) / b_req(b.cpu.postgres).max(f64::MIN_POSITIVE);
+                    fast.cpu(w, c, sx, px);
+                    (format!("{sx:.2}×"), format!("{px:.2}×"))
+                }
+                _ => ("1×".to_owned(), "1×".to_owned()),
+            };
+            if c != Cell::Baseline
+                && let Some(r) = ratio_value
+            {
+                fast.throughput(w, c, r);
+            }
             let cpu = format!(
                 "{:.0} + {:.0} = {:.0}",
                 per_req(a.cpu.server),
@@ -218,9 +249,11 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
             );
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 w.label(),
                 meta.cell_label(c),
+                server_x,
+                pg_x,
                 o.rps(),
                 lo,
                 hi,
@@ -244,6 +277,8 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
             k as f64 / 1024.0
         );
     }
+    render_open_loop(&mut s, meta, paced, &mut fast);
+    fast.render(&mut s, meta);
     let _ = writeln!(s, "\n### Goals (issue 9)\n");
     let _ = writeln!(s, "| goal | result |\n|---|---|");
     for (goal, misses) in goals.rows(meta) {
@@ -255,6 +290,215 @@ pub fn render(meta: &Meta, all: &[Measured]) -> String {
         let _ = writeln!(s, "| {goal} | {result} |");
     }
     s
+}
+
+/// The open-loop table: latency added by the platform at a fixed rate below saturation.
+fn render_open_loop(s: &mut String, meta: &Meta, paced: &[Paced], fast: &mut FastGoals) {
+    if paced.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n### Open loop (latency below saturation)\n\nEvery cell of a workload at the same fixed rate; \
+         \"added\" is the cell's percentile minus the baseline's at the same rate. This, not the \
+         closed-loop p99 above (a saturation figure), is the latency the platform adds.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | server | rate (req/s) | achieved | p50 | p99 | p99.9 | added p50 / p99 / p99.9 | errors |\n|---|---|---:|---:|---:|---:|---:|---|---:|"
+    );
+    for w in Workload::ALL {
+        let base = paced
+            .iter()
+            .find(|p| p.workload == w && p.cell == Cell::Baseline);
+        for r in paced.iter().filter(|p| p.workload == w) {
+            let o = &r.outcome;
+            let added = match base {
+                Some(b) if r.cell != Cell::Baseline => {
+                    let d = |q| (p(o, q) as f64 - p(&b.outcome, q) as f64) / 1000.0;
+                    fast.open_loop(w, r.cell, d(0.99));
+                    format!("{:+.2} / {:+.2} / {:+.2}", d(0.5), d(0.99), d(0.999))
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+                w.label(),
+                meta.cell_label(r.cell),
+                r.rate,
+                o.rps(),
+                ms(p(o, 0.5)),
+                ms(p(o, 0.99)),
+                ms(p(o, 0.999)),
+                added,
+                o.errors
+            );
+        }
+    }
+}
+
+/// One goal: measure, values per cell, unit, goal, whether lower is better.
+type GoalRow<'a> = (&'a str, &'a [(Cell, f64)], &'a str, f64, bool);
+
+/// Issue 15's goals, each with what this run measured per cell.
+#[derive(Default)]
+struct FastGoals {
+    server_get: Vec<(Cell, f64)>,
+    pg_get: Vec<(Cell, f64)>,
+    pg_post: Vec<(Cell, f64)>,
+    get_one: Vec<(Cell, f64)>,
+    get_many: Vec<(Cell, f64)>,
+    post_one: Vec<(Cell, f64)>,
+    post_many: Vec<(Cell, f64)>,
+    open_get: Vec<(Cell, f64)>,
+    open_post: Vec<(Cell, f64)>,
+}
+
+impl FastGoals {
+    fn cpu(&mut self, w: Workload, c: Cell, server: f64, pg: f64) {
+        match w {
+            Workload::GetTask => {
+                self.server_get.push((c, server));
+                self.pg_get.push((c, pg));
+            }
+            Workload::PostTask => self.pg_post.push((c, pg)),
+            Workload::ListTasks => {}
+        }
+    }
+
+    fn throughput(&mut self, w: Workload, c: Cell, ratio: f64) {
+        let many = c == Cell::ManyTenants;
+        match (w, many) {
+            (Workload::GetTask, false) => self.get_one.push((c, ratio)),
+            (Workload::GetTask, true) => self.get_many.push((c, ratio)),
+            (Workload::PostTask, false) => self.post_one.push((c, ratio)),
+            (Workload::PostTask, true) => self.post_many.push((c, ratio)),
+            (Workload::ListTasks, _) => {}
+        }
+    }
+
+    fn open_loop(&mut self, w: Workload, c: Cell, added_p99_ms: f64) {
+        match w {
+            Workload::GetTask => self.open_get.push((c, added_p99_ms)),
+            Workload::PostTask => self.open_post.push((c, added_p99_ms)),
+            Workload::ListTasks => {}
+        }
+    }
+
+    fn render(&self, s: &mut String, meta: &Meta) {
+        let short = |c: Cell| match c {
+            Cell::Baseline => "baseline".to_owned(),
+            Cell::SharedTenant => "shared".to_owned(),
+            Cell::DedicatedTenant => "dedicated".to_owned(),
+            Cell::ManyTenants => {
+                format!("{} tenants", meta.shared_tenants + meta.dedicated_tenants)
+            }
+        };
+        let rows: [GoalRow<'_>; 9] = [
+            (
+                "server CPU/request, GET one task, vs bare",
+                &self.server_get,
+                "×",
+                1.5,
+                true,
+            ),
+            (
+                "PostgreSQL CPU/request, GET one task, vs bare",
+                &self.pg_get,
+                "×",
+                1.15,
+                true,
+            ),
+            (
+                "PostgreSQL CPU/request, POST a task (audited), vs bare (unaudited)",
+                &self.pg_post,
+                "×",
+                2.0,
+                true,
+            ),
+            (
+                "throughput GET one task, 1 tenant",
+                &self.get_one,
+                "%",
+                75.0,
+                false,
+            ),
+            (
+                "throughput GET one task, many tenants",
+                &self.get_many,
+                "%",
+                70.0,
+                false,
+            ),
+            (
+                "throughput POST a task, 1 tenant (all connections on it)",
+                &self.post_one,
+                "%",
+                50.0,
+                false,
+            ),
+            (
+                "throughput POST a task, many tenants",
+                &self.post_many,
+                "%",
+                50.0,
+                false,
+            ),
+            (
+                "open-loop p99 added, GET one task (ms)",
+                &self.open_get,
+                "ms",
+                1.0,
+                true,
+            ),
+            (
+                "open-loop p99 added, POST a task (ms)",
+                &self.open_post,
+                "ms",
+                2.0,
+                true,
+            ),
+        ];
+        let _ = writeln!(
+            s,
+            "\n### Goals (issue 15)\n\n| measure | this run | goal | met? |\n|---|---|---:|---|"
+        );
+        for (name, values, unit, goal, lower) in rows {
+            if values.is_empty() {
+                let _ = writeln!(s, "| {name} | not measured | {goal} | |");
+                continue;
+            }
+            let shown = |v: f64| match unit {
+                "%" => format!("{:.0}%", v * 100.0),
+                "×" => format!("{v:.2}×"),
+                _ => format!("{v:+.2}"),
+            };
+            let value = |v: f64| if unit == "%" { v * 100.0 } else { v };
+            let met = values.iter().all(|&(_, v)| {
+                if lower {
+                    value(v) <= goal
+                } else {
+                    value(v) >= goal
+                }
+            });
+            let list = values
+                .iter()
+                .map(|&(c, v)| format!("{} {}", short(c), shown(v)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let goal = match unit {
+                "%" => format!("≥ {goal:.0}%"),
+                "×" => format!("≤ {goal}×"),
+                _ => format!("≤ {goal} ms"),
+            };
+            let _ = writeln!(
+                s,
+                "| {name} | {list} | {goal} | {} |",
+                if met { "yes" } else { "**no**" }
+            );
+        }
+    }
 }
 
 #[derive(Default)]

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::load::{self, Identity, Target, Workload};
 use crate::probe::{self, ConnectionProbe, CpuMeter};
-use crate::report::{self, Cell, Measured, Meta};
+use crate::report::{self, Cell, Measured, Meta, Paced};
 use crate::world::{BenchTenant, World, WorldConfig};
 
 /// Options of a benchmark run.
@@ -47,9 +47,10 @@ pub struct RunArgs {
     /// Platform shared pool size (`PLATFORM_SHARED_POOL_SIZE`); the baseline pool has the same size.
     #[arg(long, default_value_t = 16)]
     pub shared_pool: usize,
-    /// Connections per dedicated pool (`PLATFORM_DEDICATED_POOL_SIZE`).
-    #[arg(long, default_value_t = 4)]
-    pub dedicated_pool: usize,
+    /// Connections per dedicated pool (`PLATFORM_DEDICATED_POOL_SIZE`); default: the shared pool's
+    /// size, so the baseline and every platform cell have the same pool.
+    #[arg(long)]
+    pub dedicated_pool: Option<usize>,
     /// Connection budget of the dedicated-database server, a hard limit on open connections. The
     /// default lets each of the 100 dedicated tenants keep at least two connections open (the
     /// platform's default, 40, keeps 40 of them warm: the rest reconnect, see docs/benchmarks.md).
@@ -71,6 +72,13 @@ pub struct RunArgs {
     /// The markdown file to write the section into.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md"))]
     pub output: PathBuf,
+    /// Share of the baseline's saturated (closed-loop) throughput at which the open-loop runs
+    /// pace every cell; their added latency is the latency figure.
+    #[arg(long, default_value_t = 0.5)]
+    pub open_loop_load: f64,
+    /// Skip the open-loop runs.
+    #[arg(long)]
+    pub no_open_loop: bool,
     /// Print the table only; do not write the file.
     #[arg(long)]
     pub no_write: bool,
@@ -87,7 +95,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         dedicated_tenants: args.dedicated_tenants,
         tasks_per_project: args.tasks.max(51),
         shared_pool: args.shared_pool,
-        dedicated_pool: args.dedicated_pool,
+        dedicated_pool: args.dedicated_pool.unwrap_or(args.shared_pool),
         budget: args.budget,
     };
     eprintln!(
@@ -173,6 +181,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
     let duration = Duration::from_secs(args.duration);
     let warmup = Duration::from_secs(args.warmup);
     let mut measured = Vec::new();
+    let mut paced = Vec::new();
     for &w in &workloads {
         // Fresh access tokens (10 minutes) for each workload's runs, minted outside the measurement.
         let tokens = if args.auth == "jwt" {
@@ -222,6 +231,35 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
                 });
             }
         }
+        if args.no_open_loop {
+            continue;
+        }
+        // Open loop: every cell at the same fixed rate, a share of the baseline's saturated
+        // throughput, so latency is measured below saturation (queueing excluded).
+        let mut base = load::Outcome::empty();
+        for m in measured
+            .iter()
+            .filter(|m| m.workload == w && m.cell == Cell::Baseline)
+        {
+            base.absorb(&m.outcome);
+        }
+        let rate = base.rps() * args.open_loop_load;
+        for (cell, target) in &cells {
+            let outcome = load::run_paced(target, w, args.connections, rate, duration).await;
+            eprintln!(
+                "[{}] open loop at {rate:.0} req/s: {cell:?}: {:.0} req/s, p99 {:.2} ms, errors {}",
+                w.label(),
+                outcome.rps(),
+                outcome.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+                outcome.errors
+            );
+            paced.push(Paced {
+                workload: w,
+                cell: *cell,
+                rate,
+                outcome,
+            });
+        }
     }
     let peak_rss_kib = probe::memory_kib(platform_pid, "VmHWM");
     drop((baseline, platform));
@@ -247,22 +285,32 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
         shared_pool: args.shared_pool,
         budget: args.budget,
     };
-    Ok(report::render(&meta, &measured))
+    Ok(report::render(&meta, &measured, &paced))
 }
 
 fn setup_lines(args: &RunArgs) -> Vec<String> {
     vec![
         format!(
-            "Load: {} HTTP/1.1 keep-alive connections (closed loop), {} s per cell and round, {} rounds, {} s unmeasured warm-up per cell and workload; cells alternate baseline → shared → dedicated → many within each round",
-            args.connections, args.duration, args.rounds, args.warmup
+            "Load: {} HTTP/1.1 keep-alive connections (closed loop), {} s per cell and round, {} rounds, {} s unmeasured warm-up per cell and workload; cells alternate baseline → shared → dedicated → many within each round. The single-tenant cells put all {} connections on one tenant (the dedicated one is the promoted-tenant case)",
+            args.connections, args.duration, args.rounds, args.warmup, args.connections
         ),
+        if args.no_open_loop {
+            "Open loop: skipped (`--no-open-loop`)".into()
+        } else {
+            format!(
+                "Open loop: after each workload's rounds, every cell once for {} s at a fixed total rate of {:.0}% of the baseline's closed-loop throughput, over the same {} connections, each on its own schedule (`load::run_paced`)",
+                args.duration,
+                args.open_loop_load * 100.0,
+                args.connections
+            )
+        },
         "Load generator, baseline server and platform server are three processes on the same machine as both PostgreSQL clusters (all share the 2 cores)".into(),
         format!(
             "Baseline: axum, one deadpool-postgres pool of {} connections (superuser, no RLS, no tenant_id), no middleware; the same SQL and JSON as the platform's task handlers",
             args.shared_pool
         ),
         format!(
-            "Platform: `platform::App` over TCP with its whole stack: request id, tracing span + one JSON log line per request (to `{}`), body limit, catch-panic, tenant resolution from the `Host` subdomain (cached), {}, permission check, `TenantConn` (shared pool {} / dedicated pools of {}, second-server budget {}: open connections never exceed it), tenant setting kept per connection (one exchange per one-statement request when the connection is already set for the tenant, else `BEGIN; SET app.tenant_id` + statement + `COMMIT` pipelined), forced RLS",
+            "Platform: `platform::App` over TCP, served with connect-info like the binary, with its whole stack: request id, tracing span + one JSON log line per request (to `{}`), body limit, catch-panic, tenant resolution from the `Host` subdomain (cached), {}, permission check, `TenantConn` (shared pool {} / dedicated pools of {}, second-server budget {}: open connections never exceed it), tenant setting kept per connection (one exchange per one-statement request when the connection is already set for the tenant, else `BEGIN; SET app.tenant_id` + statement + `COMMIT` pipelined), forced RLS",
             args.platform_log.display(),
             if args.auth == "jwt" {
                 "authentication by a user's JWT access token (`--auth jwt`: Ed25519 signature with a cache of verified tokens, `tid` must match the host, live-session check cached briefly)"
@@ -270,11 +318,11 @@ fn setup_lines(args: &RunArgs) -> Vec<String> {
                 "authentication by a tenant API key (`--auth key`: SHA-256 + cached verification)"
             },
             args.shared_pool,
-            args.dedicated_pool,
+            args.dedicated_pool.unwrap_or(args.shared_pool),
             args.budget
         ),
         format!(
-            "Data: one project of {} tasks per tenant (and in the baseline); POST adds rows during the run; GET one task picks a random task of the project; the many-tenants cell picks a tenant uniformly at random per request",
+            "Data: one project of {} tasks per tenant; the baseline holds the same volume as the shared database (one project per shared tenant, only one requested); POST adds rows during the run; GET one task picks a random task of the project; the many-tenants cell picks a tenant uniformly at random per request",
             args.tasks.max(51)
         ),
     ]

@@ -219,6 +219,20 @@ impl World {
             &[&tasks, &projects],
         )
         .await?;
+        // The same data volume as the shared database: one project of as many tasks per shared
+        // tenant (the others are never requested), so index depth and cache footprint match.
+        let filler = i64::try_from(self.config.shared_tenants.saturating_sub(1))?;
+        let per = i64::try_from(self.config.tasks_per_project)?;
+        db.execute(
+            "WITH p AS (INSERT INTO projects (id, name)
+                        SELECT gen_random_uuid(), 'Filler' FROM generate_series(1, $1::bigint)
+                        RETURNING id)
+             INSERT INTO tasks (id, project_id, title, status)
+             SELECT gen_random_uuid(), p.id, 'task ' || n, 'todo'
+             FROM p CROSS JOIN generate_series(1, $2::bigint) AS n",
+            &[&filler, &per],
+        )
+        .await?;
         db.batch_execute("ANALYZE").await?;
         Ok(())
     }

@@ -31,6 +31,8 @@ pub struct App {
     flag_listener: tokio::task::JoinHandle<()>,
     resumer: tokio::task::JoinHandle<()>,
     purger: tokio::task::JoinHandle<()>,
+    /// Links audit events into their chains after commit (stopped on drop).
+    sealer: std::sync::Mutex<Option<::audit::sealer::Sealer>>,
 }
 
 impl std::fmt::Debug for App {
@@ -53,6 +55,13 @@ impl App {
     /// hand, as a crashed runner would leave them).
     pub fn stop_resuming(&self) {
         self.resumer.abort();
+    }
+
+    /// Stops linking audit events (tests that seal by hand, as after a sealer crash).
+    pub fn stop_sealing(&self) {
+        if let Ok(mut s) = self.sealer.lock() {
+            s.take();
+        }
     }
 
     /// Builds the router and starts listening for catalog changes (returns once listening).
@@ -117,7 +126,13 @@ impl App {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });
+        let sealer = ::audit::sealer::Sealer::spawn(
+            tenancy.dataplane.clone(),
+            tenancy.resolver.clone(),
+            tenancy.catalog.clone(),
+        );
         Ok(Self {
+            sealer: std::sync::Mutex::new(Some(sealer)),
             router: router::router(state),
             tenancy,
             identity,

@@ -8,7 +8,7 @@
 mod conn;
 mod pool;
 
-pub use conn::{TenantConn, TenantTx};
+pub use conn::{CommitHint, TenantConn, TenantTx};
 pub use pool::PgConn;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,6 +122,8 @@ struct Inner {
     session_reuse: bool,
     /// One-statement requests sent alone because the connection was already set for the tenant.
     reuses: Arc<AtomicU64>,
+    /// Told after each committed transaction that wrote (set once, by the audit sealer).
+    commit_hint: std::sync::OnceLock<conn::CommitHint>,
 }
 
 /// The dedicated pools of one database server and its connection budget.
@@ -178,6 +180,7 @@ impl DataPlane {
                 sizes,
                 session_reuse: true,
                 reuses: Arc::new(AtomicU64::new(0)),
+                commit_hint: std::sync::OnceLock::new(),
             }),
             min_schema: MIN_TENANT_SCHEMA,
         })
@@ -290,7 +293,14 @@ impl DataPlane {
             self.inner
                 .session_reuse
                 .then(|| Arc::clone(&self.inner.reuses)),
+            self.inner.commit_hint.get().cloned(),
         )
+    }
+
+    /// Installs the post-commit hint (see [`conn::CommitHint`]); false if one is installed
+    /// already (one consumer per data plane).
+    pub fn set_commit_hint(&self, hint: conn::CommitHint) -> bool {
+        self.inner.commit_hint.set(hint).is_ok()
     }
 
     async fn server(&self, id: DbServerId) -> Result<Arc<ServerPools>, ConnectError> {

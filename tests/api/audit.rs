@@ -8,6 +8,7 @@ use platform_tests::{TestApp, TestTenant};
 
 mod export;
 mod log;
+mod sealer;
 mod walk;
 
 pub(crate) async fn count(app: &TestApp, t: &TestTenant, action: &str) -> i64 {
@@ -20,4 +21,20 @@ pub(crate) async fn count(app: &TestApp, t: &TestTenant, action: &str) -> i64 {
         .await
         .expect("count")
         .get(0)
+}
+
+/// Waits until every event of the tenant is linked into its chain (sealing by hand too, for
+/// events no data-plane commit hinted, such as rows the owner wrote).
+pub(crate) async fn sealed(app: &TestApp, tenant: &tenancy::catalog::Tenant) {
+    let dp = &app.app.tenancy.dataplane;
+    let done = platform_tests::eventually(std::time::Duration::from_secs(30), || async {
+        audit::sealer::seal_tenant(dp, tenant).await.expect("seal");
+        audit::verify_tenant(dp, tenant)
+            .await
+            .expect("verify")
+            .unlinked
+            == 0
+    })
+    .await;
+    assert!(done.is_some(), "events stayed unlinked");
 }

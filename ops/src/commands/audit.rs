@@ -16,7 +16,8 @@ use super::{Output, finish, start};
 
 #[derive(Subcommand)]
 pub enum Audit {
-    /// Recompute a hash chain; exit code 1 and the first broken link if it does not hold.
+    /// Recompute a hash chain; exit code 1 and the first broken link if it does not hold, or if
+    /// an event has waited for its link longer than the bound (no sealer running).
     Verify {
         /// The tenant's slug.
         #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
@@ -41,9 +42,16 @@ fn report(out: &Output, scope: &str, r: &ChainReport) -> ExitCode {
     v["scope"] = json!(scope);
     v["ok"] = json!(r.ok());
     let human = match &r.broken {
+        None if r.unlinked_alarm => format!(
+            "{scope}: ALARM: {} events not linked into the chain, the oldest for {:.0} s (more than {} s: is a sealer running?); the {} linked events verified",
+            r.unlinked,
+            r.oldest_unlinked_s.unwrap_or_default(),
+            audit::chain::UNLINKED_ALARM.as_secs(),
+            r.events_checked
+        ),
         None => format!(
-            "{scope}: chain intact: {} events checked (from checkpoint {} to head {})",
-            r.events_checked, r.checkpoint_seq, r.head_seq
+            "{scope}: chain intact: {} events checked (from checkpoint {} to head {}); {} not linked yet",
+            r.events_checked, r.checkpoint_seq, r.head_seq, r.unlinked
         ),
         Some(b) => format!(
             "{scope}: BROKEN at event {}: {} ({} events before it verified)",

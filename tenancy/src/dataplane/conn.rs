@@ -38,7 +38,13 @@ pub struct TenantConn {
     client: PgObject,
     /// Counts requests sent alone; `None` when session reuse is off.
     reuses: Option<Arc<AtomicU64>>,
+    /// Told the tenant after a transaction that wrote has committed (the audit sealer's hint).
+    commit_hint: Option<CommitHint>,
 }
+
+/// Called with the tenant after a transaction of it that wrote has committed: a post-commit hint
+/// (the audit sealer learns where there are events to seal). Must not block.
+pub type CommitHint = Arc<dyn Fn(TenantId) + Send + Sync>;
 
 impl std::fmt::Debug for TenantConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,11 +55,17 @@ impl std::fmt::Debug for TenantConn {
 }
 
 impl TenantConn {
-    pub(crate) fn new(tenant: TenantId, client: PgObject, reuses: Option<Arc<AtomicU64>>) -> Self {
+    pub(crate) fn new(
+        tenant: TenantId,
+        client: PgObject,
+        reuses: Option<Arc<AtomicU64>>,
+        commit_hint: Option<CommitHint>,
+    ) -> Self {
         Self {
             tenant,
             client,
             reuses,
+            commit_hint,
         }
     }
 
@@ -76,6 +88,7 @@ impl TenantConn {
             failed: false,
             // The request's audit context rides along with the setup (base64: no quoting).
             audit: crate::context::current_encoded(),
+            wrote: false,
         }
     }
 }
@@ -95,6 +108,8 @@ pub struct TenantTx {
     failed: bool,
     /// `app.audit` for the audit triggers (the request's context), if there is a request.
     audit: Option<String>,
+    /// A statement that may write was sent: a commit is hinted (see [`CommitHint`]).
+    wrote: bool,
 }
 
 /// Whether `sql` only reads, so it needs no audit context: a `SELECT` calling none of the
@@ -217,6 +232,7 @@ impl TenantTx {
         // sent: if this future is dropped while the statement is in flight, the connection must
         // not go back to the pool inside this tenant's transaction.
         self.begun = true;
+        self.wrote |= !reads_only(sql);
         let conn = self.conn.as_mut().expect("present until commit or drop");
         let tenant = conn.tenant;
         if first && commit && self.ready && (self.audit.is_none() || reads_only(sql)) {
@@ -231,8 +247,13 @@ impl TenantTx {
                 },
                 Err(e) => Err(e),
             };
-            if let Some(n) = self.conn.take().and_then(|c| c.reuses) {
-                n.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = self.conn.take() {
+                if let Some(n) = c.reuses {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+                if out.is_ok() && self.wrote {
+                    hint(c.commit_hint.as_ref(), tenant);
+                }
             }
             return out;
         }
@@ -300,9 +321,13 @@ impl TenantTx {
             if let Some(mut c) = self.conn.take()
                 && out.is_ok()
                 && !self.failed
-                && self.sets_session
             {
-                c.client.session_tenant = Some(tenant);
+                if self.sets_session {
+                    c.client.session_tenant = Some(tenant);
+                }
+                if self.wrote {
+                    hint(c.commit_hint.as_ref(), tenant);
+                }
             }
         }
         out
@@ -328,15 +353,25 @@ impl TenantTx {
             }
             // After a failed statement, COMMIT rolled back: the session value is still unknown.
             if !self.failed
-                && self.sets_session
                 && let Some(c) = self.conn.as_mut()
             {
-                c.client.session_tenant = Some(c.tenant);
+                if self.sets_session {
+                    c.client.session_tenant = Some(c.tenant);
+                }
+                if self.wrote {
+                    hint(c.commit_hint.as_ref(), c.tenant);
+                }
             }
         }
         // Back to the pool, idle.
         self.conn.take();
         Ok(())
+    }
+}
+
+fn hint(f: Option<&CommitHint>, tenant: TenantId) {
+    if let Some(f) = f {
+        f(tenant);
     }
 }
 
