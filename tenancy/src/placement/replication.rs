@@ -231,7 +231,9 @@ pub async fn restore_indexes(
     Ok(built)
 }
 
-/// Fences the tenant's writes in this database, after in-flight writers commit.
+/// Fences the tenant's writes in this database, after in-flight writers commit. The commit is
+/// flushed at once even where `synchronous_commit` is off: replication sends only flushed WAL, and
+/// `drain` (inside the write pause) waits for this row on the target.
 pub async fn fence(
     client: &Client,
     tenant: TenantId,
@@ -239,7 +241,7 @@ pub async fn fence(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute(&format!(
-            "BEGIN; SET LOCAL app.tenant_id = '{tenant}';
+            "BEGIN; SET LOCAL app.tenant_id = '{tenant}'; SET LOCAL synchronous_commit = on;
              SELECT pg_advisory_xact_lock(2037, hashtext('{tenant}'));
              INSERT INTO tenant_fences (tenant_id, reason) VALUES ('{tenant}', {}) ON CONFLICT DO NOTHING;
              COMMIT;",

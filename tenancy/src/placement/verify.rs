@@ -254,8 +254,11 @@ async fn round(
     let src = snapshot_conn(source_config, tenant).await?;
     let snap_s = begin_snapshot(&src).await?;
     let mark = uuid::Uuid::now_v7();
+    // Flushed at once (replication sends only flushed WAL), whatever `synchronous_commit` says.
     source
-        .execute(&format!("INSERT INTO {s}.marks (id) VALUES ($1)"), &[&mark])
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL synchronous_commit = on; INSERT INTO {s}.marks (id) VALUES ('{mark}'); COMMIT;"
+        ))
         .await?;
     let start = Instant::now();
     while target
