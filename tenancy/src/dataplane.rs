@@ -8,7 +8,7 @@
 mod conn;
 mod pool;
 
-pub use conn::{TenantConn, TenantTx};
+pub use conn::{CommitHints, TenantConn, TenantTx};
 pub use pool::PgConn;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,6 +122,8 @@ struct Inner {
     session_reuse: bool,
     /// One-statement requests sent alone because the connection was already set for the tenant.
     reuses: Arc<AtomicU64>,
+    /// Tenants whose committed transactions enqueued jobs (see [`DataPlane::commit_hints`]).
+    hints: CommitHints,
 }
 
 /// The dedicated pools of one database server and its connection budget.
@@ -178,6 +180,7 @@ impl DataPlane {
                 sizes,
                 session_reuse: true,
                 reuses: Arc::new(AtomicU64::new(0)),
+                hints: tokio::sync::broadcast::channel(4096).0,
             }),
             min_schema: MIN_TENANT_SCHEMA,
         })
@@ -290,7 +293,16 @@ impl DataPlane {
             self.inner
                 .session_reuse
                 .then(|| Arc::clone(&self.inner.reuses)),
+            self.inner.hints.clone(),
         )
+    }
+
+    /// Subscribes to post-commit hints: the tenant of every committed transaction of this
+    /// process that asked for one ([`TenantTx::hint_after_commit`]; the job queue does when it
+    /// enqueues). A receiver that lags behind gets `Lagged` and should look everywhere.
+    #[must_use]
+    pub fn commit_hints(&self) -> tokio::sync::broadcast::Receiver<TenantId> {
+        self.inner.hints.subscribe()
     }
 
     async fn server(&self, id: DbServerId) -> Result<Arc<ServerPools>, ConnectError> {

@@ -21,16 +21,17 @@ use std::path::{Path, PathBuf};
 pub const ALLOWED: &[(&str, &str, &[&str])] = &[
     // (package, folder, allowed workspace dependencies)
     ("tenancy", "tenancy", &[]),
-    ("identity", "identity", &["tenancy", "limits"]),
+    ("jobs", "jobs", &["tenancy"]),
+    ("identity", "identity", &["tenancy", "limits", "jobs"]),
     ("audit", "audit", &["tenancy"]),
     ("limits", "limits", &["tenancy"]),
     ("sso", "sso", &["tenancy", "identity"]),
     (
         "platform",
         "platform",
-        &["tenancy", "identity", "audit", "limits", "sso"],
+        &["tenancy", "identity", "audit", "limits", "sso", "jobs"],
     ),
-    ("ops", "ops", &["tenancy", "identity", "audit"]),
+    ("ops", "ops", &["tenancy", "identity", "audit", "jobs"]),
     (
         "bench",
         "bench",
@@ -42,12 +43,15 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
             "sso",
             "platform",
             "platform-tests",
+            "jobs",
         ],
     ),
     (
         "platform-tests",
         "tests",
-        &["tenancy", "identity", "audit", "limits", "sso", "platform"],
+        &[
+            "tenancy", "identity", "audit", "limits", "sso", "platform", "jobs",
+        ],
     ),
     ("xtask", "xtask", &[]),
 ];

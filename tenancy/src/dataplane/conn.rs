@@ -32,10 +32,15 @@ use tokio_postgres::{Error, Row};
 use super::pool::PgObject;
 use crate::ids::TenantId;
 
+/// Post-commit hints: the tenant of each committed transaction that asked for one (it enqueued
+/// a job), for the job workers of this process (see the `jobs` crate).
+pub type CommitHints = tokio::sync::broadcast::Sender<TenantId>;
+
 /// A checked-out connection bound to one tenant.
 pub struct TenantConn {
     tenant: TenantId,
     client: PgObject,
+    hints: CommitHints,
     /// Counts requests sent alone; `None` when session reuse is off.
     reuses: Option<Arc<AtomicU64>>,
 }
@@ -49,10 +54,16 @@ impl std::fmt::Debug for TenantConn {
 }
 
 impl TenantConn {
-    pub(crate) fn new(tenant: TenantId, client: PgObject, reuses: Option<Arc<AtomicU64>>) -> Self {
+    pub(crate) fn new(
+        tenant: TenantId,
+        client: PgObject,
+        reuses: Option<Arc<AtomicU64>>,
+        hints: CommitHints,
+    ) -> Self {
         Self {
             tenant,
             client,
+            hints,
             reuses,
         }
     }
@@ -74,6 +85,7 @@ impl TenantConn {
             ready,
             sets_session: reuse && !ready,
             failed: false,
+            hint: false,
             // The request's audit context rides along with the setup (base64: no quoting).
             audit: crate::context::current_encoded(),
         }
@@ -95,6 +107,8 @@ pub struct TenantTx {
     failed: bool,
     /// `app.audit` for the audit triggers (the request's context), if there is a request.
     audit: Option<String>,
+    /// Publish the tenant on the data plane's commit hints once this transaction commits.
+    hint: bool,
 }
 
 /// Whether `sql` only reads, so it needs no audit context: a `SELECT` calling none of the
@@ -147,6 +161,19 @@ impl TenantTx {
             .as_ref()
             .expect("present until commit or drop")
             .tenant
+    }
+
+    /// Asks for a post-commit hint: once this transaction has committed, its tenant is published
+    /// to the data plane's [`CommitHints`] (nothing is published on rollback).
+    pub fn hint_after_commit(&mut self) {
+        self.hint = true;
+    }
+
+    fn publish_hint(&self, conn: &TenantConn) {
+        if self.hint {
+            // No receiver (no worker in this process) is fine: the sweep finds the work.
+            let _ = conn.hints.send(conn.tenant);
+        }
     }
 
     /// Runs a statement and returns its rows.
@@ -231,8 +258,13 @@ impl TenantTx {
                 },
                 Err(e) => Err(e),
             };
-            if let Some(n) = self.conn.take().and_then(|c| c.reuses) {
-                n.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = self.conn.take() {
+                if out.is_ok() {
+                    self.publish_hint(&c);
+                }
+                if let Some(n) = c.reuses {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
             }
             return out;
         }
@@ -300,9 +332,11 @@ impl TenantTx {
             if let Some(mut c) = self.conn.take()
                 && out.is_ok()
                 && !self.failed
-                && self.sets_session
             {
-                c.client.session_tenant = Some(tenant);
+                self.publish_hint(&c);
+                if self.sets_session {
+                    c.client.session_tenant = Some(tenant);
+                }
             }
         }
         out
@@ -325,6 +359,11 @@ impl TenantTx {
                     drop(PgObject::take(conn.client));
                 }
                 return Err(e);
+            }
+            if !self.failed
+                && let Some(c) = self.conn.as_ref()
+            {
+                self.publish_hint(c);
             }
             // After a failed statement, COMMIT rolled back: the session value is still unknown.
             if !self.failed
