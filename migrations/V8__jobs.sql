@@ -15,7 +15,7 @@ CREATE TABLE job_schedules (
 );
 INSERT INTO job_schedules (name, interval_seconds) VALUES
     ('tokens.cleanup', 3600),
-    ('audit.retention', 86400);
+    ('jobs.retention', 86400);
 
 ALTER TABLE plans ADD COLUMN job_weight integer NOT NULL DEFAULT 1 CHECK (job_weight > 0);
 UPDATE plans SET job_weight = CASE name WHEN 'pro' THEN 4 WHEN 'enterprise' THEN 16 ELSE 1 END;

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod builtin;
 pub mod enqueue;
 pub mod fair;
 pub mod kind;

@@ -27,9 +27,13 @@ pub struct App {
     pub tenancy: Arc<Tenancy>,
     pub identity: identity::Identity,
     pub limits: limits::RateLimits,
+    /// Messages the email jobs recorded as sent (until the email issue sends them).
+    pub mail: jobs::builtin::SentMail,
     listener: tokio::task::JoinHandle<()>,
     resumer: tokio::task::JoinHandle<()>,
     purger: tokio::task::JoinHandle<()>,
+    worker: tokio::task::JoinHandle<()>,
+    schedules: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for App {
@@ -43,6 +47,8 @@ impl Drop for App {
         self.listener.abort();
         self.resumer.abort();
         self.purger.abort();
+        self.worker.abort();
+        self.schedules.abort();
     }
 }
 
@@ -51,6 +57,12 @@ impl App {
     /// hand, as a crashed runner would leave them).
     pub fn stop_resuming(&self) {
         self.resumer.abort();
+    }
+
+    /// Stops this instance's job worker and schedules (tests that run workers by hand).
+    pub fn stop_jobs(&self) {
+        self.worker.abort();
+        self.schedules.abort();
     }
 
     /// Builds the router and starts listening for catalog changes (returns once listening).
@@ -90,14 +102,32 @@ impl App {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });
+        // Background jobs: this instance's worker (hinted by its own commits and, by NOTIFY, by
+        // other instances' commits) and the platform schedules.
+        let mail = jobs::builtin::SentMail::default();
+        let worker = tokio::spawn(
+            jobs::Worker::new(
+                Arc::clone(&tenancy),
+                jobs::builtin::registry(&mail),
+                jobs::WorkerConfig::default(),
+            )
+            .run(),
+        );
+        let schedules = tokio::spawn(jobs::schedule::run(
+            Arc::clone(&tenancy),
+            Duration::from_secs(60),
+        ));
         Ok(Self {
             router: router::router(state),
             tenancy,
             identity,
             limits,
+            mail,
             listener,
             resumer,
             purger,
+            worker,
+            schedules,
         })
     }
 }

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
 use crate::routes::admin::{
     api_keys, audit as admin_audit, db_servers, domains, invitations as admin_invitations,
-    jwt_keys, placement, plans, tenants, users as admin_users,
+    jobs as admin_jobs, jwt_keys, placement, plans, tenants, users as admin_users,
 };
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
@@ -78,6 +78,11 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(plans::list))
         .routes(routes!(plans::put))
         .routes(routes!(admin_audit::list))
+        .routes(routes!(admin_jobs::list))
+        .routes(routes!(admin_jobs::retry))
+        .routes(routes!(admin_jobs::discard))
+        .routes(routes!(admin_jobs::pause))
+        .routes(routes!(admin_jobs::resume))
         // tenant API: auth (no credential)
         .routes(routes!(signup::signup))
         .routes(routes!(login::login))

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod db_servers;
 pub mod domains;
 pub mod invitations;
+pub mod jobs;
 pub mod jwt_keys;
 pub mod placement;
 pub mod plans;
