@@ -132,6 +132,9 @@ impl Worker {
             Arc::clone(&self.tenancy),
             events.clone(),
         )));
+        // Known before the first claim, so a kind paused before start never runs here.
+        shared.load_pauses().await;
+        shared.load_weights().await;
         let mut fair = Fair::default();
         let mut next_sweep = Instant::now();
         loop {

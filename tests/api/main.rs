@@ -7,6 +7,7 @@ mod authz;
 mod bad_input;
 mod domain;
 mod isolation;
+mod jobs;
 mod keys;
 mod mfa;
 mod migrations;
