@@ -57,6 +57,8 @@ impl Default for WorkerConfig {
 enum Event {
     /// This tenant may have work now.
     Hint(TenantId),
+    /// This tenant has work due at this time (a retry this worker scheduled).
+    Due(TenantId, Instant),
     /// Look everywhere (a hint stream lagged or reconnected).
     Sweep,
     /// Paused kinds changed.
@@ -170,6 +172,10 @@ impl Worker {
                 Event::Hint(t) => {
                     let w = shared.weight(t).await;
                     fair.ready(t, w, Instant::now());
+                }
+                Event::Due(t, at) => {
+                    let w = shared.weight(t).await;
+                    fair.ready(t, w, at);
                 }
                 Event::Sweep => next_sweep = Instant::now(),
                 Event::Pauses => shared.load_pauses().await,
@@ -384,6 +390,10 @@ async fn run_one(shared: &Shared, tenant: &Tenant, job: Claimed) -> Result<(), R
                     .await?;
                     tracing::info!(tenant.id = %tenant.id, job.id = %job.id, job.kind = %kind,
                         job.state = state.as_str(), "job failed");
+                    if state == crate::store::JobState::Retrying {
+                        let at = Instant::now() + delay;
+                        shared.events.send(Event::Due(tenant.id, at)).ok();
+                    }
                 }
             }
             Ok(())
