@@ -1,6 +1,7 @@
 //! Subcommands, and what they share: settings, start-up, output.
 
 pub mod audit;
+pub mod jobs;
 pub mod keys;
 pub mod migrate;
 pub mod operations;

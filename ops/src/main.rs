@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "platformctl",
-    about = "Operate the platform: tenants, migrations, audit, keys, operations."
+    about = "Operate the platform: tenants, migrations, audit, keys, operations, jobs."
 )]
 struct Cli {
     /// Machine-readable output (one JSON object per line).
@@ -37,6 +37,9 @@ enum Command {
     /// Long-running operations.
     #[command(subcommand)]
     Operations(OperationsCmd),
+    /// Background jobs: list, retry, discard; pause and resume a kind.
+    #[command(subcommand)]
+    Jobs(commands::jobs::Jobs),
 }
 
 #[derive(Subcommand)]
@@ -58,6 +61,7 @@ async fn main() -> ExitCode {
         Command::Migrate(m) => commands::migrate::run(m, &out).await,
         Command::Keys(k) => commands::keys::run(k, &out).await,
         Command::Audit(a) => commands::audit::run(a, &out).await,
+        Command::Jobs(j) => commands::jobs::run(j, &out).await,
         Command::Operations(OperationsCmd::Show { id }) => {
             commands::operations::show(&id, &out).await
         }
