@@ -42,10 +42,10 @@ ALTER TABLE jobs FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON jobs USING (tenant_id = app_tenant_id()) WITH CHECK (tenant_id = app_tenant_id());
 GRANT SELECT, INSERT, UPDATE, DELETE ON jobs TO platform_app;
 SELECT platform_attach_fence('jobs');
--- Audited where it matters: creation and the end states (an operator's retry or discard, a dead
--- letter); lease bookkeeping is not worth an event per claim.
-SELECT platform_audit_attach('jobs', 'job', 'id',
-    'attempts,lease_token,lease_until,run_at,last_error,finished_at,payload,payload_sealed', 'kind,state');
+-- Not audited row by row (like the outbox it replaces): a job follows the audited write that
+-- enqueued it, what a job does is audited with the actor `job` / its kind, and operators' retries,
+-- discards and pauses are in the control plane's admin trail. An event per claim and completion
+-- would also queue every job of a tenant on its audit chain head.
 
 -- Which tenants of this database have work due, and when the next is due: for the workers' sweep,
 -- which cannot read across tenants under RLS. Returns ids and times only, never job contents.

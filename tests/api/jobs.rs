@@ -3,6 +3,7 @@
 //! fairness across tenants, the operators' API, and jobs across a promotion.
 
 mod admin;
+mod crash;
 mod fairness;
 mod moves;
 mod semantics;
