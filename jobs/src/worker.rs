@@ -267,7 +267,10 @@ async fn claim_and_run(shared: &Arc<Shared>, tenant: TenantId) -> (usize, Option
     let Some(t) = live_tenant(shared, tenant).await else {
         return (0, None);
     };
-    let free = shared.slots.available_permits().clamp(1, shared.batch);
+    // A full batch even when fewer slots are free: the extra jobs wait (leased) for the next free
+    // slots, so a busy worker still claims `batch` jobs per round trip instead of one. Another
+    // tenant's claim queues behind at most this one batch.
+    let free = shared.batch;
     let paused = shared.paused();
     let claimed = match shared.tenancy.dataplane.connect(&t).await {
         Ok(conn) => store::claim(conn, &shared.kinds, &paused, free as i64).await,
