@@ -11,8 +11,7 @@ use uuid::Uuid;
 use crate::kind::JobKind;
 use crate::store::JobId;
 
-/// The keyring purpose of a job's sealed payload (the outbox's purpose: its rows became jobs).
-pub const SEALED_PURPOSE: &str = tenancy::crypto::registry::purpose::OUTBOX_BODY;
+pub use crate::kind::SEALED_PURPOSE;
 
 /// A job to enqueue.
 #[derive(Clone)]

@@ -12,6 +12,9 @@ use tenancy::ids::TenantId;
 
 use crate::store::JobId;
 
+/// The keyring purpose of a job's sealed payload (the outbox's purpose: its rows became jobs).
+pub const SEALED_PURPOSE: &str = tenancy::crypto::registry::purpose::OUTBOX_BODY;
+
 /// A job kind's name: lower-case words joined by dots (`email.invitation`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobKind(String);
@@ -111,11 +114,7 @@ impl JobContext {
         };
         let s = self
             .keyring
-            .open_string(
-                Scope::Tenant(self.tenant),
-                crate::enqueue::SEALED_PURPOSE,
-                sealed,
-            )
+            .open_string(Scope::Tenant(self.tenant), SEALED_PURPOSE, sealed)
             .await?;
         Ok(Some(Secret(s)))
     }
