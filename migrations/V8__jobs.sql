@@ -19,3 +19,8 @@ INSERT INTO job_schedules (name, interval_seconds) VALUES
 
 ALTER TABLE plans ADD COLUMN job_weight integer NOT NULL DEFAULT 1 CHECK (job_weight > 0);
 UPDATE plans SET job_weight = CASE name WHEN 'pro' THEN 4 WHEN 'enterprise' THEN 16 ELSE 1 END;
+
+-- Operators' pauses are in their audit trail (`job_kind_pause.created` / `.deleted`). Their retries
+-- and discards of a tenant's job are appended there by the code (`job.retried`, `job.discarded`):
+-- the job row lives in the tenant's database.
+SELECT platform_admin_audit_attach('job_kind_pauses', 'job_kind_pause', 'kind', '', 'kind', '');

@@ -284,7 +284,18 @@ async fn change(
         .ok_or(JobAdminError::NotFound)?;
     tx.hint_after_commit();
     tx.commit().await?;
-    Ok(view(&row))
+    let job = view(&row);
+    // The operators' trail (the control plane): the job row is in the tenant's database, so
+    // this is a second write after the first committed; a failure here is reported.
+    sqlx::query("SELECT platform_admin_audit_append($1, $2, 'job', $3, 'success', $4)")
+        .bind(t.id.as_uuid())
+        .bind(format!("job.{verb}"))
+        .bind(id.to_string())
+        .bind(serde_json::json!({ "kind": job.kind, "from": state, "to": job.state.as_str() }))
+        .execute(tenancy.catalog.pool())
+        .await
+        .map_err(CatalogError::from)?;
+    Ok(job)
 }
 
 /// The kinds operators paused.
