@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod baseline;
+pub mod jobs;
 pub mod limits;
 pub mod load;
 pub mod migrations;

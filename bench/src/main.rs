@@ -35,6 +35,9 @@ enum Role {
     Promote(bench::promote::PromoteBench),
     /// Password logins and refresh-token rotations per second through the real router.
     Auth(bench::auth::AuthArgs),
+    /// Background jobs end to end (1 tenant, 100 shared, 50 dedicated, idle) against a bare
+    /// SKIP LOCKED loop.
+    Jobs(bench::jobs::JobsArgs),
     /// Serve the baseline (BENCH_BASELINE_URL, BENCH_LISTEN, BENCH_POOL_SIZE).
     #[command(hide = true)]
     ServeBaseline,
@@ -56,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Role::Migrations(a)) => bench::migrations::run(a).await,
         Some(Role::Promote(a)) => bench::promote::run(a).await,
         Some(Role::Auth(a)) => bench::auth::run(a).await,
+        Some(Role::Jobs(a)) => bench::jobs::run(a).await,
         Some(Role::ServeBaseline) => {
             let var = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
             let size = var("BENCH_POOL_SIZE")?

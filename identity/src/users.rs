@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::AuthError;
-use tenancy::crypto::{Keyring, Scope};
+use tenancy::crypto::Keyring;
 use tenancy::crypto::{hash_token, random_token};
 use tenancy::dataplane::TenantTx;
 use tenancy::ids::EmailAddress;
@@ -150,10 +150,10 @@ pub async fn mark_verified(tx: &mut TenantTx, id: UserId) -> Result<(), AuthErro
     Ok(())
 }
 
-/// The keyring purpose of a sealed outbox message body (see the sealed-column registry).
-pub const OUTBOX_BODY_PURPOSE: &str = tenancy::crypto::registry::purpose::OUTBOX_BODY;
+/// The keyring purpose of a sealed message body (see the sealed-column registry).
+pub const OUTBOX_BODY_PURPOSE: &str = jobs::enqueue::SEALED_PURPOSE;
 
-/// A message for the outbox (delivered by a later component).
+/// A message to send: an `email.*` job (see [`message_kind`]).
 #[derive(Clone, Copy)]
 pub struct Message<'a> {
     /// What it is (`invitation`, `verify_email`, `password_reset`).
@@ -162,7 +162,7 @@ pub struct Message<'a> {
     pub subject: &'a str,
     /// The text, which may hold a single-use token: stored only sealed.
     pub body: &'a str,
-    /// How long it is worth sending (the life of the token it carries); it is deleted after.
+    /// How long it is worth sending (the life of the token it carries); dropped unsent after.
     pub lifetime: std::time::Duration,
 }
 
@@ -175,33 +175,32 @@ impl std::fmt::Debug for Message<'_> {
     }
 }
 
-/// Writes a message to the outbox. The body never rests in plain text: it is sealed with the
-/// tenant's data key (`body_sealed`, purpose [`OUTBOX_BODY_PURPOSE`]) and kept until
-/// `expires_at`; the tenant's expired messages are deleted in the same statement.
+/// The job kind that sends a message of `kind`, named for what it does.
+#[must_use]
+pub fn message_kind(kind: &str) -> jobs::JobKind {
+    let name = match kind {
+        "invitation" => "email.invitation",
+        "password_reset" => "email.password_reset",
+        _ => "email.verification",
+    };
+    jobs::JobKind::parse(name).expect("a valid kind name")
+}
+
+/// Enqueues the message as an `email.*` job in the caller's transaction: sent only if it
+/// commits. The body never rests in plain text: it is the job's payload secret, sealed with the
+/// tenant's data key (purpose [`OUTBOX_BODY_PURPOSE`]); the job is dropped unsent after the
+/// message's lifetime.
 pub async fn outbox(tx: &mut TenantTx, keyring: &Keyring, m: Message<'_>) -> Result<(), AuthError> {
-    let sealed = keyring
-        .seal(
-            Scope::Tenant(tx.tenant()),
-            OUTBOX_BODY_PURPOSE,
-            m.body.as_bytes(),
-        )
-        .await?;
-    let expires = OffsetDateTime::now_utc() + m.lifetime;
-    tx.execute(
-        "WITH expired AS (DELETE FROM outbox WHERE expires_at < now() AND sent_at IS NULL)
-         INSERT INTO outbox (tenant_id, id, kind, recipient, subject, body, body_sealed, expires_at)
-         VALUES ($1, $2, $3, $4, $5, '', $6, $7)",
-        &[
-            &tx.tenant().as_uuid(),
-            &Uuid::now_v7(),
-            &m.kind,
-            &m.recipient.as_str(),
-            &m.subject,
-            &sealed,
-            &expires,
-        ],
+    let job = jobs::NewJob::new(
+        message_kind(m.kind),
+        serde_json::json!({ "recipient": m.recipient.as_str(), "subject": m.subject }),
     )
-    .await?;
+    .seal_secret(keyring, tx, m.body)
+    .await?
+    .expires_at(OffsetDateTime::now_utc() + m.lifetime);
+    jobs::enqueue(tx, job)
+        .await
+        .map_err(|jobs::EnqueueError::Db(e)| e)?;
     Ok(())
 }
 
@@ -213,8 +212,10 @@ pub async fn withdraw_messages(
 ) -> Result<u64, AuthError> {
     Ok(tx
         .execute(
-            "DELETE FROM outbox WHERE kind = $1 AND recipient = $2 AND sent_at IS NULL",
-            &[&kind, &recipient.as_str()],
+            "UPDATE jobs SET state = 'cancelled', finished_at = now(), lease_token = NULL,
+                    lease_until = NULL, last_error = 'superseded by a newer message'
+             WHERE kind = $1 AND payload->>'recipient' = $2 AND state IN ('pending', 'retrying')",
+            &[&message_kind(kind).as_str(), &recipient.as_str()],
         )
         .await?)
 }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod flags;
+pub mod jobs;
 pub mod keys;
 pub mod migrate;
 pub mod operations;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "platformctl",
-    about = "Operate the platform: tenants, migrations, audit, keys, operations, flags."
+    about = "Operate the platform: tenants, migrations, audit, keys, operations, flags, jobs."
 )]
 struct Cli {
     /// Machine-readable output (one JSON object per line).
@@ -40,6 +40,9 @@ enum Command {
     /// Feature flags.
     #[command(subcommand)]
     Flags(commands::flags::Flags),
+    /// Background jobs: list, retry, discard; pause and resume a kind.
+    #[command(subcommand)]
+    Jobs(commands::jobs::Jobs),
 }
 
 #[derive(Subcommand)]
@@ -62,6 +65,7 @@ async fn main() -> ExitCode {
         Command::Keys(k) => commands::keys::run(k, &out).await,
         Command::Audit(a) => commands::audit::run(a, &out).await,
         Command::Flags(f) => commands::flags::run(f, &out).await,
+        Command::Jobs(j) => commands::jobs::run(j, &out).await,
         Command::Operations(OperationsCmd::Show { id }) => {
             commands::operations::show(&id, &out).await
         }

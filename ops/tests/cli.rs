@@ -435,3 +435,70 @@ async fn flags_stale_lists_flags_past_their_date_only() {
     assert_eq!(lines[0]["owner"], "growth-team");
     app.finish().await;
 }
+
+/// `platformctl jobs`: list a tenant's jobs, discard and retry one, pause and resume a kind.
+#[tokio::test]
+async fn jobs_list_discard_retry_pause_and_resume() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("ctljobs", "shared", None).await;
+    let tenancy = &app.app.tenancy;
+    let tenant = tenancy
+        .catalog
+        .tenant_by_slug("ctljobs")
+        .await
+        .expect("catalog")
+        .expect("tenant");
+    // A job no worker here runs (its kind is not registered), due in an hour.
+    let mut tx = tenancy
+        .dataplane
+        .connect(&tenant)
+        .await
+        .expect("conn")
+        .begin();
+    let id = jobs::enqueue(
+        &mut tx,
+        jobs::NewJob::new(
+            jobs::JobKind::parse("ctl.test").expect("kind"),
+            serde_json::json!({}),
+        )
+        .run_at(time::OffsetDateTime::now_utc() + Duration::from_secs(3600)),
+    )
+    .await
+    .expect("enqueue")
+    .expect("id")
+    .to_string();
+    tx.commit().await.expect("commit");
+
+    let (code, lines) = run_json(&app, &["--json", "jobs", "list", "--tenant", &t.slug]).await;
+    assert_eq!(code, 0);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["id"], id.as_str());
+    assert_eq!(lines[0]["state"], "pending");
+    assert_eq!(lines[0]["tenant_id"], t.id.as_str());
+
+    let (code, lines) = run_json(&app, &["--json", "jobs", "discard", &id]).await;
+    assert_eq!(code, 0);
+    assert_eq!(lines[0]["state"], "cancelled");
+    let (code, lines) =
+        run_json(&app, &["--json", "jobs", "retry", &id, "--tenant", &t.slug]).await;
+    assert_eq!(code, 0);
+    assert_eq!(lines[0]["state"], "pending");
+    let (code, _) = run_json(&app, &["--json", "jobs", "list", "--state", "nonsense"]).await;
+    assert_ne!(code, 0);
+
+    let (code, _) = run_json(&app, &["--json", "jobs", "pause", "ctl.test"]).await;
+    assert_eq!(code, 0);
+    let paused = jobs::admin::paused_kinds(&tenancy.catalog)
+        .await
+        .expect("pauses");
+    assert_eq!(paused, vec!["ctl.test".to_owned()]);
+    let (code, _) = run_json(&app, &["--json", "jobs", "resume", "ctl.test"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        jobs::admin::paused_kinds(&tenancy.catalog)
+            .await
+            .expect("pauses")
+            .is_empty()
+    );
+    app.finish().await;
+}

@@ -27,12 +27,16 @@ pub struct App {
     pub tenancy: Arc<Tenancy>,
     pub identity: identity::Identity,
     pub limits: limits::RateLimits,
+    /// Messages the email jobs recorded as sent (until the email issue sends them).
+    pub mail: jobs::builtin::SentMail,
     listener: tokio::task::JoinHandle<()>,
     flag_listener: tokio::task::JoinHandle<()>,
     resumer: tokio::task::JoinHandle<()>,
     purger: tokio::task::JoinHandle<()>,
     /// Links audit events into their chains after commit (stopped on drop).
     sealer: std::sync::Mutex<Option<::audit::sealer::Sealer>>,
+    worker: tokio::task::JoinHandle<()>,
+    schedules: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for App {
@@ -47,6 +51,8 @@ impl Drop for App {
         self.flag_listener.abort();
         self.resumer.abort();
         self.purger.abort();
+        self.worker.abort();
+        self.schedules.abort();
     }
 }
 
@@ -62,6 +68,12 @@ impl App {
         if let Ok(mut s) = self.sealer.lock() {
             s.take();
         }
+    }
+
+    /// Stops this instance's job worker and schedules (tests that run workers by hand).
+    pub fn stop_jobs(&self) {
+        self.worker.abort();
+        self.schedules.abort();
     }
 
     /// Builds the router and starts listening for catalog changes (returns once listening).
@@ -131,16 +143,34 @@ impl App {
             tenancy.resolver.clone(),
             tenancy.catalog.clone(),
         );
+        // Background jobs: this instance's worker (hinted by its own commits and, by NOTIFY, by
+        // other instances' commits) and the platform schedules.
+        let mail = jobs::builtin::SentMail::default();
+        let worker = tokio::spawn(
+            jobs::Worker::new(
+                Arc::clone(&tenancy),
+                jobs::builtin::registry(&mail),
+                jobs::WorkerConfig::default(),
+            )
+            .run(),
+        );
+        let schedules = tokio::spawn(jobs::schedule::run(
+            Arc::clone(&tenancy),
+            Duration::from_secs(60),
+        ));
         Ok(Self {
             sealer: std::sync::Mutex::new(Some(sealer)),
             router: router::router(state),
             tenancy,
             identity,
             limits,
+            mail,
             listener,
             flag_listener,
             resumer,
             purger,
+            worker,
+            schedules,
         })
     }
 }

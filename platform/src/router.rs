@@ -17,8 +17,8 @@ use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
 use crate::routes::admin::{
     api_keys, audit as admin_audit, db_servers, domains, flags as admin_flags,
-    invitations as admin_invitations, jwt_keys, placement, plans, sso_domains, tenants,
-    users as admin_users,
+    invitations as admin_invitations, jobs as admin_jobs, jwt_keys, placement, plans, sso_domains,
+    tenants, users as admin_users,
 };
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
@@ -92,6 +92,11 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_flags::kill, admin_flags::lift))
         .routes(routes!(admin_flags::import))
         .routes(routes!(admin_flags::evaluate))
+        .routes(routes!(admin_jobs::list))
+        .routes(routes!(admin_jobs::retry))
+        .routes(routes!(admin_jobs::discard))
+        .routes(routes!(admin_jobs::pause))
+        .routes(routes!(admin_jobs::resume))
         // tenant API: auth (no credential)
         .routes(routes!(signup::signup))
         .routes(routes!(login::login))

@@ -8,7 +8,7 @@
 mod conn;
 mod pool;
 
-pub use conn::{CommitHint, TenantConn, TenantTx};
+pub use conn::{CommitHint, CommitHints, TenantConn, TenantTx};
 pub use pool::PgConn;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,6 +124,8 @@ struct Inner {
     reuses: Arc<AtomicU64>,
     /// Told after each committed transaction that wrote (set once, by the audit sealer).
     commit_hint: std::sync::OnceLock<conn::CommitHint>,
+    /// Tenants whose committed transactions enqueued jobs (see [`DataPlane::commit_hints`]).
+    hints: CommitHints,
 }
 
 /// The dedicated pools of one database server and its connection budget.
@@ -181,6 +183,7 @@ impl DataPlane {
                 session_reuse: true,
                 reuses: Arc::new(AtomicU64::new(0)),
                 commit_hint: std::sync::OnceLock::new(),
+                hints: tokio::sync::broadcast::channel(4096).0,
             }),
             min_schema: MIN_TENANT_SCHEMA,
         })
@@ -294,6 +297,7 @@ impl DataPlane {
                 .session_reuse
                 .then(|| Arc::clone(&self.inner.reuses)),
             self.inner.commit_hint.get().cloned(),
+            self.inner.hints.clone(),
         )
     }
 
@@ -301,6 +305,14 @@ impl DataPlane {
     /// already (one consumer per data plane).
     pub fn set_commit_hint(&self, hint: conn::CommitHint) -> bool {
         self.inner.commit_hint.set(hint).is_ok()
+    }
+
+    /// Subscribes to post-commit hints: the tenant of every committed transaction of this
+    /// process that asked for one ([`TenantTx::hint_after_commit`]; the job queue does when it
+    /// enqueues). A receiver that lags behind gets `Lagged` and should look everywhere.
+    #[must_use]
+    pub fn commit_hints(&self) -> tokio::sync::broadcast::Receiver<TenantId> {
+        self.inner.hints.subscribe()
     }
 
     async fn server(&self, id: DbServerId) -> Result<Arc<ServerPools>, ConnectError> {

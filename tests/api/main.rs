@@ -8,6 +8,7 @@ mod bad_input;
 mod domain;
 mod flags;
 mod isolation;
+mod jobs;
 mod keys;
 mod mfa;
 mod migrations;

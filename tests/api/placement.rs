@@ -174,7 +174,7 @@ async fn seed_tasks(app: &TestApp, t: &TestTenant, project: &str, n: i64) {
         .expect("seed");
 }
 
-async fn wait_op(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn wait_op(app: &TestApp, id: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     loop {
         let r = app
@@ -209,7 +209,10 @@ async fn tasks_in(db: &tokio_postgres::Client, tenant: &str) -> HashMap<String, 
     .collect()
 }
 
-async fn dedicated_db(app: &TestApp, t: &TestTenant) -> (String, tokio_postgres::Client) {
+pub(crate) async fn dedicated_db(
+    app: &TestApp,
+    t: &TestTenant,
+) -> (String, tokio_postgres::Client) {
     let tenant = app
         .app
         .tenancy

@@ -135,18 +135,21 @@ impl TestApp {
         }
     }
 
-    /// The messages in the tenant's outbox for `recipient` (superuser view of the shared
-    /// database), their bodies opened with the tenant's key as the mail sender would.
+    /// The messages for `recipient` in the `email.*` jobs of the shared database (superuser
+    /// view), withdrawn ones left out, their bodies opened with the tenant's key as the mail
+    /// sender would.
     pub async fn outbox(&self, recipient: &str) -> Vec<String> {
         let rows = self
             .shared_owner()
             .await
             .query(
-                "SELECT tenant_id, body, body_sealed FROM outbox WHERE recipient = $1 ORDER BY id",
+                "SELECT tenant_id, '', payload_sealed FROM jobs
+                 WHERE kind LIKE 'email.%' AND payload->>'recipient' = $1 AND state <> 'cancelled'
+                 ORDER BY id",
                 &[&recipient],
             )
             .await
-            .expect("outbox");
+            .expect("email jobs");
         let mut bodies = Vec::new();
         for r in rows {
             let sealed: Option<Vec<u8>> = r.get(2);

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 pub const ALLOWED: &[(&str, &str, &[&str])] = &[
     // (package, folder, allowed workspace dependencies)
     ("tenancy", "tenancy", &[]),
-    ("identity", "identity", &["tenancy", "limits"]),
+    ("jobs", "jobs", &["tenancy"]),
+    ("identity", "identity", &["tenancy", "limits", "jobs"]),
     ("audit", "audit", &["tenancy"]),
     ("limits", "limits", &["tenancy"]),
     ("flags", "flags", &["tenancy"]),
@@ -29,9 +30,15 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
     (
         "platform",
         "platform",
-        &["tenancy", "identity", "audit", "limits", "flags", "sso"],
+        &[
+            "tenancy", "identity", "audit", "limits", "flags", "sso", "jobs",
+        ],
     ),
-    ("ops", "ops", &["tenancy", "identity", "audit", "flags"]),
+    (
+        "ops",
+        "ops",
+        &["tenancy", "identity", "audit", "flags", "jobs"],
+    ),
     (
         "bench",
         "bench",
@@ -44,13 +51,14 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
             "sso",
             "platform",
             "platform-tests",
+            "jobs",
         ],
     ),
     (
         "platform-tests",
         "tests",
         &[
-            "tenancy", "identity", "audit", "limits", "flags", "sso", "platform",
+            "tenancy", "identity", "audit", "limits", "flags", "sso", "platform", "jobs",
         ],
     ),
     ("xtask", "xtask", &[]),

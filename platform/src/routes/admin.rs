@@ -6,6 +6,7 @@ pub mod db_servers;
 pub mod domains;
 pub mod flags;
 pub mod invitations;
+pub mod jobs;
 pub mod jwt_keys;
 pub mod placement;
 pub mod plans;

@@ -253,6 +253,18 @@ pub const SEALED: &[SealedColumn] = &[
         what: "outbox messages (single-use tokens)",
         cached: false,
     },
+    SealedColumn {
+        database: Database::Tenant,
+        table: "jobs",
+        column: "payload_sealed",
+        key: "id",
+        key_type: "uuid",
+        scope: ScopeOf::Tenant("tenant_id"),
+        // The outbox's purpose: its rows became jobs (tenant V9) with their sealed bodies as is.
+        purpose: PurposeOf::Fixed(purpose::OUTBOX_BODY),
+        what: "job payload secrets (single-use tokens in email jobs)",
+        cached: false,
+    },
 ];
 
 /// Binary columns that hold no value sealed by a data key, with the reason. Together with

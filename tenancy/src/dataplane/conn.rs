@@ -32,10 +32,15 @@ use tokio_postgres::{Error, Row};
 use super::pool::PgObject;
 use crate::ids::TenantId;
 
+/// Post-commit hints: the tenant of each committed transaction that asked for one (it enqueued
+/// a job), for the job workers of this process (see the `jobs` crate).
+pub type CommitHints = tokio::sync::broadcast::Sender<TenantId>;
+
 /// A checked-out connection bound to one tenant.
 pub struct TenantConn {
     tenant: TenantId,
     client: PgObject,
+    hints: CommitHints,
     /// Counts requests sent alone; `None` when session reuse is off.
     reuses: Option<Arc<AtomicU64>>,
     /// Told the tenant after a transaction that wrote has committed (the audit sealer's hint).
@@ -60,10 +65,12 @@ impl TenantConn {
         client: PgObject,
         reuses: Option<Arc<AtomicU64>>,
         commit_hint: Option<CommitHint>,
+        hints: CommitHints,
     ) -> Self {
         Self {
             tenant,
             client,
+            hints,
             reuses,
             commit_hint,
         }
@@ -86,6 +93,7 @@ impl TenantConn {
             ready,
             sets_session: reuse && !ready,
             failed: false,
+            hint: false,
             // The request's audit context rides along with the setup (base64: no quoting).
             audit: crate::context::current_encoded(),
             wrote: false,
@@ -110,6 +118,8 @@ pub struct TenantTx {
     audit: Option<String>,
     /// A statement that may write was sent: a commit is hinted (see [`CommitHint`]).
     wrote: bool,
+    /// Publish the tenant on the data plane's commit hints once this transaction commits.
+    hint: bool,
 }
 
 /// Whether `sql` only reads, so it needs no audit context: a `SELECT` calling none of the
@@ -162,6 +172,19 @@ impl TenantTx {
             .as_ref()
             .expect("present until commit or drop")
             .tenant
+    }
+
+    /// Asks for a post-commit hint: once this transaction has committed, its tenant is published
+    /// to the data plane's [`CommitHints`] (nothing is published on rollback).
+    pub fn hint_after_commit(&mut self) {
+        self.hint = true;
+    }
+
+    fn publish_hint(&self, conn: &TenantConn) {
+        if self.hint {
+            // No receiver (no worker in this process) is fine: the sweep finds the work.
+            let _ = conn.hints.send(conn.tenant);
+        }
     }
 
     /// Runs a statement and returns its rows.
@@ -248,7 +271,10 @@ impl TenantTx {
                 Err(e) => Err(e),
             };
             if let Some(c) = self.conn.take() {
-                if let Some(n) = c.reuses {
+                if out.is_ok() {
+                    self.publish_hint(&c);
+                }
+                if let Some(n) = &c.reuses {
                     n.fetch_add(1, Ordering::Relaxed);
                 }
                 if out.is_ok() && self.wrote {
@@ -328,6 +354,7 @@ impl TenantTx {
                 if self.wrote {
                     hint(c.commit_hint.as_ref(), tenant);
                 }
+                self.publish_hint(&c);
             }
         }
         out
@@ -350,6 +377,11 @@ impl TenantTx {
                     drop(PgObject::take(conn.client));
                 }
                 return Err(e);
+            }
+            if !self.failed
+                && let Some(c) = self.conn.as_ref()
+            {
+                self.publish_hint(c);
             }
             // After a failed statement, COMMIT rolled back: the session value is still unknown.
             if !self.failed

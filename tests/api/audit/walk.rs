@@ -338,6 +338,24 @@ fn placement_steps() -> Vec<Step> {
     ]
 }
 
+/// The operator's job controls on a job of `{tenant}` (`{id}`) and a kind (`{kind}`).
+fn job_steps() -> Vec<Step> {
+    vec![
+        step(Op, "POST /admin/v1/jobs/{id}/discard", "job.discarded"),
+        step(Op, "POST /admin/v1/jobs/{id}/retry", "job.retried"),
+        step(
+            Op,
+            "POST /admin/v1/jobs/kinds/{kind}/pause",
+            "job_kind_pause.created",
+        ),
+        step(
+            Op,
+            "POST /admin/v1/jobs/kinds/{kind}/resume",
+            "job_kind_pause.deleted",
+        ),
+    ]
+}
+
 /// Every mutating route (POST, PUT, PATCH, DELETE) of the OpenAPI document.
 /// Flags: authored, imported, switched, opted into by the tenant's owner, deleted; each change in
 /// the operators' trail (before and after).
@@ -417,6 +435,20 @@ async fn every_mutating_route_records_an_audit_event_with_its_request() {
     sso_domain_steps(&mut w).await;
     w.set("name", "walk-flag");
     w.run(flag_steps()).await;
+    // A job of acme's that no worker runs (due in a day), for the operator's job controls.
+    let job_id = uuid::Uuid::now_v7().to_string();
+    app.shared_owner()
+        .await
+        .execute(
+            "INSERT INTO jobs (tenant_id, id, kind, run_at)
+             VALUES ($1::text::uuid, $2::text::uuid, 'walk.test', now() + interval '1 day')",
+            &[&w.var("tenant").to_owned(), &job_id],
+        )
+        .await
+        .expect("a job");
+    w.set("id", job_id);
+    w.set("kind", "walk.test");
+    w.run(job_steps()).await;
     app.app.stop_resuming();
     let acme = w.var("tenant").to_owned();
     let leaving = app.tenant("leaving", "shared", None).await;

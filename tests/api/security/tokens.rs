@@ -1,19 +1,21 @@
 //! Hole 10: single-use tokens (password reset, invitation, email verification) are never at rest
-//! in plain text in the outbox, and a new password reset revokes the earlier ones.
+//! in plain text in the `email.*` jobs that send them, and a new password reset revokes the
+//! earlier ones.
 
 use platform_tests::{PASSWORD, TestApp, TestTenant, token_in};
 use serde_json::json;
 
-/// Every outbox row of the tenant, every column, as text (the owner's view of the database).
+/// Every email job row of the tenant, every column, as text (the owner's view of the database).
 async fn raw_outbox(app: &TestApp, t: &TestTenant) -> Vec<String> {
     app.shared_owner()
         .await
         .query(
-            "SELECT row_to_json(o)::text FROM outbox o WHERE tenant_id = $1::text::uuid",
+            "SELECT row_to_json(j)::text FROM jobs j
+             WHERE tenant_id = $1::text::uuid AND kind LIKE 'email.%'",
             &[&t.id],
         )
         .await
-        .expect("outbox")
+        .expect("email jobs")
         .iter()
         .map(|r| r.get(0))
         .collect()

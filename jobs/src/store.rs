@@ -1,0 +1,239 @@
+//! The statements on the `jobs` table. Every change a worker makes to a job it claimed names the
+//! lease token of its claim: once another worker has rescued the job (new token), the first
+//! worker's completion, retry or dead letter matches no row and its transaction rolls back.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tenancy::dataplane::{TenantConn, TenantTx};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// Defines an id newtype like `tenancy::ids` does.
+macro_rules! tenancy_id {
+    ($name:ident) => {
+        /// A job's id (UUIDv7).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            #[must_use]
+            pub const fn from_uuid(id: Uuid) -> Self {
+                Self(id)
+            }
+            #[must_use]
+            pub const fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+            /// Parses a textual UUID.
+            pub fn parse(s: &str) -> Option<Self> {
+                Uuid::parse_str(s).ok().map(Self)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+tenancy_id!(JobId);
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Running,
+    Retrying,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Running,
+        Self::Retrying,
+        Self::Succeeded,
+        Self::Dead,
+        Self::Cancelled,
+    ];
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a state name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// A job claimed under a lease.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub id: JobId,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub sealed: Option<Vec<u8>>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub lease: Uuid,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Claims up to `limit` of the tenant's due jobs of `kinds` (each with its lease length), and
+/// running jobs whose lease ran out (orphans of a worker that died or stalled), skipping rows
+/// another worker holds locked. `paused` kinds are left alone.
+pub async fn claim(
+    conn: TenantConn,
+    kinds: &[(String, Duration)],
+    paused: &[String],
+    limit: i64,
+) -> Result<Vec<Claimed>, tokio_postgres::Error> {
+    let names: Vec<&str> = kinds.iter().map(|(k, _)| k.as_str()).collect();
+    let leases: Vec<f64> = kinds.iter().map(|(_, l)| l.as_secs_f64()).collect();
+    let rows = conn
+        .begin()
+        .query_and_commit(
+            "WITH due AS (
+                SELECT tenant_id, id FROM jobs
+                WHERE ((state IN ('pending', 'retrying') AND run_at <= now())
+                       OR (state = 'running' AND lease_until <= now()))
+                  AND kind = ANY($1) AND NOT (kind = ANY($2))
+                ORDER BY priority DESC, run_at
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED)
+             UPDATE jobs j SET state = 'running', attempts = j.attempts + 1,
+                    lease_token = gen_random_uuid(),
+                    lease_until = now() + make_interval(secs => k.lease)
+             FROM due, unnest($1::text[], $4::float8[]) AS k(kind, lease)
+             WHERE j.tenant_id = due.tenant_id AND j.id = due.id AND k.kind = j.kind
+             RETURNING j.id, j.kind, j.payload, j.payload_sealed, j.attempts, j.max_attempts,
+                       j.lease_token, j.expires_at",
+            &[&names, &paused, &limit, &leases],
+        )
+        .await?;
+    Ok(rows.iter().map(claimed).collect())
+}
+
+fn claimed(r: &Row) -> Claimed {
+    Claimed {
+        id: JobId::from_uuid(r.get(0)),
+        kind: r.get(1),
+        payload: r.get(2),
+        sealed: r.get(3),
+        attempts: r.get(4),
+        max_attempts: r.get(5),
+        lease: r.get(6),
+        expires_at: r.get(7),
+    }
+}
+
+/// The lease was lost: another worker holds the job now (or an operator changed it).
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    #[error("the job's lease was lost; nothing was committed")]
+    LeaseLost,
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// Marks the job succeeded as the last statement of `tx` with the handler's effects: the fence
+/// check runs first, and only if it holds is the transaction committed.
+pub async fn complete(mut tx: TenantTx, id: JobId, lease: Uuid) -> Result<(), FenceError> {
+    let n = tx
+        .execute(
+            "UPDATE jobs SET state = 'succeeded', lease_token = NULL, lease_until = NULL,
+                    finished_at = now(), last_error = NULL
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            &[&id.as_uuid(), &lease],
+        )
+        .await?;
+    if n != 1 {
+        // Dropping the transaction rolls back the handler's effects.
+        drop(tx);
+        return Err(FenceError::LeaseLost);
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records a failed attempt: back to `retrying` after `delay`, or `dead` with the error once the
+/// attempts are used up; only if `lease` still holds the job. Returns the new state.
+pub async fn fail(
+    conn: TenantConn,
+    id: JobId,
+    lease: Uuid,
+    delay: Duration,
+    error: &str,
+) -> Result<JobState, FenceError> {
+    let row = conn
+        .begin()
+        .query_opt_and_commit(
+            "UPDATE jobs SET
+                state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'retrying' END,
+                run_at = CASE WHEN attempts >= max_attempts THEN run_at
+                              ELSE now() + make_interval(secs => $3) END,
+                finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+                last_error = $4, lease_token = NULL, lease_until = NULL
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'
+             RETURNING state",
+            &[&id.as_uuid(), &lease, &delay.as_secs_f64(), &error],
+        )
+        .await?;
+    let state: String = row.ok_or(FenceError::LeaseLost)?.get(0);
+    Ok(JobState::parse(&state).unwrap_or(JobState::Dead))
+}
+
+/// Ends a job that will never run (its token expired): `cancelled`, if `lease` holds it.
+pub async fn expire(conn: TenantConn, id: JobId, lease: Uuid) -> Result<(), FenceError> {
+    let n = conn
+        .begin()
+        .execute_and_commit(
+            "UPDATE jobs SET state = 'cancelled', last_error = 'expired before it ran',
+                    lease_token = NULL, lease_until = NULL, finished_at = now()
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            &[&id.as_uuid(), &lease],
+        )
+        .await?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(FenceError::LeaseLost)
+    }
+}
+
+/// When the tenant's next job is due (a retry, a scheduled job, a lease to rescue), if any.
+pub async fn next_due(
+    conn: TenantConn,
+    paused: &[String],
+) -> Result<Option<OffsetDateTime>, tokio_postgres::Error> {
+    let row = conn
+        .begin()
+        .query_opt_and_commit(
+            "SELECT min(at) FROM (
+                (SELECT run_at AS at FROM jobs WHERE state IN ('pending', 'retrying')
+                   AND NOT (kind = ANY($1)) ORDER BY run_at LIMIT 1)
+                UNION ALL
+                (SELECT lease_until FROM jobs WHERE state = 'running' ORDER BY lease_until LIMIT 1)
+             ) d",
+            &[&paused],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.get(0)))
+}
