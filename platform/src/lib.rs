@@ -6,6 +6,7 @@ pub mod audit_query;
 pub mod authz;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod observe;
 pub mod pagination;
 pub mod ratelimit;
@@ -27,6 +28,9 @@ pub struct App {
     pub tenancy: Arc<Tenancy>,
     pub identity: identity::Identity,
     pub limits: limits::RateLimits,
+    /// This instance's metrics (off unless `PLATFORM_METRICS_LISTEN` is set); serve them with
+    /// [`metrics::serve`].
+    pub metrics: metrics::Metrics,
     listener: tokio::task::JoinHandle<()>,
     flag_listener: tokio::task::JoinHandle<()>,
     resumer: tokio::task::JoinHandle<()>,
@@ -74,6 +78,7 @@ impl App {
         let tenancy = Arc::new(tenancy);
         let state = AppState::build_with_dns(Arc::clone(&tenancy), admin_token, dns).await?;
         let (identity, limits) = (state.identity.clone(), state.limits.clone());
+        let metrics = state.metrics.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let on_change = {
             let identity = identity.clone();
@@ -122,6 +127,7 @@ impl App {
             tenancy,
             identity,
             limits,
+            metrics,
             listener,
             flag_listener,
             resumer,
