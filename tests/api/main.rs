@@ -11,6 +11,7 @@ mod isolation;
 mod keys;
 mod mfa;
 mod migrations;
+mod observability;
 mod placement;
 mod ratelimit;
 mod routing;
