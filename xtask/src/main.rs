@@ -8,7 +8,8 @@
 //! - `cargo xtask layers`: crates depend only on the crates below them, and no two modules of a
 //!   crate reach each other (`layers.rs`).
 //! - `cargo xtask ci`: `cargo fmt --check`, `layers`, then the test prerequisites, cargo-deny
-//!   (`.ci/deny.sh`), `cargo clippy -D warnings`, schemathesis against the real server
+//!   (`.ci/deny.sh`), `cargo clippy -D warnings`, `promtool check rules` and `promtool test rules`
+//!   on `deploy/observability/`, schemathesis against the real server
 //!   (`tests/schemathesis/run.sh`) and the tests; `.ci/run` is this command.
 //!
 //! Standard library only: on a machine with nothing but the Rust toolchain this builds in seconds,
