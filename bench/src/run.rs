@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// Where the platform's JSON request log goes (`off`: no logging, for comparison only).
     #[arg(long, default_value = "/dev/null")]
     pub platform_log: PathBuf,
+    /// Record Prometheus metrics in the platform (`PLATFORM_METRICS_LISTEN` on a free loopback
+    /// port; nothing scrapes it during the run, so this measures recording, not rendering).
+    #[arg(long)]
+    pub metrics: bool,
     /// The markdown file to write the section into.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md"))]
     pub output: PathBuf,
@@ -136,7 +140,13 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
             "--log-file",
             &args.platform_log.display().to_string(),
         ],
-        &world.platform_env(&platform_addr.to_string()),
+        &{
+            let mut env = world.platform_env(&platform_addr.to_string());
+            if args.metrics {
+                env.push(("PLATFORM_METRICS_LISTEN", local_addr()?.to_string()));
+            }
+            env
+        },
     )?;
     let platform_pid = platform.id().context("platform process id")?;
     let baseline_pid = baseline.id().context("baseline process id")?;

@@ -6,6 +6,7 @@ pub mod audit_query;
 pub mod authz;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod observe;
 pub mod pagination;
 pub mod ratelimit;
@@ -29,6 +30,9 @@ pub struct App {
     pub limits: limits::RateLimits,
     /// Messages the email jobs recorded as sent (until the email issue sends them).
     pub mail: jobs::builtin::SentMail,
+    /// This instance's metrics (off unless `PLATFORM_METRICS_LISTEN` is set); serve them with
+    /// [`metrics::serve`].
+    pub metrics: metrics::Metrics,
     listener: tokio::task::JoinHandle<()>,
     flag_listener: tokio::task::JoinHandle<()>,
     resumer: tokio::task::JoinHandle<()>,
@@ -95,6 +99,7 @@ impl App {
         let tenancy = Arc::new(tenancy);
         let state = AppState::build_with_dns(Arc::clone(&tenancy), admin_token, dns).await?;
         let (identity, limits) = (state.identity.clone(), state.limits.clone());
+        let metrics = state.metrics.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let on_change = {
             let identity = identity.clone();
@@ -165,6 +170,7 @@ impl App {
             identity,
             limits,
             mail,
+            metrics,
             listener,
             flag_listener,
             resumer,

@@ -100,6 +100,17 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.listen.port()
     );
     tracing::info!(listen = %settings.listen, "platform listening");
+    // Metrics on their own listener, so the tenant listener never answers `/metrics`.
+    let metrics = match settings.metrics.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("PLATFORM_METRICS_LISTEN: cannot listen on {addr}"))?;
+            println!("metrics at http://{addr}/metrics");
+            Some(platform::metrics::serve(l, app.metrics.clone()))
+        }
+        None => None,
+    };
     // The peer address feeds session records and per-address login throttling.
     let served = axum::serve(
         listener,
@@ -109,6 +120,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(shutdown())
     .await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     drop(app);
     if let Some(c) = started.cluster.filter(|c| c.started_here()) {
         tracing::info!("stopping the embedded PostgreSQL");

@@ -1,17 +1,18 @@
 //! Request middleware: a request id on every request and response (a well-formed incoming
 //! `x-request-id` is kept), a tracing span with the request id, method, route and tenant, and one
 //! JSON log line per request with status and latency. A 5xx is logged here, once, with its
-//! internal cause.
+//! internal cause. The same place records the request metrics ([`crate::metrics`]).
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
 use crate::error::{ApiError, InternalCause};
+use crate::metrics::{Finished, Metrics, TenantSlot};
 
 /// The request's id.
 #[derive(Clone, Debug)]
@@ -29,7 +30,7 @@ fn well_formed(v: &HeaderValue) -> Option<String> {
 }
 
 /// The middleware.
-pub async fn observe(mut req: Request, next: Next) -> Response {
+pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(REQUEST_ID)
@@ -48,13 +49,30 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         route = %route,
         tenant.id = tracing::field::Empty,
     );
+    let method = req.method().clone();
+    let slot = metrics.is_on().then(|| {
+        let slot = TenantSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        slot
+    });
+    let in_flight = metrics.start();
     let started = Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(in_flight);
+    metrics.finish(&Finished {
+        route: &route,
+        method: &method,
+        status: resp.status().as_u16(),
+        seconds,
+        tenant: slot.as_ref(),
+        rate_limit: resp.extensions().get::<limits::Decision>(),
+    });
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
     let status = resp.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency_ms = seconds * 1000.0;
     let _entered = span.enter();
     match resp.extensions().get::<InternalCause>() {
         Some(InternalCause(cause)) if status >= 500 => {

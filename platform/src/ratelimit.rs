@@ -129,6 +129,8 @@ fn with_headers(mut resp: Response, decision: Option<Decision>) -> Response {
         h.insert(LIMIT.clone(), HeaderValue::from(d.limit));
         h.insert(REMAINING.clone(), HeaderValue::from(d.remaining));
         h.insert(RESET.clone(), HeaderValue::from(d.reset_secs));
+        // For the rate-limit decision metric (the observe middleware counts it).
+        resp.extensions_mut().insert(d);
     }
     resp
 }

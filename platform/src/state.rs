@@ -25,6 +25,8 @@ pub struct AppState {
     pub sso: sso::Sso,
     /// Feature flags in this instance's environment (kept current by `flags::store::listen`).
     pub flags: Arc<flags::Flags>,
+    /// This instance's metrics (recorded by the observe middleware).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -60,10 +62,16 @@ impl AppState {
             ),
         )
         .context("SSO services")?;
+        let flags = Arc::new(flags::Flags::new(&tenancy.environment));
         Ok(Self {
             limits: RateLimits::new(tenancy.limits.clone()),
             identity,
-            flags: Arc::new(flags::Flags::new(&tenancy.environment)),
+            metrics: crate::metrics::Metrics::new(
+                &tenancy.metrics,
+                tenancy.dataplane.clone(),
+                Arc::clone(&flags),
+            ),
+            flags,
             tenancy,
             admin_token: AdminToken::new(admin_token),
             sso,

@@ -47,6 +47,8 @@ pub struct Tenancy {
     pub allow_private_egress: bool,
     /// `Settings::environment`: the feature-flag environment this instance evaluates in.
     pub environment: String,
+    /// `Settings::metrics`: the metrics listener and the per-tenant series bound.
+    pub metrics: crate::settings::MetricsSettings,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -185,6 +187,7 @@ async fn build(
         limits: settings.limits.clone(),
         allow_private_egress: settings.allow_private_egress,
         environment: settings.environment.clone(),
+        metrics: settings.metrics,
     })
 }
 

@@ -59,6 +59,25 @@ impl ConnectError {
     }
 }
 
+/// Connection counts of one database server's pools (see [`DataPlane::pool_stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// `shared`, or the database server's catalog name.
+    pub server: String,
+    /// Live pools (one per dedicated tenant database on the server; 1 for `shared`).
+    pub pools: usize,
+    /// The sum of the pools' maximum sizes.
+    pub max: usize,
+    /// Open connections.
+    pub open: usize,
+    /// Connections checked out by a request.
+    pub in_use: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+    /// The server's connection budget: (permits held, budget); `None` for `shared`.
+    pub budget: Option<(usize, usize)>,
+}
+
 /// Sizing of the data plane.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolSizes {
@@ -130,6 +149,8 @@ struct Inner {
 
 /// The dedicated pools of one database server and its connection budget.
 struct ServerPools {
+    /// The server's catalog name (the metrics label).
+    name: String,
     budget: Arc<Budget>,
     size: usize,
     pools: Cache<TenantId, PgPool>,
@@ -335,6 +356,7 @@ impl DataPlane {
                 Ok(Arc::new_cyclic(|me: &Weak<ServerPools>| {
                     let shed: Weak<dyn Shed> = me.clone();
                     ServerPools {
+                        name: server.name.clone(),
                         budget: Arc::new(Budget::new(budget, shed)),
                         size,
                         pools: Cache::builder()
@@ -375,6 +397,39 @@ impl DataPlane {
                 pools.len(),
                 pools.iter().map(|p| p.status().size).sum(),
             ));
+        }
+        out
+    }
+
+    /// Connection counts of the shared pool (server `shared`) and of each database server's
+    /// dedicated pools, for metrics: read-only, no connection is made.
+    pub async fn pool_stats(&self) -> Vec<PoolStats> {
+        let s = self.inner.shared.status();
+        let mut out = vec![PoolStats {
+            server: "shared".into(),
+            pools: 1,
+            max: s.max_size,
+            open: s.size,
+            in_use: s.size.saturating_sub(s.available),
+            waiting: s.waiting,
+            budget: None,
+        }];
+        for (_, server) in &self.inner.servers {
+            server.pools.run_pending_tasks().await;
+            let mut stats = PoolStats {
+                server: server.name.clone(),
+                budget: Some(server.budget.usage()),
+                ..PoolStats::default()
+            };
+            for (_, p) in &server.pools {
+                let st = p.status();
+                stats.pools += 1;
+                stats.max += st.max_size;
+                stats.open += st.size;
+                stats.in_use += st.size.saturating_sub(st.available);
+                stats.waiting += st.waiting;
+            }
+            out.push(stats);
         }
         out
     }

@@ -86,6 +86,19 @@ pub struct Settings {
     /// Limits on every data-plane session (`PLATFORM_STATEMENT_TIMEOUT`, default 30 s, and
     /// `PLATFORM_IDLE_IN_TRANSACTION_TIMEOUT`, default 60 s; 0 turns one off).
     pub session_limits: crate::dataplane::SessionLimits,
+    /// Prometheus metrics (`PLATFORM_METRICS_LISTEN`, `PLATFORM_METRICS_TOP_TENANTS`).
+    pub metrics: MetricsSettings,
+}
+
+/// Where the metrics are served and how many tenants get a series of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// The metrics listener (`PLATFORM_METRICS_LISTEN`, e.g. `127.0.0.1:9464`); `None` (unset)
+    /// turns metrics off: nothing is recorded. Never the tenant listener.
+    pub listen: Option<SocketAddr>,
+    /// The busiest tenants that get their own per-tenant series (`PLATFORM_METRICS_TOP_TENANTS`,
+    /// default 20, 1 to 1000); every other tenant is counted under `other`.
+    pub top_tenants: usize,
 }
 
 impl Settings {
@@ -339,6 +352,18 @@ impl Settings {
             allow_private_egress,
             environment,
             session_limits,
+            metrics: MetricsSettings {
+                listen: get("PLATFORM_METRICS_LISTEN")
+                    .map(|v| v.parse())
+                    .transpose()
+                    .map_err(|e| {
+                        invalid(
+                            "PLATFORM_METRICS_LISTEN",
+                            format!("not a socket address ({e})"),
+                        )
+                    })?,
+                top_tenants: number("PLATFORM_METRICS_TOP_TENANTS", 20, 1000)?,
+            },
         })
     }
 }

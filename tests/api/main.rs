@@ -12,6 +12,7 @@ mod jobs;
 mod keys;
 mod mfa;
 mod migrations;
+mod observability;
 mod placement;
 mod ratelimit;
 mod routing;

@@ -11,7 +11,8 @@
 //! - [`client`], [`operator`]: one method per endpoint;
 //! - [`tenants`]: tenants, users and their mail; [`databases`]: direct database access;
 //! - [`peers`]: the real identity providers; [`process`]: the real binary as a second process;
-//!   [`migrations`]: test-only tenant migrations;
+//!   [`migrations`]: test-only tenant migrations; [`prometheus`]: a real Prometheus scraping an
+//!   instance's metrics;
 //! - [`dns`]: the TXT records the verified-domain check sees.
 
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ pub mod migrations;
 pub mod operator;
 pub mod peers;
 pub mod process;
+pub mod prometheus;
 pub mod requests;
 pub mod tenants;
 

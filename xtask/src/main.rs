@@ -8,7 +8,8 @@
 //! - `cargo xtask layers`: crates depend only on the crates below them, and no two modules of a
 //!   crate reach each other (`layers.rs`).
 //! - `cargo xtask ci`: `cargo fmt --check`, `layers`, then the test prerequisites, cargo-deny
-//!   (`.ci/deny.sh`), `cargo clippy -D warnings`, schemathesis against the real server
+//!   (`.ci/deny.sh`), `cargo clippy -D warnings`, `promtool check rules` and `promtool test rules`
+//!   on `deploy/observability/`, schemathesis against the real server
 //!   (`tests/schemathesis/run.sh`) and the tests; `.ci/run` is this command.
 //!
 //! Standard library only: on a machine with nothing but the Rust toolchain this builds in seconds,
@@ -173,6 +174,7 @@ fn execute(task: Task) -> Result<(), String> {
             ]);
             step(&format!("linting: {}", process::show(&clippy)));
             run(&mut clippy)?;
+            alert_rules()?;
             peers()?;
             let mut build = cargo(["build", "-p", "platform"]);
             step(&format!(
@@ -192,6 +194,35 @@ fn execute(task: Task) -> Result<(), String> {
             exec(&mut c)
         }
     }
+}
+
+/// The alerting rules in `deploy/observability/`: `promtool check rules`, then their unit tests
+/// (synthetic series) with `promtool test rules`.
+fn alert_rules() -> Result<(), String> {
+    let dir = root().join("deploy/observability");
+    let mut check = Command::new("promtool");
+    check
+        .args(["check", "rules", "alerts.yml"])
+        .current_dir(&dir);
+    step(&format!(
+        "checking the alert rules: {}",
+        process::show(&check)
+    ));
+    run(&mut check)?;
+    let mut tests: Vec<String> = std::fs::read_dir(dir.join("tests"))
+        .map_err(|e| format!("deploy/observability/tests: {e}"))?
+        .filter_map(Result::ok)
+        .map(|e| format!("tests/{}", e.file_name().to_string_lossy()))
+        .filter(|n| n.ends_with(".yml"))
+        .collect();
+    tests.sort();
+    let mut test = Command::new("promtool");
+    test.args(["test", "rules"]).args(&tests).current_dir(&dir);
+    step(&format!(
+        "testing the alert rules: {}",
+        process::show(&test)
+    ));
+    run(&mut test)
 }
 
 fn main() -> ExitCode {

@@ -66,6 +66,11 @@ const TEST: &[Need] = &[
         node_recent,
     ),
     need("npm", "npm, to install the OIDC peer", || on_path("npm")),
+    need(
+        "prometheus",
+        "Prometheus and promtool: the metrics tests scrape with it, CI checks the alert rules",
+        || on_path("prometheus") && on_path("promtool"),
+    ),
 ];
 
 const fn need(package: &'static str, what: &'static str, present: fn() -> bool) -> Need {

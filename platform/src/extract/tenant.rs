@@ -256,6 +256,9 @@ impl TenantContext {
             return Err(ApiError::tenant_suspended());
         }
         tracing::Span::current().record("tenant.id", tracing::field::display(tenant.id));
+        if let Some(slot) = parts.extensions.get::<crate::metrics::TenantSlot>() {
+            slot.set(&tenant);
+        }
         match &principal {
             Some((Principal::User { id, .. }, _)) => tenancy::context::set_actor(Actor::user(id)),
             Some((Principal::ApiKey { id, .. }, _)) => {

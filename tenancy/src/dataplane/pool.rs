@@ -43,6 +43,7 @@ pub(crate) trait Shed: Send + Sync {
 /// The connection budget of one database server.
 pub(crate) struct Budget {
     permits: Arc<Semaphore>,
+    size: usize,
     shed: Weak<dyn Shed>,
 }
 
@@ -50,8 +51,17 @@ impl Budget {
     pub(crate) fn new(size: usize, shed: Weak<dyn Shed>) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(size)),
+            size,
             shed,
         }
+    }
+
+    /// (permits held, budget), for metrics.
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        (
+            self.size.saturating_sub(self.permits.available_permits()),
+            self.size,
+        )
     }
 
     /// A permit for one more open connection; frees one held by an idle connection elsewhere on

@@ -1,0 +1,380 @@
+//! Prometheus metrics, served on their own listener (`PLATFORM_METRICS_LISTEN`), never on the
+//! tenant listener. Off (nothing recorded, one branch per request) when the listener is unset.
+//!
+//! The recorder belongs to the [`Metrics`] value of one instance and is never installed as the
+//! process-global `metrics` recorder: several instances in one process (the tests) keep their
+//! numbers apart, and no code can reach the registry except through this value.
+//!
+//! Names follow OpenTelemetry's HTTP and database semantic conventions where they exist
+//! (`http_server_request_duration_seconds`, `http_server_active_requests`,
+//! `db_client_connection_*`); the rest are `platform_*`. Every label is bounded: route templates
+//! (never raw paths), status classes, the top-N tenants plus `other` ([`tenants`]), plans,
+//! placements, database servers, rate-limit scopes, flag names.
+
+pub mod process;
+pub mod tenants;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{Method, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder as _};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use metrics_util::MetricKindMask;
+use tenancy::catalog::{Placement, Tenant};
+use tenancy::dataplane::DataPlane;
+use tenancy::ids::TenantId;
+use tenancy::settings::MetricsSettings;
+
+use self::tenants::TopTenants;
+
+static META: Metadata<'static> = Metadata::new("platform", Level::INFO, Some(module_path!()));
+
+/// OpenTelemetry's recommended buckets for HTTP server durations (seconds).
+const HTTP_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// Fewer buckets where the label set is wider (per tenant, per plan).
+const TENANT_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+/// Series not updated for this long are dropped (tenants that left the top N).
+const IDLE: Duration = Duration::from_secs(600);
+
+/// The label value of requests from tenants outside the top N.
+pub const OTHER: &str = "other";
+
+/// This instance's metrics (cheap to clone; a no-op when metrics are off).
+#[derive(Clone, Default)]
+pub struct Metrics(Option<Arc<Inner>>);
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    top: TopTenants,
+    dataplane: DataPlane,
+    flags: Arc<flags::Flags>,
+    active: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("on", &self.0.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the tenant extractor tells the metrics about a request's tenant (a slot the observe
+/// middleware puts in the request and reads after the response).
+#[derive(Clone, Debug, Default)]
+pub struct TenantSlot(Arc<OnceLock<TenantLabels>>);
+
+#[derive(Debug)]
+struct TenantLabels {
+    id: TenantId,
+    plan: String,
+    placement: &'static str,
+}
+
+impl TenantSlot {
+    /// Records the request's resolved tenant (the first one wins).
+    pub fn set(&self, tenant: &Tenant) {
+        let _ = self.0.set(TenantLabels {
+            id: tenant.id,
+            plan: tenant.plan.clone(),
+            placement: match tenant.placement {
+                Placement::Shared => "shared",
+                Placement::Dedicated { .. } => "dedicated",
+            },
+        });
+    }
+}
+
+/// One finished request, as the observe middleware saw it.
+#[derive(Debug)]
+pub struct Finished<'a> {
+    pub route: &'a str,
+    pub method: &'a Method,
+    pub status: u16,
+    pub seconds: f64,
+    pub tenant: Option<&'a TenantSlot>,
+    pub rate_limit: Option<&'a limits::Decision>,
+}
+
+/// Decrements the in-flight gauge when the request ends (also when its future is dropped).
+#[derive(Debug)]
+pub struct InFlight(Option<Gauge>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            g.decrement(1.0);
+        }
+    }
+}
+
+impl Metrics {
+    /// Metrics for an instance; off when no metrics listener is configured.
+    pub fn new(settings: &MetricsSettings, dataplane: DataPlane, flags: Arc<flags::Flags>) -> Self {
+        if settings.listen.is_none() {
+            return Self(None);
+        }
+        let builder = PrometheusBuilder::new()
+            .idle_timeout(MetricKindMask::ALL, Some(IDLE))
+            .set_buckets_for_metric(
+                Matcher::Full("http_server_request_duration_seconds".into()),
+                HTTP_BUCKETS,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Suffix("request_duration_seconds".into()),
+                    TENANT_BUCKETS,
+                )
+            });
+        let builder = match builder {
+            Ok(b) => b,
+            Err(e) => {
+                // Only for empty bucket lists, which the constants are not.
+                tracing::error!(error = %e, "metrics buckets refused; metrics are off");
+                return Self(None);
+            }
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let active = recorder.register_gauge(&Key::from_name("http_server_active_requests"), &META);
+        Self(Some(Arc::new(Inner {
+            recorder,
+            handle,
+            top: TopTenants::new(settings.top_tenants),
+            dataplane,
+            flags,
+            active,
+        })))
+    }
+
+    /// Whether metrics are recorded.
+    #[must_use]
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Counts a request in flight until the returned guard drops.
+    #[must_use]
+    pub fn start(&self) -> InFlight {
+        InFlight(self.0.as_ref().map(|m| {
+            m.active.increment(1.0);
+            m.active.clone()
+        }))
+    }
+
+    /// Records a finished request.
+    pub fn finish(&self, r: &Finished<'_>) {
+        let Some(m) = &self.0 else { return };
+        let class = status_class(r.status);
+        let method = method_label(r.method);
+        m.histogram(
+            "http_server_request_duration_seconds",
+            vec![
+                Label::new("http_route", r.route.to_owned()),
+                Label::new("http_request_method", method),
+                Label::new("http_response_status_code", class),
+            ],
+        )
+        .record(r.seconds);
+        if let Some(t) = r.tenant.and_then(|s| s.0.get()) {
+            let tenant = if m.top.admit(t.id) {
+                t.id.to_string()
+            } else {
+                OTHER.to_owned()
+            };
+            let by_tenant = || vec![Label::new("tenant_id", tenant.clone())];
+            m.counter("platform_tenant_requests_total", by_tenant())
+                .increment(1);
+            if r.status >= 500 {
+                m.counter("platform_tenant_errors_total", by_tenant())
+                    .increment(1);
+            }
+            m.histogram("platform_tenant_request_duration_seconds", by_tenant())
+                .record(r.seconds);
+            let by_plan = || {
+                vec![
+                    Label::new("plan", t.plan.clone()),
+                    Label::new("placement", t.placement),
+                ]
+            };
+            let mut labels = by_plan();
+            labels.push(Label::new("http_response_status_code", class));
+            m.counter("platform_plan_requests_total", labels)
+                .increment(1);
+            m.histogram("platform_plan_request_duration_seconds", by_plan())
+                .record(r.seconds);
+        }
+        if let Some(d) = r.rate_limit {
+            m.counter(
+                "platform_rate_limit_decisions_total",
+                vec![
+                    Label::new("scope", d.scope.as_str()),
+                    Label::new("decision", if d.allowed { "allowed" } else { "limited" }),
+                ],
+            )
+            .increment(1);
+        }
+        if r.status == 401 {
+            m.counter(
+                "platform_auth_failures_total",
+                vec![Label::new("kind", auth_kind(r.route))],
+            )
+            .increment(1);
+        }
+    }
+
+    /// The Prometheus text exposition, with the gauges read now (pools, process, flags).
+    pub async fn render(&self) -> Option<String> {
+        let m = self.0.as_ref()?;
+        m.top.rank();
+        for p in m.dataplane.pool_stats().await {
+            let server = || vec![Label::new("db_server", p.server.clone())];
+            let with_state = |state: &'static str| {
+                vec![
+                    Label::new("db_server", p.server.clone()),
+                    Label::new("state", state),
+                ]
+            };
+            m.gauge("db_client_connection_count", with_state("used"))
+                .set(as_f64(p.in_use));
+            m.gauge("db_client_connection_count", with_state("idle"))
+                .set(as_f64(p.open.saturating_sub(p.in_use)));
+            m.gauge("db_client_connection_max", server())
+                .set(as_f64(p.max));
+            m.gauge("db_client_connection_pending_requests", server())
+                .set(as_f64(p.waiting));
+            m.gauge("platform_db_pools", server()).set(as_f64(p.pools));
+            if let Some((used, budget)) = p.budget {
+                m.gauge("platform_db_connection_budget_used", server())
+                    .set(as_f64(used));
+                m.gauge("platform_db_connection_budget", server())
+                    .set(as_f64(budget));
+            }
+        }
+        if let Some(b) = process::resident_bytes() {
+            m.gauge("process_resident_memory_bytes", vec![])
+                .set(b as f64);
+        }
+        if let Some(n) = process::open_fds() {
+            m.gauge("process_open_fds", vec![]).set(n as f64);
+        }
+        for (flag, yes, no) in m.flags.counts() {
+            for (result, n) in [("true", yes), ("false", no)] {
+                m.counter(
+                    "platform_flag_evaluations_total",
+                    vec![
+                        Label::new("flag", flag.clone()),
+                        Label::new("result", result),
+                    ],
+                )
+                .absolute(n);
+            }
+        }
+        m.handle.run_upkeep();
+        Some(m.handle.render())
+    }
+}
+
+impl Inner {
+    fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &META)
+    }
+
+    fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
+        self.recorder
+            .register_gauge(&Key::from_parts(name, labels), &META)
+    }
+
+    fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {
+        self.recorder
+            .register_histogram(&Key::from_parts(name, labels), &META)
+    }
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "connection counts are far below 2^52"
+)]
+fn as_f64(n: usize) -> f64 {
+    n as f64
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The method, or `_OTHER` for one outside the standard set (OpenTelemetry's rule: an attacker
+/// must not be able to create series with made-up methods).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "_OTHER",
+    }
+}
+
+/// The kind of a refused authentication (a 401), from the route it happened on.
+fn auth_kind(route: &str) -> &'static str {
+    match route {
+        "/api/v1/auth/login" => "password",
+        "/api/v1/auth/mfa/verify" => "mfa_code",
+        "/api/v1/auth/token/refresh" | "/api/v1/auth/logout" => "refresh_token",
+        r if r.starts_with("/admin/") => "operator_token",
+        r if r.starts_with("/sso/") => "sso",
+        _ => "credential",
+    }
+}
+
+/// The metrics listener's router: `GET /metrics` only.
+pub fn router(metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(metrics)
+}
+
+async fn scrape(State(metrics): State<Metrics>) -> axum::response::Response {
+    match metrics.render().await {
+        Some(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => crate::error::ApiError::not_found("metrics are off").into_response(),
+    }
+}
+
+/// Serves the metrics listener until the task is aborted.
+pub fn serve(listener: tokio::net::TcpListener, metrics: Metrics) -> tokio::task::JoinHandle<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(metrics)).await {
+            tracing::error!(error = %e, listen = ?addr, "the metrics listener stopped");
+        }
+    })
+}
