@@ -110,6 +110,16 @@ async fn a_rolled_back_change_leaves_no_event(app: &TestApp, t: &TestTenant) {
 /// The tenant's API lists events, filtered and paged, newest first; others need audit:read;
 /// operators read their trail.
 async fn the_listing_filters_and_pages(app: &TestApp, t: &TestTenant, viewer: &Client) {
+    // The listing shows linked events; wait until the sealer has linked the ones above.
+    let tenant = app
+        .app
+        .tenancy
+        .catalog
+        .tenant(tenancy::ids::TenantId::parse(&t.id).expect("id"))
+        .await
+        .expect("catalog")
+        .expect("tenant");
+    crate::audit::sealed(app, &tenant).await;
     let page = t.api.audit_events("action=auth.*&limit=5").await;
     page.assert_status(200);
     assert_eq!(page.body["items"][0]["action"], "auth.login");

@@ -82,6 +82,8 @@ async fn verify_under_write_load_has_no_false_alarm() {
             written += h.await.expect("writer");
         }
         assert!(written > 0, "{slug}: the writers wrote nothing");
+        // Events are linked after commit (the sealer); wait for the last ones before the final check.
+        crate::audit::sealed(&app, &tenant).await;
         assert_eq!(
             alarms.load(Ordering::Relaxed),
             0,
@@ -183,7 +185,9 @@ async fn the_app_role_cannot_suppress_or_forge_audit_events() {
     .await
     .expect("a failed attempt is recorded");
 
-    // The owner's paths still erase: retention expiry keeps a verifiable chain...
+    // The owner's paths still erase: retention expiry keeps a verifiable chain (of linked
+    // events: the raw appends above carry no commit hint, so they are linked here)...
+    crate::audit::sealed(&app, &catalog_tenant(&app, &t).await).await;
     let id = TenantId::parse(&t.id).expect("id");
     let tomorrow = time::OffsetDateTime::now_utc() + time::Duration::days(1);
     let (removed, _) = audit::retention::expire(&owner, id, tomorrow)
