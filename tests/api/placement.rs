@@ -18,7 +18,6 @@ mod moves;
 mod promote;
 mod recovery;
 mod requests;
-mod verify;
 
 /// What a writer saw acknowledged.
 #[derive(Default)]

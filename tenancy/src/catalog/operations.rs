@@ -50,7 +50,6 @@ crate::text_enum!(
         Publish = "publish",
         Subscribe = "subscribe",
         Copy = "copy",
-        Precheck = "precheck",
         Fence = "fence",
         Drain = "drain",
         Verify = "verify",
