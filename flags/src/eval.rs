@@ -164,12 +164,17 @@ pub struct Variant {
     pub payload: Option<serde_json::Value>,
 }
 
-/// Evaluation counts of one flag (for the metrics endpoint).
+/// Evaluation counts of one flag (for the metrics endpoint): on, off, and by variant.
 #[derive(Debug, Default)]
 pub struct Counts {
     pub yes: AtomicU64,
     pub no: AtomicU64,
+    /// By variant name (at most [`MAX_VARIANTS`] names per flag).
+    variants: std::sync::Mutex<HashMap<String, u64>>,
 }
+
+/// Variant names counted per flag (imported documents may carry many).
+const MAX_VARIANTS: usize = 100;
 
 /// The flags of this instance: evaluates in its environment (`PLATFORM_ENVIRONMENT`).
 pub struct Flags {
@@ -241,10 +246,13 @@ impl Flags {
         all.dedup();
         all.into_iter()
             .map(|name| {
-                if !decide(env, &snap.overrides, name, ctx) {
+                let on = decide(env, &snap.overrides, name, ctx);
+                self.count(name, on);
+                if !on {
                     return off(name);
                 }
                 let v = env.engine.get_variant(name, &ctx.unleash, &None);
+                self.count_variant(name, &v.name);
                 Toggle {
                     name: name.to_owned(),
                     enabled: true,
@@ -277,6 +285,42 @@ impl Flags {
             .collect();
         out.sort();
         out
+    }
+
+    /// Variant evaluation counts so far: (flag, variant, count).
+    #[must_use]
+    pub fn variant_counts(&self) -> Vec<(String, String, u64)> {
+        let map = self
+            .counts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = Vec::new();
+        for (flag, c) in map.iter() {
+            let v = c
+                .variants
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            out.extend(v.iter().map(|(n, k)| (flag.clone(), n.clone(), *k)));
+        }
+        out.sort();
+        out
+    }
+
+    fn count_variant(&self, name: &str, variant: &str) {
+        if let Some(c) = self
+            .counts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+        {
+            let mut v = c
+                .variants
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if v.len() < MAX_VARIANTS || v.contains_key(variant) {
+                *v.entry(variant.to_owned()).or_default() += 1;
+            }
+        }
     }
 
     fn count(&self, name: &str, on: bool) {

@@ -78,3 +78,40 @@ fn tenant_stickiness_keeps_a_tenant_together() {
         "{tenants_on} of 200 tenants"
     );
 }
+
+#[test]
+fn evaluations_are_counted_on_off_and_by_variant() {
+    let doc = json!({"version": 2, "features": [
+        {"name": "colours", "enabled": true, "strategies": [{"name": "default"}],
+            "variants": [{"name": "red", "weight": 500, "stickiness": "userId"},
+                         {"name": "blue", "weight": 500, "stickiness": "userId"}]},
+        {"name": "dark", "enabled": false}
+    ]});
+    let imported = parse_import(&doc).expect("document");
+    let flags = Flags::new("production");
+    let mut s = Snapshot::default();
+    s.environments.insert(
+        "production".into(),
+        Environment::compile(&imported.flags, &imported.segments),
+    );
+    flags.replace(s);
+    for i in 0..200 {
+        assert_eq!(flags.evaluate(None, &user(i, 0), None).len(), 2);
+    }
+    let counts = flags.counts();
+    assert!(
+        counts.contains(&("colours".to_owned(), 200, 0)),
+        "{counts:?}"
+    );
+    assert!(counts.contains(&("dark".to_owned(), 0, 200)), "{counts:?}");
+    let variants = flags.variant_counts();
+    let total: u64 = variants.iter().map(|(_, _, n)| n).sum();
+    assert_eq!(total, 200, "{variants:?}");
+    for v in ["red", "blue"] {
+        let n = variants
+            .iter()
+            .find(|(f, name, _)| f == "colours" && name == v)
+            .map_or(0, |x| x.2);
+        assert!((60..=140).contains(&n), "{v}: {n} of 200");
+    }
+}

@@ -281,6 +281,13 @@ impl Metrics {
                 .absolute(n);
             }
         }
+        for (flag, variant, n) in m.flags.variant_counts() {
+            m.counter(
+                "platform_flag_variant_evaluations_total",
+                vec![Label::new("flag", flag), Label::new("variant", variant)],
+            )
+            .absolute(n);
+        }
         m.handle.run_upkeep();
         Some(m.handle.render())
     }
