@@ -200,6 +200,25 @@ pub async fn fail(
     Ok(JobState::parse(&state).unwrap_or(JobState::Dead))
 }
 
+/// Extends a running job's lease to `length` from now, if `lease` still holds it; `false` when
+/// the lease was lost.
+pub async fn renew(
+    conn: TenantConn,
+    id: JobId,
+    lease: Uuid,
+    length: Duration,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = conn
+        .begin()
+        .execute_and_commit(
+            "UPDATE jobs SET lease_until = now() + make_interval(secs => $3)
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            &[&id.as_uuid(), &lease, &length.as_secs_f64()],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
 /// Ends a job that will never run (its token expired): `cancelled`, if `lease` holds it.
 pub async fn expire(conn: TenantConn, id: JobId, lease: Uuid) -> Result<(), FenceError> {
     let n = conn

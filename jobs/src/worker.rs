@@ -372,7 +372,19 @@ async fn run_one(shared: &Shared, tenant: &Tenant, job: Claimed) -> Result<(), R
                 tx: conn.begin(),
             };
             let started = std::time::Instant::now();
-            let (ctx, outcome) = handler.run(ctx).await;
+            let (ctx, outcome) = {
+                // The lease is renewed while the handler runs, so a long job is not rescued
+                // (and run twice) by another worker: only a worker that stops renewing (dead,
+                // paused, partitioned) loses it.
+                let run = std::pin::pin!(handler.run(ctx));
+                let renew =
+                    std::pin::pin!(keep_lease(shared, tenant, job.id, job.lease, spec.lease));
+                match futures_util::future::select(run, renew).await {
+                    futures_util::future::Either::Left((out, _)) => out,
+                    // The lease is lost: the handler may finish, but its completion is refused.
+                    futures_util::future::Either::Right(((), run)) => run.await,
+                }
+            };
             match outcome {
                 Ok(()) => {
                     store::complete(ctx.tx, job.id, job.lease).await?;
@@ -402,6 +414,39 @@ async fn run_one(shared: &Shared, tenant: &Tenant, job: Claimed) -> Result<(), R
             Ok(())
         })
         .await
+}
+
+/// Renews the job's lease every third of its length while the handler runs; returns only when
+/// the lease is lost (another worker or an operator took the job), never while it holds.
+async fn keep_lease(
+    shared: &Shared,
+    tenant: &Tenant,
+    id: crate::JobId,
+    lease: uuid::Uuid,
+    length: Duration,
+) {
+    let every = (length / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let renewed = match shared.tenancy.dataplane.connect(tenant).await {
+            Ok(conn) => store::renew(conn, id, lease, length).await,
+            Err(e) => {
+                // Try again at the next tick; the lease may still hold then.
+                tracing::warn!(tenant.id = %tenant.id, job.id = %id, error = %e, "lease renewal cannot connect");
+                continue;
+            }
+        };
+        match renewed {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(tenant.id = %tenant.id, job.id = %id, "job lease lost while running");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(tenant.id = %tenant.id, job.id = %id, error = %e, "lease renewal failed");
+            }
+        }
+    }
 }
 
 /// Forwards this process's post-commit hints to the loop, and to other instances by `NOTIFY`.

@@ -334,3 +334,64 @@ async fn a_platform_schedule_runs_once_per_slot_as_tenant_jobs() {
     drop(other);
     app.finish().await;
 }
+
+/// A job that runs longer than its lease keeps it (the worker renews it while the handler runs):
+/// it is not rescued and run a second time by another worker, and it completes once.
+#[tokio::test]
+async fn a_job_longer_than_its_lease_keeps_it_while_it_runs() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("renew", "shared", None).await;
+    let runs = Runs::default();
+    let spec = KindSpec {
+        max_attempts: 5,
+        lease: Duration::from_secs(1),
+        ..KindSpec::default()
+    };
+    let slow = {
+        let runs = runs.clone();
+        move |mut ctx: JobContext| {
+            let runs = runs.clone();
+            async move {
+                let out = runs.record(&mut ctx).await;
+                // Three and a half leases.
+                tokio::time::sleep(Duration::from_millis(3500)).await;
+                (ctx, out)
+            }
+        }
+    };
+    // Two workers, so a rescuer is there as soon as the lease would run out.
+    let workers: Vec<TestWorker> = (0..2)
+        .map(|_| {
+            TestWorker(tokio::spawn(
+                Worker::new(
+                    app.app.tenancy.clone(),
+                    Registry::default().with("test.slow", spec, slow.clone()),
+                    WorkerConfig::default(),
+                )
+                .run(),
+            ))
+        })
+        .collect();
+    let id = enqueue(
+        &app,
+        &a,
+        NewJob::new(kind("test.slow"), serde_json::json!({})),
+    )
+    .await
+    .expect("id");
+    wait_state(&app, id, "succeeded").await;
+    let attempts: i32 = app
+        .shared_owner()
+        .await
+        .query_one("SELECT attempts FROM jobs WHERE id = $1", &[&id.as_uuid()])
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(
+        attempts, 1,
+        "the job was rescued while its worker still ran it"
+    );
+    assert_eq!(runs.count("test.slow"), 1, "{:?}", runs.all());
+    drop(workers);
+    app.finish().await;
+}
