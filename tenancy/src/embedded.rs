@@ -305,6 +305,25 @@ impl Cluster {
         run(cmd, "pg_ctl stop").map(|_| ())
     }
 
+    /// Restarts the server on the same port and options. `immediate` stops it as a crash would
+    /// (no checkpoint; recovery replays the WAL at start); otherwise a fast shutdown.
+    pub fn restart(&self, immediate: bool) -> Result<(), EmbeddedError> {
+        let mut cmd = pg_command(&self.bins.bin("pg_ctl"), self.as_other_user);
+        cmd.arg("restart")
+            .arg("-D")
+            .arg(&self.dir)
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args([
+                "-m",
+                if immediate { "immediate" } else { "fast" },
+                "-w",
+                "-t",
+                "60",
+            ]);
+        run(cmd, "pg_ctl restart").map(|_| ())
+    }
+
     /// Whether this call started the server (rather than attaching to a running one).
     #[must_use]
     pub fn started_here(&self) -> bool {
