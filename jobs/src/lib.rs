@@ -18,6 +18,7 @@ pub mod enqueue;
 pub mod fair;
 pub mod kind;
 pub mod schedule;
+pub mod stats;
 pub mod store;
 pub mod worker;
 

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::fair::Fair;
 use crate::kind::{JobContext, JobKind, Registry};
+use crate::stats::{QueueStats, Tally};
 use crate::store::{self, Claimed, FenceError};
 
 /// How the worker runs.
@@ -74,6 +75,7 @@ pub struct Worker {
     tenancy: Arc<Tenancy>,
     registry: Registry,
     config: WorkerConfig,
+    stats: QueueStats,
 }
 
 impl std::fmt::Debug for Worker {
@@ -95,6 +97,7 @@ struct Shared {
     slots: Arc<Semaphore>,
     batch: usize,
     events: mpsc::UnboundedSender<Event>,
+    stats: QueueStats,
 }
 
 impl Worker {
@@ -104,7 +107,14 @@ impl Worker {
             tenancy,
             registry,
             config,
+            stats: QueueStats::default(),
         }
+    }
+
+    /// Queue depth and age per kind, as of this worker's last sweep (for metrics).
+    #[must_use]
+    pub fn stats(&self) -> QueueStats {
+        self.stats.clone()
     }
 
     /// Runs until the task is dropped.
@@ -124,6 +134,7 @@ impl Worker {
             slots: Arc::new(Semaphore::new(self.config.concurrency.max(1))),
             batch: self.config.batch.max(1),
             events: events.clone(),
+            stats: self.stats.clone(),
         });
         let _local = AbortOnDrop(tokio::spawn(local_hints(
             Arc::clone(&self.tenancy),
@@ -525,6 +536,7 @@ async fn sweep(
     shared.load_weights().await;
     shared.load_pauses().await;
     let mut shared_tenants: Vec<Tenant> = Vec::new();
+    let mut tally = Tally::default();
     let mut after = None;
     loop {
         let page = shared.tenancy.catalog.list_tenants(after, 500).await?;
@@ -534,25 +546,65 @@ async fn sweep(
             match t.placement {
                 Placement::Shared => shared_tenants.push(t),
                 Placement::Dedicated { .. } => {
-                    let only = [t.id];
+                    let only = std::collections::HashSet::from([t.id]);
                     due_in(shared, &t, &only, horizon, events).await;
+                    depth_in(shared, &t, &only, &mut tally).await;
                 }
             }
         }
     }
     // One query for the whole shared database, through any of its tenants' connections.
     if let Some(first) = shared_tenants.first() {
-        let ids: Vec<TenantId> = shared_tenants.iter().map(|t| t.id).collect();
+        let ids: std::collections::HashSet<TenantId> =
+            shared_tenants.iter().map(|t| t.id).collect();
         due_in(shared, first, &ids, horizon, events).await;
+        depth_in(shared, first, &ids, &mut tally).await;
     }
+    shared
+        .stats
+        .replace(tally.finish(OffsetDateTime::now_utc()));
     Ok(())
+}
+
+/// Adds the queue depth of `via`'s database (its tenants among `placed_here`) to `tally`.
+async fn depth_in(
+    shared: &Shared,
+    via: &Tenant,
+    placed_here: &std::collections::HashSet<TenantId>,
+    tally: &mut Tally,
+) {
+    let rows = match shared.tenancy.dataplane.connect(via).await {
+        Ok(conn) => {
+            conn.begin()
+                .query_and_commit(
+                    "SELECT tenant_id, kind, state, jobs, oldest_due FROM platform_jobs_depth()",
+                    &[],
+                )
+                .await
+        }
+        Err(e) => {
+            tracing::warn!(tenant.id = %via.id, error = %e, "job depth cannot connect");
+            return;
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    match rows {
+        Ok(rows) => {
+            for r in rows {
+                if placed_here.contains(&TenantId::from_uuid(r.get(0))) {
+                    tally.add(r.get(1), r.get(2), r.get(3), r.get(4), now);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(tenant.id = %via.id, error = %e, "job depth query failed"),
+    }
 }
 
 /// Hints the tenants of `via`'s database (among `placed_here`) with work due within `horizon`.
 async fn due_in(
     shared: &Shared,
     via: &Tenant,
-    placed_here: &[TenantId],
+    placed_here: &std::collections::HashSet<TenantId>,
     horizon: Duration,
     events: &mpsc::UnboundedSender<Event>,
 ) {

@@ -151,14 +151,13 @@ impl App {
         // Background jobs: this instance's worker (hinted by its own commits and, by NOTIFY, by
         // other instances' commits) and the platform schedules.
         let mail = jobs::builtin::SentMail::default();
-        let worker = tokio::spawn(
-            jobs::Worker::new(
-                Arc::clone(&tenancy),
-                jobs::builtin::registry(&mail),
-                jobs::WorkerConfig::default(),
-            )
-            .run(),
+        let worker = jobs::Worker::new(
+            Arc::clone(&tenancy),
+            jobs::builtin::registry(&mail),
+            jobs::WorkerConfig::default(),
         );
+        metrics.watch_jobs(worker.stats());
+        let worker = tokio::spawn(worker.run());
         let schedules = tokio::spawn(jobs::schedule::run(
             Arc::clone(&tenancy),
             Duration::from_secs(60),

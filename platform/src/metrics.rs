@@ -60,6 +60,8 @@ struct Inner {
     dataplane: DataPlane,
     flags: Arc<flags::Flags>,
     active: Gauge,
+    /// The job worker's queue depths (set once the worker exists).
+    jobs: std::sync::RwLock<Option<jobs::stats::QueueStats>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -155,6 +157,7 @@ impl Metrics {
             dataplane,
             flags,
             active,
+            jobs: std::sync::RwLock::default(),
         })))
     }
 
@@ -234,9 +237,27 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition, with the gauges read now (pools, process, flags).
+    /// Exports the job queue's depth and age per kind, from `stats` (the worker's sweeps).
+    pub fn watch_jobs(&self, stats: jobs::stats::QueueStats) {
+        if let Some(m) = &self.0 {
+            *m.jobs
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stats);
+        }
+    }
+
+    /// The Prometheus text exposition, with the gauges read now (pools, process, flags, jobs).
     pub async fn render(&self) -> Option<String> {
         let m = self.0.as_ref()?;
+        let jobs = m
+            .jobs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(jobs::stats::QueueStats::snapshot);
+        if let Some(s) = jobs {
+            m.render_jobs(&s);
+        }
         m.top.rank();
         for p in m.dataplane.pool_stats().await {
             let server = || vec![Label::new("db_server", p.server.clone())];
@@ -294,6 +315,26 @@ impl Metrics {
 }
 
 impl Inner {
+    /// Queue depth and the oldest due job's age per kind and state (`dead` counts what waits for
+    /// an operator), and how old that picture is (one sweep period when healthy).
+    fn render_jobs(&self, s: &jobs::stats::Snapshot) {
+        let Some(at) = s.taken_at else { return };
+        for ((kind, state), d) in &s.depths {
+            let labels = || {
+                vec![
+                    Label::new("job_kind", kind.clone()),
+                    Label::new("job_state", state.clone()),
+                ]
+            };
+            self.gauge("platform_jobs_queue_depth", labels())
+                .set(d.jobs as f64);
+            self.gauge("platform_jobs_oldest_due_age_seconds", labels())
+                .set(d.oldest_due_seconds.unwrap_or(0.0));
+        }
+        self.gauge("platform_jobs_depth_age_seconds", vec![])
+            .set((time::OffsetDateTime::now_utc() - at).as_seconds_f64());
+    }
+
     fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
         self.recorder
             .register_counter(&Key::from_parts(name, labels), &META)

@@ -4,6 +4,7 @@
 
 mod admin;
 mod crash;
+mod depth;
 mod fairness;
 mod moves;
 mod semantics;
