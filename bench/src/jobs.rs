@@ -87,9 +87,9 @@ async fn platform_run(
         Worker::new(
             app.app.tenancy.clone(),
             registry,
+            // Hints go to other instances too (`NOTIFY`), as in production.
             WorkerConfig {
                 concurrency,
-                notify: false,
                 ..WorkerConfig::default()
             },
         )

@@ -153,24 +153,24 @@ pub enum FenceError {
     Db(#[from] tokio_postgres::Error),
 }
 
-/// Marks the job succeeded as the last statement of `tx` with the handler's effects: the fence
-/// check runs first, and only if it holds is the transaction committed.
-pub async fn complete(mut tx: TenantTx, id: JobId, lease: Uuid) -> Result<(), FenceError> {
-    let n = tx
-        .execute(
-            "UPDATE jobs SET state = 'succeeded', lease_token = NULL, lease_until = NULL,
-                    finished_at = now(), last_error = NULL
-             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+/// The SQLSTATE `platform_job_complete` raises when the lease no longer holds.
+const LEASE_LOST: &str = "PJ001";
+
+/// Marks the job succeeded as the last statement of `tx` with the handler's effects, `COMMIT`
+/// in the same round trip: if the lease no longer holds, the statement fails, the transaction
+/// aborts and the `COMMIT` rolls the effects back.
+pub async fn complete(tx: TenantTx, id: JobId, lease: Uuid) -> Result<(), FenceError> {
+    match tx
+        .execute_and_commit(
+            "SELECT platform_job_complete($1, $2)",
             &[&id.as_uuid(), &lease],
         )
-        .await?;
-    if n != 1 {
-        // Dropping the transaction rolls back the handler's effects.
-        drop(tx);
-        return Err(FenceError::LeaseLost);
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code().is_some_and(|c| c.code() == LEASE_LOST) => Err(FenceError::LeaseLost),
+        Err(e) => Err(FenceError::Db(e)),
     }
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Records a failed attempt: back to `retrying` after `delay`, or `dead` with the error once the

@@ -460,24 +460,51 @@ async fn keep_lease(
     }
 }
 
-/// Forwards this process's post-commit hints to the loop, and to other instances by `NOTIFY`.
+/// Forwards this process's post-commit hints to the loop, and to other instances by `NOTIFY`:
+/// hints that arrive while a `NOTIFY` is in flight go together in the next one (one statement
+/// for many commits, each tenant once).
 async fn local_hints(tenancy: Arc<Tenancy>, events: mpsc::UnboundedSender<Event>, notify: bool) {
     let mut rx = tenancy.dataplane.commit_hints();
     loop {
-        let tenant = match rx.recv().await {
-            Ok(t) => t,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                events.send(Event::Sweep).ok();
-                continue;
+        let mut batch: Vec<TenantId> = Vec::new();
+        let mut next = rx.recv().await;
+        loop {
+            match next {
+                Ok(t) => {
+                    if !batch.contains(&t) {
+                        events.send(Event::Hint(t)).ok();
+                        batch.push(t);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    events.send(Event::Sweep).ok();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
-        events.send(Event::Hint(tenant)).ok();
-        if notify {
+            if batch.len() >= HINTS_PER_NOTIFY {
+                break;
+            }
+            next = match rx.try_recv() {
+                Ok(t) => Ok(t),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n))
+                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Closed) => {
+                    Err(tokio::sync::broadcast::error::RecvError::Closed)
+                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+            };
+        }
+        if notify && !batch.is_empty() {
             // Other instances may have free slots. Best effort: the sweep covers a lost hint.
+            let payload = batch
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
             let r = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::CHANNEL)
-                .bind(tenant.to_string())
+                .bind(payload)
                 .execute(tenancy.catalog.pool())
                 .await;
             if let Err(e) = r {
@@ -485,6 +512,14 @@ async fn local_hints(tenancy: Arc<Tenancy>, events: mpsc::UnboundedSender<Event>
             }
         }
     }
+}
+
+/// Tenants named in one hint `NOTIFY` (37 bytes each, under the 8,000-byte payload limit).
+const HINTS_PER_NOTIFY: usize = 100;
+
+/// The tenants of a hint `NOTIFY`'s payload; `None` for any other payload (a pause changed).
+fn hinted_tenants(payload: &str) -> Option<Vec<TenantId>> {
+    payload.split(',').map(TenantId::parse).collect()
 }
 
 /// Hints from other instances (and operators' pauses), by `LISTEN` on the control plane.
@@ -508,13 +543,16 @@ async fn remote_hints(tenancy: Arc<Tenancy>, events: mpsc::UnboundedSender<Event
         events.send(Event::Sweep).ok();
         loop {
             match listener.try_recv().await {
-                Ok(Some(n)) => {
-                    let e = match TenantId::parse(n.payload()) {
-                        Some(t) => Event::Hint(t),
-                        None => Event::Pauses,
-                    };
-                    events.send(e).ok();
-                }
+                Ok(Some(n)) => match hinted_tenants(n.payload()) {
+                    Some(ts) => {
+                        for t in ts {
+                            events.send(Event::Hint(t)).ok();
+                        }
+                    }
+                    None => {
+                        events.send(Event::Pauses).ok();
+                    }
+                },
                 Ok(None) => {
                     events.send(Event::Sweep).ok();
                 }
@@ -635,5 +673,19 @@ async fn due_in(
             }
         }
         Err(e) => tracing::warn!(tenant.id = %via.id, error = %e, "job sweep query failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hint_payload_names_tenants_and_anything_else_is_a_pause_change() {
+        let (a, b) = (TenantId::new(), TenantId::new());
+        assert_eq!(hinted_tenants(&a.to_string()), Some(vec![a]));
+        assert_eq!(hinted_tenants(&format!("{a},{b}")), Some(vec![a, b]));
+        assert_eq!(hinted_tenants("pause"), None);
+        assert_eq!(hinted_tenants(&format!("{a},pause")), None);
     }
 }
