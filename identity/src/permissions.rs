@@ -23,6 +23,7 @@ tenancy::text_enum!(
         AuditRead = "audit:read",
         SsoManage = "sso:manage",
         FlagsManage = "flags:manage",
+        JobsRead = "jobs:read",
     }
 );
 

@@ -112,10 +112,22 @@ async fn list_one(
     after: Option<JobId>,
     limit: i64,
 ) -> Result<Vec<JobView>, JobAdminError> {
-    let conn = tenancy.dataplane.connect(t).await?;
-    let rows = conn
-        .begin()
-        .query_and_commit(
+    let mut tx = tenancy.dataplane.connect(t).await?.begin();
+    let jobs = list_in(&mut tx, filter, after, limit).await?;
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// The jobs of `tx`'s tenant (its RLS scope) matching `filter` (its `tenant` is not used), by
+/// id after `after`: the operators' listing of one tenant, and the tenant's own view.
+pub async fn list_in(
+    tx: &mut tenancy::dataplane::TenantTx,
+    filter: &Filter,
+    after: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<JobView>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
             &format!(
                 "SELECT {COLUMNS} FROM jobs
                  WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2)

@@ -75,6 +75,8 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     // feature flags
     ("GET", "/api/v1/flags", SelfService),
     ("PUT", "/api/v1/flags/{name}/choice", needs(FlagsManage)),
+    // the tenant's own background jobs
+    ("GET", "/api/v1/jobs", needs(JobsRead)),
     // the audit log
     ("GET", "/api/v1/audit-events", needs(AuditRead)),
     ("GET", "/api/v1/audit-events/export", needs(AuditRead)),

@@ -24,8 +24,8 @@ use crate::routes::api::auth::{email, invitations as accept, login, password, si
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
 use crate::routes::api::sso as sso_admin;
 use crate::routes::api::{
-    api_keys as tenant_keys, audit, flags as tenant_flags, invitations, members, projects, roles,
-    tasks, users,
+    api_keys as tenant_keys, audit, flags as tenant_flags, invitations, jobs as tenant_jobs,
+    members, projects, roles, tasks, users,
 };
 use crate::routes::{health, sso, wellknown};
 use crate::state::AppState;
@@ -127,6 +127,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         // tenant API: feature flags
         .routes(routes!(tenant_flags::list))
         .routes(routes!(tenant_flags::choose))
+        // tenant API: the tenant's own background jobs
+        .routes(routes!(tenant_jobs::list))
         // tenant API: the audit log
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::export))

@@ -184,3 +184,68 @@ async fn bad_job_requests_get_problems_not_5xx() {
     }
     app.finish().await;
 }
+
+/// A tenant's owners and admins see their own tenant's jobs (never a payload, never another
+/// tenant's); members do not.
+#[tokio::test]
+async fn a_tenant_admin_sees_the_tenants_own_jobs_only() {
+    let app = TestApp::spawn().await;
+    app.app.stop_jobs();
+    let a = app.tenant("ownjobsa", "shared", None).await;
+    let b = app.tenant("ownjobsb", "shared", None).await;
+    let mine = enqueue(
+        &app,
+        &a,
+        NewJob::new(
+            kind("test.record"),
+            serde_json::json!({"secret": "payload"}),
+        ),
+    )
+    .await
+    .expect("id");
+    let theirs = enqueue(
+        &app,
+        &b,
+        NewJob::new(kind("test.record"), serde_json::json!({})),
+    )
+    .await
+    .expect("id");
+
+    let r = a.api.get("/api/v1/jobs?state=pending").await;
+    r.assert_status(200);
+    let items = r.body["items"].as_array().expect("items");
+    let ids: Vec<&str> = items.iter().filter_map(|i| i["id"].as_str()).collect();
+    assert_eq!(ids, [mine.to_string().as_str()], "{}", r.text);
+    assert!(!r.text.contains(&theirs.to_string()));
+    assert!(
+        !r.text.contains("payload"),
+        "a payload was shown: {}",
+        r.text
+    );
+    assert_eq!(items[0]["kind"], "test.record");
+
+    // Filters and pages: nothing succeeded yet; a cursor past the last job is an empty page.
+    let r = a.api.get("/api/v1/jobs?state=succeeded").await;
+    r.assert_status(200);
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(0));
+    let r = a.api.get(&format!("/api/v1/jobs?cursor={mine}")).await;
+    r.assert_status(200);
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(0));
+    // Bad input is a 400 problem.
+    for q in [
+        "state=lost",
+        "kind=Bad!",
+        "limit=0",
+        "limit=x",
+        "cursor=nope",
+    ] {
+        a.api
+            .get(&format!("/api/v1/jobs?{q}"))
+            .await
+            .assert_problem(400);
+    }
+    // A member holds no `jobs:read`.
+    let member = app.user(&a, "member@ownjobsa.test", "member").await;
+    member.api.get("/api/v1/jobs").await.assert_problem(403);
+    app.finish().await;
+}

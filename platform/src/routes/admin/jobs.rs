@@ -105,6 +105,38 @@ fn job_id(id: &str) -> Result<JobId, ApiError> {
     JobId::parse(id).ok_or_else(|| ApiError::not_found("no such job"))
 }
 
+/// The `state`, `kind` and `limit` parameters of a job listing (operators' and tenants').
+pub(crate) fn filter_and_limit(
+    state: Option<&str>,
+    kind: Option<&str>,
+    limit: Option<&str>,
+) -> Result<(Filter, i64), ApiError> {
+    let filter = Filter {
+        tenant: None,
+        state: state
+            .map(|s| {
+                JobState::parse(s).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "`state` is one of pending, running, retrying, succeeded, dead, cancelled",
+                    )
+                })
+            })
+            .transpose()?,
+        kind: kind
+            .map(|k| JobKind::parse(k).map_err(|e| ApiError::bad_request(e.to_string())))
+            .transpose()?,
+    };
+    let limit = match limit {
+        None => 20,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| ApiError::bad_request("`limit` must be a whole number from 1 to 100"))?,
+    };
+    Ok((filter, limit))
+}
+
 /// List jobs, by tenant and then id.
 #[utoipa::path(get, path = "/admin/v1/jobs", tag = "admin", params(JobQuery),
     responses((status = 200, body = JobPage), (status = 400, body = Problem), (status = 401, body = Problem)),
@@ -114,33 +146,9 @@ pub async fn list(
     State(tenancy): State<Arc<Tenancy>>,
     ApiQuery(q): ApiQuery<JobQuery>,
 ) -> ApiResult<Json<JobPage>> {
-    let filter = Filter {
-        tenant: tenant_param(q.tenant.as_deref())?,
-        state: q
-            .state
-            .as_deref()
-            .map(|s| {
-                JobState::parse(s).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "`state` is one of pending, running, retrying, succeeded, dead, cancelled",
-                    )
-                })
-            })
-            .transpose()?,
-        kind: q
-            .kind
-            .as_deref()
-            .map(|k| JobKind::parse(k).map_err(|e| ApiError::bad_request(e.to_string())))
-            .transpose()?,
-    };
-    let limit = match q.limit.as_deref() {
-        None => 20,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::bad_request("`limit` must be a whole number from 1 to 100"))?,
-    };
+    let (mut filter, limit) =
+        filter_and_limit(q.state.as_deref(), q.kind.as_deref(), q.limit.as_deref())?;
+    filter.tenant = tenant_param(q.tenant.as_deref())?;
     let cursor = q
         .cursor
         .as_deref()
