@@ -294,6 +294,7 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
             204,
         ),
         call("GET /api/v1/flags", &[], None, 200),
+        call("GET /api/v1/jobs", &[], None, 200),
         call(
             "PUT /api/v1/flags/{name}/choice",
             &["opt-in-beta"],
@@ -367,6 +368,7 @@ fn expected(route: &str) -> &'static str {
         r if r.contains("/api/v1/audit-events") => "OA",
         r if r.contains("/api/v1/sso/") => "OA",
         "PUT /api/v1/flags/{name}/choice" => "OA",
+        "GET /api/v1/jobs" => "OA",
         // Managing a project's members: project admins or `members:manage` (these users are
         // not admins of the project, so only owner and admin pass).
         r if r.contains("/members") && !r.starts_with("GET") => "OA",
