@@ -32,6 +32,11 @@ pub struct JobsArgs {
     /// Samples of idle enqueue->start latency.
     #[arg(long, default_value_t = 200)]
     idle_samples: usize,
+    /// Connection budget of each database server for the dedicated scenario (the platform's
+    /// default is 40): large enough by default that 25 dedicated databases per server each keep
+    /// their pool, so the budget's shedding is not what is measured; set 40 to see it.
+    #[arg(long, default_value_t = 250)]
+    server_budget: u32,
 }
 
 /// Enqueue instants by job payload key, and start latencies (µs) per tenant.
@@ -338,13 +343,30 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     // Room for the enqueuers and every running job at once, as the bare loop has (one connection
     // each), so the pool is not what is measured.
     let pool = (args.enqueuers + args.concurrency + 8).to_string();
+    let budget = args.server_budget.to_string();
     let app = TestApp::spawn_with(&[
         ("PLATFORM_SHARED_POOL_SIZE", &pool),
         ("PLATFORM_DEDICATED_POOL_SIZE", "8"),
+        ("PLATFORM_SERVER_CONNECTION_BUDGET", &budget),
     ])
     .await;
+    // The second server was registered by the harness with the default budget.
+    app.app
+        .tenancy
+        .provisioner
+        .register_server(
+            "second",
+            &clusters().second.url("postgres"),
+            args.server_budget,
+            true,
+        )
+        .await?;
     // The platform's own worker is not part of this benchmark.
     app.app.stop_jobs();
+    println!(
+        "jobs {} per scenario, {} enqueuers, concurrency {}, server budget {}",
+        args.jobs, args.enqueuers, args.concurrency, args.server_budget
+    );
     println!("| scenario | jobs/s | enqueue->start p50 ms | p99 ms |");
     println!("|---|---|---|---|");
     print(&bare(args.jobs, args.enqueuers, args.concurrency).await?);
