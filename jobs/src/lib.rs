@@ -19,6 +19,7 @@ pub mod fair;
 pub mod kind;
 pub mod schedule;
 pub mod store;
+pub mod trace;
 pub mod worker;
 
 pub use enqueue::{EnqueueError, NewJob, enqueue};

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod audit_query;
 pub mod authz;
 pub mod error;
+pub mod errors;
 pub mod extract;
 pub mod metrics;
 pub mod observe;
@@ -13,6 +14,7 @@ pub mod ratelimit;
 pub mod router;
 pub mod routes;
 pub mod state;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;

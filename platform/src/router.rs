@@ -218,6 +218,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::audit::context,
         ))
+        .merge(crate::errors::test_routes())
         .route(
             "/openapi.json",
             get(move || async move { Json(Arc::clone(&doc)).into_response() }),
