@@ -150,6 +150,7 @@ impl App {
             tenancy.resolver.clone(),
             tenancy.catalog.clone(),
         );
+        metrics.watch_sealer(sealer.lag());
         // Background jobs: this instance's worker (hinted by its own commits and, by NOTIFY, by
         // other instances' commits) and the platform schedules.
         let mail = jobs::builtin::SentMail::default();

@@ -5,6 +5,7 @@
 //! hundreds of tenants each send a request.
 
 mod errors;
+mod operations;
 mod traces;
 
 use axum::http::Method;
