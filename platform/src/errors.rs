@@ -10,10 +10,12 @@
 //! masks emails, IP addresses and bearer tokens in every remaining string.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, header};
 use axum::routing::post;
 use sentry::Hub;
 use sentry::protocol::{Context, Event, Value};
@@ -217,9 +219,27 @@ pub fn test_routes() -> Router<AppState> {
     Router::new().route("/_test/panic", post(panic_route))
 }
 
-async fn panic_route(auth: Authenticated, _body: String) -> &'static str {
-    let _ = auth.tenant.id;
-    panic!("test panic route");
+/// Panics with a message that names the caller's credential, address and email (from the body),
+/// as careless code might: the scrubber must mask them before the event leaves.
+async fn panic_route(
+    auth: Authenticated,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: String,
+) -> &'static str {
+    let credential = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let email = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["email"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    panic!(
+        "test panic route (tenant {}): {email} from {} with {credential}",
+        auth.tenant.id,
+        peer.ip()
+    );
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -131,9 +132,19 @@ impl Drop for Telemetry {
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
-/// Installs the process's subscriber: the log, plus the trace exporter and Sentry when
-/// configured. Call once, before the async runtime starts.
+/// Installs the process's subscriber: the log on standard output, plus the trace exporter and
+/// Sentry when configured. Call once, before the async runtime starts.
 pub fn init(
+    json: bool,
+    traces: Option<&TraceSettings>,
+    sentry: Option<sentry::ClientInitGuard>,
+) -> anyhow::Result<Telemetry> {
+    init_to(BoxMakeWriter::new(std::io::stdout), json, traces, sentry)
+}
+
+/// [`init`] with the log written to `writer` (the benchmark writes it to a file).
+pub fn init_to(
+    writer: BoxMakeWriter,
     json: bool,
     traces: Option<&TraceSettings>,
     sentry: Option<sentry::ClientInitGuard>,
@@ -144,6 +155,7 @@ pub fn init(
         .add_directive("db=off".parse().context("the db log directive")?);
     let log: BoxedLayer = if json {
         tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_current_span(true)
@@ -151,7 +163,10 @@ pub fn init(
             .with_filter(filter)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_filter(filter).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed()
     };
     let mut layers = vec![log];
     let provider = match traces {

@@ -120,7 +120,6 @@ impl Platform {
     }
 
     /// A request to the process (any method, headers and body are the caller's).
-    #[must_use]
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, format!("{}{path}", self.base))
     }

@@ -21,8 +21,11 @@ const RUN_STATES: &[&str] = &["running", "ok", "failed", "stopped", "interrupted
 /// Ledger states of a database within a run.
 const DB_STATES: &[&str] = &["pending", "running", "ok", "failed"];
 
-/// One gauge family's values this scrape: label pairs to value.
-pub type Family = BTreeMap<Vec<(&'static str, String)>, f64>;
+/// A label set: name and value pairs.
+pub type LabelSet = Vec<(&'static str, String)>;
+
+/// One gauge family's values this scrape: label set to value.
+pub type Family = BTreeMap<LabelSet, f64>;
 
 /// The gauges this module sets, by name.
 #[derive(Debug, Default)]
@@ -30,7 +33,7 @@ pub struct Readings(pub Vec<(&'static str, Family)>);
 
 /// Remembers which label sets of each family were set, so vanished ones are zeroed once.
 #[derive(Debug, Default)]
-pub struct Seen(Mutex<BTreeMap<&'static str, BTreeSet<Vec<(&'static str, String)>>>>);
+pub struct Seen(Mutex<BTreeMap<&'static str, BTreeSet<LabelSet>>>);
 
 impl Seen {
     /// The label sets to set now: this scrape's, plus last scrape's that vanished (at 0).
@@ -59,7 +62,7 @@ pub fn labels(pairs: &[(&'static str, String)]) -> Vec<Label> {
         .collect()
 }
 
-fn one(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+fn one(pairs: &[(&'static str, &str)]) -> LabelSet {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
