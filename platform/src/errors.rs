@@ -10,20 +10,13 @@
 //! masks emails, IP addresses and bearer tokens in every remaining string.
 
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, header};
-use axum::routing::post;
 use sentry::Hub;
 use sentry::protocol::{Context, Event, Value};
 use tenancy::ids::TenantId;
 use tracing_subscriber::Layer as _;
-
-use crate::extract::tenant::Authenticated;
-use crate::state::AppState;
 
 /// The target of the log line of a request that panicked: the panic hook has reported it
 /// already, with its backtrace, so the Sentry layer skips this line.
@@ -205,41 +198,6 @@ fn is_ip(w: &str) -> bool {
         || w.trim_start_matches('[')
             .split_once(']')
             .is_some_and(|(ip, _)| ip.parse::<IpAddr>().is_ok())
-}
-
-/// The test-only routes, present only in debug builds started with
-/// `PLATFORM_TEST_PANIC_ROUTE=true` (the Sentry test's panic): `POST /_test/panic` resolves and
-/// authenticates the tenant, then panics.
-pub fn test_routes() -> Router<AppState> {
-    let on = cfg!(debug_assertions)
-        && std::env::var("PLATFORM_TEST_PANIC_ROUTE").is_ok_and(|v| v == "true");
-    if !on {
-        return Router::new();
-    }
-    Router::new().route("/_test/panic", post(panic_route))
-}
-
-/// Panics with a message that names the caller's credential, address and email (from the body),
-/// as careless code might: the scrubber must mask them before the event leaves.
-async fn panic_route(
-    auth: Authenticated,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: String,
-) -> &'static str {
-    let credential = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let email = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["email"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    panic!(
-        "test panic route (tenant {}): {email} from {} with {credential}",
-        auth.tenant.id,
-        peer.ip()
-    );
 }
 
 #[cfg(test)]

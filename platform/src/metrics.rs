@@ -91,7 +91,6 @@ struct TenantLabels {
 impl TenantSlot {
     /// Records the request's resolved tenant (the first one wins).
     pub fn set(&self, tenant: &Tenant) {
-        crate::errors::tag_tenant(tenant.id);
         let _ = self.0.set(TenantLabels {
             id: tenant.id,
             plan: tenant.plan.clone(),

@@ -66,7 +66,7 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
     }
     let method = req.method().clone();
     let hub = crate::errors::request_hub(&id, &route);
-    let slot = (metrics.is_on() || hub.is_some()).then(|| {
+    let slot = metrics.is_on().then(|| {
         let slot = TenantSlot::default();
         req.extensions_mut().insert(slot.clone());
         slot
