@@ -16,9 +16,9 @@
 //! instance that stopped before sealing): the sweep is one query per shared database and one per
 //! dedicated database, never a poll of every database per batch.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tenancy::catalog::{Catalog, Placement, Tenant, TenantStatus};
 use tenancy::dataplane::DataPlane;
@@ -109,9 +109,71 @@ pub async fn seal_batch(dp: &DataPlane, tenant: &Tenant, limit: i64) -> Result<u
     Ok(ids.len() as u64)
 }
 
+/// How far behind the sealer is: for each tenant with committed but unsealed events this
+/// process announced, since when (its first unsealed commit's hint), and in which database once
+/// the sealer has resolved it. Recorded by the commit hint itself, so the lag keeps growing when
+/// the sealer is stuck or stopped. Cheap to clone and to read (one short lock, no query).
+#[derive(Clone, Debug, Default)]
+pub struct SealLag(Arc<Mutex<HashMap<TenantId, Unsealed>>>);
+
+#[derive(Clone, Debug)]
+struct Unsealed {
+    since: Instant,
+    database: Option<String>,
+}
+
+impl SealLag {
+    fn pending(&self, t: TenantId) {
+        if let Ok(mut m) = self.0.lock() {
+            m.entry(t).or_insert_with(|| Unsealed {
+                since: Instant::now(),
+                database: None,
+            });
+        }
+    }
+
+    fn located(&self, tenant: &Tenant) {
+        if let Ok(mut m) = self.0.lock()
+            && let Some(u) = m.get_mut(&tenant.id)
+        {
+            u.database = Some(match &tenant.placement {
+                Placement::Shared => "shared".to_owned(),
+                Placement::Dedicated { database, .. } => database.clone(),
+            });
+        }
+    }
+
+    /// Everything of `t` committed before `started` is sealed (later commits stay pending).
+    fn sealed(&self, t: TenantId, started: Instant) {
+        if let Ok(mut m) = self.0.lock()
+            && m.get(&t).is_some_and(|u| u.since <= started)
+        {
+            m.remove(&t);
+        }
+    }
+
+    /// The age of the oldest unsealed commit per database (`shared`, a dedicated database's
+    /// name, or `unresolved` before the sealer has looked the tenant up); databases with nothing
+    /// unsealed are absent.
+    #[must_use]
+    pub fn by_database(&self) -> Vec<(String, Duration)> {
+        let mut out: HashMap<String, Duration> = HashMap::new();
+        if let Ok(m) = self.0.lock() {
+            for u in m.values() {
+                let db = u.database.clone().unwrap_or_else(|| "unresolved".into());
+                let age = u.since.elapsed();
+                let e = out.entry(db).or_default();
+                *e = (*e).max(age);
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
 /// A running sealer (stopped on drop): hints in, linked chains out.
 pub struct Sealer {
     task: tokio::task::JoinHandle<()>,
+    lag: SealLag,
 }
 
 impl Drop for Sealer {
@@ -132,12 +194,22 @@ impl Sealer {
     #[must_use]
     pub fn spawn(dp: DataPlane, resolver: Resolver, catalog: Catalog) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let lag = SealLag::default();
+        let hinted = lag.clone();
         dp.set_commit_hint(Arc::new(move |t: TenantId| {
+            hinted.pending(t);
             tx.send(t).ok();
         }));
         Self {
-            task: tokio::spawn(run(dp, resolver, catalog, rx)),
+            task: tokio::spawn(run(dp, resolver, catalog, rx, lag.clone())),
+            lag,
         }
+    }
+
+    /// How far behind sealing is (for the metrics).
+    #[must_use]
+    pub fn lag(&self) -> SealLag {
+        self.lag.clone()
     }
 }
 
@@ -146,6 +218,7 @@ async fn run(
     resolver: Resolver,
     catalog: Catalog,
     mut hints: mpsc::UnboundedReceiver<TenantId>,
+    lag: SealLag,
 ) {
     let mut pending: HashSet<TenantId> = HashSet::new();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -157,7 +230,12 @@ async fn run(
                 None => return,
             },
             _ = sweep.tick() => match unlinked_tenants(&dp, &catalog).await {
-                Ok(found) => pending.extend(found),
+                Ok(found) => {
+                    for &t in &found {
+                        lag.pending(t);
+                    }
+                    pending.extend(found);
+                }
                 Err(e) => tracing::warn!(error = %e, "audit sealer sweep failed"),
             },
             () = tokio::time::sleep(Duration::from_secs(1)), if !pending.is_empty() => {}
@@ -174,15 +252,23 @@ async fn run(
         for t in pending.drain() {
             let tenant = match resolver.tenant(t).await {
                 Ok(Some(tenant)) => tenant,
-                Ok(None) => continue,
+                Ok(None) => {
+                    lag.sealed(t, Instant::now());
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(tenant.id = %t, error = %e, "audit sealer: tenant lookup failed");
                     retry.insert(t);
                     continue;
                 }
             };
+            lag.located(&tenant);
+            let started = Instant::now();
             match seal_tenant(&dp, &tenant).await {
-                Ok(n) => tracing::debug!(tenant.id = %t, linked = n, "audit events sealed"),
+                Ok(n) => {
+                    lag.sealed(t, started);
+                    tracing::debug!(tenant.id = %t, linked = n, "audit events sealed");
+                }
                 Err(e) => {
                     tracing::warn!(tenant.id = %t, error = %e, "audit sealer: sealing failed, retrying");
                     retry.insert(t);

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod limits;
 pub mod load;
 pub mod migrations;
+pub mod otlp_sink;
 pub mod output;
 pub mod platform_server;
 pub mod probe;

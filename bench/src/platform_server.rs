@@ -3,11 +3,11 @@
 //! real TCP socket with connect-info (as the binary serves it), with the binary's JSON request logging switched on. The log goes to a file
 //! (default `/dev/null`): every request still pays for its span, its formatted JSON line and its
 //! `write` system call, as it would writing to a pipe in production. `off` installs no subscriber
-//! (to measure what logging costs; not how the platform runs).
+//! (to measure what logging costs; not how the platform runs). With the `OTEL_*` variables set
+//! (`--traces`) it exports traces as the binary does.
 
 use anyhow::Context as _;
 use tenancy::settings::Settings;
-use tracing_subscriber::EnvFilter;
 
 /// Serves the platform until the process is stopped.
 pub async fn serve(log_file: &std::path::Path) -> anyhow::Result<()> {
@@ -19,15 +19,20 @@ pub async fn serve(log_file: &std::path::Path) -> anyhow::Result<()> {
             .append(true)
             .open(log_file)
             .with_context(|| format!("opening {}", log_file.display()))?;
-        // The filter and format of `platform`'s main.rs.
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter(EnvFilter::new("info,sqlx=warn,tokio_postgres=warn"))
-            .with_writer(std::sync::Arc::new(log))
-            .init();
+        // The subscriber of `platform`'s main.rs (JSON log; traces when `OTEL_*` say so),
+        // installed off the runtime's threads as the binary installs it before its runtime.
+        let traces = platform::telemetry::TraceSettings::from_lookup(|k| std::env::var(k).ok())?;
+        let telemetry = tokio::task::spawn_blocking(move || {
+            platform::telemetry::init_to(
+                tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Arc::new(log)),
+                true,
+                traces.as_ref(),
+                None,
+            )
+        })
+        .await??;
+        // The process is killed at the end of the run: nothing to flush.
+        std::mem::forget(telemetry);
     }
     let started = tenancy::bootstrap::start(&settings).await?;
     let token = settings

@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// port; nothing scrapes it during the run, so this measures recording, not rendering).
     #[arg(long)]
     pub metrics: bool,
+    /// Export traces from the platform (OTLP/HTTP to a receiver in this process that accepts
+    /// and counts them), parent-based, sampling 1% of new traces.
+    #[arg(long)]
+    pub traces: bool,
     /// The markdown file to write the section into.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md"))]
     pub output: PathBuf,
@@ -134,6 +138,11 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
             ("BENCH_POOL_SIZE", args.shared_pool.to_string()),
         ],
     )?;
+    let otlp_sink = if args.traces {
+        Some(crate::otlp_sink::OtlpSink::start().await?)
+    } else {
+        None
+    };
     let platform = spawn(
         &[
             "serve-platform",
@@ -144,6 +153,11 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
             let mut env = world.platform_env(&platform_addr.to_string());
             if args.metrics {
                 env.push(("PLATFORM_METRICS_LISTEN", local_addr()?.to_string()));
+            }
+            if let Some(sink) = &otlp_sink {
+                env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint()));
+                env.push(("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()));
+                env.push(("OTEL_TRACES_SAMPLER_ARG", "0.01".into()));
             }
             env
         },
@@ -295,6 +309,13 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
         shared_pool: args.shared_pool,
         budget: args.budget,
     };
+    if let Some(sink) = &otlp_sink {
+        eprintln!(
+            "traces: {} OTLP exports, {} bytes received",
+            sink.received.0.load(std::sync::atomic::Ordering::Relaxed),
+            sink.received.1.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     Ok(report::render(&meta, &measured, &paced))
 }
 

@@ -135,6 +135,7 @@ pub async fn enqueue(tx: &mut TenantTx, job: NewJob) -> Result<Option<JobId>, En
         )
         .await?;
     }
+    let traced = crate::trace::attach(&job.payload);
     let row = tx
         .query_opt(
             "INSERT INTO jobs (tenant_id, id, kind, payload, payload_sealed, run_at, priority,
@@ -146,7 +147,7 @@ pub async fn enqueue(tx: &mut TenantTx, job: NewJob) -> Result<Option<JobId>, En
                 &tenant,
                 &id,
                 &job.kind.as_str(),
-                &job.payload,
+                traced.as_ref().unwrap_or(&job.payload),
                 &job.sealed,
                 &job.run_at,
                 &job.priority,

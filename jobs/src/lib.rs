@@ -20,6 +20,7 @@ pub mod kind;
 pub mod schedule;
 pub mod stats;
 pub mod store;
+pub mod trace;
 pub mod worker;
 
 pub use enqueue::{EnqueueError, NewJob, enqueue};

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use sqlx::postgres::PgListener;
 use tenancy::bootstrap::Tenancy;
@@ -364,6 +365,13 @@ async fn run_one(shared: &Shared, tenant: &Tenant, job: Claimed) -> Result<(), R
     let Some((spec, handler)) = shared.registry.get(&kind).cloned() else {
         return Ok(());
     };
+    let mut payload = job.payload;
+    let span = crate::trace::span(
+        kind.as_str(),
+        job.id,
+        tenant.id,
+        crate::trace::take(&mut payload),
+    );
     let audit = Arc::new(AuditContext::new(None, format!("job {kind}"), None, None));
     audit.set_actor(Actor {
         kind: "job",
@@ -377,7 +385,7 @@ async fn run_one(shared: &Shared, tenant: &Tenant, job: Claimed) -> Result<(), R
                 id: job.id,
                 kind: kind.clone(),
                 attempt: job.attempts,
-                payload: job.payload,
+                payload,
                 sealed: job.sealed,
                 keyring: shared.tenancy.keyring.clone(),
                 tx: conn.begin(),
@@ -424,6 +432,7 @@ async fn run_one(shared: &Shared, tenant: &Tenant, job: Claimed) -> Result<(), R
             }
             Ok(())
         })
+        .instrument(span)
         .await
 }
 

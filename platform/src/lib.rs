@@ -5,6 +5,7 @@ pub mod audit;
 pub mod audit_query;
 pub mod authz;
 pub mod error;
+pub mod errors;
 pub mod extract;
 pub mod metrics;
 pub mod observe;
@@ -13,6 +14,7 @@ pub mod ratelimit;
 pub mod router;
 pub mod routes;
 pub mod state;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +150,7 @@ impl App {
             tenancy.resolver.clone(),
             tenancy.catalog.clone(),
         );
+        metrics.watch_sealer(sealer.lag());
         // Background jobs: this instance's worker (hinted by its own commits and, by NOTIFY, by
         // other instances' commits) and the platform schedules.
         let mail = jobs::builtin::SentMail::default();

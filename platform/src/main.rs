@@ -7,10 +7,8 @@ use anyhow::Context as _;
 use tenancy::crypto::random_token;
 use tenancy::embedded::write_private;
 use tenancy::settings::{Secret, Settings};
-use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -18,31 +16,42 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(settings.log_json);
-    match run(settings).await {
+    // Traces and error tracking start before the runtime (their exporters run on threads of
+    // their own) and stop after it, so everything the server did is flushed.
+    let env = |k: &str| std::env::var(k).ok();
+    let telemetry = platform::telemetry::TraceSettings::from_lookup(env)
+        .and_then(|traces| Ok((traces, platform::errors::init(env)?)))
+        .and_then(|(traces, sentry)| {
+            platform::telemetry::init(settings.log_json, traces.as_ref(), sentry)
+        });
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("configuration error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "platform failed");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(json: bool) {
-    let filter = EnvFilter::try_from_env("PLATFORM_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tokio_postgres=warn"));
-    if json {
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    };
+    drop(runtime);
+    drop(telemetry);
+    code
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {

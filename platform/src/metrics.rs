@@ -11,6 +11,7 @@
 //! (never raw paths), status classes, the top-N tenants plus `other` ([`tenants`]), plans,
 //! placements, database servers, rate-limit scopes, flag names.
 
+pub mod operations;
 pub mod process;
 pub mod tenants;
 
@@ -62,6 +63,11 @@ struct Inner {
     active: Gauge,
     /// The job worker's queue depths (set once the worker exists).
     jobs: std::sync::RwLock<Option<jobs::stats::QueueStats>>,
+    /// The control plane, for the operation gauges read on scrape.
+    catalog: sqlx::PgPool,
+    /// The audit sealer's lag account (set once the sealer runs).
+    seal_lag: OnceLock<audit::sealer::SealLag>,
+    seen: operations::Seen,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -123,7 +129,12 @@ impl Drop for InFlight {
 
 impl Metrics {
     /// Metrics for an instance; off when no metrics listener is configured.
-    pub fn new(settings: &MetricsSettings, dataplane: DataPlane, flags: Arc<flags::Flags>) -> Self {
+    pub fn new(
+        settings: &MetricsSettings,
+        dataplane: DataPlane,
+        catalog: sqlx::PgPool,
+        flags: Arc<flags::Flags>,
+    ) -> Self {
         if settings.listen.is_none() {
             return Self(None);
         }
@@ -158,7 +169,17 @@ impl Metrics {
             flags,
             active,
             jobs: std::sync::RwLock::default(),
+            catalog,
+            seal_lag: OnceLock::new(),
+            seen: operations::Seen::default(),
         })))
+    }
+
+    /// Exports the audit sealer's lag (once the sealer runs).
+    pub fn watch_sealer(&self, lag: audit::sealer::SealLag) {
+        if let Some(m) = &self.0 {
+            let _ = m.seal_lag.set(lag);
+        }
     }
 
     /// Whether metrics are recorded.
@@ -308,6 +329,21 @@ impl Metrics {
                 vec![Label::new("flag", flag), Label::new("variant", variant)],
             )
             .absolute(n);
+        }
+        let mut families = match operations::read(&m.catalog).await {
+            Ok(r) => r.0,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the operation metrics failed");
+                Vec::new()
+            }
+        };
+        if let Some(lag) = m.seal_lag.get() {
+            families.push(("platform_audit_seal_lag_seconds", operations::seal_lag(lag)));
+        }
+        for (name, family) in families {
+            for (pairs, v) in m.seen.complete(name, family) {
+                m.gauge(name, operations::labels(&pairs)).set(v);
+            }
         }
         m.handle.run_upkeep();
         Some(m.handle.render())

@@ -1,14 +1,18 @@
 //! Request middleware: a request id on every request and response (a well-formed incoming
 //! `x-request-id` is kept), a tracing span with the request id, method, route and tenant, and one
-//! JSON log line per request with status and latency. A 5xx is logged here, once, with its
-//! internal cause. The same place records the request metrics ([`crate::metrics`]).
+//! JSON log line per request with status, latency and the trace id. A 5xx is logged here, once,
+//! with its internal cause (and so reported to Sentry, [`crate::errors`]). The same place records
+//! the request metrics ([`crate::metrics`]) and continues the caller's W3C trace
+//! ([`crate::telemetry`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sentry::SentryFutureExt as _;
 use tracing::Instrument as _;
 
 use crate::error::{ApiError, InternalCause};
@@ -48,8 +52,20 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
         method = %req.method(),
         route = %route,
         tenant.id = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
     );
+    let joined = crate::telemetry::continue_trace(&span, req.headers());
+    let traced = joined.exported;
+    if traced {
+        // Semantic-convention names for the exported span (the log keeps its short fields).
+        span.record("otel.name", format!("{} {route}", req.method()));
+        span.record("otel.kind", "server");
+    }
     let method = req.method().clone();
+    let hub = crate::errors::request_hub(&id, &route);
     let slot = metrics.is_on().then(|| {
         let slot = TenantSlot::default();
         req.extensions_mut().insert(slot.clone());
@@ -57,7 +73,11 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
     });
     let in_flight = metrics.start();
     let started = Instant::now();
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let inner = next.run(req).instrument(span.clone());
+    let mut resp = match &hub {
+        Some(hub) => inner.bind_hub(Arc::clone(hub)).await,
+        None => inner.await,
+    };
     let seconds = started.elapsed().as_secs_f64();
     drop(in_flight);
     metrics.finish(&Finished {
@@ -73,15 +93,35 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
     }
     let status = resp.status().as_u16();
     let latency_ms = seconds * 1000.0;
-    let _entered = span.enter();
-    match resp.extensions().get::<InternalCause>() {
-        Some(InternalCause(cause)) if status >= 500 => {
-            tracing::error!(status, latency_ms, error = %cause, "request failed");
+    if traced {
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "ERROR");
         }
-        _ => tracing::info!(status, latency_ms, "request finished"),
+    }
+    let trace_id = joined.trace_id(&span).map(|t| t.to_string());
+    let trace_id = trace_id.as_deref();
+    let _entered = span.enter();
+    let panicked = resp.extensions().get::<Panicked>().is_some();
+    match resp.extensions().get::<InternalCause>() {
+        // The panic hook has reported it (with its backtrace) already.
+        Some(InternalCause(cause)) if status >= 500 && panicked => {
+            tracing::error!(target: crate::errors::PANIC_TARGET, status, latency_ms, trace_id,
+                error = %cause, "request failed");
+        }
+        // On the request's hub, so the error event carries its request id, route and tenant.
+        Some(InternalCause(cause)) if status >= 500 => sentry::Hub::run(
+            hub.unwrap_or_else(sentry::Hub::current),
+            || tracing::error!(status, latency_ms, trace_id, error = %cause, "request failed"),
+        ),
+        _ => tracing::info!(status, latency_ms, trace_id, "request finished"),
     }
     resp
 }
+
+/// Marks the response of a request whose handler panicked.
+#[derive(Clone, Copy, Debug)]
+struct Panicked;
 
 /// Turns a caught panic into a problem response (the panic message is logged, not sent).
 pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -90,5 +130,7 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
         .cloned()
         .or_else(|| err.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_else(|| "panic".into());
-    ApiError::internal(format!("panic: {msg}")).into_response()
+    let mut resp = ApiError::internal(format!("panic: {msg}")).into_response();
+    resp.extensions_mut().insert(Panicked);
+    resp
 }

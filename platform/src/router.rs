@@ -220,6 +220,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::audit::context,
         ))
+        .merge(crate::routes::test_panic::routes())
         .route(
             "/openapi.json",
             get(move || async move { Json(Arc::clone(&doc)).into_response() }),

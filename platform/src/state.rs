@@ -69,6 +69,7 @@ impl AppState {
             metrics: crate::metrics::Metrics::new(
                 &tenancy.metrics,
                 tenancy.dataplane.clone(),
+                tenancy.catalog.pool().clone(),
                 Arc::clone(&flags),
             ),
             flags,

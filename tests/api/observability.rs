@@ -4,6 +4,10 @@
 //! and placement, pool gauges per database server; and the per-tenant series stay bounded when
 //! hundreds of tenants each send a request.
 
+mod errors;
+mod operations;
+mod traces;
+
 use axum::http::Method;
 use platform_tests::prometheus::Prometheus;
 use platform_tests::{Req, TestApp};

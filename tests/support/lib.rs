@@ -12,7 +12,7 @@
 //! - [`tenants`]: tenants, users and their mail; [`databases`]: direct database access;
 //! - [`peers`]: the real identity providers; [`process`]: the real binary as a second process;
 //!   [`migrations`]: test-only tenant migrations; [`prometheus`]: a real Prometheus scraping an
-//!   instance's metrics;
+//!   instance's metrics; [`otlp`], [`sentry`]: receivers of exported traces and error events;
 //! - [`dns`]: the TXT records the verified-domain check sees.
 
 use std::time::{Duration, Instant};
@@ -24,10 +24,12 @@ pub mod databases;
 pub mod dns;
 pub mod migrations;
 pub mod operator;
+pub mod otlp;
 pub mod peers;
 pub mod process;
 pub mod prometheus;
 pub mod requests;
+pub mod sentry;
 pub mod tenants;
 
 pub use app::{ADMIN_TOKEN, Provisioning, Spawn, TestApp};

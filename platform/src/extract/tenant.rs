@@ -256,6 +256,7 @@ impl TenantContext {
             return Err(ApiError::tenant_suspended());
         }
         tracing::Span::current().record("tenant.id", tracing::field::display(tenant.id));
+        crate::errors::tag_tenant(tenant.id);
         if let Some(slot) = parts.extensions.get::<crate::metrics::TenantSlot>() {
             slot.set(&tenant);
         }

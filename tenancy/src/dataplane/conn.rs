@@ -28,6 +28,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::join;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, Row};
+use tracing::Instrument as _;
 
 use super::pool::PgObject;
 use crate::ids::TenantId;
@@ -242,7 +243,10 @@ impl TenantTx {
     /// request's messages when its future is first polled (it pipelines requests in that order),
     /// and on `join` polling its futures in argument order.
     async fn run(&mut self, sql: &str, run: Run<'_>, commit: bool) -> Result<Output, Error> {
-        let out = self.send(sql, run, commit).await;
+        let out = self
+            .send(sql, run, commit)
+            .instrument(statement_span(sql))
+            .await;
         if out.is_err() {
             self.failed = true;
         }
@@ -399,6 +403,21 @@ impl TenantTx {
         self.conn.take();
         Ok(())
     }
+}
+
+/// A client span around one data-plane statement, for traces (target `db`: the log filters it
+/// out, and with traces off its call site is disabled and nothing is built). It carries the
+/// statement's template, never its parameters.
+fn statement_span(sql: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: "db",
+        "db",
+        otel.name = sql.split_whitespace().next().unwrap_or("statement"),
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = sql.split_whitespace().next().unwrap_or(""),
+        db.query.text = sql,
+    )
 }
 
 fn hint(f: Option<&CommitHint>, tenant: TenantId) {
