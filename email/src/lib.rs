@@ -1,0 +1,4 @@
+//! Transactional email (issue 17).
+
+pub mod kinds;
+pub mod templates;
