@@ -13,7 +13,7 @@ CREATE TABLE email_messages (
     kind        text NOT NULL,
     category    text NOT NULL,
     recipient   text NOT NULL,
-    status      text NOT NULL CHECK (status IN ('sending', 'sent', 'suppressed')),
+    status      text NOT NULL CHECK (status IN ('sending', 'sent', 'suppressed', 'soft_bounced')),
     transport   text CHECK (transport IN ('provider', 'smtp', 'file')),
     provider_message_id text,
     created_at  timestamptz NOT NULL DEFAULT now(),

@@ -28,8 +28,8 @@ pub struct App {
     pub tenancy: Arc<Tenancy>,
     pub identity: identity::Identity,
     pub limits: limits::RateLimits,
-    /// Messages the email jobs recorded as sent (until the email issue sends them).
-    pub mail: jobs::builtin::SentMail,
+    /// Transactional email (the `email.*` jobs send through it).
+    pub mailer: email::Mailer,
     /// This instance's metrics (off unless `PLATFORM_METRICS_LISTEN` is set); serve them with
     /// [`metrics::serve`].
     pub metrics: metrics::Metrics,
@@ -100,6 +100,7 @@ impl App {
         let state = AppState::build_with_dns(Arc::clone(&tenancy), admin_token, dns).await?;
         let (identity, limits) = (state.identity.clone(), state.limits.clone());
         let metrics = state.metrics.clone();
+        let mailer = state.mailer.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let on_change = {
             let identity = identity.clone();
@@ -150,11 +151,10 @@ impl App {
         );
         // Background jobs: this instance's worker (hinted by its own commits and, by NOTIFY, by
         // other instances' commits) and the platform schedules.
-        let mail = jobs::builtin::SentMail::default();
         let worker = tokio::spawn(
             jobs::Worker::new(
                 Arc::clone(&tenancy),
-                jobs::builtin::registry(&mail),
+                email::register(jobs::builtin::registry(), &mailer),
                 jobs::WorkerConfig::default(),
             )
             .run(),
@@ -169,7 +169,7 @@ impl App {
             tenancy,
             identity,
             limits,
-            mail,
+            mailer,
             metrics,
             listener,
             flag_listener,

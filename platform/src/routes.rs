@@ -6,6 +6,8 @@ pub mod api;
 pub mod health;
 pub(crate) mod shared;
 pub mod sso;
+pub mod unsubscribe;
+pub mod webhooks;
 pub mod wellknown;
 
 use serde::{Deserialize, Deserializer};

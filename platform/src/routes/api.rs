@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod flags;
 pub mod invitations;
+pub mod mail;
 pub mod me;
 pub mod members;
 pub mod projects;
