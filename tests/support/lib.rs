@@ -13,7 +13,9 @@
 //! - [`peers`]: the real identity providers; [`process`]: the real binary as a second process;
 //!   [`migrations`]: test-only tenant migrations; [`prometheus`]: a real Prometheus scraping an
 //!   instance's metrics;
-//! - [`dns`]: the TXT records the verified-domain check sees.
+//! - [`dns`]: the TXT records the verified-domain check sees;
+//! - [`smtp`]: the real SMTP sink (aiosmtpd) and DKIM verifier (dkimpy) of the email tests;
+//!   [`postmark`]: the email provider's stand-in, in Postmark's documented shapes.
 
 use std::time::{Duration, Instant};
 
@@ -25,9 +27,11 @@ pub mod dns;
 pub mod migrations;
 pub mod operator;
 pub mod peers;
+pub mod postmark;
 pub mod process;
 pub mod prometheus;
 pub mod requests;
+pub mod smtp;
 pub mod tenants;
 
 pub use app::{ADMIN_TOKEN, Provisioning, Spawn, TestApp};
