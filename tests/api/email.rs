@@ -35,9 +35,7 @@ pub async fn smtp_app(sink: &SmtpSink, extra: &[(&str, &str)]) -> TestApp {
         ("PLATFORM_EMAIL_WEBHOOK_CREDENTIALS", creds.as_str()),
     ];
     env.extend_from_slice(extra);
-    // `Spawn::env` borrows; the strings above live until the instance is built.
-    let app = TestApp::build().env(&env).spawn().await;
-    app
+    TestApp::build().env(&env).spawn().await
 }
 
 /// Enqueues a marketing announcement to `to` (as a tenant feature would); returns the job id.
