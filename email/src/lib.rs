@@ -223,6 +223,14 @@ impl Mailer {
         Ok(self.inner.templates.preview(kind, locale, &brand)?)
     }
 
+    /// The one-click unsubscribe token of `u` (what `POST /u/{token}` takes).
+    pub async fn unsubscribe_token(
+        &self,
+        u: &unsubscribe::Unsubscribe,
+    ) -> Result<String, keys::KeysError> {
+        Ok(unsubscribe::sign(self.unsubscribe_key().await?, u))
+    }
+
     /// Honours a one-click unsubscribe: `None` if the token is not genuine or names no tenant;
     /// else what it unsubscribed (recorded at once, idempotent).
     pub async fn unsubscribe(

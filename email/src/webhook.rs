@@ -87,9 +87,9 @@ impl Mailer {
     }
 
     /// Applies one Postmark event.
-    pub async fn postmark_event(&self, body: &[u8]) -> Result<Outcome, WebhookError> {
+    pub async fn postmark_event(&self, body: serde_json::Value) -> Result<Outcome, WebhookError> {
         let e: Event =
-            serde_json::from_slice(body).map_err(|e| WebhookError::Payload(e.to_string()))?;
+            serde_json::from_value(body).map_err(|e| WebhookError::Payload(e.to_string()))?;
         let Some(tenant) = e
             .metadata
             .get("tenant")

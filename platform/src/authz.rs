@@ -125,6 +125,7 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("PUT", "/api/v1/email/branding", needs(MembersManage)),
     ("GET", "/api/v1/email/events", needs(AuditRead)),
     ("GET", "/api/v1/email/suppressions", needs(MembersManage)),
+    ("POST", "/api/v1/email/suppressions", needs(MembersManage)),
     (
         "DELETE",
         "/api/v1/email/suppressions/{suppression_id}",

@@ -135,7 +135,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(mail::preview))
         .routes(routes!(mail::put_branding))
         .routes(routes!(mail::events))
-        .routes(routes!(mail::suppressions))
+        .routes(routes!(mail::suppressions, mail::suppress))
         .routes(routes!(mail::unsuppress))
         // email: the provider's webhooks and one-click unsubscribe (no credential, no tenant host)
         .routes(routes!(webhooks::receive))

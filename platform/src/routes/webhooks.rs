@@ -4,7 +4,6 @@
 //! accepted and changes nothing. Served on any host: the event names its tenant.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -12,7 +11,7 @@ use email::Mailer;
 use email::webhook::{Outcome, WebhookError};
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::ApiPath;
+use crate::extract::{ApiJson, ApiPath};
 
 /// Receive one provider event.
 #[utoipa::path(post, path = "/webhooks/email/{provider}", tag = "email",
@@ -24,7 +23,7 @@ pub async fn receive(
     State(mailer): State<Mailer>,
     ApiPath(provider): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> ApiResult<Json<serde_json::Value>> {
     if provider != "postmark" {
         return Err(ApiError::not_found("no such email provider"));
@@ -33,7 +32,7 @@ pub async fn receive(
     if !mailer.webhook_authorized(auth) {
         return Err(ApiError::unauthorized("the webhook credentials are wrong"));
     }
-    let outcome = match mailer.postmark_event(&body).await {
+    let outcome = match mailer.postmark_event(body).await {
         Ok(o) => o,
         Err(WebhookError::Payload(detail)) => return Err(ApiError::bad_request(detail)),
         Err(WebhookError::Email(e)) => return Err(ApiError::internal(e)),

@@ -229,6 +229,44 @@ pub async fn suppressions(
     Ok(Json(Paged::from_rows(items, page.limit, |s| s.id)))
 }
 
+/// Body of `POST /api/v1/email/suppressions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressBody {
+    /// The address no mail of this tenant may go to.
+    pub recipient: String,
+}
+
+/// Add an address to the suppression list by hand (reason `manual`: no mail at all; audited).
+#[utoipa::path(post, path = "/api/v1/email/suppressions", tag = "email", request_body = SuppressBody,
+    responses((status = 201, body = SuppressionView), (status = 422, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn suppress(
+    auth: Authenticated,
+    State(t): State<Identity>,
+    ApiJson(b): ApiJson<SuppressBody>,
+) -> ApiResult<(StatusCode, Json<SuppressionView>)> {
+    let email = identity::users::parse_email(&b.recipient)?;
+    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    store::suppress(&mut tx, email.as_str(), store::Reason::Manual, None).await?;
+    let row = store::suppressions(&mut tx, Some(email.as_str()), None, 100)
+        .await?
+        .into_iter()
+        .find(|s| s.reason == "manual")
+        .ok_or_else(|| ApiError::internal("the suppression was not recorded"))?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SuppressionView {
+            id: row.id,
+            recipient: row.recipient,
+            reason: row.reason,
+            category: row.category,
+            created_at: ts(row.created_at),
+        }),
+    ))
+}
+
 /// Remove an address from the suppression list (audited).
 #[utoipa::path(delete, path = "/api/v1/email/suppressions/{suppression_id}", tag = "email",
     params(("suppression_id" = Uuid, Path)),
