@@ -96,8 +96,8 @@ pub struct Settings {
 /// set, `.eml` files under `<data dir>/mail/`.
 #[derive(Clone, Debug)]
 pub struct EmailSettings {
-    /// `PLATFORM_SMTP_URL` (`smtp://host:port` with STARTTLS when offered, `smtp+plain://` never
-    /// upgrading (loopback sinks), `smtps://` implicit TLS; user and password may be in the URL).
+    /// `PLATFORM_SMTP_URL` (`smtp://host:port`, STARTTLS when offered or `?tls=required`;
+    /// `smtps://host:port`, implicit TLS; user and password may be in the URL).
     pub smtp_url: Option<Secret>,
     /// `PLATFORM_SMTP_PASSWORD`: the SMTP password when it is not in the URL.
     pub smtp_password: Option<Secret>,
@@ -399,10 +399,10 @@ impl Settings {
                     None => None,
                     Some(u) => {
                         let scheme = u.split_once("://").map(|(s, _)| s);
-                        if !matches!(scheme, Some("smtp" | "smtps" | "smtp+plain")) {
+                        if !matches!(scheme, Some("smtp" | "smtps")) {
                             return Err(invalid(
                                 "PLATFORM_SMTP_URL",
-                                "must be `smtp://host:port`, `smtps://host:port` or `smtp+plain://host:port`".into(),
+                                "must be `smtp://host:port` or `smtps://host:port`".into(),
                             ));
                         }
                         Some(Secret(u))
@@ -517,6 +517,25 @@ mod tests {
         ]))
         .expect_err("key needed");
         assert!(e.to_string().starts_with("PLATFORM_MASTER_KEY"), "{e}");
+    }
+
+    #[test]
+    fn email_settings_default_to_files_and_bad_values_name_their_variable() {
+        let s = Settings::from_lookup(env(&[])).expect("defaults");
+        assert_eq!(s.email.from, "no-reply@localhost");
+        assert!(s.email.smtp_url.is_none() && s.email.provider_url.is_none());
+        assert_eq!(s.email.file_dir, PathBuf::from("./.platform").join("mail"));
+        assert_eq!(s.email.dkim_selector, "platform");
+        for (var, bad) in [
+            ("PLATFORM_SMTP_URL", "http://mail.test"),
+            ("PLATFORM_EMAIL_FROM", "not an address"),
+            ("PLATFORM_EMAIL_PROVIDER_URL", "https://api.test"),
+            ("PLATFORM_DKIM_SELECTOR", "bad selector"),
+            ("PLATFORM_EMAIL_WEBHOOK_CREDENTIALS", "user:short"),
+        ] {
+            let e = Settings::from_lookup(env(&[(var, bad)])).expect_err(var);
+            assert!(e.to_string().starts_with(var), "{e}");
+        }
     }
 
     #[test]
