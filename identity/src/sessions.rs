@@ -114,6 +114,7 @@ impl Auth {
         let refresh = new_refresh_token();
         let mut tx = self.begin(dp, tenant).await?;
         let ua: Option<String> = user_agent.map(|u| u.chars().take(512).collect());
+        crate::users::alert_new_device(&mut tx, user, ua.as_deref(), ip).await?;
         tx.execute(
             "INSERT INTO sessions (tenant_id, id, user_id, user_agent, ip) VALUES ($1, $2, $3, $4, $5)",
             &[&tenant.id.as_uuid(), &session.as_uuid(), &user.as_uuid(), &ua, &ip],

@@ -204,6 +204,52 @@ pub async fn outbox(tx: &mut TenantTx, keyring: &Keyring, m: Message<'_>) -> Res
     Ok(())
 }
 
+/// Enqueues an `email.new_device_sign_in` message if `user` has signed in before but never from
+/// this device (user agent): the first session of an account is not news to its owner.
+pub async fn alert_new_device(
+    tx: &mut TenantTx,
+    user: UserId,
+    user_agent: Option<&str>,
+    ip: Option<&str>,
+) -> Result<(), AuthError> {
+    let Some(r) = tx
+        .query_opt(
+            "SELECT u.email,
+                    EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = u.id),
+                    EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = u.id
+                            AND s.user_agent IS NOT DISTINCT FROM $2)
+             FROM users u WHERE u.id = $1",
+            &[&user.as_uuid(), &user_agent],
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let (email, signed_in_before, seen): (String, bool, bool) = (r.get(0), r.get(1), r.get(2));
+    if !signed_in_before || seen {
+        return Ok(());
+    }
+    let time = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let job = jobs::NewJob::new(
+        jobs::JobKind::parse("email.new_device_sign_in").expect("a valid kind name"),
+        serde_json::json!({
+            "recipient": email,
+            "vars": {
+                "device": user_agent.unwrap_or("an unknown device"),
+                "ip": ip.unwrap_or("an unknown address"),
+                "time": time,
+            },
+        }),
+    )
+    .expires_at(OffsetDateTime::now_utc() + time::Duration::days(1));
+    jobs::enqueue(tx, job)
+        .await
+        .map_err(|jobs::EnqueueError::Db(e)| e)?;
+    Ok(())
+}
+
 /// Withdraws the unsent messages of `kind` to `recipient` (superseded by a newer one).
 pub async fn withdraw_messages(
     tx: &mut TenantTx,

@@ -118,6 +118,21 @@ pub const TABLE: &[(&str, &str, Access)] = &[
         "/api/v1/sso/connections/{connection_id}/links/{user_id}",
         needs(SsoManage),
     ),
+    // email
+    (
+        "GET",
+        "/api/v1/email/templates/{kind}/preview",
+        needs(MembersManage),
+    ),
+    ("PUT", "/api/v1/email/branding", needs(MembersManage)),
+    ("GET", "/api/v1/email/events", needs(AuditRead)),
+    ("GET", "/api/v1/email/suppressions", needs(MembersManage)),
+    ("POST", "/api/v1/email/suppressions", needs(MembersManage)),
+    (
+        "DELETE",
+        "/api/v1/email/suppressions/{suppression_id}",
+        needs(MembersManage),
+    ),
     // the reference domain
     ("GET", "/api/v1/projects", needs(ProjectsRead)),
     ("POST", "/api/v1/projects", needs(ProjectsWrite)),

@@ -30,8 +30,8 @@ pub struct App {
     pub tenancy: Arc<Tenancy>,
     pub identity: identity::Identity,
     pub limits: limits::RateLimits,
-    /// Messages the email jobs recorded as sent (until the email issue sends them).
-    pub mail: jobs::builtin::SentMail,
+    /// Transactional email (the `email.*` jobs send through it).
+    pub mailer: email::Mailer,
     /// This instance's metrics (off unless `PLATFORM_METRICS_LISTEN` is set); serve them with
     /// [`metrics::serve`].
     pub metrics: metrics::Metrics,
@@ -102,6 +102,7 @@ impl App {
         let state = AppState::build_with_dns(Arc::clone(&tenancy), admin_token, dns).await?;
         let (identity, limits) = (state.identity.clone(), state.limits.clone());
         let metrics = state.metrics.clone();
+        let mailer = state.mailer.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let on_change = {
             let identity = identity.clone();
@@ -153,10 +154,9 @@ impl App {
         metrics.watch_sealer(sealer.lag());
         // Background jobs: this instance's worker (hinted by its own commits and, by NOTIFY, by
         // other instances' commits) and the platform schedules.
-        let mail = jobs::builtin::SentMail::default();
         let worker = jobs::Worker::new(
             Arc::clone(&tenancy),
-            jobs::builtin::registry(&mail),
+            email::register(jobs::builtin::registry(), &mailer),
             jobs::WorkerConfig::default(),
         );
         metrics.watch_jobs(worker.stats());
@@ -171,7 +171,7 @@ impl App {
             tenancy,
             identity,
             limits,
-            mail,
+            mailer,
             metrics,
             listener,
             flag_listener,

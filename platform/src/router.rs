@@ -16,18 +16,18 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
 use crate::routes::admin::{
-    api_keys, audit as admin_audit, db_servers, domains, flags as admin_flags,
-    invitations as admin_invitations, jobs as admin_jobs, jwt_keys, placement, plans, sso_domains,
-    tenants, users as admin_users,
+    api_keys, audit as admin_audit, db_servers, domains, email as admin_email,
+    flags as admin_flags, invitations as admin_invitations, jobs as admin_jobs, jwt_keys,
+    placement, plans, sso_domains, tenants, users as admin_users,
 };
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
 use crate::routes::api::sso as sso_admin;
 use crate::routes::api::{
-    api_keys as tenant_keys, audit, flags as tenant_flags, invitations, jobs as tenant_jobs,
+    api_keys as tenant_keys, audit, flags as tenant_flags, invitations, jobs as tenant_jobs, mail,
     members, projects, roles, tasks, users,
 };
-use crate::routes::{health, sso, wellknown};
+use crate::routes::{health, sso, unsubscribe, webhooks, wellknown};
 use crate::state::AppState;
 
 /// Largest accepted request body.
@@ -97,6 +97,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_jobs::discard))
         .routes(routes!(admin_jobs::pause))
         .routes(routes!(admin_jobs::resume))
+        .routes(routes!(admin_email::dkim))
         // tenant API: auth (no credential)
         .routes(routes!(signup::signup))
         .routes(routes!(login::login))
@@ -132,6 +133,15 @@ pub fn api() -> OpenApiRouter<AppState> {
         // tenant API: the audit log
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::export))
+        // tenant API: email (previews, branding, events, suppressions)
+        .routes(routes!(mail::preview))
+        .routes(routes!(mail::put_branding))
+        .routes(routes!(mail::events))
+        .routes(routes!(mail::suppressions, mail::suppress))
+        .routes(routes!(mail::unsuppress))
+        // email: the provider's webhooks and one-click unsubscribe (no credential, no tenant host)
+        .routes(routes!(webhooks::receive))
+        .routes(routes!(unsubscribe::one_click))
         // tenant API: the reference domain
         .routes(routes!(projects::create, projects::list))
         .routes(routes!(projects::show, projects::patch, projects::delete))

@@ -7,6 +7,8 @@ pub mod health;
 pub(crate) mod shared;
 pub mod sso;
 pub mod test_panic;
+pub mod unsubscribe;
+pub mod webhooks;
 pub mod wellknown;
 
 use serde::{Deserialize, Deserializer};

@@ -27,6 +27,8 @@ pub struct AppState {
     pub flags: Arc<flags::Flags>,
     /// This instance's metrics (recorded by the observe middleware).
     pub metrics: crate::metrics::Metrics,
+    /// Transactional email: templates, transports, DKIM, suppressions.
+    pub mailer: email::Mailer,
 }
 
 impl AppState {
@@ -63,7 +65,9 @@ impl AppState {
         )
         .context("SSO services")?;
         let flags = Arc::new(flags::Flags::new(&tenancy.environment));
+        let mailer = email::Mailer::new(&tenancy).context("email transports")?;
         Ok(Self {
+            mailer,
             limits: RateLimits::new(tenancy.limits.clone()),
             identity,
             metrics: crate::metrics::Metrics::new(
@@ -102,3 +106,4 @@ substate!(sso::Sso, |s| s.sso.clone());
 substate!(AdminToken, |s| s.admin_token.clone());
 substate!(Arc<flags::Flags>, |s| Arc::clone(&s.flags));
 substate!(Arc<Tenancy>, |s| Arc::clone(&s.tenancy));
+substate!(email::Mailer, |s| s.mailer.clone());

@@ -49,6 +49,8 @@ pub struct Tenancy {
     pub environment: String,
     /// `Settings::metrics`: the metrics listener and the per-tenant series bound.
     pub metrics: crate::settings::MetricsSettings,
+    /// `Settings::email`: the mail transports, sender and DKIM selector.
+    pub email: crate::settings::EmailSettings,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -188,6 +190,7 @@ async fn build(
         allow_private_egress: settings.allow_private_egress,
         environment: settings.environment.clone(),
         metrics: settings.metrics,
+        email: settings.email.clone(),
     })
 }
 

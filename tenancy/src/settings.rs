@@ -88,6 +88,36 @@ pub struct Settings {
     pub session_limits: crate::dataplane::SessionLimits,
     /// Prometheus metrics (`PLATFORM_METRICS_LISTEN`, `PLATFORM_METRICS_TOP_TENANTS`).
     pub metrics: MetricsSettings,
+    /// Transactional email (`PLATFORM_SMTP_*`, `PLATFORM_EMAIL_*`, `PLATFORM_DKIM_SELECTOR`).
+    pub email: EmailSettings,
+}
+
+/// How mail leaves: the provider's HTTP API (failing over to SMTP), SMTP alone, or, with neither
+/// set, `.eml` files under `<data dir>/mail/`.
+#[derive(Clone, Debug)]
+pub struct EmailSettings {
+    /// `PLATFORM_SMTP_URL` (`smtp://host:port`, STARTTLS when offered or `?tls=required`;
+    /// `smtps://host:port`, implicit TLS; user and password may be in the URL).
+    pub smtp_url: Option<Secret>,
+    /// `PLATFORM_SMTP_PASSWORD`: the SMTP password when it is not in the URL.
+    pub smtp_password: Option<Secret>,
+    /// `PLATFORM_EMAIL_FROM`: the sender address (default `no-reply@<base domain>`); its domain
+    /// is the DKIM signing domain.
+    pub from: String,
+    /// `PLATFORM_EMAIL_PROVIDER_URL`: the provider's API base (Postmark-shaped, e.g.
+    /// `https://api.postmarkapp.com`).
+    pub provider_url: Option<String>,
+    /// `PLATFORM_EMAIL_PROVIDER_TOKEN`: the provider's server token.
+    pub provider_token: Option<Secret>,
+    /// `PLATFORM_EMAIL_PROVIDER_TIMEOUT`: seconds one provider call may take (default 10).
+    pub provider_timeout: Duration,
+    /// `PLATFORM_DKIM_SELECTOR` (default `platform`): the DNS selector of the signing key.
+    pub dkim_selector: String,
+    /// `PLATFORM_EMAIL_WEBHOOK_CREDENTIALS` (`user:password`): the HTTP Basic credentials the
+    /// provider's webhooks must present; unset, every webhook call is refused.
+    pub webhook_credentials: Option<Secret>,
+    /// `<data dir>/mail`: where messages go with no transport configured.
+    pub file_dir: PathBuf,
 }
 
 /// Where the metrics are served and how many tenants get a series of their own.
@@ -334,9 +364,9 @@ impl Settings {
             )?,
             trusted_proxies,
         };
+        let default_from = format!("no-reply@{base_domain}");
         Ok(Self {
             limits,
-            data_dir,
             listen,
             admin_token,
             database,
@@ -364,6 +394,89 @@ impl Settings {
                     })?,
                 top_tenants: number("PLATFORM_METRICS_TOP_TENANTS", 20, 1000)?,
             },
+            email: EmailSettings {
+                smtp_url: match get("PLATFORM_SMTP_URL") {
+                    None => None,
+                    Some(u) => {
+                        let scheme = u.split_once("://").map(|(s, _)| s);
+                        if !matches!(scheme, Some("smtp" | "smtps")) {
+                            return Err(invalid(
+                                "PLATFORM_SMTP_URL",
+                                "must be `smtp://host:port` or `smtps://host:port`".into(),
+                            ));
+                        }
+                        Some(Secret(u))
+                    }
+                },
+                smtp_password: get("PLATFORM_SMTP_PASSWORD").map(Secret),
+                from: match get("PLATFORM_EMAIL_FROM") {
+                    Some(f) if f.contains('@') && !f.contains(char::is_whitespace) => f,
+                    Some(_) => {
+                        return Err(invalid(
+                            "PLATFORM_EMAIL_FROM",
+                            "must be an address, e.g. `no-reply@example.com`".into(),
+                        ));
+                    }
+                    None => default_from,
+                },
+                provider_url: match (
+                    get("PLATFORM_EMAIL_PROVIDER_URL"),
+                    get("PLATFORM_EMAIL_PROVIDER_TOKEN"),
+                ) {
+                    (Some(u), Some(_)) if u.starts_with("https://") || u.starts_with("http://") => {
+                        Some(u.trim_end_matches('/').to_owned())
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            "PLATFORM_EMAIL_PROVIDER_URL",
+                            "must be an http(s) URL".into(),
+                        ));
+                    }
+                    (None, None) => None,
+                    _ => {
+                        return Err(invalid(
+                            "PLATFORM_EMAIL_PROVIDER_URL",
+                            "must be set together with PLATFORM_EMAIL_PROVIDER_TOKEN".into(),
+                        ));
+                    }
+                },
+                provider_token: get("PLATFORM_EMAIL_PROVIDER_TOKEN").map(Secret),
+                provider_timeout: seconds("PLATFORM_EMAIL_PROVIDER_TIMEOUT", 10)?
+                    .unwrap_or(Duration::from_secs(10)),
+                dkim_selector: match get("PLATFORM_DKIM_SELECTOR") {
+                    None => "platform".into(),
+                    Some(s)
+                        if (1..=63).contains(&s.len())
+                            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+                    {
+                        s
+                    }
+                    Some(_) => {
+                        return Err(invalid(
+                            "PLATFORM_DKIM_SELECTOR",
+                            "must be 1 to 63 letters, digits and `-`".into(),
+                        ));
+                    }
+                },
+                webhook_credentials: match get("PLATFORM_EMAIL_WEBHOOK_CREDENTIALS") {
+                    None => None,
+                    Some(c)
+                        if c.split_once(':')
+                            .is_some_and(|(u, p)| !u.is_empty() && p.len() >= 16) =>
+                    {
+                        Some(Secret(c))
+                    }
+                    Some(_) => {
+                        return Err(invalid(
+                            "PLATFORM_EMAIL_WEBHOOK_CREDENTIALS",
+                            "must be `user:password` with a password of at least 16 characters"
+                                .into(),
+                        ));
+                    }
+                },
+                file_dir: data_dir.join("mail"),
+            },
+            data_dir,
         })
     }
 }
@@ -404,6 +517,25 @@ mod tests {
         ]))
         .expect_err("key needed");
         assert!(e.to_string().starts_with("PLATFORM_MASTER_KEY"), "{e}");
+    }
+
+    #[test]
+    fn email_settings_default_to_files_and_bad_values_name_their_variable() {
+        let s = Settings::from_lookup(env(&[])).expect("defaults");
+        assert_eq!(s.email.from, "no-reply@localhost");
+        assert!(s.email.smtp_url.is_none() && s.email.provider_url.is_none());
+        assert_eq!(s.email.file_dir, PathBuf::from("./.platform").join("mail"));
+        assert_eq!(s.email.dkim_selector, "platform");
+        for (var, bad) in [
+            ("PLATFORM_SMTP_URL", "http://mail.test"),
+            ("PLATFORM_EMAIL_FROM", "not an address"),
+            ("PLATFORM_EMAIL_PROVIDER_URL", "https://api.test"),
+            ("PLATFORM_DKIM_SELECTOR", "bad selector"),
+            ("PLATFORM_EMAIL_WEBHOOK_CREDENTIALS", "user:short"),
+        ] {
+            let e = Settings::from_lookup(env(&[(var, bad)])).expect_err(var);
+            assert!(e.to_string().starts_with(var), "{e}");
+        }
     }
 
     #[test]

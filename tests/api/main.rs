@@ -6,6 +6,7 @@ mod auth;
 mod authz;
 mod bad_input;
 mod domain;
+mod email;
 mod flags;
 mod isolation;
 mod jobs;

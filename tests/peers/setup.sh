@@ -3,6 +3,8 @@
 # (idempotent; cheap when already installed):
 #   oidc/  panva/oidc-provider from npm (npm ci, pinned by package-lock.json)
 #   unleash/  Unleash's client specification from npm (npm ci), for the flag evaluator's tests
+#   mail/  aiosmtpd (the SMTP sink) and dkimpy (DKIM verification) from PyPI in a virtualenv
+#          (pinned by requirements.txt), for the email tests
 #   saml/  pysaml2 from PyPI in a virtualenv (pinned by requirements.txt); it signs with the
 #          xmlsec1 binary (Debian package xmlsec1, installed by `cargo xtask test`)
 set -euo pipefail
@@ -27,4 +29,12 @@ if [ ! -f saml/.venv/.installed ] || [ saml/requirements.txt -nt saml/.venv/.ins
     python3 -m venv saml/.venv
     saml/.venv/bin/pip install --quiet --disable-pip-version-check -r saml/requirements.txt
     touch saml/.venv/.installed
+fi
+
+if [ ! -f mail/.venv/.installed ] || [ mail/requirements.txt -nt mail/.venv/.installed ]; then
+    echo "== installing the mail peers (aiosmtpd, dkimpy, pip)"
+    rm -rf mail/.venv
+    python3 -m venv mail/.venv
+    mail/.venv/bin/pip install --quiet --disable-pip-version-check -r mail/requirements.txt
+    touch mail/.venv/.installed
 fi

@@ -313,8 +313,15 @@ fn settings_with(
                 .then(|| "1000000/1000000".to_owned())
             })
             // The identity-provider peers listen on loopback.
+            .or_else(|| (other == "PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS").then(|| "true".to_owned()))
+            // Mail with no transport set goes to `<data dir>/mail`: out of the source tree.
             .or_else(|| {
-                (other == "PLATFORM_SSO_ALLOW_PRIVATE_NETWORKS").then(|| "true".to_owned())
+                (other == "PLATFORM_DATA_DIR").then(|| {
+                    std::env::temp_dir()
+                        .join(format!("platform-tests-{}", std::process::id()))
+                        .display()
+                        .to_string()
+                })
             }),
     })?)
 }

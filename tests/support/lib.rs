@@ -13,7 +13,9 @@
 //! - [`peers`]: the real identity providers; [`process`]: the real binary as a second process;
 //!   [`migrations`]: test-only tenant migrations; [`prometheus`]: a real Prometheus scraping an
 //!   instance's metrics; [`otlp`], [`sentry`]: receivers of exported traces and error events;
-//! - [`dns`]: the TXT records the verified-domain check sees.
+//! - [`dns`]: the TXT records the verified-domain check sees;
+//! - [`smtp`]: the real SMTP sink (aiosmtpd) and DKIM verifier (dkimpy) of the email tests;
+//!   [`postmark`]: the email provider's stand-in, in Postmark's documented shapes.
 
 use std::time::{Duration, Instant};
 
@@ -26,10 +28,12 @@ pub mod migrations;
 pub mod operator;
 pub mod otlp;
 pub mod peers;
+pub mod postmark;
 pub mod process;
 pub mod prometheus;
 pub mod requests;
 pub mod sentry;
+pub mod smtp;
 pub mod tenants;
 
 pub use app::{ADMIN_TOKEN, Provisioning, Spawn, TestApp};

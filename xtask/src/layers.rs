@@ -22,6 +22,7 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
     // (package, folder, allowed workspace dependencies)
     ("tenancy", "tenancy", &[]),
     ("jobs", "jobs", &["tenancy"]),
+    ("email", "email", &["tenancy", "jobs"]),
     ("identity", "identity", &["tenancy", "limits", "jobs"]),
     ("audit", "audit", &["tenancy"]),
     ("limits", "limits", &["tenancy"]),
@@ -31,7 +32,7 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
         "platform",
         "platform",
         &[
-            "tenancy", "identity", "audit", "limits", "flags", "sso", "jobs",
+            "tenancy", "identity", "audit", "limits", "flags", "sso", "jobs", "email",
         ],
     ),
     (
@@ -58,7 +59,7 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
         "platform-tests",
         "tests",
         &[
-            "tenancy", "identity", "audit", "limits", "flags", "sso", "platform", "jobs",
+            "tenancy", "identity", "audit", "limits", "flags", "sso", "platform", "jobs", "email",
         ],
     ),
     ("xtask", "xtask", &[]),

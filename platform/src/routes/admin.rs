@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod db_servers;
 pub mod domains;
+pub mod email;
 pub mod flags;
 pub mod invitations;
 pub mod jobs;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod flags;
 pub mod invitations;
 pub mod jobs;
+pub mod mail;
 pub mod me;
 pub mod members;
 pub mod projects;

@@ -393,6 +393,79 @@ fn flag_steps() -> Vec<Step> {
     ]
 }
 
+/// Email: branding, a manual suppression and its removal (as the owner), a one-click
+/// unsubscribe (no credential) and a provider's hard-bounce webhook (HTTP Basic); each adds or
+/// removes a suppression, audited by the table's trigger with the request's id.
+async fn email_steps(w: &mut Walk<'_>) {
+    let owner = Bearer("owner_token");
+    w.run(vec![
+        step(
+            owner,
+            "PUT /api/v1/email/branding",
+            "email_branding.created",
+        )
+        .json(json!({"primary_color": "#123456"})),
+        step(
+            owner,
+            "POST /api/v1/email/suppressions",
+            "email_suppression.created",
+        )
+        .json(json!({"recipient": "manual@acme.test"}))
+        .save("suppression_id", "id"),
+        step(
+            owner,
+            "DELETE /api/v1/email/suppressions/{suppression_id}",
+            "email_suppression.deleted",
+        ),
+    ])
+    .await;
+    let tenant = tenancy::ids::TenantId::parse(w.var("tenant")).expect("tenant id");
+    let token = w
+        .app
+        .app
+        .mailer
+        .unsubscribe_token(&email::unsubscribe::Unsubscribe {
+            tenant,
+            category: email::Category::Marketing,
+            recipient: "reader@acme.test".into(),
+        })
+        .await
+        .expect("an unsubscribe token");
+    w.set("token", token);
+    w.run(vec![step(
+        Anon,
+        "POST /u/{token}",
+        "email_suppression.created",
+    )])
+    .await;
+    let id = format!("audit-{}", w.sent.len());
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(WEBHOOK_CREDENTIALS);
+    let r = w
+        .app
+        .send(
+            Req::new(Method::POST, "/webhooks/email/postmark")
+                .header("x-request-id", &id)
+                .header("authorization", &format!("Basic {basic}"))
+                .json(&json!({
+                    "RecordType": "Bounce", "ID": 42, "Type": "HardBounce",
+                    "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+                    "Email": "bounced@acme.test",
+                    "Metadata": {"tenant": w.var("tenant")},
+                })),
+        )
+        .await;
+    r.assert_status(200);
+    w.sent.push((
+        "POST /webhooks/email/{provider}",
+        id,
+        "email_suppression.created",
+    ));
+}
+
+/// The provider webhook's credentials in this walk.
+const WEBHOOK_CREDENTIALS: &str = "postmark:walk-webhook-password-0123";
+
 /// POST routes that change nothing (so leave no event): evaluating flags for a test context.
 const READ_ONLY_POSTS: &[&str] = &["POST /admin/v1/flags/evaluate"];
 
@@ -414,7 +487,8 @@ async fn mutating_routes(app: &TestApp) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn every_mutating_route_records_an_audit_event_with_its_request() {
-    let app = TestApp::spawn().await;
+    let app =
+        TestApp::spawn_with(&[("PLATFORM_EMAIL_WEBHOOK_CREDENTIALS", WEBHOOK_CREDENTIALS)]).await;
     let mut w = Walk {
         app: &app,
         host: "acme.localhost".into(),
@@ -435,6 +509,7 @@ async fn every_mutating_route_records_an_audit_event_with_its_request() {
     sso_domain_steps(&mut w).await;
     w.set("name", "walk-flag");
     w.run(flag_steps()).await;
+    email_steps(&mut w).await;
     // A job of acme's that no worker runs (due in a day), for the operator's job controls.
     let job_id = uuid::Uuid::now_v7().to_string();
     app.shared_owner()

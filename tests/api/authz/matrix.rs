@@ -108,6 +108,13 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
         json!({"name": "k", "role": "viewer"}),
     )
     .await;
+    let suppression = made(
+        app,
+        t,
+        "/api/v1/email/suppressions",
+        json!({"recipient": format!("{}@acme.test", unique("s"))}),
+    )
+    .await;
     let doomed = made(app, t, "/api/v1/projects", json!({"name": "doomed"})).await;
     let with_member = made(app, t, "/api/v1/projects", json!({"name": "m"})).await;
     let with_member_too = made(app, t, "/api/v1/projects", json!({"name": "m2"})).await;
@@ -293,6 +300,32 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
             None,
             204,
         ),
+        call(
+            "GET /api/v1/email/templates/{kind}/preview",
+            &["invitation"],
+            None,
+            200,
+        ),
+        call(
+            "PUT /api/v1/email/branding",
+            &[],
+            Some(json!({"primary_color": "#123456"})),
+            204,
+        ),
+        call("GET /api/v1/email/events", &[], None, 200),
+        call("GET /api/v1/email/suppressions", &[], None, 200),
+        call(
+            "POST /api/v1/email/suppressions",
+            &[],
+            Some(json!({"recipient": format!("{}@acme.test", unique("s"))})),
+            201,
+        ),
+        call(
+            "DELETE /api/v1/email/suppressions/{suppression_id}",
+            &[&suppression],
+            None,
+            204,
+        ),
         call("GET /api/v1/flags", &[], None, 200),
         call("GET /api/v1/jobs", &[], None, 200),
         call(
@@ -369,6 +402,8 @@ fn expected(route: &str) -> &'static str {
         r if r.contains("/api/v1/sso/") => "OA",
         "PUT /api/v1/flags/{name}/choice" => "OA",
         "GET /api/v1/jobs" => "OA",
+        // Email: previews, branding and suppressions are `members:manage`, events `audit:read`.
+        r if r.contains("/api/v1/email/") => "OA",
         // Managing a project's members: project admins or `members:manage` (these users are
         // not admins of the project, so only owner and admin pass).
         r if r.contains("/members") && !r.starts_with("GET") => "OA",

@@ -66,6 +66,14 @@ async fn victim(app: &TestApp, t: TestTenant) -> Victim {
         .str("id");
     let domain = format!("{}.example", t.slug);
     app.verified_domain(&t, &domain).await;
+    let suppression = t
+        .api
+        .post(
+            "/api/v1/email/suppressions",
+            json!({"recipient": format!("{secret}@{}.test", t.slug)}),
+        )
+        .await
+        .str("id");
     let sessions = owner.api.get("/api/v1/me/sessions").await;
     let session = sessions.body["items"][0]["id"]
         .as_str()
@@ -80,6 +88,7 @@ async fn victim(app: &TestApp, t: TestTenant) -> Victim {
         ("connection_id", connection),
         ("session_id", session),
         ("domain", domain),
+        ("suppression_id", suppression),
     ]);
     Victim {
         tenant: t,
@@ -117,6 +126,8 @@ fn body(route: &str, victim: &Victim) -> Option<Value> {
         "POST /api/v1/sso/connections/{connection_id}/links" => {
             json!({"subject": "intruder", "user_id": victim.ids["user_id"]})
         }
+        "POST /api/v1/email/suppressions" => json!({"recipient": "intruder@x.test"}),
+        "PUT /api/v1/email/branding" => json!({"primary_color": "#000000"}),
         _ => return None,
     })
 }
@@ -131,6 +142,8 @@ fn skipped(route: &str) -> bool {
         // Flag names are the platform's, not a tenant's objects; the choice applies to the
         // caller's own tenant only (`flags::kill_switches_…`: another tenant is unaffected).
         || route == "PUT /api/v1/flags/{name}/choice"
+        // Message kinds are the platform's templates, rendered in the caller's own branding.
+        || route == "GET /api/v1/email/templates/{kind}/preview"
 }
 
 #[tokio::test]
@@ -231,6 +244,12 @@ async fn every_object_is_still_there(v: &Victim) {
     );
     let api = &v.owner.api;
     let ctx = &v.tenant.slug;
+    let suppressions = api.get("/api/v1/email/suppressions").await;
+    assert!(
+        suppressions.text.contains(&v.ids["suppression_id"]),
+        "{ctx}: suppression: {}",
+        suppressions.text
+    );
     let p = api.project(&v.ids["project_id"]).await;
     assert_eq!(p.str("name"), v.secret, "{ctx}: project");
     let t = api.task(&v.ids["project_id"], &v.ids["task_id"]).await;
