@@ -197,7 +197,11 @@ async fn a_connection_kept_set_for_one_tenant_never_serves_another_under_it() {
 async fn fail_one(dp: &DataPlane, t: &Tenant, how: usize, dup: Uuid) {
     let tx = dp.connect(t).await.expect("connect").begin();
     match how {
-        0 => drop(tx.query_and_commit("SELECT 1 / 0", &[]).await.expect_err("division by zero")),
+        0 => drop(
+            tx.query_and_commit("SELECT 1 / 0", &[])
+                .await
+                .expect_err("division by zero"),
+        ),
         1 => drop(
             tx.execute_and_commit(INSERT_PROJECT, &[&t.id.as_uuid(), &dup])
                 .await

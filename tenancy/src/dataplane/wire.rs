@@ -4,8 +4,9 @@
 //!
 //! tokio-postgres ends every request with its own `Sync` and has no public way to send messages
 //! without one. Rather than fork it, each data-plane connection runs over a [`Splice`]: the
-//! socket, wrapped so that bytes armed by [`Wire::arm`] are written immediately before the next
-//! request tokio-postgres writes (the statement's `Bind/Execute/Sync`), and their answers
+//! socket, wrapped so that bytes armed by [`Wire::arm`] are written immediately before (in the
+//! same write as) the next request tokio-postgres writes (the statement's `Bind/Execute/Sync`),
+//! and their answers
 //! (`ParseComplete`, `BindComplete`, `DataRow`, `CommandComplete`) are removed from what
 //! tokio-postgres reads. tokio-postgres keeps everything else: authentication, its statement
 //! cache, type lookups, `Row` decoding, the answers to the statement itself.
@@ -179,10 +180,14 @@ impl Splice {
             if self.inbox.len() < 5 {
                 return Ok(());
             }
-            let len = u32::from_be_bytes([self.inbox[1], self.inbox[2], self.inbox[3], self.inbox[4]])
-                as usize;
+            let len =
+                u32::from_be_bytes([self.inbox[1], self.inbox[2], self.inbox[3], self.inbox[4]])
+                    as usize;
             if len < 4 {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "bad message length"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "bad message length",
+                ));
             }
             if self.inbox.len() < len + 1 {
                 self.inbox.reserve(len + 1 - self.inbox.len());
@@ -260,38 +265,47 @@ impl AsyncWrite for Splice {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !buf.is_empty() {
-            ready!(this.write_armed(cx))?;
+        ready!(this.drain(cx))?;
+        if !buf.is_empty()
+            && let Some(armed) = this.wire.take()
+        {
+            if !this.remove.is_empty() {
+                return Poll::Ready(Err(io::Error::other(
+                    "a tenant setting armed while another one is unanswered",
+                )));
+            }
+            // The setting and the request in one write (one packet with TCP_NODELAY), buffered
+            // here until written: flushing drains it.
+            let mut out = BytesMut::with_capacity(armed.bytes.len() + buf.len());
+            out.extend_from_slice(&armed.bytes);
+            out.extend_from_slice(buf);
+            this.out = out.freeze();
+            this.remove = armed.answers;
+            this.parses = armed.parses;
+            if let Poll::Ready(Err(e)) = this.drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(buf.len()));
         }
         this.socket().poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.write_armed(cx))?;
+        ready!(this.drain(cx))?;
         this.socket().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().socket().poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        this.socket().poll_shutdown(cx)
     }
 }
 
 impl Splice {
-    /// Writes armed bytes (taking them if a request is about to be written behind them).
-    fn write_armed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.out.is_empty()
-            && let Some(armed) = self.wire.take()
-        {
-            if !self.remove.is_empty() {
-                return Poll::Ready(Err(io::Error::other(
-                    "a tenant setting armed while another one is unanswered",
-                )));
-            }
-            self.out = armed.bytes;
-            self.remove = armed.answers;
-            self.parses = armed.parses;
-        }
+    /// Writes what is buffered in `out`.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.out.is_empty() {
             let out = self.out.clone();
             let n = ready!(self.socket().poll_write(cx, &out))?;
@@ -303,6 +317,7 @@ impl Splice {
         Poll::Ready(Ok(()))
     }
 }
+
 /// Opens a data-plane connection over a [`Splice`] and drives it on the runtime. Connects to the
 /// configured hosts in order (TCP with `TCP_NODELAY`, or a Unix socket directory), within the
 /// configured connect timeout.
