@@ -45,17 +45,17 @@ impl SealSampler {
                     }
                 }
                 for (db, pending) in dbs.iter().zip(pending.iter_mut()) {
-                    if deadline.is_none() && pending.len() < MAX_PENDING {
-                        if let Ok(rows) = db
+                    if deadline.is_none()
+                        && pending.len() < MAX_PENDING
+                        && let Ok(rows) = db
                             .query(
                                 "SELECT tenant_id, id FROM audit_events WHERE seq IS NULL
                                   ORDER BY occurred_at DESC LIMIT 20",
                                 &[],
                             )
                             .await
-                        {
-                            pending.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
-                        }
+                    {
+                        pending.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
                     }
                     if pending.is_empty() {
                         continue;
