@@ -18,6 +18,7 @@ mod moves;
 mod promote;
 mod recovery;
 mod requests;
+mod verify;
 
 /// What a writer saw acknowledged.
 #[derive(Default)]
