@@ -14,6 +14,7 @@ use tenancy::ids::TenantId;
 use tenancy::placement::MoveRequest;
 use tokio::sync::Mutex;
 
+mod cleanup;
 mod moves;
 mod promote;
 mod recovery;

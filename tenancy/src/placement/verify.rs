@@ -141,7 +141,7 @@ pub(super) async fn attach(
         let tq = format!("public.{}", quote_ident(t));
         let args: Vec<String> = pk.iter().map(|c| quote_literal(c)).collect();
         let args = args.join(", ");
-        let mut sql = String::from("BEGIN;");
+        let mut sql = String::new();
         for (suffix, event, when) in [
             ("i", "INSERT", format!("NEW.tenant_id = '{tenant}'")),
             (
@@ -158,32 +158,75 @@ pub(super) async fn attach(
                  ALTER TABLE {tq} ENABLE ALWAYS TRIGGER {name};"
             ));
         }
-        sql.push_str("COMMIT;");
-        c.batch_execute(&sql).await?;
+        with_lock_timeout(c, &sql).await?;
     }
     Ok(())
 }
 
-/// Drops the move's schema: log, marks, trigger function and (by dependency) its triggers.
-/// Dropping a trigger locks its table: with a lock timeout, retried, so a long transaction on a
-/// shared table cannot queue every other tenant's statements behind the drop.
+/// Drops the move's schema: first its triggers, one table per transaction, then the log, the
+/// marks and the trigger function.
+///
+/// Never one `DROP SCHEMA .. CASCADE` over the triggers: that takes an `ACCESS EXCLUSIVE` lock on
+/// every tenant table in one transaction, while a writer's transaction (a task, then its audit
+/// event and job through triggers) takes its row-exclusive locks table after table. Holding one
+/// table and waiting for the next, each waits for the other: PostgreSQL breaks the deadlock by
+/// failing one of them, and when the victim is the writer, on the live target right after the
+/// switch, the request answers 500. One table per transaction holds no lock while waiting for
+/// another, so no cycle can form; the short lock timeout, retried, keeps writers (every tenant's,
+/// in a shared database) from queueing behind a drop that waits for a long transaction.
 pub(super) async fn drop_log(c: &Client, schema: &str) -> Result<(), tokio_postgres::Error> {
-    let sql = format!(
-        "BEGIN; SET LOCAL lock_timeout = '1s'; DROP SCHEMA IF EXISTS {} CASCADE; COMMIT;",
-        quote_ident(schema)
-    );
-    let mut attempt = 0;
+    let mut triggers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in c
+        .query(
+            "SELECT tc.relname::text, t.tgname::text
+             FROM pg_trigger t
+             JOIN pg_class tc ON tc.oid = t.tgrelid
+             JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+             JOIN pg_proc p ON p.oid = t.tgfoid
+             JOIN pg_namespace pn ON pn.oid = p.pronamespace
+             WHERE pn.nspname = $1 AND tn.nspname = 'public'",
+            &[&schema],
+        )
+        .await?
+    {
+        triggers.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    for (table, names) in &triggers {
+        let tq = format!("public.{}", quote_ident(table));
+        let drops: String = names
+            .iter()
+            .map(|n| format!("DROP TRIGGER IF EXISTS {} ON {tq};", quote_ident(n)))
+            .collect();
+        with_lock_timeout(c, &drops).await?;
+    }
+    with_lock_timeout(
+        c,
+        &format!("DROP SCHEMA IF EXISTS {} CASCADE;", quote_ident(schema)),
+    )
+    .await
+}
+
+/// How long a statement of the move waits for a table lock before it gives way to the writers
+/// queued behind it (and tries again), and for how long it keeps trying.
+const LOCK_TIMEOUT: &str = "100ms";
+const LOCK_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `sql` in one transaction with a short lock timeout, again after each timeout (a pause
+/// between attempts lets the writers queued behind the lock request through).
+async fn with_lock_timeout(c: &Client, sql: &str) -> Result<(), tokio_postgres::Error> {
+    let sql = format!("BEGIN; SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; {sql} COMMIT;");
+    let start = Instant::now();
     loop {
         match c.batch_execute(&sql).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 c.batch_execute("ROLLBACK").await.ok();
-                attempt += 1;
-                if attempt >= 60
+                if start.elapsed() > LOCK_DEADLINE
                     || e.code() != Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
                 {
                     return Err(e);
                 }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }

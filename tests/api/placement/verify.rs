@@ -19,7 +19,7 @@ async fn tenant_row(app: &TestApp, t: &TestTenant) -> tenancy::catalog::Tenant {
         .expect("tenant")
 }
 
-async fn start_promotion(app: &TestApp, t: &TestTenant) -> tenancy::ids::OperationId {
+pub(super) async fn start_promotion(app: &TestApp, t: &TestTenant) -> tenancy::ids::OperationId {
     app.app
         .tenancy
         .mover
@@ -35,7 +35,9 @@ async fn start_promotion(app: &TestApp, t: &TestTenant) -> tenancy::ids::Operati
 }
 
 /// The target database of an operation that has not switched (on the second cluster).
-async fn target_db(end: &tenancy::catalog::operations::OperationRow) -> tokio_postgres::Client {
+pub(super) async fn target_db(
+    end: &tenancy::catalog::operations::OperationRow,
+) -> tokio_postgres::Client {
     let db = end.target["database"].as_str().expect("target database");
     connect(&clusters().second.url(db)).await
 }
