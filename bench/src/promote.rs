@@ -349,7 +349,7 @@ async fn write_loop(
     while !stop.load(Ordering::SeqCst) {
         n += 1;
         let at = Instant::now();
-        let status = async {
+        let answer = async {
             if sender.is_none() {
                 sender = Some(connect(api.addr).await.ok()?);
             }
@@ -365,13 +365,14 @@ async fn write_loop(
             s.ready().await.ok()?;
             let resp = s.send_request(req).await.ok()?;
             let status = resp.status();
-            resp.into_body().collect().await.ok()?;
-            Some(status)
+            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            Some((status, body))
         }
         .await;
-        if status.is_none() {
+        if answer.is_none() {
             sender = None;
         }
+        let status = answer.as_ref().map(|(s, _)| *s);
         let ok = status == Some(StatusCode::CREATED);
         samples.lock().await.push(Sample {
             at,
@@ -383,7 +384,9 @@ async fn write_loop(
         } else {
             if status != Some(StatusCode::SERVICE_UNAVAILABLE) {
                 if unexpected < 3 {
-                    eprintln!("writer: unexpected answer {status:?}");
+                    // The problem document says which failure it was (no answer at all: `None`).
+                    let body = answer.as_ref().map(|(_, b)| String::from_utf8_lossy(b));
+                    eprintln!("writer: unexpected answer {status:?}: {body:?}");
                 }
                 unexpected += 1;
             }
