@@ -3,10 +3,12 @@
 //!
 //! A move is an operation row in the catalog advanced step by step by a runner holding a lease:
 //! `prepare` (target database, version check) → `publish` (row-filtered publication and slot on
-//! the source) → `subscribe` (subscription on the target) → `copy` (initial copy done) → `fence`
-//! (the tenant's writes are refused in the source database itself) → `drain` (the fence row has
-//! replicated, so every write committed before it has too) → `verify` (row counts and checksums
-//! match) → `switch` (subscription dropped, target unfenced, catalog flipped and every instance
+//! the source) → `subscribe` (subscription on the target; a fresh target's secondary indexes wait
+//! for the end of the copy) → `copy` (initial copy done, indexes built) → `precheck` (the whole
+//! tenant compared at a consistent point of the replication stream, the tenant still writable; see
+//! `verify`) → `fence` (the tenant's writes are refused in the source database itself) → `drain`
+//! (the fence row has replicated, so every write committed before it has too) → `verify` (the rows
+//! written since the precheck's point match) → `switch` (subscription dropped, target unfenced, catalog flipped and every instance
 //! notified) → `cleanup` (slot and publication dropped). The source copy stays, fenced, until
 //! `purge_source`. Every step is idempotent; a crash at any point resumes where it stopped, and a
 //! failure or cancel before `switch` rolls back (source unfenced, replication objects and the
@@ -19,6 +21,7 @@ mod location;
 mod replication;
 mod steps;
 mod teardown;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

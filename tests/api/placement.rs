@@ -14,10 +14,12 @@ use tenancy::ids::TenantId;
 use tenancy::placement::MoveRequest;
 use tokio::sync::Mutex;
 
+mod cleanup;
 mod moves;
 mod promote;
 mod recovery;
 mod requests;
+mod verify;
 
 /// What a writer saw acknowledged.
 #[derive(Default)]

@@ -50,6 +50,7 @@ crate::text_enum!(
         Publish = "publish",
         Subscribe = "subscribe",
         Copy = "copy",
+        Precheck = "precheck",
         Fence = "fence",
         Drain = "drain",
         Verify = "verify",

@@ -1,5 +1,6 @@
 //! SQL helpers for moving a tenant with logical replication: connection strings, publications
-//! with row filters, slots, subscriptions, fences, row deletion and checksums.
+//! with row filters, slots, subscriptions, fences, secondary indexes deferred on a fresh target,
+//! row deletion and checksums.
 
 use tokio_postgres::{Client, Config};
 
@@ -28,7 +29,8 @@ pub fn conninfo(c: &Config) -> String {
     parts.join(" ")
 }
 
-/// Creates the publication of the tenant's rows (row filters) and its slot, if missing.
+/// Creates the publication of the tenant's rows (row filters) and of the move's marks table
+/// (which [`super::verify`] creates in the schema named like the move), and its slot, if missing.
 pub async fn publish(
     client: &Client,
     name: &str,
@@ -40,10 +42,11 @@ pub async fn publish(
         .is_none()
     {
         let tables = tenant_tables(client).await?;
-        let list: Vec<String> = tables
+        let mut list: Vec<String> = tables
             .iter()
             .map(|t| format!("{} WHERE (tenant_id = '{tenant}')", quote_ident(t)))
             .collect();
+        list.push(format!("{}.marks", quote_ident(name)));
         client
             .batch_execute(&format!(
                 "CREATE PUBLICATION {} FOR TABLE {}",
@@ -71,7 +74,10 @@ pub async fn publish(
 }
 
 /// Creates the subscription on the target, on the slot made by [`publish`] (a slot created by the
-/// subscription itself would hang when both databases share a cluster).
+/// subscription itself would hang when both databases share a cluster). `binary`: changes travel
+/// in the types' binary form (no text formatting and parsing on the apply path); `streaming`: a
+/// large transaction is sent while it runs instead of spilled to disk on the source until its
+/// commit.
 pub async fn subscribe(
     target: &Client,
     name: &str,
@@ -87,7 +93,7 @@ pub async fn subscribe(
     let conn = conninfo(source).replace('\'', "''");
     target
         .batch_execute(&format!(
-            "CREATE SUBSCRIPTION {n} CONNECTION '{conn}' PUBLICATION {n} WITH (create_slot = false, slot_name = '{name}', copy_data = true)",
+            "CREATE SUBSCRIPTION {n} CONNECTION '{conn}' PUBLICATION {n} WITH (create_slot = false, slot_name = '{name}', copy_data = true, binary = true, streaming = on)",
             n = quote_ident(name)
         ))
         .await
@@ -166,7 +172,68 @@ pub async fn unpublish(source: &Client, name: &str) -> Result<(), tokio_postgres
         .await
 }
 
-/// Fences the tenant's writes in this database, after in-flight writers commit.
+/// Secondary indexes (neither primary key nor unique) of the tenant tables: name and definition.
+async fn secondary_indexes(c: &Client) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    let tables = tenant_tables(c).await?;
+    Ok(c.query(
+        "SELECT ic.relname::text, pg_get_indexdef(i.indexrelid)
+         FROM pg_index i
+         JOIN pg_class ic ON ic.oid = i.indexrelid
+         JOIN pg_class tc ON tc.oid = i.indrelid
+         JOIN pg_namespace n ON n.oid = tc.relnamespace
+         WHERE n.nspname = 'public' AND NOT i.indisprimary AND NOT i.indisunique
+           AND tc.relname = ANY($1)",
+        &[&tables],
+    )
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}
+
+/// On a fresh target, before the initial copy: drops the secondary indexes, so the copy writes
+/// only the tables and their primary keys (which applying changes needs); [`restore_indexes`]
+/// builds them once, in bulk, after the copy.
+pub async fn defer_indexes(target: &Client) -> Result<(), tokio_postgres::Error> {
+    for (name, _) in secondary_indexes(target).await? {
+        target
+            .batch_execute(&format!(
+                "DROP INDEX IF EXISTS public.{}",
+                quote_ident(&name)
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Builds on the target every secondary index the source has and the target lacks (after
+/// [`defer_indexes`] and the copy; a no-op otherwise). Returns how many were built.
+pub async fn restore_indexes(
+    source: &Client,
+    target: &Client,
+) -> Result<usize, tokio_postgres::Error> {
+    let have: Vec<String> = secondary_indexes(target)
+        .await?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut built = 0;
+    target
+        .batch_execute("SET maintenance_work_mem = '512MB'")
+        .await?;
+    for (name, def) in secondary_indexes(source).await? {
+        if !have.contains(&name) {
+            target.batch_execute(&def).await?;
+            built += 1;
+        }
+    }
+    target.batch_execute("RESET maintenance_work_mem").await?;
+    Ok(built)
+}
+
+/// Fences the tenant's writes in this database, after in-flight writers commit. The commit is
+/// flushed at once even where `synchronous_commit` is off: replication sends only flushed WAL, and
+/// `drain` (inside the write pause) waits for this row on the target.
 pub async fn fence(
     client: &Client,
     tenant: TenantId,
@@ -174,7 +241,7 @@ pub async fn fence(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute(&format!(
-            "BEGIN; SET LOCAL app.tenant_id = '{tenant}';
+            "BEGIN; SET LOCAL app.tenant_id = '{tenant}'; SET LOCAL synchronous_commit = on;
              SELECT pg_advisory_xact_lock(2037, hashtext('{tenant}'));
              INSERT INTO tenant_fences (tenant_id, reason) VALUES ('{tenant}', {}) ON CONFLICT DO NOTHING;
              COMMIT;",

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::error::MoveError;
 use super::location::Location;
 use super::replication as repl;
+use super::verify;
 use super::{COPY_DEADLINE, DRAIN_DEADLINE, Mover, slot_name};
 use crate::catalog::DB_URL_PURPOSE;
 use crate::catalog::operations::OperationRow;
@@ -28,11 +29,17 @@ impl Mover {
             Step::Prepare => self.prepare(op, tenant, &source, &target).await,
             Step::Publish => {
                 let (s, _) = self.conn(&source, tenant).await?;
+                verify::create_log(&s, &name).await?;
                 repl::publish(&s, &name, tenant).await?;
                 Ok(json!({}))
             }
             Step::Subscribe => {
                 let (t, _) = self.conn(&target, tenant).await?;
+                if matches!(target, Location::Dedicated { .. }) {
+                    // Created by this move in `prepare`: nothing but the copy uses it yet.
+                    repl::defer_indexes(&t).await?;
+                }
+                verify::create_log(&t, &name).await?;
                 let source_config = self.config(&source).await?;
                 repl::subscribe(&t, &name, &source_config).await?;
                 Ok(json!({}))
@@ -50,18 +57,38 @@ impl Mover {
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-                // Fresh tables have no statistics: without them the checksum under the fence
-                // would take an index scan over every row.
+                let copied_ms = start.elapsed().as_millis();
+                let (s, _) = self.conn(&source, tenant).await?;
+                let built = self
+                    .leased(op, async { Ok(repl::restore_indexes(&s, &t).await?) })
+                    .await?;
+                // Fresh tables have no statistics: without them the comparisons would take an
+                // index scan over every row.
                 for table in crate::pg::tenant_tables(&t).await? {
                     t.batch_execute(&format!("ANALYZE {}", crate::pg::quote_ident(&table)))
                         .await?;
                 }
-                let rows: i64 = repl::checksums(&t, tenant)
-                    .await?
-                    .iter()
-                    .map(|(_, n, _)| n)
-                    .sum();
-                Ok(json!({"rows_copied": rows}))
+                Ok(json!({"copy_data_ms": copied_ms, "indexes_built": built}))
+            }
+            Step::Precheck => {
+                self.leased(op, async {
+                    let ((s, sc), (t, tc)) = (
+                        self.conn(&source, tenant).await?,
+                        self.conn(&target, tenant).await?,
+                    );
+                    if !verify::marks_published(&s, &name).await? {
+                        // Started before moves had marks: `verify` compares everything.
+                        return Ok(json!({}));
+                    }
+                    let p = verify::precheck((&s, &sc), (&t, &tc), &name, tenant, DRAIN_DEADLINE)
+                        .await?;
+                    Ok(json!({
+                        "verified_point": p.point.to_json(),
+                        "precheck_rows": p.rows,
+                        "catch_up_keys": p.catch_up_keys,
+                    }))
+                })
+                .await
             }
             Step::Fence => {
                 let (s, _) = self.conn(&source, tenant).await?;
@@ -87,6 +114,10 @@ impl Mover {
                         self.conn(&source, tenant).await?,
                         self.conn(&target, tenant).await?,
                     );
+                    if let Some(point) = verify::Point::from_json(&op.progress["verified_point"]) {
+                        let keys = verify::verify_since(&s, &t, &name, tenant, &point).await?;
+                        return Ok(json!({"verified_keys": keys}));
+                    }
                     let (a, b) =
                         tokio::try_join!(repl::checksums(&s, tenant), repl::checksums(&t, tenant))?;
                     if a != b {
@@ -100,8 +131,14 @@ impl Mover {
             }
             Step::Switch => self.leased(op, self.switch(op, tenant, &target)).await,
             Step::Cleanup => {
-                let (s, _) = self.conn(&source, tenant).await?;
+                let ((s, _), (t, _)) = (
+                    self.conn(&source, tenant).await?,
+                    self.conn(&target, tenant).await?,
+                );
                 repl::unpublish(&s, &name).await?;
+                // After the switch, not during the write pause: dropping triggers locks tables.
+                verify::drop_log(&t, &name).await?;
+                verify::drop_log(&s, &name).await?;
                 Ok(json!({}))
             }
             Step::Done => Ok(json!({})),

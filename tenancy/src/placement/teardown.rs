@@ -7,6 +7,7 @@ use serde_json::json;
 use super::error::MoveError;
 use super::location::Location;
 use super::replication;
+use super::verify;
 use super::{Mover, slot_name};
 use crate::catalog::Tenant;
 use crate::catalog::operations::{OperationRow, OperationState, SourcePurge, Step};
@@ -38,11 +39,13 @@ impl Mover {
         if let Ok((t, _)) = self.conn(&target, tenant).await {
             replication::unsubscribe(&t, &name).await?;
             if target == Location::Shared {
+                verify::drop_log(&t, &name).await?;
                 pg::delete_tenant_rows(&t, tenant).await?;
             }
         }
         let (s, _) = self.conn(&source, tenant).await?;
         replication::unpublish(&s, &name).await?;
+        verify::drop_log(&s, &name).await?;
         replication::unfence(&s, tenant).await?;
         if let Location::Dedicated {
             server, database, ..

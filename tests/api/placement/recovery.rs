@@ -7,7 +7,8 @@ async fn a_crash_at_any_step_resumes_to_completion() {
     let app = TestApp::spawn().await;
     app.app.stop_resuming();
     let mover = &app.app.tenancy.mover;
-    for k in 0..10 {
+    // Every step (ten before `done`), and once more after the last.
+    for k in 0..11 {
         let t = app.tenant(&format!("crash-{k}"), "shared", None).await;
         let p = t.api.create_project("p").await.str("id");
         seed_tasks(&app, &t, &p, 200).await;
@@ -31,7 +32,7 @@ async fn a_crash_at_any_step_resumes_to_completion() {
         // The first runner dies after k steps; another one picks the operation up.
         let crashed = mover.run_steps(op.id, k).await.expect("partial run");
         assert!(
-            k >= 9 || crashed.state.as_str() == "running" || crashed.state.as_str() == "pending",
+            k >= 10 || crashed.state.as_str() == "running" || crashed.state.as_str() == "pending",
             "step {k}: {}",
             crashed.state
         );
@@ -58,7 +59,8 @@ async fn a_crash_at_any_step_resumes_to_completion() {
 async fn cancel_before_cutover_rolls_back_cleanly() {
     let app = TestApp::spawn().await;
     app.app.stop_resuming();
-    for k in 0..8 {
+    // Every step before `switch`.
+    for k in 0..9 {
         cancel_after_steps(&app, k).await;
     }
     app.operator()

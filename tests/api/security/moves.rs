@@ -149,8 +149,9 @@ async fn purge_source_refuses_while_a_move_is_unfinished() {
         .start(&stale, &tenancy::placement::MoveRequest::Shared)
         .await
         .expect("start demotion");
-    // prepare, publish, subscribe, copy: the shared database now holds the move's new copy.
-    let crashed = mover.run_steps(demote.id, 4).await.expect("partial run");
+    // prepare, publish, subscribe, copy, precheck: the shared database now holds the move's new
+    // copy.
+    let crashed = mover.run_steps(demote.id, 5).await.expect("partial run");
     assert_eq!(crashed.step.as_str(), "fence");
 
     let purged = mover.purge_source(&stale).await;
@@ -205,13 +206,14 @@ async fn a_slow_verify_keeps_the_lease() {
         .await
         .expect("start");
     // A first runner crashes just before verify.
-    let crashed = mover.run_steps(op.id, 6).await.expect("partial run");
+    let crashed = mover.run_steps(op.id, 7).await.expect("partial run");
     assert_eq!(crashed.step.as_str(), "verify");
 
-    // Verify's checksum of `tasks` in the source waits behind this lock.
+    // Verify's read of the move's change log in the source waits behind this lock.
+    let log = format!("move_{}.changes", op.id.as_uuid().simple());
     let locker = app.shared_owner().await;
     locker
-        .batch_execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        .batch_execute(&format!("BEGIN; LOCK TABLE {log} IN ACCESS EXCLUSIVE MODE"))
         .await
         .expect("lock");
     let runner = mover.another_runner().with_lease_seconds(2);
@@ -234,8 +236,8 @@ async fn a_slow_verify_keeps_the_lease() {
         platform_tests::eventually(std::time::Duration::from_secs(10), || async {
             locker
                 .query_one(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'tasks'::regclass",
-                    &[],
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::text::regclass",
+                    &[&log],
                 )
                 .await
                 .expect("locks")
