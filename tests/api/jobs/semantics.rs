@@ -208,12 +208,13 @@ async fn a_unique_key_collapses_enqueues_in_its_window() {
     // A short window lets the key go once it is over.
     let short = || {
         NewJob::new(kind("test.record"), serde_json::json!({}))
-            .unique("short", Duration::from_millis(200))
+            // Long enough that the second enqueue lands inside it on a loaded machine.
+            .unique("short", Duration::from_secs(3))
             .run_at(OffsetDateTime::now_utc() + Duration::from_secs(3600))
     };
     assert!(enqueue(&app, &a, short()).await.is_some());
     assert_eq!(enqueue(&app, &a, short()).await, None);
-    let freed = eventually(Duration::from_secs(10), || async {
+    let freed = eventually(Duration::from_secs(20), || async {
         enqueue(&app, &a, short()).await.is_some()
     })
     .await;
