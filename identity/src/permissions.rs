@@ -23,6 +23,8 @@ tenancy::text_enum!(
         AuditRead = "audit:read",
         SsoManage = "sso:manage",
         FlagsManage = "flags:manage",
+        BillingRead = "billing:read",
+        BillingManage = "billing:manage",
     }
 );
 

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod audit_query;
 pub mod authz;
+pub mod billing_gate;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -154,7 +155,7 @@ impl App {
         let worker = tokio::spawn(
             jobs::Worker::new(
                 Arc::clone(&tenancy),
-                jobs::builtin::registry(&mail),
+                billing::jobs::register(jobs::builtin::registry(&mail), &state.billing),
                 jobs::WorkerConfig::default(),
             )
             .run(),

@@ -16,18 +16,18 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
 use crate::routes::admin::{
-    api_keys, audit as admin_audit, db_servers, domains, flags as admin_flags,
-    invitations as admin_invitations, jobs as admin_jobs, jwt_keys, placement, plans, sso_domains,
-    tenants, users as admin_users,
+    api_keys, audit as admin_audit, billing as admin_billing, db_servers, domains,
+    flags as admin_flags, invitations as admin_invitations, jobs as admin_jobs, jwt_keys,
+    placement, plans, sso_domains, tenants, users as admin_users,
 };
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
 use crate::routes::api::sso as sso_admin;
 use crate::routes::api::{
-    api_keys as tenant_keys, audit, flags as tenant_flags, invitations, members, projects, roles,
-    tasks, users,
+    api_keys as tenant_keys, audit, billing, flags as tenant_flags, invitations, members, projects,
+    roles, tasks, users,
 };
-use crate::routes::{health, sso, wellknown};
+use crate::routes::{health, sso, webhooks, wellknown};
 use crate::state::AppState;
 
 /// Largest accepted request body.
@@ -97,6 +97,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_jobs::discard))
         .routes(routes!(admin_jobs::pause))
         .routes(routes!(admin_jobs::resume))
+        .routes(routes!(admin_billing::grant))
+        .routes(routes!(admin_billing::reconcile))
         // tenant API: auth (no credential)
         .routes(routes!(signup::signup))
         .routes(routes!(login::login))
@@ -130,6 +132,12 @@ pub fn api() -> OpenApiRouter<AppState> {
         // tenant API: the audit log
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::export))
+        // tenant API: billing
+        .routes(routes!(billing::show))
+        .routes(routes!(billing::checkout))
+        .routes(routes!(billing::portal))
+        .routes(routes!(billing::change))
+        .routes(routes!(billing::preview))
         // tenant API: the reference domain
         .routes(routes!(projects::create, projects::list))
         .routes(routes!(projects::show, projects::patch, projects::delete))
@@ -158,6 +166,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sso::oidc_callback))
         .routes(routes!(sso::github_login))
         .routes(routes!(sso::github_callback))
+        // Stripe's webhook (signed body, no credential)
+        .routes(routes!(webhooks::stripe))
         // health
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -6,6 +6,7 @@ pub mod api;
 pub mod health;
 pub(crate) mod shared;
 pub mod sso;
+pub mod webhooks;
 pub mod wellknown;
 
 use serde::{Deserialize, Deserializer};

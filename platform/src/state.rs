@@ -27,6 +27,8 @@ pub struct AppState {
     pub flags: Arc<flags::Flags>,
     /// This instance's metrics (recorded by the observe middleware).
     pub metrics: crate::metrics::Metrics,
+    /// Billing with Stripe (the 402 gate, the billing routes, the webhook).
+    pub billing: Arc<billing::Billing>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
         .context("SSO services")?;
         let flags = Arc::new(flags::Flags::new(&tenancy.environment));
         Ok(Self {
+            billing: Arc::new(billing::Billing::new(Arc::clone(&tenancy)).context("billing")?),
             limits: RateLimits::new(tenancy.limits.clone()),
             identity,
             metrics: crate::metrics::Metrics::new(
@@ -101,3 +104,4 @@ substate!(sso::Sso, |s| s.sso.clone());
 substate!(AdminToken, |s| s.admin_token.clone());
 substate!(Arc<flags::Flags>, |s| Arc::clone(&s.flags));
 substate!(Arc<Tenancy>, |s| Arc::clone(&s.tenancy));
+substate!(Arc<billing::Billing>, |s| Arc::clone(&s.billing));

@@ -49,6 +49,8 @@ pub struct Tenancy {
     pub environment: String,
     /// `Settings::metrics`: the metrics listener and the per-tenant series bound.
     pub metrics: crate::settings::MetricsSettings,
+    /// `Settings::stripe`: the Stripe API key, base URL and webhook secrets (the `billing` crate).
+    pub stripe: crate::settings::StripeSettings,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -188,6 +190,7 @@ async fn build(
         allow_private_egress: settings.allow_private_egress,
         environment: settings.environment.clone(),
         metrics: settings.metrics,
+        stripe: settings.stripe.clone(),
     })
 }
 

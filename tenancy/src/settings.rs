@@ -88,6 +88,22 @@ pub struct Settings {
     pub session_limits: crate::dataplane::SessionLimits,
     /// Prometheus metrics (`PLATFORM_METRICS_LISTEN`, `PLATFORM_METRICS_TOP_TENANTS`).
     pub metrics: MetricsSettings,
+    /// Stripe (`PLATFORM_STRIPE_*`): billing is off unless the secret key is set.
+    pub stripe: StripeSettings,
+}
+
+/// How the platform reaches Stripe and checks its webhooks.
+#[derive(Clone, Debug, Default)]
+pub struct StripeSettings {
+    /// The API secret key (`PLATFORM_STRIPE_SECRET_KEY`); `None`: billing through Stripe is off
+    /// (operator grants still work).
+    pub secret_key: Option<Secret>,
+    /// Webhook signing secrets (`PLATFORM_STRIPE_WEBHOOK_SECRET`, comma-separated: during a
+    /// secret roll both the old and the new one are accepted).
+    pub webhook_secrets: Vec<Secret>,
+    /// The API's base URL (`PLATFORM_STRIPE_API_BASE`, default `https://api.stripe.com/`); tests
+    /// point it at their stand-in.
+    pub api_base: Option<String>,
 }
 
 /// Where the metrics are served and how many tenants get a series of their own.
@@ -334,7 +350,38 @@ impl Settings {
             )?,
             trusted_proxies,
         };
+        let stripe = StripeSettings {
+            secret_key: get("PLATFORM_STRIPE_SECRET_KEY").map(Secret),
+            webhook_secrets: get("PLATFORM_STRIPE_WEBHOOK_SECRET")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Secret(s.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            api_base: get("PLATFORM_STRIPE_API_BASE")
+                .map(|v| {
+                    if v.starts_with("http://") || v.starts_with("https://") {
+                        Ok(v)
+                    } else {
+                        Err(invalid(
+                            "PLATFORM_STRIPE_API_BASE",
+                            "must be an http(s) URL".into(),
+                        ))
+                    }
+                })
+                .transpose()?,
+        };
+        if stripe.webhook_secrets.len() > 2 {
+            return Err(invalid(
+                "PLATFORM_STRIPE_WEBHOOK_SECRET",
+                "at most two secrets (the old and the new one during a roll)".into(),
+            ));
+        }
         Ok(Self {
+            stripe,
             limits,
             data_dir,
             listen,

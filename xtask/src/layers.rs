@@ -26,12 +26,13 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
     ("audit", "audit", &["tenancy"]),
     ("limits", "limits", &["tenancy"]),
     ("flags", "flags", &["tenancy"]),
+    ("billing", "billing", &["tenancy", "jobs", "audit"]),
     ("sso", "sso", &["tenancy", "identity"]),
     (
         "platform",
         "platform",
         &[
-            "tenancy", "identity", "audit", "limits", "flags", "sso", "jobs",
+            "tenancy", "identity", "audit", "limits", "flags", "sso", "jobs", "billing",
         ],
     ),
     (
