@@ -19,7 +19,8 @@ UPDATE plans SET rank = CASE name WHEN 'free' THEN 0 WHEN 'pro' THEN 10 ELSE 20 
 -- One billing account per tenant: its Stripe customer and the subscription state converged from
 -- webhooks. `stripe_version` is the `created` time (Unix seconds) of the newest event applied;
 -- an older event triggers a refetch of the object instead of overwriting newer state.
--- Deadlines are stored (not derived at read time from a clock in code), so an operator (or a
+-- `plan` names a catalog plan like `tenants.plan` (no foreign key: a plan the catalog does not
+-- list gets the defaults, as for rate limits). Deadlines are stored (not derived at read time from a clock in code), so an operator (or a
 -- test) moves them with one UPDATE: `grace_until` ends full access while past due (writes then
 -- answer 402), `suspend_at` ends read access too.
 CREATE TABLE billing_accounts (
@@ -31,11 +32,11 @@ CREATE TABLE billing_accounts (
     status                text NOT NULL DEFAULT 'none' CHECK (status IN
         ('none', 'incomplete', 'incomplete_expired', 'trialing', 'active', 'past_due', 'unpaid',
          'canceled', 'paused', 'granted')),
-    plan                  text NOT NULL DEFAULT 'free' REFERENCES plans (name),
+    plan                  text NOT NULL DEFAULT 'free',
     billing_interval      text NOT NULL DEFAULT 'monthly' CHECK (billing_interval IN ('monthly', 'yearly')),
     current_period_end    timestamptz,
     cancel_at_period_end  boolean NOT NULL DEFAULT false,
-    scheduled_plan        text REFERENCES plans (name),
+    scheduled_plan        text,
     scheduled_at          timestamptz,
     grant_until           timestamptz,
     past_due_since        timestamptz,

@@ -257,7 +257,10 @@ impl Billing {
                     now() + make_interval(days => p.grace_days + p.restriction_days)),
                 amount_due = $2, currency = $3, pay_url = COALESCE($4, a.pay_url),
                 contact_email = COALESCE(a.contact_email, $5), updated_at = now()
-             FROM plans p WHERE p.name = a.plan AND a.tenant_id = $1",
+             FROM (SELECT COALESCE((SELECT grace_days FROM plans WHERE name = b.plan), 7) AS grace_days,
+                          COALESCE((SELECT restriction_days FROM plans WHERE name = b.plan), 14) AS restriction_days
+                   FROM billing_accounts b WHERE b.tenant_id = $1) p
+             WHERE a.tenant_id = $1",
         )
         .bind(tenant.as_uuid())
         .bind(invoice.amount_due)

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod authz;
 mod bad_input;
+mod billing;
 mod domain;
 mod flags;
 mod isolation;

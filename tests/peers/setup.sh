@@ -3,6 +3,8 @@
 # (idempotent; cheap when already installed):
 #   oidc/  panva/oidc-provider from npm (npm ci, pinned by package-lock.json)
 #   unleash/  Unleash's client specification from npm (npm ci), for the flag evaluator's tests
+#   stripe/  the official Stripe library from PyPI in a virtualenv (pinned by requirements.txt): it
+#          signs the billing tests' webhook payloads
 #   saml/  pysaml2 from PyPI in a virtualenv (pinned by requirements.txt); it signs with the
 #          xmlsec1 binary (Debian package xmlsec1, installed by `cargo xtask test`)
 set -euo pipefail
@@ -27,4 +29,12 @@ if [ ! -f saml/.venv/.installed ] || [ saml/requirements.txt -nt saml/.venv/.ins
     python3 -m venv saml/.venv
     saml/.venv/bin/pip install --quiet --disable-pip-version-check -r saml/requirements.txt
     touch saml/.venv/.installed
+fi
+
+if [ ! -f stripe/.venv/.installed ] || [ stripe/requirements.txt -nt stripe/.venv/.installed ]; then
+    echo "== installing the Stripe library (webhook signing, pip)"
+    rm -rf stripe/.venv
+    python3 -m venv stripe/.venv
+    stripe/.venv/bin/pip install --quiet --disable-pip-version-check -r stripe/requirements.txt
+    touch stripe/.venv/.installed
 fi

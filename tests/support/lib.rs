@@ -28,6 +28,7 @@ pub mod peers;
 pub mod process;
 pub mod prometheus;
 pub mod requests;
+pub mod stripe;
 pub mod tenants;
 
 pub use app::{ADMIN_TOKEN, Provisioning, Spawn, TestApp};

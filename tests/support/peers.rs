@@ -24,7 +24,7 @@ fn free_port() -> u16 {
 /// Runs `tests/peers/setup.sh` once per test process (it is idempotent and returns at once when
 /// the peers are installed), so `cargo test --workspace` alone sets up a fresh checkout. A failure
 /// (no Node.js, no `xmlsec1`, no registry) fails the SSO tests with the script's own message.
-fn installed() {
+pub(crate) fn installed() {
     static SETUP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let result = SETUP.get_or_init(|| {
         let out = std::process::Command::new("bash")

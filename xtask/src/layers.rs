@@ -59,7 +59,7 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
         "platform-tests",
         "tests",
         &[
-            "tenancy", "identity", "audit", "limits", "flags", "sso", "platform", "jobs",
+            "tenancy", "identity", "audit", "limits", "flags", "sso", "platform", "jobs", "billing",
         ],
     ),
     ("xtask", "xtask", &[]),

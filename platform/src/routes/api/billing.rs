@@ -50,12 +50,12 @@ impl From<billing::account::AccountError> for ApiError {
     }
 }
 
-/// A plan's entitlements.
+/// A plan's entitlements (absent: the platform's defaults, for a plan the catalog does not list).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Entitlements {
-    pub requests_per_second: i32,
-    pub burst: i32,
-    pub audit_retention_days: i32,
+    pub requests_per_second: Option<i32>,
+    pub burst: Option<i32>,
+    pub audit_retention_days: Option<i32>,
     /// Members allowed (none: unbounded).
     pub seats: Option<i32>,
 }
@@ -97,12 +97,7 @@ pub async fn show(
         Some(a) => (a.effective_plan(now), a.standing(now)),
         None => (auth.tenant.plan.clone(), billing::Standing::Full),
     };
-    let p = catalog
-        .plans()
-        .await?
-        .into_iter()
-        .find(|p| p.name == plan)
-        .ok_or_else(|| ApiError::internal("the tenant's plan is not in the catalog"))?;
+    let p = catalog.plans().await?.into_iter().find(|p| p.name == plan);
     let seats = billing.seats(&plan).await?;
     let a = account.as_ref();
     Ok(Json(BillingView {
@@ -113,9 +108,9 @@ pub async fn show(
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default(),
         entitlements: Entitlements {
-            requests_per_second: p.requests_per_second,
-            burst: p.burst,
-            audit_retention_days: p.audit_retention_days,
+            requests_per_second: p.as_ref().map(|p| p.requests_per_second),
+            burst: p.as_ref().map(|p| p.burst),
+            audit_retention_days: p.as_ref().map(|p| p.audit_retention_days),
             seats,
         },
         billing_interval: a.map(|a| a.billing_interval.clone()),
