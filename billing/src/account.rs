@@ -166,3 +166,61 @@ impl Billing {
             .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(status: &str) -> Account {
+        Account {
+            tenant_id: Uuid::nil(),
+            stripe_customer_id: None,
+            contact_email: None,
+            subscription_id: None,
+            subscription_item_id: None,
+            status: status.into(),
+            plan: "pro".into(),
+            billing_interval: "monthly".into(),
+            current_period_end: None,
+            cancel_at_period_end: false,
+            scheduled_plan: None,
+            scheduled_at: None,
+            grant_until: None,
+            past_due_since: None,
+            grace_until: None,
+            suspend_at: None,
+            amount_due: None,
+            currency: None,
+            pay_url: None,
+            restored_cycle: None,
+            stripe_version: 0,
+        }
+    }
+
+    #[test]
+    fn past_due_goes_from_grace_to_restricted_to_suspended() {
+        let now = OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        let mut a = account("past_due");
+        a.grace_until = Some(now + day);
+        a.suspend_at = Some(now + 2 * day);
+        assert_eq!(a.standing(now), Standing::Grace);
+        assert_eq!(a.standing(now + day), Standing::Restricted);
+        assert_eq!(a.standing(now + 2 * day), Standing::Suspended);
+        assert_eq!(account("active").standing(now + 9 * day), Standing::Full);
+    }
+
+    #[test]
+    fn the_plan_in_effect_follows_schedules_grants_and_cancellation() {
+        let now = OffsetDateTime::now_utc();
+        let mut a = account("active");
+        a.scheduled_plan = Some("free".into());
+        a.scheduled_at = Some(now + time::Duration::hours(1));
+        assert_eq!(a.effective_plan(now), "pro");
+        assert_eq!(a.effective_plan(now + time::Duration::hours(2)), "free");
+        let mut g = account("granted");
+        g.grant_until = Some(now);
+        assert_eq!(g.effective_plan(now), "free");
+        assert_eq!(account("canceled").effective_plan(now), "free");
+    }
+}

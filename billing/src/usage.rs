@@ -116,3 +116,26 @@ impl Billing {
         Ok(Reported::Sent { quantity })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_are_months() {
+        assert!(Period::parse("2026-11").is_some());
+        for bad in ["2026-13", "2026-1", "26-11", "2026-11-01", "abcd-ef"] {
+            assert!(Period::parse(bad).is_none(), "{bad}");
+        }
+        let day = |y, m, d| {
+            time::Date::from_calendar_date(y, m, d)
+                .expect("a date")
+                .midnight()
+                .assume_utc()
+        };
+        let jan = day(2027, time::Month::January, 15);
+        assert_eq!(Period::previous(jan).as_str(), "2026-12");
+        let nov = day(2026, time::Month::November, 28);
+        assert_eq!(Period::previous(nov).as_str(), "2026-10");
+    }
+}

@@ -436,6 +436,44 @@ mod tests {
     }
 
     #[test]
+    fn stripe_settings_take_two_webhook_secrets_during_a_roll() {
+        let s = Settings::from_lookup(env(&[
+            ("PLATFORM_STRIPE_SECRET_KEY", "sk_test_1"),
+            ("PLATFORM_STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new"),
+            ("PLATFORM_STRIPE_API_BASE", "http://127.0.0.1:1234/"),
+        ]))
+        .expect("valid");
+        let secrets: Vec<&str> = s
+            .stripe
+            .webhook_secrets
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(secrets, ["whsec_old", "whsec_new"]);
+        assert_eq!(s.stripe.api_base.as_deref(), Some("http://127.0.0.1:1234/"));
+        assert!(
+            format!("{:?}", s.stripe).contains("Secret(..)"),
+            "secrets redacted"
+        );
+        let e = Settings::from_lookup(env(&[("PLATFORM_STRIPE_WEBHOOK_SECRET", "a,b,c")]))
+            .expect_err("three secrets");
+        assert!(
+            e.to_string().starts_with("PLATFORM_STRIPE_WEBHOOK_SECRET"),
+            "{e}"
+        );
+        let e = Settings::from_lookup(env(&[("PLATFORM_STRIPE_API_BASE", "api.stripe.com")]))
+            .expect_err("not a URL");
+        assert!(e.to_string().starts_with("PLATFORM_STRIPE_API_BASE"), "{e}");
+        assert!(
+            Settings::from_lookup(env(&[]))
+                .expect("defaults")
+                .stripe
+                .secret_key
+                .is_none()
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         let e = Settings::from_lookup(env(&[("PLATFORM_LISTEN", "nope")])).expect_err("invalid");
         assert!(e.to_string().starts_with("PLATFORM_LISTEN"), "{e}");

@@ -33,10 +33,10 @@ impl From<ManageError> for ApiError {
             }
             ManageError::SamePlan => Self::conflict("the tenant is already on that plan"),
             ManageError::UnknownTenant => Self::not_found("no such tenant"),
-            ManageError::Stripe(billing::api::StripeCallError::NotConfigured) => Self::unavailable(
-                "billing through Stripe is not configured on this server",
-                "PLATFORM_STRIPE_SECRET_KEY unset",
-            ),
+            // A server without a Stripe key: the request cannot succeed here (not an outage).
+            ManageError::Stripe(billing::api::StripeCallError::NotConfigured) => {
+                Self::conflict("billing through Stripe is not configured on this server")
+            }
             ManageError::Stripe(e) => Self::bad_gateway("Stripe did not complete the call", e),
             ManageError::Db(e) => Self::internal(e),
             ManageError::Catalog(e) => e.into(),
