@@ -97,6 +97,25 @@ impl Billing {
         Ok(customer)
     }
 
+    /// Records a billing action that changes no row here (a Checkout or Portal session handed
+    /// out) in the operators' audit trail, with the request's context (the pool sets it).
+    async fn audit_session(
+        &self,
+        tenant: TenantId,
+        action: &str,
+        summary: serde_json::Value,
+    ) -> Result<(), ManageError> {
+        sqlx::query(
+            "SELECT platform_admin_audit_append($1, $2, 'tenant', $1::text, 'success', $3)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(action)
+        .bind(summary)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// A Checkout session for `plan` (`monthly`/`yearly`); returns its URL.
     pub async fn start_checkout(
         &self,
@@ -112,7 +131,7 @@ impl Billing {
             .price
             .ok_or(ManageError::NoPrice)?;
         let customer = self.ensure_customer(tenant, contact_email).await?;
-        Ok(self
+        let url = self
             .checkout_session(
                 &customer,
                 tenant,
@@ -120,7 +139,14 @@ impl Billing {
                 &format!("{return_base}?checkout=success"),
                 &format!("{return_base}?checkout=cancel"),
             )
-            .await?)
+            .await?;
+        self.audit_session(
+            tenant,
+            "billing_checkout.started",
+            serde_json::json!({ "plan": plan, "interval": interval }),
+        )
+        .await?;
+        Ok(url)
     }
 
     /// A Billing Portal session; returns its URL.
@@ -135,7 +161,11 @@ impl Billing {
             .map_err(|e| ManageError::Db(e.0))?
             .and_then(|a| a.stripe_customer_id)
             .ok_or(ManageError::NoCustomer)?;
-        Ok(self.portal_session(&customer, return_url).await?)
+        let url = self.portal_session(&customer, return_url).await?;
+        // It changes nothing here, but hands out access to payment details.
+        self.audit_session(tenant, "billing_portal.opened", serde_json::json!({}))
+            .await?;
+        Ok(url)
     }
 
     /// What a change to `plan` would be: direction, price, subscription ids.

@@ -121,7 +121,7 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/billing/checkout", needs(BillingManage)),
     ("POST", "/api/v1/billing/portal", needs(BillingManage)),
     ("POST", "/api/v1/billing/plan", needs(BillingManage)),
-    ("GET", "/api/v1/billing/plan/preview", needs(BillingManage)),
+    ("POST", "/api/v1/billing/plan/preview", needs(BillingManage)),
     // the reference domain
     ("GET", "/api/v1/projects", needs(ProjectsRead)),
     ("POST", "/api/v1/projects", needs(ProjectsWrite)),

@@ -23,12 +23,19 @@ pub struct Received {
 /// Receive a Stripe event.
 #[utoipa::path(post, path = "/webhooks/stripe", tag = "billing",
     request_body(content = String, content_type = "application/json"),
-    responses((status = 200, body = Received), (status = 400, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Received), (status = 400, body = Problem), (status = 413, body = Problem), (status = 503, body = Problem)))]
 pub async fn stripe(
     State(billing): State<Arc<Billing>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Json<Received>> {
+    let body = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large("the body is over the size limit")
+        } else {
+            ApiError::bad_request("the body could not be read")
+        }
+    })?;
     let payload =
         std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
     let signature = headers

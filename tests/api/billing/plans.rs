@@ -36,6 +36,20 @@ async fn checkout_and_portal_sessions_are_created_through_stripe() {
     assert_eq!(s.field("customer"), Some("cus_1"));
     assert_eq!(s.field("line_items[0][price]"), Some("price_pro_yearly"));
     assert_eq!(s.field("client_reference_id"), Some(b.t.id.as_str()));
+    // Recorded in the operators' audit trail (tenant-scoped), as the portal session is.
+    let audited = |action: &'static str| {
+        let b = &b;
+        async move {
+            b.cp.query(
+                "SELECT 1 FROM admin_audit_events WHERE tenant_id = $1::text::uuid AND action = $2",
+                &[&b.t.id, &action],
+            )
+            .await
+            .expect("audit")
+            .len()
+        }
+    };
+    assert_eq!(audited("billing_checkout.started").await, 1);
     let portal = b
         .api(
             Method::POST,
@@ -48,6 +62,7 @@ async fn checkout_and_portal_sessions_are_created_through_stripe() {
         portal.str("url"),
         "https://billing.stripe.com/p/session/bps_1"
     );
+    assert_eq!(audited("billing_portal.opened").await, 1);
     // Bad input: a 4xx problem, and Stripe is not called.
     let calls = b.stripe.requests().len();
     for body in [
@@ -71,9 +86,9 @@ async fn upgrade_now_with_proration_downgrade_at_period_end_and_a_preview_first(
     // Preview of an upgrade: Stripe's invoice preview with the new price, prorated.
     let p = b
         .api(
-            Method::GET,
-            "/api/v1/billing/plan/preview?plan=enterprise",
-            None,
+            Method::POST,
+            "/api/v1/billing/plan/preview",
+            Some(json!({"plan": "enterprise"})),
         )
         .await;
     p.assert_status(200);

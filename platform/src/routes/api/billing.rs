@@ -11,19 +11,20 @@ use billing::api::Proration;
 use billing::manage::ManageError;
 use serde::{Deserialize, Serialize};
 use tenancy::catalog::Catalog;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::ApiJson;
 use crate::extract::tenant::Authenticated;
-use crate::extract::{ApiJson, ApiQuery};
 use crate::routes::ts;
 
 impl From<ManageError> for ApiError {
     fn from(e: ManageError) -> Self {
         match e {
             ManageError::UnknownPlan => Self::unprocessable("no such plan"),
+            // The plan exists; the operator has not priced it (yet): the platform's state.
             ManageError::NoPrice => {
-                Self::unprocessable("that plan is not sold through Stripe for this interval")
+                Self::conflict("that plan is not sold through Stripe for this interval")
             }
             ManageError::NoSubscription => {
                 Self::conflict("this tenant has no Stripe subscription: start one with checkout")
@@ -219,8 +220,8 @@ pub async fn portal(
     Ok(Json(SessionUrl { url }))
 }
 
-/// Body of `POST /api/v1/billing/plan`, query of its preview.
-#[derive(Debug, Deserialize, ToSchema, IntoParams)]
+/// Body of `POST /api/v1/billing/plan` and of its preview.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanBody {
     pub plan: String,
@@ -240,15 +241,16 @@ pub struct PlanChangeView {
     pub currency: Option<String>,
 }
 
-/// What a plan change would cost now (Stripe's invoice preview), before confirming it.
-#[utoipa::path(get, path = "/api/v1/billing/plan/preview", tag = "billing",
-    params(PlanBody),
+/// What a plan change would cost now (Stripe's invoice preview), before confirming it. A POST
+/// like Stripe's own preview, though it changes nothing.
+#[utoipa::path(post, path = "/api/v1/billing/plan/preview", tag = "billing",
+    request_body = PlanBody,
     responses((status = 200, body = PlanChangeView), (status = 409, body = Problem), (status = 422, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 502, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn preview(
     auth: Authenticated,
     State(billing): State<Arc<Billing>>,
-    ApiQuery(q): ApiQuery<PlanBody>,
+    ApiJson(q): ApiJson<PlanBody>,
 ) -> ApiResult<Json<PlanChangeView>> {
     let p = billing.preview_plan(auth.tenant.id, &q.plan).await?;
     Ok(Json(PlanChangeView {
