@@ -8,8 +8,8 @@ CREATE OR REPLACE FUNCTION platform_builtin_roles() RETURNS TABLE (name text, pe
         VALUES (ARRAY['projects:read', 'projects:write', 'tasks:read', 'tasks:write', 'users:read'])
     )
     SELECT r.name, r.permissions FROM p, LATERAL (VALUES
-        ('owner', p.member || ARRAY['members:manage', 'roles:manage', 'api_keys:manage', 'audit:read', 'sso:manage', 'flags:manage', 'jobs:read']),
-        ('admin', p.member || ARRAY['members:manage', 'roles:manage', 'api_keys:manage', 'audit:read', 'sso:manage', 'flags:manage', 'jobs:read']),
+        ('owner', p.member || ARRAY['members:manage', 'roles:manage', 'api_keys:manage', 'audit:read', 'sso:manage', 'flags:manage', 'billing:read', 'billing:manage', 'jobs:read']),
+        ('admin', p.member || ARRAY['members:manage', 'roles:manage', 'api_keys:manage', 'audit:read', 'sso:manage', 'flags:manage', 'billing:read', 'billing:manage', 'jobs:read']),
         ('member', p.member),
         ('viewer', ARRAY['projects:read', 'tasks:read', 'users:read'])
     ) r(name, permissions)

@@ -24,6 +24,8 @@ tenancy::text_enum!(
         SsoManage = "sso:manage",
         FlagsManage = "flags:manage",
         JobsRead = "jobs:read",
+        BillingRead = "billing:read",
+        BillingManage = "billing:manage",
     }
 );
 

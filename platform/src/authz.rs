@@ -133,6 +133,12 @@ pub const TABLE: &[(&str, &str, Access)] = &[
         "/api/v1/email/suppressions/{suppression_id}",
         needs(MembersManage),
     ),
+    // billing
+    ("GET", "/api/v1/billing", needs(BillingRead)),
+    ("POST", "/api/v1/billing/checkout", needs(BillingManage)),
+    ("POST", "/api/v1/billing/portal", needs(BillingManage)),
+    ("POST", "/api/v1/billing/plan", needs(BillingManage)),
+    ("POST", "/api/v1/billing/plan/preview", needs(BillingManage)),
     // the reference domain
     ("GET", "/api/v1/projects", needs(ProjectsRead)),
     ("POST", "/api/v1/projects", needs(ProjectsWrite)),
@@ -243,6 +249,13 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
         )
         .await;
         return e.into_response();
+    }
+    // Writes under a permission are where billing may refuse (self-service routes never).
+    if matches!(needs, Access::Permission(_))
+        && let Some(refused) =
+            crate::billing_gate::refuse_write(&state, auth.tenant.id, &parts.method, &path).await
+    {
+        return refused;
     }
     next.run(Request::from_parts(parts, body)).await
 }

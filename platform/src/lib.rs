@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod audit_query;
 pub mod authz;
+pub mod billing_gate;
 pub mod error;
 pub mod errors;
 pub mod extract;
@@ -156,7 +157,10 @@ impl App {
         // other instances' commits) and the platform schedules.
         let worker = jobs::Worker::new(
             Arc::clone(&tenancy),
-            email::register(jobs::builtin::registry(), &mailer),
+            billing::jobs::register(
+                email::register(jobs::builtin::registry(), &mailer),
+                &state.billing,
+            ),
             jobs::WorkerConfig::default(),
         );
         metrics.watch_jobs(worker.stats());

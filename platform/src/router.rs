@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
 use crate::routes::admin::{
-    api_keys, audit as admin_audit, db_servers, domains, email as admin_email,
+    api_keys, audit as admin_audit, billing as admin_billing, db_servers, domains, email as admin_email,
     flags as admin_flags, invitations as admin_invitations, jobs as admin_jobs, jwt_keys,
     placement, plans, sso_domains, tenants, users as admin_users,
 };
@@ -24,10 +24,10 @@ use crate::routes::api::auth::{email, invitations as accept, login, password, si
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
 use crate::routes::api::sso as sso_admin;
 use crate::routes::api::{
-    api_keys as tenant_keys, audit, flags as tenant_flags, invitations, jobs as tenant_jobs, mail,
-    members, projects, roles, tasks, users,
+    api_keys as tenant_keys, audit, billing, flags as tenant_flags, invitations, jobs as tenant_jobs,
+    mail, members, projects, roles, tasks, users,
 };
-use crate::routes::{health, sso, unsubscribe, webhooks, wellknown};
+use crate::routes::{health, sso, stripe_webhook, unsubscribe, webhooks, wellknown};
 use crate::state::AppState;
 
 /// Largest accepted request body.
@@ -97,7 +97,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_jobs::discard))
         .routes(routes!(admin_jobs::pause))
         .routes(routes!(admin_jobs::resume))
-        .routes(routes!(admin_email::dkim))
+    api_keys, audit as admin_audit, billing as admin_billing, db_servers, domains, email as admin_email,
         // tenant API: auth (no credential)
         .routes(routes!(signup::signup))
         .routes(routes!(login::login))
@@ -142,6 +142,12 @@ pub fn api() -> OpenApiRouter<AppState> {
         // email: the provider's webhooks and one-click unsubscribe (no credential, no tenant host)
         .routes(routes!(webhooks::receive))
         .routes(routes!(unsubscribe::one_click))
+        // tenant API: billing
+        .routes(routes!(billing::show))
+        .routes(routes!(billing::checkout))
+        .routes(routes!(billing::portal))
+        .routes(routes!(billing::change))
+        .routes(routes!(billing::preview))
         // tenant API: the reference domain
         .routes(routes!(projects::create, projects::list))
         .routes(routes!(projects::show, projects::patch, projects::delete))
@@ -170,6 +176,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sso::oidc_callback))
         .routes(routes!(sso::github_login))
         .routes(routes!(sso::github_callback))
+        // Stripe's webhook (signed body, no credential)
+        .routes(routes!(stripe_webhook::stripe))
         // health
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -6,6 +6,7 @@ pub mod api;
 pub mod health;
 pub(crate) mod shared;
 pub mod sso;
+pub mod stripe_webhook;
 pub mod test_panic;
 pub mod unsubscribe;
 pub mod webhooks;

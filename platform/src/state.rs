@@ -29,6 +29,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Transactional email: templates, transports, DKIM, suppressions.
     pub mailer: email::Mailer,
+    /// Billing with Stripe (the 402 gate, the billing routes, the webhook).
+    pub billing: Arc<billing::Billing>,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
         let mailer = email::Mailer::new(&tenancy).context("email transports")?;
         Ok(Self {
             mailer,
+            billing: Arc::new(billing::Billing::new(Arc::clone(&tenancy)).context("billing")?),
             limits: RateLimits::new(tenancy.limits.clone()),
             identity,
             metrics: crate::metrics::Metrics::new(
@@ -107,3 +110,4 @@ substate!(AdminToken, |s| s.admin_token.clone());
 substate!(Arc<flags::Flags>, |s| Arc::clone(&s.flags));
 substate!(Arc<Tenancy>, |s| Arc::clone(&s.tenancy));
 substate!(email::Mailer, |s| s.mailer.clone());
+substate!(Arc<billing::Billing>, |s| Arc::clone(&s.billing));

@@ -51,6 +51,8 @@ pub struct Tenancy {
     pub metrics: crate::settings::MetricsSettings,
     /// `Settings::email`: the mail transports, sender and DKIM selector.
     pub email: crate::settings::EmailSettings,
+    /// `Settings::stripe`: the Stripe API key, base URL and webhook secrets (the `billing` crate).
+    pub stripe: crate::settings::StripeSettings,
 }
 
 /// The started system plus the embedded cluster, if this process started or attached to one.
@@ -191,6 +193,7 @@ async fn build(
         environment: settings.environment.clone(),
         metrics: settings.metrics,
         email: settings.email.clone(),
+        stripe: settings.stripe.clone(),
     })
 }
 

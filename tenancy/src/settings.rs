@@ -90,6 +90,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Transactional email (`PLATFORM_SMTP_*`, `PLATFORM_EMAIL_*`, `PLATFORM_DKIM_SELECTOR`).
     pub email: EmailSettings,
+    /// Stripe (`PLATFORM_STRIPE_*`): billing is off unless the secret key is set.
+    pub stripe: StripeSettings,
 }
 
 /// How mail leaves: the provider's HTTP API (failing over to SMTP), SMTP alone, or, with neither
@@ -118,6 +120,20 @@ pub struct EmailSettings {
     pub webhook_credentials: Option<Secret>,
     /// `<data dir>/mail`: where messages go with no transport configured.
     pub file_dir: PathBuf,
+}
+
+/// How the platform reaches Stripe and checks its webhooks.
+#[derive(Clone, Debug, Default)]
+pub struct StripeSettings {
+    /// The API secret key (`PLATFORM_STRIPE_SECRET_KEY`); `None`: billing through Stripe is off
+    /// (operator grants still work).
+    pub secret_key: Option<Secret>,
+    /// Webhook signing secrets (`PLATFORM_STRIPE_WEBHOOK_SECRET`, comma-separated: during a
+    /// secret roll both the old and the new one are accepted).
+    pub webhook_secrets: Vec<Secret>,
+    /// The API's base URL (`PLATFORM_STRIPE_API_BASE`, default `https://api.stripe.com/`); tests
+    /// point it at their stand-in.
+    pub api_base: Option<String>,
 }
 
 /// Where the metrics are served and how many tenants get a series of their own.
@@ -365,7 +381,38 @@ impl Settings {
             trusted_proxies,
         };
         let default_from = format!("no-reply@{base_domain}");
+        let stripe = StripeSettings {
+            secret_key: get("PLATFORM_STRIPE_SECRET_KEY").map(Secret),
+            webhook_secrets: get("PLATFORM_STRIPE_WEBHOOK_SECRET")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Secret(s.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            api_base: get("PLATFORM_STRIPE_API_BASE")
+                .map(|v| {
+                    if v.starts_with("http://") || v.starts_with("https://") {
+                        Ok(v)
+                    } else {
+                        Err(invalid(
+                            "PLATFORM_STRIPE_API_BASE",
+                            "must be an http(s) URL".into(),
+                        ))
+                    }
+                })
+                .transpose()?,
+        };
+        if stripe.webhook_secrets.len() > 2 {
+            return Err(invalid(
+                "PLATFORM_STRIPE_WEBHOOK_SECRET",
+                "at most two secrets (the old and the new one during a roll)".into(),
+            ));
+        }
         Ok(Self {
+            stripe,
             limits,
             listen,
             admin_token,
@@ -499,6 +546,44 @@ mod tests {
         assert!(matches!(s.database, DatabaseMode::Embedded));
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.base_domain.as_str(), "localhost");
+    }
+
+    #[test]
+    fn stripe_settings_take_two_webhook_secrets_during_a_roll() {
+        let s = Settings::from_lookup(env(&[
+            ("PLATFORM_STRIPE_SECRET_KEY", "sk_test_1"),
+            ("PLATFORM_STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new"),
+            ("PLATFORM_STRIPE_API_BASE", "http://127.0.0.1:1234/"),
+        ]))
+        .expect("valid");
+        let secrets: Vec<&str> = s
+            .stripe
+            .webhook_secrets
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(secrets, ["whsec_old", "whsec_new"]);
+        assert_eq!(s.stripe.api_base.as_deref(), Some("http://127.0.0.1:1234/"));
+        assert!(
+            format!("{:?}", s.stripe).contains("Secret(..)"),
+            "secrets redacted"
+        );
+        let e = Settings::from_lookup(env(&[("PLATFORM_STRIPE_WEBHOOK_SECRET", "a,b,c")]))
+            .expect_err("three secrets");
+        assert!(
+            e.to_string().starts_with("PLATFORM_STRIPE_WEBHOOK_SECRET"),
+            "{e}"
+        );
+        let e = Settings::from_lookup(env(&[("PLATFORM_STRIPE_API_BASE", "api.stripe.com")]))
+            .expect_err("not a URL");
+        assert!(e.to_string().starts_with("PLATFORM_STRIPE_API_BASE"), "{e}");
+        assert!(
+            Settings::from_lookup(env(&[]))
+                .expect("defaults")
+                .stripe
+                .secret_key
+                .is_none()
+        );
     }
 
     #[test]

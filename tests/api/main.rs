@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod authz;
 mod bad_input;
+mod billing;
 mod domain;
 mod email;
 mod flags;

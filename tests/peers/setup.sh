@@ -5,6 +5,8 @@
 #   unleash/  Unleash's client specification from npm (npm ci), for the flag evaluator's tests
 #   mail/  aiosmtpd (the SMTP sink) and dkimpy (DKIM verification) from PyPI in a virtualenv
 #          (pinned by requirements.txt), for the email tests
+#   stripe/  the official Stripe library from PyPI in a virtualenv (pinned by requirements.txt): it
+#          signs the billing tests' webhook payloads
 #   saml/  pysaml2 from PyPI in a virtualenv (pinned by requirements.txt); it signs with the
 #          xmlsec1 binary (Debian package xmlsec1, installed by `cargo xtask test`)
 set -euo pipefail
@@ -37,4 +39,12 @@ if [ ! -f mail/.venv/.installed ] || [ mail/requirements.txt -nt mail/.venv/.ins
     python3 -m venv mail/.venv
     mail/.venv/bin/pip install --quiet --disable-pip-version-check -r mail/requirements.txt
     touch mail/.venv/.installed
+fi
+
+if [ ! -f stripe/.venv/.installed ] || [ stripe/requirements.txt -nt stripe/.venv/.installed ]; then
+    echo "== installing the Stripe library (webhook signing, pip)"
+    rm -rf stripe/.venv
+    python3 -m venv stripe/.venv
+    stripe/.venv/bin/pip install --quiet --disable-pip-version-check -r stripe/requirements.txt
+    touch stripe/.venv/.installed
 fi

@@ -34,6 +34,7 @@ pub mod prometheus;
 pub mod requests;
 pub mod sentry;
 pub mod smtp;
+pub mod stripe;
 pub mod tenants;
 
 pub use app::{ADMIN_TOKEN, Provisioning, Spawn, TestApp};

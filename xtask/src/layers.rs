@@ -27,12 +27,13 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
     ("audit", "audit", &["tenancy"]),
     ("limits", "limits", &["tenancy"]),
     ("flags", "flags", &["tenancy"]),
+    ("billing", "billing", &["tenancy", "jobs", "audit"]),
     ("sso", "sso", &["tenancy", "identity"]),
     (
         "platform",
         "platform",
         &[
-            "tenancy", "identity", "audit", "limits", "flags", "sso", "jobs", "email",
+            "tenancy", "identity", "audit", "limits", "flags", "sso", "jobs", "email", "billing",
         ],
     ),
     (
@@ -59,7 +60,7 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
         "platform-tests",
         "tests",
         &[
-            "tenancy", "identity", "audit", "limits", "flags", "sso", "platform", "jobs", "email",
+            "tenancy", "identity", "audit", "limits", "flags", "sso", "platform", "jobs", "email", "billing",
         ],
     ),
     ("xtask", "xtask", &[]),

@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod billing;
 pub mod db_servers;
 pub mod domains;
 pub mod email;

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod flags;
 pub mod invitations;
 pub mod jobs;

@@ -467,7 +467,102 @@ async fn email_steps(w: &mut Walk<'_>) {
 const WEBHOOK_CREDENTIALS: &str = "postmark:walk-webhook-password-0123";
 
 /// POST routes that change nothing (so leave no event): evaluating flags for a test context.
-const READ_ONLY_POSTS: &[&str] = &["POST /admin/v1/flags/evaluate"];
+/// Billing (issue 19), against the Stripe stand-in: an operator's grant, a checkout (the Stripe
+/// customer), the subscription arriving by webhook, a plan change, the portal, and a
+/// reconciliation that applies a missed event. Each leaves its event with its request id.
+async fn billing_steps(w: &mut Walk<'_>, stripe: &platform_tests::stripe::StripeStandIn) {
+    use platform_tests::stripe::{event, invoice, sign, subscription};
+    let control = platform_tests::connect(&w.app.platform_env()[0].1).await;
+    control
+        .batch_execute("UPDATE plans SET stripe_price_monthly = 'price_' || name")
+        .await
+        .expect("prices");
+    let owner = Bearer("owner_token");
+    w.run(vec![
+        step(
+            Op,
+            "PUT /admin/v1/tenants/{tenant}/billing/grant",
+            "billing_account.created",
+        )
+        .json(json!({"plan": "pro"})),
+        step(
+            owner,
+            "POST /api/v1/billing/checkout",
+            "billing_checkout.started",
+        )
+        .json(json!({
+            "plan": "pro", "contact_email": "billing@acme.test",
+            "return_url": "https://acme.test/billing"})),
+    ])
+    .await;
+    // Stripe's webhook: a signed body (the engine sends JSON bodies only).
+    let sub = subscription(
+        "sub_1",
+        "cus_1",
+        "price_pro",
+        "active",
+        platform_tests::stripe::now() + 86_400,
+    );
+    stripe.put_subscription(sub.clone());
+    let body = event(
+        "evt_walk",
+        "customer.subscription.created",
+        platform_tests::stripe::now(),
+        sub,
+    )
+    .to_string();
+    let id = format!("audit-{}", w.sent.len());
+    let r = w
+        .app
+        .send(
+            Req::new(Method::POST, "/webhooks/stripe")
+                .raw(body.clone(), Some("application/json"))
+                .header("x-request-id", &id)
+                .header(
+                    "stripe-signature",
+                    &sign(&body, WALK_WEBHOOK_SECRET, platform_tests::stripe::now()),
+                ),
+        )
+        .await;
+    r.assert_status(200);
+    w.sent
+        .push(("POST /webhooks/stripe", id, "billing_account.updated"));
+    stripe.put_event(event(
+        "evt_walk_missed",
+        "invoice.payment_failed",
+        platform_tests::stripe::now(),
+        invoice("in_walk", "cus_1", 100, "billing@acme.test"),
+    ));
+    w.run(vec![
+        step(
+            owner,
+            "POST /api/v1/billing/plan",
+            "billing_account.updated",
+        )
+        .json(json!({"plan": "enterprise"})),
+        step(
+            owner,
+            "POST /api/v1/billing/portal",
+            "billing_portal.opened",
+        )
+        .json(json!({"return_url": "https://acme.test/billing"})),
+        step(
+            Op,
+            "POST /admin/v1/billing/reconcile",
+            "billing_account.updated",
+        )
+        .json(json!({})),
+    ])
+    .await;
+}
+
+/// The walk's webhook secret.
+const WALK_WEBHOOK_SECRET: &str = "whsec_walk_0123456789";
+
+const READ_ONLY_POSTS: &[&str] = &[
+    "POST /admin/v1/flags/evaluate",
+    "POST /api/v1/billing/plan/preview",
+];
 
 async fn mutating_routes(app: &TestApp) -> BTreeSet<String> {
     let doc = app.send(Req::new(Method::GET, "/openapi.json")).await;
@@ -487,8 +582,14 @@ async fn mutating_routes(app: &TestApp) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn every_mutating_route_records_an_audit_event_with_its_request() {
-    let app =
-        TestApp::spawn_with(&[("PLATFORM_EMAIL_WEBHOOK_CREDENTIALS", WEBHOOK_CREDENTIALS)]).await;
+    let stripe = platform_tests::stripe::StripeStandIn::start().await;
+    let app = TestApp::spawn_with(&[
+        ("PLATFORM_EMAIL_WEBHOOK_CREDENTIALS", WEBHOOK_CREDENTIALS),
+        ("PLATFORM_STRIPE_SECRET_KEY", "sk_test_walk"),
+        ("PLATFORM_STRIPE_WEBHOOK_SECRET", WALK_WEBHOOK_SECRET),
+        ("PLATFORM_STRIPE_API_BASE", &stripe.base),
+    ])
+    .await;
     let mut w = Walk {
         app: &app,
         host: "acme.localhost".into(),
@@ -510,6 +611,7 @@ async fn every_mutating_route_records_an_audit_event_with_its_request() {
     w.set("name", "walk-flag");
     w.run(flag_steps()).await;
     email_steps(&mut w).await;
+    billing_steps(&mut w, &stripe).await;
     // A job of acme's that no worker runs (due in a day), for the operator's job controls.
     let job_id = uuid::Uuid::now_v7().to_string();
     app.shared_owner()

@@ -360,6 +360,35 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
             None,
             204,
         ),
+        // Billing: reached the handler (this instance has no Stripe prices or key, so the
+        // Stripe actions end in their 4xx; authorization is what is tested here).
+        call("GET /api/v1/billing", &[], None, 200),
+        call(
+            "POST /api/v1/billing/checkout",
+            &[],
+            Some(
+                json!({"plan": "pro", "contact_email": "b@acme.test", "return_url": "https://acme.test"}),
+            ),
+            409,
+        ),
+        call(
+            "POST /api/v1/billing/portal",
+            &[],
+            Some(json!({"return_url": "https://acme.test"})),
+            409,
+        ),
+        call(
+            "POST /api/v1/billing/plan",
+            &[],
+            Some(json!({"plan": "enterprise"})),
+            409,
+        ),
+        call(
+            "POST /api/v1/billing/plan/preview",
+            &[],
+            Some(json!({"plan": "enterprise"})),
+            409,
+        ),
         call("GET /api/v1/sso/settings", &[], None, 200),
         call(
             "PUT /api/v1/sso/settings",
@@ -404,6 +433,7 @@ fn expected(route: &str) -> &'static str {
         "GET /api/v1/jobs" => "OA",
         // Email: previews, branding and suppressions are `members:manage`, events `audit:read`.
         r if r.contains("/api/v1/email/") => "OA",
+        r if r.contains("/api/v1/billing") => "OA",
         // Managing a project's members: project admins or `members:manage` (these users are
         // not admins of the project, so only owner and admin pass).
         r if r.contains("/members") && !r.starts_with("GET") => "OA",

@@ -123,6 +123,14 @@ fn body(route: &str, victim: &Victim) -> Option<Value> {
         // The victim's verified domain: another tenant's claim is refused (409).
         "POST /api/v1/sso/domains" => json!({"domain": victim.ids["domain"]}),
         "POST /api/v1/sso/domains/{domain}/check" => json!({}),
+        // Billing acts on the caller's own tenant (no ids): reached, and nothing leaks.
+        "POST /api/v1/billing/checkout" => {
+            json!({"plan": "pro", "contact_email": "i@x.test", "return_url": "https://x.test"})
+        }
+        "POST /api/v1/billing/portal" => json!({"return_url": "https://x.test"}),
+        "POST /api/v1/billing/plan" | "POST /api/v1/billing/plan/preview" => {
+            json!({"plan": "enterprise"})
+        }
         "POST /api/v1/sso/connections/{connection_id}/links" => {
             json!({"subject": "intruder", "user_id": victim.ids["user_id"]})
         }
