@@ -16,16 +16,16 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::observe::{observe, panic_response};
 use crate::routes::admin::{
-    api_keys, audit as admin_audit, billing as admin_billing, db_servers, domains, email as admin_email,
-    flags as admin_flags, invitations as admin_invitations, jobs as admin_jobs, jwt_keys,
-    placement, plans, sso_domains, tenants, users as admin_users,
+    api_keys, audit as admin_audit, billing as admin_billing, db_servers, domains,
+    email as admin_email, flags as admin_flags, invitations as admin_invitations,
+    jobs as admin_jobs, jwt_keys, placement, plans, sso_domains, tenants, users as admin_users,
 };
 use crate::routes::api::auth::{email, invitations as accept, login, password, signup, token};
 use crate::routes::api::me::{self, email as me_email, mfa, sessions};
 use crate::routes::api::sso as sso_admin;
 use crate::routes::api::{
-    api_keys as tenant_keys, audit, billing, flags as tenant_flags, invitations, jobs as tenant_jobs,
-    mail, members, projects, roles, tasks, users,
+    api_keys as tenant_keys, audit, billing, flags as tenant_flags, invitations,
+    jobs as tenant_jobs, mail, members, projects, roles, tasks, users,
 };
 use crate::routes::{health, sso, stripe_webhook, unsubscribe, webhooks, wellknown};
 use crate::state::AppState;
@@ -97,7 +97,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_jobs::discard))
         .routes(routes!(admin_jobs::pause))
         .routes(routes!(admin_jobs::resume))
-    api_keys, audit as admin_audit, billing as admin_billing, db_servers, domains, email as admin_email,
+        .routes(routes!(admin_email::dkim))
+        .routes(routes!(admin_billing::grant))
+        .routes(routes!(admin_billing::reconcile))
         // tenant API: auth (no credential)
         .routes(routes!(signup::signup))
         .routes(routes!(login::login))

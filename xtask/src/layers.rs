@@ -60,7 +60,8 @@ pub const ALLOWED: &[(&str, &str, &[&str])] = &[
         "platform-tests",
         "tests",
         &[
-            "tenancy", "identity", "audit", "limits", "flags", "sso", "platform", "jobs", "email", "billing",
+            "tenancy", "identity", "audit", "limits", "flags", "sso", "platform", "jobs", "email",
+            "billing",
         ],
     ),
     ("xtask", "xtask", &[]),
