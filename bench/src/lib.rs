@@ -18,6 +18,5 @@ pub mod probe;
 pub mod promote;
 pub mod report;
 pub mod run;
-pub mod seal;
 pub mod tokens;
 pub mod world;
