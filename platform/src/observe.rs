@@ -58,7 +58,8 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
         http.response.status_code = tracing::field::Empty,
     );
     let joined = crate::telemetry::continue_trace(&span, req.headers());
-    let traced = joined.exported;
+    // Unsampled, the request's inner spans (statements) are skipped by the trace layer.
+    let traced = joined.exported && crate::telemetry::sample(&span);
     if traced {
         // Semantic-convention names for the exported span (the log keeps its short fields).
         span.record("otel.name", format!("{} {route}", req.method()));

@@ -16,10 +16,14 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::{TraceContextExt as _, TraceId, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::subscriber::Interest;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Context as FilterContext, Filter};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -198,7 +202,7 @@ pub fn init_to(
             layers.push(
                 tracing_opentelemetry::layer()
                     .with_tracer(provider.tracer("platform"))
-                    .with_filter(only)
+                    .with_filter(only.and(SampledOnly))
                     .boxed(),
             );
             Some(provider)
@@ -216,6 +220,51 @@ pub fn init_to(
         provider,
         _sentry: sentry,
     })
+}
+
+/// Marks a span whose trace the sampler dropped ([`sample`]).
+#[derive(Clone, Copy, Debug)]
+struct Unsampled;
+
+/// The OpenTelemetry layer's filter: nothing under an [`Unsampled`] span reaches the layer (no
+/// span builder, no attributes, no events), so an unsampled request pays for its root span only;
+/// spans with no current span (requests, job runs) are roots and always reach it.
+struct SampledOnly;
+
+impl<S> Filter<S> for SampledOnly
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn enabled(&self, _: &tracing::Metadata<'_>, cx: &FilterContext<'_, S>) -> bool {
+        cx.lookup_current()
+            .is_none_or(|parent| parent.extensions().get::<Unsampled>().is_none())
+    }
+
+    fn callsite_enabled(&self, _: &'static tracing::Metadata<'static>) -> Interest {
+        // Decided per span, by its parent.
+        Interest::sometimes()
+    }
+}
+
+/// Takes the sampling decision for a root span that is not entered yet (its parent set, as by
+/// [`continue_trace`]): whether its trace is sampled. An unsampled span is marked so that the
+/// OpenTelemetry layer skips every span and event under it.
+pub fn sample(span: &tracing::Span) -> bool {
+    let sampled = span.context().span().span_context().is_sampled();
+    if !sampled {
+        span.with_subscriber(|(id, dispatch)| {
+            if let Some(data) = dispatch
+                .downcast_ref::<Registry>()
+                .and_then(|registry| registry.span(id))
+            {
+                let mut ext = data.extensions_mut();
+                if ext.get_mut::<Unsampled>().is_none() {
+                    ext.insert(Unsampled);
+                }
+            }
+        });
+    }
+    sampled
 }
 
 struct Headers<'a>(&'a HeaderMap);
@@ -288,6 +337,50 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| (*v).to_owned())
         }
+    }
+
+    /// Counts the spans and events that reach a layer.
+    struct Seen(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Seen {
+        fn on_new_span(
+            &self,
+            _: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn nothing_under_an_unsampled_span_reaches_the_trace_layer() {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = || seen.load(std::sync::atomic::Ordering::SeqCst);
+        let subscriber =
+            tracing_subscriber::registry().with(Seen(seen.clone()).with_filter(SampledOnly));
+        tracing::subscriber::with_default(subscriber, || {
+            // No OpenTelemetry layer here: no trace is sampled, so `sample` marks the span.
+            let dropped = tracing::info_span!("request");
+            assert!(!sample(&dropped));
+            dropped.in_scope(|| {
+                let statement = tracing::info_span!(target: "db", "statement");
+                statement.in_scope(|| tracing::info!("inside"));
+                tracing::info!("inside");
+            });
+            assert_eq!(n(), 1, "the root only");
+            // An unmarked (sampled) root: its statement and events reach the layer.
+            let kept = tracing::info_span!("request");
+            kept.in_scope(|| {
+                let statement = tracing::info_span!(target: "db", "statement");
+                statement.in_scope(|| tracing::info!("inside"));
+            });
+            assert_eq!(n(), 1 + 3);
+        });
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Operation metrics, read from the control plane on each scrape (three small aggregate queries;
 //! the move and migration code needs no call of its own): placement moves by kind and state, how
-//! long each unfinished move has been in its current step, the latest fleet migration run and its
+//! long each unfinished move has been in its current step and how far its replication slot trails
+//! the source (sampled by the move while it copies), the latest fleet migration run and its
 //! databases by state; and the audit seal lag per database, from the sealer's in-memory account
 //! ([`audit::sealer::SealLag`], no query).
 //!
@@ -106,6 +107,23 @@ pub async fn read(pool: &PgPool) -> Result<Readings, sqlx::Error> {
         *e = e.max(age);
     }
     out.0.push(("platform_operation_step_seconds", in_step));
+
+    // How far each unfinished move's replication slot trails its source (sampled by the move
+    // during the initial copy, the step where it can grow).
+    let rows: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT kind, max((progress->>'replication_lag_bytes')::float8)
+           FROM operations
+          WHERE state IN ('pending', 'running') AND progress ? 'replication_lag_bytes'
+          GROUP BY kind",
+    )
+    .fetch_all(pool)
+    .await?;
+    let lag: Family = rows
+        .into_iter()
+        .map(|(kind, bytes)| (vec![("kind", kind)], bytes))
+        .collect();
+    out.0
+        .push(("platform_operation_replication_lag_bytes", lag));
     out.0.push(("platform_operation_age_seconds", running));
 
     // The latest fleet migration run (run ids are UUIDv7: time-ordered).

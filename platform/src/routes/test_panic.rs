@@ -1,6 +1,8 @@
-//! A test-only route: `POST /_test/panic` resolves and authenticates the tenant, then panics
-//! (the Sentry test's panic, [`crate::errors`]). Registered only in debug builds started with
-//! `PLATFORM_TEST_PANIC_ROUTE=true`; a release build never has it.
+//! Test-only routes for the Sentry tests ([`crate::errors`]): `POST /_test/panic` resolves and
+//! authenticates the tenant, then panics; `POST /_test/fail` runs a statement that fails in the
+//! tenant's database and answers the 500 every unexpected database error gets (no panic).
+//! Registered only in debug builds started with `PLATFORM_TEST_PANIC_ROUTE=true`; a release
+//! build never has them.
 
 use std::net::SocketAddr;
 
@@ -9,7 +11,8 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, header};
 use axum::routing::post;
 
-use crate::extract::tenant::Authenticated;
+use crate::error::ApiResult;
+use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::state::AppState;
 
 /// The route when enabled, else an empty router.
@@ -19,7 +22,23 @@ pub fn routes() -> Router<AppState> {
     if !on {
         return Router::new();
     }
-    Router::new().route("/_test/panic", post(panic_route))
+    Router::new()
+        .route("/_test/panic", post(panic_route))
+        .route("/_test/fail", post(fail_route))
+}
+
+/// A statement the tenant's database refuses, with the caller's email in it as careless code
+/// might put it: the handler's `?` turns the database error into a 500 like any other.
+async fn fail_route(db: TenantDb, body: String) -> ApiResult<&'static str> {
+    let email = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["email"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    db.begin()
+        .await?
+        .query_opt_and_commit("SELECT $1::text::int", &[&email])
+        .await?;
+    Ok("unreachable: the statement fails")
 }
 
 /// Panics with a message that names the caller's credential, address and email (from the body),

@@ -288,6 +288,21 @@ impl Catalog {
         Ok(n == 1)
     }
 
+    /// Merges an observation (a gauge the metrics read, e.g. replication lag) into the progress
+    /// without counting as progress: `updated_at`, the time in step, is left alone.
+    pub async fn operation_observe(
+        &self,
+        id: OperationId,
+        observed: &Value,
+    ) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE operations SET progress = progress || $2 WHERE id = $1")
+            .bind(id.as_uuid())
+            .bind(observed)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Merges progress without changing the step.
     pub async fn operation_progress(
         &self,

@@ -111,6 +111,22 @@ pub async fn copy_done(target: &Client, name: &str) -> Result<bool, tokio_postgr
     Ok(row.get::<_, i64>(0) > 0 && row.get::<_, i64>(1) == 0)
 }
 
+/// How many bytes of the source's WAL the move's slot has not yet confirmed (`None` without the
+/// slot, or before it has confirmed anything).
+pub async fn slot_lag_bytes(
+    source: &Client,
+    slot: &str,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let row = source
+        .query_opt(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8
+               FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
+}
+
 /// Drops the subscription without touching the remote slot (dropped separately).
 pub async fn unsubscribe(target: &Client, name: &str) -> Result<(), tokio_postgres::Error> {
     if target

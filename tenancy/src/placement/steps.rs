@@ -46,7 +46,9 @@ impl Mover {
             }
             Step::Copy => {
                 let (t, _) = self.conn(&target, tenant).await?;
+                let (s, _) = self.conn(&source, tenant).await?;
                 let start = Instant::now();
+                let mut polls = 0_u32;
                 while !repl::copy_done(&t, &name).await? {
                     if start.elapsed() > COPY_DEADLINE {
                         return Err(MoveError::Timeout("the initial copy"));
@@ -55,10 +57,14 @@ impl Mover {
                     if self.cancel_requested(op).await? {
                         return Err(MoveError::Verify("cancelled".into()));
                     }
+                    if polls % 10 == 0 {
+                        self.note_replication_lag(op, &s, &name).await?;
+                    }
+                    polls += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 let copied_ms = start.elapsed().as_millis();
-                let (s, _) = self.conn(&source, tenant).await?;
+                self.note_replication_lag(op, &s, &name).await?;
                 let built = self
                     .leased(op, async { Ok(repl::restore_indexes(&s, &t).await?) })
                     .await?;
@@ -258,6 +264,22 @@ impl Mover {
     }
 
     /// Renews the lease; [`MoveError::LeaseLost`] if another runner has taken it.
+    /// Records how far the move's slot trails the source's WAL (bytes), for the operation
+    /// metrics; an observation, so the time in step is left alone.
+    async fn note_replication_lag(
+        &self,
+        op: &OperationRow,
+        source: &tokio_postgres::Client,
+        slot: &str,
+    ) -> Result<(), MoveError> {
+        if let Some(lag) = repl::slot_lag_bytes(source, slot).await? {
+            self.catalog
+                .operation_observe(op.id, &json!({"replication_lag_bytes": lag}))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn keep_lease(&self, op: &OperationRow) -> Result<(), MoveError> {
         if self
             .catalog

@@ -84,3 +84,72 @@ async fn a_panic_reaches_sentry_tagged_and_scrubbed() {
     assert_eq!(same, 1);
     p.stop().await;
 }
+
+/// A 5xx that is not a panic (an unexpected database error, turned into a 500 by the handler's
+/// `?`) is reported too, from the request's own hub: tagged, scrubbed, once.
+#[tokio::test]
+async fn a_server_error_without_a_panic_reaches_sentry_tagged_and_scrubbed() {
+    let app = TestApp::spawn().await;
+    let sentry = SentryReceiver::start().await;
+    let t = app.tenant("sentry-b", "shared", None).await;
+    let user = app.user(&t, "bo.sentry@example.com", "member").await;
+    let p = Platform::start_with(
+        &app,
+        &[
+            ("SENTRY_DSN", sentry.dsn()),
+            ("PLATFORM_TEST_PANIC_ROUTE", "true"),
+        ],
+    )
+    .await;
+    let r = p
+        .request(reqwest::Method::POST, "/_test/fail")
+        .header("host", t.host())
+        .bearer_auth(&user.access)
+        .header("cookie", "sid=cookie-secret-77e0")
+        .header("x-request-id", "sentry-req-2")
+        .header("content-type", "application/json")
+        .body(r#"{"note":"body-secret-5d1c","email":"bo.sentry@example.com"}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 500);
+    let body = r.text().await.expect("body");
+    // The client learns nothing of the cause.
+    assert!(
+        !body.contains("integer") && !body.contains("bo.sentry"),
+        "{body}"
+    );
+
+    let (envelope, event) = sentry
+        .wait_for_event(|e| e["tags"]["request_id"] == "sentry-req-2")
+        .await;
+    assert_eq!(event["tags"]["route"], "/_test/fail");
+    assert_eq!(event["tags"]["tenant_id"], t.id.as_str());
+    // The database's message is there for the on-call engineer, with the email masked.
+    let text = event.to_string();
+    assert!(
+        text.contains("invalid input syntax for type integer"),
+        "{event:#}"
+    );
+    for secret in [
+        user.access.as_str(),
+        "cookie-secret-77e0",
+        "body-secret-5d1c",
+        "bo.sentry@example.com",
+    ] {
+        assert!(
+            !envelope.raw.contains(secret),
+            "{secret} was sent: {}",
+            envelope.raw
+        );
+    }
+    assert!(event.get("user").is_none() && event.get("request").is_none());
+    let same = sentry
+        .envelopes()
+        .iter()
+        .flat_map(|e| e.events.clone())
+        .filter(|e| e["tags"]["request_id"] == "sentry-req-2")
+        .count();
+    assert_eq!(same, 1);
+    p.stop().await;
+}

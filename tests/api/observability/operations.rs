@@ -1,4 +1,5 @@
-//! Operation metrics through a real Prometheus: a placement move stuck in its step, the latest
+//! Operation metrics through a real Prometheus: a placement move stuck in its step (with its
+//! replication lag), the latest
 //! fleet migration run with a failed database, and the audit seal lag while the sealer is
 //! stopped, each as the on-call engineer's alert rules read them.
 
@@ -17,9 +18,9 @@ async fn moves_fleet_migrations_and_seal_lag_reach_prometheus() {
     let tenant: uuid::Uuid = t.id.parse().expect("tenant id");
     cp.execute(
         "INSERT INTO operations (id, kind, tenant_id, state, step, source, target, started_at,
-                                 updated_at)
+                                 updated_at, progress)
          VALUES ($1, 'promote', $2, 'running', 'copy', '{}', '{}', now() - interval '3 hours',
-                 now() - interval '2 hours')",
+                 now() - interval '2 hours', '{\"replication_lag_bytes\": 734003200}')",
         &[&uuid::Uuid::now_v7(), &tenant],
     )
     .await
@@ -60,6 +61,11 @@ async fn moves_fleet_migrations_and_seal_lag_reach_prometheus() {
     prom.wait_for(
         r#"platform_operation_step_seconds{kind="promote",step="copy"}"#,
         |v| v >= 7000.0,
+    )
+    .await;
+    prom.wait_for(
+        r#"platform_operation_replication_lag_bytes{kind="promote"}"#,
+        |v| v == 734_003_200.0,
     )
     .await;
     prom.wait_for(r#"platform_operation_age_seconds{kind="promote"}"#, |v| {

@@ -70,6 +70,14 @@ async fn rows_changed_between_the_precheck_and_the_fence_are_verified_exactly() 
     // The whole tenant (tasks, projects, its users, roles, audit events ...) was compared.
     let compared = at_fence.progress["precheck_rows"].as_i64().expect("rows");
     assert!(compared >= 500 + 3 + 2 + 2, "{}", at_fence.progress);
+    // The copy sampled how far its slot trailed the source (the operation metrics' lag gauge).
+    assert!(
+        at_fence.progress["replication_lag_bytes"]
+            .as_i64()
+            .is_some_and(|b| b >= 0),
+        "{}",
+        at_fence.progress
+    );
 
     // Between the pre-fence comparison and the fence: inserts, updates and deletes.
     for k in 0..3 {
