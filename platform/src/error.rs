@@ -270,7 +270,16 @@ impl From<tokio_postgres::Error> for ApiError {
         if e.is_closed() || e.as_db_error().is_none() {
             return Self::unavailable("the tenant's database is unavailable", e);
         }
-        Self::internal(e)
+        // `Display` of a database error says only "db error": the cause names the SQLSTATE
+        // and PostgreSQL's message (never its detail, which quotes row values).
+        match e.as_db_error() {
+            Some(db) => Self::internal(format_args!(
+                "db error {}: {}",
+                db.code().code(),
+                db.message()
+            )),
+            None => Self::internal(e),
+        }
     }
 }
 

@@ -58,13 +58,14 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
         http.response.status_code = tracing::field::Empty,
     );
     let joined = crate::telemetry::continue_trace(&span, req.headers());
-    // Unsampled, the request's inner spans (statements) are skipped by the trace layer.
-    let traced = joined.exported && crate::telemetry::sample(&span);
-    if traced {
-        // Semantic-convention names for the exported span (the log keeps its short fields).
+    if joined.exported {
+        // Semantic-convention names for the exported span (the log keeps its short fields),
+        // before the sampling decision starts the span: its kind is fixed from then on.
         span.record("otel.name", format!("{} {route}", req.method()));
         span.record("otel.kind", "server");
     }
+    // Unsampled, the request's inner spans (statements) are skipped by the trace layer.
+    let traced = joined.exported && crate::telemetry::sample(&span);
     let method = req.method().clone();
     let hub = crate::errors::request_hub(&id, &route);
     let slot = metrics.is_on().then(|| {
@@ -108,12 +109,17 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
         // The panic hook has reported it (with its backtrace) already.
         Some(InternalCause(cause)) if status >= 500 && panicked => {
             tracing::error!(target: crate::errors::PANIC_TARGET, status, latency_ms, trace_id,
-                error = %cause, "request failed");
+                error = %crate::errors::mask(cause), "request failed");
         }
         // On the request's hub, so the error event carries its request id, route and tenant.
         Some(InternalCause(cause)) if status >= 500 => sentry::Hub::run(
             hub.unwrap_or_else(sentry::Hub::current),
-            || tracing::error!(status, latency_ms, trace_id, error = %cause, "request failed"),
+            // The log line's cause is masked as the Sentry event's is (a database message or
+            // a panic's may quote a value).
+            || {
+                tracing::error!(status, latency_ms, trace_id, error = %crate::errors::mask(cause),
+                "request failed")
+            },
         ),
         _ => tracing::info!(status, latency_ms, trace_id, "request finished"),
     }
