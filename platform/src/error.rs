@@ -24,6 +24,10 @@ pub struct Problem {
 #[derive(Clone, Debug)]
 pub struct InternalCause(pub String);
 
+/// The problem type slug of an error response (e.g. `query-timeout`), for the metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct ProblemKind(pub &'static str);
+
 /// An error answered to the client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -210,6 +214,7 @@ impl IntoResponse for ApiError {
         if self.www_authenticate {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        resp.extensions_mut().insert(ProblemKind(self.kind));
         if let Some(cause) = self.cause {
             resp.extensions_mut().insert(InternalCause(cause));
         }

@@ -44,6 +44,11 @@ const HTTP_BUCKETS: &[f64] = &[
 ];
 /// Fewer buckets where the label set is wider (per tenant, per plan).
 const TENANT_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+/// Connection checkout waits (seconds): a free connection is well under a millisecond; the
+/// checkout gives up after the data plane's checkout timeout (seconds).
+const CHECKOUT_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0,
+];
 /// Series not updated for this long are dropped (tenants that left the top N).
 const IDLE: Duration = Duration::from_secs(600);
 
@@ -68,6 +73,8 @@ struct Inner {
     /// The audit sealer's lag account (set once the sealer runs).
     seal_lag: OnceLock<audit::sealer::SealLag>,
     seen: operations::Seen,
+    /// The tokio workers' busy time summed at the last scrape, and when (for the busy ratio).
+    runtime: std::sync::Mutex<Option<(std::time::Instant, Duration)>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -113,6 +120,8 @@ pub struct Finished<'a> {
     pub seconds: f64,
     pub tenant: Option<&'a TenantSlot>,
     pub rate_limit: Option<&'a limits::Decision>,
+    /// The problem type of an error response (`query-timeout`: a statement hit the timeout).
+    pub problem: Option<&'static str>,
 }
 
 /// Decrements the in-flight gauge when the request ends (also when its future is dropped).
@@ -149,6 +158,12 @@ impl Metrics {
                     Matcher::Suffix("request_duration_seconds".into()),
                     TENANT_BUCKETS,
                 )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("db_client_connection_wait_time_seconds".into()),
+                    CHECKOUT_BUCKETS,
+                )
             });
         let builder = match builder {
             Ok(b) => b,
@@ -161,7 +176,7 @@ impl Metrics {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let active = recorder.register_gauge(&Key::from_name("http_server_active_requests"), &META);
-        Self(Some(Arc::new(Inner {
+        let inner = Arc::new(Inner {
             recorder,
             handle,
             top: TopTenants::new(settings.top_tenants),
@@ -172,7 +187,22 @@ impl Metrics {
             catalog,
             seal_lag: OnceLock::new(),
             seen: operations::Seen::default(),
-        })))
+            runtime: std::sync::Mutex::default(),
+        });
+        // Every checkout's wait, per database server (the data plane holds only a weak link).
+        let weak = Arc::downgrade(&inner);
+        inner
+            .dataplane
+            .set_checkout_observer(Arc::new(move |server, wait| {
+                if let Some(m) = weak.upgrade() {
+                    m.histogram(
+                        "db_client_connection_wait_time_seconds",
+                        vec![Label::new("db_server", server.to_owned())],
+                    )
+                    .record(wait.as_secs_f64());
+                }
+            }));
+        Self(Some(inner))
     }
 
     /// Exports the audit sealer's lag (once the sealer runs).
@@ -249,6 +279,10 @@ impl Metrics {
             )
             .increment(1);
         }
+        if r.problem == Some("query-timeout") {
+            m.counter("platform_db_statement_timeouts_total", vec![])
+                .increment(1);
+        }
         if r.status == 401 {
             m.counter(
                 "platform_auth_failures_total",
@@ -311,6 +345,7 @@ impl Metrics {
         if let Some(n) = process::open_fds() {
             m.gauge("process_open_fds", vec![]).set(n as f64);
         }
+        m.render_runtime();
         for (flag, yes, no) in m.flags.counts() {
             for (result, n) in [("true", yes), ("false", no)] {
                 m.counter(
@@ -351,6 +386,36 @@ impl Metrics {
 }
 
 impl Inner {
+    /// The tokio runtime: workers, live tasks, the global queue's depth, and the share of the
+    /// workers' time spent busy since the previous scrape (tokio's stable runtime metrics).
+    fn render_runtime(&self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let rt = handle.metrics();
+        let workers = rt.num_workers();
+        self.gauge("tokio_workers", vec![]).set(as_f64(workers));
+        self.gauge("tokio_alive_tasks", vec![])
+            .set(as_f64(rt.num_alive_tasks()));
+        self.gauge("tokio_global_queue_depth", vec![])
+            .set(as_f64(rt.global_queue_depth()));
+        let busy: Duration = (0..workers).map(|w| rt.worker_total_busy_duration(w)).sum();
+        let now = std::time::Instant::now();
+        let mut last = self
+            .runtime
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, before)) = *last {
+            let wall = now.duration_since(at).as_secs_f64() * as_f64(workers.max(1));
+            if wall > 0.0 {
+                let ratio = busy.saturating_sub(before).as_secs_f64() / wall;
+                self.gauge("tokio_workers_busy_ratio", vec![])
+                    .set(ratio.clamp(0.0, 1.0));
+            }
+        }
+        *last = Some((now, busy));
+    }
+
     /// Queue depth and the oldest due job's age per kind and state (`dead` counts what waits for
     /// an operator), and how old that picture is (one sweep period when healthy).
     fn render_jobs(&self, s: &jobs::stats::Snapshot) {

@@ -89,6 +89,10 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
         seconds,
         tenant: slot.as_ref(),
         rate_limit: resp.extensions().get::<limits::Decision>(),
+        problem: resp
+            .extensions()
+            .get::<crate::error::ProblemKind>()
+            .map(|k| k.0),
     });
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);

@@ -145,7 +145,13 @@ struct Inner {
     commit_hint: std::sync::OnceLock<conn::CommitHint>,
     /// Tenants whose committed transactions enqueued jobs (see [`DataPlane::commit_hints`]).
     hints: CommitHints,
+    /// Told how long each checkout waited (set once, by the metrics).
+    checkout_observer: std::sync::OnceLock<CheckoutObserver>,
 }
+
+/// Told the database server's name (`shared` for the shared pool, as in [`PoolStats`]) and how
+/// long a checkout waited for its connection, whether it got one or not.
+pub type CheckoutObserver = Arc<dyn Fn(&str, Duration) + Send + Sync>;
 
 /// The dedicated pools of one database server and its connection budget.
 struct ServerPools {
@@ -204,6 +210,7 @@ impl DataPlane {
                 session_reuse: true,
                 reuses: Arc::new(AtomicU64::new(0)),
                 commit_hint: std::sync::OnceLock::new(),
+                checkout_observer: std::sync::OnceLock::new(),
                 hints: tokio::sync::broadcast::channel(4096).0,
             }),
             min_schema: MIN_TENANT_SCHEMA,
@@ -268,13 +275,10 @@ impl DataPlane {
         }
         match &tenant.placement {
             Placement::Shared => {
-                let client = self
-                    .inner
-                    .shared
-                    .get()
-                    .await
-                    .map_err(ConnectError::unavailable)?;
-                Ok(self.tenant_conn(tenant.id, client))
+                let started = std::time::Instant::now();
+                let got = self.inner.shared.get().await;
+                self.observe_checkout("shared", started);
+                Ok(self.tenant_conn(tenant.id, got.map_err(ConnectError::unavailable)?))
             }
             Placement::Dedicated { server, .. } => {
                 let server = self.server(*server).await?;
@@ -304,8 +308,10 @@ impl DataPlane {
                     })
                     .await
                     .map_err(ConnectError::unavailable)?;
-                let client = pool.get().await.map_err(ConnectError::unavailable)?;
-                Ok(self.tenant_conn(tenant.id, client))
+                let started = std::time::Instant::now();
+                let got = pool.get().await;
+                self.observe_checkout(&server.name, started);
+                Ok(self.tenant_conn(tenant.id, got.map_err(ConnectError::unavailable)?))
             }
         }
     }
@@ -320,6 +326,18 @@ impl DataPlane {
             self.inner.commit_hint.get().cloned(),
             self.inner.hints.clone(),
         )
+    }
+
+    /// Installs the checkout observer (see [`CheckoutObserver`]); false if one is installed
+    /// already.
+    pub fn set_checkout_observer(&self, observer: CheckoutObserver) -> bool {
+        self.inner.checkout_observer.set(observer).is_ok()
+    }
+
+    fn observe_checkout(&self, server: &str, started: std::time::Instant) {
+        if let Some(observe) = self.inner.checkout_observer.get() {
+            observe(server, started.elapsed());
+        }
     }
 
     /// Installs the post-commit hint (see [`conn::CommitHint`]); false if one is installed

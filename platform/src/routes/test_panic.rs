@@ -1,6 +1,7 @@
 //! Test-only routes for the Sentry tests ([`crate::errors`]): `POST /_test/panic` resolves and
 //! authenticates the tenant, then panics; `POST /_test/fail` runs a statement that fails in the
-//! tenant's database and answers the 500 every unexpected database error gets (no panic).
+//! tenant's database and answers the 500 every unexpected database error gets (no panic), or
+//! one that outlasts the statement timeout.
 //! Registered only in debug builds started with `PLATFORM_TEST_PANIC_ROUTE=true`; a release
 //! build never has them.
 
@@ -28,12 +29,19 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A statement the tenant's database refuses, with the caller's email in it as careless code
-/// might put it: the handler's `?` turns the database error into a 500 like any other.
+/// might put it: the handler's `?` turns the database error into a 500 like any other. With
+/// `{"sleep": seconds}` instead, a statement that sleeps that long (to meet the statement
+/// timeout).
 async fn fail_route(db: TenantDb, body: String) -> ApiResult<&'static str> {
-    let email = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["email"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let body = serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default();
+    if let Some(seconds) = body["sleep"].as_f64() {
+        db.begin()
+            .await?
+            .query_opt_and_commit("SELECT pg_sleep($1)", &[&seconds])
+            .await?;
+        return Ok("slept");
+    }
+    let email = body["email"].as_str().unwrap_or_default();
     db.begin()
         .await?
         .query_opt_and_commit("SELECT $1::text::int", &[&email])

@@ -57,7 +57,7 @@ impl Mover {
                     if self.cancel_requested(op).await? {
                         return Err(MoveError::Verify("cancelled".into()));
                     }
-                    if polls % 10 == 0 {
+                    if polls.is_multiple_of(10) {
                         self.note_replication_lag(op, &s, &name).await?;
                     }
                     polls += 1;
