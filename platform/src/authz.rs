@@ -250,10 +250,10 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
         .await;
         return e.into_response();
     }
-    // Writes under a permission are where billing may refuse (self-service routes never).
+    // Routes under a permission are where billing may refuse (self-service routes never).
     if matches!(needs, Access::Permission(_))
         && let Some(refused) =
-            crate::billing_gate::refuse_write(&state, auth.tenant.id, &parts.method, &path).await
+            crate::billing_gate::refuse(&state, auth.tenant.id, &parts.method, &path).await
     {
         return refused;
     }
