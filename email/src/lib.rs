@@ -3,7 +3,8 @@
 //!
 //! - [`kinds`]: the message kinds and their categories (what may withhold them).
 //! - [`templates`]: one source per kind rendered to HTML (escaped) and text, localised, branded.
-//! - [`compose`]: MIME with `List-Unsubscribe`, signed with DKIM ([`keys`]: the sealed key).
+//! - [`compose`]: MIME with `List-Unsubscribe`, signed with DKIM ([`keys`]: the platform's sealed
+//!   key; [`domain`]: a tenant's own sending domain and its sealed key, once verified in DNS).
 //! - [`transport`]: the provider's HTTP API with failover to SMTP, SMTP alone, or `.eml` files.
 //! - [`send`]: the job handler: idempotent per message, checks the suppression list first.
 //! - [`store`]: messages, events, suppressions and branding in the tenant's database.
@@ -11,6 +12,7 @@
 //!   delivery and open events, normalised into events and suppressions.
 
 pub mod compose;
+pub mod domain;
 pub mod keys;
 pub mod kinds;
 pub mod send;
@@ -67,6 +69,8 @@ impl std::fmt::Debug for Mailer {
 pub enum EmailError {
     #[error(transparent)]
     Keys(#[from] keys::KeysError),
+    #[error(transparent)]
+    Key(#[from] tenancy::crypto::KeyError),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]

@@ -183,15 +183,27 @@ impl Mailer {
                 unsubscribe_url.as_deref(),
             )
             .map_err(|e| fail("rendering")(&e))?;
-        let signer = self.signer().await.map_err(|e| fail("the DKIM key")(&e))?;
+        // The tenant's verified sending domain signs and sends, else the platform's.
+        let tenant_signer = self
+            .tenant_signer(&mut ctx.tx)
+            .await
+            .map_err(|e| fail("the tenant's DKIM key")(&e))?;
+        let platform_signer;
+        let (signer, from) = match &tenant_signer {
+            Some((s, from)) => (s, from.as_str()),
+            None => {
+                platform_signer = self.signer().await.map_err(|e| fail("the DKIM key")(&e))?;
+                (&*platform_signer, self.inner.settings.from.as_str())
+            }
+        };
         let outgoing = compose::compose(
             about.id,
             &brand.name,
-            &self.inner.settings.from,
+            from,
             about.recipient,
             &rendered,
             unsubscribe_url.as_deref(),
-            &signer,
+            signer,
         )
         .map_err(|e| fail("composing")(&e))?;
 

@@ -141,6 +141,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(mail::events))
         .routes(routes!(mail::suppressions, mail::suppress))
         .routes(routes!(mail::unsuppress))
+        .routes(routes!(mail::domain::get, mail::domain::put))
+        .routes(routes!(mail::domain::verify))
         // email: the provider's webhooks and one-click unsubscribe (no credential, no tenant host)
         .routes(routes!(webhooks::receive))
         .routes(routes!(unsubscribe::one_click))

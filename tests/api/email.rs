@@ -5,6 +5,7 @@
 
 mod delivery;
 mod dkim;
+mod domain;
 mod invitation;
 mod provider;
 mod suppression;

@@ -1,6 +1,9 @@
 //! `/api/v1/email`: a tenant's view of its email: template previews in its branding, the
 //! branding itself, message events, and the suppression list (an administrator's removal is
-//! audited by the table's trigger). Thin: the work is the `email` crate's.
+//! audited by the table's trigger), and ([`domain`]) the tenant's own sending domain. Thin: the
+//! work is the `email` crate's.
+
+pub mod domain;
 
 use axum::Json;
 use axum::extract::State;
