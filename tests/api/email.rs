@@ -6,6 +6,7 @@
 mod delivery;
 mod dkim;
 mod domain;
+mod flood;
 mod invitation;
 mod provider;
 mod suppression;
