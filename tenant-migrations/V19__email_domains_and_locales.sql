@@ -1,5 +1,6 @@
 -- Transactional email, the remaining gaps (issue 17). Expand only: a running app at V18 neither
--- reads nor writes `email_domains`.
+-- reads nor writes `email_domains`, and the wider locale check accepts everything the narrower one
+-- did.
 --
 -- A tenant's own sending domain: mail of a tenant whose domain is verified goes out `From` that
 -- domain and DKIM-signed for it (`d=`), with the tenant's own ed25519 key. One domain per tenant
@@ -34,3 +35,15 @@ SELECT platform_attach_fence('email_domains'::regclass);
 SELECT platform_audit_attach('email_domains', 'email_domain', 'id', 'updated_at,key_sealed,public_key',
                              'domain,selector,verified_at');
 
+-- `users.locale` is set by the user now (`PATCH /api/v1/me`): any BCP 47 language tag the API
+-- accepts (language, optional script, optional region: `fr`, `fr-CA`, `zh-Hant-TW`, `es-419`),
+-- in the case the API normalises it to.
+-- Swapped under one brief lock; the scan that validates it takes no lock that blocks writers.
+ALTER TABLE users DROP CONSTRAINT users_locale_check,
+    ADD CONSTRAINT users_locale_check
+        CHECK (locale ~ '^[a-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$') NOT VALID;
+ALTER TABLE users VALIDATE CONSTRAINT users_locale_check;
+-- The users' audit triggers were generated (V8) before `locale` existed (V12), so a change of it
+-- alone left no event: regenerated with it (same arguments as V4, the locale shown).
+SELECT platform_audit_attach('users', 'user', 'id', 'updated_at,totp_last_step',
+                             'role_id,email_verified_at,totp_enabled_at,locale');

@@ -15,6 +15,7 @@ pub mod compose;
 pub mod domain;
 pub mod keys;
 pub mod kinds;
+pub mod locale;
 pub mod send;
 pub mod store;
 pub mod templates;

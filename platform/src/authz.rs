@@ -49,6 +49,7 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/auth/password/reset", Public),
     // the signed-in user
     ("GET", "/api/v1/me", SelfService),
+    ("PATCH", "/api/v1/me", SelfService),
     ("GET", "/api/v1/me/sessions", SelfService),
     ("DELETE", "/api/v1/me/sessions/{session_id}", SelfService),
     ("POST", "/api/v1/me/sessions/revoke-others", SelfService),

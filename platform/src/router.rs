@@ -111,7 +111,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(password::forgot))
         .routes(routes!(password::reset))
         // tenant API: the signed-in user
-        .routes(routes!(me::show))
+        .routes(routes!(me::show, me::patch))
         .routes(routes!(sessions::list))
         .routes(routes!(sessions::revoke))
         .routes(routes!(sessions::revoke_others))

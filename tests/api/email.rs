@@ -8,6 +8,7 @@ mod dkim;
 mod domain;
 mod flood;
 mod invitation;
+mod locale;
 mod provider;
 mod suppression;
 mod templates;

@@ -393,7 +393,7 @@ fn flag_steps() -> Vec<Step> {
     ]
 }
 
-/// Email: branding, a manual suppression and its removal, a sending domain
+/// Email: branding, a manual suppression and its removal, the user's locale, a sending domain
 /// and its verification (as the owner), a one-click
 /// unsubscribe (no credential) and a provider's hard-bounce webhook (HTTP Basic); each adds or
 /// removes a suppression, audited by the table's trigger with the request's id.
@@ -418,6 +418,8 @@ async fn email_steps(w: &mut Walk<'_>) {
             "DELETE /api/v1/email/suppressions/{suppression_id}",
             "email_suppression.deleted",
         ),
+        // The user's own locale (the mail they get).
+        step(owner, "PATCH /api/v1/me", "user.updated").json(json!({"locale": "fr-CA"})),
     ])
     .await;
     // A sending domain, verified by its DKIM record in DNS.

@@ -180,6 +180,7 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
     let link = json!({"subject": unique("subject"), "user_id": target});
     vec![
         call("GET /api/v1/me", &[], None, 200),
+        call("PATCH /api/v1/me", &[], Some(json!({"locale": "fr"})), 200),
         call("GET /api/v1/me/sessions", &[], None, 200),
         call(
             "DELETE /api/v1/me/sessions/{session_id}",
@@ -435,7 +436,8 @@ fn expected(route: &str) -> &'static str {
     match route {
         r if r.starts_with("GET /api/v1/me")
             || r.contains("/api/v1/me/")
-            || r == "GET /api/v1/me" =>
+            || r == "GET /api/v1/me"
+            || r == "PATCH /api/v1/me" =>
         {
             "OAMV"
         }

@@ -145,8 +145,9 @@ fn body(route: &str, victim: &Victim) -> Option<Value> {
         }
         "POST /api/v1/email/suppressions" => json!({"recipient": "intruder@x.test"}),
         "PUT /api/v1/email/branding" => json!({"primary_color": "#000000"}),
-        // The caller's own sending domain (no ids): reached, and nothing leaks.
+        // The caller's own sending domain and own locale (no ids): reached, and nothing leaks.
         "PUT /api/v1/email/domain" => json!({"domain": "intruder.example"}),
+        "PATCH /api/v1/me" => json!({"locale": "fr"}),
         _ => return None,
     })
 }
