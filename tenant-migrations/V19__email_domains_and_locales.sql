@@ -47,3 +47,18 @@ ALTER TABLE users VALIDATE CONSTRAINT users_locale_check;
 -- alone left no event: regenerated with it (same arguments as V4, the locale shown).
 SELECT platform_audit_attach('users', 'user', 'id', 'updated_at,totp_last_step',
                              'role_id,email_verified_at,totp_enabled_at,locale');
+
+-- The tenant's email settings: open tracking, off by default (a 1×1 image in HTML mail whose
+-- first fetch records an `opened` event; `email::tracking`).
+CREATE TABLE email_settings (
+    tenant_id     uuid NOT NULL PRIMARY KEY,
+    open_tracking boolean NOT NULL DEFAULT false,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE email_settings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE email_settings FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON email_settings
+    USING (tenant_id = app_tenant_id()) WITH CHECK (tenant_id = app_tenant_id());
+GRANT SELECT, INSERT, UPDATE, DELETE ON email_settings TO platform_app;
+SELECT platform_attach_fence('email_settings'::regclass);
+SELECT platform_audit_attach('email_settings', 'email_settings', 'tenant_id', 'updated_at', 'open_tracking');

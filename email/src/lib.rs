@@ -8,6 +8,7 @@
 //! - [`transport`]: the provider's HTTP API with failover to SMTP, SMTP alone, or `.eml` files.
 //! - [`send`]: the job handler: idempotent per message, checks the suppression list first.
 //! - [`store`]: messages, events, suppressions and branding in the tenant's database.
+//! - [`tracking`]: open tracking (off by default), a 1×1 image per message;
 //! - [`unsubscribe`]: RFC 8058 one-click tokens; [`webhook`]: the provider's bounce, complaint,
 //!   delivery and open events, normalised into events and suppressions.
 
@@ -19,6 +20,7 @@ pub mod locale;
 pub mod send;
 pub mod store;
 pub mod templates;
+pub mod tracking;
 pub mod transport;
 pub mod unsubscribe;
 pub mod webhook;

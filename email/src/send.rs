@@ -172,7 +172,7 @@ impl Mailer {
         } else {
             None
         };
-        let rendered = self
+        let mut rendered = self
             .inner
             .templates
             .render(
@@ -183,6 +183,21 @@ impl Mailer {
                 unsubscribe_url.as_deref(),
             )
             .map_err(|e| fail("rendering")(&e))?;
+        // Open tracking, where the tenant enabled it: the HTML ends with the message's image.
+        if crate::tracking::enabled(&mut ctx.tx).await? {
+            let token = self
+                .open_token(ctx.tenant, about.id)
+                .await
+                .map_err(|e| fail("the tracking key")(&e))?;
+            rendered.html = crate::tracking::with_pixel(
+                &rendered.html,
+                &format!(
+                    "https://{}.{}/o/{token}",
+                    tenant.slug.as_str(),
+                    self.inner.resolver.base_domain().as_str()
+                ),
+            );
+        }
         // The tenant's verified sending domain signs and sends, else the platform's.
         let tenant_signer = self
             .tenant_signer(&mut ctx.tx)

@@ -129,6 +129,8 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/email/domain", needs(MembersManage)),
     ("PUT", "/api/v1/email/domain", needs(MembersManage)),
     ("POST", "/api/v1/email/domain/verify", needs(MembersManage)),
+    ("GET", "/api/v1/email/settings", needs(MembersManage)),
+    ("PUT", "/api/v1/email/settings", needs(MembersManage)),
     ("GET", "/api/v1/email/events", needs(AuditRead)),
     ("GET", "/api/v1/email/suppressions", needs(MembersManage)),
     ("POST", "/api/v1/email/suppressions", needs(MembersManage)),

@@ -42,9 +42,9 @@ pub const SENSITIVE: &[&str] = &[
 ];
 
 /// Public routes outside `/api/` limited per client address like [`SENSITIVE`] (each request may
-/// write to a tenant's database: a flood must not exhaust it): one-click unsubscribe and the
-/// email provider's webhook.
-pub const PUBLIC_PER_ADDRESS: &[&str] = &["/u/{token}", "/webhooks/email/{provider}"];
+/// write to a tenant's database: a flood must not exhaust it): one-click unsubscribe, the email
+/// provider's webhook and the open-tracking image.
+pub const PUBLIC_PER_ADDRESS: &[&str] = &["/u/{token}", "/webhooks/email/{provider}", "/o/{token}"];
 
 static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");

@@ -12,6 +12,7 @@ mod locale;
 mod provider;
 mod suppression;
 mod templates;
+mod tracking;
 
 use std::time::Duration;
 

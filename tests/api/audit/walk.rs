@@ -420,6 +420,13 @@ async fn email_steps(w: &mut Walk<'_>) {
         ),
         // The user's own locale (the mail they get).
         step(owner, "PATCH /api/v1/me", "user.updated").json(json!({"locale": "fr-CA"})),
+        // Open tracking.
+        step(
+            owner,
+            "PUT /api/v1/email/settings",
+            "email_settings.created",
+        )
+        .json(json!({"open_tracking": true})),
     ])
     .await;
     // A sending domain, verified by its DKIM record in DNS.

@@ -332,6 +332,13 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
             200,
         ),
         call("GET /api/v1/email/domain", &[], None, 200),
+        call(
+            "PUT /api/v1/email/settings",
+            &[],
+            Some(json!({"open_tracking": false})),
+            200,
+        ),
+        call("GET /api/v1/email/settings", &[], None, 200),
         call("POST /api/v1/email/domain/verify", &[], None, 200),
         call("GET /api/v1/email/events", &[], None, 200),
         call("GET /api/v1/email/suppressions", &[], None, 200),

@@ -147,6 +147,7 @@ fn body(route: &str, victim: &Victim) -> Option<Value> {
         "PUT /api/v1/email/branding" => json!({"primary_color": "#000000"}),
         // The caller's own sending domain and own locale (no ids): reached, and nothing leaks.
         "PUT /api/v1/email/domain" => json!({"domain": "intruder.example"}),
+        "PUT /api/v1/email/settings" => json!({"open_tracking": false}),
         "PATCH /api/v1/me" => json!({"locale": "fr"}),
         _ => return None,
     })
