@@ -14,11 +14,11 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, RecycleResult};
-use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, RecyclingMethod, Runtime};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool_postgres::{ClientWrapper, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::NoTls;
 
+use super::wire::{self, Wire, WireError};
 use crate::ids::TenantId;
 
 /// A pool of the data plane.
@@ -30,6 +30,8 @@ pub(crate) type PgObject = managed::Object<TenantManager>;
 pub struct PgConn {
     pub(crate) client: ClientWrapper,
     pub(crate) session_tenant: Option<TenantId>,
+    /// The connection's one-exchange path (see [`super::wire`]).
+    pub(crate) wire: Arc<Wire>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -87,39 +89,38 @@ impl Budget {
     }
 }
 
-/// deadpool's manager for tokio-postgres, plus the session state and the budget.
+/// The pool's manager: tokio-postgres connections over [`wire::Splice`] sockets (deadpool's
+/// client wrapper keeps each one's statement cache), plus the session state and the budget.
 pub(crate) struct TenantManager {
-    inner: Manager,
+    config: tokio_postgres::Config,
     budget: Option<Arc<Budget>>,
 }
 
 impl managed::Manager for TenantManager {
     type Type = PgConn;
-    type Error = tokio_postgres::Error;
+    type Error = WireError;
 
-    async fn create(&self) -> Result<PgConn, tokio_postgres::Error> {
+    async fn create(&self) -> Result<PgConn, WireError> {
         let permit = match &self.budget {
             Some(b) => Some(b.acquire().await),
             None => None,
         };
-        let client = self.inner.create().await?;
+        let (client, task, wire) = wire::connect(&self.config).await?;
         Ok(PgConn {
-            client,
+            client: ClientWrapper::new(client, task),
             session_tenant: None,
+            wire,
             _permit: permit,
         })
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut PgConn,
-        metrics: &Metrics,
-    ) -> RecycleResult<tokio_postgres::Error> {
-        self.inner.recycle(&mut conn.client, metrics).await
-    }
-
-    fn detach(&self, conn: &mut PgConn) {
-        managed::Manager::detach(&self.inner, &mut conn.client);
+    async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> RecycleResult<WireError> {
+        // Fast recycling: a connection is reused unless it is closed (a transaction left open is
+        // rolled back, or the connection discarded, before it comes back).
+        if conn.client.is_closed() {
+            return Err(RecycleError::message("connection closed"));
+        }
+        Ok(())
     }
 }
 
@@ -130,14 +131,7 @@ pub(crate) fn build(
     budget: Option<Arc<Budget>>,
     timeout: Duration,
 ) -> PgPool {
-    let inner = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    managed::Pool::builder(TenantManager { inner, budget })
+    managed::Pool::builder(TenantManager { config, budget })
         .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(timeout))
