@@ -3,6 +3,8 @@
 //! in flight. Afterwards no pooled connection is left inside a transaction (so none can carry a
 //! tenant's `SET LOCAL` into another request), and only what was committed is in the database.
 
+mod late_ready;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -404,10 +404,12 @@ impl TenantTx {
                     Run::Execute(p) => client.execute(&st, p).await.map(Output::Count),
                 }
             });
-            // Armed and queued in the same poll, with no other request in flight on the
-            // connection: the setting can only be written in front of this statement. The first
-            // poll queues the statement unless it fails in the client (a parameter that does not
-            // encode), in which case nothing was written and the setting is disarmed.
+            // Armed and queued in the same poll, with no other request of this transaction in
+            // flight: the setting is written in front of this statement's Bind, the next one on
+            // the connection (see `wire.rs`). The first poll queues the statement unless it fails
+            // in the client (a parameter that does not encode), in which case nothing was
+            // written and the setting is disarmed. If this future is dropped after that poll, the
+            // statement is still written, with its setting.
             wire.arm(&tenant.to_string(), self.sets_session, audit);
             match exec.as_mut().now_or_never() {
                 Some(out) => {

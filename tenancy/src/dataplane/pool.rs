@@ -10,6 +10,10 @@
 //!   number of open connections to a server never exceeds its budget. When the budget is used up
 //!   by idle connections of other tenants' pools, creating a connection closes the idle one that
 //!   was used least recently.
+//!
+//! Checkout (`recycle`) is the one place that decides whether an idle connection may serve the
+//! next request: open, with nothing of an earlier request still to write or to read (drained
+//! for a bounded time, else discarded and replaced).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -20,6 +24,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::wire::{self, Wire, WireError};
 use crate::ids::TenantId;
+
+/// How long a checkout waits for an idle connection's answers still in flight before it discards
+/// the connection (see [`TenantManager::recycle`]).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A pool of the data plane.
 pub(crate) type PgPool = managed::Pool<TenantManager>;
@@ -114,10 +122,27 @@ impl managed::Manager for TenantManager {
         })
     }
 
+    /// The one place that decides whether an idle connection may serve the next request: it
+    /// must be open and settled (see [`Wire::is_settled`]). A request that was abandoned, or
+    /// returned on its error before its `ReadyForQuery` arrived, leaves answers in flight; they
+    /// are drained (read up to their `ReadyForQuery`) for at most [`SETTLE_TIMEOUT`], else the
+    /// connection is discarded.
+    /// deadpool then tries the next idle connection or opens a new one, so a checkout never
+    /// fails because an earlier request was abandoned. (A transaction left open is rolled back,
+    /// or its connection discarded, before it comes back: see `conn.rs`.)
     async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> RecycleResult<WireError> {
-        // Fast recycling: a connection is reused unless it is closed (a transaction left open is
-        // rolled back, or the connection discarded, before it comes back).
-        if conn.client.is_closed() {
+        if !conn.wire.is_settled() {
+            // Bounded; a connection still unsettled afterwards is discarded. Its queued requests
+            // are still written (a setting still armed is written with its statement) and
+            // answered before it closes.
+            let _ = tokio::time::timeout(SETTLE_TIMEOUT, conn.wire.settle()).await;
+            if !conn.wire.is_settled() && !conn.wire.is_broken() {
+                return Err(RecycleError::message(
+                    "connection still answering an abandoned request",
+                ));
+            }
+        }
+        if conn.client.is_closed() || conn.wire.is_broken() {
             return Err(RecycleError::message("connection closed"));
         }
         Ok(())

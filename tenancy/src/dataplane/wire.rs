@@ -4,32 +4,49 @@
 //!
 //! tokio-postgres ends every request with its own `Sync` and has no public way to send messages
 //! without one. Rather than fork it, each data-plane connection runs over a [`Splice`]: the
-//! socket, wrapped so that bytes armed by [`Wire::arm`] are written immediately before (in the
-//! same write as) the next request tokio-postgres writes (the statement's `Bind/Execute/Sync`),
-//! and their answers
+//! socket, wrapped so that bytes armed by [`Wire::arm`] are written immediately before the next
+//! `Bind` tokio-postgres writes (the statement's, in the same write), and their answers
 //! (`ParseComplete`, `BindComplete`, `DataRow`, `CommandComplete`) are removed from what
 //! tokio-postgres reads. tokio-postgres keeps everything else: authentication, its statement
 //! cache, type lookups, `Row` decoding, the answers to the statement itself.
 //!
+//! The splice finds both places by position in the protocol, never by assuming nothing else is
+//! in flight: it walks the frontend messages it writes (counting those that each get exactly one
+//! `ReadyForQuery`: `Sync`, `Query`, the startup message) and the backend messages it reads
+//! (counting `ReadyForQuery`). The armed answers are the first ones after as many
+//! `ReadyForQuery` as requests were written before the armed bytes. A request tokio-postgres
+//! considers finished can still be owed its `ReadyForQuery`: a query returns on its
+//! `ErrorResponse` (which PostgreSQL flushes at once, before it reaches the `Sync`), a prepare on
+//! its `RowDescription`, an abandoned request is answered to nobody. Answers to those may arrive
+//! after the next request is written; they are passed on to tokio-postgres, which routes them in
+//! order. The counts also tell the pool whether a connection still owes answers
+//! ([`Wire::in_flight`], see `pool.rs`).
+//!
 //! Why this is safe:
-//! - A pooled connection is used by one [`super::TenantTx`] at a time, which arms the setting
-//!   only after its statement is prepared and with no other request in flight, and queues the
-//!   statement in the same poll (see `conn.rs`): the armed bytes can only precede that statement.
-//!   If the statement fails in the client before it is queued (a parameter that does not encode),
-//!   nothing was written and the setting is disarmed.
+//! - The setting is written in front of the first `Bind` written after it was armed, which is
+//!   its statement's: a [`super::TenantTx`] arms only after its statement is prepared, with no
+//!   other request of its own in flight, and queues the statement in the same poll. Whatever
+//!   else may still be queued ahead of it binds nothing (a dropped statement's `Close`), since a
+//!   connection is handed out only once everything of the previous holder is written and
+//!   answered (see `pool.rs`); so nothing but the statement can run under the setting. If the
+//!   statement fails in the client before it is queued (a parameter that does not encode),
+//!   nothing was written and the setting is disarmed. A connection is not handed out again while
+//!   a setting is armed (its statement queued, not yet written), so a setting can never meet a
+//!   later request's `Bind`.
 //! - Both run under one `Sync`: if `set_config` fails, PostgreSQL skips the statement and its
 //!   error reaches tokio-postgres in place of the statement's answer; if the statement fails, the
 //!   implicit transaction rolls back, `set_config(.., true)` with it.
-//! - Any answer other than the expected ones (or an error) while the setting's answers are being
-//!   removed breaks the connection (an I/O error): it is closed, never reused.
+//! - Any answer other than the expected ones (or an error) where the setting's answers belong
+//!   breaks the connection (an I/O error): it is closed, never reused.
 //!
 //! The `set_config` statements are prepared once per connection (named, so each request only
-//! binds them); a statement is known to be prepared once its `ParseComplete` has been seen.
+//! binds them); a statement counts as prepared once its `Parse` is written (and no longer if that
+//! `Parse` fails).
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -37,8 +54,12 @@ use postgres_protocol::IsNull;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::Notify;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
+
+#[cfg(test)]
+mod tests;
 
 /// The setting statements: the tenant alone (reads, or writes outside a request), or the tenant
 /// and the audit context (writes). `$2` says whether the tenant setting is transaction-local
@@ -55,6 +76,8 @@ const SETTINGS: [(&str, &str); 2] = [
 ];
 const TEXT_OID: u32 = 25;
 const BOOL_OID: u32 = 16;
+/// Written bytes the splice buffers before it makes tokio-postgres wait for the socket.
+const OUT_HIGH_WATER: usize = 64 * 1024;
 
 /// Opening a data-plane connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +90,7 @@ pub enum WireError {
     Postgres(#[from] tokio_postgres::Error),
 }
 
-/// Bytes to write before the next request, and the answers to remove.
+/// Bytes to write before the statement's `Bind`, and the answers to remove.
 struct Armed {
     bytes: Bytes,
     /// The backend message tags answering `bytes`, in order.
@@ -81,6 +104,14 @@ struct Armed {
 pub(crate) struct Wire {
     armed: Mutex<Option<Armed>>,
     prepared: [AtomicBool; 2],
+    /// Requests written that each get one `ReadyForQuery` (published by the splice).
+    sent: AtomicU64,
+    /// `ReadyForQuery` messages read (published by the splice).
+    answered: AtomicU64,
+    /// The splice failed or the server closed the connection.
+    broken: AtomicBool,
+    /// Woken when every request written has been answered, or the connection broke.
+    settled: Notify,
 }
 
 impl std::fmt::Debug for Wire {
@@ -91,7 +122,7 @@ impl std::fmt::Debug for Wire {
 
 impl Wire {
     /// Arms the setting of `tenant` (kept for the session if `session`) and, for a write, of the
-    /// audit context: written in front of the next request on this connection.
+    /// audit context: written in front of the next `Bind` written on this connection.
     pub(crate) fn arm(&self, tenant: &str, session: bool, audit: Option<&str>) {
         let which = usize::from(audit.is_some());
         let (name, sql) = SETTINGS[which];
@@ -131,14 +162,53 @@ impl Wire {
         });
     }
 
-    /// Disarms a setting no request took (the statement failed before it was queued); true if
-    /// it was still armed.
+    /// Disarms a setting no request took (the statement failed in the client before it was
+    /// queued); true if it was still armed.
     pub(crate) fn disarm(&self) -> bool {
         self.armed.lock().expect("not poisoned").take().is_some()
     }
 
     fn take(&self) -> Option<Armed> {
         self.armed.lock().expect("not poisoned").take()
+    }
+
+    /// Requests written on this connection whose `ReadyForQuery` has not been read yet: answers
+    /// still owed to a request that was abandoned, or that returned on its error.
+    pub(crate) fn in_flight(&self) -> u64 {
+        let answered = self.answered.load(Ordering::Acquire);
+        self.sent.load(Ordering::Acquire).saturating_sub(answered)
+    }
+
+    /// Whether a setting is armed: its statement is queued but not written yet (a request
+    /// abandoned right after it was queued), since a statement that fails before it is queued
+    /// disarms its setting.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.armed.lock().expect("not poisoned").is_some()
+    }
+
+    /// Whether the connection owes nothing: no setting waiting for its statement, no answer in
+    /// flight.
+    pub(crate) fn is_settled(&self) -> bool {
+        !self.is_armed() && self.in_flight() == 0
+    }
+
+    /// Whether the connection broke (the splice failed, or the server closed it).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Waits until the connection is settled (every request written, every answer read), or
+    /// broke.
+    pub(crate) async fn settle(&self) {
+        loop {
+            let notified = self.settled.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_settled() || self.is_broken() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -148,25 +218,72 @@ enum Socket {
     Unix(UnixStream),
 }
 
-/// A socket that writes armed bytes in front of the next request and removes their answers.
+/// A socket that writes armed bytes in front of the next `Bind` and removes their answers.
 pub(crate) struct Splice {
     socket: Socket,
-    wire: std::sync::Arc<Wire>,
-    /// Armed bytes being written (before the request that took them).
-    out: Bytes,
+    wire: Arc<Wire>,
+    /// Accepted from tokio-postgres, not yet sorted into whole frontend messages.
+    stage: BytesMut,
+    /// Sorted (armed bytes inserted), to write to the socket.
+    out: BytesMut,
+    /// Bytes of the frontend message being moved from `stage` to `out` still to move.
+    out_left: usize,
+    /// The next frontend message is the untagged startup message.
+    startup: bool,
+    /// Frontend messages written that each get one `ReadyForQuery`.
+    sent: u64,
     /// Read from the socket, not yet sorted into messages.
     inbox: BytesMut,
     /// What one read from the socket lands in.
     scratch: Vec<u8>,
     /// Whole messages for tokio-postgres.
     pass: BytesMut,
+    /// `ReadyForQuery` messages read.
+    answered: u64,
     /// Tags of answers still to remove, in order.
     remove: &'static [u8],
+    /// The answers to remove start once this many `ReadyForQuery` have been read.
+    remove_after: u64,
     /// The setting statement whose `ParseComplete` is among `remove`.
     parses: Option<usize>,
 }
 
+/// The tag and length (counting itself, not the tag) of the message at the start of `b`.
+fn header(b: &[u8]) -> io::Result<Option<(u8, usize)>> {
+    if b.len() < 5 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+    if len < 4 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad message length",
+        ));
+    }
+    Ok(Some((b[0], len)))
+}
+
 impl Splice {
+    fn new(socket: Socket, wire: Arc<Wire>) -> Self {
+        Self {
+            socket,
+            wire,
+            stage: BytesMut::new(),
+            out: BytesMut::with_capacity(8192),
+            out_left: 0,
+            startup: true,
+            // The startup message is answered by one ReadyForQuery too.
+            sent: 1,
+            inbox: BytesMut::with_capacity(8192),
+            scratch: vec![0; 8192],
+            pass: BytesMut::new(),
+            answered: 0,
+            remove: &[],
+            remove_after: 0,
+            parses: None,
+        }
+    }
+
     fn socket(&mut self) -> Pin<&mut (dyn AsyncWriteRead + Unpin + '_)> {
         match &mut self.socket {
             Socket::Tcp(s) => Pin::new(s),
@@ -174,43 +291,112 @@ impl Splice {
         }
     }
 
+    fn broke(&self) {
+        self.wire.broken.store(true, Ordering::Release);
+        self.wire.settled.notify_waiters();
+    }
+
+    /// Moves whole frontend messages from `stage` to `out`, counting the requests that will be
+    /// answered by a `ReadyForQuery`, and inserts armed bytes in front of the next `Bind`. A
+    /// message whose header is not staged yet waits for the rest.
+    fn sort_out(&mut self) -> io::Result<()> {
+        loop {
+            if self.out_left > 0 {
+                let n = self.out_left.min(self.stage.len());
+                if n == 0 {
+                    return Ok(());
+                }
+                self.out.extend_from_slice(&self.stage[..n]);
+                self.stage.advance(n);
+                self.out_left -= n;
+                continue;
+            }
+            if self.startup {
+                // Length-prefixed, no tag.
+                if self.stage.len() < 4 {
+                    return Ok(());
+                }
+                let len = u32::from_be_bytes([
+                    self.stage[0],
+                    self.stage[1],
+                    self.stage[2],
+                    self.stage[3],
+                ]) as usize;
+                self.startup = false;
+                self.out_left = len.max(4);
+                continue;
+            }
+            let Some((tag, len)) = header(&self.stage)? else {
+                return Ok(());
+            };
+            match tag {
+                b'B' => {
+                    if let Some(armed) = self.wire.take() {
+                        self.put_armed(armed)?;
+                    }
+                }
+                b'S' | b'Q' => {
+                    self.sent += 1;
+                    self.wire.sent.store(self.sent, Ordering::Release);
+                }
+                _ => {}
+            }
+            self.out_left = len + 1;
+        }
+    }
+
+    /// Writes `armed` next, and expects its answers after those of every request written so far.
+    fn put_armed(&mut self, armed: Armed) -> io::Result<()> {
+        if !self.remove.is_empty() {
+            return Err(io::Error::other(
+                "a tenant setting armed while another one is unanswered",
+            ));
+        }
+        self.out.extend_from_slice(&armed.bytes);
+        self.remove = armed.answers;
+        self.remove_after = self.sent;
+        self.parses = armed.parses;
+        if let Some(i) = armed.parses {
+            // Parsed from now on; undone below if its ParseComplete turns out an error.
+            self.wire.prepared[i].store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
     /// Sorts whole messages from `inbox` into `pass` (or drops the armed request's answers).
     fn sort(&mut self) -> io::Result<()> {
         loop {
-            if self.inbox.len() < 5 {
+            let Some((tag, len)) = header(&self.inbox)? else {
                 return Ok(());
-            }
-            let len =
-                u32::from_be_bytes([self.inbox[1], self.inbox[2], self.inbox[3], self.inbox[4]])
-                    as usize;
-            if len < 4 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "bad message length",
-                ));
-            }
+            };
             if self.inbox.len() < len + 1 {
                 self.inbox.reserve(len + 1 - self.inbox.len());
                 return Ok(());
             }
-            let tag = self.inbox[0];
             let message = self.inbox.split_to(len + 1);
-            if let Some((&expected, rest)) = self.remove.split_first() {
+            if self.answered == self.remove_after
+                && let Some((&expected, rest)) = self.remove.split_first()
+            {
                 match tag {
                     // Notices, notifications and parameter changes may come at any time.
                     b'N' | b'A' | b'S' => {}
                     t if t == expected => {
-                        if t == b'1'
-                            && let Some(i) = self.parses.take()
-                        {
-                            self.wire.prepared[i].store(true, Ordering::Release);
+                        if t == b'1' {
+                            self.parses = None;
                         }
                         self.remove = rest;
                         continue;
                     }
                     // The setting failed: PostgreSQL skips the statement; its error goes to
                     // tokio-postgres as the statement's answer.
-                    b'E' => self.remove = &[],
+                    b'E' => {
+                        if expected == b'1'
+                            && let Some(i) = self.parses.take()
+                        {
+                            self.wire.prepared[i].store(false, Ordering::Release);
+                        }
+                        self.remove = &[];
+                    }
                     _ => {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
@@ -219,8 +405,33 @@ impl Splice {
                     }
                 }
             }
+            // ReadyForQuery answers one request. So does CopyInResponse: copy-in (tokio-postgres
+            // sends it through the extended protocol) has two Syncs, and the server ignores the
+            // one sent with Bind/Execute, which it reads in copy-in mode.
+            if matches!(tag, b'Z' | b'G') {
+                self.answered += 1;
+                self.wire.answered.store(self.answered, Ordering::Release);
+                if self.answered >= self.sent {
+                    self.wire.settled.notify_waiters();
+                }
+            }
             self.pass.extend_from_slice(&message);
         }
+    }
+
+    /// Writes what is buffered in `out`.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            let polled = self.socket().poll_write(cx, &out);
+            self.out = out;
+            let n = ready!(polled)?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out.advance(n);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -248,12 +459,19 @@ impl AsyncRead for Splice {
             let n = read.filled().len();
             this.inbox.extend_from_slice(&scratch[..n]);
             this.scratch = scratch;
-            ready!(polled)?;
+            if let Err(e) = ready!(polled) {
+                this.broke();
+                return Poll::Ready(Err(e));
+            }
             if n == 0 {
                 // End of stream.
+                this.broke();
                 return Poll::Ready(Ok(()));
             }
-            this.sort()?;
+            if let Err(e) = this.sort() {
+                this.broke();
+                return Poll::Ready(Err(e));
+            }
         }
     }
 }
@@ -265,29 +483,20 @@ impl AsyncWrite for Splice {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        ready!(this.drain(cx))?;
-        if !buf.is_empty()
-            && let Some(armed) = this.wire.take()
-        {
-            if !this.remove.is_empty() {
-                return Poll::Ready(Err(io::Error::other(
-                    "a tenant setting armed while another one is unanswered",
-                )));
-            }
-            // The setting and the request in one write (one packet with TCP_NODELAY), buffered
-            // here until written: flushing drains it.
-            let mut out = BytesMut::with_capacity(armed.bytes.len() + buf.len());
-            out.extend_from_slice(&armed.bytes);
-            out.extend_from_slice(buf);
-            this.out = out.freeze();
-            this.remove = armed.answers;
-            this.parses = armed.parses;
-            if let Poll::Ready(Err(e)) = this.drain(cx) {
-                return Poll::Ready(Err(e));
-            }
-            return Poll::Ready(Ok(buf.len()));
+        if this.out.len() >= OUT_HIGH_WATER {
+            ready!(this.drain(cx))?;
         }
-        this.socket().poll_write(cx, buf)
+        // Accepted whole (tokio-postgres hands over whole messages), sorted, then written as far
+        // as the socket takes it now; flushing writes the rest.
+        this.stage.extend_from_slice(buf);
+        if let Err(e) = this.sort_out() {
+            this.broke();
+            return Poll::Ready(Err(e));
+        }
+        if let Poll::Ready(Err(e)) = this.drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -303,44 +512,20 @@ impl AsyncWrite for Splice {
     }
 }
 
-impl Splice {
-    /// Writes what is buffered in `out`.
-    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
-            let out = self.out.clone();
-            let n = ready!(self.socket().poll_write(cx, &out))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out.advance(n);
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// Opens a data-plane connection over a [`Splice`] and drives it on the runtime. Connects to the
 /// configured hosts in order (TCP with `TCP_NODELAY`, or a Unix socket directory), within the
 /// configured connect timeout.
 pub(crate) async fn connect(
     config: &Config,
-) -> Result<(Client, tokio::task::JoinHandle<()>, std::sync::Arc<Wire>), WireError> {
+) -> Result<(Client, tokio::task::JoinHandle<()>, Arc<Wire>), WireError> {
     let socket = match config.get_connect_timeout() {
         Some(t) => tokio::time::timeout(*t, open(config))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
         None => open(config).await?,
     };
-    let wire = std::sync::Arc::new(Wire::default());
-    let splice = Splice {
-        socket,
-        wire: std::sync::Arc::clone(&wire),
-        out: Bytes::new(),
-        inbox: BytesMut::with_capacity(8192),
-        scratch: vec![0; 8192],
-        pass: BytesMut::new(),
-        remove: &[],
-        parses: None,
-    };
+    let wire = Arc::new(Wire::default());
+    let splice = Splice::new(socket, Arc::clone(&wire));
     let (client, connection) = config.connect_raw(splice, NoTls).await?;
     let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
