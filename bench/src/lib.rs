@@ -18,5 +18,6 @@ pub mod probe;
 pub mod promote;
 pub mod report;
 pub mod run;
+pub mod seal;
 pub mod tokens;
 pub mod world;

@@ -56,6 +56,8 @@ pub struct Meta {
     pub dedicated_tenants: usize,
     pub setup: Vec<String>,
     pub peak_rss_kib: Option<u64>,
+    /// Audit seal latencies (ms) sampled during each platform cell's POST runs.
+    pub seal: Vec<(Cell, Vec<f64>)>,
     pub shared_pool: usize,
     pub budget: u32,
 }
@@ -278,7 +280,31 @@ pub fn render(meta: &Meta, all: &[Measured], paced: &[Paced]) -> String {
         );
     }
     render_open_loop(&mut s, meta, paced, &mut fast);
+    let mut seal_lines = Vec::new();
+    for (c, l) in &meta.seal {
+        let mut l = l.clone();
+        let q = |l: &mut Vec<f64>, q| crate::seal::quantile(l, q).unwrap_or(f64::NAN);
+        if let Some(p99) = crate::seal::quantile(&mut l, 0.99) {
+            fast.seal.push((*c, p99));
+            seal_lines.push(format!(
+                "{}: {} events sampled, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                meta.cell_label(*c),
+                l.len(),
+                q(&mut l, 0.5),
+                p99,
+                q(&mut l, 1.0)
+            ));
+        }
+    }
     fast.render(&mut s, meta);
+    if !seal_lines.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nAudit seal latency (commit → linked by the sealer, sampled every 25 ms during the POST \
+             runs; an upper bound, see `bench/src/seal.rs`): {}.",
+            seal_lines.join("; ")
+        );
+    }
     let _ = writeln!(s, "\n### Goals (issue 9)\n");
     let _ = writeln!(s, "| goal | result |\n|---|---|");
     for (goal, misses) in goals.rows(meta) {
@@ -353,6 +379,7 @@ struct FastGoals {
     post_many: Vec<(Cell, f64)>,
     open_get: Vec<(Cell, f64)>,
     open_post: Vec<(Cell, f64)>,
+    seal: Vec<(Cell, f64)>,
 }
 
 impl FastGoals {
@@ -395,7 +422,7 @@ impl FastGoals {
                 format!("{} tenants", meta.shared_tenants + meta.dedicated_tenants)
             }
         };
-        let rows: [GoalRow<'_>; 9] = [
+        let rows: [GoalRow<'_>; 10] = [
             (
                 "server CPU/request, GET one task, vs bare",
                 &self.server_get,
@@ -457,6 +484,13 @@ impl FastGoals {
                 &self.open_post,
                 "ms",
                 2.0,
+                true,
+            ),
+            (
+                "audit seal latency p99 under the POST load (ms)",
+                &self.seal,
+                "ms",
+                1000.0,
                 true,
             ),
         ];

@@ -206,6 +206,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
     let warmup = Duration::from_secs(args.warmup);
     let mut measured = Vec::new();
     let mut paced = Vec::new();
+    let mut seal: Vec<(Cell, Vec<f64>)> = Vec::new();
     for &w in &workloads {
         // Fresh access tokens (10 minutes) for each workload's runs, minted outside the measurement.
         let tokens = if args.auth == "jwt" {
@@ -230,11 +231,31 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
                 } else {
                     platform_pid
                 };
+                // Seal latency of the audited writes (POST on the platform only).
+                let sealing = if w == Workload::PostTask && *cell != Cell::Baseline {
+                    let urls = world.tenant_db_urls(match cell {
+                        Cell::SharedTenant => {
+                            Box::new(world.shared_tenants().take(1)) as Box<dyn Iterator<Item = _>>
+                        }
+                        Cell::DedicatedTenant => Box::new(world.dedicated_tenants().take(1)),
+                        _ => Box::new(world.tenants.iter()),
+                    });
+                    Some(crate::seal::SealSampler::start(&urls).await?)
+                } else {
+                    None
+                };
                 let sampling = probe.start();
                 let before = cpu.snapshot(server);
                 let outcome = load::run(target, w, args.connections, duration).await;
                 let cpu_used = cpu.snapshot(server) - before;
                 let connections = sampling.stop().await;
+                if let Some(sealing) = sealing {
+                    let mut l = sealing.stop().await;
+                    match seal.iter_mut().find(|(c, _)| c == cell) {
+                        Some((_, all)) => all.append(&mut l),
+                        None => seal.push((*cell, l)),
+                    }
+                }
                 let rss_kib = probe::memory_kib(platform_pid, "VmRSS");
                 eprintln!(
                     "[{}] round {round}/{}: {cell:?}: {:.0} req/s, p99 {:.2} ms, errors {}",
@@ -306,6 +327,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
         dedicated_tenants: args.dedicated_tenants,
         setup: setup_lines(args),
         peak_rss_kib,
+        seal,
         shared_pool: args.shared_pool,
         budget: args.budget,
     };

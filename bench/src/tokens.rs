@@ -40,10 +40,12 @@ impl Minter {
                     Some(u) => *u,
                     None => {
                         let role = t.auth.role_named(&t.dataplane, &tenant, "admin").await?;
+                        let seats = t.auth.seats(tenant.id).await?;
                         let mut tx = t.auth.begin(&t.dataplane, &tenant).await?;
                         // Not an argon2 hash: this user cannot log in with a password.
                         let email = tenancy::ids::EmailAddress::parse("bench@example.com")?;
-                        let id = users::create(&mut tx, &email, "Bench", "!bench", role).await?;
+                        let id =
+                            users::create(&mut tx, seats, &email, "Bench", "!bench", role).await?;
                         tx.commit().await?;
                         id
                     }

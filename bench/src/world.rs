@@ -165,6 +165,22 @@ impl World {
         })?)
     }
 
+    /// Owner URLs of the tenant databases `tenants` live in (the shared one, dedicated ones).
+    pub fn tenant_db_urls<'a>(
+        &self,
+        tenants: impl Iterator<Item = &'a BenchTenant>,
+    ) -> Vec<String> {
+        let mut urls: Vec<String> = tenants
+            .map(|t| match &t.database {
+                Some(db) => self.second.url(db),
+                None => self.primary.url(SHARED_DB),
+            })
+            .collect();
+        urls.sort();
+        urls.dedup();
+        urls
+    }
+
     /// Superuser URL of the baseline database.
     #[must_use]
     pub fn baseline_url(&self) -> String {

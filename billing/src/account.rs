@@ -130,24 +130,6 @@ impl Billing {
         .await?)
     }
 
-    /// The tenant's entitlement now (the database's clock), for the request path: one primary-key
-    /// read of the control plane, made only for writes.
-    pub async fn entitlement(&self, tenant: TenantId) -> Result<Option<Entitlement>, AccountError> {
-        #[derive(sqlx::FromRow)]
-        struct WithNow {
-            #[sqlx(flatten)]
-            account: Account,
-            now: OffsetDateTime,
-        }
-        let row = sqlx::query_as::<_, WithNow>(&format!(
-            "SELECT {COLUMNS}, now() AS now FROM billing_accounts WHERE tenant_id = $1"
-        ))
-        .bind(tenant.as_uuid())
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| r.account.entitlement(r.now)))
-    }
-
     /// The members a plan allows (`None`: unbounded).
     pub async fn seats(&self, plan: &str) -> Result<Option<i32>, AccountError> {
         Ok(

@@ -1,7 +1,6 @@
 //! The calls to Stripe's API, through async-stripe (its generated request types, its
-//! deserialisation of the answers). Nothing here holds a database transaction open except
-//! [`Billing::fetch_subscription`], which the webhook calls for an event older than the state
-//! held (one GET, rare).
+//! deserialisation of the answers). None is made with a database transaction open: the webhook
+//! fetches a subscription (for an event older than the state held) before its transaction.
 
 use stripe::{IdempotencyKey, RequestStrategy, StripeRequest as _};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;

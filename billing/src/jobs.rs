@@ -1,6 +1,8 @@
 //! The job kinds billing runs: `billing.dunning` (the tenant half of the hourly dunning
-//! schedule) and `billing.usage_report` (the tenant half of the usage schedule; payload
-//! `{"period": "YYYY-MM"}`, default the last closed month).
+//! schedule), `billing.usage_report` (the tenant half of the usage schedule; payload
+//! `{"period": "YYYY-MM"}`, default the last closed month), `billing.reconcile` (the hourly
+//! reconciliation with Stripe's event list: one of a slot's tenant jobs does it) and
+//! `billing.period_end` (a scheduled plan change applied at its date; also hourly, to catch up).
 
 use std::sync::Arc;
 
@@ -14,6 +16,8 @@ use crate::usage::Period;
 pub fn register(registry: Registry, billing: &Arc<Billing>) -> Registry {
     let dunning = Arc::clone(billing);
     let usage = Arc::clone(billing);
+    let reconcile = Arc::clone(billing);
+    let period_end = Arc::clone(billing);
     registry
         .with("billing.dunning", KindSpec::default(), move |ctx| {
             let b = Arc::clone(&dunning);
@@ -28,6 +32,28 @@ pub fn register(registry: Registry, billing: &Arc<Billing>) -> Registry {
             move |ctx| {
                 let b = Arc::clone(&usage);
                 async move { run_usage(&b, ctx).await }
+            },
+        )
+        .with(
+            "billing.reconcile",
+            KindSpec::default(),
+            move |ctx: JobContext| {
+                let b = Arc::clone(&reconcile);
+                async move {
+                    let r = b.reconcile_scheduled(ctx.id.as_uuid()).await;
+                    (ctx, r.map(|_| ()).map_err(JobFailure::from))
+                }
+            },
+        )
+        .with(
+            crate::manage::PERIOD_END,
+            KindSpec::default(),
+            move |ctx: JobContext| {
+                let b = Arc::clone(&period_end);
+                async move {
+                    let r = b.apply_due_changes(ctx.tenant).await;
+                    (ctx, r.map(|_| ()).map_err(JobFailure::from))
+                }
             },
         )
 }

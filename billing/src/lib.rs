@@ -6,6 +6,8 @@
 //!   the object, so the state converges to Stripe's newest whatever the arrival order.
 //! - [`account`]: the billing account (control plane, `billing_accounts`) and the entitlements
 //!   derived from plan and subscription state: full, grace, restricted (read-only), suspended.
+//! - [`gate`]: the standing on the request path (cached per tenant) and what each standing
+//!   allows.
 //! - [`dunning`]: the customer-facing side of a failed payment: one email job per step and
 //!   past-due cycle, enqueued in the tenant transaction that records the notice.
 //! - [`api`]: the calls to Stripe's API (checkout, portal, plan change, preview, refetch).
@@ -16,6 +18,7 @@
 pub mod account;
 pub mod api;
 pub mod dunning;
+pub mod gate;
 pub mod jobs;
 pub mod manage;
 pub mod reconcile;
@@ -37,6 +40,7 @@ pub struct Billing {
     tenancy: Arc<Tenancy>,
     stripe: Option<stripe::Client>,
     secrets: Vec<String>,
+    gate: gate::GateCache,
 }
 
 impl std::fmt::Debug for Billing {
@@ -77,6 +81,7 @@ impl Billing {
             tenancy,
             stripe,
             secrets,
+            gate: gate::GateCache::new(),
         })
     }
 

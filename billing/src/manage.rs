@@ -94,6 +94,7 @@ impl Billing {
         .bind(&t.plan)
         .execute(self.pool())
         .await?;
+        self.invalidate(Some(tenant));
         Ok(customer)
     }
 
@@ -250,6 +251,15 @@ impl Billing {
         };
         crate::webhook::sync_catalog_plan(&mut tx, tenant).await?;
         tx.commit().await?;
+        self.invalidate(Some(tenant));
+        if proration == Proration::AtPeriodEnd {
+            // The downgrade applies at its date even if no event arrives then; the hourly
+            // `billing.period_end` schedule catches up if this enqueue is lost.
+            let at = effective_at.unwrap_or_else(OffsetDateTime::now_utc);
+            if let Err(e) = self.enqueue_period_end(tenant, at).await {
+                tracing::warn!(tenant.id = %tenant, error = %e, "the period-end job was not enqueued; the schedule catches up");
+            }
+        }
         Ok(PlanChange {
             plan: plan.to_owned(),
             proration,
@@ -283,6 +293,55 @@ impl Billing {
         .await?;
         crate::webhook::sync_catalog_plan(&mut tx, tenant).await?;
         tx.commit().await?;
+        self.invalidate(Some(tenant));
         Ok(())
     }
+
+    /// Enqueues the tenant's `billing.period_end` job for `at`.
+    async fn enqueue_period_end(
+        &self,
+        tenant: TenantId,
+        at: OffsetDateTime,
+    ) -> Result<(), crate::dunning::DunningError> {
+        let Some(t) = self.tenancy.catalog.tenant(tenant).await? else {
+            return Ok(());
+        };
+        let mut tx = self.tenancy.dataplane.connect(&t).await?.begin();
+        let kind = jobs::JobKind::parse(PERIOD_END).expect("a valid kind name");
+        jobs::enqueue(
+            &mut tx,
+            jobs::NewJob::new(kind, serde_json::json!({})).run_at(at),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies what a date brought: a scheduled plan change whose date has come becomes the
+    /// account's plan, and the catalog's plan follows the plan in effect (an ended grant gives
+    /// the free plan). Run by the `billing.period_end` job at a downgrade's date and by its
+    /// hourly schedule for every tenant; returns whether anything changed.
+    pub async fn apply_due_changes(&self, tenant: TenantId) -> Result<bool, ManageError> {
+        let mut tx = self.pool().begin().await?;
+        let folded = sqlx::query(
+            "UPDATE billing_accounts SET plan = scheduled_plan, scheduled_plan = NULL,
+                scheduled_at = NULL, updated_at = now()
+             WHERE tenant_id = $1 AND scheduled_plan IS NOT NULL AND scheduled_at <= now()",
+        )
+        .bind(tenant.as_uuid())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let synced = crate::webhook::sync_catalog_plan(&mut tx, tenant).await?;
+        tx.commit().await?;
+        if folded || synced {
+            self.invalidate(Some(tenant));
+            tracing::info!(tenant.id = %tenant, "scheduled plan change applied");
+        }
+        Ok(folded || synced)
+    }
 }
+
+/// The job kind that applies a scheduled plan change at its date.
+pub const PERIOD_END: &str = "billing.period_end";

@@ -1,7 +1,9 @@
 //! Reconciliation after an outage: the events Stripe holds (`GET /v1/events`, 30 days) that
 //! were never applied here are applied now, oldest first, through the same once-only path as a
-//! webhook delivery (an event already recorded changes nothing). Run by operators
-//! (`POST /admin/v1/billing/reconcile`) after an outage of the webhook endpoint.
+//! webhook delivery (an event already recorded changes nothing). Run hourly by the
+//! `billing.reconcile` schedule ([`Billing::reconcile_scheduled`]: one run per slot across the
+//! tenant jobs it fans out to, from the last successful run's start), and by operators on demand
+//! (`POST /admin/v1/billing/reconcile`).
 
 use stripe_webhook::Webhook;
 
@@ -101,4 +103,62 @@ fn to_webhook_event(e: &stripe_shared::Event) -> Option<stripe_webhook::Event> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let header = Webhook::generate_test_header(&body, &key, Some(now));
     Webhook::construct_event_with_timestamp(&body, &header, &key, now).ok()
+}
+
+/// How far before the last run's start the next one lists (Stripe's clock and ours differ, and
+/// an event may be created while a run lists).
+const OVERLAP_SECONDS: i64 = 300;
+
+impl Billing {
+    /// The scheduled reconciliation, run by a tenant job of the `billing.reconcile` schedule
+    /// (`job`: its id). The first job of a slot claims the run (a lease in
+    /// `billing_reconciliation`) and lists the events created since the last successful run's
+    /// start; the slot's other jobs, and any job within half an interval of a successful run,
+    /// do nothing (`None`). A failed run frees its claim and fails the job, which is retried.
+    pub async fn reconcile_scheduled(
+        &self,
+        job: uuid::Uuid,
+    ) -> Result<Option<Reconciled>, ReconcileError> {
+        let claim: Option<(Option<i64>, i64)> = sqlx::query_as(
+            "UPDATE billing_reconciliation SET claimed_by = $1,
+                    claimed_until = now() + interval '10 minutes'
+             WHERE (claimed_until < now() OR claimed_by = $1)
+               AND (last_run_at IS NULL OR last_run_at < now() - make_interval(secs =>
+                    COALESCE((SELECT interval_seconds FROM job_schedules
+                              WHERE name = 'billing.reconcile'), 3600) / 2))
+             RETURNING watermark, extract(epoch FROM now())::bigint",
+        )
+        .bind(job)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some((watermark, started)) = claim else {
+            return Ok(None);
+        };
+        match self.reconcile(watermark.map(|w| w - OVERLAP_SECONDS)).await {
+            Ok(r) => {
+                sqlx::query(
+                    "UPDATE billing_reconciliation SET claimed_by = NULL, claimed_until = '-infinity',
+                        watermark = $2, last_run_at = now(), last_listed = $3, last_applied = $4
+                     WHERE claimed_by = $1",
+                )
+                .bind(job)
+                .bind(started)
+                .bind(i32::try_from(r.listed).unwrap_or(i32::MAX))
+                .bind(i32::try_from(r.applied).unwrap_or(i32::MAX))
+                .execute(self.pool())
+                .await?;
+                Ok(Some(r))
+            }
+            Err(e) => {
+                sqlx::query(
+                    "UPDATE billing_reconciliation SET claimed_by = NULL, claimed_until = '-infinity'
+                     WHERE claimed_by = $1",
+                )
+                .bind(job)
+                .execute(self.pool())
+                .await?;
+                Err(e)
+            }
+        }
+    }
 }

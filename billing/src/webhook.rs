@@ -10,7 +10,9 @@
 //! records nothing (Stripe retries). Subscription events carry the whole object: an event no
 //! newer than the state held (`stripe_version`, the `created` of the newest event applied) is
 //! not applied as is; the subscription is fetched from Stripe instead, so the stored state
-//! converges to Stripe's newest whatever the arrival order. Unknown types are acknowledged.
+//! converges to Stripe's newest whatever the arrival order. That fetch happens before the
+//! transaction, never with the account's row locked: its result is applied only if the row is
+//! unchanged since (`xmin`), else fetched again. Unknown types are acknowledged.
 
 use stripe_webhook::{EventObject, Webhook};
 use tenancy::ids::TenantId;
@@ -42,6 +44,9 @@ pub enum WebhookError {
     Db(#[from] sqlx::Error),
     #[error("refetching from Stripe failed")]
     Stripe(#[from] StripeCallError),
+    /// An older subscription event's refetch kept being overtaken by changes of the account.
+    #[error("the account kept changing while its subscription was fetched")]
+    Contended,
 }
 
 /// What a delivery did.
@@ -98,10 +103,59 @@ impl Billing {
     }
 
     /// Applies a verified event once (also the reconciliation's entry point).
+    ///
+    /// A subscription event older than the state held needs Stripe's current object: it is
+    /// fetched first, outside any transaction, and applied only if the account has not changed
+    /// since it was read (its row version, `xmin`); otherwise it is fetched again. So no Stripe
+    /// call ever waits with the account's row locked, and the state still converges.
     pub(crate) async fn apply(
         &self,
         event: stripe_webhook::Event,
     ) -> Result<Applied, WebhookError> {
+        for _ in 0..APPLY_ATTEMPTS {
+            let prefetched = self.prefetch(&event).await?;
+            if let Step::Done(applied) = self.apply_once(&event, prefetched).await? {
+                return Ok(applied);
+            }
+        }
+        Err(WebhookError::Contended)
+    }
+
+    /// Stripe's current subscription, if `event` is a subscription event not yet recorded and
+    /// no newer than the state held, with the account's row version when it was read.
+    async fn prefetch(
+        &self,
+        event: &stripe_webhook::Event,
+    ) -> Result<Option<Prefetched>, WebhookError> {
+        let Some(sub) = subscription_of(&event.data.object) else {
+            return Ok(None);
+        };
+        let held: Option<(i64, String, bool)> = sqlx::query_as(
+            "SELECT stripe_version, xmin::text, EXISTS (SELECT 1 FROM stripe_events WHERE id = $2)
+             FROM billing_accounts WHERE stripe_customer_id = $1",
+        )
+        .bind(sub.customer.id().as_str())
+        .bind(event.id.as_str())
+        .fetch_optional(self.pool())
+        .await?;
+        match held {
+            Some((held, row_version, false)) if held > 0 && event.created <= held => {
+                let current = self.fetch_subscription(sub.id.as_str()).await?;
+                Ok(Some(Prefetched {
+                    sub: current,
+                    row_version,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// One attempt: records the event and makes its change in one transaction.
+    async fn apply_once(
+        &self,
+        event: &stripe_webhook::Event,
+        prefetched: Option<Prefetched>,
+    ) -> Result<Step, WebhookError> {
         let id = event.id.as_str().to_owned();
         let kind = event.type_.as_str().to_owned();
         let created = event.created;
@@ -120,22 +174,35 @@ impl Billing {
         if !fresh {
             tx.commit().await?;
             tracing::info!(stripe.event = %id, stripe.type = %kind, "duplicate Stripe event ignored");
-            return Ok(Applied::Duplicate);
+            return Ok(Step::Done(Applied::Duplicate));
         }
-        let mut effects = Effects::default();
-        let tenant = match event.data.object {
-            EventObject::CustomerSubscriptionCreated(s)
-            | EventObject::CustomerSubscriptionUpdated(s)
-            | EventObject::CustomerSubscriptionDeleted(s)
-            | EventObject::CustomerSubscriptionPaused(s)
-            | EventObject::CustomerSubscriptionResumed(s) => {
-                self.apply_subscription(&mut tx, *s, created).await?
+        // Whether dunning is due after commit.
+        let mut dunning = false;
+        let tenant = if let Some(sub) = subscription_of(&event.data.object) {
+            match self
+                .apply_subscription(&mut tx, sub, created, prefetched)
+                .await?
+            {
+                Converged::Applied(t) => Some(t),
+                Converged::UnknownCustomer => None,
+                Converged::Retry => {
+                    tx.rollback().await?;
+                    return Ok(Step::Retry);
+                }
             }
-            EventObject::InvoicePaymentFailed(i) => {
-                self.payment_failed(&mut tx, &i, &mut effects).await?
+        } else if let Some((invoice, paid)) = invoice_of(&event.data.object) {
+            let tenant = lock_invoice_account(&mut tx, invoice).await?;
+            if let Some(t) = tenant {
+                dunning = if paid {
+                    self.invoice_paid(&mut tx, t).await?
+                } else {
+                    self.payment_failed(&mut tx, t, invoice).await?;
+                    true
+                };
             }
-            EventObject::InvoicePaid(i) => self.invoice_paid(&mut tx, &i, &mut effects).await?,
-            _ => None,
+            tenant
+        } else {
+            None
         };
         let outcome = if tenant.is_some() {
             "applied"
@@ -149,41 +216,59 @@ impl Billing {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        // This instance at once (full access on the next request after `invoice.paid`); the
+        // others by the catalog notification of the change.
+        if tenant.is_some() {
+            self.invalidate(tenant);
+        }
         tracing::info!(stripe.event = %id, stripe.type = %kind, outcome, "Stripe event");
         // The customer-facing side runs after the state is committed; a failure here is caught
         // up by the dunning schedule (the notices are keyed, so nothing is sent twice).
         if let Some(t) = tenant
-            && effects.dunning
+            && dunning
             && let Err(e) = self.run_dunning(t).await
         {
             tracing::warn!(tenant.id = %t, error = %e, "dunning after a Stripe event failed; the schedule retries");
         }
-        Ok(if tenant.is_some() {
+        Ok(Step::Done(if tenant.is_some() {
             Applied::Applied(kind)
         } else {
             Applied::Ignored(kind)
-        })
+        }))
     }
 
     /// Converges the stored subscription to `sub` if `created` is newer than what is held, or
-    /// to Stripe's current object otherwise.
+    /// to Stripe's current object (`prefetched`, if the account is as it was when that was
+    /// fetched) otherwise; [`Converged::Retry`] if the current object is needed afresh.
     async fn apply_subscription(
         &self,
         tx: &mut sqlx::PgConnection,
-        sub: stripe_shared::Subscription,
+        event_sub: &stripe_shared::Subscription,
         created: i64,
-    ) -> Result<Option<TenantId>, WebhookError> {
-        let customer = sub.customer.id().as_str().to_owned();
-        let Some((tenant, held)) = lock_by_customer(tx, &customer).await? else {
+        prefetched: Option<Prefetched>,
+    ) -> Result<Converged, WebhookError> {
+        let customer = event_sub.customer.id().as_str().to_owned();
+        let row: Option<(Uuid, i64, String)> = sqlx::query_as(
+            "SELECT tenant_id, stripe_version, xmin::text FROM billing_accounts
+             WHERE stripe_customer_id = $1 FOR UPDATE",
+        )
+        .bind(&customer)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((tenant, held, row_version)) = row else {
             tracing::warn!(stripe.customer = %customer, "subscription event for an unknown customer");
-            return Ok(None);
+            return Ok(Converged::UnknownCustomer);
         };
+        let tenant = TenantId::from_uuid(tenant);
         let (sub, version) = if held > 0 && created <= held {
-            // Older than (or as old as) what is held: the event's copy may be stale.
-            let current = self.fetch_subscription(sub.id.as_str()).await?;
-            (current, held)
+            // Older than (or as old as) what is held: the event's copy may be stale. Stripe's
+            // current copy is applied only if nothing changed the account since it was fetched.
+            match &prefetched {
+                Some(p) if p.row_version == row_version => (&p.sub, held),
+                _ => return Ok(Converged::Retry),
+            }
         } else {
-            (sub, created)
+            (event_sub, created)
         };
         let item = sub.items.data.first();
         let price = item.map(|i| i.price.id.as_str().to_owned());
@@ -227,7 +312,7 @@ impl Billing {
         .execute(&mut *tx)
         .await?;
         sync_catalog_plan(tx, tenant).await?;
-        Ok(Some(tenant))
+        Ok(Converged::Applied(tenant))
     }
 
     /// A payment failed: past due, with the grace and restriction deadlines of the plan (set
@@ -235,19 +320,9 @@ impl Billing {
     async fn payment_failed(
         &self,
         tx: &mut sqlx::PgConnection,
+        tenant: TenantId,
         invoice: &stripe_shared::Invoice,
-        effects: &mut Effects,
-    ) -> Result<Option<TenantId>, WebhookError> {
-        let Some(customer) = invoice
-            .customer
-            .as_ref()
-            .map(|c| c.id().as_str().to_owned())
-        else {
-            return Ok(None);
-        };
-        let Some((tenant, _)) = lock_by_customer(tx, &customer).await? else {
-            return Ok(None);
-        };
+    ) -> Result<(), WebhookError> {
         sqlx::query(
             "UPDATE billing_accounts a SET
                 status = CASE WHEN a.status IN ('active', 'trialing', 'none', 'incomplete') THEN 'past_due' ELSE a.status END,
@@ -269,27 +344,16 @@ impl Billing {
         .bind(invoice.customer_email.as_deref())
         .execute(&mut *tx)
         .await?;
-        effects.dunning = true;
-        Ok(Some(tenant))
+        Ok(())
     }
 
-    /// An invoice was paid: full access at once, deadlines cleared.
+    /// An invoice was paid: full access at once, deadlines cleared. Whether it ended a past-due
+    /// cycle (its `restored` notice is due).
     async fn invoice_paid(
         &self,
         tx: &mut sqlx::PgConnection,
-        invoice: &stripe_shared::Invoice,
-        effects: &mut Effects,
-    ) -> Result<Option<TenantId>, WebhookError> {
-        let Some(customer) = invoice
-            .customer
-            .as_ref()
-            .map(|c| c.id().as_str().to_owned())
-        else {
-            return Ok(None);
-        };
-        let Some((tenant, _)) = lock_by_customer(tx, &customer).await? else {
-            return Ok(None);
-        };
+        tenant: TenantId,
+    ) -> Result<bool, WebhookError> {
         let was_past_due: Option<OffsetDateTime> =
             sqlx::query_scalar("SELECT past_due_since FROM billing_accounts WHERE tenant_id = $1")
                 .bind(tenant.as_uuid())
@@ -306,39 +370,82 @@ impl Billing {
         .bind(was_past_due.map(crate::dunning::cycle_key))
         .execute(&mut *tx)
         .await?;
-        effects.dunning = was_past_due.is_some();
-        Ok(Some(tenant))
+        Ok(was_past_due.is_some())
     }
 }
 
-/// What to do after commit.
-#[derive(Default)]
-struct Effects {
-    dunning: bool,
+/// How often an older subscription event is fetched afresh while the account keeps changing
+/// before the delivery is refused (503: Stripe delivers it again later).
+const APPLY_ATTEMPTS: usize = 3;
+
+/// Stripe's current subscription, fetched before the transaction, and the account's row version
+/// (`xmin`) when it was fetched.
+struct Prefetched {
+    sub: stripe_shared::Subscription,
+    row_version: String,
 }
 
-/// The account of a Stripe customer, locked for this transaction, with its held version.
-async fn lock_by_customer(
+/// Where an attempt ended.
+enum Step {
+    /// Finished (the delivery's answer).
+    Done(Applied),
+    /// The account changed after Stripe was asked: ask again.
+    Retry,
+}
+
+/// Where converging a subscription ended.
+enum Converged {
+    Applied(TenantId),
+    UnknownCustomer,
+    /// The account changed after Stripe was asked (or Stripe was not asked): ask again.
+    Retry,
+}
+
+/// The subscription a subscription event carries.
+fn subscription_of(o: &EventObject) -> Option<&stripe_shared::Subscription> {
+    match o {
+        EventObject::CustomerSubscriptionCreated(s)
+        | EventObject::CustomerSubscriptionUpdated(s)
+        | EventObject::CustomerSubscriptionDeleted(s)
+        | EventObject::CustomerSubscriptionPaused(s)
+        | EventObject::CustomerSubscriptionResumed(s) => Some(&**s),
+        _ => None,
+    }
+}
+
+/// The invoice an invoice event carries, and whether it was paid (else its payment failed).
+fn invoice_of(o: &EventObject) -> Option<(&stripe_shared::Invoice, bool)> {
+    match o {
+        EventObject::InvoicePaid(i) => Some((&**i, true)),
+        EventObject::InvoicePaymentFailed(i) => Some((&**i, false)),
+        _ => None,
+    }
+}
+
+/// The account an invoice's customer maps to, locked for this transaction.
+async fn lock_invoice_account(
     tx: &mut sqlx::PgConnection,
-    customer: &str,
-) -> Result<Option<(TenantId, i64)>, sqlx::Error> {
-    let row: Option<(Uuid, i64)> = sqlx::query_as(
-        "SELECT tenant_id, stripe_version FROM billing_accounts
-         WHERE stripe_customer_id = $1 FOR UPDATE",
+    invoice: &stripe_shared::Invoice,
+) -> Result<Option<TenantId>, sqlx::Error> {
+    let Some(customer) = invoice.customer.as_ref().map(|c| c.id()) else {
+        return Ok(None);
+    };
+    let row: Option<Uuid> = sqlx::query_scalar(
+        "SELECT tenant_id FROM billing_accounts WHERE stripe_customer_id = $1 FOR UPDATE",
     )
-    .bind(customer)
+    .bind(customer.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    Ok(row.map(|(t, v)| (TenantId::from_uuid(t), v)))
+    Ok(row.map(TenantId::from_uuid))
 }
 
-/// The tenant's catalog plan (which drives its rate limits and retention) follows the plan in
-/// effect; the catalog's trigger audits and publishes the change.
+/// The tenant's catalog plan (which drives its rate limits, retention and seat limit) follows
+/// the plan in effect; the catalog's trigger audits and publishes the change. Whether it changed.
 pub(crate) async fn sync_catalog_plan(
     tx: &mut sqlx::PgConnection,
     tenant: TenantId,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
         "UPDATE tenants t SET plan = e.plan FROM (
              SELECT CASE
                  WHEN status IN ('canceled', 'incomplete_expired') THEN 'free'
@@ -350,6 +457,7 @@ pub(crate) async fn sync_catalog_plan(
     )
     .bind(tenant.as_uuid())
     .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected()
+        == 1)
 }

@@ -3,19 +3,24 @@
 //!
 //! - [`kinds`]: the message kinds and their categories (what may withhold them).
 //! - [`templates`]: one source per kind rendered to HTML (escaped) and text, localised, branded.
-//! - [`compose`]: MIME with `List-Unsubscribe`, signed with DKIM ([`keys`]: the sealed key).
+//! - [`compose`]: MIME with `List-Unsubscribe`, signed with DKIM ([`keys`]: the platform's sealed
+//!   key; [`domain`]: a tenant's own sending domain and its sealed key, once verified in DNS).
 //! - [`transport`]: the provider's HTTP API with failover to SMTP, SMTP alone, or `.eml` files.
 //! - [`send`]: the job handler: idempotent per message, checks the suppression list first.
 //! - [`store`]: messages, events, suppressions and branding in the tenant's database.
+//! - [`tracking`]: open tracking (off by default), a 1×1 image per message;
 //! - [`unsubscribe`]: RFC 8058 one-click tokens; [`webhook`]: the provider's bounce, complaint,
 //!   delivery and open events, normalised into events and suppressions.
 
 pub mod compose;
+pub mod domain;
 pub mod keys;
 pub mod kinds;
+pub mod locale;
 pub mod send;
 pub mod store;
 pub mod templates;
+pub mod tracking;
 pub mod transport;
 pub mod unsubscribe;
 pub mod webhook;
@@ -67,6 +72,8 @@ impl std::fmt::Debug for Mailer {
 pub enum EmailError {
     #[error(transparent)]
     Keys(#[from] keys::KeysError),
+    #[error(transparent)]
+    Key(#[from] tenancy::crypto::KeyError),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]

@@ -172,7 +172,7 @@ impl Mailer {
         } else {
             None
         };
-        let rendered = self
+        let mut rendered = self
             .inner
             .templates
             .render(
@@ -183,15 +183,42 @@ impl Mailer {
                 unsubscribe_url.as_deref(),
             )
             .map_err(|e| fail("rendering")(&e))?;
-        let signer = self.signer().await.map_err(|e| fail("the DKIM key")(&e))?;
+        // Open tracking, where the tenant enabled it: the HTML ends with the message's image.
+        if crate::tracking::enabled(&mut ctx.tx).await? {
+            let token = self
+                .open_token(ctx.tenant, about.id)
+                .await
+                .map_err(|e| fail("the tracking key")(&e))?;
+            rendered.html = crate::tracking::with_pixel(
+                &rendered.html,
+                &format!(
+                    "https://{}.{}/o/{token}",
+                    tenant.slug.as_str(),
+                    self.inner.resolver.base_domain().as_str()
+                ),
+            );
+        }
+        // The tenant's verified sending domain signs and sends, else the platform's.
+        let tenant_signer = self
+            .tenant_signer(&mut ctx.tx)
+            .await
+            .map_err(|e| fail("the tenant's DKIM key")(&e))?;
+        let platform_signer;
+        let (signer, from) = match &tenant_signer {
+            Some((s, from)) => (s, from.as_str()),
+            None => {
+                platform_signer = self.signer().await.map_err(|e| fail("the DKIM key")(&e))?;
+                (&*platform_signer, self.inner.settings.from.as_str())
+            }
+        };
         let outgoing = compose::compose(
             about.id,
             &brand.name,
-            &self.inner.settings.from,
+            from,
             about.recipient,
             &rendered,
             unsubscribe_url.as_deref(),
-            &signer,
+            signer,
         )
         .map_err(|e| fail("composing")(&e))?;
 

@@ -1,5 +1,6 @@
 //! The tenant tables of email (tenant V12): messages (one per email job), their events, the
-//! suppression list, the tenant's branding. Every statement runs in a tenant transaction (RLS).
+//! suppression list, the tenant's branding, users' locales. Every statement runs in a tenant
+//! transaction (RLS).
 
 use serde::Serialize;
 use tenancy::dataplane::TenantTx;
@@ -300,6 +301,33 @@ pub async fn locale(
             "SELECT locale FROM users WHERE lower(email) = lower($1)",
             &[&recipient],
         )
+        .await?
+        .and_then(|r| r.get(0)))
+}
+
+/// Sets (or, with `None`, clears) the locale of user `user` (the user's own choice, `PATCH
+/// /api/v1/me`); `false` if there is no such user.
+pub async fn set_user_locale(
+    tx: &mut TenantTx,
+    user: Uuid,
+    locale: Option<&crate::locale::Locale>,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(tx
+        .execute(
+            "UPDATE users SET locale = $2, updated_at = now() WHERE id = $1",
+            &[&user, &locale.map(crate::locale::Locale::as_str)],
+        )
+        .await?
+        == 1)
+}
+
+/// The locale user `user` chose, if any.
+pub async fn user_locale(
+    tx: &mut TenantTx,
+    user: Uuid,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt("SELECT locale FROM users WHERE id = $1", &[&user])
         .await?
         .and_then(|r| r.get(0)))
 }

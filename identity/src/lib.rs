@@ -12,6 +12,7 @@ pub mod mfa;
 pub mod onetime;
 pub mod password;
 pub mod permissions;
+pub mod seats;
 pub mod sessions;
 pub mod throttle;
 pub mod users;
@@ -63,6 +64,11 @@ pub enum AuthError {
     RoleInUse(&'static str),
     #[error("TOTP is already enabled")]
     TotpAlreadyEnabled,
+    /// The plan's seats (users and pending invitations) are all taken.
+    #[error(
+        "the plan allows {0} members (users and pending invitations): upgrade the plan or remove someone first"
+    )]
+    SeatLimit(i64),
     #[error("too many failed attempts; retry in {0} s")]
     Throttled(u64),
     #[error(transparent)]
@@ -144,6 +150,8 @@ pub type RoleGrants = Arc<(String, PermissionSet)>;
 #[derive(Clone)]
 pub struct Auth {
     pub jwt: JwtKeys,
+    /// The control plane (seat limits).
+    catalog: Catalog,
     pub throttle: throttle::Throttle,
     keyring: Keyring,
     principals: Cache<(TenantId, tenancy::ids::SessionId), Option<Arc<SessionPrincipal>>>,
@@ -167,7 +175,8 @@ impl Auth {
     #[must_use]
     pub fn new(catalog: Catalog, keyring: Keyring) -> Self {
         Self {
-            jwt: JwtKeys::new(catalog, keyring.clone()),
+            jwt: JwtKeys::new(catalog.clone(), keyring.clone()),
+            catalog,
             throttle: throttle::Throttle::new(),
             keyring,
             principals: Cache::builder()

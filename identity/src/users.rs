@@ -4,6 +4,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::AuthError;
+use crate::seats::Seats;
 use tenancy::crypto::Keyring;
 use tenancy::crypto::{hash_token, random_token};
 use tenancy::dataplane::TenantTx;
@@ -45,14 +46,17 @@ pub fn parse_email(email: &str) -> Result<EmailAddress, AuthError> {
         .map_err(|_| AuthError::Invalid("`email` is not a valid address".into()))
 }
 
-/// Creates a user; `EmailTaken` if the address is in use in this tenant.
+/// Creates a user; `EmailTaken` if the address is in use in this tenant, `SeatLimit` if the
+/// plan's seats are taken (see [`crate::seats`]).
 pub async fn create(
     tx: &mut TenantTx,
+    seats: Seats,
     email: &EmailAddress,
     name: &str,
     password_hash: &str,
     role: RoleId,
 ) -> Result<UserId, AuthError> {
+    crate::seats::take(tx, seats).await?;
     let id = UserId::new();
     let n = tx
         .execute(
@@ -269,13 +273,16 @@ pub async fn withdraw_messages(
 /// How long an invitation stays valid.
 pub const INVITATION_TTL_DAYS: i64 = 7;
 
-/// Creates an invitation; returns its token (shown once, stored hashed).
+/// Creates an invitation, which reserves a seat (`SeatLimit` if none is left); returns its token
+/// (shown once, stored hashed).
 pub async fn invite(
     tx: &mut TenantTx,
+    seats: Seats,
     email: &EmailAddress,
     role: RoleId,
     invited_by: Option<UserId>,
 ) -> Result<(Uuid, String, OffsetDateTime), AuthError> {
+    crate::seats::take(tx, seats).await?;
     let token = format!("inv_{}", random_token(32));
     let id = Uuid::now_v7();
     let expires = OffsetDateTime::now_utc() + time::Duration::days(INVITATION_TTL_DAYS);

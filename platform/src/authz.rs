@@ -49,6 +49,7 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/auth/password/reset", Public),
     // the signed-in user
     ("GET", "/api/v1/me", SelfService),
+    ("PATCH", "/api/v1/me", SelfService),
     ("GET", "/api/v1/me/sessions", SelfService),
     ("DELETE", "/api/v1/me/sessions/{session_id}", SelfService),
     ("POST", "/api/v1/me/sessions/revoke-others", SelfService),
@@ -125,6 +126,11 @@ pub const TABLE: &[(&str, &str, Access)] = &[
         needs(MembersManage),
     ),
     ("PUT", "/api/v1/email/branding", needs(MembersManage)),
+    ("GET", "/api/v1/email/domain", needs(MembersManage)),
+    ("PUT", "/api/v1/email/domain", needs(MembersManage)),
+    ("POST", "/api/v1/email/domain/verify", needs(MembersManage)),
+    ("GET", "/api/v1/email/settings", needs(MembersManage)),
+    ("PUT", "/api/v1/email/settings", needs(MembersManage)),
     ("GET", "/api/v1/email/events", needs(AuditRead)),
     ("GET", "/api/v1/email/suppressions", needs(MembersManage)),
     ("POST", "/api/v1/email/suppressions", needs(MembersManage)),
@@ -250,10 +256,10 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
         .await;
         return e.into_response();
     }
-    // Writes under a permission are where billing may refuse (self-service routes never).
+    // Routes under a permission are where billing may refuse (self-service routes never).
     if matches!(needs, Access::Permission(_))
         && let Some(refused) =
-            crate::billing_gate::refuse_write(&state, auth.tenant.id, &parts.method, &path).await
+            crate::billing_gate::refuse(&state, auth.tenant.id, &parts.method, &path).await
     {
         return refused;
     }

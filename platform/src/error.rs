@@ -391,6 +391,12 @@ impl From<identity::AuthError> for ApiError {
             E::RoleNameTaken | E::BuiltinRole | E::RoleInUse(_) | E::TotpAlreadyEnabled => {
                 Self::conflict(e.to_string())
             }
+            E::SeatLimit(_) => Self::new(
+                StatusCode::CONFLICT,
+                "seat-limit",
+                "Seat limit reached",
+                e.to_string(),
+            ),
             E::Throttled(s) => Self::too_many_requests("too many failed attempts; retry later", s),
             E::Connect(c) => c.into(),
             E::Db(d) => d.into(),

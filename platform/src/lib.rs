@@ -106,8 +106,11 @@ impl App {
         let mailer = state.mailer.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let on_change = {
-            let identity = identity.clone();
-            move |tenant| identity.invalidate(tenant)
+            let (identity, billing) = (identity.clone(), Arc::clone(&state.billing));
+            move |tenant| {
+                identity.invalidate(tenant);
+                billing.invalidate(tenant);
+            }
         };
         let listener = tokio::spawn(Arc::clone(&tenancy).listen_for_changes(ready_tx, on_change));
         tokio::time::timeout(Duration::from_secs(15), ready_rx)

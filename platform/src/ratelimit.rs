@@ -1,5 +1,6 @@
 //! Rate-limit middleware (a route layer outside authorization): per client address on the admin
-//! API and on the public, sensitive auth endpoints; per tenant (plan or override) and per
+//! API and on the public, sensitive auth endpoints (and on one-click unsubscribe and the email
+//! provider's webhook); per tenant (plan or override) and per
 //! principal on authenticated tenant routes, authenticated here (the result is kept in the
 //! request, so authorization does not repeat it) and limited before the permission check, so a
 //! flood of refused requests is limited like any other. Every
@@ -40,6 +41,11 @@ pub const SENSITIVE: &[&str] = &[
     "/sso/saml/acs",
 ];
 
+/// Public routes outside `/api/` limited per client address like [`SENSITIVE`] (each request may
+/// write to a tenant's database: a flood must not exhaust it): one-click unsubscribe, the email
+/// provider's webhook and the open-tracking image.
+pub const PUBLIC_PER_ADDRESS: &[&str] = &["/u/{token}", "/webhooks/email/{provider}", "/o/{token}"];
+
 static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
@@ -57,6 +63,10 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
     if path.starts_with("/admin/") {
         if let Some(ip) = ip {
             add(&mut decision, limits.check_admin_ip(ip));
+        }
+    } else if PUBLIC_PER_ADDRESS.contains(&path.as_str()) {
+        if let Some(ip) = ip {
+            add(&mut decision, limits.check_sensitive_ip(ip));
         }
     } else if path.starts_with("/api/") || path.starts_with("/sso/") {
         if (SENSITIVE.contains(&path.as_str()) || path.starts_with("/sso/"))

@@ -27,7 +27,7 @@ use crate::routes::api::{
     api_keys as tenant_keys, audit, billing, flags as tenant_flags, invitations,
     jobs as tenant_jobs, mail, members, projects, roles, tasks, users,
 };
-use crate::routes::{health, sso, stripe_webhook, unsubscribe, webhooks, wellknown};
+use crate::routes::{health, sso, stripe_webhook, tracking, unsubscribe, webhooks, wellknown};
 use crate::state::AppState;
 
 /// Largest accepted request body.
@@ -111,7 +111,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(password::forgot))
         .routes(routes!(password::reset))
         // tenant API: the signed-in user
-        .routes(routes!(me::show))
+        .routes(routes!(me::show, me::patch))
         .routes(routes!(sessions::list))
         .routes(routes!(sessions::revoke))
         .routes(routes!(sessions::revoke_others))
@@ -141,9 +141,13 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(mail::events))
         .routes(routes!(mail::suppressions, mail::suppress))
         .routes(routes!(mail::unsuppress))
+        .routes(routes!(mail::domain::get, mail::domain::put))
+        .routes(routes!(mail::domain::verify))
+        .routes(routes!(mail::settings::get, mail::settings::put))
         // email: the provider's webhooks and one-click unsubscribe (no credential, no tenant host)
         .routes(routes!(webhooks::receive))
         .routes(routes!(unsubscribe::one_click))
+        .routes(routes!(tracking::pixel))
         // tenant API: billing
         .routes(routes!(billing::show))
         .routes(routes!(billing::checkout))

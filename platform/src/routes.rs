@@ -8,6 +8,7 @@ pub(crate) mod shared;
 pub mod sso;
 pub mod stripe_webhook;
 pub mod test_panic;
+pub mod tracking;
 pub mod unsubscribe;
 pub mod webhooks;
 pub mod wellknown;

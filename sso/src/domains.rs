@@ -108,6 +108,12 @@ impl Domains {
         self
     }
 
+    /// The resolver of the DNS checks (email sending domains are checked with it too).
+    #[must_use]
+    pub fn resolver(&self) -> &Arc<dyn dns::TxtResolver> {
+        &self.resolver
+    }
+
     /// Parses a domain an admin gives: a host name with a dot, outside the platform's domain.
     pub fn parse(&self, raw: &str) -> Result<DomainName, SsoError> {
         let invalid = || {

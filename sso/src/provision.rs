@@ -57,12 +57,14 @@ pub enum Outcome {
 
 /// Finds, links or creates the user for `id` (inside `tx`). `verified_domains`: the tenant's
 /// verified email domains; an identity whose email is outside them is refused, whether it is
-/// linked already or not (docs/sso.md, "Linking policy").
+/// linked already or not (docs/sso.md, "Linking policy"). `seats`: the tenant's seat limit, for a
+/// user created just in time.
 pub async fn user_for(
     tx: &mut TenantTx,
     conn: &Connection,
     id: &Asserted,
     verified_domains: &[String],
+    seats: identity::seats::Seats,
 ) -> Result<(Outcome, &'static str), SsoError> {
     let email = id
         .email
@@ -120,7 +122,7 @@ pub async fn user_for(
                 ))
             })?;
             let name = id.name.clone().unwrap_or_else(|| email.as_str().to_owned());
-            let user = users::create(tx, &email, &name, NO_PASSWORD, role).await?;
+            let user = users::create(tx, seats, &email, &name, NO_PASSWORD, role).await?;
             if id.email_verified {
                 users::mark_verified(tx, user).await?;
             }

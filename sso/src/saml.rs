@@ -148,6 +148,7 @@ impl Sso {
         v: &Verified,
     ) -> Result<SignedIn, SsoError> {
         let verified_domains = self.domains.verified(tenant.id).await?;
+        let seats = t.auth.seats(tenant.id).await?;
         let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
         if let Some(r) = &v.request
             && !requests::consume(&mut tx, r).await?
@@ -165,9 +166,14 @@ impl Sso {
                 "this assertion was already used",
             ));
         }
-        let (outcome, how) =
-            crate::provision::user_for(&mut tx, &v.connection, &v.identity, &verified_domains)
-                .await?;
+        let (outcome, how) = crate::provision::user_for(
+            &mut tx,
+            &v.connection,
+            &v.identity,
+            &verified_domains,
+            seats,
+        )
+        .await?;
         let user = match &outcome {
             crate::provision::Outcome::Session(u)
             | crate::provision::Outcome::Mfa { user: u, .. } => *u,

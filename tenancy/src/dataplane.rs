@@ -7,6 +7,7 @@
 
 mod conn;
 mod pool;
+mod wire;
 
 pub use conn::{CommitHint, CommitHints, TenantConn, TenantTx};
 pub use pool::PgConn;
@@ -141,6 +142,8 @@ struct Inner {
     session_reuse: bool,
     /// One-statement requests sent alone because the connection was already set for the tenant.
     reuses: Arc<AtomicU64>,
+    /// One-statement requests sent with their tenant setting in one exchange.
+    exchanges: Arc<AtomicU64>,
     /// Told after each committed transaction that wrote (set once, by the audit sealer).
     commit_hint: std::sync::OnceLock<conn::CommitHint>,
     /// Tenants whose committed transactions enqueued jobs (see [`DataPlane::commit_hints`]).
@@ -209,6 +212,7 @@ impl DataPlane {
                 sizes,
                 session_reuse: true,
                 reuses: Arc::new(AtomicU64::new(0)),
+                exchanges: Arc::new(AtomicU64::new(0)),
                 commit_hint: std::sync::OnceLock::new(),
                 checkout_observer: std::sync::OnceLock::new(),
                 hints: tokio::sync::broadcast::channel(4096).0,
@@ -255,6 +259,13 @@ impl DataPlane {
     #[must_use]
     pub fn session_reuses(&self) -> u64 {
         self.inner.reuses.load(Ordering::Relaxed)
+    }
+
+    /// How many one-statement requests were sent with their tenant setting in one exchange (one
+    /// implicit transaction under one `Sync`, see [`wire`]), for metrics and tests.
+    #[must_use]
+    pub fn single_exchanges(&self) -> u64 {
+        self.inner.exchanges.load(Ordering::Relaxed)
     }
 
     /// The oldest tenant schema this data plane serves.
@@ -323,6 +334,7 @@ impl DataPlane {
             self.inner
                 .session_reuse
                 .then(|| Arc::clone(&self.inner.reuses)),
+            Arc::clone(&self.inner.exchanges),
             self.inner.commit_hint.get().cloned(),
             self.inner.hints.clone(),
         )

@@ -4,6 +4,8 @@
 
 mod dunning;
 mod plans;
+mod seats;
+mod suspension;
 mod usage;
 mod webhooks;
 
@@ -117,6 +119,46 @@ impl Billed {
             sub,
         ))
         .await;
+    }
+
+    /// Stripe's `invoice.payment_failed` (event `evt_fail`) or `invoice.paid` (`evt_paid`) for
+    /// the invoice `in_1` of 49.00 USD, delivered now.
+    pub async fn invoice_event(&self, paid: bool) {
+        let (id, kind) = if paid {
+            ("evt_paid", "invoice.paid")
+        } else {
+            ("evt_fail", "invoice.payment_failed")
+        };
+        self.deliver(&stripe::event(
+            id,
+            kind,
+            stripe::now(),
+            stripe::invoice("in_1", "cus_1", 4900, CONTACT),
+        ))
+        .await;
+    }
+
+    /// Sets columns of the account (`set`: an SQL `SET` list): the tests' clock is the stored
+    /// deadlines. Then waits until `check` holds: the change reaches the request path's cached
+    /// standing by its notification, within about a second.
+    pub async fn set_account_then<F, Fut>(&self, set: &str, what: &str, check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        self.cp
+            .execute(
+                &format!("UPDATE billing_accounts SET {set} WHERE tenant_id = $1::text::uuid"),
+                &[&self.t.id],
+            )
+            .await
+            .expect("advance the clock");
+        assert!(
+            platform_tests::eventually(std::time::Duration::from_secs(10), check)
+                .await
+                .is_some(),
+            "{what}"
+        );
     }
 
     /// `GET /api/v1/billing`.

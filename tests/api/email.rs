@@ -5,10 +5,14 @@
 
 mod delivery;
 mod dkim;
+mod domain;
+mod flood;
 mod invitation;
+mod locale;
 mod provider;
 mod suppression;
 mod templates;
+mod tracking;
 
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 //! in flight. Afterwards no pooled connection is left inside a transaction (so none can carry a
 //! tenant's `SET LOCAL` into another request), and only what was committed is in the database.
 
+mod late_ready;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,8 +158,10 @@ async fn a_connection_kept_set_for_one_tenant_never_serves_another_under_it() {
     for t in [&a, &a, &b, &b, &a, &b, &a, &a] {
         assert_eq!(setting_seen(&dp, t).await, t.id.to_string());
     }
-    // Repeats on a connection already set for the tenant went alone: a a, b b, a a.
+    // Repeats on a connection already set for the tenant went alone: a a, b b, a a. The others
+    // sent the setting (kept for the session) and the statement in one exchange.
     assert_eq!(dp.session_reuses(), 3);
+    assert_eq!(dp.single_exchanges(), 5);
 
     // A transaction of b that fails after setting b is rolled back, which restores a's value on
     // the connection: b's next request must set b again, not trust the rolled-back setting.
@@ -185,6 +189,172 @@ async fn a_connection_kept_set_for_one_tenant_never_serves_another_under_it() {
         assert_eq!(setting_seen(&pooled, t).await, t.id.to_string());
     }
     assert_eq!(pooled.session_reuses(), 0);
+    assert_eq!(pooled.single_exchanges(), 5);
+    app.finish().await;
+}
+
+/// A one-statement request of `t` that fails: in the server (division by zero, a duplicate key),
+/// in the client before anything is sent (a parameter that does not encode), or abandoned while
+/// in flight.
+async fn fail_one(dp: &DataPlane, t: &Tenant, how: usize, dup: Uuid) {
+    let tx = dp.connect(t).await.expect("connect").begin();
+    match how {
+        0 => drop(
+            tx.query_and_commit("SELECT 1 / 0", &[])
+                .await
+                .expect_err("division by zero"),
+        ),
+        1 => drop(
+            tx.execute_and_commit(INSERT_PROJECT, &[&t.id.as_uuid(), &dup])
+                .await
+                .expect_err("duplicate key"),
+        ),
+        2 => drop(
+            tx.query_and_commit("SELECT $1::int", &[&"not an int"])
+                .await
+                .expect_err("does not encode"),
+        ),
+        _ => {
+            let abandoned = tokio::time::timeout(
+                Duration::from_millis(50),
+                tx.query_and_commit("SELECT pg_sleep(0.5)", &[]),
+            )
+            .await;
+            assert!(abandoned.is_err(), "the statement should still be running");
+        }
+    }
+}
+
+/// Projects the tenant of `t` sees (row-level security) through one-statement requests.
+async fn projects_seen(dp: &DataPlane, t: &Tenant) -> Vec<Uuid> {
+    dp.connect(t)
+        .await
+        .expect("connect")
+        .begin()
+        .query_and_commit("SELECT id FROM projects ORDER BY id", &[])
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_one_exchange_path_never_runs_a_statement_under_another_tenants_setting() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "wire-a").await;
+    let b = tenant(&app, "wire-b").await;
+    let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
+    for session_reuse in [true, false] {
+        let dp = one_connection(&app, session_reuse);
+        // One project each, written in one exchange on the same connection, alternating.
+        let (pa, pb) = (Uuid::now_v7(), Uuid::now_v7());
+        of_a.push(pa);
+        of_b.push(pb);
+        for (t, p) in [(&a, pa), (&b, pb)] {
+            let n = dp
+                .connect(t)
+                .await
+                .expect("connect")
+                .begin()
+                .execute_and_commit(INSERT_PROJECT, &[&t.id.as_uuid(), &p])
+                .await
+                .expect("insert");
+            assert_eq!(n, 1);
+        }
+        // Every way b's one-statement request can fail, each between requests of a (the first
+        // of which sets the connection for a, so the next one may go alone) and followed by b
+        // and a again: nobody runs under the other's setting, or under a leftover of a failure.
+        for how in 0..4 {
+            for _ in 0..2 {
+                assert_eq!(setting_seen(&dp, &a).await, a.id.to_string());
+            }
+            fail_one(&dp, &b, how, pb).await;
+            assert_eq!(
+                setting_seen(&dp, &a).await,
+                a.id.to_string(),
+                "after failure {how}"
+            );
+            assert_eq!(projects_seen(&dp, &a).await, of_a, "after failure {how}");
+            assert_eq!(projects_seen(&dp, &b).await, of_b, "after failure {how}");
+            assert_eq!(setting_seen(&dp, &b).await, b.id.to_string());
+        }
+        assert!(dp.single_exchanges() > 0);
+        no_open_transaction(&app).await;
+    }
+    // Both projects of each tenant are stored under it.
+    let owner = app.shared_owner().await;
+    for t in [&a, &b] {
+        let n: i64 = owner
+            .query_one(
+                "SELECT count(*) FROM projects WHERE tenant_id = $1",
+                &[&t.id.as_uuid()],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(n, 2);
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn one_exchange_writes_carry_the_audit_context_and_reads_never_do() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "wire-audit").await;
+    let dp = one_connection(&app, true);
+    let ctx = Arc::new(tenancy::context::AuditContext::new(
+        Some("req-1".into()),
+        "POST /api/v1/projects".into(),
+        None,
+        None,
+    ));
+    ctx.set_actor(tenancy::context::Actor::user("u-1"));
+    let expected = ctx.encode();
+    let (read, written) = Arc::clone(&ctx)
+        .scope(async {
+            let read: Option<String> = dp
+                .connect(&a)
+                .await
+                .expect("connect")
+                .begin()
+                .query_and_commit("SELECT current_setting('app.audit', true)", &[])
+                .await
+                .expect("read")[0]
+                .get(0);
+            let written: Option<String> = dp
+                .connect(&a)
+                .await
+                .expect("connect")
+                .begin()
+                .query_and_commit(
+                    "INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, 'p')
+                     RETURNING current_setting('app.audit', true)",
+                    &[&a.id.as_uuid(), &Uuid::now_v7()],
+                )
+                .await
+                .expect("write")[0]
+                .get(0);
+            (read, written)
+        })
+        .await;
+    assert!(
+        read.as_deref().is_none_or(str::is_empty),
+        "a read encoded the audit context: {read:?}"
+    );
+    assert_eq!(written.as_deref(), Some(expected.as_str()));
+    assert_eq!(dp.single_exchanges(), 2);
+    // The context was transaction-local: the next read on the same connection does not see it.
+    let after: Option<String> = dp
+        .connect(&a)
+        .await
+        .expect("connect")
+        .begin()
+        .query_and_commit("SELECT current_setting('app.audit', true)", &[])
+        .await
+        .expect("read")[0]
+        .get(0);
+    assert!(after.as_deref().is_none_or(str::is_empty), "{after:?}");
     app.finish().await;
 }
 

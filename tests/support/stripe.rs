@@ -139,6 +139,8 @@ struct Inner {
     events: Vec<Value>,
     /// Path prefix -> how many more requests to fail with a 500.
     failures: HashMap<String, u32>,
+    /// Path prefix -> how many more requests to answer only after a delay, and the delay.
+    stalls: HashMap<String, (u32, std::time::Duration)>,
     preview_amount: i64,
     customers: u32,
 }
@@ -195,6 +197,12 @@ impl StripeStandIn {
         self.lock().failures.insert(prefix.to_owned(), n);
     }
 
+    /// The next `n` requests whose path starts with `prefix` are answered only after `delay` (a
+    /// slow Stripe; they are recorded on arrival).
+    pub fn stall(&self, prefix: &str, n: u32, delay: std::time::Duration) {
+        self.lock().stalls.insert(prefix.to_owned(), (n, delay));
+    }
+
     /// Every request so far.
     #[must_use]
     pub fn requests(&self) -> Vec<Recorded> {
@@ -239,10 +247,25 @@ async fn answer(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
+    let stall = {
+        let mut st = inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.requests.push(rec.clone());
+        st.stalls
+            .iter_mut()
+            .find(|(p, (n, _))| path.starts_with(p.as_str()) && *n > 0)
+            .map(|(_, (n, delay))| {
+                *n -= 1;
+                *delay
+            })
+    };
+    if let Some(delay) = stall {
+        tokio::time::sleep(delay).await;
+    }
     let mut st = inner
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    st.requests.push(rec.clone());
     if let Some((_, n)) = st
         .failures
         .iter_mut()

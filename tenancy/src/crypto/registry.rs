@@ -25,6 +25,8 @@ pub mod purpose {
     pub const SSO_GITHUB_REQUEST: &str = "sso.github_request";
     /// An outbox message's body (it may carry a single-use token), kept until it expires.
     pub const OUTBOX_BODY: &str = "outbox.body";
+    /// A tenant's DKIM signing key for its own sending domain (`email_domains`).
+    pub const EMAIL_DOMAIN_KEY: &str = "email.domain_dkim_key";
     /// Prefix of a database server's admin URL purpose (followed by the server's name).
     pub const SERVER_ADMIN_URL_PREFIX: &str = "db_server.admin_url:";
     /// Prefix of a JWT signing key's purpose (followed by its `kid`).
@@ -263,6 +265,17 @@ pub const SEALED: &[SealedColumn] = &[
         // The outbox's purpose: its rows became jobs (tenant V9) with their sealed bodies as is.
         purpose: PurposeOf::Fixed(purpose::OUTBOX_BODY),
         what: "job payload secrets (single-use tokens in email jobs)",
+        cached: false,
+    },
+    SealedColumn {
+        database: Database::Tenant,
+        table: "email_domains",
+        column: "key_sealed",
+        key: "id",
+        key_type: "uuid",
+        scope: ScopeOf::Tenant("tenant_id"),
+        purpose: PurposeOf::Fixed(purpose::EMAIL_DOMAIN_KEY),
+        what: "DKIM keys of tenants' sending domains",
         cached: false,
     },
 ];

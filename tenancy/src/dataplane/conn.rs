@@ -44,6 +44,8 @@ pub struct TenantConn {
     hints: CommitHints,
     /// Counts requests sent alone; `None` when session reuse is off.
     reuses: Option<Arc<AtomicU64>>,
+    /// Counts one-statement requests sent with their setting in one exchange.
+    exchanges: Arc<AtomicU64>,
     /// Told the tenant after a transaction that wrote has committed (the audit sealer's hint).
     commit_hint: Option<CommitHint>,
 }
@@ -65,6 +67,7 @@ impl TenantConn {
         tenant: TenantId,
         client: PgObject,
         reuses: Option<Arc<AtomicU64>>,
+        exchanges: Arc<AtomicU64>,
         commit_hint: Option<CommitHint>,
         hints: CommitHints,
     ) -> Self {
@@ -73,6 +76,7 @@ impl TenantConn {
             client,
             hints,
             reuses,
+            exchanges,
             commit_hint,
         }
     }
@@ -287,6 +291,9 @@ impl TenantTx {
             }
             return out;
         }
+        if first && commit {
+            return self.send_one(sql, run).await;
+        }
         let audit = self
             .audit
             .as_deref()
@@ -359,6 +366,69 @@ impl TenantTx {
                     hint(c.commit_hint.as_ref(), tenant);
                 }
                 self.publish_hint(&c);
+            }
+        }
+        out
+    }
+
+    /// A one-statement request in one exchange (see [`super::wire`]): the tenant setting (and,
+    /// for a write, the audit context) and the statement, in one implicit transaction under one
+    /// `Sync`. The setting is transaction-local, or kept as the session's value after the commit
+    /// when the connection should become set for the tenant.
+    async fn send_one(&mut self, sql: &str, run: Run<'_>) -> Result<Output, Error> {
+        let conn = self.conn.as_mut().expect("present until commit or drop");
+        let tenant = conn.tenant;
+        let st = match conn.client.client.prepare_cached(sql).await {
+            Ok(st) => st,
+            Err(e) => {
+                // Nothing ran: the connection goes back as it was.
+                self.conn.take();
+                return Err(e);
+            }
+        };
+        if self.sets_session {
+            // Unknown until the exchange commits.
+            conn.client.session_tenant = None;
+        }
+        let audit = if reads_only(sql) {
+            None
+        } else {
+            self.audit.as_deref()
+        };
+        let out = {
+            let client = &conn.client.client;
+            let wire = &conn.client.wire;
+            let mut exec = pin!(async {
+                match run {
+                    Run::Query(p) => client.query(&st, p).await.map(Output::Rows),
+                    Run::Execute(p) => client.execute(&st, p).await.map(Output::Count),
+                }
+            });
+            // Armed and queued in the same poll, with no other request of this transaction in
+            // flight: the setting is written in front of this statement's Bind, the next one on
+            // the connection (see `wire.rs`). The first poll queues the statement unless it fails
+            // in the client (a parameter that does not encode), in which case nothing was
+            // written and the setting is disarmed. If this future is dropped after that poll, the
+            // statement is still written, with its setting.
+            wire.arm(&tenant.to_string(), self.sets_session, audit);
+            match exec.as_mut().now_or_never() {
+                Some(out) => {
+                    wire.disarm();
+                    out
+                }
+                None => exec.await,
+            }
+        };
+        // The exchange ended with its Sync: committed, or rolled back with its setting.
+        let mut c = self.conn.take().expect("present until commit or drop");
+        if out.is_ok() {
+            c.exchanges.fetch_add(1, Ordering::Relaxed);
+            self.publish_hint(&c);
+            if self.wrote {
+                hint(c.commit_hint.as_ref(), tenant);
+            }
+            if self.sets_session {
+                c.client.session_tenant = Some(tenant);
             }
         }
         out

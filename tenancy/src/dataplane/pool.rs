@@ -10,16 +10,24 @@
 //!   number of open connections to a server never exceeds its budget. When the budget is used up
 //!   by idle connections of other tenants' pools, creating a connection closes the idle one that
 //!   was used least recently.
+//!
+//! Checkout (`recycle`) is the one place that decides whether an idle connection may serve the
+//! next request: open, with nothing of an earlier request still to write or to read (drained
+//! for a bounded time, else discarded and replaced).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, RecycleResult};
-use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, RecyclingMethod, Runtime};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool_postgres::{ClientWrapper, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::NoTls;
 
+use super::wire::{self, Wire, WireError};
 use crate::ids::TenantId;
+
+/// How long a checkout waits for an idle connection's answers still in flight before it discards
+/// the connection (see [`TenantManager::recycle`]).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A pool of the data plane.
 pub(crate) type PgPool = managed::Pool<TenantManager>;
@@ -30,6 +38,8 @@ pub(crate) type PgObject = managed::Object<TenantManager>;
 pub struct PgConn {
     pub(crate) client: ClientWrapper,
     pub(crate) session_tenant: Option<TenantId>,
+    /// The connection's one-exchange path (see [`super::wire`]).
+    pub(crate) wire: Arc<Wire>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -87,39 +97,55 @@ impl Budget {
     }
 }
 
-/// deadpool's manager for tokio-postgres, plus the session state and the budget.
+/// The pool's manager: tokio-postgres connections over [`wire::Splice`] sockets (deadpool's
+/// client wrapper keeps each one's statement cache), plus the session state and the budget.
 pub(crate) struct TenantManager {
-    inner: Manager,
+    config: tokio_postgres::Config,
     budget: Option<Arc<Budget>>,
 }
 
 impl managed::Manager for TenantManager {
     type Type = PgConn;
-    type Error = tokio_postgres::Error;
+    type Error = WireError;
 
-    async fn create(&self) -> Result<PgConn, tokio_postgres::Error> {
+    async fn create(&self) -> Result<PgConn, WireError> {
         let permit = match &self.budget {
             Some(b) => Some(b.acquire().await),
             None => None,
         };
-        let client = self.inner.create().await?;
+        let (client, task, wire) = wire::connect(&self.config).await?;
         Ok(PgConn {
-            client,
+            client: ClientWrapper::new(client, task),
             session_tenant: None,
+            wire,
             _permit: permit,
         })
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut PgConn,
-        metrics: &Metrics,
-    ) -> RecycleResult<tokio_postgres::Error> {
-        self.inner.recycle(&mut conn.client, metrics).await
-    }
-
-    fn detach(&self, conn: &mut PgConn) {
-        managed::Manager::detach(&self.inner, &mut conn.client);
+    /// The one place that decides whether an idle connection may serve the next request: it
+    /// must be open and settled (see [`Wire::is_settled`]). A request that was abandoned, or
+    /// returned on its error before its `ReadyForQuery` arrived, leaves answers in flight; they
+    /// are drained (read up to their `ReadyForQuery`) for at most [`SETTLE_TIMEOUT`], else the
+    /// connection is discarded.
+    /// deadpool then tries the next idle connection or opens a new one, so a checkout never
+    /// fails because an earlier request was abandoned. (A transaction left open is rolled back,
+    /// or its connection discarded, before it comes back: see `conn.rs`.)
+    async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> RecycleResult<WireError> {
+        if !conn.wire.is_settled() {
+            // Bounded; a connection still unsettled afterwards is discarded. Its queued requests
+            // are still written (a setting still armed is written with its statement) and
+            // answered before it closes.
+            let _ = tokio::time::timeout(SETTLE_TIMEOUT, conn.wire.settle()).await;
+            if !conn.wire.is_settled() && !conn.wire.is_broken() {
+                return Err(RecycleError::message(
+                    "connection still answering an abandoned request",
+                ));
+            }
+        }
+        if conn.client.is_closed() || conn.wire.is_broken() {
+            return Err(RecycleError::message("connection closed"));
+        }
+        Ok(())
     }
 }
 
@@ -130,14 +156,7 @@ pub(crate) fn build(
     budget: Option<Arc<Budget>>,
     timeout: Duration,
 ) -> PgPool {
-    let inner = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    managed::Pool::builder(TenantManager { inner, budget })
+    managed::Pool::builder(TenantManager { config, budget })
         .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(timeout))

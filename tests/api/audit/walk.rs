@@ -393,7 +393,8 @@ fn flag_steps() -> Vec<Step> {
     ]
 }
 
-/// Email: branding, a manual suppression and its removal (as the owner), a one-click
+/// Email: branding, a manual suppression and its removal, the user's locale, a sending domain
+/// and its verification (as the owner), a one-click
 /// unsubscribe (no credential) and a provider's hard-bounce webhook (HTTP Basic); each adds or
 /// removes a suppression, audited by the table's trigger with the request's id.
 async fn email_steps(w: &mut Walk<'_>) {
@@ -417,7 +418,33 @@ async fn email_steps(w: &mut Walk<'_>) {
             "DELETE /api/v1/email/suppressions/{suppression_id}",
             "email_suppression.deleted",
         ),
+        // The user's own locale (the mail they get).
+        step(owner, "PATCH /api/v1/me", "user.updated").json(json!({"locale": "fr-CA"})),
+        // Open tracking.
+        step(
+            owner,
+            "PUT /api/v1/email/settings",
+            "email_settings.created",
+        )
+        .json(json!({"open_tracking": true})),
     ])
+    .await;
+    // A sending domain, verified by its DKIM record in DNS.
+    let domain = w
+        .run(vec![
+            step(owner, "PUT /api/v1/email/domain", "email_domain.created")
+                .json(json!({"domain": "mail.audit.example"})),
+        ])
+        .await
+        .expect("a sending domain");
+    w.app
+        .dns
+        .publish(&domain.str("txt_name"), &domain.str("txt_value"));
+    w.run(vec![step(
+        owner,
+        "POST /api/v1/email/domain/verify",
+        "email_domain.updated",
+    )])
     .await;
     let tenant = tenancy::ids::TenantId::parse(w.var("tenant")).expect("tenant id");
     let token = w

@@ -115,6 +115,18 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
         json!({"recipient": format!("{}@acme.test", unique("s"))}),
     )
     .await;
+    // A sending domain whose DKIM record is published (so verifying it succeeds).
+    let domain = app
+        .api(
+            t,
+            Method::PUT,
+            "/api/v1/email/domain",
+            Some(json!({"domain": "mail.acme.example"})),
+        )
+        .await;
+    domain.assert_status(200);
+    app.dns
+        .publish(&domain.str("txt_name"), &domain.str("txt_value"));
     let doomed = made(app, t, "/api/v1/projects", json!({"name": "doomed"})).await;
     let with_member = made(app, t, "/api/v1/projects", json!({"name": "m"})).await;
     let with_member_too = made(app, t, "/api/v1/projects", json!({"name": "m2"})).await;
@@ -168,6 +180,7 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
     let link = json!({"subject": unique("subject"), "user_id": target});
     vec![
         call("GET /api/v1/me", &[], None, 200),
+        call("PATCH /api/v1/me", &[], Some(json!({"locale": "fr"})), 200),
         call("GET /api/v1/me/sessions", &[], None, 200),
         call(
             "DELETE /api/v1/me/sessions/{session_id}",
@@ -312,6 +325,21 @@ async fn calls(app: &TestApp, t: &TestTenant, w: &World, user: &TestUser) -> Vec
             Some(json!({"primary_color": "#123456"})),
             204,
         ),
+        call(
+            "PUT /api/v1/email/domain",
+            &[],
+            Some(json!({"domain": "mail.acme.example"})),
+            200,
+        ),
+        call("GET /api/v1/email/domain", &[], None, 200),
+        call(
+            "PUT /api/v1/email/settings",
+            &[],
+            Some(json!({"open_tracking": false})),
+            200,
+        ),
+        call("GET /api/v1/email/settings", &[], None, 200),
+        call("POST /api/v1/email/domain/verify", &[], None, 200),
         call("GET /api/v1/email/events", &[], None, 200),
         call("GET /api/v1/email/suppressions", &[], None, 200),
         call(
@@ -415,7 +443,8 @@ fn expected(route: &str) -> &'static str {
     match route {
         r if r.starts_with("GET /api/v1/me")
             || r.contains("/api/v1/me/")
-            || r == "GET /api/v1/me" =>
+            || r == "GET /api/v1/me"
+            || r == "PATCH /api/v1/me" =>
         {
             "OAMV"
         }

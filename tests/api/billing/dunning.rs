@@ -13,13 +13,7 @@ async fn grace_then_read_only_then_restored_at_once_with_every_transition_audite
     let b = Billed::start().await;
     b.subscribe("pro").await;
     assert_eq!(b.billing().await["standing"], "full");
-    b.deliver(&stripe::event(
-        "evt_fail",
-        "invoice.payment_failed",
-        now(),
-        stripe::invoice("in_1", "cus_1", 4900, CONTACT),
-    ))
-    .await;
+    b.invoice_event(false).await;
     // Past due, in grace: still full access, deadlines visible.
     let view = b.billing().await;
     assert_eq!(view["status"], "past_due");
@@ -27,13 +21,12 @@ async fn grace_then_read_only_then_restored_at_once_with_every_transition_audite
     assert!(view["grace_until"].is_string() && view["suspend_at"].is_string());
     b.write().await.assert_status(201);
     // The grace period (7 days for the plan) is over: writes answer 402 with the pay link.
-    b.cp.execute(
-        "UPDATE billing_accounts SET grace_until = now() - interval '1 second'
-         WHERE tenant_id = $1::text::uuid",
-        &[&b.t.id],
+    b.set_account_then(
+        "grace_until = now() - interval '1 second'",
+        "writes are refused once the grace period is over",
+        || async { b.write().await.status == 402 },
     )
-    .await
-    .expect("advance the clock");
+    .await;
     let refused = b.write().await;
     refused.assert_problem(402);
     assert_eq!(
@@ -46,13 +39,7 @@ async fn grace_then_read_only_then_restored_at_once_with_every_transition_audite
         .assert_status(200);
     assert_eq!(b.billing().await["standing"], "restricted");
     // Paying restores full access on the next request.
-    b.deliver(&stripe::event(
-        "evt_paid",
-        "invoice.paid",
-        now(),
-        stripe::invoice("in_1", "cus_1", 4900, CONTACT),
-    ))
-    .await;
+    b.invoice_event(true).await;
     b.write().await.assert_status(201);
     let view = b.billing().await;
     assert_eq!(view["standing"], "full");

@@ -1,7 +1,10 @@
 //! Checkout and the Billing Portal, plan changes (upgrade now with proration, downgrade at the
 //! period end, a preview first), an operator's grant without Stripe, and who may do what.
 
+use std::time::Duration;
+
 use axum::http::Method;
+use platform_tests::eventually;
 use serde_json::json;
 
 use super::{Billed, CONTACT};
@@ -151,7 +154,21 @@ async fn upgrade_now_with_proration_downgrade_at_period_end_and_a_preview_first(
     let view = b.billing().await;
     assert_eq!(view["plan"], "enterprise");
     assert_eq!(view["scheduled_plan"], "pro");
-    // The period ends (the stored date is the clock): pro applies.
+    // A job waits for the period end (20 days away), so the downgrade applies then even if no
+    // event arrives.
+    let waiting: i64 = b
+        .shared
+        .query_one(
+            "SELECT count(*) FROM jobs WHERE tenant_id = $1::text::uuid
+             AND kind = 'billing.period_end' AND run_at > now() + interval '19 days'",
+            &[&b.t.id],
+        )
+        .await
+        .expect("jobs")
+        .get(0);
+    assert_eq!(waiting, 1);
+    // The period ends (the stored date and the job's are the clock): pro applies, and the
+    // catalog's plan (rate limits, seats) follows without any Stripe event.
     b.cp.execute(
         "UPDATE billing_accounts SET scheduled_at = now() - interval '1 second'
          WHERE tenant_id = $1::text::uuid",
@@ -160,7 +177,41 @@ async fn upgrade_now_with_proration_downgrade_at_period_end_and_a_preview_first(
     .await
     .expect("advance the clock");
     assert_eq!(b.billing().await["plan"], "pro");
+    b.shared
+        .execute(
+            "UPDATE jobs SET run_at = now() WHERE tenant_id = $1::text::uuid
+             AND kind = 'billing.period_end'",
+            &[&b.t.id],
+        )
+        .await
+        .expect("the job is due");
+    b.cp.execute("SELECT pg_notify($1, $2)", &[&jobs::CHANNEL, &b.t.id])
+        .await
+        .expect("hint the worker");
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            catalog_plan(&b).await == "pro"
+        })
+        .await
+        .is_some(),
+        "the period-end job applied the downgrade"
+    );
+    let view = b.billing().await;
+    assert_eq!(view["plan"], "pro");
+    assert!(view["scheduled_plan"].is_null(), "{view}");
+    assert_eq!(b.account("plan").await.as_deref(), Some("pro"));
     b.finish().await;
+}
+
+/// The tenant's plan in the catalog (what rate limits and seat limits follow).
+async fn catalog_plan(b: &Billed) -> String {
+    b.cp.query_one(
+        "SELECT plan FROM tenants WHERE id = $1::text::uuid",
+        &[&b.t.id],
+    )
+    .await
+    .expect("tenant")
+    .get(0)
 }
 
 #[tokio::test]

@@ -1,7 +1,10 @@
 //! `POST /webhooks/stripe`: signature checks, once-only application, convergence whatever the
 //! arrival order, unknown types acknowledged, reconciliation from `GET /v1/events`.
 
+use std::time::Duration;
+
 use axum::http::Method;
+use platform_tests::eventually;
 use platform_tests::stripe::{self, now, sign};
 use serde_json::json;
 
@@ -185,14 +188,7 @@ async fn subscription_state_converges_to_the_newest_whatever_the_arrival_order()
 #[tokio::test]
 async fn reconciliation_applies_missed_events_once() {
     let b = Billed::start().await;
-    b.subscribe("pro").await;
-    // The endpoint was down: Stripe holds a failure event never delivered.
-    b.stripe.put_event(stripe::event(
-        "evt_missed",
-        "invoice.payment_failed",
-        now() - 10,
-        stripe::invoice("in_9", "cus_1", 4900, super::CONTACT),
-    ));
+    missed_while_down(&b).await;
     let r = b
         .app
         .admin(
@@ -217,4 +213,137 @@ async fn reconciliation_applies_missed_events_once() {
     assert_eq!(again.body["applied"], 0, "{}", again.text);
     assert_eq!(b.billing_emails().await.len(), 1);
     b.finish().await;
+}
+
+#[tokio::test]
+async fn an_older_event_is_refetched_without_holding_the_accounts_row_lock() {
+    let b = Billed::start().await;
+    b.subscribe("pro").await;
+    // What Stripe holds now: the subscription set to cancel at the period end.
+    let mut current = stripe::subscription("sub_1", "cus_1", "price_pro", "active", now() + 86_400);
+    current["cancel_at_period_end"] = json!(true);
+    b.stripe.put_subscription(current);
+    // Stripe is slow to answer the refetch that an event older than the state held makes.
+    b.stripe
+        .stall("/v1/subscriptions/sub_1", 1, Duration::from_secs(5));
+    let old = stripe::event(
+        "evt_old",
+        "customer.subscription.updated",
+        now() - 500,
+        stripe::subscription("sub_1", "cus_1", "price_pro", "past_due", now() + 86_400),
+    );
+    let meanwhile = async {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                !b.stripe
+                    .requests_to("GET", "/v1/subscriptions/sub_1")
+                    .is_empty()
+            })
+            .await
+            .is_some(),
+            "the webhook asks Stripe"
+        );
+        // While the webhook waits for Stripe, nothing holds the account's row: another writer
+        // (an operator extending a deadline, the checkout) goes through at once.
+        b.cp.batch_execute("SET lock_timeout = '1s'")
+            .await
+            .expect("lock timeout");
+        let r =
+            b.cp.execute(
+                "UPDATE billing_accounts SET contact_email = 'ops@acme.test'
+                 WHERE tenant_id = $1::text::uuid",
+                &[&b.t.id],
+            )
+            .await;
+        assert!(
+            r.is_ok(),
+            "the row is not locked during the Stripe call: {r:?}"
+        );
+        b.cp.batch_execute("SET lock_timeout = 0")
+            .await
+            .expect("lock timeout");
+    };
+    let (delivered, ()) = tokio::join!(b.deliver(&old), meanwhile);
+    assert_eq!(delivered.body["outcome"], "applied");
+    // The account changed while Stripe was asked, so the subscription was fetched again and
+    // that is what holds: converged to Stripe's current state, not the old event's.
+    assert_eq!(
+        b.stripe.requests_to("GET", "/v1/subscriptions/sub_1").len(),
+        2
+    );
+    assert_eq!(b.account("status").await.as_deref(), Some("active"));
+    assert_eq!(
+        b.account("cancel_at_period_end").await.as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        b.account("contact_email").await.as_deref(),
+        Some("ops@acme.test")
+    );
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn the_reconciliation_schedule_applies_events_stripe_never_delivered() {
+    let b = Billed::start().await;
+    missed_while_down(&b).await;
+    // The hourly slot comes: the schedule fans out one job per tenant, and one of them
+    // reconciles for the platform.
+    let interval: i32 =
+        b.cp.query_one(
+            "SELECT interval_seconds FROM job_schedules WHERE name = 'billing.reconcile'",
+            &[],
+        )
+        .await
+        .expect("the schedule")
+        .get(0);
+    assert_eq!(interval, 3600);
+    let fanned = jobs::schedule::run_slot(&b.app.app.tenancy, "billing.reconcile")
+        .await
+        .expect("the slot");
+    assert!(fanned >= 1);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            reconciled(&b).await.is_some()
+        })
+        .await
+        .is_some(),
+        "the reconciliation job ran"
+    );
+    assert_eq!(
+        reconciled(&b).await,
+        Some(1),
+        "the missed event was applied"
+    );
+    assert_eq!(b.account("status").await.as_deref(), Some("past_due"));
+    assert!(b.events_recorded().await.contains(&"evt_missed".to_owned()));
+    assert_eq!(
+        b.stripe.requests_to("GET", "/v1/events").len(),
+        1,
+        "one listing for the slot, whatever the number of tenants"
+    );
+    b.finish().await;
+}
+
+/// How many events the last scheduled reconciliation applied, once one has run.
+async fn reconciled(b: &Billed) -> Option<i32> {
+    b.cp.query_opt(
+        "SELECT last_applied FROM billing_reconciliation WHERE last_run_at IS NOT NULL",
+        &[],
+    )
+    .await
+    .expect("billing_reconciliation")
+    .and_then(|r| r.get(0))
+}
+
+/// A subscribed tenant whose webhook endpoint was down: Stripe holds a failure event (`evt_missed`)
+/// never delivered.
+async fn missed_while_down(b: &Billed) {
+    b.subscribe("pro").await;
+    b.stripe.put_event(stripe::event(
+        "evt_missed",
+        "invoice.payment_failed",
+        now() - 10,
+        stripe::invoice("in_9", "cus_1", 4900, super::CONTACT),
+    ));
 }

@@ -74,6 +74,15 @@ async fn victim(app: &TestApp, t: TestTenant) -> Victim {
         )
         .await
         .str("id");
+    // A sending domain named after the secret: another tenant's `GET /api/v1/email/domain`
+    // must show only its own.
+    t.api
+        .put(
+            "/api/v1/email/domain",
+            json!({"domain": format!("{secret}.example")}),
+        )
+        .await
+        .assert_status(200);
     let sessions = owner.api.get("/api/v1/me/sessions").await;
     let session = sessions.body["items"][0]["id"]
         .as_str()
@@ -136,6 +145,10 @@ fn body(route: &str, victim: &Victim) -> Option<Value> {
         }
         "POST /api/v1/email/suppressions" => json!({"recipient": "intruder@x.test"}),
         "PUT /api/v1/email/branding" => json!({"primary_color": "#000000"}),
+        // The caller's own sending domain and own locale (no ids): reached, and nothing leaks.
+        "PUT /api/v1/email/domain" => json!({"domain": "intruder.example"}),
+        "PUT /api/v1/email/settings" => json!({"open_tracking": false}),
+        "PATCH /api/v1/me" => json!({"locale": "fr"}),
         _ => return None,
     })
 }
@@ -152,6 +165,9 @@ fn skipped(route: &str) -> bool {
         || route == "PUT /api/v1/flags/{name}/choice"
         // Message kinds are the platform's templates, rendered in the caller's own branding.
         || route == "GET /api/v1/email/templates/{kind}/preview"
+        // Checks the caller's own sending domain in DNS (names nothing; its answer depends on
+        // the caller's records, not on another tenant's).
+        || route == "POST /api/v1/email/domain/verify"
 }
 
 #[tokio::test]

@@ -1,6 +1,11 @@
 //! `/api/v1/email`: a tenant's view of its email: template previews in its branding, the
 //! branding itself, message events, and the suppression list (an administrator's removal is
-//! audited by the table's trigger). Thin: the work is the `email` crate's.
+//! audited by the table's trigger), ([`domain`]) the tenant's own sending domain and
+//! ([`settings`]) open tracking. Thin: the
+//! work is the `email` crate's.
+
+pub mod domain;
+pub mod settings;
 
 use axum::Json;
 use axum::extract::State;

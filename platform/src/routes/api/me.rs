@@ -1,4 +1,5 @@
-//! `/api/v1/me`: the signed-in user's account, sessions (devices) and second factor.
+//! `/api/v1/me`: the signed-in user's account (and their own settings: the locale of the mail
+//! they get), sessions (devices) and second factor.
 
 pub mod email;
 pub mod mfa;
@@ -6,16 +7,18 @@ pub mod sessions;
 
 use identity::Identity;
 
+use ::email::locale::Locale;
 use axum::Json;
 use axum::extract::State;
 use identity::users;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::ApiJson;
 use crate::extract::tenant::Authenticated;
-use crate::routes::ts;
+use crate::routes::{double_option, ts};
 
 /// The signed-in user.
 #[derive(Debug, Serialize, ToSchema)]
@@ -28,6 +31,9 @@ pub struct Me {
     pub permissions: Vec<String>,
     pub email_verified: bool,
     pub mfa_enabled: bool,
+    /// The BCP 47 tag the user's mail is written in (falling back to the language, then `en`);
+    /// `null`: the default.
+    pub locale: Option<String>,
     pub session_id: Uuid,
     pub created_at: String,
 }
@@ -37,13 +43,62 @@ pub struct Me {
     responses((status = 200, body = Me), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 pub async fn show(auth: Authenticated, State(t): State<Identity>) -> ApiResult<Json<Me>> {
-    let (id, session) = auth.user()?;
     let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
-    let u = users::get(&mut tx, id)
+    let me = load(&auth, &mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(me))
+}
+
+/// Body of `PATCH /api/v1/me`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MePatch {
+    /// A BCP 47 language tag (`fr`, `fr-CA`, `zh-Hant-TW`, `es-419`): the user's mail is written
+    /// in it (or its language, else `en`); `null` returns to the default.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub locale: Option<Option<String>>,
+}
+
+/// Change the signed-in user's own settings (the locale of their mail).
+#[utoipa::path(patch, path = "/api/v1/me", tag = "me", request_body = MePatch,
+    responses((status = 200, body = Me), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn patch(
+    auth: Authenticated,
+    State(t): State<Identity>,
+    ApiJson(body): ApiJson<MePatch>,
+) -> ApiResult<Json<Me>> {
+    let (id, _) = auth.user()?;
+    let locale = match &body.locale {
+        Some(Some(raw)) => Some(Some(Locale::parse(raw).ok_or_else(|| {
+            ApiError::bad_request(
+                "`locale` must be a BCP 47 language tag such as `fr`, `fr-CA` or `zh-Hant-TW`",
+            )
+        })?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    if let Some(locale) = &locale
+        && !::email::store::set_user_locale(&mut tx, id.as_uuid(), locale.as_ref()).await?
+    {
+        return Err(ApiError::unauthorized("the account no longer exists"));
+    }
+    let me = load(&auth, &mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(me))
+}
+
+/// The signed-in user as `GET /api/v1/me` shows them.
+async fn load(auth: &Authenticated, tx: &mut tenancy::dataplane::TenantTx) -> ApiResult<Me> {
+    let (id, session) = auth.user()?;
+    let u = users::get(tx, id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
-    tx.commit().await?;
-    Ok(Json(Me {
+    let locale = ::email::store::user_locale(tx, id.as_uuid()).await?;
+    Ok(Me {
         id: u.id.as_uuid(),
         tenant_id: auth.tenant.id.as_uuid(),
         email: u.email,
@@ -57,7 +112,8 @@ pub async fn show(auth: Authenticated, State(t): State<Identity>) -> ApiResult<J
             .collect(),
         email_verified: u.email_verified,
         mfa_enabled: u.mfa_enabled,
+        locale,
         session_id: session.as_uuid(),
         created_at: ts(u.created_at),
-    }))
+    })
 }

@@ -39,12 +39,13 @@ pub(crate) async fn create(
     grantor: Grantor<'_>,
 ) -> ApiResult<Invitation> {
     let email = users::parse_email(&body.email)?;
+    let seats = t.auth.seats(tenant.id).await?;
     let mut tx = t.auth.begin(&t.dataplane, tenant).await?;
     let role = grants::grantable_role(&mut tx, &grantor, &body.role).await?;
     if users::credentials(&mut tx, &email).await?.is_some() {
         return Err(ApiError::conflict("this address already has an account"));
     }
-    let (id, token, expires) = users::invite(&mut tx, &email, role, invited_by).await?;
+    let (id, token, expires) = users::invite(&mut tx, seats, &email, role, invited_by).await?;
     let url = format!("{}/accept-invitation?token={token}", t.base_url(tenant));
     users::outbox(
         &mut tx,

@@ -38,9 +38,10 @@ pub async fn accept(
     let name = text("name", &body.name, 200)?;
     password::check_policy(&body.password)?;
     let hash = password::hash(&body.password).await?;
+    let seats = t.auth.seats(ctx.tenant.id).await?;
     let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
     let (email, role) = users::accept_invitation(&mut tx, &body.token).await?;
-    let user = users::create(&mut tx, &email, &name, &hash, role).await?;
+    let user = users::create(&mut tx, seats, &email, &name, &hash, role).await?;
     users::mark_verified(&mut tx, user).await?;
     tx.commit().await?;
     let tokens = t

@@ -44,11 +44,12 @@ pub async fn signup(
         ));
     }
     let hash = password::hash(&body.password).await?;
+    let seats = t.auth.seats(ctx.tenant.id).await?;
     let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
     let role = identity::permissions::role_by_name(&mut tx, "member")
         .await?
         .ok_or_else(|| ApiError::internal("the built-in role `member` is missing"))?;
-    let user = users::create(&mut tx, &email, &name, &hash, role).await?;
+    let user = users::create(&mut tx, seats, &email, &name, &hash, role).await?;
     crate::routes::shared::auth::send_verification(&mut tx, &ctx.tenant, &t, user, &email).await?;
     tx.commit().await?;
     let tokens = t
