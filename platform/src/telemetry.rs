@@ -202,6 +202,12 @@ pub fn init_to(
             layers.push(
                 tracing_opentelemetry::layer()
                     .with_tracer(provider.tracer("platform"))
+                    // Per span and per poll work no one reads: code location and thread
+                    // attributes (the thread name is a fresh string per span), and busy/idle
+                    // timings taken at every enter and exit.
+                    .with_location(false)
+                    .with_threads(false)
+                    .with_tracked_inactivity(false)
                     .with_filter(only.and(SampledOnly))
                     .boxed(),
             );
