@@ -301,7 +301,14 @@ fn settings_with(
         "PLATFORM_SHARED_POOL_SIZE" | "PLATFORM_DEDICATED_POOL_SIZE"
             if !extra.iter().any(|(name, _)| name == k) =>
         {
-            Some(if k == "PLATFORM_SHARED_POOL_SIZE" { "4" } else { "2" }.into())
+            Some(
+                if k == "PLATFORM_SHARED_POOL_SIZE" {
+                    "4"
+                } else {
+                    "2"
+                }
+                .into(),
+            )
         }
         other => extra
             .iter()
