@@ -249,9 +249,10 @@ async fn a_dedicated_databases_jobs_do_not_grow_its_pool() {
         .iter()
         .map(|(_, _, conns)| conns)
         .sum();
-    // One for the jobs (the one the enqueue left idle), and at most one more for the worker's
-    // sweep, which visits each database on its own schedule.
-    assert!(open <= 2, "the tenant's pool grew to {open} connections");
+    // One for the jobs (the one the enqueue left idle), and at most two more for the worker's
+    // sweeps, which visit each database on their own schedule (one when the worker starts, one
+    // when its listener is up). Side by side, the batch alone would take 8.
+    assert!(open <= 3, "the tenant's pool grew to {open} connections");
     app.finish().await;
 }
 
