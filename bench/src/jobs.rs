@@ -3,9 +3,11 @@
 //! `SELECT … FOR UPDATE SKIP LOCKED` loop over one table with the same no-op, in the same run, on
 //! the test harness's throwaway clusters. It measures and prints; it asserts nothing about speed.
 //!
-//! Scenarios: 1 shared tenant, 100 shared tenants, 50 dedicated databases (throughput and
-//! enqueue->start latency under load), and idle latency (one job at a time). For 100 tenants it
-//! also reports the spread of per-tenant p99 start latency (fairness).
+//! Scenarios: 1 shared tenant, 100 shared tenants, 50 dedicated databases (throughput until every
+//! job has completed, and enqueue->start latency under load), and idle latency (one job at a
+//! time). For 100 tenants and 50 databases it also reports the spread of per-tenant p99 start
+//! latency (fairness), and for each scenario the CPU time per job of this process (enqueuers and
+//! worker) and of PostgreSQL (both clusters), which says where a job's cost is.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +18,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use jobs::{JobContext, JobFailure, JobKind, KindSpec, NewJob, Registry, Worker, WorkerConfig};
 use platform_tests::{TestApp, clusters, connect};
-use tenancy::catalog::Tenant;
+use tenancy::catalog::{Placement, Tenant};
 
 #[derive(Args, Debug)]
 pub struct JobsArgs {
@@ -32,11 +34,83 @@ pub struct JobsArgs {
     /// Samples of idle enqueue->start latency.
     #[arg(long, default_value_t = 200)]
     idle_samples: usize,
-    /// Connection budget of each database server for the dedicated scenario (the platform's
-    /// default is 40): large enough by default that 25 dedicated databases per server each keep
-    /// their pool, so the budget's shedding is not what is measured; set 40 to see it.
-    #[arg(long, default_value_t = 250)]
+    /// Jobs claimed per round trip by the worker (`WorkerConfig::batch`; its default if unset).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Do not forward hints to other instances by `NOTIFY` (to see what it costs).
+    #[arg(long)]
+    no_notify: bool,
+    /// Run only these scenarios (comma-separated: bare, one, many, dedicated, idle).
+    #[arg(long, default_value = "bare,one,many,dedicated,idle")]
+    only: String,
+    /// Connection budget of each database server for the dedicated scenario: the platform's
+    /// default (40), so 25 dedicated databases per server share 40 connections with the
+    /// enqueuing requests.
+    #[arg(long, default_value_t = 40)]
     server_budget: u32,
+}
+
+/// CPU time used so far by this process (the enqueuers and the worker) and by the two
+/// PostgreSQL clusters (postmasters, their live children, and the children they reaped), in
+/// clock ticks (Linux `USER_HZ`, 100 per second).
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    client: u64,
+    server: u64,
+}
+
+/// utime + stime (+ cutime + cstime with `children`) and the parent pid from `/proc/<pid>/stat`.
+fn ticks(pid: &str, children: bool) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15, cutime 16, cstime 17.
+    let own = n(11) + n(12);
+    let reaped = if children { n(13) + n(14) } else { 0 };
+    Some((own + reaped, n(1)))
+}
+
+impl Cpu {
+    fn now() -> Self {
+        let client = ticks("self", false).map_or(0, |(t, _)| t);
+        let masters: Vec<u64> = [&clusters().primary, &clusters().second]
+            .iter()
+            .filter_map(|c| std::fs::read_to_string(c.dir().join("postmaster.pid")).ok())
+            .filter_map(|p| p.lines().next().and_then(|l| l.trim().parse().ok()))
+            .collect();
+        let mut server = 0;
+        for m in &masters {
+            server += ticks(&m.to_string(), true).map_or(0, |(t, _)| t);
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let name = e.file_name();
+                let Some(pid) = name
+                    .to_str()
+                    .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+                else {
+                    continue;
+                };
+                if let Some((t, ppid)) = ticks(pid, false)
+                    && masters.contains(&ppid)
+                {
+                    server += t;
+                }
+            }
+        }
+        Self { client, server }
+    }
+
+    /// CPU µs per job since `before`: (this process, PostgreSQL).
+    fn per_job(self, before: Self, jobs: usize) -> (f64, f64) {
+        let us = |t: u64| t as f64 * 10_000.0 / jobs.max(1) as f64;
+        (
+            us(self.client.saturating_sub(before.client)),
+            us(self.server.saturating_sub(before.server)),
+        )
+    }
 }
 
 /// Enqueue instants by job payload key, and start latencies (µs) per tenant.
@@ -70,17 +144,74 @@ async fn noop(probe: Arc<Probe>, ctx: JobContext) -> (JobContext, Result<(), Job
 struct Result1 {
     name: String,
     jobs_per_s: f64,
+    /// CPU µs per job: (this process, PostgreSQL).
+    cpu: (f64, f64),
     hist: Histogram<u64>,
     per_tenant_p99: Vec<f64>,
 }
 
-/// Runs `n` jobs spread over `tenants`, enqueued by `enqueuers` concurrent transactions.
+/// Owner connections to every database the scenario's tenants are in, with those tenants' ids:
+/// to count the jobs completed (not only started).
+struct Completed(Vec<(tokio_postgres::Client, Vec<uuid::Uuid>)>);
+
+impl Completed {
+    async fn open(app: &TestApp, tenants: &[Tenant]) -> anyhow::Result<Self> {
+        let names: HashMap<_, _> = app
+            .app
+            .tenancy
+            .catalog
+            .db_servers()
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.name))
+            .collect();
+        let mut by_db: HashMap<String, Vec<uuid::Uuid>> = HashMap::new();
+        for t in tenants {
+            let url = match &t.placement {
+                Placement::Shared => clusters().primary.url(&app.shared_db),
+                Placement::Dedicated { server, database } => {
+                    if names.get(server).map(String::as_str) == Some("second") {
+                        clusters().second.url(database)
+                    } else {
+                        clusters().primary.url(database)
+                    }
+                }
+            };
+            by_db.entry(url).or_default().push(t.id.as_uuid());
+        }
+        let mut out = Vec::new();
+        for (url, ids) in by_db {
+            out.push((connect(&url).await, ids));
+        }
+        Ok(Self(out))
+    }
+
+    /// Jobs of the benchmark's kind that succeeded.
+    async fn count(&self) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for (client, ids) in &self.0 {
+            let c: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM jobs
+                     WHERE kind = 'bench.noop' AND state = 'succeeded' AND tenant_id = ANY($1)",
+                    &[ids],
+                )
+                .await?
+                .get(0);
+            n += usize::try_from(c).unwrap_or(0);
+        }
+        Ok(n)
+    }
+}
+
+/// Runs `n` jobs spread over `tenants`, enqueued by `enqueuers` concurrent transactions; done
+/// when every job has completed (succeeded in its database).
 async fn platform_run(
     app: &TestApp,
     tenants: &[Tenant],
     n: usize,
     enqueuers: usize,
-    concurrency: usize,
+    config: WorkerConfig,
     name: &str,
 ) -> anyhow::Result<Result1> {
     let probe = Arc::new(Probe::default());
@@ -93,14 +224,13 @@ async fn platform_run(
             app.app.tenancy.clone(),
             registry,
             // Hints go to other instances too (`NOTIFY`), as in production.
-            WorkerConfig {
-                concurrency,
-                ..WorkerConfig::default()
-            },
+            config,
         )
         .run(),
     );
     let kind = JobKind::parse("bench.noop")?;
+    let completed = Completed::open(app, tenants).await?;
+    let cpu = Cpu::now();
     let start = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -135,7 +265,15 @@ async fn platform_run(
         anyhow::ensure!(Instant::now() < deadline, "{name}: jobs did not all run");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    while completed.count().await? < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{name}: jobs did not all complete"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let elapsed = start.elapsed();
+    let cpu = Cpu::now().per_job(cpu, n);
     worker.abort();
     let mut h = hist();
     let mut per: HashMap<usize, Histogram<u64>> = HashMap::new();
@@ -148,20 +286,25 @@ async fn platform_run(
     Ok(Result1 {
         name: name.to_owned(),
         jobs_per_s: n as f64 / elapsed.as_secs_f64(),
+        cpu,
         hist: h,
         per_tenant_p99,
     })
 }
 
 /// Idle latency: one job at a time, waiting for it to start before the next.
-async fn idle(app: &TestApp, tenant: &Tenant, samples: usize) -> anyhow::Result<Histogram<u64>> {
+async fn idle(
+    app: &TestApp,
+    tenant: &Tenant,
+    samples: usize,
+    config: WorkerConfig,
+) -> anyhow::Result<Histogram<u64>> {
     let probe = Arc::new(Probe::default());
     let p = Arc::clone(&probe);
     let registry = Registry::default().with("bench.noop", KindSpec::default(), move |ctx| {
         noop(Arc::clone(&p), ctx)
     });
-    let worker =
-        tokio::spawn(Worker::new(app.app.tenancy.clone(), registry, WorkerConfig::default()).run());
+    let worker = tokio::spawn(Worker::new(app.app.tenancy.clone(), registry, config).run());
     let kind = JobKind::parse("bench.noop")?;
     for i in 0..samples {
         let mut tx = app.app.tenancy.dataplane.connect(tenant).await?.begin();
@@ -213,6 +356,7 @@ async fn bare(n: usize, enqueuers: usize, concurrency: usize) -> anyhow::Result<
         )
         .await?;
     let probe = Arc::new(Probe::default());
+    let cpu = Cpu::now();
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
@@ -280,6 +424,7 @@ async fn bare(n: usize, enqueuers: usize, concurrency: usize) -> anyhow::Result<
         w.await??;
     }
     let elapsed = start.elapsed();
+    let cpu = Cpu::now().per_job(cpu, n);
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         .await?;
@@ -290,6 +435,7 @@ async fn bare(n: usize, enqueuers: usize, concurrency: usize) -> anyhow::Result<
     Ok(Result1 {
         name: "bare SKIP LOCKED loop, 1 table".into(),
         jobs_per_s: n as f64 / elapsed.as_secs_f64(),
+        cpu,
         hist: h,
         per_tenant_p99: Vec::new(),
     })
@@ -330,11 +476,13 @@ fn print(r: &Result1) {
         String::new()
     };
     println!(
-        "| {} | {:.0} | {:.1} | {:.1} |{spread}",
+        "| {} | {:.0} | {:.1} | {:.1} | {:.0} / {:.0} |{spread}",
         r.name,
         r.jobs_per_s,
         pct(&r.hist, 0.5),
-        pct(&r.hist, 0.99)
+        pct(&r.hist, 0.99),
+        r.cpu.0,
+        r.cpu.1,
     );
 }
 
@@ -363,56 +511,75 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
         .await?;
     // The platform's own worker is not part of this benchmark.
     app.app.stop_jobs();
+    let config = WorkerConfig {
+        concurrency: args.concurrency,
+        batch: args.batch.unwrap_or(WorkerConfig::default().batch),
+        notify: !args.no_notify,
+        ..WorkerConfig::default()
+    };
+    let on = |s: &str| args.only.split(',').any(|o| o == s);
     println!(
-        "jobs {} per scenario, {} enqueuers, concurrency {}, server budget {}",
-        args.jobs, args.enqueuers, args.concurrency, args.server_budget
+        "jobs {} per scenario, {} enqueuers, concurrency {}, batch {}, server budget {}",
+        args.jobs, args.enqueuers, config.concurrency, config.batch, args.server_budget
     );
-    println!("| scenario | jobs/s | enqueue->start p50 ms | p99 ms |");
-    println!("|---|---|---|---|");
-    print(&bare(args.jobs, args.enqueuers, args.concurrency).await?);
+    println!(
+        "| scenario | jobs/s | enqueue->start p50 ms | p99 ms | CPU µs/job bench / PostgreSQL |"
+    );
+    println!("|---|---|---|---|---|");
+    if on("bare") {
+        print(&bare(args.jobs, args.enqueuers, args.concurrency).await?);
+    }
     let one = tenants_of(&app, "one", 1, "shared").await?;
-    print(
-        &platform_run(
-            &app,
-            &one,
-            args.jobs,
-            args.enqueuers,
-            args.concurrency,
-            "jobs, 1 shared tenant",
-        )
-        .await?,
-    );
-    let many = tenants_of(&app, "many", 100, "shared").await?;
-    print(
-        &platform_run(
-            &app,
-            &many,
-            args.jobs,
-            args.enqueuers,
-            args.concurrency,
-            "jobs, 100 shared tenants",
-        )
-        .await?,
-    );
-    let dedicated = tenants_of(&app, "ded", 50, "dedicated").await?;
-    print(
-        &platform_run(
-            &app,
-            &dedicated,
-            args.jobs,
-            args.enqueuers,
-            args.concurrency,
-            "jobs, 50 dedicated databases",
-        )
-        .await?,
-    );
-    let h = idle(&app, &one[0], args.idle_samples).await?;
-    println!(
-        "| jobs, idle (one at a time, {} samples) | - | {:.1} | {:.1} |",
-        args.idle_samples,
-        pct(&h, 0.5),
-        pct(&h, 0.99)
-    );
+    if on("one") {
+        print(
+            &platform_run(
+                &app,
+                &one,
+                args.jobs,
+                args.enqueuers,
+                config.clone(),
+                "jobs, 1 shared tenant",
+            )
+            .await?,
+        );
+    }
+    if on("many") {
+        let many = tenants_of(&app, "many", 100, "shared").await?;
+        print(
+            &platform_run(
+                &app,
+                &many,
+                args.jobs,
+                args.enqueuers,
+                config.clone(),
+                "jobs, 100 shared tenants",
+            )
+            .await?,
+        );
+    }
+    if on("dedicated") {
+        let dedicated = tenants_of(&app, "ded", 50, "dedicated").await?;
+        print(
+            &platform_run(
+                &app,
+                &dedicated,
+                args.jobs,
+                args.enqueuers,
+                config.clone(),
+                "jobs, 50 dedicated databases",
+            )
+            .await?,
+        );
+    }
+    if on("idle") {
+        let h = idle(&app, &one[0], args.idle_samples, config).await?;
+        println!(
+            "| jobs, idle (one at a time, {} samples) | - | {:.1} | {:.1} | - |",
+            args.idle_samples,
+            pct(&h, 0.5),
+            pct(&h, 0.99)
+        );
+    }
     app.finish().await;
     Ok(())
 }

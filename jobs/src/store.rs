@@ -173,6 +173,48 @@ pub async fn complete(tx: TenantTx, id: JobId, lease: Uuid) -> Result<(), FenceE
     }
 }
 
+/// Marks succeeded, in one statement, jobs whose handlers left nothing in their transactions
+/// (no effect to commit with the completion), each only if its own lease token still holds it.
+/// Returns the jobs completed; the others' leases were lost (another worker holds them now).
+pub async fn complete_batch(
+    conn: TenantConn,
+    done: &[(JobId, Uuid)],
+) -> Result<Vec<JobId>, tokio_postgres::Error> {
+    let ids: Vec<Uuid> = done.iter().map(|(id, _)| id.as_uuid()).collect();
+    let leases: Vec<Uuid> = done.iter().map(|(_, lease)| *lease).collect();
+    let rows = conn
+        .begin()
+        .query_and_commit(
+            "UPDATE jobs SET state = 'succeeded', lease_token = NULL, lease_until = NULL,
+                    finished_at = now(), last_error = NULL
+             WHERE id = ANY($1) AND state = 'running'
+               AND (id, lease_token) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
+             RETURNING id",
+            &[&ids, &leases],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| JobId::from_uuid(r.get(0))).collect())
+}
+
+/// Gives back claimed jobs that were not started (their lease would run out before their turn):
+/// due again at once, the attempt not counted; only where `lease` still holds them.
+pub async fn release(
+    conn: TenantConn,
+    jobs: &[(JobId, Uuid)],
+) -> Result<u64, tokio_postgres::Error> {
+    let ids: Vec<Uuid> = jobs.iter().map(|(id, _)| id.as_uuid()).collect();
+    let leases: Vec<Uuid> = jobs.iter().map(|(_, lease)| *lease).collect();
+    conn.begin()
+        .execute_and_commit(
+            "UPDATE jobs SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END,
+                    attempts = attempts - 1, lease_token = NULL, lease_until = NULL
+             WHERE id = ANY($1) AND state = 'running'
+               AND (id, lease_token) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
+            &[&ids, &leases],
+        )
+        .await
+}
+
 /// Records a failed attempt: back to `retrying` after `delay`, or `dead` with the error once the
 /// attempts are used up; only if `lease` still holds the job. Returns the new state.
 pub async fn fail(

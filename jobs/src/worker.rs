@@ -1,7 +1,7 @@
 //! The worker: finds tenants with work, picks them fairly, claims their jobs under a lease and
 //! runs each under its tenant's context.
 //!
-//! Finding work without polling every database:
+//! Finding work without polling every database ([`hints`], [`sweep`]):
 //! - **in-process hint**: a transaction that enqueued publishes its tenant after it commits
 //!   ([`DataPlane::commit_hints`](tenancy::dataplane::DataPlane::commit_hints));
 //! - **across instances**: the same hint is sent as `NOTIFY platform_jobs, '<tenant>'` on the
@@ -11,32 +11,37 @@
 //! - **sweep**: every `sweep_every`, each database is asked once which tenants have work due
 //!   (`platform_jobs_due`), for work whose hint was lost (a crash between commit and hint, a
 //!   listener reconnecting) and for timers lost with a crashed instance.
+//!
+//! Running it ([`batch`]): the main loop below owns the worker's slots and the fair scheduler;
+//! a claim takes its slots before it goes, and a tenant with a backlog may have several claims
+//! in flight (a shared-database tenant; a dedicated database has one batch at a time, and a
+//! server's dedicated databases at most a share of its connection budget).
 
-use std::collections::HashMap;
+mod batch;
+mod hints;
+mod sweep;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument as _;
 
-use sqlx::postgres::PgListener;
 use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::{Placement, Tenant};
-use tenancy::context::{Actor, AuditContext};
-use tenancy::ids::TenantId;
-use time::OffsetDateTime;
+use tenancy::ids::{DbServerId, TenantId};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use crate::fair::Fair;
-use crate::kind::{JobContext, JobKind, Registry};
-use crate::stats::{QueueStats, Tally};
-use crate::store::{self, Claimed, FenceError};
+use crate::kind::Registry;
+use crate::stats::QueueStats;
 
 /// How the worker runs.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    /// Jobs running at once in this process.
+    /// Jobs running at once in this process (worker slots).
     pub concurrency: usize,
-    /// Jobs claimed per round trip (at most; fewer when fewer slots are free).
+    /// Jobs claimed per round trip (at most; a shared-database tenant's claim also at most the
+    /// free slots, and it waits until half a batch of slots is free).
     pub batch: usize,
     /// The crash-recovery sweep's period: the worst-case wait of a job whose hint was lost.
     pub sweep_every: Duration,
@@ -55,6 +60,26 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The worker works on at most this fraction (1/n) of a server's connection budget of dedicated
+/// databases at once (one connection each); the rest is the requests'.
+const DEDICATED_BUDGET_SHARE: usize = 4;
+
+/// Where a tenant's jobs are, as far as the worker's limits go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    Shared,
+    Dedicated(DbServerId),
+}
+
+impl Lane {
+    fn of(t: &Tenant) -> Self {
+        match &t.placement {
+            Placement::Shared => Self::Shared,
+            Placement::Dedicated { server, .. } => Self::Dedicated(*server),
+        }
+    }
+}
+
 /// Events the worker's loop reacts to.
 enum Event {
     /// This tenant may have work now.
@@ -65,9 +90,11 @@ enum Event {
     Sweep,
     /// Paused kinds changed.
     Pauses,
-    /// A claim for this tenant finished: `n` jobs claimed, more due at `next`.
-    Claimed(TenantId, usize, Option<Instant>),
-    /// A job finished: a slot is free.
+    /// A claim of `size` jobs for this tenant returned `n`; more is due at `next`.
+    Claimed(TenantId, usize, usize, Option<Instant>),
+    /// A claim's batch is over (its jobs ran).
+    BatchDone(TenantId, Lane),
+    /// Worker slots were given back.
     SlotFree,
 }
 
@@ -95,10 +122,21 @@ struct Shared {
     kinds: Vec<(String, Duration)>,
     paused: std::sync::RwLock<Vec<String>>,
     weights: std::sync::RwLock<HashMap<String, u32>>,
-    slots: Arc<Semaphore>,
-    batch: usize,
+    /// Each database server's connection budget.
+    budgets: std::sync::RwLock<HashMap<DbServerId, usize>>,
     events: mpsc::UnboundedSender<Event>,
     stats: QueueStats,
+}
+
+/// The main loop's view of what is running, for the limits of the next claims.
+#[derive(Default)]
+struct Running {
+    /// Tenants (their lanes) the scheduler knows.
+    lanes: HashMap<TenantId, Lane>,
+    /// Dedicated tenants with a batch running (one at a time each).
+    dedicated: HashSet<TenantId>,
+    /// Dedicated batches running per server.
+    per_server: HashMap<DbServerId, usize>,
 }
 
 impl Worker {
@@ -132,24 +170,31 @@ impl Worker {
             kinds,
             paused: std::sync::RwLock::default(),
             weights: std::sync::RwLock::default(),
-            slots: Arc::new(Semaphore::new(self.config.concurrency.max(1))),
-            batch: self.config.batch.max(1),
+            budgets: std::sync::RwLock::default(),
             events: events.clone(),
             stats: self.stats.clone(),
         });
-        let _local = AbortOnDrop(tokio::spawn(local_hints(
+        let concurrency = self.config.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let batch = self.config.batch.max(1);
+        // A shared tenant's claim waits for half a batch of free slots rather than claiming one
+        // job per round trip as slots come free one by one.
+        let min_claim = (batch.min(concurrency) / 2).max(1);
+        let _local = AbortOnDrop(tokio::spawn(hints::local_hints(
             Arc::clone(&self.tenancy),
             events.clone(),
             self.config.notify,
         )));
-        let _remote = AbortOnDrop(tokio::spawn(remote_hints(
+        let _remote = AbortOnDrop(tokio::spawn(hints::remote_hints(
             Arc::clone(&self.tenancy),
             events.clone(),
         )));
         // Known before the first claim, so a kind paused before start never runs here.
         shared.load_pauses().await;
         shared.load_weights().await;
+        shared.load_budgets().await;
         let mut fair = Fair::default();
+        let mut running = Running::default();
         let mut next_sweep = Instant::now();
         loop {
             let now = Instant::now();
@@ -158,23 +203,62 @@ impl Worker {
                 let (shared, events) = (Arc::clone(&shared), events.clone());
                 let horizon = self.config.sweep_every;
                 tokio::spawn(async move {
-                    if let Err(e) = sweep(&shared, &events, horizon).await {
+                    if let Err(e) = sweep::sweep(&shared, &events, horizon).await {
                         tracing::warn!(error = %e, "job sweep failed");
                     }
                 });
             }
             // Start claims while slots are free and tenants are due.
-            while shared.slots.available_permits() > 0 {
-                let Some(tenant) = fair.pick(Instant::now()) else {
+            let budgets = shared.budgets();
+            loop {
+                let free = slots.available_permits();
+                if free == 0 {
                     break;
+                }
+                let picked = fair.pick(
+                    Instant::now(),
+                    |t, _| match running.lanes.get(&t) {
+                        Some(Lane::Dedicated(server)) => {
+                            let cap = budgets
+                                .get(server)
+                                .map_or(1, |b| (b / DEDICATED_BUDGET_SHARE).max(1));
+                            !running.dedicated.contains(&t)
+                                && running.per_server.get(server).copied().unwrap_or(0) < cap
+                        }
+                        _ => free >= min_claim,
+                    },
+                    |t| match running.lanes.get(&t) {
+                        Some(Lane::Dedicated(_)) => batch,
+                        _ => batch.min(free),
+                    },
+                );
+                let Some(tenant) = picked else { break };
+                let lane = running.lanes.get(&tenant).copied().unwrap_or(Lane::Shared);
+                let (held, size) = match lane {
+                    Lane::Shared => (batch.min(free), batch.min(free)),
+                    Lane::Dedicated(server) => {
+                        running.dedicated.insert(tenant);
+                        *running.per_server.entry(server).or_default() += 1;
+                        (1, batch)
+                    }
                 };
-                let (shared, events) = (Arc::clone(&shared), events.clone());
-                tokio::spawn(async move {
-                    let (n, next) = claim_and_run(&shared, tenant).await;
-                    events.send(Event::Claimed(tenant, n, next)).ok();
-                });
+                let permit = Arc::clone(&slots)
+                    .try_acquire_many_owned(held as u32)
+                    .expect("only this loop takes slots, and `held` of them are free");
+                let slot = batch::Slot::new(permit, events.clone());
+                tokio::spawn(batch::claim_and_run(
+                    Arc::clone(&shared),
+                    tenant,
+                    lane,
+                    size,
+                    slot,
+                ));
             }
-            let wake = fair.next_due().map_or(next_sweep, |d| d.min(next_sweep));
+            // Tenants due already but not picked wait for slots or a claim to come back: those
+            // send events. Sleep only until the next future time.
+            let wake = fair
+                .next_due_after(Instant::now())
+                .map_or(next_sweep, |d| d.min(next_sweep));
             let event = tokio::select! {
                 e = rx.recv() => e,
                 () = tokio::time::sleep_until(wake) => continue,
@@ -182,16 +266,29 @@ impl Worker {
             let Some(event) = event else { return };
             match event {
                 Event::Hint(t) => {
-                    let w = shared.weight(t).await;
+                    let (w, lane) = shared.profile(t).await;
+                    running.lanes.insert(t, lane);
                     fair.ready(t, w, Instant::now());
                 }
                 Event::Due(t, at) => {
-                    let w = shared.weight(t).await;
+                    let (w, lane) = shared.profile(t).await;
+                    running.lanes.insert(t, lane);
                     fair.ready(t, w, at);
                 }
                 Event::Sweep => next_sweep = Instant::now(),
                 Event::Pauses => shared.load_pauses().await,
-                Event::Claimed(t, n, next) => fair.claimed(t, n, next),
+                Event::Claimed(t, size, n, next) => fair.claimed(t, size, n, next),
+                Event::BatchDone(t, lane) => {
+                    if let Lane::Dedicated(server) = lane {
+                        running.dedicated.remove(&t);
+                        if let Some(n) = running.per_server.get_mut(&server) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
+                    if !fair.contains(t) && !running.dedicated.contains(&t) {
+                        running.lanes.remove(&t);
+                    }
+                }
                 Event::SlotFree => {}
             }
         }
@@ -207,18 +304,27 @@ impl Drop for AbortOnDrop {
 }
 
 impl Shared {
-    async fn weight(&self, tenant: TenantId) -> u32 {
-        let plan = match self.tenancy.resolver.tenant(tenant).await {
-            Ok(Some(t)) => t.plan.clone(),
-            _ => return 1,
+    /// The tenant's share of the workers (its plan's weight) and where its jobs are.
+    async fn profile(&self, tenant: TenantId) -> (u32, Lane) {
+        let t = match self.tenancy.resolver.tenant(tenant).await {
+            Ok(Some(t)) => t,
+            _ => return (1, Lane::Shared),
         };
         let known = self
             .weights
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&plan)
+            .get(&t.plan)
             .copied();
-        known.unwrap_or(1)
+        (known.unwrap_or(1), Lane::of(&t))
+    }
+
+    /// The lease of a registered kind (the default kind's for an unknown one).
+    fn lease_of(&self, kind: &str) -> Duration {
+        self.kinds
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map_or_else(|| crate::KindSpec::default().lease, |(_, l)| *l)
     }
 
     async fn load_pauses(&self) {
@@ -252,6 +358,28 @@ impl Shared {
         }
     }
 
+    async fn load_budgets(&self) {
+        match self.tenancy.catalog.db_servers().await {
+            Ok(servers) => {
+                *self
+                    .budgets
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = servers
+                    .into_iter()
+                    .map(|s| (s.id, s.connection_budget as usize))
+                    .collect();
+            }
+            Err(e) => tracing::warn!(error = %e, "loading database server budgets failed"),
+        }
+    }
+
+    fn budgets(&self) -> HashMap<DbServerId, usize> {
+        self.budgets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn paused(&self) -> Vec<String> {
         self.paused
             .read()
@@ -270,431 +398,5 @@ async fn live_tenant(shared: &Shared, tenant: TenantId) -> Option<Arc<Tenant>> {
             tracing::warn!(tenant.id = %tenant, error = %e, "resolving a job's tenant failed");
             None
         }
-    }
-}
-
-/// Claims a batch of the tenant's jobs and runs them; returns how many were claimed and when
-/// the tenant has more work due.
-async fn claim_and_run(shared: &Arc<Shared>, tenant: TenantId) -> (usize, Option<Instant>) {
-    let Some(t) = live_tenant(shared, tenant).await else {
-        return (0, None);
-    };
-    // A full batch even when fewer slots are free: the extra jobs wait (leased) for the next free
-    // slots, so a busy worker still claims `batch` jobs per round trip instead of one. Another
-    // tenant's claim queues behind at most this one batch.
-    let free = shared.batch;
-    let paused = shared.paused();
-    let claimed = match shared.tenancy.dataplane.connect(&t).await {
-        Ok(conn) => store::claim(conn, &shared.kinds, &paused, free as i64).await,
-        Err(e) => {
-            tracing::warn!(tenant.id = %tenant, error = %e, "no connection to claim jobs");
-            return (0, Some(Instant::now() + Duration::from_secs(5)));
-        }
-    };
-    let jobs = match claimed {
-        Ok(jobs) => jobs,
-        Err(e) => {
-            // A fenced tenant (being moved) refuses claims here; the catalog will say where it
-            // went, and the hint or the sweep finds its jobs there.
-            tracing::info!(tenant.id = %tenant, error = %e, "claiming jobs failed");
-            shared.tenancy.resolver.invalidate(Some(tenant)).await;
-            return (0, Some(Instant::now() + Duration::from_secs(1)));
-        }
-    };
-    let n = jobs.len();
-    if n == free {
-        // Probably more: come back at once (after the other tenants' turns).
-        for job in jobs {
-            spawn_run(shared, &t, job).await;
-        }
-        return (n, Some(Instant::now()));
-    }
-    for job in jobs {
-        spawn_run(shared, &t, job).await;
-    }
-    let next = match shared.tenancy.dataplane.connect(&t).await {
-        Ok(conn) => store::next_due(conn, &paused).await.ok().flatten(),
-        Err(_) => Some(OffsetDateTime::now_utc() + Duration::from_secs(5)),
-    };
-    (n, next.map(to_instant))
-}
-
-fn to_instant(at: OffsetDateTime) -> Instant {
-    let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
-    Instant::now() + Duration::try_from(wait).unwrap_or_default()
-}
-
-async fn spawn_run(shared: &Arc<Shared>, tenant: &Arc<Tenant>, job: Claimed) {
-    let Ok(permit) = Arc::clone(&shared.slots).acquire_owned().await else {
-        return;
-    };
-    let (shared, tenant) = (Arc::clone(shared), Arc::clone(tenant));
-    tokio::spawn(async move {
-        let id = job.id;
-        if let Err(e) = run_one(&shared, &tenant, job).await {
-            tracing::warn!(tenant.id = %tenant.id, job.id = %id, error = %e, "job run not recorded");
-        }
-        drop(permit);
-        shared.events.send(Event::SlotFree).ok();
-    });
-}
-
-/// Running one job failed in a way that leaves it to its lease (rescued later).
-#[derive(Debug, thiserror::Error)]
-enum RunError {
-    #[error(transparent)]
-    Connect(#[from] tenancy::dataplane::ConnectError),
-    #[error(transparent)]
-    Fence(#[from] FenceError),
-}
-
-/// Runs one claimed job under its tenant's context: a transaction scoped to the tenant (RLS),
-/// the tenant's data key for its sealed payload, and the audit actor `job` / `<kind>`.
-async fn run_one(shared: &Shared, tenant: &Tenant, job: Claimed) -> Result<(), RunError> {
-    let dp = &shared.tenancy.dataplane;
-    if job
-        .expires_at
-        .is_some_and(|e| e <= OffsetDateTime::now_utc())
-    {
-        store::expire(dp.connect(tenant).await?, job.id, job.lease).await?;
-        return Ok(());
-    }
-    let Ok(kind) = JobKind::parse(&job.kind) else {
-        return Ok(());
-    };
-    let Some((spec, handler)) = shared.registry.get(&kind).cloned() else {
-        return Ok(());
-    };
-    let mut payload = job.payload;
-    let span = crate::trace::span(
-        kind.as_str(),
-        job.id,
-        tenant.id,
-        crate::trace::take(&mut payload),
-    );
-    let audit = Arc::new(AuditContext::new(None, format!("job {kind}"), None, None));
-    audit.set_actor(Actor {
-        kind: "job",
-        id: Some(kind.to_string()),
-    });
-    audit
-        .scope(async {
-            let conn = dp.connect(tenant).await?;
-            let ctx = JobContext {
-                tenant: tenant.id,
-                id: job.id,
-                kind: kind.clone(),
-                attempt: job.attempts,
-                payload,
-                sealed: job.sealed,
-                keyring: shared.tenancy.keyring.clone(),
-                tx: conn.begin(),
-            };
-            let started = std::time::Instant::now();
-            let (ctx, outcome) = {
-                // The lease is renewed while the handler runs, so a long job is not rescued
-                // (and run twice) by another worker: only a worker that stops renewing (dead,
-                // paused, partitioned) loses it.
-                let run = std::pin::pin!(handler.run(ctx));
-                let renew =
-                    std::pin::pin!(keep_lease(shared, tenant, job.id, job.lease, spec.lease));
-                match futures_util::future::select(run, renew).await {
-                    futures_util::future::Either::Left((out, _)) => out,
-                    // The lease is lost: the handler may finish, but its completion is refused.
-                    futures_util::future::Either::Right(((), run)) => run.await,
-                }
-            };
-            match outcome {
-                Ok(()) => {
-                    store::complete(ctx.tx, job.id, job.lease).await?;
-                    tracing::debug!(tenant.id = %tenant.id, job.id = %job.id, job.kind = %kind,
-                        duration_ms = started.elapsed().as_millis() as u64, "job succeeded");
-                }
-                Err(failure) => {
-                    drop(ctx.tx);
-                    let attempt = u32::try_from(job.attempts).unwrap_or(1);
-                    let delay = crate::backoff::delay(spec.backoff_base, spec.backoff_cap, attempt);
-                    let state = store::fail(
-                        dp.connect(tenant).await?,
-                        job.id,
-                        job.lease,
-                        delay,
-                        &failure.0,
-                    )
-                    .await?;
-                    tracing::info!(tenant.id = %tenant.id, job.id = %job.id, job.kind = %kind,
-                        job.state = state.as_str(), "job failed");
-                    if state == crate::store::JobState::Retrying {
-                        let at = Instant::now() + delay;
-                        shared.events.send(Event::Due(tenant.id, at)).ok();
-                    }
-                }
-            }
-            Ok(())
-        })
-        .instrument(span)
-        .await
-}
-
-/// Renews the job's lease every third of its length while the handler runs; returns only when
-/// the lease is lost (another worker or an operator took the job), never while it holds.
-async fn keep_lease(
-    shared: &Shared,
-    tenant: &Tenant,
-    id: crate::JobId,
-    lease: uuid::Uuid,
-    length: Duration,
-) {
-    let every = (length / 3).max(Duration::from_millis(100));
-    loop {
-        tokio::time::sleep(every).await;
-        let renewed = match shared.tenancy.dataplane.connect(tenant).await {
-            Ok(conn) => store::renew(conn, id, lease, length).await,
-            Err(e) => {
-                // Try again at the next tick; the lease may still hold then.
-                tracing::warn!(tenant.id = %tenant.id, job.id = %id, error = %e, "lease renewal cannot connect");
-                continue;
-            }
-        };
-        match renewed {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(tenant.id = %tenant.id, job.id = %id, "job lease lost while running");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(tenant.id = %tenant.id, job.id = %id, error = %e, "lease renewal failed");
-            }
-        }
-    }
-}
-
-/// Forwards this process's post-commit hints to the loop, and to other instances by `NOTIFY`:
-/// hints that arrive while a `NOTIFY` is in flight go together in the next one (one statement
-/// for many commits, each tenant once).
-async fn local_hints(tenancy: Arc<Tenancy>, events: mpsc::UnboundedSender<Event>, notify: bool) {
-    let mut rx = tenancy.dataplane.commit_hints();
-    loop {
-        let mut batch: Vec<TenantId> = Vec::new();
-        let mut next = rx.recv().await;
-        loop {
-            match next {
-                Ok(t) => {
-                    if !batch.contains(&t) {
-                        events.send(Event::Hint(t)).ok();
-                        batch.push(t);
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    events.send(Event::Sweep).ok();
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-            if batch.len() >= HINTS_PER_NOTIFY {
-                break;
-            }
-            next = match rx.try_recv() {
-                Ok(t) => Ok(t),
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n))
-                }
-                Err(tokio::sync::broadcast::error::TryRecvError::Closed) => {
-                    Err(tokio::sync::broadcast::error::RecvError::Closed)
-                }
-                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
-            };
-        }
-        if notify && !batch.is_empty() {
-            // Other instances may have free slots. Best effort: the sweep covers a lost hint.
-            let payload = batch
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            let r = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(crate::CHANNEL)
-                .bind(payload)
-                .execute(tenancy.catalog.pool())
-                .await;
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "job hint NOTIFY failed");
-            }
-        }
-    }
-}
-
-/// Tenants named in one hint `NOTIFY` (37 bytes each, under the 8,000-byte payload limit).
-const HINTS_PER_NOTIFY: usize = 100;
-
-/// The tenants of a hint `NOTIFY`'s payload; `None` for any other payload (a pause changed).
-fn hinted_tenants(payload: &str) -> Option<Vec<TenantId>> {
-    payload.split(',').map(TenantId::parse).collect()
-}
-
-/// Hints from other instances (and operators' pauses), by `LISTEN` on the control plane.
-async fn remote_hints(tenancy: Arc<Tenancy>, events: mpsc::UnboundedSender<Event>) {
-    loop {
-        let mut listener = match PgListener::connect_with(tenancy.catalog.pool()).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "job hint listener cannot connect; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen(crate::CHANNEL).await {
-            tracing::warn!(error = %e, "job hint listener cannot LISTEN; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        // Hints may have been missed while not listening.
-        events.send(Event::Pauses).ok();
-        events.send(Event::Sweep).ok();
-        loop {
-            match listener.try_recv().await {
-                Ok(Some(n)) => match hinted_tenants(n.payload()) {
-                    Some(ts) => {
-                        for t in ts {
-                            events.send(Event::Hint(t)).ok();
-                        }
-                    }
-                    None => {
-                        events.send(Event::Pauses).ok();
-                    }
-                },
-                Ok(None) => {
-                    events.send(Event::Sweep).ok();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "job hint listener failed; reconnecting");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Asks every database once which of its tenants have work due within `horizon`.
-async fn sweep(
-    shared: &Shared,
-    events: &mpsc::UnboundedSender<Event>,
-    horizon: Duration,
-) -> Result<(), tenancy::catalog::CatalogError> {
-    shared.load_weights().await;
-    shared.load_pauses().await;
-    let mut shared_tenants: Vec<Tenant> = Vec::new();
-    let mut tally = Tally::default();
-    let mut after = None;
-    loop {
-        let page = shared.tenancy.catalog.list_tenants(after, 500).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for t in page {
-            match t.placement {
-                Placement::Shared => shared_tenants.push(t),
-                Placement::Dedicated { .. } => {
-                    let only = std::collections::HashSet::from([t.id]);
-                    due_in(shared, &t, &only, horizon, events).await;
-                    depth_in(shared, &t, &only, &mut tally).await;
-                }
-            }
-        }
-    }
-    // One query for the whole shared database, through any of its tenants' connections.
-    if let Some(first) = shared_tenants.first() {
-        let ids: std::collections::HashSet<TenantId> =
-            shared_tenants.iter().map(|t| t.id).collect();
-        due_in(shared, first, &ids, horizon, events).await;
-        depth_in(shared, first, &ids, &mut tally).await;
-    }
-    shared
-        .stats
-        .replace(tally.finish(OffsetDateTime::now_utc()));
-    Ok(())
-}
-
-/// Adds the queue depth of `via`'s database (its tenants among `placed_here`) to `tally`.
-async fn depth_in(
-    shared: &Shared,
-    via: &Tenant,
-    placed_here: &std::collections::HashSet<TenantId>,
-    tally: &mut Tally,
-) {
-    let rows = match shared.tenancy.dataplane.connect(via).await {
-        Ok(conn) => {
-            conn.begin()
-                .query_and_commit(
-                    "SELECT tenant_id, kind, state, jobs, oldest_due FROM platform_jobs_depth()",
-                    &[],
-                )
-                .await
-        }
-        Err(e) => {
-            tracing::warn!(tenant.id = %via.id, error = %e, "job depth cannot connect");
-            return;
-        }
-    };
-    let now = OffsetDateTime::now_utc();
-    match rows {
-        Ok(rows) => {
-            for r in rows {
-                if placed_here.contains(&TenantId::from_uuid(r.get(0))) {
-                    tally.add(r.get(1), r.get(2), r.get(3), r.get(4), now);
-                }
-            }
-        }
-        Err(e) => tracing::warn!(tenant.id = %via.id, error = %e, "job depth query failed"),
-    }
-}
-
-/// Hints the tenants of `via`'s database (among `placed_here`) with work due within `horizon`.
-async fn due_in(
-    shared: &Shared,
-    via: &Tenant,
-    placed_here: &std::collections::HashSet<TenantId>,
-    horizon: Duration,
-    events: &mpsc::UnboundedSender<Event>,
-) {
-    let rows = match shared.tenancy.dataplane.connect(via).await {
-        Ok(conn) => {
-            conn.begin()
-                .query_and_commit(
-                    "SELECT tenant_id, next_at FROM platform_jobs_due(make_interval(secs => $1))",
-                    &[&horizon.as_secs_f64()],
-                )
-                .await
-        }
-        Err(e) => {
-            tracing::warn!(tenant.id = %via.id, error = %e, "job sweep cannot connect");
-            return;
-        }
-    };
-    match rows {
-        Ok(rows) => {
-            for r in rows {
-                let tenant = TenantId::from_uuid(r.get(0));
-                // Rows of a tenant placed elsewhere (a move's source copy) are not its jobs.
-                if placed_here.contains(&tenant) {
-                    let at: OffsetDateTime = r.get(1);
-                    let _ = at;
-                    events.send(Event::Hint(tenant)).ok();
-                }
-            }
-        }
-        Err(e) => tracing::warn!(tenant.id = %via.id, error = %e, "job sweep query failed"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hint_payload_names_tenants_and_anything_else_is_a_pause_change() {
-        let (a, b) = (TenantId::new(), TenantId::new());
-        assert_eq!(hinted_tenants(&a.to_string()), Some(vec![a]));
-        assert_eq!(hinted_tenants(&format!("{a},{b}")), Some(vec![a, b]));
-        assert_eq!(hinted_tenants("pause"), None);
-        assert_eq!(hinted_tenants(&format!("{a},pause")), None);
     }
 }

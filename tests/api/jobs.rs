@@ -8,6 +8,7 @@ mod depth;
 mod fairness;
 mod moves;
 mod semantics;
+mod throughput;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

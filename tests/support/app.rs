@@ -297,8 +297,19 @@ fn settings_with(
         "PLATFORM_MASTER_KEY" => Some(key.clone()),
         "PLATFORM_MASTER_KEY_PREVIOUS" => Some(previous.clone()),
         "PLATFORM_ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
-        "PLATFORM_SHARED_POOL_SIZE" => Some("4".into()),
-        "PLATFORM_DEDICATED_POOL_SIZE" => Some("2".into()),
+        // Small pools unless the caller sizes them (the benchmarks do).
+        "PLATFORM_SHARED_POOL_SIZE" | "PLATFORM_DEDICATED_POOL_SIZE"
+            if !extra.iter().any(|(name, _)| name == k) =>
+        {
+            Some(
+                if k == "PLATFORM_SHARED_POOL_SIZE" {
+                    "4"
+                } else {
+                    "2"
+                }
+                .into(),
+            )
+        }
         other => extra
             .iter()
             .find(|(name, _)| name == other)

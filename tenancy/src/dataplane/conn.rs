@@ -179,6 +179,13 @@ impl TenantTx {
             .tenant
     }
 
+    /// Whether a statement may have been sent: `false` means the transaction holds no effect
+    /// (dropping it sends nothing), so the job queue can complete such jobs together.
+    #[must_use]
+    pub fn is_begun(&self) -> bool {
+        self.begun
+    }
+
     /// Asks for a post-commit hint: once this transaction has committed, its tenant is published
     /// to the data plane's [`CommitHints`] (nothing is published on rollback).
     pub fn hint_after_commit(&mut self) {
