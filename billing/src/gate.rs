@@ -88,7 +88,8 @@ impl Billing {
         Ok(account.map(|a| a.entitlement(OffsetDateTime::now_utc())))
     }
 
-    /// Drops the cached standing of `tenant` (or of every tenant) after a change.
+    /// Drops the cached standing of `tenant` (or of every tenant, and the plans' quotas) after a
+    /// change.
     pub fn invalidate(&self, tenant: Option<TenantId>) {
         self.gate.generation.fetch_add(1, Ordering::AcqRel);
         match tenant {
@@ -99,7 +100,11 @@ impl Billing {
                     .accounts
                     .invalidate_entries_if(move |k, _| *k == t);
             }
-            None => self.gate.accounts.invalidate_all(),
+            None => {
+                self.gate.accounts.invalidate_all();
+                // A plan may have changed (the plans' trigger notifies every tenant).
+                self.quotas.invalidate_plans();
+            }
         }
     }
 }

@@ -12,6 +12,7 @@
 //!   past-due cycle, enqueued in the tenant transaction that records the notice.
 //! - [`api`]: the calls to Stripe's API (checkout, portal, plan change, preview, refetch).
 //! - [`usage`]: the metered dimension (tasks created), reported per closed period by a job.
+//! - [`quota`]: the plan's quota on it (tasks per month), checked where a task is created.
 //! - [`reconcile`]: undelivered events fetched from `GET /v1/events` after an outage.
 //! - [`jobs`]: the job kinds this crate registers.
 
@@ -21,6 +22,7 @@ pub mod dunning;
 pub mod gate;
 pub mod jobs;
 pub mod manage;
+pub mod quota;
 pub mod reconcile;
 pub mod usage;
 pub mod webhook;
@@ -41,6 +43,7 @@ pub struct Billing {
     stripe: Option<stripe::Client>,
     secrets: Vec<String>,
     gate: gate::GateCache,
+    quotas: quota::QuotaCache,
 }
 
 impl std::fmt::Debug for Billing {
@@ -82,6 +85,7 @@ impl Billing {
             stripe,
             secrets,
             gate: gate::GateCache::new(),
+            quotas: quota::QuotaCache::new(),
         })
     }
 

@@ -34,6 +34,13 @@ impl Period {
         ok.then(|| Self(s.to_owned()))
     }
 
+    /// The month containing `now` (UTC): the current period, which quotas limit.
+    #[must_use]
+    pub fn containing(now: OffsetDateTime) -> Self {
+        let now = now.to_offset(time::UtcOffset::UTC);
+        Self(format!("{:04}-{:02}", now.year(), u8::from(now.month())))
+    }
+
     /// The month before the one containing `now`: the last closed period.
     #[must_use]
     pub fn previous(now: OffsetDateTime) -> Self {
@@ -137,5 +144,7 @@ mod tests {
         assert_eq!(Period::previous(jan).as_str(), "2026-12");
         let nov = day(2026, time::Month::November, 28);
         assert_eq!(Period::previous(nov).as_str(), "2026-10");
+        assert_eq!(Period::containing(nov).as_str(), "2026-11");
+        assert_eq!(Period::containing(jan).as_str(), "2027-01");
     }
 }

@@ -38,6 +38,8 @@ pub struct ApiError {
     retry_after: Option<u32>,
     www_authenticate: bool,
     cause: Option<String>,
+    /// Extension members of the problem (RFC 9457 section 3.2), e.g. a quota's figures.
+    members: serde_json::Map<String, Value>,
 }
 
 impl ApiError {
@@ -55,6 +57,7 @@ impl ApiError {
             retry_after: None,
             www_authenticate: false,
             cause: None,
+            members: serde_json::Map::new(),
         }
     }
 
@@ -186,7 +189,13 @@ impl ApiError {
     /// The problem body as JSON (for idempotency records).
     #[must_use]
     pub fn body(&self) -> Value {
-        serde_json::to_value(self.problem()).unwrap_or(Value::Null)
+        let mut v = serde_json::to_value(self.problem()).unwrap_or(Value::Null);
+        if let Value::Object(o) = &mut v {
+            for (k, m) in &self.members {
+                o.entry(k.clone()).or_insert_with(|| m.clone());
+            }
+        }
+        v
     }
 
     fn problem(&self) -> Problem {
@@ -201,7 +210,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut resp = (self.status, body).into_response();
         let h = resp.headers_mut();
         h.insert(
@@ -310,6 +319,27 @@ impl ApiError {
             detail,
         );
         e.retry_after = Some(u32::try_from(secs.max(1)).unwrap_or(u32::MAX));
+        e
+    }
+}
+
+impl ApiError {
+    /// A plan's usage quota is used up for the period: 429 `quota-exceeded` (not the request
+    /// rate's `too-many-requests`), `Retry-After` until the period resets, and the quota's figures
+    /// as extension members.
+    pub fn quota_exceeded(
+        detail: impl Into<String>,
+        reset_in_secs: u64,
+        members: serde_json::Map<String, Value>,
+    ) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota-exceeded",
+            "Usage quota exceeded",
+            detail,
+        );
+        e.retry_after = Some(u32::try_from(reset_in_secs.max(1)).unwrap_or(u32::MAX));
+        e.members = members;
         e
     }
 }

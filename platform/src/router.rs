@@ -98,6 +98,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_jobs::pause))
         .routes(routes!(admin_jobs::resume))
         .routes(routes!(admin_email::dkim))
+        .routes(routes!(admin_billing::show))
         .routes(routes!(admin_billing::grant))
         .routes(routes!(admin_billing::reconcile))
         // tenant API: auth (no credential)

@@ -4,6 +4,7 @@
 
 mod dunning;
 mod plans;
+mod quotas;
 mod seats;
 mod suspension;
 mod usage;

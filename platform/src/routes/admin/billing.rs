@@ -1,5 +1,6 @@
-//! `/admin/v1/...billing`: an operator's grant of a plan without Stripe (enterprise contracts,
-//! trials), and reconciliation with Stripe's event list after an outage.
+//! `/admin/v1/...billing`: a tenant's billing as it applies now (the tenant's own view: plan,
+//! standing, deadlines, quotas and their usage), an operator's grant of a plan without Stripe
+//! (enterprise contracts, trials), and reconciliation with Stripe's event list after an outage.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use axum::http::StatusCode;
 use billing::Billing;
 use serde::{Deserialize, Serialize};
 use tenancy::catalog::Catalog;
+use tenancy::dataplane::DataPlane;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
@@ -16,6 +18,23 @@ use super::find_tenant;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::admin::Operator;
 use crate::extract::{ApiJson, ApiPath};
+use crate::routes::api::billing::{BillingView, view};
+
+/// A tenant's billing as it applies now: what `GET /api/v1/billing` shows the tenant.
+#[utoipa::path(get, path = "/admin/v1/tenants/{tenant}/billing", tag = "admin",
+    params(("tenant" = String, Path, description = "id or slug")),
+    responses((status = 200, body = BillingView), (status = 404, body = Problem), (status = 401, body = Problem)),
+    security(("operator" = [])))]
+pub async fn show(
+    _: Operator,
+    State(catalog): State<Catalog>,
+    State(billing): State<Arc<Billing>>,
+    State(dataplane): State<DataPlane>,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<BillingView>> {
+    let t = find_tenant(&catalog, &tenant).await?;
+    Ok(Json(view(&billing, &catalog, &dataplane, &t).await?))
+}
 
 /// Body of `PUT /admin/v1/tenants/{tenant}/billing/grant`.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,6 +1,11 @@
-//! `/admin/v1/plans`: plans and their request rates and audit retention. A change applies to
-//! every tenant on the plan, on every instance, within about a second (catalog notification).
+//! `/admin/v1/plans`: plans and their request rates, audit retention and usage quota (tasks
+//! per month, billing's). A change applies to every tenant on the plan, on every instance, within
+//! about a second (catalog notification).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use billing::Billing;
 use tenancy::catalog::Catalog;
 
 use axum::Json;
@@ -20,11 +25,14 @@ pub struct PlanView {
     pub requests_per_second: i32,
     pub burst: i32,
     pub audit_retention_days: i32,
+    /// Tasks a tenant on the plan may create per calendar month, UTC (none: unlimited).
+    pub tasks_per_month: Option<i64>,
 }
 
-impl From<Plan> for PlanView {
-    fn from(p: Plan) -> Self {
+impl PlanView {
+    fn new(p: Plan, quotas: &HashMap<String, Option<i64>>) -> Self {
         Self {
+            tasks_per_month: quotas.get(&p.name).copied().flatten(),
             name: p.name,
             requests_per_second: p.requests_per_second,
             burst: p.burst,
@@ -40,19 +48,29 @@ pub struct PlanBody {
     pub requests_per_second: i32,
     pub burst: i32,
     pub audit_retention_days: i32,
+    /// Tasks a tenant on the plan may create per calendar month, UTC: `null` for unlimited;
+    /// absent: unchanged (unlimited for a new plan).
+    #[serde(default, deserialize_with = "crate::routes::double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub tasks_per_month: Option<Option<i64>>,
 }
 
 /// List plans.
 #[utoipa::path(get, path = "/admin/v1/plans", tag = "admin",
     responses((status = 200, body = Vec<PlanView>), (status = 401, body = Problem)),
     security(("operator" = [])))]
-pub async fn list(_: Operator, State(catalog): State<Catalog>) -> ApiResult<Json<Vec<PlanView>>> {
+pub async fn list(
+    _: Operator,
+    State(catalog): State<Catalog>,
+    State(billing): State<Arc<Billing>>,
+) -> ApiResult<Json<Vec<PlanView>>> {
+    let quotas = billing.plan_task_quotas().await?;
     Ok(Json(
         catalog
             .plans()
             .await?
             .into_iter()
-            .map(PlanView::from)
+            .map(|p| PlanView::new(p, &quotas))
             .collect(),
     ))
 }
@@ -65,6 +83,7 @@ pub async fn list(_: Operator, State(catalog): State<Catalog>) -> ApiResult<Json
 pub async fn put(
     _: Operator,
     State(catalog): State<Catalog>,
+    State(billing): State<Arc<Billing>>,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<PlanBody>,
 ) -> ApiResult<Json<PlanView>> {
@@ -84,6 +103,13 @@ pub async fn put(
             "`requests_per_second`, `burst` and `audit_retention_days` must be from 1 to 1000000",
         ));
     }
+    if let Some(Some(q)) = body.tasks_per_month
+        && !(0..=1_000_000_000).contains(&q)
+    {
+        return Err(ApiError::unprocessable(
+            "`tasks_per_month` must be from 0 to 1000000000, or null for unlimited",
+        ));
+    }
     let plan = catalog
         .put_plan(&Plan {
             name,
@@ -92,5 +118,11 @@ pub async fn put(
             audit_retention_days: body.audit_retention_days,
         })
         .await?;
-    Ok(Json(plan.into()))
+    // The quota is billing's: set after the plan exists (a failure leaves the plan changed and
+    // answers an error; the PUT is safe to repeat).
+    if let Some(q) = body.tasks_per_month {
+        billing.set_plan_task_quota(&plan.name, q).await?;
+    }
+    let quotas = billing.plan_task_quotas().await?;
+    Ok(Json(PlanView::new(plan, &quotas)))
 }

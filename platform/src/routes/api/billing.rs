@@ -1,6 +1,7 @@
 //! `/api/v1/billing`: the tenant's plan, subscription status, entitlements and deadlines
 //! (`billing:read`); Checkout and Billing Portal sessions, plan changes and their preview
-//! (`billing:manage`). The domain is the `billing` crate.
+//! (`billing:manage`). The domain is the `billing` crate. Also the usage quota's problem (429
+//! `quota-exceeded`), which the task-create path answers.
 
 use std::sync::Arc;
 
@@ -9,8 +10,11 @@ use axum::extract::State;
 use billing::Billing;
 use billing::api::Proration;
 use billing::manage::ManageError;
+use billing::quota::{QuotaError, QuotaUsage};
 use serde::{Deserialize, Serialize};
-use tenancy::catalog::Catalog;
+use tenancy::catalog::{Catalog, Tenant};
+use tenancy::dataplane::DataPlane;
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, Problem};
@@ -51,6 +55,43 @@ impl From<billing::account::AccountError> for ApiError {
     }
 }
 
+/// A task creation beyond the plan's quota: 429 `/problems/quota-exceeded` with `Retry-After`
+/// until the period resets, naming the quota, its limit, the usage and the reset time. 429
+/// because the refusal lifts by itself at a known time (or at once with a bigger plan); 402 is
+/// kept for an overdue payment, 403 for permissions.
+impl From<QuotaError> for ApiError {
+    fn from(e: QuotaError) -> Self {
+        match e {
+            QuotaError::Exceeded(q) => {
+                let limit = q.limit.unwrap_or_default();
+                let detail = format!(
+                    "the plan `{}` allows {limit} tasks created per month; {} were created in {} (UTC); the quota resets at {}",
+                    q.plan,
+                    q.used,
+                    q.period,
+                    ts(q.resets_at)
+                );
+                let wait = (q.resets_at - OffsetDateTime::now_utc()).whole_seconds();
+                let members: serde_json::Map<String, serde_json::Value> = [
+                    ("quota", serde_json::json!(q.metric)),
+                    ("plan", serde_json::json!(q.plan)),
+                    ("limit", serde_json::json!(limit)),
+                    ("used", serde_json::json!(q.used)),
+                    ("period", serde_json::json!(q.period)),
+                    ("resets_at", serde_json::json!(ts(q.resets_at))),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+                Self::quota_exceeded(detail, u64::try_from(wait).unwrap_or(1), members)
+            }
+            QuotaError::Account(a) => a.into(),
+            QuotaError::Catalog(c) => c.into(),
+            QuotaError::Db(d) => d.into(),
+        }
+    }
+}
+
 /// A plan's entitlements (absent: the platform's defaults, for a plan the catalog does not list).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Entitlements {
@@ -59,6 +100,35 @@ pub struct Entitlements {
     pub audit_retention_days: Option<i32>,
     /// Members allowed (none: unbounded).
     pub seats: Option<i32>,
+    /// Tasks that may be created per month, UTC (none: unlimited).
+    pub tasks_per_month: Option<i64>,
+}
+
+/// A usage quota in the current period.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaView {
+    /// The metered dimension: `tasks_created`.
+    pub quota: String,
+    /// Allowed per period (none: unlimited).
+    pub limit: Option<i64>,
+    /// Used in the current period.
+    pub used: i64,
+    /// The current period, `YYYY-MM` (a calendar month, UTC).
+    pub period: String,
+    /// When the next period starts (RFC 3339).
+    pub resets_at: String,
+}
+
+impl From<QuotaUsage> for QuotaView {
+    fn from(u: QuotaUsage) -> Self {
+        Self {
+            quota: u.metric.to_owned(),
+            limit: u.limit,
+            used: u.used,
+            period: u.period,
+            resets_at: ts(u.resets_at),
+        }
+    }
 }
 
 /// The tenant's billing as it applies now.
@@ -81,9 +151,11 @@ pub struct BillingView {
     pub suspend_at: Option<String>,
     pub grant_until: Option<String>,
     pub pay_url: Option<String>,
+    /// The plan's usage quotas, with the usage of the current period.
+    pub quotas: Vec<QuotaView>,
 }
 
-/// The tenant's plan, subscription status, entitlements and deadlines.
+/// The tenant's plan, subscription status, entitlements, deadlines and quotas.
 #[utoipa::path(get, path = "/api/v1/billing", tag = "billing",
     responses((status = 200, body = BillingView), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
@@ -91,18 +163,33 @@ pub async fn show(
     auth: Authenticated,
     State(billing): State<Arc<Billing>>,
     State(catalog): State<Catalog>,
+    State(dataplane): State<DataPlane>,
 ) -> ApiResult<Json<BillingView>> {
-    let account = billing.account(auth.tenant.id).await?;
+    Ok(Json(
+        view(&billing, &catalog, &dataplane, &auth.tenant).await?,
+    ))
+}
+
+/// A tenant's billing as it applies now (the tenant's view, and the operators').
+pub(crate) async fn view(
+    billing: &Billing,
+    catalog: &Catalog,
+    dataplane: &DataPlane,
+    tenant: &Tenant,
+) -> ApiResult<BillingView> {
+    let account = billing.account(tenant.id).await?;
     let now = billing.now().await?;
     let (plan, standing) = match &account {
         Some(a) => (a.effective_plan(now), a.standing(now)),
-        None => (auth.tenant.plan.clone(), billing::Standing::Full),
+        None => (tenant.plan.clone(), billing::Standing::Full),
     };
     let p = catalog.plans().await?.into_iter().find(|p| p.name == plan);
     let seats = billing.seats(&plan).await?;
+    let mut tx = dataplane.connect(tenant).await?.begin();
+    let tasks = billing.task_usage(&mut tx, tenant.id, &plan).await?;
+    tx.commit().await?;
     let a = account.as_ref();
-    Ok(Json(BillingView {
-        plan,
+    Ok(BillingView {
         status: a.map_or_else(|| "none".to_owned(), |a| a.status.clone()),
         standing: serde_json::to_value(standing)
             .ok()
@@ -113,7 +200,9 @@ pub async fn show(
             burst: p.as_ref().map(|p| p.burst),
             audit_retention_days: p.as_ref().map(|p| p.audit_retention_days),
             seats,
+            tasks_per_month: tasks.limit,
         },
+        plan,
         billing_interval: a.map(|a| a.billing_interval.clone()),
         current_period_end: a.and_then(|a| a.current_period_end).map(ts),
         cancel_at_period_end: a.is_some_and(|a| a.cancel_at_period_end),
@@ -123,7 +212,8 @@ pub async fn show(
         suspend_at: a.and_then(|a| a.suspend_at).map(ts),
         grant_until: a.and_then(|a| a.grant_until).map(ts),
         pay_url: a.and_then(|a| a.pay_url.clone()),
-    }))
+        quotas: vec![tasks.into()],
+    })
 }
 
 /// Body of `POST /api/v1/billing/checkout`.

@@ -1,7 +1,11 @@
 //! `/api/v1/projects/{project_id}/tasks`: the reference domain's tasks.
 
+use std::sync::Arc;
+
 use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
+use billing::Billing;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use utoipa::ToSchema;
@@ -76,21 +80,25 @@ pub struct TaskPatch {
     pub status: Option<TaskStatus>,
 }
 
-/// Create a task in a project.
+/// Create a task in a project (within the plan's monthly quota: beyond it, 429 `quota-exceeded`).
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/tasks", tag = "tasks", request_body = NewTask,
     params(("project_id" = Uuid, Path)),
-    responses((status = 201, body = Task), (status = 404, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = Task), (status = 404, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)),
     security(("api_key" = [])))]
 pub async fn create(
     db: TenantDb,
+    State(billing): State<Arc<Billing>>,
     ApiPath(project_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewTask>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     let title = text("title", &body.title, 500)?;
     let status = body.status.unwrap_or(TaskStatus::Todo).as_str();
     let tenant = db.tenant_id().as_uuid();
+    // The usage quota: the plan's (cached) read before the transaction, checked in it.
+    let quota = billing.task_quota(db.tenant_id()).await?;
     let mut tx = db.begin().await?;
     project_exists(&mut tx, project_id).await?;
+    billing.admit_task(&mut tx, &quota).await?;
     let rows = tx
         .query_and_commit(
             &format!(
