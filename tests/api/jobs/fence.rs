@@ -52,6 +52,15 @@ async fn a_fenced_tenants_jobs_are_neither_claimed_completed_given_back_nor_purg
         )
         .await
         .expect("an old finished job");
+    // Leases that ran out: a claim would rescue these jobs, but not in a fenced tenant.
+    owner
+        .execute(
+            "UPDATE jobs SET lease_until = now() - interval '1 second'
+             WHERE tenant_id = $1 AND state = 'running'",
+            &[&t.id.as_uuid()],
+        )
+        .await
+        .expect("expire the leases");
     owner
         .execute(
             "INSERT INTO tenant_fences (tenant_id, reason) VALUES ($1, 'test')",
@@ -73,15 +82,6 @@ async fn a_fenced_tenants_jobs_are_neither_claimed_completed_given_back_nor_purg
             .collect::<Vec<_>>()
     };
     let before = states().await;
-    // A job whose lease ran out would be rescued by a claim: not in a fenced tenant.
-    owner
-        .execute(
-            "UPDATE jobs SET lease_until = now() - interval '1 second'
-             WHERE tenant_id = $1 AND state = 'running'",
-            &[&t.id.as_uuid()],
-        )
-        .await
-        .expect("expire the leases");
     let claimed = store::claim(dp.connect(&t).await.expect("conn"), &kinds, &[], 10).await;
     assert_eq!(sqlstate(&claimed.expect_err("claim")), Some("TF001"));
     let pairs: Vec<_> = held.iter().map(|j| (j.id, j.lease)).collect();
@@ -102,6 +102,12 @@ async fn a_fenced_tenants_jobs_are_neither_claimed_completed_given_back_nor_purg
         )
         .await;
     assert_eq!(sqlstate(&purged.expect_err("purge")), Some("TF001"));
+    drop(tx);
+    let mut tx = tx_of(&app, &a).await;
+    match jobs::enqueue(&mut tx, NewJob::new(kind("test.record"), serde_json::json!({}))).await {
+        Err(jobs::EnqueueError::Db(e)) => assert_eq!(sqlstate(&e), Some("TF001"), "{e}"),
+        other => panic!("enqueue for a fenced tenant: {other:?}"),
+    }
     drop(tx);
     assert_eq!(states().await, before, "a fenced tenant's jobs changed");
 
