@@ -17,26 +17,26 @@
 CREATE FUNCTION platform_refuse_fenced_rows() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public
     AS $$
-DECLARE
-    tenants uuid[];
-    t uuid;
+DECLARE t uuid;
 BEGIN
+    -- The locks in one order (by tenant id), so two statements over the same tenants never wait
+    -- on each other in a cycle behind a fencing transaction; then the fences, read by a
+    -- statement of its own, so with a snapshot taken once the locks are held.
     IF TG_OP = 'UPDATE' THEN
-        SELECT array_agg(DISTINCT c.tenant_id ORDER BY c.tenant_id) INTO tenants
-        FROM (SELECT tenant_id FROM changed_old UNION ALL SELECT tenant_id FROM changed_new) c;
+        PERFORM pg_advisory_xact_lock_shared(2037, hashtext(c.tenant_id::text))
+        FROM (SELECT tenant_id FROM changed_old UNION SELECT tenant_id FROM changed_new
+              ORDER BY 1) c;
+        SELECT f.tenant_id INTO t FROM tenant_fences f
+        WHERE f.tenant_id IN (SELECT tenant_id FROM changed_old
+                              UNION ALL SELECT tenant_id FROM changed_new)
+        LIMIT 1;
     ELSE
-        SELECT array_agg(DISTINCT c.tenant_id ORDER BY c.tenant_id) INTO tenants
-        FROM changed_old c;
+        PERFORM pg_advisory_xact_lock_shared(2037, hashtext(c.tenant_id::text))
+        FROM (SELECT DISTINCT tenant_id FROM changed_old ORDER BY 1) c;
+        SELECT f.tenant_id INTO t FROM tenant_fences f
+        WHERE f.tenant_id IN (SELECT tenant_id FROM changed_old)
+        LIMIT 1;
     END IF;
-    IF tenants IS NULL THEN
-        RETURN NULL;
-    END IF;
-    -- In one order, so two statements over the same tenants never wait on each other in a cycle
-    -- behind a fencing transaction.
-    FOREACH t IN ARRAY tenants LOOP
-        PERFORM pg_advisory_xact_lock_shared(2037, hashtext(t::text));
-    END LOOP;
-    SELECT f.tenant_id INTO t FROM tenant_fences f WHERE f.tenant_id = ANY (tenants) LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'tenant % is fenced (being moved)', t USING ERRCODE = 'TF001';
     END IF;
