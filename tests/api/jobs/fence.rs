@@ -104,7 +104,12 @@ async fn a_fenced_tenants_jobs_are_neither_claimed_completed_given_back_nor_purg
     assert_eq!(sqlstate(&purged.expect_err("purge")), Some("TF001"));
     drop(tx);
     let mut tx = tx_of(&app, &a).await;
-    match jobs::enqueue(&mut tx, NewJob::new(kind("test.record"), serde_json::json!({}))).await {
+    match jobs::enqueue(
+        &mut tx,
+        NewJob::new(kind("test.record"), serde_json::json!({})),
+    )
+    .await
+    {
         Err(jobs::EnqueueError::Db(e)) => assert_eq!(sqlstate(&e), Some("TF001"), "{e}"),
         other => panic!("enqueue for a fenced tenant: {other:?}"),
     }
