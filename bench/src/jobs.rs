@@ -48,6 +48,11 @@ pub struct JobsArgs {
     /// enqueuing requests.
     #[arg(long, default_value_t = 40)]
     server_budget: u32,
+    /// Also break PostgreSQL's time per job down by statement and trigger function
+    /// (`pg_stat_statements`, `track_functions`) for the bare loop and the shared-tenant
+    /// scenarios (restarts the primary cluster to load the extension).
+    #[arg(long)]
+    pg_stats: bool,
 }
 
 /// CPU time used so far by this process (the enqueuers and the worker) and by the two
@@ -336,7 +341,12 @@ async fn idle(
 
 /// The bare loop: one table, `concurrency` workers claiming one row at a time with
 /// `FOR UPDATE SKIP LOCKED` and marking it done, `enqueuers` inserting one row per transaction.
-async fn bare(n: usize, enqueuers: usize, concurrency: usize) -> anyhow::Result<Result1> {
+async fn bare(
+    n: usize,
+    enqueuers: usize,
+    concurrency: usize,
+    pg_stats: bool,
+) -> anyhow::Result<Result1> {
     let c = clusters();
     let admin = connect(&c.primary.url("postgres")).await;
     let db = format!("bench_bare_{}", std::process::id());
@@ -356,6 +366,9 @@ async fn bare(n: usize, enqueuers: usize, concurrency: usize) -> anyhow::Result<
         )
         .await?;
     let probe = Arc::new(Probe::default());
+    if pg_stats {
+        crate::jobs_profile::reset(&db).await?;
+    }
     let cpu = Cpu::now();
     let start = Instant::now();
     let mut workers = Vec::new();
@@ -425,6 +438,9 @@ async fn bare(n: usize, enqueuers: usize, concurrency: usize) -> anyhow::Result<
     }
     let elapsed = start.elapsed();
     let cpu = Cpu::now().per_job(cpu, n);
+    if pg_stats {
+        crate::jobs_profile::report("bare loop", &db, n, "bare_jobs").await?;
+    }
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         .await?;
@@ -488,6 +504,9 @@ fn print(r: &Result1) {
 
 /// Runs every scenario once, bare loop first, and prints a Markdown table.
 pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
+    if args.pg_stats {
+        crate::jobs_profile::enable().await?;
+    }
     // Room for the enqueuers and every running job at once, as the bare loop has (one connection
     // each), so the pool is not what is measured.
     let pool = (args.enqueuers + args.concurrency + 8).to_string();
@@ -527,35 +546,38 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|");
     if on("bare") {
-        print(&bare(args.jobs, args.enqueuers, args.concurrency).await?);
+        let r = bare(args.jobs, args.enqueuers, args.concurrency, args.pg_stats).await?;
+        print(&r);
     }
     let one = tenants_of(&app, "one", 1, "shared").await?;
-    if on("one") {
-        print(
-            &platform_run(
-                &app,
-                &one,
-                args.jobs,
-                args.enqueuers,
-                config.clone(),
-                "jobs, 1 shared tenant",
-            )
-            .await?,
-        );
-    }
-    if on("many") {
-        let many = tenants_of(&app, "many", 100, "shared").await?;
-        print(
-            &platform_run(
-                &app,
-                &many,
-                args.jobs,
-                args.enqueuers,
-                config.clone(),
-                "jobs, 100 shared tenants",
-            )
-            .await?,
-        );
+    for (scenario, label) in [
+        ("one", "jobs, 1 shared tenant"),
+        ("many", "jobs, 100 shared tenants"),
+    ] {
+        if !on(scenario) {
+            continue;
+        }
+        let tenants = if scenario == "one" {
+            one.clone()
+        } else {
+            tenants_of(&app, "many", 100, "shared").await?
+        };
+        if args.pg_stats {
+            crate::jobs_profile::reset(&app.shared_db).await?;
+        }
+        let r = platform_run(
+            &app,
+            &tenants,
+            args.jobs,
+            args.enqueuers,
+            config.clone(),
+            label,
+        )
+        .await?;
+        print(&r);
+        if args.pg_stats {
+            crate::jobs_profile::report(label, &app.shared_db, args.jobs, "jobs").await?;
+        }
     }
     if on("dedicated") {
         let dedicated = tenants_of(&app, "ded", 50, "dedicated").await?;

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod baseline;
 pub mod jobs;
+pub mod jobs_profile;
 pub mod limits;
 pub mod load;
 pub mod migrations;

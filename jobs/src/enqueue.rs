@@ -136,13 +136,23 @@ pub async fn enqueue(tx: &mut TenantTx, job: NewJob) -> Result<Option<JobId>, En
         .await?;
     }
     let traced = crate::trace::attach(&job.payload);
+    // Only a keyed job can collide: a keyless one is a plain insert (no speculative insertion
+    // and no arbiter index check on every enqueue).
+    let sql = if key.is_some() {
+        "INSERT INTO jobs (tenant_id, id, kind, payload, payload_sealed, run_at, priority,
+                           max_attempts, unique_key, unique_until, expires_at)
+         VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()), $7, $8, $9, $10, $11)
+         ON CONFLICT (tenant_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+         RETURNING id"
+    } else {
+        "INSERT INTO jobs (tenant_id, id, kind, payload, payload_sealed, run_at, priority,
+                           max_attempts, unique_key, unique_until, expires_at)
+         VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()), $7, $8, $9, $10, $11)
+         RETURNING id"
+    };
     let row = tx
         .query_opt(
-            "INSERT INTO jobs (tenant_id, id, kind, payload, payload_sealed, run_at, priority,
-                               max_attempts, unique_key, unique_until, expires_at)
-             VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()), $7, $8, $9, $10, $11)
-             ON CONFLICT (tenant_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-             RETURNING id",
+            sql,
             &[
                 &tenant,
                 &id,

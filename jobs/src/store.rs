@@ -96,6 +96,17 @@ pub struct Claimed {
     pub expires_at: Option<OffsetDateTime>,
 }
 
+/// What one claim statement returns: the jobs it claimed and, when it claimed fewer than it
+/// asked for, when the tenant's next claimable job is due.
+#[derive(Debug, Default)]
+pub struct Claim {
+    pub jobs: Vec<Claimed>,
+    /// Only for a claim that came back short (a full one says nothing: more is likely due now):
+    /// the earliest of the tenant's other pending or retrying jobs of these kinds (a retry, a
+    /// scheduled job), running jobs' lease ends (an orphan to rescue), and the leases just taken.
+    pub next_due: Option<OffsetDateTime>,
+}
+
 /// Claims up to `limit` of the tenant's due jobs of `kinds` (each with its lease length), and
 /// running jobs whose lease ran out (orphans of a worker that died or stalled), skipping rows
 /// another worker holds locked. `paused` kinds are left alone.
@@ -105,30 +116,95 @@ pub async fn claim(
     paused: &[String],
     limit: i64,
 ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
+    Ok(claim_with_next_due(conn, kinds, paused, limit).await?.jobs)
+}
+
+/// [`claim`], and in the same statement (so in the same round trip) when the tenant's next job
+/// is due if the claim comes back short ([`Claim::next_due`]).
+///
+/// Due jobs and orphans are looked for apart, each in the order of its own partial index
+/// (`jobs_due`: priority, then due time; `jobs_leased`: lease end), so a claim reads about as
+/// many index entries as it claims, however deep the queue; then the best `limit` of both are
+/// taken. (One scan for either kind of row, an `OR` of the two, can follow neither index's
+/// order: it read every due job of the tenant and sorted them, per claim.) A row locked by one
+/// side and not taken stays locked only until this one-statement transaction ends.
+pub async fn claim_with_next_due(
+    conn: TenantConn,
+    kinds: &[(String, Duration)],
+    paused: &[String],
+    limit: i64,
+) -> Result<Claim, tokio_postgres::Error> {
     let names: Vec<&str> = kinds.iter().map(|(k, _)| k.as_str()).collect();
     let leases: Vec<f64> = kinds.iter().map(|(_, l)| l.as_secs_f64()).collect();
     let rows = conn
         .begin()
         .query_and_commit(
             "WITH due AS (
-                SELECT tenant_id, id FROM jobs
-                WHERE ((state IN ('pending', 'retrying') AND run_at <= now())
-                       OR (state = 'running' AND lease_until <= now()))
+                SELECT tenant_id, id, priority, run_at FROM jobs
+                WHERE state IN ('pending', 'retrying') AND run_at <= now()
                   AND kind = ANY($1) AND NOT (kind = ANY($2))
                 ORDER BY priority DESC, run_at
                 LIMIT $3
-                FOR UPDATE SKIP LOCKED)
-             UPDATE jobs j SET state = 'running', attempts = j.attempts + 1,
-                    lease_token = gen_random_uuid(),
-                    lease_until = now() + make_interval(secs => k.lease)
-             FROM due, unnest($1::text[], $4::float8[]) AS k(kind, lease)
-             WHERE j.tenant_id = due.tenant_id AND j.id = due.id AND k.kind = j.kind
-             RETURNING j.id, j.kind, j.payload, j.payload_sealed, j.attempts, j.max_attempts,
-                       j.lease_token, j.expires_at",
+                FOR UPDATE SKIP LOCKED),
+             orphaned AS (
+                SELECT tenant_id, id, priority, run_at FROM jobs
+                WHERE state = 'running' AND lease_until <= now()
+                  AND kind = ANY($1) AND NOT (kind = ANY($2))
+                ORDER BY lease_until
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED),
+             picked AS (
+                SELECT tenant_id, id FROM (SELECT * FROM due UNION ALL SELECT * FROM orphaned) c
+                ORDER BY priority DESC, run_at
+                LIMIT $3),
+             claimed AS (
+                UPDATE jobs j SET state = 'running', attempts = j.attempts + 1,
+                       lease_token = gen_random_uuid(),
+                       lease_until = now() + make_interval(secs => k.lease)
+                FROM picked, unnest($1::text[], $4::float8[]) AS k(kind, lease)
+                WHERE j.tenant_id = picked.tenant_id AND j.id = picked.id AND k.kind = j.kind
+                RETURNING j.id, j.kind, j.payload, j.payload_sealed, j.attempts, j.max_attempts,
+                          j.lease_token, j.expires_at, j.lease_until)
+             SELECT id, kind, payload, payload_sealed, attempts, max_attempts, lease_token,
+                    expires_at, lease_until FROM claimed
+             UNION ALL
+             -- A short claim's summary row (no id): the next due time among the rows this
+             -- statement did not take (it sees them as they were before its own update).
+             SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (
+                 SELECT min(at) FROM (
+                     (SELECT run_at AS at FROM jobs
+                      WHERE state IN ('pending', 'retrying') AND kind = ANY($1)
+                        AND NOT (kind = ANY($2)) AND id NOT IN (SELECT id FROM picked)
+                      ORDER BY run_at LIMIT 1)
+                     UNION ALL
+                     (SELECT lease_until FROM jobs
+                      WHERE state = 'running' AND kind = ANY($1)
+                        AND NOT (kind = ANY($2)) AND id NOT IN (SELECT id FROM picked)
+                      ORDER BY lease_until LIMIT 1)
+                 ) d)
+             WHERE (SELECT count(*) FROM picked) < $3",
             &[&names, &paused, &limit, &leases],
         )
         .await?;
-    Ok(rows.iter().map(claimed).collect())
+    let mut out = Claim::default();
+    let mut next: Option<OffsetDateTime> = None;
+    let mut short = false;
+    for r in &rows {
+        let at: Option<OffsetDateTime> = r.get(8);
+        if r.get::<_, Option<Uuid>>(0).is_some() {
+            out.jobs.push(claimed(r));
+        } else {
+            short = true;
+        }
+        next = match (next, at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    if short {
+        out.next_due = next;
+    }
+    Ok(out)
 }
 
 fn claimed(r: &Row) -> Claimed {
@@ -277,24 +353,4 @@ pub async fn expire(conn: TenantConn, id: JobId, lease: Uuid) -> Result<(), Fenc
     } else {
         Err(FenceError::LeaseLost)
     }
-}
-
-/// When the tenant's next job is due (a retry, a scheduled job, a lease to rescue), if any.
-pub async fn next_due(
-    conn: TenantConn,
-    paused: &[String],
-) -> Result<Option<OffsetDateTime>, tokio_postgres::Error> {
-    let row = conn
-        .begin()
-        .query_opt_and_commit(
-            "SELECT min(at) FROM (
-                (SELECT run_at AS at FROM jobs WHERE state IN ('pending', 'retrying')
-                   AND NOT (kind = ANY($1)) ORDER BY run_at LIMIT 1)
-                UNION ALL
-                (SELECT lease_until FROM jobs WHERE state = 'running' ORDER BY lease_until LIMIT 1)
-             ) d",
-            &[&paused],
-        )
-        .await?;
-    Ok(row.and_then(|r| r.get(0)))
 }

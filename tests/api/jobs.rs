@@ -6,6 +6,7 @@ mod admin;
 mod crash;
 mod depth;
 mod fairness;
+mod fence;
 mod moves;
 mod semantics;
 mod throughput;

@@ -89,15 +89,15 @@ pub(super) async fn claim_and_run(
     };
     let paused = shared.paused();
     let claimed = match shared.tenancy.dataplane.connect(&t).await {
-        Ok(conn) => store::claim(conn, &shared.kinds, &paused, size as i64).await,
+        Ok(conn) => store::claim_with_next_due(conn, &shared.kinds, &paused, size as i64).await,
         Err(e) => {
             tracing::warn!(tenant.id = %tenant, error = %e, "no connection to claim jobs");
             claim.report(0, Some(Instant::now() + Duration::from_secs(5)));
             return;
         }
     };
-    let jobs = match claimed {
-        Ok(jobs) => jobs,
+    let store::Claim { jobs, next_due } = match claimed {
+        Ok(c) => c,
         Err(e) => {
             // A fenced tenant (being moved) refuses claims here; the catalog will say where it
             // went, and the hint or the sweep finds its jobs there.
@@ -108,13 +108,16 @@ pub(super) async fn claim_and_run(
         }
     };
     let n = jobs.len();
-    let full = n == size;
-    if full {
+    if n == size {
         // Probably more: another claim may go at once (after the other tenants' turns).
         claim.report(n, Some(Instant::now()));
-    } else if matches!(lane, Lane::Shared) {
-        // Give back the slots of jobs that were not there.
-        drop(slot.split(size - n));
+    } else {
+        // The claim statement said when the rest is due: no second round trip to ask.
+        claim.report(n, next_due.map(to_instant));
+        if matches!(lane, Lane::Shared) {
+            // Give back the slots of jobs that were not there.
+            drop(slot.split(size - n));
+        }
     }
     let mut batch = Batch {
         shared: &shared,
@@ -125,17 +128,11 @@ pub(super) async fn claim_and_run(
     match lane {
         Lane::Shared => {
             let running = batch.start(jobs, slot);
-            if !full {
-                claim.report(n, next_due(&shared, &t, &paused).await);
-            }
             batch.finish(running).await;
         }
         Lane::Dedicated(_) => {
             // The database's connection is the batch's until it is over.
             batch.one_by_one(jobs, claimed_at).await;
-            if !full {
-                claim.report(n, next_due(&shared, &t, &paused).await);
-            }
             drop(slot);
         }
     }
@@ -170,15 +167,6 @@ impl Drop for ClaimGuard {
             .send(Event::BatchDone(self.tenant, self.lane))
             .ok();
     }
-}
-
-/// When the tenant's next job is due (a retry, a scheduled job, a lease to rescue), if any.
-async fn next_due(shared: &Shared, t: &Tenant, paused: &[String]) -> Option<Instant> {
-    let at = match shared.tenancy.dataplane.connect(t).await {
-        Ok(conn) => store::next_due(conn, paused).await.ok().flatten(),
-        Err(_) => Some(OffsetDateTime::now_utc() + Duration::from_secs(5)),
-    };
-    at.map(to_instant)
 }
 
 fn to_instant(at: OffsetDateTime) -> Instant {
