@@ -25,9 +25,11 @@ use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 use identity::credentials::PresentedKey;
 use platform::extract::tenant::TenantDb;
 use platform::state::AppState;
+use platform::telemetry::{self, SamplerChoice, TraceSettings};
 use tenancy::ids::DomainName;
 use tenancy::resolve::HostTenant;
 use tower::ServiceExt as _;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// On-CPU time of the calling thread, from `/proc/thread-self/schedstat` (nanoseconds, updated at
 /// scheduler ticks and switches, so each reading is exact to a few ms: samples here are flat and
@@ -328,5 +330,76 @@ fn bench_request_path(
             BatchSize::SmallInput,
         );
     });
+    // GET one task through the whole router under the platform's own subscriber
+    // (`platform::telemetry`), with metrics and traces (parent-based, 1% sampled, exported to an
+    // OTLP/HTTP sink in this process) off and on: what observability adds to a request (the 99 in
+    // 100 traces do not sample and the one they do). The cases without traces run first: once a
+    // trace layer is built the process has a sampler (process-wide, as in the binary, where it
+    // exists only with traces on). The statement's round trip is not this thread's CPU.
+    let sink = rt
+        .block_on(bench::otlp_sink::OtlpSink::start())
+        .expect("OTLP sink");
+    let endpoint = format!("{}/v1/traces", sink.endpoint());
+    let on = TraceSettings {
+        service_name: "bench".into(),
+        sampler: SamplerChoice::ParentBasedRatio(0.01),
+    };
+    let mut metered = state.clone();
+    metered.metrics = platform::metrics::Metrics::new(
+        &tenancy::settings::MetricsSettings {
+            listen: Some(([127, 0, 0, 1], 9).into()),
+            top_tenants: 20,
+        },
+        state.tenancy.dataplane.clone(),
+        state.tenancy.catalog.pool().clone(),
+        Arc::clone(&state.flags),
+    );
+    let metered = platform::router::router(metered);
+    let (host, auth) = (
+        format!("{}.localhost", shared.slug),
+        format!("Bearer {}", shared.api_key),
+    );
+    let uri = format!(
+        "/api/v1/projects/{}/tasks/{}",
+        shared.data.project, shared.data.tasks[0]
+    );
+    for (label, traces, router) in [
+        ("metrics off, traces off", None, &router),
+        ("metrics on, traces off", None, &metered),
+        ("metrics off, traces on (1%)", Some(&on), &router),
+        ("metrics on, traces on (1%)", Some(&on), &metered),
+    ] {
+        let (dispatch, telemetry) = telemetry::scoped(
+            BoxMakeWriter::new(std::io::sink),
+            true,
+            traces,
+            Some(&endpoint),
+        )
+        .expect("subscriber");
+        g.bench_function(format!("observability: GET one task, {label}"), |b| {
+            let _scoped = tracing::dispatcher::set_default(&dispatch);
+            b.to_async(rt).iter_batched(
+                || {
+                    Request::get(&uri)
+                        .header("host", &host)
+                        .header("authorization", &auth)
+                        .body(Body::empty())
+                        .expect("request")
+                },
+                |req| {
+                    let router = router.clone();
+                    async move {
+                        let resp = router.oneshot(req).await.expect("infallible");
+                        assert_eq!(resp.status(), 200);
+                    }
+                },
+                BatchSize::SmallInput,
+            );
+        });
+        // Flushing blocks: off the runtime.
+        std::thread::spawn(move || drop(telemetry))
+            .join()
+            .expect("flushed");
+    }
     g.finish();
 }

@@ -46,26 +46,30 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %req.method(),
-        route = %route,
-        tenant.id = tracing::field::Empty,
-        otel.name = tracing::field::Empty,
-        otel.kind = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
+    // The sampling decision comes first: an unsampled request's span never reaches the trace
+    // layer, so it costs that layer nothing.
+    let head = crate::telemetry::head(req.headers());
+    let span = head.root(
+        || {
+            tracing::info_span!(
+                "request",
+                request_id = %id,
+                method = %req.method(),
+                route = %route,
+                tenant.id = tracing::field::Empty,
+                otel.name = tracing::field::Empty,
+                otel.kind = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            )
+        },
+        // Semantic-convention names for the exported span (the log keeps its short fields).
+        |span| {
+            span.record("otel.name", format!("{} {route}", req.method()));
+            span.record("otel.kind", "server");
+        },
     );
-    let joined = crate::telemetry::continue_trace(&span, req.headers());
-    if joined.exported {
-        // Semantic-convention names for the exported span (the log keeps its short fields),
-        // before the sampling decision starts the span: its kind is fixed from then on.
-        span.record("otel.name", format!("{} {route}", req.method()));
-        span.record("otel.kind", "server");
-    }
-    // Unsampled, the request's inner spans (statements) are skipped by the trace layer.
-    let traced = joined.exported && crate::telemetry::sample(&span);
+    let traced = head.traced();
     let method = req.method().clone();
     let hub = crate::errors::request_hub(&id, &route);
     let slot = metrics.is_on().then(|| {
@@ -73,61 +77,65 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
         req.extensions_mut().insert(slot.clone());
         slot
     });
-    let in_flight = metrics.start();
-    let started = Instant::now();
-    let inner = next.run(req).instrument(span.clone());
-    let mut resp = match &hub {
-        Some(hub) => inner.bind_hub(Arc::clone(hub)).await,
-        None => inner.await,
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    drop(in_flight);
-    metrics.finish(&Finished {
-        route: &route,
-        method: &method,
-        status: resp.status().as_u16(),
-        seconds,
-        tenant: slot.as_ref(),
-        rate_limit: resp.extensions().get::<limits::Decision>(),
-        problem: resp
-            .extensions()
-            .get::<crate::error::ProblemKind>()
-            .map(|k| k.0),
-    });
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(REQUEST_ID, v);
-    }
-    let status = resp.status().as_u16();
-    let latency_ms = seconds * 1000.0;
-    if traced {
-        span.record("http.response.status_code", status);
-        if status >= 500 {
-            span.record("otel.status_code", "ERROR");
+    let trace_id = head.trace_id().map(|t| t.to_string());
+    // Unsampled, nothing the request does reaches the trace layer.
+    head.run(async move {
+        let in_flight = metrics.start();
+        let started = Instant::now();
+        let inner = next.run(req).instrument(span.clone());
+        let mut resp = match &hub {
+            Some(hub) => inner.bind_hub(Arc::clone(hub)).await,
+            None => inner.await,
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        drop(in_flight);
+        metrics.finish(&Finished {
+            route: &route,
+            method: &method,
+            status: resp.status().as_u16(),
+            seconds,
+            tenant: slot.as_ref(),
+            rate_limit: resp.extensions().get::<limits::Decision>(),
+            problem: resp
+                .extensions()
+                .get::<crate::error::ProblemKind>()
+                .map(|k| k.0),
+        });
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(REQUEST_ID, v);
         }
-    }
-    let trace_id = joined.trace_id(&span).map(|t| t.to_string());
-    let trace_id = trace_id.as_deref();
-    let _entered = span.enter();
-    let panicked = resp.extensions().get::<Panicked>().is_some();
-    match resp.extensions().get::<InternalCause>() {
-        // The panic hook has reported it (with its backtrace) already.
-        Some(InternalCause(cause)) if status >= 500 && panicked => {
-            tracing::error!(target: crate::errors::PANIC_TARGET, status, latency_ms, trace_id,
-                error = %crate::errors::mask(cause), "request failed");
+        let status = resp.status().as_u16();
+        let latency_ms = seconds * 1000.0;
+        if traced {
+            span.record("http.response.status_code", status);
+            if status >= 500 {
+                span.record("otel.status_code", "ERROR");
+            }
         }
-        // On the request's hub, so the error event carries its request id, route and tenant.
-        Some(InternalCause(cause)) if status >= 500 => sentry::Hub::run(
-            hub.unwrap_or_else(sentry::Hub::current),
-            // The log line's cause is masked as the Sentry event's is (a database message or
-            // a panic's may quote a value).
-            || {
-                tracing::error!(status, latency_ms, trace_id, error = %crate::errors::mask(cause),
-                "request failed")
-            },
-        ),
-        _ => tracing::info!(status, latency_ms, trace_id, "request finished"),
-    }
-    resp
+        let trace_id = trace_id.as_deref();
+        let _entered = span.enter();
+        let panicked = resp.extensions().get::<Panicked>().is_some();
+        match resp.extensions().get::<InternalCause>() {
+            // The panic hook has reported it (with its backtrace) already.
+            Some(InternalCause(cause)) if status >= 500 && panicked => {
+                tracing::error!(target: crate::errors::PANIC_TARGET, status, latency_ms, trace_id,
+                    error = %crate::errors::mask(cause), "request failed");
+            }
+            // On the request's hub, so the error event carries its request id, route and tenant.
+            Some(InternalCause(cause)) if status >= 500 => sentry::Hub::run(
+                hub.unwrap_or_else(sentry::Hub::current),
+                // The log line's cause is masked as the Sentry event's is (a database message or
+                // a panic's may quote a value).
+                || {
+                    tracing::error!(status, latency_ms, trace_id, error = %crate::errors::mask(cause),
+                    "request failed")
+                },
+            ),
+            _ => tracing::info!(status, latency_ms, trace_id, "request finished"),
+        }
+        resp
+    })
+    .await
 }
 
 /// Marks the response of a request whose handler panicked.

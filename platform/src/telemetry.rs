@@ -13,13 +13,16 @@
 use anyhow::Context as _;
 use axum::http::HeaderMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
-use opentelemetry::trace::{TraceContextExt as _, TraceId, TracerProvider as _};
+use opentelemetry::trace::{SpanId, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracerProvider, ShouldSample as _,
+};
 use tracing::subscriber::Interest;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::filter::FilterExt as _;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::layer::{Context as FilterContext, Filter};
@@ -153,10 +156,55 @@ pub fn init_to(
     traces: Option<&TraceSettings>,
     sentry: Option<sentry::ClientInitGuard>,
 ) -> anyhow::Result<Telemetry> {
+    let (layers, provider) = layers(writer, json, traces, None, sentry.is_some())?;
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .context("installing the tracing subscriber")?;
+    Ok(Telemetry {
+        provider,
+        _sentry: sentry,
+    })
+}
+
+/// The same subscriber as [`init_to`] (without Sentry), not installed: for a scoped default
+/// (the request-path benchmark compares traces on and off in one process). With `endpoint`,
+/// traces go to that OTLP/HTTP URL rather than the one the `OTEL_*` variables name.
+pub fn scoped(
+    writer: BoxMakeWriter,
+    json: bool,
+    traces: Option<&TraceSettings>,
+    endpoint: Option<&str>,
+) -> anyhow::Result<(tracing::Dispatch, Telemetry)> {
+    let (layers, provider) = layers(writer, json, traces, endpoint, false)?;
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layers));
+    Ok((
+        dispatch,
+        Telemetry {
+            provider,
+            _sentry: None,
+        },
+    ))
+}
+
+/// The log layer, plus the trace layer and Sentry's when asked for.
+fn layers(
+    writer: BoxMakeWriter,
+    json: bool,
+    traces: Option<&TraceSettings>,
+    endpoint: Option<&str>,
+    sentry: bool,
+) -> anyhow::Result<(Vec<BoxedLayer>, Option<SdkTracerProvider>)> {
     let filter = EnvFilter::try_from_env("PLATFORM_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tokio_postgres=warn"))
         // Database spans are for traces, not for the log.
         .add_directive("db=off".parse().context("the db log directive")?);
+    // Request spans whatever the level: their fields (request id, route, tenant) go on every
+    // line logged inside, and an unsampled request's span must exist for the trace layer to
+    // skip what runs under it.
+    let filter = filter.or(filter_fn(|m| {
+        m.is_span() && m.name() == "request" && m.target() == "platform::observe"
+    }));
     let log: BoxedLayer = if json {
         tracing_subscriber::fmt::layer()
             .with_writer(writer)
@@ -177,13 +225,19 @@ pub fn init_to(
         Some(t) => {
             // The exporter's reqwest client is built without a default TLS provider.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .build()
-                .context("OTEL_EXPORTER_OTLP_ENDPOINT: the trace exporter")?;
+            let exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
+            let exporter = match endpoint {
+                Some(url) => exporter.with_endpoint(url),
+                None => exporter,
+            }
+            .build()
+            .context("OTEL_EXPORTER_OTLP_ENDPOINT: the trace exporter")?;
+            let sampler = t.sampler.sampler();
+            let _ = SAMPLER.set(sampler.clone());
             let provider = SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
-                .with_sampler(t.sampler.sampler())
+                .with_sampler(sampler)
+                .with_id_generator(Drawn::default())
                 .with_resource(
                     opentelemetry_sdk::Resource::builder_empty()
                         .with_service_name(t.service_name.clone())
@@ -215,62 +269,71 @@ pub fn init_to(
         }
         None => None,
     };
-    if sentry.is_some() {
+    if sentry {
         layers.push(crate::errors::layer().boxed());
     }
-    tracing_subscriber::registry()
-        .with(layers)
-        .try_init()
-        .context("installing the tracing subscriber")?;
-    Ok(Telemetry {
-        provider,
-        _sentry: sentry,
-    })
+    Ok((layers, provider))
 }
 
-/// Marks a span whose trace the sampler dropped ([`sample`]).
-#[derive(Clone, Copy, Debug)]
-struct Unsampled;
+/// The configured sampler, set once when the trace layer is installed: requests take their
+/// sampling decision with it before their span exists ([`head`]).
+static SAMPLER: std::sync::OnceLock<Sampler> = std::sync::OnceLock::new();
 
-/// The OpenTelemetry layer's filter: nothing under an [`Unsampled`] span reaches the layer (no
-/// span builder, no attributes, no events), so an unsampled request pays for its root span only;
-/// spans with no current span (requests, job runs) are roots and always reach it.
+thread_local! {
+    /// The decision for the root span being created on this thread right now ([`Head::root`]):
+    /// `Some(false)` keeps it from the trace layer altogether.
+    static ROOT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    /// The trace id drawn for the root span being started on this thread ([`Head::root`]): the
+    /// SDK gives the span this id, so its sampler sees what [`head`] saw.
+    static DRAWN: std::cell::Cell<Option<TraceId>> = const { std::cell::Cell::new(None) };
+}
+
+/// Trace ids for the SDK: the id [`head`] drew for the span being started, else a random one.
+#[derive(Debug, Default)]
+struct Drawn(RandomIdGenerator);
+
+impl IdGenerator for Drawn {
+    fn new_trace_id(&self) -> TraceId {
+        DRAWN
+            .with(std::cell::Cell::take)
+            .unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
+}
+
+tokio::task_local! {
+    /// Set for the whole of a request whose trace is not sampled ([`Head::run`]).
+    static UNSAMPLED: ();
+}
+
+/// The OpenTelemetry layer's filter. A request that was not sampled ([`head`]) never reaches the
+/// layer: neither its root span ([`Head::root`]) nor any span or event created while it runs
+/// ([`Head::run`]), so no span builder, no attributes, no per-poll context switch. Other roots
+/// (job runs, background statements) reach it and the SDK's sampler decides.
+///
+/// The request is recognised by a task-local rather than by its span: a per-layer filter sees
+/// only the spans it enabled itself, so it could not see the request span it refused above a
+/// statement's span. A task the request spawns does not inherit it (its spans are roots).
 struct SampledOnly;
 
 impl<S> Filter<S> for SampledOnly
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn enabled(&self, _: &tracing::Metadata<'_>, cx: &FilterContext<'_, S>) -> bool {
-        cx.lookup_current()
-            .is_none_or(|parent| parent.extensions().get::<Unsampled>().is_none())
+    fn enabled(&self, _: &tracing::Metadata<'_>, _: &FilterContext<'_, S>) -> bool {
+        if let Some(decided) = ROOT.with(std::cell::Cell::get) {
+            return decided;
+        }
+        UNSAMPLED.try_with(|()| ()).is_err()
     }
 
     fn callsite_enabled(&self, _: &'static tracing::Metadata<'static>) -> Interest {
-        // Decided per span, by its parent.
+        // Decided per span and event, by the request it runs in.
         Interest::sometimes()
     }
-}
-
-/// Takes the sampling decision for a root span that is not entered yet (its parent set, as by
-/// [`continue_trace`]): whether its trace is sampled. An unsampled span is marked so that the
-/// OpenTelemetry layer skips every span and event under it.
-pub fn sample(span: &tracing::Span) -> bool {
-    let sampled = span.context().span().span_context().is_sampled();
-    if !sampled {
-        span.with_subscriber(|(id, dispatch)| {
-            if let Some(data) = dispatch
-                .downcast_ref::<Registry>()
-                .and_then(|registry| registry.span(id))
-            {
-                let mut ext = data.extensions_mut();
-                if ext.get_mut::<Unsampled>().is_none() {
-                    ext.insert(Unsampled);
-                }
-            }
-        });
-    }
-    sampled
 }
 
 struct Headers<'a>(&'a HeaderMap);
@@ -289,46 +352,109 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// How a request joins a trace.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Joined {
-    /// The OpenTelemetry layer sees the span (traces are on).
-    pub exported: bool,
-    /// The caller's trace id, from a well-formed `traceparent`.
-    pub remote: Option<TraceId>,
+/// A request's place in a trace, decided before its span exists ([`head`]).
+#[derive(Debug, Default)]
+pub struct Head {
+    /// Traces are on and this request's trace is sampled: its span goes to the trace layer.
+    traced: bool,
+    /// Traces are on (the span is marked when not sampled).
+    on: bool,
+    /// The caller's trace context, from a well-formed `traceparent`.
+    remote: Option<opentelemetry::Context>,
+    /// The trace id: the caller's, else one drawn here when traces are on.
+    trace_id: Option<TraceId>,
 }
 
-impl Joined {
-    /// The trace id the request belongs to: the span's when traces are on (the caller's if it
-    /// sent one), else the caller's, else none. Call once the span has been entered.
-    #[must_use]
-    pub fn trace_id(&self, span: &tracing::Span) -> Option<TraceId> {
-        if self.exported {
-            let cx = span.context();
-            let id = cx.span().span_context().trace_id();
-            if id != TraceId::INVALID {
-                return Some(id);
-            }
-        }
-        self.remote
-    }
+/// Head sampling: continues the caller's trace (a well-formed W3C `traceparent` in `headers`
+/// makes it the parent) and takes the configured sampler's decision now, on the trace id the
+/// request's span will carry (the caller's, or one drawn here and handed to the SDK).
+#[must_use]
+pub fn head(headers: &HeaderMap) -> Head {
+    decide(SAMPLER.get(), headers)
 }
 
-/// Continues the caller's trace: makes the W3C `traceparent` of `headers` (if any, and well
-/// formed) the parent of the new, not yet entered `span`; without one the span is a root.
-pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) -> Joined {
+fn decide(sampler: Option<&Sampler>, headers: &HeaderMap) -> Head {
     let remote = headers
         .contains_key("traceparent")
         .then(|| TraceContextPropagator::new().extract(&Headers(headers)))
         .filter(|cx| cx.span().span_context().is_valid());
-    let trace = remote
+    let remote_id = remote
         .as_ref()
         .map(|cx| cx.span().span_context().trace_id());
-    // Refused (no layer) when traces are off, where the caller's id still goes to the log.
-    let exported = span.set_parent(remote.unwrap_or_default()).is_ok();
-    Joined {
-        exported,
-        remote: trace,
+    let Some(sampler) = sampler else {
+        // Traces off: the caller's id still goes to the log.
+        return Head {
+            trace_id: remote_id,
+            ..Head::default()
+        };
+    };
+    let trace_id = remote_id.unwrap_or_else(|| RandomIdGenerator::default().new_trace_id());
+    let decision = sampler.should_sample(
+        remote.as_ref(),
+        trace_id,
+        "request",
+        &SpanKind::Server,
+        &[],
+        &[],
+    );
+    Head {
+        traced: decision.decision == SamplingDecision::RecordAndSample,
+        on: true,
+        remote,
+        trace_id: Some(trace_id),
+    }
+}
+
+impl Head {
+    /// This request's trace is exported.
+    #[must_use]
+    pub fn traced(&self) -> bool {
+        self.traced
+    }
+
+    /// The trace id for the log line.
+    #[must_use]
+    pub fn trace_id(&self) -> Option<TraceId> {
+        self.trace_id
+    }
+
+    /// Creates the request's root span with `make` under this decision. Sampled, `before_start`
+    /// records what must be set before the span starts (its kind and name are fixed from then
+    /// on), and the span starts here, in the caller's trace or with the drawn trace id.
+    /// Unsampled, the trace layer never sees it, nor anything under it.
+    pub fn root(
+        &self,
+        make: impl FnOnce() -> tracing::Span,
+        before_start: impl FnOnce(&tracing::Span),
+    ) -> tracing::Span {
+        if !self.on {
+            return make();
+        }
+        ROOT.with(|d| d.set(Some(self.traced)));
+        let span = make();
+        ROOT.with(|d| d.set(None));
+        if !self.traced {
+            return span;
+        }
+        before_start(&span);
+        if let Some(cx) = &self.remote {
+            let _ = span.set_parent(cx.clone());
+        } else {
+            DRAWN.with(|d| d.set(self.trace_id));
+        }
+        // Starts the span now, while the drawn id is there to take.
+        let _ = span.context();
+        DRAWN.with(|d| d.set(None));
+        span
+    }
+    /// Runs `request` (everything the request does after its span exists): unsampled, nothing
+    /// in it reaches the trace layer.
+    pub async fn run<T>(&self, request: impl Future<Output = T>) -> T {
+        if self.on && !self.traced {
+            UNSAMPLED.scope((), request).await
+        } else {
+            request.await
+        }
     }
 }
 
@@ -363,29 +489,120 @@ mod tests {
         }
     }
 
-    #[test]
-    fn nothing_under_an_unsampled_span_reaches_the_trace_layer() {
+    fn counter() -> (
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        impl Fn() -> usize,
+    ) {
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let n = || seen.load(std::sync::atomic::Ordering::SeqCst);
-        let subscriber =
-            tracing_subscriber::registry().with(Seen(seen.clone()).with_filter(SampledOnly));
-        tracing::subscriber::with_default(subscriber, || {
-            // No OpenTelemetry layer here: no trace is sampled, so `sample` marks the span.
-            let dropped = tracing::info_span!("request");
-            assert!(!sample(&dropped));
-            dropped.in_scope(|| {
+        let n = {
+            let seen = seen.clone();
+            move || seen.load(std::sync::atomic::Ordering::SeqCst)
+        };
+        (seen, n)
+    }
+
+    fn log<S>() -> impl Layer<S>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        tracing_subscriber::fmt::layer().with_writer(std::io::sink)
+    }
+
+    /// A request as the middleware runs it: its root span, then a statement's span and events
+    /// under it, inside [`Head::run`].
+    fn request(head: &Head) -> tracing::Span {
+        let span = head.root(|| tracing::info_span!("request"), |_| {});
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(head.run(async {
+            span.in_scope(|| {
                 let statement = tracing::info_span!(target: "db", "statement");
                 statement.in_scope(|| tracing::info!("inside"));
                 tracing::info!("inside");
             });
-            assert_eq!(n(), 1, "the root only");
-            // An unmarked (sampled) root: its statement and events reach the layer.
-            let kept = tracing::info_span!("request");
-            kept.in_scope(|| {
-                let statement = tracing::info_span!(target: "db", "statement");
-                statement.in_scope(|| tracing::info!("inside"));
-            });
-            assert_eq!(n(), 1 + 3);
+        }));
+        span
+    }
+
+    #[test]
+    fn an_unsampled_request_never_reaches_the_trace_layer() {
+        let (seen, n) = counter();
+        // The log layer keeps the request's span in the registry, as in the binary.
+        let subscriber = tracing_subscriber::registry()
+            .with(log())
+            .with(Seen(seen).with_filter(SampledOnly));
+        tracing::subscriber::with_default(subscriber, || {
+            let dropped = Head {
+                on: true,
+                ..Head::default()
+            };
+            drop(request(&dropped));
+            assert_eq!(n(), 0, "neither the request's span nor anything under it");
+            // Another root (a job run, a background statement) reaches the layer.
+            tracing::info_span!("job").in_scope(|| tracing::info!("inside"));
+            assert_eq!(n(), 2);
+            // With traces off the decision is not taken here at all.
+            drop(request(&Head::default()));
+            assert_eq!(n(), 2 + 4);
+        });
+    }
+
+    #[test]
+    fn the_sdk_samples_exactly_the_requests_the_head_decided_with_the_same_trace_id() {
+        let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.5)));
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(sampler.clone())
+            .with_id_generator(Drawn::default())
+            .build();
+        let (seen, n) = counter();
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("test"))
+                    .with_filter(SampledOnly),
+            )
+            .with(Seen(seen).with_filter(SampledOnly))
+            .with(log());
+        tracing::subscriber::with_default(subscriber, || {
+            let (mut traced, mut dropped) = (0, 0);
+            for _ in 0..200 {
+                let before = n();
+                let head = decide(Some(&sampler), &HeaderMap::new());
+                let span = request(&head);
+                if head.traced() {
+                    traced += 1;
+                    let sc = span.context().span().span_context().clone();
+                    assert!(sc.is_sampled(), "the SDK must not draw a second time");
+                    assert_eq!(Some(sc.trace_id()), head.trace_id());
+                    assert_eq!(n() - before, 4);
+                } else {
+                    dropped += 1;
+                    assert!(head.trace_id().is_some(), "the log line still gets an id");
+                    assert_eq!(n(), before);
+                }
+            }
+            // Half of 200, give or take: both branches ran.
+            assert!(
+                traced > 50 && dropped > 50,
+                "{traced} traced, {dropped} dropped"
+            );
+            // A caller's sampled trace is continued whatever the ratio.
+            let mut h = HeaderMap::new();
+            h.insert(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                    .parse()
+                    .expect("header"),
+            );
+            let never = Sampler::ParentBased(Box::new(Sampler::AlwaysOff));
+            let head = decide(Some(&never), &h);
+            assert!(head.traced());
+            let span = request(&head);
+            assert_eq!(
+                span.context().span().span_context().trace_id().to_string(),
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            );
         });
     }
 
@@ -469,14 +686,13 @@ mod tests {
                 .parse()
                 .expect("header"),
         );
-        let span = tracing::Span::none();
-        let joined = continue_trace(&span, &h);
-        assert!(!joined.exported);
+        let head = decide(None, &h);
+        assert!(!head.traced());
         assert_eq!(
-            joined.trace_id(&span).map(|t| t.to_string()).as_deref(),
+            head.trace_id().map(|t| t.to_string()).as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
         h.insert("traceparent", "00-zz-00-01".parse().expect("header"));
-        assert_eq!(continue_trace(&span, &h).trace_id(&span), None);
+        assert_eq!(decide(None, &h).trace_id(), None);
     }
 }
