@@ -6,18 +6,22 @@
 //! build never has them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, header};
+use axum::middleware;
 use axum::routing::post;
 
+use crate::authz::Access;
 use crate::error::ApiResult;
 use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::state::AppState;
 
-/// The route when enabled, else an empty router.
-pub fn routes() -> Router<AppState> {
+/// The routes when enabled (behind the tenant API's authentication, open to any signed-in
+/// user), else an empty router.
+pub fn routes(state: &AppState) -> Router<AppState> {
     let on = cfg!(debug_assertions)
         && std::env::var("PLATFORM_TEST_PANIC_ROUTE").is_ok_and(|v| v == "true");
     if !on {
@@ -26,6 +30,14 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_test/panic", post(panic_route))
         .route("/_test/fail", post(fail_route))
+        .route_layer(middleware::from_fn_with_state(
+            (Arc::new(state.clone()), Access::SelfService),
+            crate::authz::authorize,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(state.clone()),
+            crate::extract::tenant::authenticate,
+        ))
 }
 
 /// A statement the tenant's database refuses, with the caller's email in it as careless code
