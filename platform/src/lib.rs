@@ -8,6 +8,7 @@ pub mod billing_gate;
 pub mod error;
 pub mod errors;
 pub mod extract;
+pub mod logjson;
 pub mod metrics;
 pub mod observe;
 pub mod pagination;

@@ -158,12 +158,7 @@ pub fn init_to(
         // Database spans are for traces, not for the log.
         .add_directive("db=off".parse().context("the db log directive")?);
     let log: BoxedLayer = if json {
-        tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+        crate::logjson::JsonLog::new(writer)
             .with_filter(filter)
             .boxed()
     } else {
