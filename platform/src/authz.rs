@@ -111,7 +111,7 @@ pub async fn authorize(
     if let Err(refused) = enforce(&state, needs, &parts).await {
         return refused;
     }
-    parts.extensions.insert(Authorized(needs));
+    parts.extensions.insert(Authorized);
     next.run(Request::from_parts(parts, body)).await
 }
 

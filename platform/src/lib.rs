@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod audit_query;
+pub mod authn;
 pub mod authz;
 pub mod billing_gate;
 pub mod error;

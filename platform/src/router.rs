@@ -13,10 +13,10 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::authn::authenticate;
 use crate::authz::Access::{Public, SelfService};
 use crate::authz::{Access, TenantRoutes, needs};
 use crate::error::ApiError;
-use crate::extract::tenant::authenticate;
 use crate::metrics::RouteClass;
 use crate::observe::{observe, panic_response};
 use crate::ratelimit;

@@ -6,7 +6,8 @@
 //! A credential is a tenant API key (`plt_{tenant}_{secret}`) or a user's access token (an EdDSA
 //! JWT whose `tid` names the tenant and whose session must still be live).
 //!
-//! [`authenticate`] is the one authentication step: a route layer of the tenant routers that
+//! [`TenantContext::authenticate`] is the one authentication step, run by a route layer of the
+//! tenant routers (`crate::authn`) that
 //! builds the [`TenantContext`] once (tenant, principal, grants), sets the audit actor and keeps
 //! the context in the request. Rate limiting, authorization and the extractors here read it from
 //! there; nothing parses the credential again. [`TenantDb`] is the only door to tenant data: a
@@ -21,11 +22,9 @@
 use std::sync::Arc;
 
 use audit::Actor;
-use axum::extract::{FromRef, FromRequestParts, Request, State};
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use identity::credentials::PresentedKey;
 use identity::{Permission, PermissionSet};
 use limits::{Decision, Scope};
@@ -119,10 +118,10 @@ fn undeclared() -> ApiError {
     ApiError::forbidden("this route declares no permission, so nobody may use it")
 }
 
-/// Marks a request whose route's declared access was enforced ([`crate::authz::authorize`]);
+/// Marks a request whose route's declared access was enforced (`crate::authz::authorize`);
 /// [`Authenticated`] and [`TenantDb`] exist only for such requests.
 #[derive(Clone, Copy, Debug)]
-pub struct Authorized(pub crate::authz::Access);
+pub struct Authorized;
 
 /// The context the tenant router's authentication put in the request. A handler outside the
 /// tenant routers finds none and is refused.
@@ -139,7 +138,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TenantContext {
 }
 
 impl TenantContext {
-    /// The one authentication step of a tenant request (the route layer [`authenticate`]): the
+    /// The one authentication step of a tenant request (the route layer `crate::authn`): the
     /// tenant from the host and/or the credential, the principal and its grants, the audit
     /// actor. Failed attempts are limited here, before any lookup: the request takes a place in
     /// the failure budget of its client address (and, for an API key, of the tenant it claims);
@@ -395,27 +394,6 @@ where
     }
 }
 
-/// Route layer of the tenant routers (`/api/v1`, `/sso`): authenticates once, keeps the
-/// [`TenantContext`] in the request for rate limiting, authorization and the handler's
-/// extractors, or answers the failure (with the failure budget's `RateLimit-*` headers when
-/// that refused it).
-pub async fn authenticate(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let (mut parts, body) = req.into_parts();
-    match TenantContext::authenticate(&parts, &state).await {
-        Ok(ctx) => {
-            parts.extensions.insert(ctx);
-            next.run(Request::from_parts(parts, body)).await
-        }
-        Err(AuthFailure { error, refused }) => {
-            crate::ratelimit::with_headers(error.into_response(), refused)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use axum::Router;
@@ -427,7 +405,6 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::authz::Access;
 
     fn context() -> TenantContext {
         let now = time::OffsetDateTime::now_utc();
@@ -488,9 +465,7 @@ mod tests {
         assert_eq!(status(authenticated).await, StatusCode::FORBIDDEN);
         // Authorized: the same handler serves (so the refusals above are the missing marks).
         let authorized = route()
-            .layer(axum::Extension(Authorized(Access::Permission(
-                Permission::ProjectsRead,
-            ))))
+            .layer(axum::Extension(Authorized))
             .layer(axum::Extension(context()));
         assert_eq!(status(authorized).await, StatusCode::OK);
     }

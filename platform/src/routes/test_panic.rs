@@ -14,13 +14,16 @@ use axum::http::{HeaderMap, header};
 use axum::middleware;
 use axum::routing::post;
 
+use identity::Permission;
+
 use crate::authz::Access;
 use crate::error::ApiResult;
 use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::state::AppState;
 
-/// The routes when enabled (behind the tenant API's authentication, open to any signed-in
-/// user), else an empty router.
+/// The routes when enabled, else an empty router. They sit behind the tenant API's
+/// authentication and a declared access like any tenant route: `projects:read`, which every
+/// built-in role holds (users and API keys alike).
 pub fn routes(state: &AppState) -> Router<AppState> {
     let on = cfg!(debug_assertions)
         && std::env::var("PLATFORM_TEST_PANIC_ROUTE").is_ok_and(|v| v == "true");
@@ -31,12 +34,15 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/_test/panic", post(panic_route))
         .route("/_test/fail", post(fail_route))
         .route_layer(middleware::from_fn_with_state(
-            (Arc::new(state.clone()), Access::SelfService),
+            (
+                Arc::new(state.clone()),
+                Access::Permission(Permission::ProjectsRead),
+            ),
             crate::authz::authorize,
         ))
         .route_layer(middleware::from_fn_with_state(
             Arc::new(state.clone()),
-            crate::extract::tenant::authenticate,
+            crate::authn::authenticate,
         ))
 }
 
