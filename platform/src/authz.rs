@@ -1,19 +1,25 @@
-//! Authorization of the tenant API. Every tenant route declares what it needs in [`TABLE`]; a
-//! route layer looks the matched route up and refuses the request before the handler runs if the
-//! principal lacks the permission. A tenant route missing from the table is refused (fail
-//! closed), and a test compares the table with the OpenAPI document, so a route cannot be added
-//! without a declaration. Object-level rules (project membership) live in the handlers.
+//! Authorization of the tenant API. Every tenant route is registered with what it requires
+//! ([`Access`]), next to its handler in the route table: [`TenantRoutes::at`] is the only way
+//! to add a route to the tenant API, and it wraps the route in [`authorize`] with that access.
+//! So a route cannot be added without a declaration, and nothing looks a path up in a second
+//! table. The request's [`TenantContext`] comes from the tenant router's one authentication step;
+//! the extractors that reach tenant data ([`Authenticated`], [`crate::extract::tenant::TenantDb`])
+//! exist only once [`authorize`] has passed, so a handler that somehow escaped it is refused
+//! (fail closed). Object-level rules (project membership) live in the handlers.
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
-use axum::http::Method;
-use axum::middleware::Next;
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 use audit::Outcome;
 use identity::Permission;
 
 use crate::error::ApiError;
-use crate::extract::tenant::{Authenticated, Principal};
+use crate::extract::tenant::{Authenticated, Authorized, Principal, TenantContext};
 use crate::state::AppState;
 
 /// What a route requires.
@@ -27,243 +33,134 @@ pub enum Access {
     Permission(Permission),
 }
 
-use Access::{Public, SelfService};
-use Permission::*;
-
-/// Shorthand for the table.
-const fn needs(p: Permission) -> Access {
+/// Shorthand for the route table.
+#[must_use]
+pub const fn needs(p: Permission) -> Access {
     Access::Permission(p)
 }
 
-/// Every tenant route: method, path (as registered), and what it needs.
-pub const TABLE: &[(&str, &str, Access)] = &[
-    // auth
-    ("POST", "/api/v1/auth/signup", Public),
-    ("POST", "/api/v1/auth/login", Public),
-    ("POST", "/api/v1/auth/mfa/verify", Public),
-    ("POST", "/api/v1/auth/token/refresh", Public),
-    ("POST", "/api/v1/auth/logout", Public),
-    ("POST", "/api/v1/auth/invitations/accept", Public),
-    ("POST", "/api/v1/auth/email/verify", Public),
-    ("POST", "/api/v1/auth/password/forgot", Public),
-    ("POST", "/api/v1/auth/password/reset", Public),
-    // the signed-in user
-    ("GET", "/api/v1/me", SelfService),
-    ("PATCH", "/api/v1/me", SelfService),
-    ("GET", "/api/v1/me/sessions", SelfService),
-    ("DELETE", "/api/v1/me/sessions/{session_id}", SelfService),
-    ("POST", "/api/v1/me/sessions/revoke-others", SelfService),
-    ("POST", "/api/v1/me/email/verification", SelfService),
-    ("POST", "/api/v1/me/mfa/totp", SelfService),
-    ("POST", "/api/v1/me/mfa/totp/confirm", SelfService),
-    ("DELETE", "/api/v1/me/mfa/totp", SelfService),
-    // members, roles, keys
-    ("GET", "/api/v1/users", needs(UsersRead)),
-    ("PATCH", "/api/v1/users/{user_id}", needs(MembersManage)),
-    (
-        "DELETE",
-        "/api/v1/users/{user_id}/sessions",
-        needs(MembersManage),
-    ),
-    ("POST", "/api/v1/invitations", needs(MembersManage)),
-    ("GET", "/api/v1/roles", needs(UsersRead)),
-    ("POST", "/api/v1/roles", needs(RolesManage)),
-    ("PATCH", "/api/v1/roles/{role_id}", needs(RolesManage)),
-    ("DELETE", "/api/v1/roles/{role_id}", needs(RolesManage)),
-    ("GET", "/api/v1/api-keys", needs(ApiKeysManage)),
-    ("POST", "/api/v1/api-keys", needs(ApiKeysManage)),
-    ("DELETE", "/api/v1/api-keys/{key_id}", needs(ApiKeysManage)),
-    // feature flags
-    ("GET", "/api/v1/flags", SelfService),
-    ("PUT", "/api/v1/flags/{name}/choice", needs(FlagsManage)),
-    // the tenant's own background jobs
-    ("GET", "/api/v1/jobs", needs(JobsRead)),
-    // the audit log
-    ("GET", "/api/v1/audit-events", needs(AuditRead)),
-    ("GET", "/api/v1/audit-events/export", needs(AuditRead)),
-    // SSO connections and policy
-    ("GET", "/api/v1/sso/connections", needs(SsoManage)),
-    ("POST", "/api/v1/sso/connections", needs(SsoManage)),
-    (
-        "GET",
-        "/api/v1/sso/connections/{connection_id}",
-        needs(SsoManage),
-    ),
-    (
-        "PATCH",
-        "/api/v1/sso/connections/{connection_id}",
-        needs(SsoManage),
-    ),
-    (
-        "DELETE",
-        "/api/v1/sso/connections/{connection_id}",
-        needs(SsoManage),
-    ),
-    ("GET", "/api/v1/sso/settings", needs(SsoManage)),
-    ("PUT", "/api/v1/sso/settings", needs(SsoManage)),
-    ("GET", "/api/v1/sso/domains", needs(SsoManage)),
-    ("POST", "/api/v1/sso/domains", needs(SsoManage)),
-    (
-        "POST",
-        "/api/v1/sso/domains/{domain}/check",
-        needs(SsoManage),
-    ),
-    ("DELETE", "/api/v1/sso/domains/{domain}", needs(SsoManage)),
-    (
-        "POST",
-        "/api/v1/sso/connections/{connection_id}/links",
-        needs(SsoManage),
-    ),
-    (
-        "DELETE",
-        "/api/v1/sso/connections/{connection_id}/links/{user_id}",
-        needs(SsoManage),
-    ),
-    // email
-    (
-        "GET",
-        "/api/v1/email/templates/{kind}/preview",
-        needs(MembersManage),
-    ),
-    ("PUT", "/api/v1/email/branding", needs(MembersManage)),
-    ("GET", "/api/v1/email/domain", needs(MembersManage)),
-    ("PUT", "/api/v1/email/domain", needs(MembersManage)),
-    ("POST", "/api/v1/email/domain/verify", needs(MembersManage)),
-    ("GET", "/api/v1/email/settings", needs(MembersManage)),
-    ("PUT", "/api/v1/email/settings", needs(MembersManage)),
-    ("GET", "/api/v1/email/events", needs(AuditRead)),
-    ("GET", "/api/v1/email/suppressions", needs(MembersManage)),
-    ("POST", "/api/v1/email/suppressions", needs(MembersManage)),
-    (
-        "DELETE",
-        "/api/v1/email/suppressions/{suppression_id}",
-        needs(MembersManage),
-    ),
-    // billing
-    ("GET", "/api/v1/billing", needs(BillingRead)),
-    ("POST", "/api/v1/billing/checkout", needs(BillingManage)),
-    ("POST", "/api/v1/billing/portal", needs(BillingManage)),
-    ("POST", "/api/v1/billing/plan", needs(BillingManage)),
-    ("POST", "/api/v1/billing/plan/preview", needs(BillingManage)),
-    // the reference domain
-    ("GET", "/api/v1/projects", needs(ProjectsRead)),
-    ("POST", "/api/v1/projects", needs(ProjectsWrite)),
-    ("GET", "/api/v1/projects/{project_id}", needs(ProjectsRead)),
-    (
-        "PATCH",
-        "/api/v1/projects/{project_id}",
-        needs(ProjectsWrite),
-    ),
-    (
-        "DELETE",
-        "/api/v1/projects/{project_id}",
-        needs(ProjectsWrite),
-    ),
-    (
-        "GET",
-        "/api/v1/projects/{project_id}/members",
-        needs(ProjectsRead),
-    ),
-    (
-        "POST",
-        "/api/v1/projects/{project_id}/members",
-        needs(ProjectsWrite),
-    ),
-    (
-        "PATCH",
-        "/api/v1/projects/{project_id}/members/{user_id}",
-        needs(ProjectsWrite),
-    ),
-    (
-        "DELETE",
-        "/api/v1/projects/{project_id}/members/{user_id}",
-        needs(ProjectsWrite),
-    ),
-    (
-        "GET",
-        "/api/v1/projects/{project_id}/tasks",
-        needs(TasksRead),
-    ),
-    (
-        "POST",
-        "/api/v1/projects/{project_id}/tasks",
-        needs(TasksWrite),
-    ),
-    (
-        "GET",
-        "/api/v1/projects/{project_id}/tasks/{task_id}",
-        needs(TasksRead),
-    ),
-    (
-        "PATCH",
-        "/api/v1/projects/{project_id}/tasks/{task_id}",
-        needs(TasksWrite),
-    ),
-    (
-        "DELETE",
-        "/api/v1/projects/{project_id}/tasks/{task_id}",
-        needs(TasksWrite),
-    ),
-];
-
-/// What `method path` requires, if it is declared.
-#[must_use]
-pub fn access(method: &Method, path: &str) -> Option<Access> {
-    TABLE
-        .iter()
-        .find(|(m, p, _)| *m == method.as_str() && *p == path)
-        .map(|(_, _, a)| *a)
+impl Access {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Permission(p) => p.as_str(),
+            Self::SelfService => "self-service",
+            Self::Public => "public",
+        }
+    }
 }
 
-/// Route layer: enforces [`TABLE`] on every `/api/v1` route.
-pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(path) = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-    else {
-        return next.run(req).await;
-    };
-    if !path.starts_with("/api/") {
-        return next.run(req).await;
+/// Registrations of tenant API routes, each with what it requires (see [`TenantRoutes::at`]).
+#[derive(Default)]
+pub struct TenantRoutes(Vec<(Access, UtoipaMethodRouter<AppState>)>);
+
+impl TenantRoutes {
+    /// Registers `routes` (one path, one or more methods: `routes!(..)`), each requiring `access`.
+    #[must_use]
+    pub fn at(mut self, access: Access, routes: UtoipaMethodRouter<AppState>) -> Self {
+        self.0.push((access, routes));
+        self
     }
-    let Some(needs) = access(req.method(), &path) else {
-        return ApiError::forbidden("this route declares no permission, so nobody may use it")
-            .into_response();
+
+    /// Every registered operation: method (upper case), path and what it requires.
+    #[must_use]
+    pub fn declared(&self) -> Vec<(String, String, Access)> {
+        let mut out = Vec::new();
+        for (access, (_, paths, _)) in &self.0 {
+            for (path, item) in &paths.paths {
+                let ops = [
+                    ("GET", item.get.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                ];
+                for (m, _) in ops.into_iter().filter(|(_, on)| *on) {
+                    out.push((m.to_owned(), path.clone(), *access));
+                }
+            }
+        }
+        out
+    }
+
+    /// The routes, each wrapped in [`authorize`] with its access, as one router (OpenAPI
+    /// document included).
+    #[must_use]
+    pub fn into_router(self, state: &Arc<AppState>) -> OpenApiRouter<AppState> {
+        self.0
+            .into_iter()
+            .fold(OpenApiRouter::new(), |router, (access, (s, p, m))| {
+                let m = m.route_layer(middleware::from_fn_with_state(
+                    (Arc::clone(state), access),
+                    authorize,
+                ));
+                router.routes((s, p, m))
+            })
+    }
+}
+
+/// Per-route layer of the tenant API, inside authentication and the tenant's rate limits:
+/// enforces the route's declared access (a refusal is an audited `authz.denied` attempt; the
+/// MFA-required rule; the billing gate on routes under a permission), then marks the request
+/// [`Authorized`] for the handler's extractors.
+pub async fn authorize(
+    State((state, needs)): State<(Arc<AppState>, Access)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    if let Err(refused) = enforce(&state, needs, &parts).await {
+        return refused;
+    }
+    parts.extensions.insert(Authorized);
+    next.run(Request::from_parts(parts, body)).await
+}
+
+async fn enforce(state: &AppState, needs: Access, req: &Parts) -> Result<(), Response> {
+    let Some(ctx) = req.extensions.get::<TenantContext>() else {
+        return Err(
+            ApiError::forbidden("this route declares no permission, so nobody may use it")
+                .into_response(),
+        );
     };
     if needs == Access::Public {
-        return next.run(req).await;
+        return Ok(());
     }
-    let (mut parts, body) = req.into_parts();
-    let auth = match Authenticated::from_request_parts(&mut parts, &state).await {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
+    let Some((principal, grants)) = &ctx.principal else {
+        return Err(ApiError::unauthorized(
+            "this API needs a credential (an access token or a tenant API key)",
+        )
+        .into_response());
+    };
+    let auth = Authenticated {
+        tenant: Arc::clone(&ctx.tenant),
+        principal: principal.clone(),
+        grants: Arc::clone(grants),
     };
     if let Err(e) = check(&auth, needs) {
         // A refusal changes nothing, so it is recorded in a transaction of its own.
-        let needs = match needs {
-            Access::Permission(p) => p.as_str(),
-            Access::SelfService => "self-service",
-            Access::Public => "public",
-        };
         crate::audit::attempt(
             &state.tenancy.dataplane,
             &auth.tenant,
             "authz.denied",
             Outcome::Denied,
-            &serde_json::json!({ "needs": needs, "role": auth.grants.role }),
+            &serde_json::json!({ "needs": needs.as_str(), "role": auth.grants.role }),
         )
         .await;
-        return e.into_response();
+        return Err(e.into_response());
     }
     // Routes under a permission are where billing may refuse (self-service routes never).
-    if matches!(needs, Access::Permission(_))
-        && let Some(refused) =
-            crate::billing_gate::refuse(&state, auth.tenant.id, &parts.method, &path).await
-    {
-        return refused;
+    if matches!(needs, Access::Permission(_)) {
+        let path = req
+            .extensions
+            .get::<MatchedPath>()
+            .map_or("", MatchedPath::as_str);
+        if let Some(refused) =
+            crate::billing_gate::refuse(state, auth.tenant.id, &req.method, path).await
+        {
+            return Err(refused);
+        }
     }
-    next.run(Request::from_parts(parts, body)).await
+    Ok(())
 }
 
 fn check(auth: &Authenticated, needs: Access) -> Result<(), ApiError> {

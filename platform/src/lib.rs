@@ -3,11 +3,13 @@
 
 pub mod audit;
 pub mod audit_query;
+pub mod authn;
 pub mod authz;
 pub mod billing_gate;
 pub mod error;
 pub mod errors;
 pub mod extract;
+pub mod logjson;
 pub mod metrics;
 pub mod observe;
 pub mod pagination;

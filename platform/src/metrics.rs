@@ -122,6 +122,32 @@ pub struct Finished<'a> {
     pub rate_limit: Option<&'a limits::Decision>,
     /// The problem type of an error response (`query-timeout`: a statement hit the timeout).
     pub problem: Option<&'static str>,
+    /// The class of the route, from the router it is registered in ([`RouteClass`]).
+    pub class: Option<RouteClass>,
+}
+
+/// The class of a route where it differs from the tenant API's, set on the response by a layer
+/// of the router the route is registered in (so no path prefix decides it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteClass {
+    /// The operator API (`/admin/v1`).
+    Operator,
+    /// The browser side of SSO (`/sso`).
+    Sso,
+}
+
+impl RouteClass {
+    /// Route layer (`axum::middleware::map_response`) marking the operator API's responses.
+    pub async fn operator(mut resp: axum::response::Response) -> axum::response::Response {
+        resp.extensions_mut().insert(Self::Operator);
+        resp
+    }
+
+    /// Route layer (`axum::middleware::map_response`) marking the SSO routes' responses.
+    pub async fn sso(mut resp: axum::response::Response) -> axum::response::Response {
+        resp.extensions_mut().insert(Self::Sso);
+        resp
+    }
 }
 
 /// Decrements the in-flight gauge when the request ends (also when its future is dropped).
@@ -286,7 +312,7 @@ impl Metrics {
         if r.status == 401 {
             m.counter(
                 "platform_auth_failures_total",
-                vec![Label::new("kind", auth_kind(r.route))],
+                vec![Label::new("kind", auth_kind(r.route, r.class))],
             )
             .increment(1);
         }
@@ -485,15 +511,16 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-/// The kind of a refused authentication (a 401), from the route it happened on.
-fn auth_kind(route: &str) -> &'static str {
-    match route {
-        "/api/v1/auth/login" => "password",
-        "/api/v1/auth/mfa/verify" => "mfa_code",
-        "/api/v1/auth/token/refresh" | "/api/v1/auth/logout" => "refresh_token",
-        r if r.starts_with("/admin/") => "operator_token",
-        r if r.starts_with("/sso/") => "sso",
-        _ => "credential",
+/// The kind of a refused authentication (a 401), from the class of the route it happened on
+/// and, for the sign-in routes, the route itself.
+fn auth_kind(route: &str, class: Option<RouteClass>) -> &'static str {
+    match (class, route) {
+        (Some(RouteClass::Operator), _) => "operator_token",
+        (Some(RouteClass::Sso), _) => "sso",
+        (None, "/api/v1/auth/login") => "password",
+        (None, "/api/v1/auth/mfa/verify") => "mfa_code",
+        (None, "/api/v1/auth/token/refresh" | "/api/v1/auth/logout") => "refresh_token",
+        (None, _) => "credential",
     }
 }
 

@@ -100,6 +100,10 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
                 .extensions()
                 .get::<crate::error::ProblemKind>()
                 .map(|k| k.0),
+            class: resp
+                .extensions()
+                .get::<crate::metrics::RouteClass>()
+                .copied(),
         });
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert(REQUEST_ID, v);

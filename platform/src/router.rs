@@ -13,8 +13,13 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::authn::authenticate;
+use crate::authz::Access::{Public, SelfService};
+use crate::authz::{Access, TenantRoutes, needs};
 use crate::error::ApiError;
+use crate::metrics::RouteClass;
 use crate::observe::{observe, panic_response};
+use crate::ratelimit;
 use crate::routes::admin::{
     api_keys, audit as admin_audit, billing as admin_billing, db_servers, domains,
     email as admin_email, flags as admin_flags, invitations as admin_invitations,
@@ -29,6 +34,10 @@ use crate::routes::api::{
 };
 use crate::routes::{health, sso, stripe_webhook, tracking, unsubscribe, webhooks, wellknown};
 use crate::state::AppState;
+use identity::Permission::{
+    ApiKeysManage, AuditRead, BillingManage, BillingRead, FlagsManage, JobsRead, MembersManage,
+    ProjectsRead, ProjectsWrite, RolesManage, SsoManage, TasksRead, TasksWrite, UsersRead,
+};
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -60,10 +69,10 @@ impl Modify for Security {
     }
 }
 
-/// Every route with its OpenAPI description.
-pub fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        // operator API
+/// The operator API (`/admin/v1`): the operator token (checked by each handler's
+/// [`crate::extract::admin::Operator`]), limited per client address.
+fn admin() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(tenants::create, tenants::list))
         .routes(routes!(tenants::show, tenants::patch, tenants::delete))
         .routes(routes!(domains::add, domains::list))
@@ -101,81 +110,133 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_billing::show))
         .routes(routes!(admin_billing::grant))
         .routes(routes!(admin_billing::reconcile))
-        // tenant API: auth (no credential)
-        .routes(routes!(signup::signup))
-        .routes(routes!(login::login))
-        .routes(routes!(login::verify))
-        .routes(routes!(token::refresh))
-        .routes(routes!(token::logout))
-        .routes(routes!(accept::accept))
-        .routes(routes!(email::verify))
-        .routes(routes!(password::forgot))
-        .routes(routes!(password::reset))
-        // tenant API: the signed-in user
-        .routes(routes!(me::show, me::patch))
-        .routes(routes!(sessions::list))
-        .routes(routes!(sessions::revoke))
-        .routes(routes!(sessions::revoke_others))
-        .routes(routes!(me_email::resend))
-        .routes(routes!(mfa::enroll, mfa::disable))
-        .routes(routes!(mfa::confirm))
-        // tenant API: members, roles, keys
-        .routes(routes!(users::list))
-        .routes(routes!(users::patch))
-        .routes(routes!(users::revoke_sessions))
-        .routes(routes!(invitations::invite))
-        .routes(routes!(roles::list, roles::create))
-        .routes(routes!(roles::update, roles::delete))
-        .routes(routes!(tenant_keys::create, tenant_keys::list))
-        .routes(routes!(tenant_keys::revoke))
-        // tenant API: feature flags
-        .routes(routes!(tenant_flags::list))
-        .routes(routes!(tenant_flags::choose))
-        // tenant API: the tenant's own background jobs
-        .routes(routes!(tenant_jobs::list))
-        // tenant API: the audit log
-        .routes(routes!(audit::list_events))
-        .routes(routes!(audit::export))
-        // tenant API: email (previews, branding, events, suppressions)
-        .routes(routes!(mail::preview))
-        .routes(routes!(mail::put_branding))
-        .routes(routes!(mail::events))
-        .routes(routes!(mail::suppressions, mail::suppress))
-        .routes(routes!(mail::unsuppress))
-        .routes(routes!(mail::domain::get, mail::domain::put))
-        .routes(routes!(mail::domain::verify))
-        .routes(routes!(mail::settings::get, mail::settings::put))
-        // email: the provider's webhooks and one-click unsubscribe (no credential, no tenant host)
-        .routes(routes!(webhooks::receive))
-        .routes(routes!(unsubscribe::one_click))
-        .routes(routes!(tracking::pixel))
-        // tenant API: billing
-        .routes(routes!(billing::show))
-        .routes(routes!(billing::checkout))
-        .routes(routes!(billing::portal))
-        .routes(routes!(billing::change))
-        .routes(routes!(billing::preview))
-        // tenant API: the reference domain
-        .routes(routes!(projects::create, projects::list))
-        .routes(routes!(projects::show, projects::patch, projects::delete))
-        .routes(routes!(members::list, members::add))
-        .routes(routes!(members::patch, members::remove))
-        .routes(routes!(tasks::create, tasks::list))
-        .routes(routes!(tasks::show, tasks::patch, tasks::delete))
-        // tenant API: SSO connections and policy
-        .routes(routes!(sso_admin::list, sso_admin::create))
-        .routes(routes!(
-            sso_admin::show,
-            sso_admin::patch,
-            sso_admin::delete
-        ))
-        .routes(routes!(sso_admin::show_settings, sso_admin::put_settings))
-        .routes(routes!(sso_admin::domains::claim, sso_admin::domains::list))
-        .routes(routes!(sso_admin::domains::check))
-        .routes(routes!(sso_admin::domains::remove))
-        .routes(routes!(sso_admin::links::link))
-        .routes(routes!(sso_admin::links::unlink))
-        // SSO, browser side (tenant host, no credential)
+}
+
+/// The tenant API's sign-in routes (`/api/v1/auth`): no credential (each carries its own
+/// proof), limited per client address before authentication.
+fn tenant_auth() -> TenantRoutes {
+    TenantRoutes::default()
+        .at(Public, routes!(signup::signup))
+        .at(Public, routes!(login::login))
+        .at(Public, routes!(login::verify))
+        .at(Public, routes!(token::refresh))
+        .at(Public, routes!(token::logout))
+        .at(Public, routes!(accept::accept))
+        .at(Public, routes!(email::verify))
+        .at(Public, routes!(password::forgot))
+        .at(Public, routes!(password::reset))
+}
+
+/// The rest of the tenant API (`/api/v1`): a credential, limited per tenant and principal, and
+/// what each route requires.
+fn tenant_api() -> TenantRoutes {
+    TenantRoutes::default()
+        // the signed-in user
+        .at(SelfService, routes!(me::show, me::patch))
+        .at(SelfService, routes!(sessions::list))
+        .at(SelfService, routes!(sessions::revoke))
+        .at(SelfService, routes!(sessions::revoke_others))
+        .at(SelfService, routes!(me_email::resend))
+        .at(SelfService, routes!(mfa::enroll, mfa::disable))
+        .at(SelfService, routes!(mfa::confirm))
+        // members, roles, keys
+        .at(needs(UsersRead), routes!(users::list))
+        .at(needs(MembersManage), routes!(users::patch))
+        .at(needs(MembersManage), routes!(users::revoke_sessions))
+        .at(needs(MembersManage), routes!(invitations::invite))
+        .at(needs(UsersRead), routes!(roles::list))
+        .at(needs(RolesManage), routes!(roles::create))
+        .at(needs(RolesManage), routes!(roles::update, roles::delete))
+        .at(
+            needs(ApiKeysManage),
+            routes!(tenant_keys::create, tenant_keys::list),
+        )
+        .at(needs(ApiKeysManage), routes!(tenant_keys::revoke))
+        // feature flags
+        .at(SelfService, routes!(tenant_flags::list))
+        .at(needs(FlagsManage), routes!(tenant_flags::choose))
+        // the tenant's own background jobs
+        .at(needs(JobsRead), routes!(tenant_jobs::list))
+        // the audit log
+        .at(needs(AuditRead), routes!(audit::list_events))
+        .at(needs(AuditRead), routes!(audit::export))
+        // email (previews, branding, events, suppressions)
+        .at(needs(MembersManage), routes!(mail::preview))
+        .at(needs(MembersManage), routes!(mail::put_branding))
+        .at(needs(AuditRead), routes!(mail::events))
+        .at(
+            needs(MembersManage),
+            routes!(mail::suppressions, mail::suppress),
+        )
+        .at(needs(MembersManage), routes!(mail::unsuppress))
+        .at(
+            needs(MembersManage),
+            routes!(mail::domain::get, mail::domain::put),
+        )
+        .at(needs(MembersManage), routes!(mail::domain::verify))
+        .at(
+            needs(MembersManage),
+            routes!(mail::settings::get, mail::settings::put),
+        )
+        // billing
+        .at(needs(BillingRead), routes!(billing::show))
+        .at(needs(BillingManage), routes!(billing::checkout))
+        .at(needs(BillingManage), routes!(billing::portal))
+        .at(needs(BillingManage), routes!(billing::change))
+        .at(needs(BillingManage), routes!(billing::preview))
+        // the reference domain
+        .at(needs(ProjectsRead), routes!(projects::list))
+        .at(needs(ProjectsWrite), routes!(projects::create))
+        .at(needs(ProjectsRead), routes!(projects::show))
+        .at(
+            needs(ProjectsWrite),
+            routes!(projects::patch, projects::delete),
+        )
+        .at(needs(ProjectsRead), routes!(members::list))
+        .at(needs(ProjectsWrite), routes!(members::add))
+        .at(
+            needs(ProjectsWrite),
+            routes!(members::patch, members::remove),
+        )
+        .at(needs(TasksRead), routes!(tasks::list))
+        .at(needs(TasksWrite), routes!(tasks::create))
+        .at(needs(TasksRead), routes!(tasks::show))
+        .at(needs(TasksWrite), routes!(tasks::patch, tasks::delete))
+        // SSO connections and policy
+        .at(
+            needs(SsoManage),
+            routes!(sso_admin::list, sso_admin::create),
+        )
+        .at(
+            needs(SsoManage),
+            routes!(sso_admin::show, sso_admin::patch, sso_admin::delete),
+        )
+        .at(
+            needs(SsoManage),
+            routes!(sso_admin::show_settings, sso_admin::put_settings),
+        )
+        .at(
+            needs(SsoManage),
+            routes!(sso_admin::domains::claim, sso_admin::domains::list),
+        )
+        .at(needs(SsoManage), routes!(sso_admin::domains::check))
+        .at(needs(SsoManage), routes!(sso_admin::domains::remove))
+        .at(needs(SsoManage), routes!(sso_admin::links::link))
+        .at(needs(SsoManage), routes!(sso_admin::links::unlink))
+}
+
+/// Every tenant API operation with what it requires: method, path (as registered), access.
+#[must_use]
+pub fn declared() -> Vec<(String, String, Access)> {
+    let mut all = tenant_auth().declared();
+    all.extend(tenant_api().declared());
+    all
+}
+
+/// The browser side of SSO (`/sso`, tenant host, no credential): limited per client address,
+/// then the tenant context.
+fn sso() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(sso::saml_metadata))
         .routes(routes!(sso::saml_login))
         .routes(routes!(sso::saml_acs))
@@ -183,12 +244,68 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sso::oidc_callback))
         .routes(routes!(sso::github_login))
         .routes(routes!(sso::github_callback))
-        // Stripe's webhook (signed body, no credential)
+}
+
+/// Email's public routes (no credential, no tenant host; each may write to a tenant's
+/// database, so a flood must not exhaust it): the provider's webhooks, one-click unsubscribe
+/// and the open-tracking image, limited per client address.
+fn email_public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(webhooks::receive))
+        .routes(routes!(unsubscribe::one_click))
+        .routes(routes!(tracking::pixel))
+}
+
+/// Routes without a limit: Stripe's webhook (a signed body), health and the JWKS.
+fn unlimited() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(stripe_webhook::stripe))
-        // health
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(wellknown::jwks))
+}
+
+/// Every route with its OpenAPI description, each router of a route class with its layers.
+pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    // One shared copy for the per-request layers (a clone per request is one reference count).
+    let shared = Arc::new(state.clone());
+    let authn = || middleware::from_fn_with_state(Arc::clone(&shared), authenticate);
+    let limits = state.limits.clone();
+    let per_address = || middleware::from_fn_with_state(limits.clone(), ratelimit::per_address);
+    // The operator API last: two request bodies share the schema name `PlanBody`, and the
+    // document has always kept the tenant API's (the first merged wins).
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(
+            tenant_auth()
+                .into_router(&shared)
+                .route_layer(authn())
+                .route_layer(per_address()),
+        )
+        .merge(
+            tenant_api()
+                .into_router(&shared)
+                .route_layer(middleware::from_fn_with_state(
+                    limits.clone(),
+                    ratelimit::tenant,
+                ))
+                .route_layer(authn()),
+        )
+        .merge(
+            sso()
+                .route_layer(authn())
+                .route_layer(per_address())
+                .route_layer(middleware::map_response(RouteClass::sso)),
+        )
+        .merge(email_public().route_layer(per_address()))
+        .merge(unlimited())
+        .merge(
+            admin()
+                .route_layer(middleware::from_fn_with_state(
+                    limits.clone(),
+                    ratelimit::admin,
+                ))
+                .route_layer(middleware::map_response(RouteClass::operator)),
+        )
 }
 
 /// The OpenAPI document as served: every error response (a `Problem` body) is declared as
@@ -226,26 +343,19 @@ fn problem_content_types(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
     v
 }
 
-/// The complete router with its middleware.
+/// The complete router with its middleware. The walk of a request, outermost first:
+/// `observe` (request id, span, metrics, the log line), panic catching, the body limit; then,
+/// on every route, the client address and audit context; then the layers of the route's class
+/// (see [`api`]); then, on a tenant API route, its declared access ([`crate::authz`]).
 pub fn router(state: AppState) -> Router {
-    let (router, doc) = api().split_for_parts();
+    let (router, doc) = api(&state).split_for_parts();
     let doc = Arc::new(problem_content_types(doc));
-    // Route layers, outermost last: audit context and client address, then rate limits (they
-    // authenticate tenant routes, kept in the request), then authorization.
     router
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::authz::authorize,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::ratelimit::limit,
-        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::audit::context,
         ))
-        .merge(crate::routes::test_panic::routes())
+        .merge(crate::routes::test_panic::routes(&state))
         .route(
             "/openapi.json",
             get(move || async move { Json(Arc::clone(&doc)).into_response() }),

@@ -101,6 +101,7 @@ substate!(Catalog, |s| s.tenancy.catalog.clone());
 substate!(DataPlane, |s| s.tenancy.dataplane.clone());
 substate!(Resolver, |s| s.tenancy.resolver.clone());
 substate!(Provisioner, |s| s.tenancy.provisioner.clone());
+substate!(tenancy::placement::Mover, |s| s.tenancy.mover.clone());
 substate!(ApiKeys, |s| s.identity.api_keys.clone());
 substate!(identity::Auth, |s| s.identity.auth.clone());
 substate!(Identity, |s| s.identity.clone());

@@ -206,12 +206,7 @@ fn layers(
         m.is_span() && m.name() == "request" && m.target() == "platform::observe"
     }));
     let log: BoxedLayer = if json {
-        tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+        crate::logjson::JsonLog::new(writer)
             .with_filter(filter)
             .boxed()
     } else {

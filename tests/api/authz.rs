@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::http::Method;
 use identity::mfa::code_at;
-use platform::authz::{Access, TABLE};
+use platform::authz::Access;
+use platform::router::declared;
 use platform_tests::{PASSWORD, Req, TestApp, TestTenant, TestUser};
 use serde_json::{Value, json};
 use uuid::Uuid;

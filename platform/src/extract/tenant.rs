@@ -6,13 +6,18 @@
 //! A credential is a tenant API key (`plt_{tenant}_{secret}`) or a user's access token (an EdDSA
 //! JWT whose `tid` names the tenant and whose session must still be live).
 //!
-//! [`TenantDb`] is the only door to tenant data: a connection that carries the tenant.
+//! [`TenantContext::authenticate`] is the one authentication step, run by a route layer of the
+//! tenant routers (`crate::authn`) that
+//! builds the [`TenantContext`] once (tenant, principal, grants), sets the audit actor and keeps
+//! the context in the request. Rate limiting, authorization and the extractors here read it from
+//! there; nothing parses the credential again. [`TenantDb`] is the only door to tenant data: a
+//! connection that carries the tenant.
 //!
-//! Failed tenant context (unknown host or tenant, bad token, made-up key) is limited here, the
-//! one place every tenant route passes through: before any lookup the request takes a place in
-//! the failure budget of its client address (and, for an API key, of the tenant it claims);
-//! success gives the place back, so only failures count, and a client over budget is answered
-//! 429 without database work ([`limits::RateLimits::begin_authentication`]).
+//! Failed tenant context (unknown host or tenant, bad token, made-up key) is limited in that
+//! step: before any lookup the request takes a place in the failure budget of its client address
+//! (and, for an API key, of the tenant it claims); success gives the place back, so only
+//! failures count, and a client over budget is answered 429 without database work
+//! ([`limits::RateLimits::begin_authentication`]).
 
 use std::sync::Arc;
 
@@ -20,17 +25,18 @@ use audit::Actor;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::request::Parts;
-use identity::credentials::{ApiKeys, PresentedKey};
-use identity::{Auth, Permission, PermissionSet};
-use limits::{Decision, RateLimits, Scope};
+use identity::credentials::PresentedKey;
+use identity::{Permission, PermissionSet};
+use limits::{Decision, Scope};
 use tenancy::catalog::{Tenant, TenantStatus};
 use tenancy::dataplane::{DataPlane, TenantTx};
 use tenancy::ids::{ApiKeyId, DomainName, RoleId, SessionId, TenantId, UserId};
-use tenancy::resolve::{HostTenant, Resolver};
+use tenancy::resolve::HostTenant;
 
 use super::admin::bearer;
 use crate::audit::ClientIp;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Who is calling, within the tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,43 +84,67 @@ impl Credential {
 
 const MISMATCH: &str = "the credential is not valid for this tenant's host";
 
-/// The request was refused by a failed-authentication budget (kept in the request, so the rate
-/// limit layer renders its `RateLimit-*` headers and a second extraction refuses alike).
-#[derive(Clone, Copy, Debug)]
-pub struct AuthRefused(pub Decision);
+/// Why authentication failed: the problem to answer, and the failed-authentication budget's
+/// decision when that budget refused the request (its `RateLimit-*` headers go on the answer).
+#[derive(Debug)]
+pub struct AuthFailure {
+    pub error: ApiError,
+    pub refused: Option<Decision>,
+}
 
-impl AuthRefused {
-    fn error(self) -> ApiError {
-        let detail = match self.0.scope {
-            Scope::AuthTenant => {
-                "too many failed authentication attempts for this tenant; retry later"
-            }
-            _ => "too many failed authentication attempts from this address; retry later",
-        };
-        ApiError::too_many_requests(detail, self.0.reset_secs)
+impl From<ApiError> for AuthFailure {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            refused: None,
+        }
     }
 }
 
-impl<S> FromRequestParts<S> for TenantContext
-where
-    Resolver: FromRef<S>,
-    DataPlane: FromRef<S>,
-    ApiKeys: FromRef<S>,
-    Auth: FromRef<S>,
-    RateLimits: FromRef<S>,
-    S: Send + Sync,
-{
+fn refused(d: Decision) -> AuthFailure {
+    let detail = match d.scope {
+        Scope::AuthTenant => "too many failed authentication attempts for this tenant; retry later",
+        _ => "too many failed authentication attempts from this address; retry later",
+    };
+    AuthFailure {
+        error: ApiError::too_many_requests(detail, d.reset_secs),
+        refused: Some(d),
+    }
+}
+
+/// Refusal of a request that reached a tenant handler without passing the tenant router's
+/// authentication and its route's declared access (fail closed: nobody may use such a route).
+fn undeclared() -> ApiError {
+    ApiError::forbidden("this route declares no permission, so nobody may use it")
+}
+
+/// Marks a request whose route's declared access was enforced (`crate::authz::authorize`);
+/// [`Authenticated`] and [`TenantDb`] exist only for such requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Authorized;
+
+/// The context the tenant router's authentication put in the request. A handler outside the
+/// tenant routers finds none and is refused.
+impl<S: Send + Sync> FromRequestParts<S> for TenantContext {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ctx) = parts.extensions.get::<Self>() {
-            return Ok(ctx.clone());
-        }
-        if let Some(refused) = parts.extensions.get::<AuthRefused>() {
-            return Err(refused.error());
-        }
-        // Before any lookup: a place in the failure budgets, from what the request claims.
-        let limits = RateLimits::from_ref(state);
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .ok_or_else(undeclared)
+    }
+}
+
+impl TenantContext {
+    /// The one authentication step of a tenant request (the route layer `crate::authn`): the
+    /// tenant from the host and/or the credential, the principal and its grants, the audit
+    /// actor. Failed attempts are limited here, before any lookup: the request takes a place in
+    /// the failure budget of its client address (and, for an API key, of the tenant it claims);
+    /// success gives the place back.
+    pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, AuthFailure> {
+        let limits = &state.limits;
         let ip = parts.extensions.get::<ClientIp>().and_then(|c| c.0);
         let host = parts.headers.get(HOST).map_or(&[][..], |h| h.as_bytes());
         let token = bearer(parts);
@@ -123,20 +153,15 @@ where
         // flood against its tenant does not lock it out.
         let presented = token.and_then(PresentedKey::parse);
         if let Some(k) = &presented
-            && ApiKeys::from_ref(state).known_live(k).await
+            && state.identity.api_keys.known_live(k).await
         {
-            return Self::resolve(parts, state).await;
+            return Ok(Self::resolve(parts, state).await?);
         }
         let claimed = presented.map(|k| k.tenant);
         let fingerprint = limits.fingerprint(&[host, token.unwrap_or_default().as_bytes()]);
-        let attempt = match limits.begin_authentication(ip, claimed, fingerprint) {
-            Ok(a) => a,
-            Err(d) => {
-                let refused = AuthRefused(d);
-                parts.extensions.insert(refused);
-                return Err(refused.error());
-            }
-        };
+        let attempt = limits
+            .begin_authentication(ip, claimed, fingerprint)
+            .map_err(refused)?;
         let result = Self::resolve(parts, state).await;
         match &result {
             Ok(_) => attempt.succeeded(),
@@ -144,20 +169,11 @@ where
             Err(e) if e.status().is_server_error() => attempt.not_counted(),
             Err(_) => drop(attempt),
         }
-        result
+        Ok(result?)
     }
-}
 
-impl TenantContext {
-    async fn resolve<S>(parts: &mut Parts, state: &S) -> Result<Self, ApiError>
-    where
-        Resolver: FromRef<S>,
-        DataPlane: FromRef<S>,
-        ApiKeys: FromRef<S>,
-        Auth: FromRef<S>,
-        S: Send + Sync,
-    {
-        let resolver = Resolver::from_ref(state);
+    async fn resolve(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+        let resolver = &state.tenancy.resolver;
         let host = parts
             .headers
             .get(HOST)
@@ -168,33 +184,33 @@ impl TenantContext {
             Some(h) => resolver.host(h).await?,
             None => HostTenant::None,
         };
-        let key = match parts.headers.get(AUTHORIZATION) {
-            None => None,
-            Some(_) => {
-                let token = bearer(parts).ok_or_else(|| {
-                    ApiError::unauthorized("expected `Authorization: Bearer <token>`")
-                })?;
-                if let Some(k) = PresentedKey::parse(token) {
-                    Some(Credential::ApiKey(k))
-                } else {
-                    // Signature, algorithm, key, issuer, audience and expiry; then the ids.
-                    let claims = Auth::from_ref(state)
-                        .jwt
-                        .verify(token)
-                        .await
-                        .map_err(|_| ApiError::unauthorized("the credential is not valid"))?;
-                    let ids = (
-                        TenantId::parse(&claims.tid),
-                        UserId::parse(&claims.sub),
-                        SessionId::parse(&claims.sid),
-                    );
-                    let (Some(t), Some(u), Some(s)) = ids else {
-                        return Err(ApiError::unauthorized("the credential is not valid"));
-                    };
-                    Some(Credential::Jwt(t, u, s))
+        let key =
+            match parts.headers.get(AUTHORIZATION) {
+                None => None,
+                Some(_) => {
+                    let token = bearer(parts).ok_or_else(|| {
+                        ApiError::unauthorized("expected `Authorization: Bearer <token>`")
+                    })?;
+                    if let Some(k) = PresentedKey::parse(token) {
+                        Some(Credential::ApiKey(k))
+                    } else {
+                        // Signature, algorithm, key, issuer, audience and expiry; then the ids.
+                        let claims =
+                            state.identity.auth.jwt.verify(token).await.map_err(|_| {
+                                ApiError::unauthorized("the credential is not valid")
+                            })?;
+                        let ids = (
+                            TenantId::parse(&claims.tid),
+                            UserId::parse(&claims.sub),
+                            SessionId::parse(&claims.sid),
+                        );
+                        let (Some(t), Some(u), Some(s)) = ids else {
+                            return Err(ApiError::unauthorized("the credential is not valid"));
+                        };
+                        Some(Credential::Jwt(t, u, s))
+                    }
                 }
-            }
-        };
+            };
         let id = match (&key, from_host) {
             (Some(k), HostTenant::Tenant(h)) if k.tenant() == h => h,
             (Some(_), HostTenant::Tenant(_) | HostTenant::Unknown) => {
@@ -215,17 +231,18 @@ impl TenantContext {
             _ => return Err(ApiError::not_found("no tenant is known at this host")),
         };
         // The credential is checked before the status, so a stranger learns nothing about it.
-        let dp = DataPlane::from_ref(state);
-        let auth = Auth::from_ref(state);
+        let dp = &state.tenancy.dataplane;
+        let auth = &state.identity.auth;
         let principal = match &key {
             None => None,
             Some(Credential::ApiKey(k)) => {
-                let keys = ApiKeys::from_ref(state);
-                let (id, role) = keys
-                    .verify(&dp, &tenant, k)
+                let (id, role) = state
+                    .identity
+                    .api_keys
+                    .verify(dp, &tenant, k)
                     .await?
                     .ok_or_else(|| ApiError::unauthorized("the credential is not valid"))?;
-                let grants = auth.role(&dp, &tenant, role).await?;
+                let grants = auth.role(dp, &tenant, role).await?;
                 Some((
                     Principal::ApiKey { id, role },
                     Arc::new(Grants {
@@ -236,7 +253,7 @@ impl TenantContext {
             }
             Some(Credential::Jwt(_, user, session)) => {
                 let p = auth
-                    .session_principal(&dp, &tenant, *user, *session)
+                    .session_principal(dp, &tenant, *user, *session)
                     .await?
                     .ok_or_else(|| ApiError::unauthorized("the session has ended"))?;
                 Some((
@@ -267,9 +284,7 @@ impl TenantContext {
             }
             None => {}
         }
-        let ctx = Self { tenant, principal };
-        parts.extensions.insert(ctx.clone());
-        Ok(ctx)
+        Ok(Self { tenant, principal })
     }
 }
 
@@ -299,24 +314,22 @@ impl Authenticated {
     }
 }
 
-impl<S> FromRequestParts<S> for Authenticated
-where
-    Resolver: FromRef<S>,
-    DataPlane: FromRef<S>,
-    ApiKeys: FromRef<S>,
-    Auth: FromRef<S>,
-    RateLimits: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let ctx = TenantContext::from_request_parts(parts, state).await?;
-        match ctx.principal {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if parts.extensions.get::<Authorized>().is_none() {
+            return Err(undeclared());
+        }
+        let ctx = parts
+            .extensions
+            .get::<TenantContext>()
+            .ok_or_else(undeclared)?;
+        match &ctx.principal {
             Some((principal, grants)) => Ok(Self {
-                tenant: ctx.tenant,
-                principal,
-                grants,
+                tenant: Arc::clone(&ctx.tenant),
+                principal: principal.clone(),
+                grants: Arc::clone(grants),
             }),
             None => Err(ApiError::unauthorized(
                 "this API needs a credential (an access token or a tenant API key)",
@@ -325,8 +338,9 @@ where
     }
 }
 
-/// Data-plane access for the authenticated tenant of the request. The connection is checked out
-/// by [`TenantDb::begin`], not by extraction, so none is held while a request body is read.
+/// The one way a tenant handler reaches its tenant's data: a transaction scoped to the tenant of
+/// the request (authenticated, its route's access enforced). The connection is checked out by
+/// [`TenantDb::begin`], not by extraction, so none is held while a request body is read.
 #[derive(Clone, Debug)]
 pub struct TenantDb {
     tenant: Arc<Tenant>,
@@ -336,8 +350,20 @@ pub struct TenantDb {
 impl TenantDb {
     /// The tenant this request serves.
     #[must_use]
-    pub fn tenant_id(&self) -> tenancy::ids::TenantId {
+    pub fn tenant_id(&self) -> TenantId {
         self.tenant.id
+    }
+
+    /// The tenant this request serves, whole.
+    #[must_use]
+    pub fn tenant(&self) -> &Arc<Tenant> {
+        &self.tenant
+    }
+
+    /// The data plane (for what opens its own transactions: sessions, audit attempts).
+    #[must_use]
+    pub fn dataplane(&self) -> &DataPlane {
+        &self.dataplane
     }
 
     /// Checks out a connection and starts a transaction scoped to the tenant.
@@ -348,20 +374,99 @@ impl TenantDb {
 
 impl<S> FromRequestParts<S> for TenantDb
 where
-    Resolver: FromRef<S>,
     DataPlane: FromRef<S>,
-    ApiKeys: FromRef<S>,
-    Auth: FromRef<S>,
-    RateLimits: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let auth = Authenticated::from_request_parts(parts, state).await?;
+        if parts.extensions.get::<Authorized>().is_none() {
+            return Err(undeclared());
+        }
+        let ctx = parts
+            .extensions
+            .get::<TenantContext>()
+            .ok_or_else(undeclared)?;
         Ok(Self {
-            tenant: auth.tenant,
+            tenant: Arc::clone(&ctx.tenant),
             dataplane: DataPlane::from_ref(state),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use tenancy::catalog::{Placement, SignupPolicy};
+    use tenancy::ids::TenantSlug;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    fn context() -> TenantContext {
+        let now = time::OffsetDateTime::now_utc();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            slug: TenantSlug::parse("acme").expect("slug"),
+            name: "Acme".into(),
+            plan: "free".into(),
+            status: TenantStatus::Active,
+            placement: Placement::Shared,
+            epoch: 1,
+            db_url_sealed: None,
+            signup: SignupPolicy::InviteOnly,
+            mfa_required: false,
+            created_at: now,
+            updated_at: now,
+            schema_version: None,
+            rate_limit: None,
+            rate_limit_override: None,
+            audit_retention_days: None,
+        };
+        let grants = Grants {
+            role: "owner".into(),
+            permissions: [Permission::ProjectsRead].into_iter().collect(),
+        };
+        TenantContext {
+            tenant: Arc::new(tenant),
+            principal: Some((
+                Principal::ApiKey {
+                    id: ApiKeyId::new(),
+                    role: None,
+                },
+                Arc::new(grants),
+            )),
+        }
+    }
+
+    async fn status(router: Router) -> StatusCode {
+        let req = axum::http::Request::get("/api/v1/undeclared")
+            .body(Body::empty())
+            .expect("request");
+        router.oneshot(req).await.expect("response").status()
+    }
+
+    /// A tenant handler reached without its route's declared access being enforced (a route
+    /// added outside `TenantRoutes::at`) is refused, even for an authenticated request: the
+    /// extractors fail closed.
+    #[tokio::test]
+    async fn a_handler_without_a_declared_access_is_refused() {
+        async fn handler(auth: Authenticated) -> String {
+            auth.grants.role.clone()
+        }
+        let route = || Router::new().route("/api/v1/undeclared", get(handler));
+        // Never authenticated.
+        assert_eq!(status(route()).await, StatusCode::FORBIDDEN);
+        // Authenticated (as the authentication step leaves it), never authorized.
+        let authenticated = route().layer(axum::Extension(context()));
+        assert_eq!(status(authenticated).await, StatusCode::FORBIDDEN);
+        // Authorized: the same handler serves (so the refusals above are the missing marks).
+        let authorized = route()
+            .layer(axum::Extension(Authorized))
+            .layer(axum::Extension(context()));
+        assert_eq!(status(authorized).await, StatusCode::OK);
     }
 }

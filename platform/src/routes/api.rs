@@ -1,5 +1,6 @@
-//! The tenant API (`/api/v1`): every route declares what it needs in [`crate::authz::TABLE`] and
-//! reaches tenant data only through a connection that carries the tenant.
+//! The tenant API (`/api/v1`): every route declares what it needs where it is registered
+//! ([`crate::authz::TenantRoutes::at`]) and reaches tenant data only through
+//! [`crate::extract::tenant::TenantDb`], a connection that carries the tenant.
 
 pub mod api_keys;
 pub mod audit;

@@ -6,18 +6,25 @@
 //! build never has them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, header};
+use axum::middleware;
 use axum::routing::post;
 
+use identity::Permission;
+
+use crate::authz::Access;
 use crate::error::ApiResult;
 use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::state::AppState;
 
-/// The route when enabled, else an empty router.
-pub fn routes() -> Router<AppState> {
+/// The routes when enabled, else an empty router. They sit behind the tenant API's
+/// authentication and a declared access like any tenant route: `projects:read`, which every
+/// built-in role holds (users and API keys alike).
+pub fn routes(state: &AppState) -> Router<AppState> {
     let on = cfg!(debug_assertions)
         && std::env::var("PLATFORM_TEST_PANIC_ROUTE").is_ok_and(|v| v == "true");
     if !on {
@@ -26,6 +33,17 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_test/panic", post(panic_route))
         .route("/_test/fail", post(fail_route))
+        .route_layer(middleware::from_fn_with_state(
+            (
+                Arc::new(state.clone()),
+                Access::Permission(Permission::ProjectsRead),
+            ),
+            crate::authz::authorize,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(state.clone()),
+            crate::authn::authenticate,
+        ))
 }
 
 /// A statement the tenant's database refuses, with the caller's email in it as careless code

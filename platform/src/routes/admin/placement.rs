@@ -1,17 +1,15 @@
 //! `/admin/v1/tenants/{tenant}/placement` and `/admin/v1/operations/{id}`: promote, demote and
 //! move tenants as long-running operations.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tenancy::bootstrap::Tenancy;
+use tenancy::catalog::Catalog;
 use tenancy::catalog::operations::{OperationKind, OperationRow, OperationState, Step};
 use tenancy::ids::OperationId;
-use tenancy::placement::{MoveRequest, StartMoveError};
+use tenancy::placement::{MoveRequest, Mover, StartMoveError};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -89,11 +87,12 @@ impl From<&OperationRow> for OperationView {
     security(("operator" = [])))]
 pub async fn change(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(mover): State<Mover>,
     ApiPath(tenant): ApiPath<String>,
     ApiJson(body): ApiJson<PlacementBody>,
 ) -> ApiResult<(StatusCode, Json<OperationView>)> {
-    let t = find_tenant(&tenancy.catalog, &tenant).await?;
+    let t = find_tenant(&catalog, &tenant).await?;
     let to = match (body.placement, body.db_server) {
         (PlacementKind::Shared, None) => MoveRequest::Shared,
         (PlacementKind::Shared, Some(_)) => {
@@ -108,7 +107,7 @@ pub async fn change(
             ));
         }
     };
-    let op = tenancy.mover.start(&t, &to).await.map_err(|e| match e {
+    let op = mover.start(&t, &to).await.map_err(|e| match e {
         StartMoveError::AlreadyThere => ApiError::conflict("the tenant is already there"),
         StartMoveError::Busy => {
             ApiError::conflict("the tenant already has an operation in progress")
@@ -121,7 +120,6 @@ pub async fn change(
         }
         StartMoveError::Catalog(c) => c.into(),
     })?;
-    let mover = tenancy.mover.clone();
     let id = op.id;
     tokio::spawn(async move {
         if let Err(e) = mover.run(id).await {
@@ -138,11 +136,10 @@ pub async fn change(
     security(("operator" = [])))]
 pub async fn show(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
     ApiPath(id): ApiPath<OperationId>,
 ) -> ApiResult<Json<OperationView>> {
-    let op = tenancy
-        .catalog
+    let op = catalog
         .operation(id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such operation"))?;
@@ -156,22 +153,21 @@ pub async fn show(
     security(("operator" = [])))]
 pub async fn cancel(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(mover): State<Mover>,
     ApiPath(id): ApiPath<OperationId>,
 ) -> ApiResult<(StatusCode, Json<OperationView>)> {
-    let op = tenancy
-        .catalog
+    let op = catalog
         .operation(id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such operation"))?;
-    if !tenancy.mover.cancel(id).await? {
+    if !mover.cancel(id).await? {
         return Err(ApiError::conflict(format!(
             "the operation is already {}",
             op.state
         )));
     }
-    let op = tenancy
-        .catalog
+    let op = catalog
         .operation(id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such operation"))?;

@@ -2,13 +2,11 @@
 //! for a tenant (when the customer proved it another way than DNS). Refused (409) when another
 //! tenant holds it verified. Recorded in the operators' trail (control-plane trigger).
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use sso::Sso;
 use sso::domains::Method;
-use tenancy::bootstrap::Tenancy;
+use tenancy::catalog::Catalog;
 
 use super::find_tenant;
 use crate::error::{ApiResult, Problem};
@@ -24,11 +22,11 @@ use crate::routes::api::sso::domains::{SsoDomainView, view};
     security(("operator" = [])))]
 pub async fn verify(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
     State(sso): State<Sso>,
     ApiPath((tenant, domain)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<SsoDomainView>> {
-    let t = find_tenant(&tenancy.catalog, &tenant).await?;
+    let t = find_tenant(&catalog, &tenant).await?;
     let domain = sso.domains().parse(&domain)?;
     let c = sso.domains().mark(t.id, &domain, Method::Operator).await?;
     Ok(Json(view(c)))

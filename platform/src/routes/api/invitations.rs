@@ -10,7 +10,7 @@ use identity::users;
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
-use crate::extract::tenant::{Authenticated, Principal};
+use crate::extract::tenant::{Authenticated, Principal, TenantDb};
 use crate::routes::shared::grantor;
 use crate::routes::shared::invitations::{Invitation, InviteBody, create};
 
@@ -19,13 +19,14 @@ use crate::routes::shared::invitations::{Invitation, InviteBody, create};
     responses((status = 201, body = Invitation), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn invite(
+    db: TenantDb,
     auth: Authenticated,
     State(t): State<Identity>,
     ApiJson(body): ApiJson<InviteBody>,
 ) -> ApiResult<(StatusCode, Json<Invitation>)> {
     let invited_by = match auth.principal {
         Principal::User { id, .. } => {
-            let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+            let mut tx = db.begin().await?;
             let verified = users::get(&mut tx, id)
                 .await?
                 .is_some_and(|u| u.email_verified);

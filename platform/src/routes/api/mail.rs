@@ -12,13 +12,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use email::Mailer;
 use email::store;
-use identity::Identity;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::tenant::Authenticated;
+use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{PageQuery, Paged};
 use crate::routes::ts;
@@ -47,8 +46,8 @@ pub struct PreviewQuery {
     responses((status = 200, body = Preview), (status = 404, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn preview(
+    db: TenantDb,
     auth: Authenticated,
-    State(t): State<Identity>,
     State(mailer): State<Mailer>,
     ApiPath(kind): ApiPath<String>,
     ApiQuery(q): ApiQuery<PreviewQuery>,
@@ -64,7 +63,7 @@ pub async fn preview(
             "`locale` is a language tag such as `fr-CA`",
         ));
     }
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let r = mailer
         .preview(&mut tx, &auth.tenant.name, &kind, q.locale.as_deref())
         .await
@@ -94,8 +93,7 @@ pub struct BrandingBody {
     responses((status = 204), (status = 422, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn put_branding(
-    auth: Authenticated,
-    State(t): State<Identity>,
+    db: TenantDb,
     ApiJson(b): ApiJson<BrandingBody>,
 ) -> ApiResult<StatusCode> {
     if b.logo_url
@@ -111,7 +109,7 @@ pub async fn put_branding(
     }) {
         return Err(ApiError::unprocessable("`primary_color` must be `#rrggbb`"));
     }
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     store::set_branding(&mut tx, b.logo_url.as_deref(), b.primary_color.as_deref()).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
@@ -150,8 +148,7 @@ pub struct EventQuery {
     responses((status = 200, body = Paged<EventView>), (status = 400, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn events(
-    auth: Authenticated,
-    State(t): State<Identity>,
+    db: TenantDb,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> ApiResult<Json<Paged<EventView>>> {
     let page = PageQuery {
@@ -159,7 +156,7 @@ pub async fn events(
         cursor: q.cursor,
     }
     .page()?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let rows = store::events(
         &mut tx,
         q.message_id,
@@ -208,8 +205,7 @@ pub struct SuppressionQuery {
     responses((status = 200, body = Paged<SuppressionView>), (status = 400, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn suppressions(
-    auth: Authenticated,
-    State(t): State<Identity>,
+    db: TenantDb,
     ApiQuery(q): ApiQuery<SuppressionQuery>,
 ) -> ApiResult<Json<Paged<SuppressionView>>> {
     let page = PageQuery {
@@ -217,7 +213,7 @@ pub async fn suppressions(
         cursor: q.cursor,
     }
     .page()?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let rows =
         store::suppressions(&mut tx, q.recipient.as_deref(), page.after, page.limit + 1).await?;
     tx.commit().await?;
@@ -247,12 +243,11 @@ pub struct SuppressBody {
     responses((status = 201, body = SuppressionView), (status = 422, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn suppress(
-    auth: Authenticated,
-    State(t): State<Identity>,
+    db: TenantDb,
     ApiJson(b): ApiJson<SuppressBody>,
 ) -> ApiResult<(StatusCode, Json<SuppressionView>)> {
     let email = identity::users::parse_email(&b.recipient)?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     store::suppress(&mut tx, email.as_str(), store::Reason::Manual, None).await?;
     let row = store::suppressions(&mut tx, Some(email.as_str()), None, 100)
         .await?
@@ -277,12 +272,8 @@ pub async fn suppress(
     params(("suppression_id" = Uuid, Path)),
     responses((status = 204), (status = 404, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn unsuppress(
-    auth: Authenticated,
-    State(t): State<Identity>,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<StatusCode> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+pub async fn unsuppress(db: TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+    let mut tx = db.begin().await?;
     if !store::unsuppress(&mut tx, id).await? {
         return Err(ApiError::not_found("no such suppression"));
     }

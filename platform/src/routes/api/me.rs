@@ -5,11 +5,8 @@ pub mod email;
 pub mod mfa;
 pub mod sessions;
 
-use identity::Identity;
-
 use ::email::locale::Locale;
 use axum::Json;
-use axum::extract::State;
 use identity::users;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,7 +14,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
-use crate::extract::tenant::Authenticated;
+use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::routes::{double_option, ts};
 
 /// The signed-in user.
@@ -42,8 +39,8 @@ pub struct Me {
 #[utoipa::path(get, path = "/api/v1/me", tag = "me",
     responses((status = 200, body = Me), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-pub async fn show(auth: Authenticated, State(t): State<Identity>) -> ApiResult<Json<Me>> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+pub async fn show(db: TenantDb, auth: Authenticated) -> ApiResult<Json<Me>> {
+    let mut tx = db.begin().await?;
     let me = load(&auth, &mut tx).await?;
     tx.commit().await?;
     Ok(Json(me))
@@ -66,8 +63,8 @@ pub struct MePatch {
               (status = 403, body = Problem)),
     security(("bearer" = [])))]
 pub async fn patch(
+    db: TenantDb,
     auth: Authenticated,
-    State(t): State<Identity>,
     ApiJson(body): ApiJson<MePatch>,
 ) -> ApiResult<Json<Me>> {
     let (id, _) = auth.user()?;
@@ -80,7 +77,7 @@ pub async fn patch(
         Some(None) => Some(None),
         None => None,
     };
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     if let Some(locale) = &locale
         && !::email::store::set_user_locale(&mut tx, id.as_uuid(), locale.as_ref()).await?
     {

@@ -3,10 +3,7 @@
 //! hold the tenant-wide `members:manage`); a project `member` cannot change anyone's role, nor
 //! remove anyone. The user who creates a project becomes its admin.
 
-use identity::Identity;
-
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tenancy::dataplane::TenantTx;
@@ -15,7 +12,7 @@ use uuid::Uuid;
 
 use super::store::project_exists;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::tenant::{Authenticated, Principal};
+use crate::extract::tenant::{Authenticated, Principal, TenantDb};
 use crate::extract::{ApiJson, ApiPath};
 use crate::routes::ts;
 
@@ -104,12 +101,8 @@ fn member(r: &tokio_postgres::Row) -> MemberView {
     params(("project_id" = Uuid, Path)),
     responses((status = 200, body = MemberList), (status = 404, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn list(
-    auth: Authenticated,
-    State(t): State<Identity>,
-    ApiPath(project): ApiPath<Uuid>,
-) -> ApiResult<Json<MemberList>> {
-    let mut tx = t.dataplane.connect(&auth.tenant).await?.begin();
+pub async fn list(db: TenantDb, ApiPath(project): ApiPath<Uuid>) -> ApiResult<Json<MemberList>> {
+    let mut tx = db.begin().await?;
     project_exists(&mut tx, project).await?;
     let rows = tx
         .query(
@@ -129,12 +122,12 @@ pub async fn list(
     responses((status = 201, body = MemberView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn add(
+    db: TenantDb,
     auth: Authenticated,
-    State(t): State<Identity>,
     ApiPath(project): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewMember>,
 ) -> ApiResult<(StatusCode, Json<MemberView>)> {
-    let mut tx = t.dataplane.connect(&auth.tenant).await?.begin();
+    let mut tx = db.begin().await?;
     project_exists(&mut tx, project).await?;
     may_manage(&mut tx, project, &auth).await?;
     if tx
@@ -162,12 +155,12 @@ pub async fn add(
     responses((status = 200, body = MemberView), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn patch(
+    db: TenantDb,
     auth: Authenticated,
-    State(t): State<Identity>,
     ApiPath((project, user)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<MemberPatch>,
 ) -> ApiResult<Json<MemberView>> {
-    let mut tx = t.dataplane.connect(&auth.tenant).await?.begin();
+    let mut tx = db.begin().await?;
     project_exists(&mut tx, project).await?;
     may_manage(&mut tx, project, &auth).await?;
     let row = tx
@@ -188,11 +181,11 @@ pub async fn patch(
     responses((status = 204, description = "Removed"), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn remove(
+    db: TenantDb,
     auth: Authenticated,
-    State(t): State<Identity>,
     ApiPath((project, user)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = t.dataplane.connect(&auth.tenant).await?.begin();
+    let mut tx = db.begin().await?;
     project_exists(&mut tx, project).await?;
     may_manage(&mut tx, project, &auth).await?;
     let n = tx

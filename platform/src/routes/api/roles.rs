@@ -1,9 +1,6 @@
 //! `/api/v1/roles`: built-in and custom roles (data, not code).
 
-use identity::Identity;
-
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use identity::grants;
 use identity::permissions::{self, Permission};
@@ -14,7 +11,7 @@ use uuid::Uuid;
 use tenancy::ids::RoleId;
 
 use crate::error::{ApiResult, Problem};
-use crate::extract::tenant::Authenticated;
+use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::extract::{ApiJson, ApiPath};
 use crate::routes::shared::grantor;
 
@@ -75,8 +72,8 @@ fn parse_permissions(names: &[String]) -> ApiResult<Vec<Permission>> {
 #[utoipa::path(get, path = "/api/v1/roles", tag = "members",
     responses((status = 200, body = RoleList), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn list(auth: Authenticated, State(t): State<Identity>) -> ApiResult<Json<RoleList>> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+pub async fn list(db: TenantDb) -> ApiResult<Json<RoleList>> {
+    let mut tx = db.begin().await?;
     let roles = permissions::list(&mut tx).await?;
     tx.commit().await?;
     Ok(Json(RoleList {
@@ -89,13 +86,13 @@ pub async fn list(auth: Authenticated, State(t): State<Identity>) -> ApiResult<J
     responses((status = 201, body = RoleView), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn create(
+    db: TenantDb,
     auth: Authenticated,
-    State(t): State<Identity>,
     ApiJson(body): ApiJson<NewRole>,
 ) -> ApiResult<(StatusCode, Json<RoleView>)> {
     let perms = parse_permissions(&body.permissions)?;
     grantor(&auth).check_permissions(&perms)?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let role = permissions::create(&mut tx, &body.name, &perms).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(role.into())))
@@ -108,14 +105,14 @@ pub async fn create(
               (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn update(
+    db: TenantDb,
     auth: Authenticated,
-    State(t): State<Identity>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RolePatch>,
 ) -> ApiResult<Json<RoleView>> {
     let perms = parse_permissions(&body.permissions)?;
     let id = RoleId::from_uuid(id);
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     grants::check_role_change(&mut tx, &grantor(&auth), id, &perms).await?;
     let role = permissions::set_permissions(&mut tx, id, &perms).await?;
     tx.commit().await?;
@@ -127,12 +124,8 @@ pub async fn update(
     params(("role_id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn delete(
-    auth: Authenticated,
-    State(t): State<Identity>,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<StatusCode> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+pub async fn delete(db: TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+    let mut tx = db.begin().await?;
     permissions::delete(&mut tx, RoleId::from_uuid(id)).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)

@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::tenant::Authenticated;
+use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::extract::{ApiJson, ApiPath};
 use crate::routes::shared::grantor;
 use input::{ConnectionBody, protocol, secret, settings};
@@ -38,11 +38,11 @@ pub struct SsoSettingsBody {
     responses((status = 200, body = ConnectionList), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn list(
+    db: TenantDb,
     auth: Authenticated,
-    State(t): State<Identity>,
     State(sso): State<Sso>,
 ) -> ApiResult<Json<ConnectionList>> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let items = connections::list(&mut tx).await?;
     tx.commit().await?;
     Ok(Json(ConnectionList {
@@ -59,6 +59,7 @@ pub async fn list(
               (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn create(
+    db: TenantDb,
     auth: Authenticated,
     State(t): State<Identity>,
     State(sso): State<Sso>,
@@ -75,7 +76,7 @@ pub async fn create(
         ));
     }
     let s = settings(&body, None)?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let c = connections::create(
         &mut tx,
         t.auth.keyring(),
@@ -95,12 +96,12 @@ pub async fn create(
     responses((status = 200, body = ConnectionView), (status = 404, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn show(
+    db: TenantDb,
     auth: Authenticated,
-    State(t): State<Identity>,
     State(sso): State<Sso>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<ConnectionView>> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let c = connections::get(&mut tx, ConnectionId::from_uuid(id))
         .await?
         .ok_or_else(|| ApiError::not_found("no such SSO connection"))?;
@@ -114,6 +115,7 @@ pub async fn show(
     responses((status = 200, body = ConnectionView), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn patch(
+    db: TenantDb,
     auth: Authenticated,
     State(t): State<Identity>,
     State(sso): State<Sso>,
@@ -126,7 +128,7 @@ pub async fn patch(
         ));
     }
     let id = ConnectionId::from_uuid(id);
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let current = connections::get(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such SSO connection"))?;
@@ -137,7 +139,7 @@ pub async fn patch(
     };
     let protocol = protocol(&sso, kind, &mut body, Some(&current.protocol)).await?;
     let s = settings(&body, Some(&current))?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let c = connections::update(
         &mut tx,
         t.auth.keyring(),
@@ -157,12 +159,8 @@ pub async fn patch(
     params(("connection_id" = Uuid, Path)),
     responses((status = 204), (status = 404, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn delete(
-    auth: Authenticated,
-    State(t): State<Identity>,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<StatusCode> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+pub async fn delete(db: TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+    let mut tx = db.begin().await?;
     connections::delete(&mut tx, ConnectionId::from_uuid(id)).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
@@ -172,11 +170,8 @@ pub async fn delete(
 #[utoipa::path(get, path = "/api/v1/sso/settings", tag = "sso",
     responses((status = 200, body = SsoSettingsBody), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn show_settings(
-    auth: Authenticated,
-    State(t): State<Identity>,
-) -> ApiResult<Json<SsoSettingsBody>> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+pub async fn show_settings(db: TenantDb) -> ApiResult<Json<SsoSettingsBody>> {
+    let mut tx = db.begin().await?;
     let enforce_sso = connections::enforce_sso(&mut tx).await?;
     tx.commit().await?;
     Ok(Json(SsoSettingsBody { enforce_sso }))
@@ -187,11 +182,10 @@ pub async fn show_settings(
     responses((status = 200, body = SsoSettingsBody), (status = 422, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn put_settings(
-    auth: Authenticated,
-    State(t): State<Identity>,
+    db: TenantDb,
     ApiJson(body): ApiJson<SsoSettingsBody>,
 ) -> ApiResult<Json<SsoSettingsBody>> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     connections::set_enforce_sso(&mut tx, body.enforce_sso).await?;
     tx.commit().await?;
     Ok(Json(body))

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::tenant::Authenticated;
+use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{PageQuery, Paged};
 use crate::routes::shared::grantor;
@@ -56,12 +56,11 @@ pub struct UserPatch {
     responses((status = 200, body = Paged<UserView>), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn list(
-    auth: Authenticated,
-    State(t): State<Identity>,
+    db: TenantDb,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Paged<UserView>>> {
     let page = q.page()?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let rows = users::list(&mut tx, page.after, page.limit + 1).await?;
     tx.commit().await?;
     Ok(Json(Paged::from_rows(
@@ -77,6 +76,7 @@ pub async fn list(
     responses((status = 200, body = UserView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn patch(
+    db: TenantDb,
     auth: Authenticated,
     State(t): State<Identity>,
     ApiPath(id): ApiPath<Uuid>,
@@ -84,7 +84,7 @@ pub async fn patch(
 ) -> ApiResult<Json<UserView>> {
     let id = UserId::from_uuid(id);
     let grantor = grantor(&auth);
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let current = users::get(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
@@ -106,11 +106,12 @@ pub async fn patch(
     responses((status = 200, body = serde_json::Value, description = "`{\"revoked\": n}`"), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn revoke_sessions(
+    db: TenantDb,
     auth: Authenticated,
     State(t): State<Identity>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let found = users::get(&mut tx, UserId::from_uuid(id)).await?;
     tx.commit().await?;
     if found.is_none() {

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiResult, Problem};
 use crate::extract::ApiJson;
-use crate::extract::tenant::TenantContext;
+use crate::extract::tenant::{TenantContext, TenantDb};
 use crate::routes::shared::auth::{ClientInfo, TokenResponse};
 use crate::routes::text;
 
@@ -30,6 +30,7 @@ pub struct AcceptBody {
     responses((status = 201, body = TokenResponse), (status = 401, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn accept(
+    db: TenantDb,
     ctx: TenantContext,
     State(t): State<Identity>,
     client: ClientInfo,
@@ -39,7 +40,7 @@ pub async fn accept(
     password::check_policy(&body.password)?;
     let hash = password::hash(&body.password).await?;
     let seats = t.auth.seats(ctx.tenant.id).await?;
-    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    let mut tx = db.begin().await?;
     let (email, role) = users::accept_invitation(&mut tx, &body.token).await?;
     let user = users::create(&mut tx, seats, &email, &name, &hash, role).await?;
     users::mark_verified(&mut tx, user).await?;

@@ -19,7 +19,7 @@ use tenancy::ids::EmailAddress;
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
-use crate::extract::tenant::TenantContext;
+use crate::extract::tenant::{TenantContext, TenantDb};
 use crate::routes::shared::auth::{ClientInfo, TokenResponse};
 
 /// Body of `POST /api/v1/auth/login`.
@@ -44,6 +44,7 @@ pub struct MfaVerifyBody {
     responses((status = 200, body = TokenResponse, description = "Tokens, or `{mfa_required, mfa_token}`"),
               (status = 401, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)))]
 pub async fn login(
+    db: TenantDb,
     ctx: TenantContext,
     State(t): State<Identity>,
     client: ClientInfo,
@@ -54,7 +55,7 @@ pub async fn login(
         return Err(AuthError::InvalidCredentials.into());
     }
     let attempt = t.auth.throttle.password(ctx.tenant.id, &email, client.ip)?;
-    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    let mut tx = db.begin().await?;
     // A malformed address has no account: it takes the unknown-user path below.
     let found = match EmailAddress::parse(&email) {
         Ok(address) => users::credentials(&mut tx, &address).await?,
@@ -102,7 +103,7 @@ pub async fn login(
     // The session created below is recorded as the user's own doing.
     tenancy::context::set_actor(audit::Actor::user(user));
     if totp {
-        let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+        let mut tx = db.begin().await?;
         let token = onetime::create(&mut tx, user, Purpose::MfaLogin, json!({})).await?;
         tx.commit().await?;
         return Ok(Json(json!({ "mfa_required": true, "mfa_token": token })));
@@ -124,12 +125,13 @@ pub async fn login(
 #[utoipa::path(post, path = "/api/v1/auth/mfa/verify", tag = "auth", request_body = MfaVerifyBody,
     responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 429, body = Problem)))]
 pub async fn verify(
+    db: TenantDb,
     ctx: TenantContext,
     State(t): State<Identity>,
     client: ClientInfo,
     ApiJson(body): ApiJson<MfaVerifyBody>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    let mut tx = db.begin().await?;
     let user = onetime::peek(&mut tx, Purpose::MfaLogin, &body.mfa_token).await?;
     let attempt = t.auth.throttle.code(ctx.tenant.id, user, client.ip)?;
     if let Err(e) = mfa::second_factor(&mut tx, t.auth.keyring(), attempt, user, &body.code).await {

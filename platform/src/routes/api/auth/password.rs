@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiResult, Problem};
 use crate::extract::ApiJson;
-use crate::extract::tenant::TenantContext;
+use crate::extract::tenant::{TenantContext, TenantDb};
 
 /// Body of `POST /api/v1/auth/password/forgot`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -35,12 +35,13 @@ pub struct ResetBody {
 #[utoipa::path(post, path = "/api/v1/auth/password/forgot", tag = "auth", request_body = ForgotBody,
     responses((status = 202, description = "A message is sent if the account exists"), (status = 422, body = Problem)))]
 pub async fn forgot(
+    db: TenantDb,
     ctx: TenantContext,
     State(t): State<Identity>,
     ApiJson(body): ApiJson<ForgotBody>,
 ) -> ApiResult<StatusCode> {
     let email = users::parse_email(&body.email)?;
-    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    let mut tx = db.begin().await?;
     if let Some((user, _, _)) = users::credentials(&mut tx, &email).await? {
         // Only the newest reset works: earlier tokens are revoked and their messages withdrawn.
         onetime::revoke(&mut tx, user, Purpose::PasswordReset).await?;
@@ -69,13 +70,14 @@ pub async fn forgot(
 #[utoipa::path(post, path = "/api/v1/auth/password/reset", tag = "auth", request_body = ResetBody,
     responses((status = 204, description = "Password changed"), (status = 401, body = Problem), (status = 422, body = Problem)))]
 pub async fn reset(
+    db: TenantDb,
     ctx: TenantContext,
     State(t): State<Identity>,
     ApiJson(body): ApiJson<ResetBody>,
 ) -> ApiResult<StatusCode> {
     password::check_policy(&body.password)?;
     let hash = password::hash(&body.password).await?;
-    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    let mut tx = db.begin().await?;
     let (user, _) = onetime::consume(&mut tx, Purpose::PasswordReset, &body.token).await?;
     users::set_password(&mut tx, user, &hash).await?;
     // Whoever could read the reset message owns the address.

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
-use crate::extract::tenant::TenantContext;
+use crate::extract::tenant::{TenantContext, TenantDb};
 use crate::routes::shared::auth::{ClientInfo, TokenResponse};
 use crate::routes::text;
 
@@ -30,6 +30,7 @@ pub struct SignupBody {
     responses((status = 201, body = TokenResponse), (status = 403, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn signup(
+    db: TenantDb,
     ctx: TenantContext,
     State(t): State<Identity>,
     client: ClientInfo,
@@ -45,7 +46,7 @@ pub async fn signup(
     }
     let hash = password::hash(&body.password).await?;
     let seats = t.auth.seats(ctx.tenant.id).await?;
-    let mut tx = t.auth.begin(&t.dataplane, &ctx.tenant).await?;
+    let mut tx = db.begin().await?;
     let role = identity::permissions::role_by_name(&mut tx, "member")
         .await?
         .ok_or_else(|| ApiError::internal("the built-in role `member` is missing"))?;

@@ -7,14 +7,13 @@ use axum::Json;
 use axum::extract::State;
 use email::Mailer;
 use email::domain::{self, SendingDomain};
-use identity::Identity;
 use serde::{Deserialize, Serialize};
 use sso::Sso;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
-use crate::extract::tenant::Authenticated;
+use crate::extract::tenant::TenantDb;
 
 /// The sending domain and the DNS record that publishes its key.
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,8 +52,7 @@ pub struct SendingDomainBody {
     responses((status = 200, body = SendingDomainView), (status = 422, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn put(
-    auth: Authenticated,
-    State(t): State<Identity>,
+    db: TenantDb,
     State(mailer): State<Mailer>,
     ApiJson(b): ApiJson<SendingDomainBody>,
 ) -> ApiResult<Json<SendingDomainView>> {
@@ -63,7 +61,7 @@ pub async fn put(
             "`domain` must be a host name such as `mail.acme.com` outside the platform's own domain",
         )
     })?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let d = mailer
         .set_sending_domain(&mut tx, &domain)
         .await
@@ -76,11 +74,8 @@ pub async fn put(
 #[utoipa::path(get, path = "/api/v1/email/domain", tag = "email",
     responses((status = 200, body = SendingDomainView), (status = 404, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn get(
-    auth: Authenticated,
-    State(t): State<Identity>,
-) -> ApiResult<Json<SendingDomainView>> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+pub async fn get(db: TenantDb) -> ApiResult<Json<SendingDomainView>> {
+    let mut tx = db.begin().await?;
     let d = domain::get(&mut tx).await?;
     tx.commit().await?;
     let d = d.ok_or_else(|| {
@@ -96,12 +91,8 @@ pub async fn get(
               (status = 409, body = Problem), (status = 422, body = Problem), (status = 502, body = Problem),
               (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn verify(
-    auth: Authenticated,
-    State(t): State<Identity>,
-    State(sso): State<Sso>,
-) -> ApiResult<Json<SendingDomainView>> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+pub async fn verify(db: TenantDb, State(sso): State<Sso>) -> ApiResult<Json<SendingDomainView>> {
+    let mut tx = db.begin().await?;
     let d = domain::get(&mut tx).await?;
     tx.commit().await?;
     let mut d = d.ok_or_else(|| ApiError::not_found("no sending domain is configured"))?;
@@ -122,7 +113,7 @@ pub async fn verify(
             d.txt_value()
         )));
     }
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     if !domain::mark_verified(&mut tx, &d).await? {
         return Err(ApiError::conflict(
             "the sending domain was changed meanwhile; verify the new one",

@@ -2,15 +2,13 @@
 //! `email::tracking`).
 
 use axum::Json;
-use axum::extract::State;
 use email::tracking;
-use identity::Identity;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiResult, Problem};
 use crate::extract::ApiJson;
-use crate::extract::tenant::Authenticated;
+use crate::extract::tenant::TenantDb;
 
 /// The tenant's email settings.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -24,8 +22,8 @@ pub struct EmailSettings {
 #[utoipa::path(get, path = "/api/v1/email/settings", tag = "email",
     responses((status = 200, body = EmailSettings), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn get(auth: Authenticated, State(t): State<Identity>) -> ApiResult<Json<EmailSettings>> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+pub async fn get(db: TenantDb) -> ApiResult<Json<EmailSettings>> {
+    let mut tx = db.begin().await?;
     let open_tracking = tracking::enabled(&mut tx).await?;
     tx.commit().await?;
     Ok(Json(EmailSettings { open_tracking }))
@@ -36,11 +34,10 @@ pub async fn get(auth: Authenticated, State(t): State<Identity>) -> ApiResult<Js
     responses((status = 200, body = EmailSettings), (status = 422, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn put(
-    auth: Authenticated,
-    State(t): State<Identity>,
+    db: TenantDb,
     ApiJson(b): ApiJson<EmailSettings>,
 ) -> ApiResult<Json<EmailSettings>> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     tracking::set_enabled(&mut tx, b.open_tracking).await?;
     tx.commit().await?;
     Ok(Json(b))

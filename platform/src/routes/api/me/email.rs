@@ -9,16 +9,20 @@ use identity::users;
 use tenancy::ids::EmailAddress;
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::tenant::Authenticated;
+use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::routes::shared::auth::send_verification;
 
 /// Send a new email verification message (to the outbox).
 #[utoipa::path(post, path = "/api/v1/me/email/verification", tag = "me",
     responses((status = 202, description = "Sent"), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-pub async fn resend(auth: Authenticated, State(t): State<Identity>) -> ApiResult<StatusCode> {
+pub async fn resend(
+    db: TenantDb,
+    auth: Authenticated,
+    State(t): State<Identity>,
+) -> ApiResult<StatusCode> {
     let (id, _) = auth.user()?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let u = users::get(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
-use crate::extract::tenant::Authenticated;
+use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::routes::shared::auth::ClientInfo;
 
 /// A new TOTP secret, to put in an authenticator app.
@@ -40,9 +40,13 @@ pub struct RecoveryCodes {
 #[utoipa::path(post, path = "/api/v1/me/mfa/totp", tag = "me",
     responses((status = 200, body = Enrollment), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-pub async fn enroll(auth: Authenticated, State(t): State<Identity>) -> ApiResult<Json<Enrollment>> {
+pub async fn enroll(
+    db: TenantDb,
+    auth: Authenticated,
+    State(t): State<Identity>,
+) -> ApiResult<Json<Enrollment>> {
     let (user, _) = auth.user()?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let u = users::get(&mut tx, user)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
@@ -60,6 +64,7 @@ pub async fn enroll(auth: Authenticated, State(t): State<Identity>) -> ApiResult
     responses((status = 200, body = RecoveryCodes), (status = 401, body = Problem), (status = 409, body = Problem), (status = 429, body = Problem)),
     security(("bearer" = [])))]
 pub async fn confirm(
+    db: TenantDb,
     auth: Authenticated,
     State(t): State<Identity>,
     client: ClientInfo,
@@ -67,7 +72,7 @@ pub async fn confirm(
 ) -> ApiResult<Json<RecoveryCodes>> {
     let (user, _) = auth.user()?;
     let attempt = t.auth.throttle.code(auth.tenant.id, user, client.ip)?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let recovery_codes = mfa::confirm(&mut tx, t.auth.keyring(), attempt, user, &body.code).await?;
     tx.commit().await?;
     t.auth.invalidate(Some(auth.tenant.id));
@@ -79,6 +84,7 @@ pub async fn confirm(
     responses((status = 204, description = "Disabled"), (status = 401, body = Problem), (status = 429, body = Problem)),
     security(("bearer" = [])))]
 pub async fn disable(
+    db: TenantDb,
     auth: Authenticated,
     State(t): State<Identity>,
     client: ClientInfo,
@@ -86,7 +92,7 @@ pub async fn disable(
 ) -> ApiResult<StatusCode> {
     let (user, _) = auth.user()?;
     let attempt = t.auth.throttle.code(auth.tenant.id, user, client.ip)?;
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     mfa::second_factor(&mut tx, t.auth.keyring(), attempt, user, &body.code).await?;
     mfa::disable(&mut tx, user).await?;
     tx.commit().await?;

@@ -6,9 +6,7 @@
 //! `sso_identities`, whose audit trigger records it with the acting admin.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
-use identity::Identity;
 use serde::{Deserialize, Serialize};
 use sso::connections::ConnectionId;
 use tenancy::ids::UserId;
@@ -16,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::tenant::Authenticated;
+use crate::extract::tenant::{Authenticated, TenantDb};
 use crate::extract::{ApiJson, ApiPath};
 use crate::routes::shared::grantor;
 
@@ -45,8 +43,8 @@ pub struct LinkView {
               (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn link(
+    db: TenantDb,
     auth: Authenticated,
-    State(t): State<Identity>,
     ApiPath(connection_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<LinkBody>,
 ) -> ApiResult<(StatusCode, Json<LinkView>)> {
@@ -56,7 +54,7 @@ pub async fn link(
             "`subject` must be 1 to 512 characters",
         ));
     }
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let created = sso::provision::link(
         &mut tx,
         &grantor(&auth),
@@ -87,11 +85,10 @@ pub async fn link(
     responses((status = 204), (status = 404, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn unlink(
-    auth: Authenticated,
-    State(t): State<Identity>,
+    db: TenantDb,
     ApiPath((connection_id, user_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = t.auth.begin(&t.dataplane, &auth.tenant).await?;
+    let mut tx = db.begin().await?;
     let n = sso::provision::unlink(
         &mut tx,
         ConnectionId::from_uuid(connection_id),
