@@ -114,6 +114,18 @@ fn refused(d: Decision) -> AuthFailure {
 
 /// Refusal of a request that reached a tenant handler without passing the tenant router's
 /// authentication and its route's declared access (fail closed: nobody may use such a route).
+/// The request's tenant context, only once `authorize` has checked the route's declared access:
+/// the one fail-closed rule every tenant extractor goes through.
+fn authorized(parts: &Parts) -> Result<&TenantContext, ApiError> {
+    if parts.extensions.get::<Authorized>().is_none() {
+        return Err(undeclared());
+    }
+    parts
+        .extensions
+        .get::<TenantContext>()
+        .ok_or_else(undeclared)
+}
+
 fn undeclared() -> ApiError {
     ApiError::forbidden("this route declares no permission, so nobody may use it")
 }
@@ -318,13 +330,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        if parts.extensions.get::<Authorized>().is_none() {
-            return Err(undeclared());
-        }
-        let ctx = parts
-            .extensions
-            .get::<TenantContext>()
-            .ok_or_else(undeclared)?;
+        let ctx = authorized(parts)?;
         match &ctx.principal {
             Some((principal, grants)) => Ok(Self {
                 tenant: Arc::clone(&ctx.tenant),
@@ -380,13 +386,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if parts.extensions.get::<Authorized>().is_none() {
-            return Err(undeclared());
-        }
-        let ctx = parts
-            .extensions
-            .get::<TenantContext>()
-            .ok_or_else(undeclared)?;
+        let ctx = authorized(parts)?;
         Ok(Self {
             tenant: Arc::clone(&ctx.tenant),
             dataplane: DataPlane::from_ref(state),
