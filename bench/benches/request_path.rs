@@ -349,6 +349,7 @@ fn bench_request_path(
         &tenancy::settings::MetricsSettings {
             listen: Some(([127, 0, 0, 1], 9).into()),
             top_tenants: 20,
+            idle: std::time::Duration::from_secs(600),
         },
         state.tenancy.dataplane.clone(),
         state.tenancy.catalog.pool().clone(),

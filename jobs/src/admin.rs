@@ -5,9 +5,29 @@
 use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::{Catalog, CatalogError, Tenant};
 use tenancy::dataplane::ConnectError;
+use tenancy::dataplane::DataPlane;
 use tenancy::ids::TenantId;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
+
+/// What the operators' job functions reach: the catalog (which tenants, where) and the data
+/// plane (their databases). Narrower than the whole [`Tenancy`].
+#[derive(Clone, Copy)]
+pub struct Fleet<'a> {
+    pub catalog: &'a Catalog,
+    pub dataplane: &'a DataPlane,
+}
+
+impl<'a> Fleet<'a> {
+    /// The fleet of a whole tenancy core (the CLI's).
+    #[must_use]
+    pub fn of(tenancy: &'a Tenancy) -> Self {
+        Self {
+            catalog: &tenancy.catalog,
+            dataplane: &tenancy.dataplane,
+        }
+    }
+}
 
 use crate::kind::JobKind;
 use crate::store::{JobId, JobState};
@@ -96,8 +116,8 @@ impl Cursor {
     }
 }
 
-async fn tenant(tenancy: &Tenancy, id: TenantId) -> Result<Tenant, JobAdminError> {
-    tenancy
+async fn tenant(fleet: Fleet<'_>, id: TenantId) -> Result<Tenant, JobAdminError> {
+    fleet
         .catalog
         .tenant(id)
         .await?
@@ -106,13 +126,13 @@ async fn tenant(tenancy: &Tenancy, id: TenantId) -> Result<Tenant, JobAdminError
 }
 
 async fn list_one(
-    tenancy: &Tenancy,
+    fleet: Fleet<'_>,
     t: &Tenant,
     filter: &Filter,
     after: Option<JobId>,
     limit: i64,
 ) -> Result<Vec<JobView>, JobAdminError> {
-    let mut tx = tenancy.dataplane.connect(t).await?.begin();
+    let mut tx = fleet.dataplane.connect(t).await?.begin();
     let jobs = list_in(&mut tx, filter, after, limit).await?;
     tx.commit().await?;
     Ok(jobs)
@@ -147,7 +167,7 @@ pub async fn list_in(
 
 /// One page of jobs (by tenant, then id) and the cursor of the next page.
 pub async fn list(
-    tenancy: &Tenancy,
+    fleet: Fleet<'_>,
     filter: &Filter,
     cursor: Option<Cursor>,
     limit: i64,
@@ -163,9 +183,9 @@ pub async fn list(
         })
     };
     if let Some(id) = filter.tenant {
-        let t = tenant(tenancy, id).await?;
+        let t = tenant(fleet, id).await?;
         let after = cursor.filter(|c| c.tenant == id).map(|c| c.job);
-        out = list_one(tenancy, &t, filter, after, limit).await?;
+        out = list_one(fleet, &t, filter, after, limit).await?;
         let next = page_end(&out);
         return Ok((out, next));
     }
@@ -174,14 +194,14 @@ pub async fn list(
     let mut first = cursor;
     if let Some(c) = cursor {
         // The cursor's own tenant may have more after its job.
-        if let Some(t) = tenancy.catalog.tenant(c.tenant).await? {
-            out = list_one(tenancy, &t, filter, Some(c.job), limit).await?;
+        if let Some(t) = fleet.catalog.tenant(c.tenant).await? {
+            out = list_one(fleet, &t, filter, Some(c.job), limit).await?;
         }
         first = None;
     }
     let _ = first;
     while (out.len() as i64) < limit {
-        let page = tenancy.catalog.list_tenants(after_tenant, 100).await?;
+        let page = fleet.catalog.list_tenants(after_tenant, 100).await?;
         let Some(last) = page.last() else { break };
         after_tenant = Some(last.id);
         for t in &page {
@@ -189,7 +209,7 @@ pub async fn list(
             if rest <= 0 {
                 break;
             }
-            out.extend(list_one(tenancy, t, filter, None, rest).await?);
+            out.extend(list_one(fleet, t, filter, None, rest).await?);
         }
     }
     let next = page_end(&out);
@@ -198,22 +218,22 @@ pub async fn list(
 
 /// Finds the tenant of job `id` (given, or by walking the tenants).
 async fn locate(
-    tenancy: &Tenancy,
+    fleet: Fleet<'_>,
     id: JobId,
     hint: Option<TenantId>,
 ) -> Result<Tenant, JobAdminError> {
     if let Some(t) = hint {
-        return tenant(tenancy, t).await;
+        return tenant(fleet, t).await;
     }
     let mut after = None;
     loop {
-        let page = tenancy.catalog.list_tenants(after, 100).await?;
+        let page = fleet.catalog.list_tenants(after, 100).await?;
         let Some(last) = page.last() else {
             return Err(JobAdminError::NotFound);
         };
         after = Some(last.id);
         for t in page {
-            let conn = tenancy.dataplane.connect(&t).await?;
+            let conn = fleet.dataplane.connect(&t).await?;
             let found = conn
                 .begin()
                 .query_opt_and_commit("SELECT 1 FROM jobs WHERE id = $1", &[&id.as_uuid()])
@@ -228,12 +248,12 @@ async fn locate(
 /// Runs a job again now: a pending, retrying, dead or cancelled job goes back to `pending` (with
 /// one more attempt allowed if it used them all).
 pub async fn retry(
-    tenancy: &Tenancy,
+    fleet: Fleet<'_>,
     id: JobId,
     hint: Option<TenantId>,
 ) -> Result<JobView, JobAdminError> {
     change(
-        tenancy,
+        fleet,
         id,
         hint,
         "retried",
@@ -247,12 +267,12 @@ pub async fn retry(
 /// Cancels a job that has not succeeded. A running one keeps running, but its worker's lease no
 /// longer holds: its completion is refused and rolled back.
 pub async fn discard(
-    tenancy: &Tenancy,
+    fleet: Fleet<'_>,
     id: JobId,
     hint: Option<TenantId>,
 ) -> Result<JobView, JobAdminError> {
     change(
-        tenancy,
+        fleet,
         id,
         hint,
         "discarded",
@@ -264,15 +284,15 @@ pub async fn discard(
 }
 
 async fn change(
-    tenancy: &Tenancy,
+    fleet: Fleet<'_>,
     id: JobId,
     hint: Option<TenantId>,
     verb: &'static str,
     from: &[&str],
     set: &str,
 ) -> Result<JobView, JobAdminError> {
-    let t = locate(tenancy, id, hint).await?;
-    let mut tx = tenancy.dataplane.connect(&t).await?.begin();
+    let t = locate(fleet, id, hint).await?;
+    let mut tx = fleet.dataplane.connect(&t).await?.begin();
     let Some(row) = tx
         .query_opt(
             "SELECT state FROM jobs WHERE id = $1 FOR UPDATE",
@@ -304,7 +324,7 @@ async fn change(
         .bind(format!("job.{verb}"))
         .bind(id.to_string())
         .bind(serde_json::json!({ "kind": job.kind, "from": state, "to": job.state.as_str() }))
-        .execute(tenancy.catalog.pool())
+        .execute(fleet.catalog.pool())
         .await
         .map_err(CatalogError::from)?;
     Ok(job)

@@ -11,6 +11,7 @@
 //! (never raw paths), status classes, the top-N tenants plus `other` ([`tenants`]), plans,
 //! placements, database servers, rate-limit scopes, flag names.
 
+pub mod handles;
 pub mod operations;
 pub mod process;
 pub mod tenants;
@@ -34,6 +35,7 @@ use tenancy::dataplane::DataPlane;
 use tenancy::ids::TenantId;
 use tenancy::settings::MetricsSettings;
 
+use self::handles::{Handles, PlanSeries, TenantSeries};
 use self::tenants::TopTenants;
 
 static META: Metadata<'static> = Metadata::new("platform", Level::INFO, Some(module_path!()));
@@ -49,9 +51,6 @@ const TENANT_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 const CHECKOUT_BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0,
 ];
-/// Series not updated for this long are dropped (tenants that left the top N).
-const IDLE: Duration = Duration::from_secs(600);
-
 /// The label value of requests from tenants outside the top N.
 pub const OTHER: &str = "other";
 
@@ -63,6 +62,8 @@ struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     top: TopTenants,
+    /// The per-request series' handles, kept between requests.
+    handles: Handles,
     dataplane: DataPlane,
     flags: Arc<flags::Flags>,
     active: Gauge,
@@ -174,7 +175,7 @@ impl Metrics {
             return Self(None);
         }
         let builder = PrometheusBuilder::new()
-            .idle_timeout(MetricKindMask::ALL, Some(IDLE))
+            .idle_timeout(MetricKindMask::ALL, Some(settings.idle))
             .set_buckets_for_metric(
                 Matcher::Full("http_server_request_duration_seconds".into()),
                 HTTP_BUCKETS,
@@ -206,6 +207,7 @@ impl Metrics {
             recorder,
             handle,
             top: TopTenants::new(settings.top_tenants),
+            handles: Handles::default(),
             dataplane,
             flags,
             active,
@@ -253,57 +255,81 @@ impl Metrics {
         }))
     }
 
-    /// Records a finished request.
+    /// Records a finished request, into handles kept between requests ([`handles`]).
     pub fn finish(&self, r: &Finished<'_>) {
         let Some(m) = &self.0 else { return };
-        let class = status_class(r.status);
-        let method = method_label(r.method);
-        m.histogram(
-            "http_server_request_duration_seconds",
-            vec![
-                Label::new("http_route", r.route.to_owned()),
-                Label::new("http_request_method", method),
-                Label::new("http_response_status_code", class),
-            ],
-        )
-        .record(r.seconds);
+        let class = class_index(r.status);
+        let method = method_index(r.method);
+        m.handles
+            .http(r.route, method, class, || {
+                m.histogram(
+                    "http_server_request_duration_seconds",
+                    vec![
+                        Label::new("http_route", r.route.to_owned()),
+                        Label::new("http_request_method", METHOD_LABELS[method]),
+                        Label::new("http_response_status_code", CLASS_LABELS[class]),
+                    ],
+                )
+            })
+            .record(r.seconds);
         if let Some(t) = r.tenant.and_then(|s| s.0.get()) {
-            let tenant = if m.top.admit(t.id) {
-                t.id.to_string()
-            } else {
-                OTHER.to_owned()
-            };
-            let by_tenant = || vec![Label::new("tenant_id", tenant.clone())];
-            m.counter("platform_tenant_requests_total", by_tenant())
-                .increment(1);
-            if r.status >= 500 {
-                m.counter("platform_tenant_errors_total", by_tenant())
-                    .increment(1);
+            let own = m.top.admit(t.id).then_some(t.id);
+            let error = r.status >= 500;
+            let series = m.handles.tenant(own, error, |known| {
+                let label = own.map_or_else(|| OTHER.to_owned(), |id| id.to_string());
+                let by_tenant = || vec![Label::new("tenant_id", label.clone())];
+                let errors = known.and_then(|k| k.errors.clone()).or_else(|| {
+                    error.then(|| m.counter("platform_tenant_errors_total", by_tenant()))
+                });
+                TenantSeries {
+                    requests: m.counter("platform_tenant_requests_total", by_tenant()),
+                    duration: m.histogram("platform_tenant_request_duration_seconds", by_tenant()),
+                    errors,
+                }
+            });
+            series.requests.increment(1);
+            if let (true, Some(errors)) = (error, &series.errors) {
+                errors.increment(1);
             }
-            m.histogram("platform_tenant_request_duration_seconds", by_tenant())
-                .record(r.seconds);
-            let by_plan = || {
-                vec![
-                    Label::new("plan", t.plan.clone()),
-                    Label::new("placement", t.placement),
-                ]
-            };
-            let mut labels = by_plan();
-            labels.push(Label::new("http_response_status_code", class));
-            m.counter("platform_plan_requests_total", labels)
-                .increment(1);
-            m.histogram("platform_plan_request_duration_seconds", by_plan())
-                .record(r.seconds);
+            series.duration.record(r.seconds);
+            let placement = usize::from(t.placement == "dedicated");
+            let plan = m.handles.plan(&t.plan, placement, class, |known| {
+                let by_plan = || {
+                    vec![
+                        Label::new("plan", t.plan.clone()),
+                        Label::new("placement", t.placement),
+                    ]
+                };
+                let mut requests = known.map(|k| k.requests.clone()).unwrap_or_default();
+                let mut labels = by_plan();
+                labels.push(Label::new("http_response_status_code", CLASS_LABELS[class]));
+                requests[class] = Some(m.counter("platform_plan_requests_total", labels));
+                PlanSeries {
+                    requests,
+                    duration: known.map_or_else(
+                        || m.histogram("platform_plan_request_duration_seconds", by_plan()),
+                        |k| k.duration.clone(),
+                    ),
+                }
+            });
+            if let Some(c) = &plan.requests[class] {
+                c.increment(1);
+            }
+            plan.duration.record(r.seconds);
         }
         if let Some(d) = r.rate_limit {
-            m.counter(
-                "platform_rate_limit_decisions_total",
-                vec![
-                    Label::new("scope", d.scope.as_str()),
-                    Label::new("decision", if d.allowed { "allowed" } else { "limited" }),
-                ],
-            )
-            .increment(1);
+            let scope = d.scope.as_str();
+            m.handles
+                .rate_limit(scope, d.allowed, || {
+                    m.counter(
+                        "platform_rate_limit_decisions_total",
+                        vec![
+                            Label::new("scope", scope),
+                            Label::new("decision", if d.allowed { "allowed" } else { "limited" }),
+                        ],
+                    )
+                })
+                .increment(1);
         }
         if r.problem == Some("query-timeout") {
             m.counter("platform_db_statement_timeouts_total", vec![])
@@ -407,7 +433,10 @@ impl Metrics {
             }
         }
         m.handle.run_upkeep();
-        Some(m.handle.render())
+        let text = m.handle.render();
+        // The render may have dropped idle series: handles kept from before are not kept on.
+        m.handles.renew();
+        Some(text)
     }
 }
 
@@ -486,28 +515,35 @@ fn as_f64(n: usize) -> f64 {
     n as f64
 }
 
-fn status_class(status: u16) -> &'static str {
+/// Status class labels, by [`class_index`].
+const CLASS_LABELS: [&str; handles::CLASSES] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
-/// The method, or `_OTHER` for one outside the standard set (OpenTelemetry's rule: an attacker
-/// must not be able to create series with made-up methods).
-fn method_label(m: &Method) -> &'static str {
+/// Method labels, by [`method_index`]: the standard set, and `_OTHER` for any other method
+/// (OpenTelemetry's rule: an attacker must not be able to create series with made-up methods).
+const METHOD_LABELS: [&str; handles::METHODS] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "_OTHER",
+];
+
+fn method_index(m: &Method) -> usize {
     match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "_OTHER",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::PATCH => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 

@@ -110,5 +110,6 @@ substate!(sso::Sso, |s| s.sso.clone());
 substate!(AdminToken, |s| s.admin_token.clone());
 substate!(Arc<flags::Flags>, |s| Arc::clone(&s.flags));
 substate!(Arc<Tenancy>, |s| Arc::clone(&s.tenancy));
+substate!(tenancy::bootstrap::CatalogCaches, |s| s.tenancy.caches());
 substate!(email::Mailer, |s| s.mailer.clone());
 substate!(Arc<billing::Billing>, |s| Arc::clone(&s.billing));

@@ -2,9 +2,12 @@
 //! key, run both migration sets, and build the catalog, data plane, resolver and provisioner.
 //! Also the catalog-notification listener that keeps every instance's caches fresh.
 
+mod caches;
 mod databases;
 mod legacy;
 mod listener;
+
+pub use caches::CatalogCaches;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -145,6 +145,10 @@ pub struct MetricsSettings {
     /// The busiest tenants that get their own per-tenant series (`PLATFORM_METRICS_TOP_TENANTS`,
     /// default 20, 1 to 1000); every other tenant is counted under `other`.
     pub top_tenants: usize,
+    /// A series not updated for this long is dropped from the exposition
+    /// (`PLATFORM_METRICS_IDLE_SECS`, default 600, 1 to 86,400): tenants that left the top N,
+    /// routes no longer called.
+    pub idle: std::time::Duration,
 }
 
 impl Settings {
@@ -440,6 +444,11 @@ impl Settings {
                         )
                     })?,
                 top_tenants: number("PLATFORM_METRICS_TOP_TENANTS", 20, 1000)?,
+                idle: std::time::Duration::from_secs(number(
+                    "PLATFORM_METRICS_IDLE_SECS",
+                    600,
+                    86_400,
+                )? as u64),
             },
             email: EmailSettings {
                 smtp_url: match get("PLATFORM_SMTP_URL") {

@@ -193,6 +193,46 @@ async fn per_tenant_series_stay_bounded_across_a_thousand_tenants() {
     app.finish().await;
 }
 
+/// Requests record into handles kept between requests, but never across a scrape: a series
+/// the exporter dropped as idle (`PLATFORM_METRICS_IDLE_SECS`) comes back, counting from one,
+/// with the next request (a handle kept across the drop would count into a series no longer
+/// exported).
+#[tokio::test]
+async fn a_series_dropped_as_idle_comes_back_with_the_next_request() {
+    let app = TestApp::spawn_with(&[METRICS_ON, ("PLATFORM_METRICS_IDLE_SECS", "1")]).await;
+    let t = app.tenant("obs-idle", "shared", None).await;
+    let route = r#"http_server_request_duration_seconds_count{http_route="/api/v1/projects",http_request_method="GET",http_response_status_code="2xx"}"#;
+    let tenant = format!(r#"platform_tenant_requests_total{{tenant_id="{}"}}"#, t.id);
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    };
+    let get = || async {
+        app.api(&t, Method::GET, "/api/v1/projects", None)
+            .await
+            .assert_status(200);
+    };
+    get().await;
+    get().await;
+    let text = app.app.metrics.render().await.expect("metrics on");
+    assert_eq!(value(&text, route), Some(2.0), "{text}");
+    assert_eq!(value(&text, &tenant), Some(2.0), "{text}");
+
+    // Idle past the timeout: a scrape drops both.
+    let dropped = platform_tests::eventually(std::time::Duration::from_secs(20), || async {
+        let text = app.app.metrics.render().await.expect("metrics on");
+        value(&text, route).is_none() && value(&text, &tenant).is_none()
+    })
+    .await;
+    assert!(dropped.is_some(), "the idle series were never dropped");
+
+    get().await;
+    let text = app.app.metrics.render().await.expect("metrics on");
+    assert_eq!(value(&text, route), Some(1.0), "{text}");
+    assert_eq!(value(&text, &tenant), Some(1.0), "{text}");
+    app.finish().await;
+}
+
 /// The real binary's metrics listener: a statement that outlasts the statement timeout is
 /// counted, every checkout's wait lands in the per-server histogram, and the tokio runtime's
 /// gauges (workers, tasks, global queue, busy ratio between two scrapes) are there.

@@ -106,8 +106,13 @@ pub async fn run(cmd: Jobs, out: &Output) -> anyhow::Result<ExitCode> {
             let cursor = cursor
                 .map(|c| Cursor::parse(&c).context("not a cursor from `jobs list`"))
                 .transpose()?;
-            let (items, next) =
-                jobs::admin::list(tenancy, &filter, cursor, limit.clamp(1, 1000)).await?;
+            let (items, next) = jobs::admin::list(
+                jobs::admin::Fleet::of(tenancy),
+                &filter,
+                cursor,
+                limit.clamp(1, 1000),
+            )
+            .await?;
             for j in &items {
                 emit(out, j);
             }
@@ -121,12 +126,18 @@ pub async fn run(cmd: Jobs, out: &Output) -> anyhow::Result<ExitCode> {
         Jobs::Retry { id, tenant } => {
             let t = tenant_id(tenancy, tenant.as_deref()).await?;
             let id = JobId::parse(&id).with_context(|| format!("{id} is not a job id"))?;
-            emit(out, &jobs::admin::retry(tenancy, id, t).await?);
+            emit(
+                out,
+                &jobs::admin::retry(jobs::admin::Fleet::of(tenancy), id, t).await?,
+            );
         }
         Jobs::Discard { id, tenant } => {
             let t = tenant_id(tenancy, tenant.as_deref()).await?;
             let id = JobId::parse(&id).with_context(|| format!("{id} is not a job id"))?;
-            emit(out, &jobs::admin::discard(tenancy, id, t).await?);
+            emit(
+                out,
+                &jobs::admin::discard(jobs::admin::Fleet::of(tenancy), id, t).await?,
+            );
         }
         Jobs::Pause { kind } => {
             jobs::admin::set_paused(&tenancy.catalog, &JobKind::parse(&kind)?, true).await?;

@@ -16,11 +16,7 @@ impl Tenancy {
     /// above (identity, limits) are dropped by the `on_change` callback of
     /// [`Tenancy::listen_for_changes`].
     pub async fn invalidate(&self, tenant: Option<TenantId>) {
-        self.resolver.invalidate(tenant).await;
-        match tenant {
-            Some(t) => self.dataplane.forget_tenant(t).await,
-            None => self.dataplane.forget_servers(),
-        }
+        self.caches().invalidate(tenant).await;
     }
 
     /// Listens for catalog changes until the task is dropped, applying each to this crate's

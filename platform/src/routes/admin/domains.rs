@@ -1,14 +1,13 @@
 //! `/admin/v1/tenants/{tenant}/domains`: custom domains that route to a tenant.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use tenancy::bootstrap::Tenancy;
+use tenancy::bootstrap::CatalogCaches;
 use tenancy::catalog::{Catalog, CatalogDomainError};
 use tenancy::ids::DomainName;
+use tenancy::resolve::Resolver;
 use utoipa::ToSchema;
 
 use super::find_tenant;
@@ -45,22 +44,23 @@ pub struct DomainList {
     security(("operator" = [])))]
 pub async fn add(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(resolver): State<Resolver>,
+    State(caches): State<CatalogCaches>,
     ApiPath(tenant): ApiPath<String>,
     ApiJson(body): ApiJson<AddDomainBody>,
 ) -> ApiResult<(StatusCode, Json<DomainView>)> {
-    let t = find_tenant(&tenancy.catalog, &tenant).await?;
-    let domain = DomainName::parse_custom(&body.domain, tenancy.resolver.base_domain())
+    let t = find_tenant(&catalog, &tenant).await?;
+    let domain = DomainName::parse_custom(&body.domain, resolver.base_domain())
         .map_err(|e| ApiError::unprocessable(format!("`domain` is invalid: {e}")))?;
-    let created = tenancy
-        .catalog
+    let created = catalog
         .add_domain(t.id, &domain)
         .await
         .map_err(|e| match e {
             CatalogDomainError::Taken => ApiError::conflict("this domain is already registered"),
             CatalogDomainError::Catalog(c) => c.into(),
         })?;
-    tenancy.invalidate(Some(t.id)).await;
+    caches.invalidate(Some(t.id)).await;
     Ok((
         StatusCode::CREATED,
         Json(DomainView {
@@ -100,15 +100,16 @@ pub async fn list(
     security(("operator" = [])))]
 pub async fn remove(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(caches): State<CatalogCaches>,
     ApiPath((tenant, domain)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let t = find_tenant(&tenancy.catalog, &tenant).await?;
+    let t = find_tenant(&catalog, &tenant).await?;
     let domain = DomainName::from_host_header(&domain)
         .ok_or_else(|| ApiError::not_found("no such domain"))?;
-    if !tenancy.catalog.remove_domain(t.id, &domain).await? {
+    if !catalog.remove_domain(t.id, &domain).await? {
         return Err(ApiError::not_found("no such domain"));
     }
-    tenancy.invalidate(Some(t.id)).await;
+    caches.invalidate(Some(t.id)).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,15 +1,13 @@
 //! `/admin/v1/jobs`: operators list jobs across tenants, retry or discard one, and pause or
 //! resume a kind on every instance. Thin: the work is `jobs::admin`.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
-use jobs::admin::{Cursor, Filter, JobAdminError, JobView};
+use jobs::admin::{Cursor, Filter, Fleet, JobAdminError, JobView};
 use jobs::{JobId, JobKind, JobState};
 use serde::{Deserialize, Serialize};
-use tenancy::bootstrap::Tenancy;
 use tenancy::catalog::Catalog;
+use tenancy::dataplane::DataPlane;
 use tenancy::ids::TenantId;
 use utoipa::{IntoParams, ToSchema};
 
@@ -143,7 +141,8 @@ pub(crate) fn filter_and_limit(
     security(("operator" = [])))]
 pub async fn list(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(dataplane): State<DataPlane>,
     ApiQuery(q): ApiQuery<JobQuery>,
 ) -> ApiResult<Json<JobPage>> {
     let (mut filter, limit) =
@@ -157,7 +156,16 @@ pub async fn list(
                 .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this API issued"))
         })
         .transpose()?;
-    let (items, next) = jobs::admin::list(&tenancy, &filter, cursor, limit).await?;
+    let (items, next) = jobs::admin::list(
+        Fleet {
+            catalog: &catalog,
+            dataplane: &dataplane,
+        },
+        &filter,
+        cursor,
+        limit,
+    )
+    .await?;
     Ok(Json(JobPage {
         items: items.into_iter().map(Job::from).collect(),
         next_cursor: next.map(|c| c.encode()),
@@ -172,15 +180,23 @@ pub async fn list(
     security(("operator" = [])))]
 pub async fn retry(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(dataplane): State<DataPlane>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<JobTenant>,
 ) -> ApiResult<Json<Job>> {
     let tenant = tenant_param(q.tenant.as_deref())?;
     Ok(Json(
-        jobs::admin::retry(&tenancy, job_id(&id)?, tenant)
-            .await?
-            .into(),
+        jobs::admin::retry(
+            Fleet {
+                catalog: &catalog,
+                dataplane: &dataplane,
+            },
+            job_id(&id)?,
+            tenant,
+        )
+        .await?
+        .into(),
     ))
 }
 
@@ -192,15 +208,23 @@ pub async fn retry(
     security(("operator" = [])))]
 pub async fn discard(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(dataplane): State<DataPlane>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<JobTenant>,
 ) -> ApiResult<Json<Job>> {
     let tenant = tenant_param(q.tenant.as_deref())?;
     Ok(Json(
-        jobs::admin::discard(&tenancy, job_id(&id)?, tenant)
-            .await?
-            .into(),
+        jobs::admin::discard(
+            Fleet {
+                catalog: &catalog,
+                dataplane: &dataplane,
+            },
+            job_id(&id)?,
+            tenant,
+        )
+        .await?
+        .into(),
     ))
 }
 

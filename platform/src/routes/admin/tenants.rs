@@ -4,15 +4,13 @@
 mod create;
 pub mod views;
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tenancy::bootstrap::Tenancy;
+use tenancy::bootstrap::CatalogCaches;
 use tenancy::catalog::{
     Catalog, IdempotencyOutcome, SignupPolicy, StoredResponse, TenantPatch, TenantStatus,
 };
@@ -184,11 +182,12 @@ pub enum SignupSetting {
     security(("operator" = [])))]
 pub async fn patch(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(caches): State<CatalogCaches>,
     ApiPath(tenant): ApiPath<String>,
     ApiJson(body): ApiJson<PatchTenantBody>,
 ) -> ApiResult<Json<TenantView>> {
-    let t = find_tenant(&tenancy.catalog, &tenant).await?;
+    let t = find_tenant(&catalog, &tenant).await?;
     let patch = TenantPatch {
         name: body
             .name
@@ -210,12 +209,11 @@ pub async fn patch(
             .map(|r| r.map(RateLimit::quota).transpose())
             .transpose()?,
     };
-    let updated = tenancy
-        .catalog
+    let updated = catalog
         .patch_tenant(t.id, &patch)
         .await?
         .ok_or_else(|| ApiError::not_found("no such tenant"))?;
-    tenancy.invalidate(Some(t.id)).await;
+    caches.invalidate(Some(t.id)).await;
     Ok(Json(TenantView::from(&updated)))
 }
 
@@ -226,13 +224,14 @@ pub async fn patch(
     security(("operator" = [])))]
 pub async fn delete(
     _: Operator,
-    State(tenancy): State<Arc<Tenancy>>,
+    State(catalog): State<Catalog>,
+    State(caches): State<CatalogCaches>,
     ApiPath(tenant): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let t = find_tenant(&tenancy.catalog, &tenant).await?;
-    if !tenancy.catalog.delete_tenant(t.id).await? {
+    let t = find_tenant(&catalog, &tenant).await?;
+    if !catalog.delete_tenant(t.id).await? {
         return Err(ApiError::not_found("no such tenant"));
     }
-    tenancy.invalidate(Some(t.id)).await;
+    caches.invalidate(Some(t.id)).await;
     Ok(StatusCode::NO_CONTENT)
 }
