@@ -344,8 +344,7 @@ fn bench_request_path(
         service_name: "bench".into(),
         sampler: SamplerChoice::ParentBasedRatio(0.01),
     };
-    let mut metered = state.clone();
-    metered.metrics = platform::metrics::Metrics::new(
+    let metrics = platform::metrics::Metrics::new(
         &tenancy::settings::MetricsSettings {
             listen: Some(([127, 0, 0, 1], 9).into()),
             top_tenants: 20,
@@ -355,7 +354,37 @@ fn bench_request_path(
         state.tenancy.catalog.pool().clone(),
         Arc::clone(&state.flags),
     );
-    let metered = platform::router::router(metered);
+    // What metrics add to a request, alone: the in-flight gauge and the finished request's
+    // series (route histogram, the tenant's and the plan's series, the rate-limit decision),
+    // as the observe middleware records them.
+    let slot = platform::metrics::TenantSlot::default();
+    slot.set(&shared_tenant);
+    let decision = limits::Decision {
+        scope: limits::Scope::Tenant,
+        allowed: true,
+        limit: 100,
+        remaining: 99,
+        reset_secs: 1,
+    };
+    let get = axum::http::Method::GET;
+    let finished = platform::metrics::Finished {
+        route: "/api/v1/projects/{project_id}/tasks/{task_id}",
+        method: &get,
+        status: 200,
+        seconds: 0.001,
+        tenant: Some(&slot),
+        rate_limit: Some(&decision),
+        problem: None,
+        class: None,
+    };
+    g.bench_function("metrics: one request's in-flight gauge and series", |b| {
+        b.iter(|| {
+            let in_flight = metrics.start();
+            metrics.finish(black_box(&finished));
+            drop(in_flight);
+        });
+    });
+    let metered = platform::router::router(state.with_metrics(metrics.clone()));
     let (host, auth) = (
         format!("{}.localhost", shared.slug),
         format!("Bearer {}", shared.api_key),

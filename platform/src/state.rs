@@ -15,9 +15,23 @@ use tenancy::resolve::Resolver;
 
 use crate::extract::admin::AdminToken;
 
-/// The router's state.
+/// The router's state: one `Arc`, so the per-request clones that axum makes (every
+/// `from_fn_with_state` layer, every `State` extractor) are one reference count each, not one
+/// per cache and pool inside it.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// What the router's state holds.
+#[derive(Clone, Debug)]
+pub struct AppParts {
     pub tenancy: Arc<Tenancy>,
     pub identity: Identity,
     pub limits: RateLimits,
@@ -34,6 +48,14 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The same state with other metrics (the benchmarks compare metrics off and on).
+    #[must_use]
+    pub fn with_metrics(&self, metrics: crate::metrics::Metrics) -> Self {
+        let mut parts = (*self.0).clone();
+        parts.metrics = metrics;
+        Self(Arc::new(parts))
+    }
+
     /// The state over a started tenancy core: the identity services (JWT keys loaded), the rate
     /// limiters and the SSO services.
     pub async fn build(tenancy: Arc<Tenancy>, admin_token: &str) -> anyhow::Result<Self> {
@@ -68,7 +90,7 @@ impl AppState {
         .context("SSO services")?;
         let flags = Arc::new(flags::Flags::new(&tenancy.environment));
         let mailer = email::Mailer::new(&tenancy).context("email transports")?;
-        Ok(Self {
+        Ok(Self(Arc::new(AppParts {
             mailer,
             billing: Arc::new(billing::Billing::new(Arc::clone(&tenancy)).context("billing")?),
             limits: RateLimits::new(tenancy.limits.clone()),
@@ -83,7 +105,7 @@ impl AppState {
             tenancy,
             admin_token: AdminToken::new(admin_token),
             sso,
-        })
+        })))
     }
 }
 
