@@ -6,6 +6,8 @@ mod databases;
 mod legacy;
 mod listener;
 
+pub use listener::Change;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
