@@ -72,7 +72,7 @@ pub async fn run(args: PromoteBench) -> anyhow::Result<()> {
         .context("run the benchmark on the embedded default (a fresh PLATFORM_DATA_DIR)")?;
     let t = Arc::new(started.tenancy.clone());
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let listener = tokio::spawn(Arc::clone(&t).listen_for_changes(ready_tx, |_| {}));
+    let listener = tokio::spawn(Arc::clone(&t).listen_for_changes(ready_tx, &[], |_| {}));
     ready_rx.await.ok();
 
     // Writers back to back must meet the pause, not a rate limit.

@@ -4,7 +4,9 @@
 //! outbox their messages go to, and API keys ([`credentials`]). Everything a tenant owns lives in
 //! its database (it moves with the tenant); only the platform's JWT signing keys live in the
 //! catalog. No HTTP here; this crate sits on the tenancy core and below `sso` and `platform`.
+//! Every change to what the auth caches hold goes through [`Auth::changed`] ([`changes`]).
 
+pub mod changes;
 pub mod credentials;
 pub mod grants;
 pub mod jwt;
@@ -22,12 +24,13 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
-use tenancy::bootstrap::Tenancy;
+use tenancy::bootstrap::{Change, Tenancy};
 use tenancy::catalog::{Catalog, CatalogError, Tenant};
 use tenancy::crypto::{KeyError, Keyring};
 use tenancy::dataplane::{ConnectError, DataPlane, TenantTx};
 use tenancy::ids::{DomainName, TenantId};
 
+pub use changes::AuthChange;
 pub use grants::Grantor;
 pub use jwt::{AccessClaims, JwtKeys};
 pub use permissions::{Permission, PermissionSet};
@@ -129,6 +132,20 @@ impl Identity {
         self.api_keys.invalidate_tenant_or_all(tenant);
         self.auth.invalidate(tenant);
     }
+
+    /// Applies what the notification listener heard: a catalog change drops every entry of the
+    /// tenant (or of all tenants, after a reconnection); an auth change published by
+    /// [`Auth::changed`] on any instance drops the tenant's session checks and role permissions
+    /// only. Other channels are not this crate's.
+    pub fn apply(&self, change: Change<'_>) {
+        match change {
+            Change::Catalog(tenant) => self.invalidate(tenant),
+            Change::Published { channel, tenant } if channel == changes::CHANNEL => {
+                self.auth.invalidate(tenant);
+            }
+            Change::Published { .. } => {}
+        }
+    }
 }
 
 impl AuthError {
@@ -154,8 +171,11 @@ pub struct Auth {
     catalog: Catalog,
     pub throttle: throttle::Throttle,
     keyring: Keyring,
-    principals: Cache<(TenantId, tenancy::ids::SessionId), Option<Arc<SessionPrincipal>>>,
-    roles: Cache<(TenantId, Option<tenancy::ids::RoleId>), RoleGrants>,
+    principals:
+        Cache<(TenantId, tenancy::ids::SessionId), changes::Stamped<Option<Arc<SessionPrincipal>>>>,
+    roles: Cache<(TenantId, Option<tenancy::ids::RoleId>), changes::Stamped<RoleGrants>>,
+    /// When each tenant's auth state last changed (entries loaded before are stale).
+    freshness: Arc<changes::Freshness>,
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
     password_verifications: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -166,9 +186,12 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// How long a session check (and the principal's permissions) is trusted before the database
-/// is asked again: a revoked session's access tokens stop working within this time.
-pub const SESSION_CHECK_TTL: Duration = Duration::from_secs(2);
+/// How long a session check (and the principal's permissions) is trusted before the database is
+/// asked again. Only a safety net: a change reaches every instance by push ([`Auth::changed`],
+/// the listener drops everything when it reconnects), so this bounds only a change whose publish
+/// failed (logged). A minute keeps that bound short while a busy session costs the database one
+/// look-up a minute per instance.
+pub const SESSION_CHECK_TTL: Duration = Duration::from_secs(60);
 
 impl Auth {
     /// Builds the auth services over the catalog (signing keys) and the keyring.
@@ -182,13 +205,12 @@ impl Auth {
             principals: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(SESSION_CHECK_TTL)
-                .support_invalidation_closures()
                 .build(),
             roles: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(SESSION_CHECK_TTL)
-                .support_invalidation_closures()
                 .build(),
+            freshness: Arc::default(),
             dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
             password_verifications: Arc::default(),
         }
@@ -204,21 +226,5 @@ impl Auth {
     /// provisioning and by migration, so a fenced or read-only database still serves reads.
     pub async fn begin(&self, dp: &DataPlane, tenant: &Tenant) -> Result<TenantTx, AuthError> {
         Ok(dp.connect(tenant).await?.begin())
-    }
-
-    /// Drops cached session checks and role permissions of `tenant` (or all).
-    pub fn invalidate(&self, tenant: Option<TenantId>) {
-        match tenant {
-            Some(t) => {
-                self.principals
-                    .invalidate_entries_if(move |k, _| k.0 == t)
-                    .ok();
-                self.roles.invalidate_entries_if(move |k, _| k.0 == t).ok();
-            }
-            None => {
-                self.principals.invalidate_all();
-                self.roles.invalidate_all();
-            }
-        }
     }
 }

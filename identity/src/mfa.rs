@@ -14,7 +14,7 @@ use totp_rs::{Algorithm, Builder, Totp};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::AuthError;
+use super::{AuthChange, AuthError};
 use crate::throttle::Attempt;
 use tenancy::crypto::{Keyring, Scope, hash_token, random_token};
 use tenancy::dataplane::TenantTx;
@@ -156,14 +156,15 @@ async fn check_code(
     }
 }
 
-/// Enables TOTP after a first valid code; returns ten fresh recovery codes (shown once).
+/// Enables TOTP after a first valid code; returns ten fresh recovery codes (shown once) and the
+/// change to the user's MFA state, for [`crate::Auth::changed`] after the commit.
 pub async fn confirm(
     tx: &mut TenantTx,
     keyring: &Keyring,
     attempt: Attempt,
     user: UserId,
     code: &str,
-) -> Result<Vec<String>, AuthError> {
+) -> Result<(Vec<String>, AuthChange), AuthError> {
     judged(attempt, check_code(tx, keyring, user, code, true).await)?;
     tx.execute(
         "UPDATE users SET totp_enabled_at = now() WHERE id = $1",
@@ -185,7 +186,7 @@ pub async fn confirm(
         .await?;
         codes.push(c);
     }
-    Ok(codes)
+    Ok((codes, AuthChange(tx.tenant())))
 }
 
 /// Consumes a recovery code (atomically: a second use, concurrent or not, fails).
@@ -220,8 +221,9 @@ pub async fn second_factor(
     judged(attempt, result)
 }
 
-/// Turns TOTP off (the caller has checked a current code).
-pub async fn disable(tx: &mut TenantTx, user: UserId) -> Result<(), AuthError> {
+/// Turns TOTP off (the caller has checked a current code): a change to the user's MFA state, for
+/// [`crate::Auth::changed`] after the commit.
+pub async fn disable(tx: &mut TenantTx, user: UserId) -> Result<AuthChange, AuthError> {
     tx.execute(
         "UPDATE users SET totp_secret_sealed = NULL, totp_enabled_at = NULL WHERE id = $1",
         &[&user.as_uuid()],
@@ -232,5 +234,5 @@ pub async fn disable(tx: &mut TenantTx, user: UserId) -> Result<(), AuthError> {
         &[&user.as_uuid()],
     )
     .await?;
-    Ok(())
+    Ok(AuthChange(tx.tenant()))
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use super::AuthError;
+use super::{AuthChange, AuthError};
 use tenancy::dataplane::TenantTx;
 use tenancy::ids::RoleId;
 
@@ -200,13 +200,14 @@ async fn custom_role_for_update(tx: &mut TenantTx, id: RoleId) -> Result<String,
     Ok(row.get(0))
 }
 
-/// Replaces a custom role's permissions (its holders get the new set within seconds: principals
-/// and roles are cached for `SESSION_CHECK_TTL`). The name stays: SSO role mappings refer to it.
+/// Replaces a custom role's permissions. The name stays: SSO role mappings refer to it. The change
+/// is for [`crate::Auth::changed`] after the commit (its holders then have the new set on every
+/// instance).
 pub async fn set_permissions(
     tx: &mut TenantTx,
     id: RoleId,
     permissions: &[Permission],
-) -> Result<Role, AuthError> {
+) -> Result<(Role, AuthChange), AuthError> {
     let name = custom_role_for_update(tx, id).await?;
     let mut permissions = permissions.to_vec();
     permissions.sort();
@@ -225,17 +226,19 @@ pub async fn set_permissions(
         &[&tx.tenant().as_uuid(), &id.as_uuid(), &perms],
     )
     .await?;
-    Ok(Role {
+    let role = Role {
         id,
         name,
         builtin: false,
         permissions,
-    })
+    };
+    Ok((role, AuthChange(tx.tenant())))
 }
 
 /// Deletes a custom role that nothing refers to: no user, live API key, open invitation or SSO
-/// connection (default role or mapping) may still give it.
-pub async fn delete(tx: &mut TenantTx, id: RoleId) -> Result<(), AuthError> {
+/// connection (default role or mapping) may still give it. The change is for
+/// [`crate::Auth::changed`] after the commit (caches may still hold the role).
+pub async fn delete(tx: &mut TenantTx, id: RoleId) -> Result<AuthChange, AuthError> {
     let name = custom_role_for_update(tx, id).await?;
     let row = tx
         .query_opt(
@@ -274,7 +277,7 @@ pub async fn delete(tx: &mut TenantTx, id: RoleId) -> Result<(), AuthError> {
     // Expired or accepted invitations go with it (their foreign key cascades).
     tx.execute("DELETE FROM roles WHERE id = $1", &[&id.as_uuid()])
         .await?;
-    Ok(())
+    Ok(AuthChange(tx.tenant()))
 }
 
 impl super::Auth {

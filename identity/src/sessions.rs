@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::jwt::{ACCESS_TTL, AUDIENCE, AccessClaims, ISSUER};
 use super::permissions::PermissionSet;
-use super::{Auth, AuthError};
+use super::{Auth, AuthChange, AuthError};
 use refresh::{insert_refresh, new_refresh_token};
 use tenancy::catalog::Tenant;
 use tenancy::crypto::hash_token;
@@ -29,7 +29,8 @@ pub const REFRESH_GRACE: Duration = Duration::from_secs(10);
 /// A refresh token unused this long expires (the session then needs a new login).
 pub const REFRESH_TTL_DAYS: i64 = 30;
 
-/// What an access token's session stands for, checked against the database (briefly cached).
+/// What an access token's session stands for, checked against the database (cached until the
+/// tenant's auth state changes).
 #[derive(Clone, Debug)]
 pub struct SessionPrincipal {
     pub user: UserId,
@@ -148,9 +149,8 @@ impl Auth {
             )
             .await?;
         tx.commit().await?;
-        if let Some(r) = row {
-            self.forget_session(tenant, SessionId::from_uuid(r.get(0)))
-                .await;
+        if row.is_some() {
+            self.changed(AuthChange(tenant.id)).await;
         }
         Ok(())
     }
@@ -180,12 +180,9 @@ impl Auth {
             )
             .await?;
         tx.commit().await?;
-        let t = tenant.id;
-        self.principals
-            .invalidate_entries_if(move |k, v| {
-                k.0 == t && v.as_ref().is_some_and(|p| p.user == user)
-            })
-            .ok();
+        if n > 0 {
+            self.changed(AuthChange(tenant.id)).await;
+        }
         Ok(n)
     }
 
@@ -215,9 +212,5 @@ impl Auth {
                 last_seen_at: r.get(4),
             })
             .collect())
-    }
-
-    async fn forget_session(&self, tenant: &Tenant, session: SessionId) {
-        self.principals.invalidate(&(tenant.id, session)).await;
     }
 }

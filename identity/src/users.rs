@@ -3,7 +3,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::AuthError;
+use super::{AuthChange, AuthError};
 use crate::seats::Seats;
 use tenancy::crypto::Keyring;
 use tenancy::crypto::{hash_token, random_token};
@@ -123,15 +123,19 @@ pub async fn list(
     Ok(rows.iter().map(user).collect())
 }
 
-/// Changes a user's role.
-pub async fn set_role(tx: &mut TenantTx, id: UserId, role: RoleId) -> Result<bool, AuthError> {
-    Ok(tx
-        .execute(
-            "UPDATE users SET role_id = $2, updated_at = now() WHERE id = $1",
-            &[&id.as_uuid(), &role.as_uuid()],
-        )
-        .await?
-        == 1)
+/// Changes a user's role: a change to what the auth caches hold, for [`crate::Auth::changed`]
+/// after the commit.
+pub async fn set_role(
+    tx: &mut TenantTx,
+    id: UserId,
+    role: RoleId,
+) -> Result<AuthChange, AuthError> {
+    tx.execute(
+        "UPDATE users SET role_id = $2, updated_at = now() WHERE id = $1",
+        &[&id.as_uuid(), &role.as_uuid()],
+    )
+    .await?;
+    Ok(AuthChange(tx.tenant()))
 }
 
 /// Sets a new password hash.

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tenancy::bootstrap::Tenancy;
+use tenancy::bootstrap::{Change, Tenancy};
 
 use crate::state::AppState;
 
@@ -107,14 +107,22 @@ impl App {
         let metrics = state.metrics.clone();
         let mailer = state.mailer.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        // One listener for catalog changes and for auth changes (sessions, roles, MFA) that any
+        // instance publishes through `Auth::changed`.
         let on_change = {
             let (identity, billing) = (identity.clone(), Arc::clone(&state.billing));
-            move |tenant| {
-                identity.invalidate(tenant);
-                billing.invalidate(tenant);
+            move |change: Change<'_>| {
+                identity.apply(change);
+                if let Change::Catalog(tenant) = change {
+                    billing.invalidate(tenant);
+                }
             }
         };
-        let listener = tokio::spawn(Arc::clone(&tenancy).listen_for_changes(ready_tx, on_change));
+        let listener = tokio::spawn(Arc::clone(&tenancy).listen_for_changes(
+            ready_tx,
+            &[identity::changes::CHANNEL],
+            on_change,
+        ));
         tokio::time::timeout(Duration::from_secs(15), ready_rx)
             .await
             .context("the catalog listener did not start within 15 s")?

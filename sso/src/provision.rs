@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use identity::permissions::role_by_name;
-use identity::users;
+use identity::{AuthChange, users};
 use serde_json::{Value, json};
 use tenancy::catalog::Tenant;
 use tenancy::dataplane::TenantTx;
@@ -58,14 +58,15 @@ pub enum Outcome {
 /// Finds, links or creates the user for `id` (inside `tx`). `verified_domains`: the tenant's
 /// verified email domains; an identity whose email is outside them is refused, whether it is
 /// linked already or not (docs/sso.md, "Linking policy"). `seats`: the tenant's seat limit, for a
-/// user created just in time.
+/// user created just in time. A role re-mapped on the way is returned as the change to hand to
+/// `Auth::changed` after the commit.
 pub async fn user_for(
     tx: &mut TenantTx,
     conn: &Connection,
     id: &Asserted,
     verified_domains: &[String],
     seats: identity::seats::Seats,
-) -> Result<(Outcome, &'static str), SsoError> {
+) -> Result<(Outcome, &'static str, Option<AuthChange>), SsoError> {
     let email = id
         .email
         .as_deref()
@@ -96,10 +97,14 @@ pub async fn user_for(
         // An identity linked before still never skips the user's own TOTP, unless the
         // connection is marked as enforcing MFA at the IdP.
         if totp && !conn.enforces_mfa {
-            return Ok((pending(user, conn, None, mapped.as_deref()), "linked_mfa"));
+            return Ok((
+                pending(user, conn, None, mapped.as_deref()),
+                "linked_mfa",
+                None,
+            ));
         }
-        remap(tx, user, mapped.as_deref()).await?;
-        return Ok((Outcome::Session(user), "linked"));
+        let change = remap(tx, user, mapped.as_deref()).await?;
+        return Ok((Outcome::Session(user), "linked", change));
     }
     match users::credentials(tx, &email).await? {
         Some((existing, _, totp)) => {
@@ -108,11 +113,11 @@ pub async fn user_for(
             // connection that enforces MFA: the link itself is what the code must confirm.
             if totp {
                 let p = pending(existing, conn, Some(&id.subject), mapped.as_deref());
-                return Ok((p, "link_mfa"));
+                return Ok((p, "link_mfa", None));
             }
             insert_identity(tx, conn.id.as_uuid(), &id.subject, existing).await?;
-            remap(tx, existing, mapped.as_deref()).await?;
-            Ok((Outcome::Session(existing), "link"))
+            let change = remap(tx, existing, mapped.as_deref()).await?;
+            Ok((Outcome::Session(existing), "link", change))
         }
         None => {
             let role_name = mapped.unwrap_or_else(|| conn.default_role.clone());
@@ -127,7 +132,7 @@ pub async fn user_for(
                 users::mark_verified(tx, user).await?;
             }
             insert_identity(tx, conn.id.as_uuid(), &id.subject, user).await?;
-            Ok((Outcome::Session(user), "created"))
+            Ok((Outcome::Session(user), "created", None))
         }
     }
 }
@@ -166,27 +171,36 @@ async fn insert_identity(
         .await?)
 }
 
-/// Sets the mapped role at login (never for an owner; a mapping never names `owner`).
-async fn remap(tx: &mut TenantTx, user: UserId, mapped: Option<&str>) -> Result<(), SsoError> {
+/// Sets the mapped role at login (never for an owner; a mapping never names `owner`); the change,
+/// if the role changed, is for `Auth::changed` after the commit.
+async fn remap(
+    tx: &mut TenantTx,
+    user: UserId,
+    mapped: Option<&str>,
+) -> Result<Option<AuthChange>, SsoError> {
     let Some(role_name) = mapped else {
-        return Ok(());
+        return Ok(None);
     };
     let current = users::get(tx, user).await?.map(|u| u.role);
     if current.as_deref() != Some("owner")
         && current.as_deref() != Some(role_name)
         && let Some(role) = role_by_name(tx, role_name).await?
     {
-        users::set_role(tx, user, role).await?;
+        return Ok(Some(users::set_role(tx, user, role).await?));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Completes an SSO login that waited for the user's TOTP (`detail` of the `mfa_token`): links
 /// the identity if this was a first link, and applies the mapped role. Nothing for a password
-/// login's token.
-pub async fn after_mfa(tx: &mut TenantTx, user: UserId, detail: &Value) -> Result<(), SsoError> {
+/// login's token. A re-mapped role is returned as the change for `Auth::changed` after the commit.
+pub async fn after_mfa(
+    tx: &mut TenantTx,
+    user: UserId,
+    detail: &Value,
+) -> Result<Option<AuthChange>, SsoError> {
     let Some(sso) = detail.get("sso") else {
-        return Ok(());
+        return Ok(None);
     };
     let connection = sso
         .get("connection_id")

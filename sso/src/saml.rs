@@ -166,7 +166,7 @@ impl Sso {
                 "this assertion was already used",
             ));
         }
-        let (outcome, how) = crate::provision::user_for(
+        let (outcome, how, changed) = crate::provision::user_for(
             &mut tx,
             &v.connection,
             &v.identity,
@@ -203,6 +203,9 @@ impl Sso {
             }
         };
         tx.commit().await?;
+        if let Some(change) = changed {
+            t.auth.changed(change).await;
+        }
         Ok(signed_in)
     }
 }

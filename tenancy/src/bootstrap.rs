@@ -8,6 +8,7 @@ mod legacy;
 mod listener;
 
 pub use caches::CatalogCaches;
+pub use listener::Change;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Auth: accounts, invitations, login, access tokens (JWT), refresh rotation and reuse detection,
-//! sessions, and the helpers other auth tests share.
+//! sessions, revocation and role changes pushed to every instance, and the helpers other auth
+//! tests share.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ pub use platform_tests::{PASSWORD, TestUser, token_in};
 
 mod accounts;
 mod login;
+mod push;
 mod refresh;
 mod sessions;
 mod tokens;

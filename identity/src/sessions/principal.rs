@@ -1,6 +1,7 @@
 //! Cached look-ups behind every authenticated request: the principal of an access token's session
-//! (live session, role, permissions, MFA) and a role's permissions. Both are cached briefly per
-//! tenant; a failed look-up is reported as the data plane being unavailable.
+//! (live session, role, permissions, MFA) and a role's permissions. Both are cached per tenant
+//! until the tenant's auth state changes ([`crate::changes`]); a failed look-up is reported as the
+//! data plane being unavailable.
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ fn unavailable(e: &Arc<AuthError>) -> AuthError {
 }
 
 impl Auth {
-    /// The principal of an access token's session, if the session is live (cached briefly).
+    /// The principal of an access token's session, if the session is live (cached).
     pub async fn session_principal(
         &self,
         dp: &DataPlane,
@@ -27,13 +28,10 @@ impl Auth {
         user: UserId,
         session: SessionId,
     ) -> Result<Option<Arc<SessionPrincipal>>, AuthError> {
-        let dp = dp.clone();
-        let this = self.clone();
-        let t = tenant.clone();
-        let found = self
-            .principals
-            .try_get_with((tenant.id, session), async move {
-                let mut tx = this.begin(&dp, &t).await?;
+        let load = || {
+            let (dp, t) = (dp.clone(), tenant.clone());
+            async move {
+                let mut tx = dp.connect(&t).await?.begin();
                 let row = tx
                     .query_opt(
                         "SELECT u.role_id, u.totp_enabled_at IS NOT NULL FROM sessions s JOIN users u ON u.id = s.user_id
@@ -58,30 +56,33 @@ impl Auth {
                         mfa_enabled,
                     })
                 }))
-            })
+            }
+        };
+        let found = self
+            .fresh(&self.principals, tenant.id, (tenant.id, session), load)
             .await
             .map_err(|e| unavailable(&e))?;
         // A token whose `sub` does not own the session never matches.
         Ok(found.filter(|p| p.user == user))
     }
 
-    /// A role's name and permissions (`None`: built-in `admin`), cached briefly.
+    /// A role's name and permissions (`None`: built-in `admin`), cached.
     pub async fn role(
         &self,
         dp: &DataPlane,
         tenant: &Tenant,
         role: Option<RoleId>,
     ) -> Result<Arc<(String, PermissionSet)>, AuthError> {
-        let dp = dp.clone();
-        let this = self.clone();
-        let t = tenant.clone();
-        self.roles
-            .try_get_with((tenant.id, role), async move {
-                let mut tx = this.begin(&dp, &t).await?;
+        let load = || {
+            let (dp, t) = (dp.clone(), tenant.clone());
+            async move {
+                let mut tx = dp.connect(&t).await?.begin();
                 let found = role_permissions(&mut tx, role).await?;
                 tx.commit().await?;
                 Ok::<_, AuthError>(Arc::new(found.unwrap_or_default()))
-            })
+            }
+        };
+        self.fresh(&self.roles, tenant.id, (tenant.id, role), load)
             .await
             .map_err(|e| unavailable(&e))
     }

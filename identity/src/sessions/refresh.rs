@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{REFRESH_GRACE, REFRESH_TTL_DAYS, Tokens};
 use crate::jwt::ACCESS_TTL;
 use crate::users::security_event;
-use crate::{Auth, AuthError};
+use crate::{Auth, AuthChange, AuthError};
 use tenancy::catalog::Tenant;
 use tenancy::crypto::{Scope, hash_token, random_token};
 use tenancy::dataplane::{DataPlane, TenantTx};
@@ -120,7 +120,7 @@ impl Auth {
                 )
                 .await?;
                 tx.commit().await?;
-                self.forget_session(tenant, session).await;
+                self.changed(AuthChange(tenant.id)).await;
                 tracing::warn!(tenant.id = %tenant.id, session.id = %session, "refresh token reuse; session revoked");
                 return Err(AuthError::TokenReused);
             }

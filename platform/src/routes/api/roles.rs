@@ -1,9 +1,10 @@
 //! `/api/v1/roles`: built-in and custom roles (data, not code).
 
 use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
-use identity::grants;
 use identity::permissions::{self, Permission};
+use identity::{Auth, grants};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -98,7 +99,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(role.into())))
 }
 
-/// Replace a custom role's permissions (its holders have the new set within seconds).
+/// Replace a custom role's permissions (its holders have the new set on every instance at once).
 #[utoipa::path(patch, path = "/api/v1/roles/{role_id}", tag = "members", request_body = RolePatch,
     params(("role_id" = Uuid, Path)),
     responses((status = 200, body = RoleView), (status = 403, body = Problem), (status = 404, body = Problem),
@@ -107,6 +108,7 @@ pub async fn create(
 pub async fn update(
     db: TenantDb,
     auth: Authenticated,
+    State(checks): State<Auth>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RolePatch>,
 ) -> ApiResult<Json<RoleView>> {
@@ -114,8 +116,9 @@ pub async fn update(
     let id = RoleId::from_uuid(id);
     let mut tx = db.begin().await?;
     grants::check_role_change(&mut tx, &grantor(&auth), id, &perms).await?;
-    let role = permissions::set_permissions(&mut tx, id, &perms).await?;
+    let (role, change) = permissions::set_permissions(&mut tx, id, &perms).await?;
     tx.commit().await?;
+    checks.changed(change).await;
     Ok(Json(role.into()))
 }
 
@@ -124,9 +127,14 @@ pub async fn update(
     params(("role_id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn delete(db: TenantDb, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    db: TenantDb,
+    State(checks): State<Auth>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
     let mut tx = db.begin().await?;
-    permissions::delete(&mut tx, RoleId::from_uuid(id)).await?;
+    let change = permissions::delete(&mut tx, RoleId::from_uuid(id)).await?;
     tx.commit().await?;
+    checks.changed(change).await;
     Ok(StatusCode::NO_CONTENT)
 }

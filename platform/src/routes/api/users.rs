@@ -91,12 +91,12 @@ pub async fn patch(
     // Changing a role takes the old one away: the caller must be able to give both.
     grants::grantable_role(&mut tx, &grantor, &current.role).await?;
     let role = grants::grantable_role(&mut tx, &grantor, &body.role).await?;
-    users::set_role(&mut tx, id, role).await?;
+    let change = users::set_role(&mut tx, id, role).await?;
     let updated = users::get(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     tx.commit().await?;
-    t.auth.invalidate(Some(auth.tenant.id));
+    t.auth.changed(change).await;
     Ok(Json(updated.into()))
 }
 

@@ -150,8 +150,11 @@ pub async fn verify(
     tenancy::context::set_actor(audit::Actor::user(user));
     let (_, detail) = onetime::consume(&mut tx, Purpose::MfaLogin, &body.mfa_token).await?;
     // An SSO login that waited for this code: its first link and mapped role, now proved.
-    sso::provision::after_mfa(&mut tx, user, &detail).await?;
+    let changed = sso::provision::after_mfa(&mut tx, user, &detail).await?;
     tx.commit().await?;
+    if let Some(change) = changed {
+        t.auth.changed(change).await;
+    }
     let tokens = t
         .auth
         .start_session(

@@ -73,9 +73,10 @@ pub async fn confirm(
     let (user, _) = auth.user()?;
     let attempt = t.auth.throttle.code(auth.tenant.id, user, client.ip)?;
     let mut tx = db.begin().await?;
-    let recovery_codes = mfa::confirm(&mut tx, t.auth.keyring(), attempt, user, &body.code).await?;
+    let (recovery_codes, change) =
+        mfa::confirm(&mut tx, t.auth.keyring(), attempt, user, &body.code).await?;
     tx.commit().await?;
-    t.auth.invalidate(Some(auth.tenant.id));
+    t.auth.changed(change).await;
     Ok(Json(RecoveryCodes { recovery_codes }))
 }
 
@@ -94,8 +95,8 @@ pub async fn disable(
     let attempt = t.auth.throttle.code(auth.tenant.id, user, client.ip)?;
     let mut tx = db.begin().await?;
     mfa::second_factor(&mut tx, t.auth.keyring(), attempt, user, &body.code).await?;
-    mfa::disable(&mut tx, user).await?;
+    let change = mfa::disable(&mut tx, user).await?;
     tx.commit().await?;
-    t.auth.invalidate(Some(auth.tenant.id));
+    t.auth.changed(change).await;
     Ok(StatusCode::NO_CONTENT)
 }
