@@ -18,11 +18,12 @@
 -- 2. The update of the picked rows by their row addresses (`ctid`), which the pick's locks
 --    keep stable until the transaction ends: a TID scan, the one plan allowed for it (index
 --    scans off for that statement), reads exactly the picked rows at any size.
--- 3. For a claim that came back short, the look-ahead (when the tenant's next job of these
---    kinds is due: pending or retrying jobs' due times, running jobs' lease ends, including the
---    leases just taken, which this statement sees) is planned for its actual values on each
---    call (`force_custom_plan`): it reads every due job of the tenant and sorts them (no index
---    orders them across priorities), so its right plan depends on the table's size.
+-- 3. For a claim that came back short, the look-ahead: when the tenant's next job of these
+--    kinds is due (pending or retrying jobs' due times, running jobs' lease ends, including the
+--    leases just taken, which this statement sees), through the same partial indexes (the
+--    smallest that hold those rows, so the ones a plan made at any size picks; the due times
+--    are sorted, no index orders them across priorities). Planned per call it cost ~600 µs of
+--    planning per short claim (measured in `bench jobs --pg-stats`).
 --
 -- `jit` is off: a path the settings disable is costed at 10^10, which would make PostgreSQL
 -- compile any plan that still contains one (measured: 0.5 s per call). The settings end with
@@ -75,7 +76,6 @@ BEGIN
         PERFORM set_config('enable_indexscan', 'on', true);
     END IF;
     IF coalesce(cardinality(picked), 0) < claim_limit THEN
-        PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);
         -- A short claim's summary row (no id).
         RETURN QUERY
         SELECT NULL::uuid, NULL::text, NULL::jsonb, NULL::bytea, NULL::integer, NULL::integer,
@@ -91,29 +91,6 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION platform_jobs_claim(text[], float8[], integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform_jobs_claim(text[], float8[], integer) TO platform_app;
-
--- The batch completion, planned for its actual ids on each call. As a prepared statement it got
--- custom plans five times per connection, then a generic plan made at whatever size the table
--- had then: made on a near-empty table, that plan read every row of the tenant (70 ms for a
--- batch of 8 at 20,000 jobs). The state test is written `IS TRUE` (the same test: `state` is
--- never null) so that it does not match `jobs_leased`'s predicate: that index also holds, until
--- the next vacuum, an entry for every job completed since, and the planner does not count them;
--- the primary key finds the batch's rows and nothing else.
-CREATE FUNCTION platform_jobs_complete_batch(done_ids uuid[], done_leases uuid[])
-    RETURNS SETOF uuid
-    LANGUAGE plpgsql VOLATILE
-    SET plan_cache_mode = force_custom_plan
-    AS $$
-BEGIN
-    RETURN QUERY
-    UPDATE public.jobs SET state = 'succeeded', lease_token = NULL, lease_until = NULL,
-                           finished_at = now(), last_error = NULL
-    WHERE id = ANY(done_ids) AND (state = 'running') IS TRUE
-      AND (id, lease_token) IN (SELECT * FROM unnest(done_ids, done_leases))
-    RETURNING id;
-END $$;
-REVOKE ALL ON FUNCTION platform_jobs_complete_batch(uuid[], uuid[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION platform_jobs_complete_batch(uuid[], uuid[]) TO platform_app;
 
 -- The enqueue's fence check (V3's guarantee, unchanged: a fenced tenant's job insert fails with
 -- TF001, and the fencing transaction waits for every insert that passed the check). V3's

@@ -219,13 +219,14 @@ pub async fn complete_batch(
 ) -> Result<Vec<JobId>, tokio_postgres::Error> {
     let ids: Vec<Uuid> = done.iter().map(|(id, _)| id.as_uuid()).collect();
     let leases: Vec<Uuid> = done.iter().map(|(_, lease)| *lease).collect();
-    // `platform_jobs_complete_batch` (tenant V21): one `UPDATE` by primary key, planned for its
-    // actual ids on every call (a generic plan made while the table was near empty could read
-    // every row of the tenant).
     let rows = conn
         .begin()
         .query_and_commit(
-            "SELECT platform_jobs_complete_batch($1, $2)",
+            "UPDATE jobs SET state = 'succeeded', lease_token = NULL, lease_until = NULL,
+                    finished_at = now(), last_error = NULL
+             WHERE id = ANY($1) AND state = 'running'
+               AND (id, lease_token) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
+             RETURNING id",
             &[&ids, &leases],
         )
         .await?;
