@@ -3,12 +3,12 @@
 --
 -- The claim was one statement sent as a named prepared statement. PostgreSQL gave it a custom
 -- plan on every call (a generic plan, costed with `LIMIT $3` as 10% of the rows and with
--- unknown kind arrays, never looked cheaper than a custom one): ~250 µs of planning per claim,
+-- unknown kind arrays, never looked cheaper than a custom one): 0.25 to 0.4 ms of planning per claim,
 -- more than its execution. Here the claim is a function whose statements keep generic plans,
 -- made once per connection (`plan_cache_mode = force_generic_plan`). A generic plan is kept
 -- whatever the table becomes, so each statement is written, and the planner's choices pinned,
 -- so that the plan is the right one at any size (a plan made on a near-empty table is the
--- danger: measured at 20,000 jobs, 15 ms per claim for an update that read the tenant's every
+-- danger: measured at 20,000 jobs, 14 ms per claim for an update that read the tenant's every
 -- row, 23 ms for a sequential scan and sort of every due job, against 0.05 ms in index order):
 --
 -- 1. The pick: due jobs and orphans, each in its own partial index's order (`jobs_due`:
@@ -16,14 +16,14 @@
 --    stopping each scan; then the best of both. Index scans only (`enable_seqscan`,
 --    `enable_bitmapscan` off), so the partial indexes give the order.
 -- 2. The update of the picked rows by their row addresses (`ctid`), which the pick's locks
---    keep stable until the transaction ends: a TID scan, the one plan allowed for it (index
---    scans off for that statement), reads exactly the picked rows at any size.
+--    keep stable until the transaction ends: a TID scan, the only plan left enabled for it
+--    (index scans off for that statement), reads exactly the picked rows at any size.
 -- 3. For a claim that came back short, the look-ahead: when the tenant's next job of these
 --    kinds is due (pending or retrying jobs' due times, running jobs' lease ends, including the
 --    leases just taken, which this statement sees), through the same partial indexes (the
 --    smallest that hold those rows, so the ones a plan made at any size picks; the due times
---    are sorted, no index orders them across priorities). Planned per call it cost ~600 µs of
---    planning per short claim (measured in `bench jobs --pg-stats`).
+--    are sorted, no index orders them across priorities). Planned per call it cost 0.5 to 0.6 ms
+--    of planning per short claim (measured in `bench jobs --pg-stats`).
 --
 -- `jit` is off: a path the settings disable is costed at 10^10, which would make PostgreSQL
 -- compile any plan that still contains one (measured: 0.5 s per call). The settings end with
