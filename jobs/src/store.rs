@@ -122,68 +122,29 @@ pub async fn claim(
 /// [`claim`], and in the same statement (so in the same round trip) when the tenant's next job
 /// is due if the claim comes back short ([`Claim::next_due`]).
 ///
-/// Due jobs and orphans are looked for apart, each in the order of its own partial index
-/// (`jobs_due`: priority, then due time; `jobs_leased`: lease end), so a claim reads about as
-/// many index entries as it claims, however deep the queue; then the best `limit` of both are
-/// taken. (One scan for either kind of row, an `OR` of the two, can follow neither index's
-/// order: it read every due job of the tenant and sorted them, per claim.) A row locked by one
-/// side and not taken stays locked only until this one-statement transaction ends.
+/// The statement is `platform_jobs_claim` (tenant migration V21), which runs as the caller (RLS
+/// applies) and keeps one generic plan per connection for its costly part: due jobs and orphans
+/// are looked for apart, each in the order of its own partial index (`jobs_due`: priority, then
+/// due time; `jobs_leased`: lease end), so a claim reads about as many index entries as it
+/// claims, however deep the queue; then the best `limit` of both are taken and leased. Paused
+/// kinds are left out here, so the function sees only the kinds to claim.
 pub async fn claim_with_next_due(
     conn: TenantConn,
     kinds: &[(String, Duration)],
     paused: &[String],
     limit: i64,
 ) -> Result<Claim, tokio_postgres::Error> {
-    let names: Vec<&str> = kinds.iter().map(|(k, _)| k.as_str()).collect();
-    let leases: Vec<f64> = kinds.iter().map(|(_, l)| l.as_secs_f64()).collect();
+    let (names, leases): (Vec<&str>, Vec<f64>) = kinds
+        .iter()
+        .filter(|(k, _)| !paused.contains(k))
+        .map(|(k, l)| (k.as_str(), l.as_secs_f64()))
+        .unzip();
+    let limit = i32::try_from(limit.max(0)).unwrap_or(i32::MAX);
     let rows = conn
         .begin()
         .query_and_commit(
-            "WITH due AS (
-                SELECT tenant_id, id, priority, run_at FROM jobs
-                WHERE state IN ('pending', 'retrying') AND run_at <= now()
-                  AND kind = ANY($1) AND NOT (kind = ANY($2))
-                ORDER BY priority DESC, run_at
-                LIMIT $3
-                FOR UPDATE SKIP LOCKED),
-             orphaned AS (
-                SELECT tenant_id, id, priority, run_at FROM jobs
-                WHERE state = 'running' AND lease_until <= now()
-                  AND kind = ANY($1) AND NOT (kind = ANY($2))
-                ORDER BY lease_until
-                LIMIT $3
-                FOR UPDATE SKIP LOCKED),
-             picked AS (
-                SELECT tenant_id, id FROM (SELECT * FROM due UNION ALL SELECT * FROM orphaned) c
-                ORDER BY priority DESC, run_at
-                LIMIT $3),
-             claimed AS (
-                UPDATE jobs j SET state = 'running', attempts = j.attempts + 1,
-                       lease_token = gen_random_uuid(),
-                       lease_until = now() + make_interval(secs => k.lease)
-                FROM picked, unnest($1::text[], $4::float8[]) AS k(kind, lease)
-                WHERE j.tenant_id = picked.tenant_id AND j.id = picked.id AND k.kind = j.kind
-                RETURNING j.id, j.kind, j.payload, j.payload_sealed, j.attempts, j.max_attempts,
-                          j.lease_token, j.expires_at, j.lease_until)
-             SELECT id, kind, payload, payload_sealed, attempts, max_attempts, lease_token,
-                    expires_at, lease_until FROM claimed
-             UNION ALL
-             -- A short claim's summary row (no id): the next due time among the rows this
-             -- statement did not take (it sees them as they were before its own update).
-             SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (
-                 SELECT min(at) FROM (
-                     (SELECT run_at AS at FROM jobs
-                      WHERE state IN ('pending', 'retrying') AND kind = ANY($1)
-                        AND NOT (kind = ANY($2)) AND id NOT IN (SELECT id FROM picked)
-                      ORDER BY run_at LIMIT 1)
-                     UNION ALL
-                     (SELECT lease_until FROM jobs
-                      WHERE state = 'running' AND kind = ANY($1)
-                        AND NOT (kind = ANY($2)) AND id NOT IN (SELECT id FROM picked)
-                      ORDER BY lease_until LIMIT 1)
-                 ) d)
-             WHERE (SELECT count(*) FROM picked) < $3",
-            &[&names, &paused, &limit, &leases],
+            "SELECT * FROM platform_jobs_claim($1, $2, $3)",
+            &[&names, &leases, &limit],
         )
         .await?;
     let mut out = Claim::default();

@@ -8,6 +8,7 @@ mod depth;
 mod fairness;
 mod fence;
 mod moves;
+mod plans;
 mod semantics;
 mod throughput;
 
