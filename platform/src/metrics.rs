@@ -51,6 +51,10 @@ const TENANT_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 const CHECKOUT_BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0,
 ];
+/// How often histogram samples are folded into the exported distributions between scrapes
+/// (the exporter's default upkeep period).
+const UPKEEP: Duration = Duration::from_secs(5);
+
 /// The label value of requests from tenants outside the top N.
 pub const OTHER: &str = "other";
 
@@ -217,17 +221,37 @@ impl Metrics {
             seen: operations::Seen::default(),
             runtime: std::sync::Mutex::default(),
         });
+        // Histogram samples wait in per-series buckets until an upkeep folds them into the
+        // exported distributions; the exporter's own upkeep thread comes only with its global
+        // install, which this recorder never has. Without this task a listener nobody scrapes
+        // would keep every sample of every request in memory (a few bytes per sample, four
+        // samples per request: gigabytes a day on a busy instance).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&inner);
+            rt.spawn(async move {
+                let mut every = tokio::time::interval(UPKEEP);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    let Some(m) = weak.upgrade() else { return };
+                    m.handle.run_upkeep();
+                }
+            });
+        }
         // Every checkout's wait, per database server (the data plane holds only a weak link).
         let weak = Arc::downgrade(&inner);
         inner
             .dataplane
             .set_checkout_observer(Arc::new(move |server, wait| {
                 if let Some(m) = weak.upgrade() {
-                    m.histogram(
-                        "db_client_connection_wait_time_seconds",
-                        vec![Label::new("db_server", server.to_owned())],
-                    )
-                    .record(wait.as_secs_f64());
+                    m.handles
+                        .checkout(server, || {
+                            m.histogram(
+                                "db_client_connection_wait_time_seconds",
+                                vec![Label::new("db_server", server.to_owned())],
+                            )
+                        })
+                        .record(wait.as_secs_f64());
                 }
             }));
         Self(Some(inner))

@@ -41,6 +41,8 @@ struct Maps {
     /// Plan → placement (shared, dedicated).
     plans: HashMap<Box<str>, [Option<PlanSeries>; 2]>,
     rate_limits: HashMap<(&'static str, bool), Counter>,
+    /// Database server → its checkout-wait histogram.
+    checkouts: HashMap<Box<str>, Histogram>,
 }
 
 /// Methods with a label of their own, plus `_OTHER`.
@@ -84,6 +86,22 @@ impl Handles {
         }
     }
 
+    /// The kept value `get` finds, else `make`'s, kept by `put` unless a render began meanwhile.
+    fn memo<V: Clone>(
+        &self,
+        get: impl FnOnce(&Maps) -> Option<V>,
+        make: impl FnOnce() -> V,
+        put: impl FnOnce(&mut Maps, V),
+    ) -> V {
+        if let Some(v) = self.read(get) {
+            return v;
+        }
+        let ticket = self.ticket();
+        let v = make();
+        self.keep(ticket, |m| put(m, v.clone()));
+        v
+    }
+
     /// The duration histogram of a route, method and status class.
     pub fn http(
         &self,
@@ -92,39 +110,33 @@ impl Handles {
         class: usize,
         make: impl FnOnce() -> Histogram,
     ) -> Histogram {
-        if let Some(h) = self.read(|m| m.http.get(route)?[class][method].clone()) {
-            return h;
-        }
-        let ticket = self.ticket();
-        let h = make();
-        self.keep(ticket, |m| {
-            m.http.entry(route.into()).or_default()[class][method] = Some(h.clone());
-        });
-        h
+        self.memo(
+            |m| m.http.get(route)?[class][method].clone(),
+            make,
+            |m, h| m.http.entry(route.into()).or_default()[class][method] = Some(h),
+        )
     }
 
-    /// A tenant's series (`None`: `other`); `error`: the errors counter is needed.
+    /// A tenant's series (`None`: `other`); `error`: the errors counter is needed. `make` gets
+    /// what is kept already (to extend it).
     pub fn tenant(
         &self,
         tenant: Option<TenantId>,
         error: bool,
         make: impl FnOnce(Option<&TenantSeries>) -> TenantSeries,
     ) -> TenantSeries {
-        let known = self.read(|m| m.tenants.get(&tenant).cloned());
-        if let Some(s) = &known
-            && (!error || s.errors.is_some())
-        {
-            return s.clone();
-        }
-        let ticket = self.ticket();
-        let s = make(known.as_ref());
-        self.keep(ticket, |m| {
-            m.tenants.insert(tenant, s.clone());
-        });
-        s
+        let kept = |m: &Maps| m.tenants.get(&tenant).cloned();
+        self.memo(
+            |m| kept(m).filter(|s| !error || s.errors.is_some()),
+            || make(self.read(kept).as_ref()),
+            |m, s| {
+                m.tenants.insert(tenant, s);
+            },
+        )
     }
 
-    /// A plan and placement's series; `class`: the status class whose counter is needed.
+    /// A plan and placement's series; `class`: the status class whose counter is needed. `make`
+    /// gets what is kept already (to extend it).
     pub fn plan(
         &self,
         plan: &str,
@@ -132,18 +144,12 @@ impl Handles {
         class: usize,
         make: impl FnOnce(Option<&PlanSeries>) -> PlanSeries,
     ) -> PlanSeries {
-        let known = self.read(|m| m.plans.get(plan)?[placement].clone());
-        if let Some(s) = &known
-            && s.requests[class].is_some()
-        {
-            return s.clone();
-        }
-        let ticket = self.ticket();
-        let s = make(known.as_ref());
-        self.keep(ticket, |m| {
-            m.plans.entry(plan.into()).or_default()[placement] = Some(s.clone());
-        });
-        s
+        let kept = |m: &Maps| m.plans.get(plan)?[placement].clone();
+        self.memo(
+            |m| kept(m).filter(|s| s.requests[class].is_some()),
+            || make(self.read(kept).as_ref()),
+            |m, s| m.plans.entry(plan.into()).or_default()[placement] = Some(s),
+        )
     }
 
     /// The rate-limit decision counter of a scope and outcome.
@@ -153,14 +159,23 @@ impl Handles {
         allowed: bool,
         make: impl FnOnce() -> Counter,
     ) -> Counter {
-        if let Some(c) = self.read(|m| m.rate_limits.get(&(scope, allowed)).cloned()) {
-            return c;
-        }
-        let ticket = self.ticket();
-        let c = make();
-        self.keep(ticket, |m| {
-            m.rate_limits.insert((scope, allowed), c.clone());
-        });
-        c
+        self.memo(
+            |m| m.rate_limits.get(&(scope, allowed)).cloned(),
+            make,
+            |m, c| {
+                m.rate_limits.insert((scope, allowed), c);
+            },
+        )
+    }
+
+    /// The checkout-wait histogram of a database server.
+    pub fn checkout(&self, server: &str, make: impl FnOnce() -> Histogram) -> Histogram {
+        self.memo(
+            |m| m.checkouts.get(server).cloned(),
+            make,
+            |m, h| {
+                m.checkouts.insert(server.into(), h);
+            },
+        )
     }
 }
