@@ -19,6 +19,12 @@ pub struct Fleet<'a> {
 }
 
 impl<'a> Fleet<'a> {
+    /// The fleet of a catalog and a data plane (a handler's narrow state).
+    #[must_use]
+    pub fn new(catalog: &'a Catalog, dataplane: &'a DataPlane) -> Self {
+        Self { catalog, dataplane }
+    }
+
     /// The fleet of a whole tenancy core (the CLI's).
     #[must_use]
     pub fn of(tenancy: &'a Tenancy) -> Self {

@@ -156,16 +156,8 @@ pub async fn list(
                 .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this API issued"))
         })
         .transpose()?;
-    let (items, next) = jobs::admin::list(
-        Fleet {
-            catalog: &catalog,
-            dataplane: &dataplane,
-        },
-        &filter,
-        cursor,
-        limit,
-    )
-    .await?;
+    let (items, next) =
+        jobs::admin::list(Fleet::new(&catalog, &dataplane), &filter, cursor, limit).await?;
     Ok(Json(JobPage {
         items: items.into_iter().map(Job::from).collect(),
         next_cursor: next.map(|c| c.encode()),
@@ -187,16 +179,9 @@ pub async fn retry(
 ) -> ApiResult<Json<Job>> {
     let tenant = tenant_param(q.tenant.as_deref())?;
     Ok(Json(
-        jobs::admin::retry(
-            Fleet {
-                catalog: &catalog,
-                dataplane: &dataplane,
-            },
-            job_id(&id)?,
-            tenant,
-        )
-        .await?
-        .into(),
+        jobs::admin::retry(Fleet::new(&catalog, &dataplane), job_id(&id)?, tenant)
+            .await?
+            .into(),
     ))
 }
 
@@ -215,16 +200,9 @@ pub async fn discard(
 ) -> ApiResult<Json<Job>> {
     let tenant = tenant_param(q.tenant.as_deref())?;
     Ok(Json(
-        jobs::admin::discard(
-            Fleet {
-                catalog: &catalog,
-                dataplane: &dataplane,
-            },
-            job_id(&id)?,
-            tenant,
-        )
-        .await?
-        .into(),
+        jobs::admin::discard(Fleet::new(&catalog, &dataplane), job_id(&id)?, tenant)
+            .await?
+            .into(),
     ))
 }
 
