@@ -13,13 +13,12 @@
 //! is shared, and wall time would count the time other processes held the CPU.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::FromRequestParts as _;
 use axum::http::Request;
-use bench::world::{ADMIN_TOKEN, World, WorldConfig};
+use bench::world::World;
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 use identity::credentials::PresentedKey;
@@ -113,28 +112,16 @@ fn main() {
         .with_writer(std::io::sink)
         .init();
     let world = rt
-        .block_on(World::build(WorldConfig {
-            shared_tenants: 1,
-            dedicated_tenants: 1,
-            tasks_per_project: 51,
-            shared_pool: 4,
-            dedicated_pool: 2,
-            budget: 40,
-        }))
+        .block_on(World::build(bench::micro::WORLD))
         .expect("benchmark world");
     let mut c = Criterion::default()
         .with_measurement(ThreadCpu)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(8))
         .configure_from_args();
-    let state = rt.block_on(async {
-        let started = tenancy::bootstrap::start(&world.settings().expect("settings"))
-            .await
-            .expect("bootstrap");
-        AppState::build(Arc::new(started.tenancy), ADMIN_TOKEN)
-            .await
-            .expect("state")
-    });
+    let state = rt
+        .block_on(bench::micro::state(&world))
+        .expect("application state");
     bench_request_path(&mut c, &rt, &world, &state);
     c.final_summary();
     rt.block_on(state.tenancy.catalog.pool().close());
@@ -344,16 +331,7 @@ fn bench_request_path(
         service_name: "bench".into(),
         sampler: SamplerChoice::ParentBasedRatio(0.01),
     };
-    let metrics = platform::metrics::Metrics::new(
-        &tenancy::settings::MetricsSettings {
-            listen: Some(([127, 0, 0, 1], 9).into()),
-            top_tenants: 20,
-            idle: std::time::Duration::from_secs(600),
-        },
-        state.tenancy.dataplane.clone(),
-        state.tenancy.catalog.pool().clone(),
-        Arc::clone(&state.flags),
-    );
+    let metrics = bench::micro::metrics(state);
     // What metrics add to a request, alone: the in-flight gauge and the finished request's
     // series (route histogram, the tenant's and the plan's series, the rate-limit decision),
     // as the observe middleware records them.
@@ -385,14 +363,7 @@ fn bench_request_path(
         });
     });
     let metered = platform::router::router(state.with_metrics(metrics.clone()));
-    let (host, auth) = (
-        format!("{}.localhost", shared.slug),
-        format!("Bearer {}", shared.api_key),
-    );
-    let uri = format!(
-        "/api/v1/projects/{}/tasks/{}",
-        shared.data.project, shared.data.tasks[0]
-    );
+    let get_task = bench::micro::GetTask::of(shared);
     for (label, traces, router) in [
         ("metrics off, traces off", None, &router),
         ("metrics on, traces off", None, &metered),
@@ -409,13 +380,7 @@ fn bench_request_path(
         g.bench_function(format!("observability: GET one task, {label}"), |b| {
             let _scoped = tracing::dispatcher::set_default(&dispatch);
             b.to_async(rt).iter_batched(
-                || {
-                    Request::get(&uri)
-                        .header("host", &host)
-                        .header("authorization", &auth)
-                        .body(Body::empty())
-                        .expect("request")
-                },
+                || get_task.request(),
                 |req| {
                     let router = router.clone();
                     async move {

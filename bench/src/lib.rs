@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod jobs_profile;
 pub mod limits;
 pub mod load;
+pub mod micro;
 pub mod migrations;
 pub mod otlp_sink;
 pub mod output;

@@ -77,7 +77,7 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
         req.extensions_mut().insert(slot.clone());
         slot
     });
-    let trace_id = head.trace_id().map(|t| t.to_string());
+    let trace_id = head.trace_id().map(crate::telemetry::TraceIdText::new);
     // Unsampled, nothing the request does reaches the trace layer.
     head.run(async move {
         let in_flight = metrics.start();
@@ -116,7 +116,7 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
                 span.record("otel.status_code", "ERROR");
             }
         }
-        let trace_id = trace_id.as_deref();
+        let trace_id = trace_id.as_ref().map(crate::telemetry::TraceIdText::as_str);
         let _entered = span.enter();
         let panicked = resp.extensions().get::<Panicked>().is_some();
         match resp.extensions().get::<InternalCause>() {

@@ -19,14 +19,11 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracerProvider, ShouldSample as _,
 };
-use tracing::subscriber::Interest;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::filter::{LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::layer::{Context as FilterContext, Filter};
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -187,25 +184,34 @@ pub fn scoped(
     ))
 }
 
-/// The log layer, plus the trace layer and Sentry's when asked for.
-fn layers(
-    writer: BoxMakeWriter,
-    json: bool,
-    traces: Option<&TraceSettings>,
-    endpoint: Option<&str>,
-    sentry: bool,
-) -> anyhow::Result<(Vec<BoxedLayer>, Option<SdkTracerProvider>)> {
+/// One log writer for the subscribers with and without the trace layer.
+#[derive(Clone)]
+struct SharedWriter(std::sync::Arc<BoxMakeWriter>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for SharedWriter {
+    type Writer = <BoxMakeWriter as tracing_subscriber::fmt::MakeWriter<'a>>::Writer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.0.make_writer()
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        self.0.make_writer_for(meta)
+    }
+}
+
+/// The log layer (JSON or text, `PLATFORM_LOG` filter) writing to `writer`.
+fn log_layer(writer: SharedWriter, json: bool) -> anyhow::Result<BoxedLayer> {
     let filter = EnvFilter::try_from_env("PLATFORM_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tokio_postgres=warn"))
         // Database spans are for traces, not for the log.
         .add_directive("db=off".parse().context("the db log directive")?);
     // Request spans whatever the level: their fields (request id, route, tenant) go on every
-    // line logged inside, and an unsampled request's span must exist for the trace layer to
-    // skip what runs under it.
+    // line logged inside.
     let filter = filter.or(filter_fn(|m| {
         m.is_span() && m.name() == "request" && m.target() == "platform::observe"
     }));
-    let log: BoxedLayer = if json {
+    Ok(if json {
         crate::logjson::JsonLog::new(writer)
             .with_filter(filter)
             .boxed()
@@ -214,8 +220,21 @@ fn layers(
             .with_writer(writer)
             .with_filter(filter)
             .boxed()
-    };
-    let mut layers = vec![log];
+    })
+}
+
+/// The log layer, plus the trace layer and Sentry's when asked for. With traces on, the same
+/// log (and Sentry) without the trace layer becomes the subscriber unsampled requests run
+/// under ([`Head::run`]).
+fn layers(
+    writer: BoxMakeWriter,
+    json: bool,
+    traces: Option<&TraceSettings>,
+    endpoint: Option<&str>,
+    sentry: bool,
+) -> anyhow::Result<(Vec<BoxedLayer>, Option<SdkTracerProvider>)> {
+    let writer = SharedWriter(std::sync::Arc::new(writer));
+    let mut layers = vec![log_layer(writer.clone(), json)?];
     let provider = match traces {
         Some(t) => {
             // The exporter's reqwest client is built without a default TLS provider.
@@ -228,7 +247,14 @@ fn layers(
             .build()
             .context("OTEL_EXPORTER_OTLP_ENDPOINT: the trace exporter")?;
             let sampler = t.sampler.sampler();
-            let _ = SAMPLER.set(sampler.clone());
+            let mut untraced = vec![log_layer(writer, json)?];
+            if sentry {
+                untraced.push(crate::errors::layer().boxed());
+            }
+            let _ = TRACING.set(Tracing {
+                sampler: sampler.clone(),
+                untraced: tracing::Dispatch::new(tracing_subscriber::registry().with(untraced)),
+            });
             let provider = SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
                 .with_sampler(sampler)
@@ -257,7 +283,7 @@ fn layers(
                     .with_location(false)
                     .with_threads(false)
                     .with_tracked_inactivity(false)
-                    .with_filter(only.and(SampledOnly))
+                    .with_filter(only)
                     .boxed(),
             );
             Some(provider)
@@ -270,14 +296,20 @@ fn layers(
     Ok((layers, provider))
 }
 
-/// The configured sampler, set once when the trace layer is installed: requests take their
-/// sampling decision with it before their span exists ([`head`]).
-static SAMPLER: std::sync::OnceLock<Sampler> = std::sync::OnceLock::new();
+/// What head sampling needs, set once when the trace layer is installed.
+#[derive(Debug)]
+struct Tracing {
+    /// The configured sampler: requests take their decision with it before their span exists
+    /// ([`head`]).
+    sampler: Sampler,
+    /// The process's subscriber without the trace layer: an unsampled request runs under it
+    /// ([`Head::run`]).
+    untraced: tracing::Dispatch,
+}
+
+static TRACING: std::sync::OnceLock<Tracing> = std::sync::OnceLock::new();
 
 thread_local! {
-    /// The decision for the root span being created on this thread right now ([`Head::root`]):
-    /// `Some(false)` keeps it from the trace layer altogether.
-    static ROOT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
     /// The trace id drawn for the root span being started on this thread ([`Head::root`]): the
     /// SDK gives the span this id, so its sampler sees what [`head`] saw.
     static DRAWN: std::cell::Cell<Option<TraceId>> = const { std::cell::Cell::new(None) };
@@ -296,38 +328,6 @@ impl IdGenerator for Drawn {
 
     fn new_span_id(&self) -> SpanId {
         self.0.new_span_id()
-    }
-}
-
-tokio::task_local! {
-    /// Set for the whole of a request whose trace is not sampled ([`Head::run`]).
-    static UNSAMPLED: ();
-}
-
-/// The OpenTelemetry layer's filter. A request that was not sampled ([`head`]) never reaches the
-/// layer: neither its root span ([`Head::root`]) nor any span or event created while it runs
-/// ([`Head::run`]), so no span builder, no attributes, no per-poll context switch. Other roots
-/// (job runs, background statements) reach it and the SDK's sampler decides.
-///
-/// The request is recognised by a task-local rather than by its span: a per-layer filter sees
-/// only the spans it enabled itself, so it could not see the request span it refused above a
-/// statement's span. A task the request spawns does not inherit it (its spans are roots).
-struct SampledOnly;
-
-impl<S> Filter<S> for SampledOnly
-where
-    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn enabled(&self, _: &tracing::Metadata<'_>, _: &FilterContext<'_, S>) -> bool {
-        if let Some(decided) = ROOT.with(std::cell::Cell::get) {
-            return decided;
-        }
-        UNSAMPLED.try_with(|()| ()).is_err()
-    }
-
-    fn callsite_enabled(&self, _: &'static tracing::Metadata<'static>) -> Interest {
-        // Decided per span and event, by the request it runs in.
-        Interest::sometimes()
     }
 }
 
@@ -352,8 +352,9 @@ impl Extractor for Headers<'_> {
 pub struct Head {
     /// Traces are on and this request's trace is sampled: its span goes to the trace layer.
     traced: bool,
-    /// Traces are on (the span is marked when not sampled).
-    on: bool,
+    /// Traces are on and this request's trace is not sampled: the subscriber without the trace
+    /// layer, which the request's span and everything it does are made under.
+    untraced: Option<tracing::Dispatch>,
     /// The caller's trace context, from a well-formed `traceparent`.
     remote: Option<opentelemetry::Context>,
     /// The trace id: the caller's, else one drawn here when traces are on.
@@ -365,10 +366,10 @@ pub struct Head {
 /// request's span will carry (the caller's, or one drawn here and handed to the SDK).
 #[must_use]
 pub fn head(headers: &HeaderMap) -> Head {
-    decide(SAMPLER.get(), headers)
+    decide(TRACING.get(), headers)
 }
 
-fn decide(sampler: Option<&Sampler>, headers: &HeaderMap) -> Head {
+fn decide(tracing: Option<&Tracing>, headers: &HeaderMap) -> Head {
     let remote = headers
         .contains_key("traceparent")
         .then(|| TraceContextPropagator::new().extract(&Headers(headers)))
@@ -376,7 +377,7 @@ fn decide(sampler: Option<&Sampler>, headers: &HeaderMap) -> Head {
     let remote_id = remote
         .as_ref()
         .map(|cx| cx.span().span_context().trace_id());
-    let Some(sampler) = sampler else {
+    let Some(tracing) = tracing else {
         // Traces off: the caller's id still goes to the log.
         return Head {
             trace_id: remote_id,
@@ -384,7 +385,7 @@ fn decide(sampler: Option<&Sampler>, headers: &HeaderMap) -> Head {
         };
     };
     let trace_id = remote_id.unwrap_or_else(|| RandomIdGenerator::default().new_trace_id());
-    let decision = sampler.should_sample(
+    let decision = tracing.sampler.should_sample(
         remote.as_ref(),
         trace_id,
         "request",
@@ -392,11 +393,35 @@ fn decide(sampler: Option<&Sampler>, headers: &HeaderMap) -> Head {
         &[],
         &[],
     );
+    let traced = decision.decision == SamplingDecision::RecordAndSample;
     Head {
-        traced: decision.decision == SamplingDecision::RecordAndSample,
-        on: true,
+        traced,
+        untraced: (!traced).then(|| tracing.untraced.clone()),
         remote,
         trace_id: Some(trace_id),
+    }
+}
+
+/// A trace id as the W3C text form (32 lower-case hex digits), without an allocation.
+#[derive(Clone, Copy, Debug)]
+pub struct TraceIdText([u8; 32]);
+
+impl TraceIdText {
+    #[must_use]
+    pub fn new(id: TraceId) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0; 32];
+        for (pair, b) in out.chunks_exact_mut(2).zip(id.to_bytes()) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        Self(out)
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Hex digits only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -416,18 +441,17 @@ impl Head {
     /// Creates the request's root span with `make` under this decision. Sampled, `before_start`
     /// records what must be set before the span starts (its kind and name are fixed from then
     /// on), and the span starts here, in the caller's trace or with the drawn trace id.
-    /// Unsampled, the trace layer never sees it, nor anything under it.
+    /// Unsampled, the span is made under the subscriber without the trace layer, which never
+    /// sees it.
     pub fn root(
         &self,
         make: impl FnOnce() -> tracing::Span,
         before_start: impl FnOnce(&tracing::Span),
     ) -> tracing::Span {
-        if !self.on {
-            return make();
+        if let Some(untraced) = &self.untraced {
+            return tracing::dispatcher::with_default(untraced, make);
         }
-        ROOT.with(|d| d.set(Some(self.traced)));
         let span = make();
-        ROOT.with(|d| d.set(None));
         if !self.traced {
             return span;
         }
@@ -442,13 +466,16 @@ impl Head {
         DRAWN.with(|d| d.set(None));
         span
     }
-    /// Runs `request` (everything the request does after its span exists): unsampled, nothing
-    /// in it reaches the trace layer.
+
+    /// Runs `request` (everything the request does after its span exists): unsampled, under
+    /// the subscriber without the trace layer, so nothing in it reaches that layer, and no span
+    /// enter or exit in it passes through the layer's filter. A task the request spawns runs
+    /// under the process's subscriber (its spans are roots the SDK samples).
     pub async fn run<T>(&self, request: impl Future<Output = T>) -> T {
-        if self.on && !self.traced {
-            UNSAMPLED.scope((), request).await
-        } else {
-            request.await
+        use tracing::instrument::WithSubscriber as _;
+        match &self.untraced {
+            Some(untraced) => request.with_subscriber(untraced.clone()).await,
+            None => request.await,
         }
     }
 }
@@ -498,7 +525,7 @@ mod tests {
 
     fn log<S>() -> impl Layer<S>
     where
-        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
         tracing_subscriber::fmt::layer().with_writer(std::io::sink)
     }
@@ -523,17 +550,22 @@ mod tests {
     #[test]
     fn an_unsampled_request_never_reaches_the_trace_layer() {
         let (seen, n) = counter();
-        // The log layer keeps the request's span in the registry, as in the binary.
-        let subscriber = tracing_subscriber::registry()
-            .with(log())
-            .with(Seen(seen).with_filter(SampledOnly));
+        let (logged, logged_n) = counter();
+        let subscriber = tracing_subscriber::registry().with(log()).with(Seen(seen));
+        // The subscriber without the trace layer: the log sees all of the request.
+        let untraced = tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(log())
+                .with(Seen(logged)),
+        );
         tracing::subscriber::with_default(subscriber, || {
             let dropped = Head {
-                on: true,
+                untraced: Some(untraced),
                 ..Head::default()
             };
             drop(request(&dropped));
             assert_eq!(n(), 0, "neither the request's span nor anything under it");
+            assert_eq!(logged_n(), 4, "the span, the statement's and both events");
             // Another root (a job run, a background statement) reaches the layer.
             tracing::info_span!("job").in_scope(|| tracing::info!("inside"));
             assert_eq!(n(), 2);
@@ -552,18 +584,18 @@ mod tests {
             .build();
         let (seen, n) = counter();
         let subscriber = tracing_subscriber::registry()
-            .with(
-                tracing_opentelemetry::layer()
-                    .with_tracer(provider.tracer("test"))
-                    .with_filter(SampledOnly),
-            )
-            .with(Seen(seen).with_filter(SampledOnly))
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(Seen(seen))
             .with(log());
+        let tracing = Tracing {
+            sampler: sampler.clone(),
+            untraced: tracing::Dispatch::new(tracing_subscriber::registry().with(log())),
+        };
         tracing::subscriber::with_default(subscriber, || {
             let (mut traced, mut dropped) = (0, 0);
             for _ in 0..200 {
                 let before = n();
-                let head = decide(Some(&sampler), &HeaderMap::new());
+                let head = decide(Some(&tracing), &HeaderMap::new());
                 let span = request(&head);
                 if head.traced() {
                     traced += 1;
@@ -590,7 +622,10 @@ mod tests {
                     .parse()
                     .expect("header"),
             );
-            let never = Sampler::ParentBased(Box::new(Sampler::AlwaysOff));
+            let never = Tracing {
+                sampler: Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+                untraced: tracing.untraced.clone(),
+            };
             let head = decide(Some(&never), &h);
             assert!(head.traced());
             let span = request(&head);
@@ -689,5 +724,18 @@ mod tests {
         );
         h.insert("traceparent", "00-zz-00-01".parse().expect("header"));
         assert_eq!(decide(None, &h).trace_id(), None);
+    }
+
+    #[test]
+    fn the_log_lines_trace_id_is_the_w3c_text() {
+        for _ in 0..100 {
+            let id = RandomIdGenerator::default().new_trace_id();
+            assert_eq!(TraceIdText::new(id).as_str(), id.to_string());
+        }
+        let id = TraceId::from_hex("000000000000000000000000000000ff").expect("hex");
+        assert_eq!(
+            TraceIdText::new(id).as_str(),
+            "000000000000000000000000000000ff"
+        );
     }
 }

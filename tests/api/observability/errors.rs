@@ -86,11 +86,14 @@ async fn a_panic_reaches_sentry_tagged_and_scrubbed() {
 }
 
 /// A 5xx that is not a panic (an unexpected database error, turned into a 500 by the handler's
-/// `?`) is reported too, from the request's own hub: tagged, scrubbed, once.
+/// `?`) is reported too, from the request's own hub: tagged, scrubbed, once. Traces are on and
+/// sample nothing, so the request runs under the subscriber without the trace layer, which must
+/// report it as well.
 #[tokio::test]
 async fn a_server_error_without_a_panic_reaches_sentry_tagged_and_scrubbed() {
     let app = TestApp::spawn().await;
     let sentry = SentryReceiver::start().await;
+    let otlp = platform_tests::otlp::OtlpReceiver::start().await;
     let t = app.tenant("sentry-b", "shared", None).await;
     let user = app.user(&t, "bo.sentry@example.com", "member").await;
     let p = Platform::start_with(
@@ -98,6 +101,8 @@ async fn a_server_error_without_a_panic_reaches_sentry_tagged_and_scrubbed() {
         &[
             ("SENTRY_DSN", sentry.dsn()),
             ("PLATFORM_TEST_PANIC_ROUTE", "true"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint()),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
         ],
     )
     .await;

@@ -125,24 +125,28 @@ async fn a_callers_trace_continues_through_the_request_its_statements_and_the_jo
         "an unsampled caller's request was exported"
     );
 
-    // The log line of the request carries the trace id.
-    let mut line = None;
-    platform_tests::eventually(std::time::Duration::from_secs(10), || {
-        line = p.stdout().into_iter().find_map(|l| {
-            let v: Value = serde_json::from_str(&l).ok()?;
-            (v["message"] == "request finished"
-                && v["span"]["route"] == "/api/v1/invitations"
-                && v["trace_id"] == TRACE)
-                .then_some(v)
-        });
-        std::future::ready(line.is_some())
-    })
-    .await;
-    assert!(
-        line.is_some(),
-        "no log line with the trace id: {:#?}",
-        p.stdout()
-    );
+    // The log line of each request carries its trace id and its span's fields, the unsampled
+    // one's too (its request runs under the subscriber without the trace layer).
+    for trace in [TRACE, UNSAMPLED_TRACE] {
+        let mut line = None;
+        platform_tests::eventually(std::time::Duration::from_secs(10), || {
+            line = p.stdout().into_iter().find_map(|l| {
+                let v: Value = serde_json::from_str(&l).ok()?;
+                (v["message"] == "request finished"
+                    && v["span"]["route"] == "/api/v1/invitations"
+                    && v["span"]["tenant.id"] == t.id.as_str()
+                    && v["trace_id"] == trace)
+                    .then_some(v)
+            });
+            std::future::ready(line.is_some())
+        })
+        .await;
+        assert!(
+            line.is_some(),
+            "no log line with the trace id {trace}: {:#?}",
+            p.stdout()
+        );
+    }
 
     // The invitation email job runs later, in a trace of its own, linked to the request.
     let links_to_request = |s: &Received| {

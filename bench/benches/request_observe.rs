@@ -1,0 +1,124 @@
+//! What observability adds to one request, one setting per process (the trace sampler is
+//! process-wide, as in the binary): `cargo bench -p bench --bench request_observe -- SETTING`
+//! with SETTING one of `off`, `metrics`, `traces-never` (traces on, parent-based always-off: the
+//! unsampled path alone), `traces-1%`, `traces-always`, `both` (metrics and traces at 1%).
+//!
+//! It drives GET one task of a shared tenant through the whole router under the platform's own
+//! subscriber (`platform::telemetry`, JSON log to a sink, traces to an OTLP/HTTP sink in this
+//! process), warms up, then prints the process's CPU per request (every thread: the trace
+//! exporter's and the database client's too) and this thread's. Run under `heaptrack` to count
+//! the allocations per request of each setting (docs/benchmarks.md).
+
+use std::time::Instant;
+
+use bench::world::World;
+use platform::telemetry::{self, SamplerChoice, TraceSettings};
+use tower::ServiceExt as _;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+fn cpu_ns(path: &str) -> u64 {
+    // `schedstat`'s first field: on-CPU nanoseconds.
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// On-CPU nanoseconds of every thread of this process.
+fn process_cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|t| cpu_ns(&format!("{}/schedstat", t.path().display())))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let setting = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| "off".into());
+    let requests: u32 = std::env::var("REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let (metrics_on, sampler) = match setting.as_str() {
+        "off" => (false, None),
+        "metrics" => (true, None),
+        "traces-never" => (false, Some(SamplerChoice::ParentBasedAlwaysOff)),
+        "traces-1%" => (false, Some(SamplerChoice::ParentBasedRatio(0.01))),
+        "traces-always" => (false, Some(SamplerChoice::ParentBasedAlwaysOn)),
+        "both" => (true, Some(SamplerChoice::ParentBasedRatio(0.01))),
+        other => panic!("unknown setting {other}"),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let world = rt
+        .block_on(World::build(bench::micro::WORLD))
+        .expect("benchmark world");
+    let sink = rt
+        .block_on(bench::otlp_sink::OtlpSink::start())
+        .expect("OTLP sink");
+    let endpoint = format!("{}/v1/traces", sink.endpoint());
+    let traces = sampler.map(|sampler| TraceSettings {
+        service_name: "bench".into(),
+        sampler,
+    });
+    let (dispatch, telemetry) = telemetry::scoped(
+        BoxMakeWriter::new(std::io::sink),
+        true,
+        traces.as_ref(),
+        Some(&endpoint),
+    )
+    .expect("subscriber");
+    let state = rt
+        .block_on(bench::micro::state(&world))
+        .expect("application state");
+    let state = if metrics_on {
+        state.with_metrics(bench::micro::metrics(&state))
+    } else {
+        state
+    };
+    let router = platform::router::router(state.clone());
+    let shared = world.shared_tenants().next().expect("a shared tenant");
+    let get_task = bench::micro::GetTask::of(shared);
+    let run = |n: u32| {
+        let _scoped = tracing::dispatcher::set_default(&dispatch);
+        rt.block_on(async {
+            for _ in 0..n {
+                let resp = router
+                    .clone()
+                    .oneshot(get_task.request())
+                    .await
+                    .expect("infallible");
+                assert_eq!(resp.status(), 200);
+            }
+        });
+    };
+    run(requests / 4);
+    let (process, thread, wall) = (
+        process_cpu_ns(),
+        cpu_ns("/proc/thread-self/schedstat"),
+        Instant::now(),
+    );
+    run(requests);
+    let per = |ns: u64| ns as f64 / f64::from(requests) / 1000.0;
+    println!(
+        "{setting}: {requests} requests, process CPU {:.2} µs/request, this thread {:.2} µs/request, wall {:.2} µs/request",
+        per(process_cpu_ns() - process),
+        per(cpu_ns("/proc/thread-self/schedstat") - thread),
+        wall.elapsed().as_secs_f64() * 1e6 / f64::from(requests),
+    );
+    std::thread::spawn(move || drop(telemetry))
+        .join()
+        .expect("flushed");
+    rt.block_on(state.tenancy.catalog.pool().close());
+    drop(state);
+    drop(rt);
+    world.shutdown();
+}
