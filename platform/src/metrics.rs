@@ -16,6 +16,12 @@ pub mod operations;
 pub mod process;
 pub mod tenants;
 
+/// The maps every request looks up (kept handles, top-N counts): a fast hasher. Their keys are
+/// route templates, tenant ids, plans and server names the platform itself names, never text a
+/// caller chooses.
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

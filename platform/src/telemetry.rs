@@ -253,7 +253,7 @@ fn layers(
             }
             let _ = TRACING.set(Tracing {
                 sampler: sampler.clone(),
-                untraced: tracing::Dispatch::new(tracing_subscriber::registry().with(untraced)),
+                untraced: untraced_dispatch(untraced),
             });
             let provider = SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
@@ -294,6 +294,21 @@ fn layers(
         layers.push(crate::errors::layer().boxed());
     }
     Ok((layers, provider))
+}
+
+/// The subscriber an unsampled request runs under: `layers` (the log, Sentry's) without the
+/// trace layer. Statement spans (target `db`) exist only for traces: refused here at once, so
+/// an unsampled request's statements make no span at all (the trace layer's interest in their
+/// call sites would otherwise have this registry make each one for no layer).
+fn untraced_dispatch(layers: Vec<BoxedLayer>) -> tracing::Dispatch {
+    let no_statements = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("db", LevelFilter::OFF);
+    tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(layers)
+            .with(no_statements),
+    )
 }
 
 /// What head sampling needs, set once when the trace layer is installed.
@@ -552,12 +567,8 @@ mod tests {
         let (seen, n) = counter();
         let (logged, logged_n) = counter();
         let subscriber = tracing_subscriber::registry().with(log()).with(Seen(seen));
-        // The subscriber without the trace layer: the log sees all of the request.
-        let untraced = tracing::Dispatch::new(
-            tracing_subscriber::registry()
-                .with(log())
-                .with(Seen(logged)),
-        );
+        // The subscriber without the trace layer: the log sees the request, not its statements.
+        let untraced = untraced_dispatch(vec![log().boxed(), Seen(logged).boxed()]);
         tracing::subscriber::with_default(subscriber, || {
             let dropped = Head {
                 untraced: Some(untraced),
@@ -565,7 +576,7 @@ mod tests {
             };
             drop(request(&dropped));
             assert_eq!(n(), 0, "neither the request's span nor anything under it");
-            assert_eq!(logged_n(), 4, "the span, the statement's and both events");
+            assert_eq!(logged_n(), 3, "the span and both events, no statement span");
             // Another root (a job run, a background statement) reaches the layer.
             tracing::info_span!("job").in_scope(|| tracing::info!("inside"));
             assert_eq!(n(), 2);
@@ -589,7 +600,7 @@ mod tests {
             .with(log());
         let tracing = Tracing {
             sampler: sampler.clone(),
-            untraced: tracing::Dispatch::new(tracing_subscriber::registry().with(log())),
+            untraced: untraced_dispatch(vec![log().boxed()]),
         };
         tracing::subscriber::with_default(subscriber, || {
             let (mut traced, mut dropped) = (0, 0);

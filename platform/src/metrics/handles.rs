@@ -9,11 +9,12 @@
 //! before the look-up and checked under the write lock). A request after a scrape registers
 //! again, which puts the series back if it had been dropped.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use metrics::{Counter, Histogram};
+
+use super::FastMap as HashMap;
 use tenancy::ids::TenantId;
 
 /// The handles of one tenant's series (`None`: the `other` bucket).

@@ -8,11 +8,12 @@
 //! monotonic: a tenant that leaves the set stops increasing its series (dropped after the
 //! exporter's idle timeout) and its requests go to `other` from then on.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tenancy::ids::TenantId;
+
+use super::{FastMap as HashMap, FastSet as HashSet};
 
 /// How often the labelled set is ranked again.
 pub const REFRESH: Duration = Duration::from_secs(5);
@@ -31,8 +32,8 @@ impl TopTenants {
     pub fn new(n: usize) -> Self {
         Self {
             n,
-            labelled: RwLock::new(HashSet::with_capacity(n)),
-            counts: Mutex::new(HashMap::new()),
+            labelled: RwLock::new(HashSet::with_capacity_and_hasher(n, Default::default())),
+            counts: Mutex::new(HashMap::default()),
             ranked: Mutex::new(Instant::now()),
         }
     }
