@@ -3,11 +3,13 @@
 //! with SETTING one of `off`, `metrics`, `traces-never` (traces on, parent-based always-off: the
 //! unsampled path alone), `traces-1%`, `traces-always`, `both` (metrics and traces at 1%).
 //!
-//! It drives GET one task of a shared tenant through the whole router under the platform's own
-//! subscriber (`platform::telemetry`, JSON log to a sink, traces to an OTLP/HTTP sink in this
-//! process), warms up, then prints the process's CPU per request (every thread: the trace
-//! exporter's and the database client's too) and this thread's. Run under `heaptrack` to count
-//! the allocations per request of each setting (docs/benchmarks.md).
+//! It drives GET one task of a shared tenant through the whole router (with `HTTP=1`: over a
+//! loopback HTTP/1.1 connection to the router served by `axum::serve`, as the binary serves it)
+//! under the platform's own subscriber installed as the process's (`platform::telemetry`, JSON
+//! log to a sink, traces to an OTLP/HTTP sink in this process), warms up, then prints the
+//! process's CPU per request (every thread: the trace exporter's and the database client's too)
+//! and this thread's. Run it under `valgrind --tool=callgrind` for instructions per request
+//! (docs/benchmarks.md).
 
 use std::time::Instant;
 
@@ -76,6 +78,8 @@ fn main() {
         Some(&endpoint),
     )
     .expect("subscriber");
+    // The process's subscriber, as in the binary (tasks the server spawns use it too).
+    tracing::dispatcher::set_global_default(dispatch).expect("the first subscriber");
     let state = rt
         .block_on(bench::micro::state(&world))
         .expect("application state");
@@ -87,9 +91,40 @@ fn main() {
     let router = platform::router::router(state.clone());
     let shared = world.shared_tenants().next().expect("a shared tenant");
     let get_task = bench::micro::GetTask::of(shared);
-    let run = |n: u32| {
-        let _scoped = tracing::dispatcher::set_default(&dispatch);
+    // With HTTP=1, over a loopback socket to the router served by `axum::serve` as the binary
+    // serves it (hyper's own work on each request counted too; the client's is the same in
+    // every setting).
+    let over_http = std::env::var("HTTP").is_ok_and(|v| v == "1");
+    let served = over_http.then(|| {
         rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("listener");
+            let addr = listener.local_addr().expect("address");
+            let app = router
+                .clone()
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+            addr
+        })
+    });
+    let run = |n: u32| {
+        rt.block_on(async {
+            if let Some(addr) = served {
+                let mut sender = bench::load::connect(addr).await.expect("connect");
+                for _ in 0..n {
+                    let (parts, _) = get_task.request().into_parts();
+                    let req = axum::http::Request::from_parts(
+                        parts,
+                        http_body_util::Full::new(axum::body::Bytes::new()),
+                    );
+                    let status = bench::load::exchange(&mut sender, req)
+                        .await
+                        .expect("exchange");
+                    assert_eq!(status, 200);
+                }
+                return;
+            }
             for _ in 0..n {
                 let resp = router
                     .clone()

@@ -305,7 +305,8 @@ async fn paced_connection(
     out
 }
 
-async fn exchange(
+/// One request on a kept-alive connection; its status (the body is read and dropped).
+pub async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
     req: Request<Full<Bytes>>,
 ) -> Result<StatusCode, hyper::Error> {
@@ -316,7 +317,8 @@ async fn exchange(
     Ok(status)
 }
 
-async fn connect(addr: SocketAddr) -> std::io::Result<SendRequest<Full<Bytes>>> {
+/// An HTTP/1.1 connection to `addr` (no Nagle), its driver spawned.
+pub async fn connect(addr: SocketAddr) -> std::io::Result<SendRequest<Full<Bytes>>> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

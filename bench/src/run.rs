@@ -74,9 +74,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub metrics: bool,
     /// Export traces from the platform (OTLP/HTTP to a receiver in this process that accepts
-    /// and counts them), parent-based, sampling 1% of new traces.
+    /// and counts them), parent-based, sampling `--trace-ratio` of new traces.
     #[arg(long)]
     pub traces: bool,
+    /// With `--traces`: the share of new traces sampled (0 measures the unsampled path alone).
+    #[arg(long, default_value_t = 0.01)]
+    pub trace_ratio: f64,
     /// The markdown file to write the section into.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md"))]
     pub output: PathBuf,
@@ -157,7 +160,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
             if let Some(sink) = &otlp_sink {
                 env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint()));
                 env.push(("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()));
-                env.push(("OTEL_TRACES_SAMPLER_ARG", "0.01".into()));
+                env.push(("OTEL_TRACES_SAMPLER_ARG", args.trace_ratio.to_string()));
             }
             env
         },

@@ -47,6 +47,10 @@ pub struct WorkerConfig {
     pub sweep_every: Duration,
     /// Send hints to other instances (`NOTIFY` on the control plane).
     pub notify: bool,
+    /// The subscriber job runs are traced under: the process's trace subscriber when traces are
+    /// on and the process's own subscriber is one without a trace layer (the platform's); `None`
+    /// runs them under the current subscriber.
+    pub traces: Option<tracing::Dispatch>,
 }
 
 impl Default for WorkerConfig {
@@ -56,6 +60,7 @@ impl Default for WorkerConfig {
             batch: 8,
             sweep_every: Duration::from_secs(30),
             notify: true,
+            traces: None,
         }
     }
 }
@@ -126,6 +131,8 @@ struct Shared {
     budgets: std::sync::RwLock<HashMap<DbServerId, usize>>,
     events: mpsc::UnboundedSender<Event>,
     stats: QueueStats,
+    /// [`WorkerConfig::traces`].
+    traces: Option<tracing::Dispatch>,
 }
 
 /// The main loop's view of what is running, for the limits of the next claims.
@@ -173,6 +180,7 @@ impl Worker {
             budgets: std::sync::RwLock::default(),
             events: events.clone(),
             stats: self.stats.clone(),
+            traces: self.config.traces.clone(),
         });
         let concurrency = self.config.concurrency.max(1);
         let slots = Arc::new(Semaphore::new(concurrency));

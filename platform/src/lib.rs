@@ -174,7 +174,10 @@ impl App {
                 email::register(jobs::builtin::registry(), &mailer),
                 &state.billing,
             ),
-            jobs::WorkerConfig::default(),
+            jobs::WorkerConfig {
+                traces: crate::telemetry::traced(),
+                ..jobs::WorkerConfig::default()
+            },
         );
         metrics.watch_jobs(worker.stats());
         let worker = tokio::spawn(worker.run());

@@ -24,7 +24,6 @@ use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::filter::{LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Trace export settings, read once at startup from the standard OpenTelemetry variables.
@@ -153,10 +152,8 @@ pub fn init_to(
     traces: Option<&TraceSettings>,
     sentry: Option<sentry::ClientInitGuard>,
 ) -> anyhow::Result<Telemetry> {
-    let (layers, provider) = layers(writer, json, traces, None, sentry.is_some())?;
-    tracing_subscriber::registry()
-        .with(layers)
-        .try_init()
+    let (dispatch, provider) = subscribers(writer, json, traces, None, sentry.is_some())?;
+    tracing::dispatcher::set_global_default(dispatch)
         .context("installing the tracing subscriber")?;
     Ok(Telemetry {
         provider,
@@ -164,17 +161,15 @@ pub fn init_to(
     })
 }
 
-/// The same subscriber as [`init_to`] (without Sentry), not installed: for a scoped default
-/// (the request-path benchmark compares traces on and off in one process). With `endpoint`,
-/// traces go to that OTLP/HTTP URL rather than the one the `OTEL_*` variables name.
+/// The same subscriber as [`init_to`] (without Sentry), not installed: for the benchmarks. With
+/// `endpoint`, traces go to that OTLP/HTTP URL rather than the one the `OTEL_*` variables name.
 pub fn scoped(
     writer: BoxMakeWriter,
     json: bool,
     traces: Option<&TraceSettings>,
     endpoint: Option<&str>,
 ) -> anyhow::Result<(tracing::Dispatch, Telemetry)> {
-    let (layers, provider) = layers(writer, json, traces, endpoint, false)?;
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layers));
+    let (dispatch, provider) = subscribers(writer, json, traces, endpoint, false)?;
     Ok((
         dispatch,
         Telemetry {
@@ -201,7 +196,10 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for SharedWriter {
 }
 
 /// The log layer (JSON or text, `PLATFORM_LOG` filter) writing to `writer`.
-fn log_layer(writer: SharedWriter, json: bool) -> anyhow::Result<BoxedLayer> {
+fn log_layer<S>(writer: SharedWriter, json: bool) -> anyhow::Result<Box<dyn Layer<S> + Send + Sync>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     let filter = EnvFilter::try_from_env("PLATFORM_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tokio_postgres=warn"))
         // Database spans are for traces, not for the log.
@@ -223,103 +221,117 @@ fn log_layer(writer: SharedWriter, json: bool) -> anyhow::Result<BoxedLayer> {
     })
 }
 
-/// The log layer, plus the trace layer and Sentry's when asked for. With traces on, the same
-/// log (and Sentry) without the trace layer becomes the subscriber unsampled requests run
-/// under ([`Head::run`]).
-fn layers(
+/// The process's subscriber: the log and Sentry's layer when asked for. With traces on, it has
+/// no trace layer: the trace subscriber (the same plus the trace layer) is kept aside
+/// ([`Tracing`]) for the requests that are sampled ([`Head`]) and for job runs ([`traced`]),
+/// so the 99 requests in 100 that are not sampled run as with traces off.
+fn subscribers(
     writer: BoxMakeWriter,
     json: bool,
     traces: Option<&TraceSettings>,
     endpoint: Option<&str>,
     sentry: bool,
-) -> anyhow::Result<(Vec<BoxedLayer>, Option<SdkTracerProvider>)> {
+) -> anyhow::Result<(tracing::Dispatch, Option<SdkTracerProvider>)> {
     let writer = SharedWriter(std::sync::Arc::new(writer));
-    let mut layers = vec![log_layer(writer.clone(), json)?];
-    let provider = match traces {
-        Some(t) => {
-            // The exporter's reqwest client is built without a default TLS provider.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
-            let exporter = match endpoint {
-                Some(url) => exporter.with_endpoint(url),
-                None => exporter,
-            }
-            .build()
-            .context("OTEL_EXPORTER_OTLP_ENDPOINT: the trace exporter")?;
-            let sampler = t.sampler.sampler();
-            let mut untraced = vec![log_layer(writer, json)?];
-            if sentry {
-                untraced.push(crate::errors::layer().boxed());
-            }
-            let _ = TRACING.set(Tracing {
-                sampler: sampler.clone(),
-                untraced: untraced_dispatch(untraced),
-            });
-            let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_sampler(sampler)
-                .with_id_generator(Drawn::default())
-                .with_resource(
-                    opentelemetry_sdk::Resource::builder_empty()
-                        .with_service_name(t.service_name.clone())
-                        .build(),
-                )
-                .build();
-            // The exporter's own HTTP client must not trace itself.
-            let only = Targets::new()
-                .with_default(LevelFilter::INFO)
-                .with_target("db", LevelFilter::INFO)
-                .with_target("sqlx", LevelFilter::WARN)
-                .with_target("hyper", LevelFilter::OFF)
-                .with_target("hyper_util", LevelFilter::OFF)
-                .with_target("reqwest", LevelFilter::OFF)
-                .with_target("h2", LevelFilter::OFF);
-            layers.push(
-                tracing_opentelemetry::layer()
-                    .with_tracer(provider.tracer("platform"))
-                    // Per span and per poll work no one reads: code location and thread
-                    // attributes (the thread name is a fresh string per span), and busy/idle
-                    // timings taken at every enter and exit.
-                    .with_location(false)
-                    .with_threads(false)
-                    .with_tracked_inactivity(false)
-                    .with_filter(only)
-                    .boxed(),
-            );
-            Some(provider)
+    let Some(t) = traces else {
+        let mut layers: Vec<BoxedLayer> = vec![log_layer(writer, json)?];
+        if sentry {
+            layers.push(crate::errors::layer().boxed());
         }
-        None => None,
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layers));
+        return Ok((dispatch, None));
     };
-    if sentry {
-        layers.push(crate::errors::layer().boxed());
+    // The exporter's reqwest client is built without a default TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
+    let exporter = match endpoint {
+        Some(url) => exporter.with_endpoint(url),
+        None => exporter,
     }
-    Ok((layers, provider))
+    .build()
+    .context("OTEL_EXPORTER_OTLP_ENDPOINT: the trace exporter")?;
+    let sampler = t.sampler.sampler();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(sampler.clone())
+        .with_id_generator(Drawn::default())
+        .with_resource(
+            opentelemetry_sdk::Resource::builder_empty()
+                .with_service_name(t.service_name.clone())
+                .build(),
+        )
+        .build();
+    // The exporter's own HTTP client must not trace itself.
+    let only = Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target("db", LevelFilter::INFO)
+        .with_target("sqlx", LevelFilter::WARN)
+        .with_target("hyper", LevelFilter::OFF)
+        .with_target("hyper_util", LevelFilter::OFF)
+        .with_target("reqwest", LevelFilter::OFF)
+        .with_target("h2", LevelFilter::OFF);
+    let mut traced: Vec<BoxedLayer> = vec![
+        log_layer(writer.clone(), json)?,
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("platform"))
+            // Per span and per poll work no one reads: code location and thread attributes
+            // (the thread name is a fresh string per span), and busy/idle timings taken at every
+            // enter and exit.
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(only)
+            .boxed(),
+    ];
+    let mut untraced: Vec<UntracedLayer> = vec![log_layer(writer, json)?];
+    if sentry {
+        traced.push(crate::errors::layer().boxed());
+        untraced.push(crate::errors::layer().boxed());
+    }
+    let _ = TRACING.set(Tracing {
+        sampler,
+        traced: tracing::Dispatch::new(tracing_subscriber::registry().with(traced)),
+    });
+    Ok((untraced_dispatch(untraced), Some(provider)))
 }
 
-/// The subscriber an unsampled request runs under: `layers` (the log, Sentry's) without the
-/// trace layer. Statement spans (target `db`) exist only for traces: refused here at once, so
-/// an unsampled request's statements make no span at all (the trace layer's interest in their
-/// call sites would otherwise have this registry make each one for no layer).
-fn untraced_dispatch(layers: Vec<BoxedLayer>) -> tracing::Dispatch {
+/// The trace subscriber, when traces are on: job runs are traced under it
+/// (`jobs::WorkerConfig::traces`; the SDK's sampler decides for each, as for any root).
+#[must_use]
+pub fn traced() -> Option<tracing::Dispatch> {
+    TRACING.get().map(|t| t.traced.clone())
+}
+
+/// The registry under the layers of the subscriber without the trace layer.
+type UntracedBase = tracing_subscriber::layer::Layered<Targets, Registry>;
+type UntracedLayer = Box<dyn Layer<UntracedBase> + Send + Sync>;
+
+/// The process's subscriber when traces are on: `layers` (the log, Sentry's) without the trace
+/// layer, under which unsampled requests run. Statement spans (target `db`) exist only for traces: the trace layer's interest
+/// in their call sites makes them dynamic, and a registry whose layers all have filters of
+/// their own still answers "enabled" for them, so a global filter under the layers refuses
+/// them (under, not over: over per-layer filters, a global filter would turn every call site
+/// the log never wants, `hyper`'s trace events among them, from "never" into "sometimes").
+fn untraced_dispatch(layers: Vec<UntracedLayer>) -> tracing::Dispatch {
     let no_statements = Targets::new()
         .with_default(LevelFilter::TRACE)
         .with_target("db", LevelFilter::OFF);
     tracing::Dispatch::new(
         tracing_subscriber::registry()
-            .with(layers)
-            .with(no_statements),
+            .with(no_statements)
+            .with(layers),
     )
 }
 
-/// What head sampling needs, set once when the trace layer is installed.
+/// What head sampling needs, set once when the trace layer is built.
 #[derive(Debug)]
 struct Tracing {
     /// The configured sampler: requests take their decision with it before their span exists
     /// ([`head`]).
     sampler: Sampler,
-    /// The process's subscriber without the trace layer: an unsampled request runs under it
+    /// The process's subscriber with the trace layer: a sampled request runs under it
     /// ([`Head::run`]).
-    untraced: tracing::Dispatch,
+    traced: tracing::Dispatch,
 }
 
 static TRACING: std::sync::OnceLock<Tracing> = std::sync::OnceLock::new();
@@ -365,11 +377,9 @@ impl Extractor for Headers<'_> {
 /// A request's place in a trace, decided before its span exists ([`head`]).
 #[derive(Debug, Default)]
 pub struct Head {
-    /// Traces are on and this request's trace is sampled: its span goes to the trace layer.
-    traced: bool,
-    /// Traces are on and this request's trace is not sampled: the subscriber without the trace
-    /// layer, which the request's span and everything it does are made under.
-    untraced: Option<tracing::Dispatch>,
+    /// Traces are on and this request's trace is sampled: the trace subscriber, which the
+    /// request's span and everything the request does are made under.
+    traced: Option<tracing::Dispatch>,
     /// The caller's trace context, from a well-formed `traceparent`.
     remote: Option<opentelemetry::Context>,
     /// The trace id: the caller's, else one drawn here when traces are on.
@@ -408,10 +418,9 @@ fn decide(tracing: Option<&Tracing>, headers: &HeaderMap) -> Head {
         &[],
         &[],
     );
-    let traced = decision.decision == SamplingDecision::RecordAndSample;
     Head {
-        traced,
-        untraced: (!traced).then(|| tracing.untraced.clone()),
+        traced: (decision.decision == SamplingDecision::RecordAndSample)
+            .then(|| tracing.traced.clone()),
         remote,
         trace_id: Some(trace_id),
     }
@@ -444,7 +453,7 @@ impl Head {
     /// This request's trace is exported.
     #[must_use]
     pub fn traced(&self) -> bool {
-        self.traced
+        self.traced.is_some()
     }
 
     /// The trace id for the log line.
@@ -453,43 +462,41 @@ impl Head {
         self.trace_id
     }
 
-    /// Creates the request's root span with `make` under this decision. Sampled, `before_start`
-    /// records what must be set before the span starts (its kind and name are fixed from then
-    /// on), and the span starts here, in the caller's trace or with the drawn trace id.
-    /// Unsampled, the span is made under the subscriber without the trace layer, which never
-    /// sees it.
+    /// Creates the request's root span with `make` under this decision. Sampled, the span is
+    /// made under the trace subscriber, `before_start` records what must be set before the span
+    /// starts (its kind and name are fixed from then on), and the span starts here, in the
+    /// caller's trace or with the drawn trace id. Unsampled, it is made as with traces off.
     pub fn root(
         &self,
         make: impl FnOnce() -> tracing::Span,
         before_start: impl FnOnce(&tracing::Span),
     ) -> tracing::Span {
-        if let Some(untraced) = &self.untraced {
-            return tracing::dispatcher::with_default(untraced, make);
-        }
-        let span = make();
-        if !self.traced {
-            return span;
-        }
-        before_start(&span);
-        if let Some(cx) = &self.remote {
-            let _ = span.set_parent(cx.clone());
-        } else {
-            DRAWN.with(|d| d.set(self.trace_id));
-        }
-        // Starts the span now, while the drawn id is there to take.
-        let _ = span.context();
-        DRAWN.with(|d| d.set(None));
-        span
+        let Some(traced) = &self.traced else {
+            return make();
+        };
+        tracing::dispatcher::with_default(traced, || {
+            let span = make();
+            before_start(&span);
+            if let Some(cx) = &self.remote {
+                let _ = span.set_parent(cx.clone());
+            } else {
+                DRAWN.with(|d| d.set(self.trace_id));
+            }
+            // Starts the span now, while the drawn id is there to take.
+            let _ = span.context();
+            DRAWN.with(|d| d.set(None));
+            span
+        })
     }
 
-    /// Runs `request` (everything the request does after its span exists): unsampled, under
-    /// the subscriber without the trace layer, so nothing in it reaches that layer, and no span
-    /// enter or exit in it passes through the layer's filter. A task the request spawns runs
-    /// under the process's subscriber (its spans are roots the SDK samples).
+    /// Runs `request` (everything the request does after its span exists): sampled, under the
+    /// trace subscriber; unsampled, as with traces off (nothing of it reaches the trace layer,
+    /// and nothing is switched per poll). A task the request spawns runs under the process's
+    /// subscriber.
     pub async fn run<T>(&self, request: impl Future<Output = T>) -> T {
         use tracing::instrument::WithSubscriber as _;
-        match &self.untraced {
-            Some(untraced) => request.with_subscriber(untraced.clone()).await,
+        match &self.traced {
+            Some(traced) => request.with_subscriber(traced.clone()).await,
             None => request.await,
         }
     }
@@ -566,23 +573,27 @@ mod tests {
     fn an_unsampled_request_never_reaches_the_trace_layer() {
         let (seen, n) = counter();
         let (logged, logged_n) = counter();
-        let subscriber = tracing_subscriber::registry().with(log()).with(Seen(seen));
-        // The subscriber without the trace layer: the log sees the request, not its statements.
-        let untraced = untraced_dispatch(vec![log().boxed(), Seen(logged).boxed()]);
-        tracing::subscriber::with_default(subscriber, || {
-            let dropped = Head {
-                untraced: Some(untraced),
-                ..Head::default()
-            };
-            drop(request(&dropped));
+        // The trace subscriber (`Seen` stands for the trace layer) and the process's, without
+        // it: the log sees an unsampled request, not its statements.
+        let traced =
+            tracing::Dispatch::new(tracing_subscriber::registry().with(log()).with(Seen(seen)));
+        let process = untraced_dispatch(vec![log().boxed(), Seen(logged).boxed()]);
+        tracing::dispatcher::with_default(&process, || {
+            drop(request(&Head::default()));
             assert_eq!(n(), 0, "neither the request's span nor anything under it");
             assert_eq!(logged_n(), 3, "the span and both events, no statement span");
-            // Another root (a job run, a background statement) reaches the layer.
-            tracing::info_span!("job").in_scope(|| tracing::info!("inside"));
-            assert_eq!(n(), 2);
-            // With traces off the decision is not taken here at all.
-            drop(request(&Head::default()));
-            assert_eq!(n(), 2 + 4);
+            // A sampled one: the span, the statement's and both events.
+            drop(request(&Head {
+                traced: Some(traced.clone()),
+                ..Head::default()
+            }));
+            assert_eq!(n(), 4);
+            assert_eq!(logged_n(), 3, "the process's subscriber saw none of it");
+            // A job run under the trace subscriber (`jobs::WorkerConfig::traces`).
+            tracing::dispatcher::with_default(&traced, || {
+                tracing::info_span!("job").in_scope(|| tracing::info!("inside"));
+            });
+            assert_eq!(n(), 4 + 2);
         });
     }
 
@@ -594,15 +605,17 @@ mod tests {
             .with_id_generator(Drawn::default())
             .build();
         let (seen, n) = counter();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
-            .with(Seen(seen))
-            .with(log());
         let tracing = Tracing {
             sampler: sampler.clone(),
-            untraced: untraced_dispatch(vec![log().boxed()]),
+            traced: tracing::Dispatch::new(
+                tracing_subscriber::registry()
+                    .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+                    .with(Seen(seen))
+                    .with(log()),
+            ),
         };
-        tracing::subscriber::with_default(subscriber, || {
+        let process = untraced_dispatch(vec![log().boxed()]);
+        tracing::dispatcher::with_default(&process, || {
             let (mut traced, mut dropped) = (0, 0);
             for _ in 0..200 {
                 let before = n();
@@ -635,7 +648,7 @@ mod tests {
             );
             let never = Tracing {
                 sampler: Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-                untraced: tracing.untraced.clone(),
+                traced: tracing.traced.clone(),
             };
             let head = decide(Some(&never), &h);
             assert!(head.traced());

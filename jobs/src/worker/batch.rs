@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument as _;
+use tracing::instrument::WithSubscriber as _;
 use uuid::Uuid;
 
 use super::{Event, Lane, Shared};
@@ -360,18 +361,18 @@ async fn run_one(shared: &Shared, tenant: &Tenant, job: Claimed) -> Result<Ran, 
         return Ok(Ran::Settled);
     };
     let mut payload = job.payload;
-    let span = crate::trace::span(
-        kind.as_str(),
-        job.id,
-        tenant.id,
-        crate::trace::take(&mut payload),
-    );
+    let link = crate::trace::take(&mut payload);
+    let make_span = || crate::trace::span(kind.as_str(), job.id, tenant.id, link);
+    let span = match &shared.traces {
+        Some(traced) => tracing::dispatcher::with_default(traced, make_span),
+        None => make_span(),
+    };
     let audit = Arc::new(AuditContext::new(None, format!("job {kind}"), None, None));
     audit.set_actor(Actor {
         kind: "job",
         id: Some(kind.to_string()),
     });
-    audit
+    let run = audit
         .scope(async {
             let conn = dp.connect(tenant).await?;
             let ctx = JobContext {
@@ -431,8 +432,11 @@ async fn run_one(shared: &Shared, tenant: &Tenant, job: Claimed) -> Result<Ran, 
             }
             Ok(Ran::Settled)
         })
-        .instrument(span)
-        .await
+        .instrument(span);
+    match &shared.traces {
+        Some(traced) => run.with_subscriber(traced.clone()).await,
+        None => run.await,
+    }
 }
 
 /// Renews the job's lease every third of its length while the handler runs; returns only when
