@@ -41,7 +41,7 @@ use tenancy::dataplane::DataPlane;
 use tenancy::ids::TenantId;
 use tenancy::settings::MetricsSettings;
 
-use self::handles::{Handles, PlanSeries, TenantSeries};
+use self::handles::{Handles, Tally};
 use self::tenants::TopTenants;
 
 static META: Metadata<'static> = Metadata::new("platform", Level::INFO, Some(module_path!()));
@@ -72,7 +72,7 @@ struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     top: TopTenants,
-    /// The per-request series' handles, kept between requests.
+    /// The per-request series, buffered per thread ([`handles`]).
     handles: Handles,
     dataplane: DataPlane,
     flags: Arc<flags::Flags>,
@@ -99,26 +99,12 @@ impl std::fmt::Debug for Metrics {
 /// What the tenant extractor tells the metrics about a request's tenant (a slot the observe
 /// middleware puts in the request and reads after the response).
 #[derive(Clone, Debug, Default)]
-pub struct TenantSlot(Arc<OnceLock<TenantLabels>>);
-
-#[derive(Debug)]
-struct TenantLabels {
-    id: TenantId,
-    plan: String,
-    placement: &'static str,
-}
+pub struct TenantSlot(Arc<OnceLock<Arc<Tenant>>>);
 
 impl TenantSlot {
     /// Records the request's resolved tenant (the first one wins).
-    pub fn set(&self, tenant: &Tenant) {
-        let _ = self.0.set(TenantLabels {
-            id: tenant.id,
-            plan: tenant.plan.clone(),
-            placement: match tenant.placement {
-                Placement::Shared => "shared",
-                Placement::Dedicated { .. } => "dedicated",
-            },
-        });
+    pub fn set(&self, tenant: &Arc<Tenant>) {
+        let _ = self.0.set(Arc::clone(tenant));
     }
 }
 
@@ -161,14 +147,14 @@ impl RouteClass {
     }
 }
 
-/// Decrements the in-flight gauge when the request ends (also when its future is dropped).
-#[derive(Debug)]
-pub struct InFlight(Option<Gauge>);
+/// Counts the request out of the in-flight gauge when it ends (also when its future is
+/// dropped).
+pub struct InFlight<'a>(Option<&'a Inner>);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if let Some(g) = &self.0 {
-            g.decrement(1.0);
+        if let Some(m) = self.0 {
+            m.handles.local().ended();
         }
     }
 }
@@ -231,7 +217,8 @@ impl Metrics {
         // exported distributions; the exporter's own upkeep thread comes only with its global
         // install, which this recorder never has. Without this task a listener nobody scrapes
         // would keep every sample of every request in memory (a few bytes per sample, four
-        // samples per request: gigabytes a day on a busy instance).
+        // samples per request: gigabytes a day on a busy instance). It also adds what the
+        // threads buffered ([`handles`]).
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&inner);
             rt.spawn(async move {
@@ -240,6 +227,7 @@ impl Metrics {
                 loop {
                     every.tick().await;
                     let Some(m) = weak.upgrade() else { return };
+                    m.flush();
                     m.handle.run_upkeep();
                 }
             });
@@ -250,7 +238,9 @@ impl Metrics {
             .dataplane
             .set_checkout_observer(Arc::new(move |server, wait| {
                 if let Some(m) = weak.upgrade() {
-                    m.handles
+                    let mut local = m.handles.local();
+                    local
+                        .series
                         .checkout(server, || {
                             m.histogram(
                                 "db_client_connection_wait_time_seconds",
@@ -258,6 +248,9 @@ impl Metrics {
                             )
                         })
                         .record(wait.as_secs_f64());
+                    if local.buffered(1) {
+                        local.flush();
+                    }
                 }
             }));
         Self(Some(inner))
@@ -278,19 +271,18 @@ impl Metrics {
 
     /// Counts a request in flight until the returned guard drops.
     #[must_use]
-    pub fn start(&self) -> InFlight {
-        InFlight(self.0.as_ref().map(|m| {
-            m.active.increment(1.0);
-            m.active.clone()
-        }))
+    pub fn start(&self) -> InFlight<'_> {
+        InFlight(self.0.as_deref().inspect(|m| m.handles.local().began()))
     }
 
-    /// Records a finished request, into handles kept between requests ([`handles`]).
+    /// Records a finished request, into this thread's buffers ([`handles`]).
     pub fn finish(&self, r: &Finished<'_>) {
         let Some(m) = &self.0 else { return };
         let class = class_index(r.status);
         let method = method_index(r.method);
-        m.handles
+        let mut local = m.handles.local();
+        local
+            .series
             .http(r.route, method, class, || {
                 m.histogram(
                     "http_server_request_duration_seconds",
@@ -302,54 +294,62 @@ impl Metrics {
                 )
             })
             .record(r.seconds);
+        let mut samples = 1;
         if let Some(t) = r.tenant.and_then(|s| s.0.get()) {
-            let own = m.top.admit(t.id).then_some(t.id);
-            let error = r.status >= 500;
-            let series = m.handles.tenant(own, error, |known| {
-                let label = own.map_or_else(|| OTHER.to_owned(), |id| id.to_string());
-                let by_tenant = || vec![Label::new("tenant_id", label.clone())];
-                let errors = known.and_then(|k| k.errors.clone()).or_else(|| {
-                    error.then(|| m.counter("platform_tenant_errors_total", by_tenant()))
-                });
-                TenantSeries {
-                    requests: m.counter("platform_tenant_requests_total", by_tenant()),
-                    duration: m.histogram("platform_tenant_request_duration_seconds", by_tenant()),
-                    errors,
-                }
+            local.count(t.id);
+            let own = local
+                .series
+                .admitted(t.id, || m.top.admit(t.id))
+                .then_some(t.id);
+            let series = local.series.tenant(own, || {
+                let label = || vec![Label::new("tenant_id", tenant_label(own))];
+                (
+                    m.counter("platform_tenant_requests_total", label()),
+                    m.histogram("platform_tenant_request_duration_seconds", label()),
+                )
             });
-            series.requests.increment(1);
-            if let (true, Some(errors)) = (error, &series.errors) {
-                errors.increment(1);
+            series.requests.add(1);
+            if r.status >= 500 {
+                series
+                    .errors
+                    .get_or_insert_with(|| {
+                        Tally::new(m.counter(
+                            "platform_tenant_errors_total",
+                            vec![Label::new("tenant_id", tenant_label(own))],
+                        ))
+                    })
+                    .add(1);
             }
             series.duration.record(r.seconds);
-            let placement = usize::from(t.placement == "dedicated");
-            let plan = m.handles.plan(&t.plan, placement, class, |known| {
-                let by_plan = || {
-                    vec![
-                        Label::new("plan", t.plan.clone()),
-                        Label::new("placement", t.placement),
-                    ]
-                };
-                let mut requests = known.map(|k| k.requests.clone()).unwrap_or_default();
-                let mut labels = by_plan();
-                labels.push(Label::new("http_response_status_code", CLASS_LABELS[class]));
-                requests[class] = Some(m.counter("platform_plan_requests_total", labels));
-                PlanSeries {
-                    requests,
-                    duration: known.map_or_else(
-                        || m.histogram("platform_plan_request_duration_seconds", by_plan()),
-                        |k| k.duration.clone(),
-                    ),
-                }
-            });
-            if let Some(c) = &plan.requests[class] {
-                c.increment(1);
-            }
+            let placement = match t.placement {
+                Placement::Shared => "shared",
+                Placement::Dedicated { .. } => "dedicated",
+            };
+            let by_plan = || {
+                vec![
+                    Label::new("plan", t.plan.clone()),
+                    Label::new("placement", placement),
+                ]
+            };
+            let plan = local
+                .series
+                .plan(&t.plan, usize::from(placement == "dedicated"), || {
+                    m.histogram("platform_plan_request_duration_seconds", by_plan())
+                });
+            plan.requests[class]
+                .get_or_insert_with(|| {
+                    let mut labels = by_plan();
+                    labels.push(Label::new("http_response_status_code", CLASS_LABELS[class]));
+                    Tally::new(m.counter("platform_plan_requests_total", labels))
+                })
+                .add(1);
             plan.duration.record(r.seconds);
+            samples += 2;
         }
         if let Some(d) = r.rate_limit {
             let scope = d.scope.as_str();
-            m.handles
+            local
+                .series
                 .rate_limit(scope, d.allowed, || {
                     m.counter(
                         "platform_rate_limit_decisions_total",
@@ -359,8 +359,12 @@ impl Metrics {
                         ],
                     )
                 })
-                .increment(1);
+                .add(1);
         }
+        if local.buffered(samples) {
+            local.flush();
+        }
+        drop(local);
         if r.problem == Some("query-timeout") {
             m.counter("platform_db_statement_timeouts_total", vec![])
                 .increment(1);
@@ -395,6 +399,7 @@ impl Metrics {
         if let Some(s) = jobs {
             m.render_jobs(&s);
         }
+        m.flush();
         m.top.rank();
         for p in m.dataplane.pool_stats().await {
             let server = || vec![Label::new("db_server", p.server.clone())];
@@ -471,6 +476,18 @@ impl Metrics {
 }
 
 impl Inner {
+    /// Adds what every thread buffered to the exporter's series, the tenants' requests to the
+    /// top-N counts and the requests in flight to their gauge.
+    fn flush(&self) {
+        let gathered = self.handles.flush();
+        self.top.add(gathered.counts);
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "requests in flight are far below 2^52"
+        )]
+        self.active.set(gathered.in_flight.max(0) as f64);
+    }
+
     /// The tokio runtime: workers, live tasks, the global queue's depth, and the share of the
     /// workers' time spent busy since the previous scrape (tokio's stable runtime metrics).
     fn render_runtime(&self) {
@@ -543,6 +560,11 @@ impl Inner {
 )]
 fn as_f64(n: usize) -> f64 {
     n as f64
+}
+
+/// The `tenant_id` label of a tenant's own series, or of `other`.
+fn tenant_label(own: Option<TenantId>) -> String {
+    own.map_or_else(|| OTHER.to_owned(), |id| id.to_string())
 }
 
 /// Status class labels, by [`class_index`].

@@ -1,49 +1,112 @@
-//! The per-request series' handles, kept between requests so a request records into handles it
-//! already holds: no label vector, no label strings, no registry look-up by a freshly built key
-//! (what each request did before: seven keys, a dozen allocations).
+//! The per-request series, recorded by each worker thread into buffers of its own and added to
+//! the exporter's series in batches: at every scrape (before the render), at every upkeep, and
+//! when a thread's buffered samples reach [`FLUSH_AT`].
 //!
-//! The exporter drops a series that has not changed for its idle timeout, and only while it
-//! renders (a scrape); a handle kept across that would record into a series no longer exported.
-//! So every render ends an epoch and empties the handles: a handle is kept only if no render
-//! began between the moment it was looked up and the moment it is stored (the epoch is read
-//! before the look-up and checked under the write lock). A request after a scrape registers
-//! again, which puts the series back if it had been dropped.
+//! A request touches no memory another thread writes: no lock both worker threads take, no
+//! shared reference count, no shared atomic counter or histogram bucket. (Each of those is a
+//! cache line the two worker threads hand back and forth at every request, which costs more
+//! than the instructions around it and which an instruction count does not show.) The thread's
+//! own buffers sit behind a mutex only its thread takes, except while a scrape or the upkeep
+//! flushes them.
+//!
+//! A thread keeps the handles it registered (no label vector, no registry look-up by a freshly
+//! built key per request) until the next render: the exporter drops a series that has not
+//! changed for its idle timeout, and only while it renders, so a handle kept across that would
+//! record into a series no longer exported. Every render ends an epoch; a thread whose buffers
+//! belong to an earlier epoch adds what they hold and empties them before it records again, and
+//! the next request registers again, which puts a dropped series back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use metrics::{Counter, Histogram};
+use thread_local::ThreadLocal;
 
 use super::FastMap as HashMap;
 use tenancy::ids::TenantId;
 
-/// The handles of one tenant's series (`None`: the `other` bucket).
-#[derive(Clone)]
+/// Buffered samples of one thread after which the thread adds them to the exporter's
+/// histograms itself (bounds the buffers' memory between scrapes: 32 KiB per thread).
+pub const FLUSH_AT: usize = 4096;
+
+/// A counter and the increments this thread has not added to it yet.
+pub struct Tally {
+    counter: Counter,
+    n: u64,
+}
+
+impl Tally {
+    pub fn new(counter: Counter) -> Self {
+        Self { counter, n: 0 }
+    }
+
+    pub fn add(&mut self, n: u64) {
+        self.n += n;
+    }
+
+    fn flush(&mut self) {
+        if self.n > 0 {
+            self.counter.increment(self.n);
+            self.n = 0;
+        }
+    }
+}
+
+/// A histogram and the samples this thread has not recorded into it yet.
+pub struct Samples {
+    histogram: Histogram,
+    values: Vec<f64>,
+}
+
+impl Samples {
+    pub fn new(histogram: Histogram) -> Self {
+        Self {
+            histogram,
+            values: Vec::new(),
+        }
+    }
+
+    /// Buffers one sample (count it with [`Local::buffered`]).
+    pub fn record(&mut self, v: f64) {
+        self.values.push(v);
+    }
+
+    fn flush(&mut self) {
+        for v in self.values.drain(..) {
+            self.histogram.record(v);
+        }
+    }
+}
+
+/// A tenant's series (the `other` bucket's too).
 pub struct TenantSeries {
-    pub requests: Counter,
-    pub duration: Histogram,
+    pub requests: Tally,
+    pub duration: Samples,
     /// Registered at the tenant's first error only (no series of zeros for every tenant).
-    pub errors: Option<Counter>,
+    pub errors: Option<Tally>,
 }
 
-/// The handles of one plan and placement's series.
-#[derive(Clone)]
+/// A plan and placement's series.
 pub struct PlanSeries {
-    /// By status class (`1xx` to `5xx`).
-    pub requests: [Option<Counter>; 5],
-    pub duration: Histogram,
+    /// By status class (`1xx` to `5xx`), each registered at its first request.
+    pub requests: [Option<Tally>; CLASSES],
+    pub duration: Samples,
 }
 
+/// The handles one thread has registered in the current epoch.
 #[derive(Default)]
-struct Maps {
-    /// Route template → method (index) × status class (index).
-    http: HashMap<Box<str>, [[Option<Histogram>; METHODS]; CLASSES]>,
+pub struct Series {
+    /// Route template → status class (index) × method (index).
+    http: HashMap<Box<str>, [[Option<Samples>; METHODS]; CLASSES]>,
+    /// Whether a tenant has a series of its own (the top-N's answer, asked once per epoch).
+    admitted: HashMap<TenantId, bool>,
+    /// `None`: the `other` bucket.
     tenants: HashMap<Option<TenantId>, TenantSeries>,
     /// Plan → placement (shared, dedicated).
     plans: HashMap<Box<str>, [Option<PlanSeries>; 2]>,
-    rate_limits: HashMap<(&'static str, bool), Counter>,
+    rate_limits: HashMap<(&'static str, bool), Tally>,
     /// Database server → its checkout-wait histogram.
-    checkouts: HashMap<Box<str>, Histogram>,
+    checkouts: HashMap<Box<str>, Samples>,
 }
 
 /// Methods with a label of their own, plus `_OTHER`.
@@ -51,132 +114,304 @@ pub const METHODS: usize = 8;
 /// Status classes.
 pub const CLASSES: usize = 5;
 
-/// The kept handles and the render epoch they belong to.
-#[derive(Default)]
-pub struct Handles {
-    epoch: AtomicU64,
-    maps: RwLock<Maps>,
-}
-
-/// A looked-up handle's ticket: the epoch read before the look-up.
-#[derive(Clone, Copy)]
-pub struct Ticket(u64);
-
-impl Handles {
-    /// Ends the epoch: called once the exporter may have dropped idle series.
-    pub fn renew(&self) {
-        let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
-        *maps = Maps::default();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The ticket to take before registering a handle that is to be kept.
-    pub fn ticket(&self) -> Ticket {
-        Ticket(self.epoch.load(Ordering::Acquire))
-    }
-
-    fn read<T>(&self, f: impl FnOnce(&Maps) -> Option<T>) -> Option<T> {
-        f(&self.maps.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn keep(&self, ticket: Ticket, f: impl FnOnce(&mut Maps)) {
-        let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
-        // Under the lock `renew` takes: no render can begin between this check and the store.
-        if self.epoch.load(Ordering::Acquire) == ticket.0 {
-            f(&mut maps);
+impl Series {
+    fn flush(&mut self) {
+        for row in self.http.values_mut().flatten() {
+            row.iter_mut().flatten().for_each(Samples::flush);
         }
-    }
-
-    /// The kept value `get` finds, else `make`'s, kept by `put` unless a render began meanwhile.
-    fn memo<V: Clone>(
-        &self,
-        get: impl FnOnce(&Maps) -> Option<V>,
-        make: impl FnOnce() -> V,
-        put: impl FnOnce(&mut Maps, V),
-    ) -> V {
-        if let Some(v) = self.read(get) {
-            return v;
+        for t in self.tenants.values_mut() {
+            t.requests.flush();
+            t.duration.flush();
+            t.errors.iter_mut().for_each(Tally::flush);
         }
-        let ticket = self.ticket();
-        let v = make();
-        self.keep(ticket, |m| put(m, v.clone()));
-        v
+        for p in self.plans.values_mut().flatten().flatten() {
+            p.requests.iter_mut().flatten().for_each(Tally::flush);
+            p.duration.flush();
+        }
+        self.rate_limits.values_mut().for_each(Tally::flush);
+        self.checkouts.values_mut().for_each(Samples::flush);
     }
 
     /// The duration histogram of a route, method and status class.
     pub fn http(
-        &self,
+        &mut self,
         route: &str,
         method: usize,
         class: usize,
         make: impl FnOnce() -> Histogram,
-    ) -> Histogram {
-        self.memo(
-            |m| m.http.get(route)?[class][method].clone(),
-            make,
-            |m, h| m.http.entry(route.into()).or_default()[class][method] = Some(h),
-        )
+    ) -> &mut Samples {
+        if !self.http.contains_key(route) {
+            self.http.insert(route.into(), Default::default());
+        }
+        let slot = &mut self.http.get_mut(route).expect("inserted above")[class][method];
+        slot.get_or_insert_with(|| Samples::new(make()))
     }
 
-    /// A tenant's series (`None`: `other`); `error`: the errors counter is needed. `make` gets
-    /// what is kept already (to extend it).
+    /// Whether `tenant` has a series of its own, `ask`ed once per thread and epoch (the top-N
+    /// changes only when a scrape ranks it, and every scrape ends the epoch).
+    pub fn admitted(&mut self, tenant: TenantId, ask: impl FnOnce() -> bool) -> bool {
+        *self.admitted.entry(tenant).or_insert_with(ask)
+    }
+
+    /// A tenant's series (`None`: `other`).
     pub fn tenant(
-        &self,
+        &mut self,
         tenant: Option<TenantId>,
-        error: bool,
-        make: impl FnOnce(Option<&TenantSeries>) -> TenantSeries,
-    ) -> TenantSeries {
-        let kept = |m: &Maps| m.tenants.get(&tenant).cloned();
-        self.memo(
-            |m| kept(m).filter(|s| !error || s.errors.is_some()),
-            || make(self.read(kept).as_ref()),
-            |m, s| {
-                m.tenants.insert(tenant, s);
-            },
-        )
+        make: impl FnOnce() -> (Counter, Histogram),
+    ) -> &mut TenantSeries {
+        self.tenants.entry(tenant).or_insert_with(|| {
+            let (requests, duration) = make();
+            TenantSeries {
+                requests: Tally::new(requests),
+                duration: Samples::new(duration),
+                errors: None,
+            }
+        })
     }
 
-    /// A plan and placement's series; `class`: the status class whose counter is needed. `make`
-    /// gets what is kept already (to extend it).
+    /// A plan and placement's series.
     pub fn plan(
-        &self,
+        &mut self,
         plan: &str,
         placement: usize,
-        class: usize,
-        make: impl FnOnce(Option<&PlanSeries>) -> PlanSeries,
-    ) -> PlanSeries {
-        let kept = |m: &Maps| m.plans.get(plan)?[placement].clone();
-        self.memo(
-            |m| kept(m).filter(|s| s.requests[class].is_some()),
-            || make(self.read(kept).as_ref()),
-            |m, s| m.plans.entry(plan.into()).or_default()[placement] = Some(s),
-        )
+        make: impl FnOnce() -> Histogram,
+    ) -> &mut PlanSeries {
+        if !self.plans.contains_key(plan) {
+            self.plans.insert(plan.into(), Default::default());
+        }
+        let slot = &mut self.plans.get_mut(plan).expect("inserted above")[placement];
+        slot.get_or_insert_with(|| PlanSeries {
+            requests: Default::default(),
+            duration: Samples::new(make()),
+        })
     }
 
     /// The rate-limit decision counter of a scope and outcome.
     pub fn rate_limit(
-        &self,
+        &mut self,
         scope: &'static str,
         allowed: bool,
         make: impl FnOnce() -> Counter,
-    ) -> Counter {
-        self.memo(
-            |m| m.rate_limits.get(&(scope, allowed)).cloned(),
-            make,
-            |m, c| {
-                m.rate_limits.insert((scope, allowed), c);
-            },
-        )
+    ) -> &mut Tally {
+        self.rate_limits
+            .entry((scope, allowed))
+            .or_insert_with(|| Tally::new(make()))
     }
 
     /// The checkout-wait histogram of a database server.
-    pub fn checkout(&self, server: &str, make: impl FnOnce() -> Histogram) -> Histogram {
-        self.memo(
-            |m| m.checkouts.get(server).cloned(),
-            make,
-            |m, h| {
-                m.checkouts.insert(server.into(), h);
-            },
-        )
+    pub fn checkout(&mut self, server: &str, make: impl FnOnce() -> Histogram) -> &mut Samples {
+        if !self.checkouts.contains_key(server) {
+            self.checkouts.insert(server.into(), Samples::new(make()));
+        }
+        self.checkouts.get_mut(server).expect("inserted above")
+    }
+}
+
+/// One thread's buffers.
+#[derive(Default)]
+pub struct Local {
+    epoch: u64,
+    pub series: Series,
+    /// Requests per tenant not yet handed to the top-N ranking.
+    counts: HashMap<TenantId, u64>,
+    /// Requests this thread began minus those it ended (a request may end on another thread:
+    /// only the sum over threads means anything).
+    in_flight: i64,
+    /// Samples buffered since the last flush.
+    buffered: usize,
+}
+
+impl Local {
+    /// Notes `n` samples buffered; `true`: [`FLUSH_AT`] samples wait, the buffers should be
+    /// flushed now.
+    pub fn buffered(&mut self, n: usize) -> bool {
+        self.buffered += n;
+        self.buffered >= FLUSH_AT
+    }
+
+    /// Counts a request of `tenant` for the top-N ranking.
+    pub fn count(&mut self, tenant: TenantId) {
+        *self.counts.entry(tenant).or_insert(0) += 1;
+    }
+
+    pub fn began(&mut self) {
+        self.in_flight += 1;
+    }
+
+    pub fn ended(&mut self) {
+        self.in_flight -= 1;
+    }
+
+    /// Adds every buffered increment and sample to the exporter's series.
+    pub fn flush(&mut self) {
+        self.series.flush();
+        self.buffered = 0;
+    }
+}
+
+/// Every thread's buffers and the render epoch.
+#[derive(Default)]
+pub struct Handles {
+    epoch: AtomicU64,
+    threads: ThreadLocal<Mutex<Local>>,
+}
+
+/// What a flush of every thread gathered besides the series.
+#[derive(Default)]
+pub struct Gathered {
+    /// Requests per tenant since the previous flush.
+    pub counts: HashMap<TenantId, u64>,
+    /// Requests in flight now.
+    pub in_flight: i64,
+}
+
+impl Handles {
+    /// This thread's buffers, emptied first if they belong to an earlier epoch.
+    pub fn local(&self) -> MutexGuard<'_, Local> {
+        let mut local = lock(self.threads.get_or_default());
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if local.epoch != epoch {
+            local.flush();
+            local.series = Series::default();
+            local.epoch = epoch;
+        }
+        local
+    }
+
+    /// Adds every thread's buffers to the exporter's series; the tenants' request counts and
+    /// the requests in flight.
+    pub fn flush(&self) -> Gathered {
+        let mut all = Gathered::default();
+        for local in &self.threads {
+            let mut local = lock(local);
+            local.flush();
+            all.in_flight += local.in_flight;
+            for (tenant, n) in local.counts.drain() {
+                *all.counts.entry(tenant).or_insert(0) += n;
+            }
+        }
+        all
+    }
+
+    /// Ends the epoch: called once the exporter may have dropped idle series.
+    pub fn renew(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+fn lock(m: &Mutex<Local>) -> MutexGuard<'_, Local> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics::{Key, Recorder as _};
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+
+    use super::*;
+
+    fn recorder() -> PrometheusRecorder {
+        PrometheusBuilder::new().build_recorder()
+    }
+
+    fn value(r: &PrometheusRecorder, series: &str) -> Option<f64> {
+        r.handle()
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    fn counter(r: &PrometheusRecorder) -> Counter {
+        r.register_counter(&Key::from_name("requests_total"), &super::super::META)
+    }
+
+    fn histogram(r: &PrometheusRecorder) -> Histogram {
+        r.register_histogram(&Key::from_name("seconds"), &super::super::META)
+    }
+
+    /// Record on this thread's buffers, as `Metrics::finish` does.
+    fn record(h: &Handles, r: &PrometheusRecorder, tenant: TenantId) {
+        let mut local = h.local();
+        local.count(tenant);
+        local.series.rate_limit("ip", true, || counter(r)).add(1);
+        local.series.checkout("db", || histogram(r)).record(0.5);
+        let _ = local.buffered(1);
+    }
+
+    #[test]
+    fn what_threads_buffer_reaches_the_exporter_at_a_flush_summed() {
+        let (h, r) = (Handles::default(), recorder());
+        let tenant = TenantId::from_uuid(uuid::Uuid::now_v7());
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..10 {
+                        record(&h, &r, tenant);
+                    }
+                });
+            }
+        });
+        record(&h, &r, tenant);
+        assert_eq!(
+            value(&r, "requests_total"),
+            Some(0.0),
+            "buffered, not added"
+        );
+        assert_eq!(
+            value(&r, "seconds_count"),
+            Some(0.0),
+            "no sample recorded yet"
+        );
+        let gathered = h.flush();
+        assert_eq!(value(&r, "requests_total"), Some(21.0));
+        assert_eq!(value(&r, "seconds_count"), Some(21.0));
+        assert_eq!(gathered.counts.get(&tenant), Some(&21));
+        assert!(h.flush().counts.is_empty(), "counts are handed over once");
+        assert_eq!(
+            value(&r, "requests_total"),
+            Some(21.0),
+            "and increments once"
+        );
+    }
+
+    #[test]
+    fn a_thread_flushes_once_its_samples_reach_the_bound() {
+        let h = Handles::default();
+        let mut local = h.local();
+        assert!(!local.buffered(FLUSH_AT - 1));
+        assert!(local.buffered(1));
+        local.flush();
+        assert!(!local.buffered(1), "the flush starts the count again");
+    }
+
+    #[test]
+    fn a_new_epoch_adds_the_buffers_and_registers_again() {
+        let (h, r) = (Handles::default(), recorder());
+        let tenant = TenantId::from_uuid(uuid::Uuid::now_v7());
+        record(&h, &r, tenant);
+        h.renew();
+        let mut registered = false;
+        let mut local = h.local();
+        assert_eq!(
+            value(&r, "requests_total"),
+            Some(1.0),
+            "the earlier epoch's buffer was added"
+        );
+        local.series.rate_limit("ip", true, || {
+            registered = true;
+            counter(&r)
+        });
+        assert!(registered, "a handle of the earlier epoch was kept");
+    }
+
+    #[test]
+    fn requests_in_flight_are_summed_over_threads() {
+        let h = Handles::default();
+        h.local().began();
+        h.local().began();
+        std::thread::scope(|s| {
+            s.spawn(|| h.local().ended());
+        });
+        assert_eq!(h.flush().in_flight, 1);
     }
 }

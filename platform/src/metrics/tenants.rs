@@ -38,14 +38,20 @@ impl TopTenants {
         }
     }
 
-    /// Counts one request of `tenant`; whether it has a series of its own.
+    /// Adds requests per tenant (each worker thread counts its own and hands them over in
+    /// batches, [`super::handles`]).
+    pub fn add(&self, requests: HashMap<TenantId, u64>) {
+        if requests.is_empty() {
+            return;
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        for (tenant, n) in requests {
+            *counts.entry(tenant).or_insert(0) += n;
+        }
+    }
+
+    /// Whether `tenant` has a series of its own (admitted now if there is room).
     pub fn admit(&self, tenant: TenantId) -> bool {
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(tenant)
-            .or_insert(0) += 1;
         {
             let set = self.labelled.read().unwrap_or_else(PoisonError::into_inner);
             if set.contains(&tenant) {
@@ -116,11 +122,10 @@ mod tests {
         let top = TopTenants::new(2);
         let (quiet, a, b) = (tenant(), tenant(), tenant());
         assert!(top.admit(quiet));
-        for _ in 0..10 {
-            top.admit(a);
-            top.admit(b);
-        }
+        top.add(HashMap::from_iter([(quiet, 1)]));
+        assert!(top.admit(a));
         assert!(!top.admit(b), "no room before the ranking");
+        top.add(HashMap::from_iter([(a, 10), (b, 10)]));
         *top.ranked.lock().unwrap_or_else(PoisonError::into_inner) -= REFRESH;
         top.rank();
         assert!(top.admit(a) && top.admit(b));
