@@ -97,14 +97,103 @@ impl Visit for Fields {
     }
 }
 
-/// Appends `s` as a JSON string: the runs that need no escape are copied whole.
+/// An event's fields, written straight into the line as `,"name":value` members (a span's
+/// are kept as [`Fields`], since a later record may replace one; an event's are written once).
+struct Members<'a>(&'a mut String);
+
+impl Members<'_> {
+    fn name(&mut self, field: &Field) -> &mut String {
+        self.0.push(',');
+        string(self.0, field.name());
+        self.0.push(':');
+        self.0
+    }
+}
+
+impl Visit for Members<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        string(self.name(field), value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.name(field)
+            .push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        let _ = write!(self.name(field), "{value}");
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        let _ = write!(self.name(field), "{value}");
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        let out = self.name(field);
+        // JSON has no NaN or infinity.
+        if value.is_finite() {
+            let _ = write!(out, "{value}");
+        } else {
+            out.push_str("null");
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let out = self.name(field);
+        out.push('"');
+        let _ = write!(Escaping(out), "{value:?}");
+        out.push('"');
+    }
+}
+
+/// Writes what is formatted into it as the inside of a JSON string.
+struct Escaping<'a>(&'a mut String);
+
+impl std::fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
+    }
+}
+
+/// Appends `s` as a JSON string.
 fn string(out: &mut String, s: &str) {
     out.push('"');
+    escape_into(out, s);
+    out.push('"');
+}
+
+/// Where the first byte of `b` that JSON must escape is (a control character, `"` or `\`):
+/// eight bytes at a time while none is, then byte by byte.
+fn escape_at(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Some byte of `x` is below `n` (`n` <= 0x80): the high bit of that byte's difference is
+    // set where the byte's own high bit is not (exact as to whether any byte is).
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x;
+    let mut at = 0;
+    for chunk in b.chunks_exact(8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        if (below(x, 0x20) | below(quote, 1) | below(backslash, 1)) & HIGHS != 0 {
+            break;
+        }
+        at += 8;
+    }
+    b[at..]
+        .iter()
+        .position(|&c| c < 0x20 || c == b'"' || c == b'\\')
+        .map(|i| at + i)
+}
+
+/// Appends `s` escaped for the inside of a JSON string: the runs that need no escape are
+/// copied whole.
+fn escape_into(out: &mut String, s: &str) {
     let mut rest = s;
-    while let Some(i) = rest
-        .bytes()
-        .position(|b| b < 0x20 || b == b'"' || b == b'\\')
-    {
+    while let Some(i) = escape_at(rest.as_bytes()) {
         out.push_str(&rest[..i]);
         // An ASCII byte: `i + 1` is a character boundary.
         match rest.as_bytes()[i] {
@@ -120,7 +209,6 @@ fn string(out: &mut String, s: &str) {
         rest = &rest[i + 1..];
     }
     out.push_str(rest);
-    out.push('"');
 }
 
 impl<S, W> Layer<S> for JsonLog<W>
@@ -170,9 +258,7 @@ where
         line.push_str("\",\"level\":\"");
         line.push_str(event.metadata().level().as_str());
         line.push('"');
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        fields.write_members(&mut line, false);
+        event.record(&mut Members(&mut line));
         line.push_str(",\"target\":");
         string(&mut line, event.metadata().target());
         if let Some(span) = ctx.event_span(event) {
@@ -276,6 +362,28 @@ mod tests {
         );
     }
 
+    /// The eight-at-a-time scan finds the first byte to escape wherever it is, and none in
+    /// text without one (every other byte value, next to each).
+    #[test]
+    fn the_scan_finds_the_first_byte_to_escape() {
+        let plain: Vec<u8> = (0x20..=0xff_u8)
+            .filter(|b| *b != b'"' && *b != b'\\')
+            .collect();
+        assert_eq!(escape_at(&plain), None);
+        for len in 1..40 {
+            for at in 0..len {
+                for special in [0x00, 0x0a, 0x1f, b'"', b'\\'] {
+                    let mut b: Vec<u8> = plain.iter().copied().cycle().skip(at).take(len).collect();
+                    b[at] = special;
+                    if at + 1 < len {
+                        b[len - 1] = b'"';
+                    }
+                    assert_eq!(escape_at(&b), Some(at), "{b:?}");
+                }
+            }
+        }
+    }
+
     /// Every string comes back from a JSON parser as it went in: plain runs, each escape, other
     /// control characters, and text outside ASCII next to them.
     #[test]
@@ -288,6 +396,11 @@ mod tests {
             "x\u{1}y\u{1f}",
             "é\"ü\n\r\t漢\\",
             "ends with a quote\"",
+            "0123456789abcdef\"",
+            "abcdefgh\u{1f}ijklmnopqrstuvwx\\",
+            "ÿÿÿÿÿÿÿÿ€€€€漢漢漢漢\n",
+            "01234567012345670123456701234567",
+            "\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}!",
         ] {
             let mut out = String::new();
             string(&mut out, s);
