@@ -16,6 +16,8 @@ pub const END: &str = "<!-- load-benchmark:end -->";
 pub enum Cell {
     Baseline,
     SharedTenant,
+    /// The shared tenant on a second platform process with metrics and traces on (`--observed`).
+    SharedObserved,
     DedicatedTenant,
     ManyTenants,
 }
@@ -58,6 +60,10 @@ pub struct Meta {
     pub peak_rss_kib: Option<u64>,
     /// Audit seal latencies (ms) sampled during each platform cell's POST runs.
     pub seal: Vec<(Cell, Vec<f64>)>,
+    /// What the observed process has on (`both`, `metrics`, `traces`).
+    pub observed: String,
+    /// The share of new traces the observed process samples.
+    pub trace_ratio: f64,
     pub shared_pool: usize,
     pub budget: u32,
 }
@@ -67,6 +73,18 @@ impl Meta {
         match c {
             Cell::Baseline => "baseline (bare axum + pool)".into(),
             Cell::SharedTenant => "platform, 1 shared tenant (all connections on it)".into(),
+            Cell::SharedObserved => match self.observed.as_str() {
+                "metrics" => "platform with metrics, 1 shared tenant".to_owned(),
+                "none" => "platform, second process, 1 shared tenant".to_owned(),
+                "traces" => format!(
+                    "platform with traces ({}% sampled), 1 shared tenant",
+                    self.trace_ratio * 100.0
+                ),
+                _ => format!(
+                    "platform with metrics + traces ({}% sampled), 1 shared tenant",
+                    self.trace_ratio * 100.0
+                ),
+            },
             Cell::DedicatedTenant => {
                 "platform, 1 dedicated tenant (all connections on it: the promoted tenant)".into()
             }
@@ -186,9 +204,12 @@ pub fn render(meta: &Meta, all: &[Measured], paced: &[Paced]) -> String {
         for c in [
             Cell::Baseline,
             Cell::SharedTenant,
+            Cell::SharedObserved,
             Cell::DedicatedTenant,
             Cell::ManyTenants,
         ] {
+            // The observed cell is compared with the shared one (below), not held to the goals.
+            let judged = c != Cell::SharedObserved;
             let Some(a) = aggregate(all, w, c) else {
                 continue;
             };
@@ -201,7 +222,9 @@ pub fn render(meta: &Meta, all: &[Measured], paced: &[Paced]) -> String {
                 }
                 (Some(b), Some(r), _) => {
                     let d = p(o, 0.99) as f64 / 1000.0 - p(&b.total, 0.99) as f64 / 1000.0;
-                    goals.check(meta, w, c, r, d);
+                    if judged {
+                        goals.check(meta, w, c, r, d);
+                    }
                     (format!("{:.0}%", r * 100.0), format!("{d:+.2}"))
                 }
                 (Some(_), None, _) => (String::from("?"), String::new()),
@@ -220,7 +243,9 @@ pub fn render(meta: &Meta, all: &[Measured], paced: &[Paced]) -> String {
             let conns = if c == Cell::Baseline {
                 String::new()
             } else {
-                goals.connections(meta, &a.connections);
+                if judged {
+                    goals.connections(meta, &a.connections);
+                }
                 a.connections
                     .iter()
                     .map(|n| n.data_plane.to_string())
@@ -233,12 +258,15 @@ pub fn render(meta: &Meta, all: &[Measured], paced: &[Paced]) -> String {
                     let b_req = |ticks: u64| (ticks * TICK_US) as f64 / (b.total.ok.max(1)) as f64;
                     let sx = per_req(a.cpu.server) / b_req(b.cpu.server).max(f64::MIN_POSITIVE);
                     let px = per_req(a.cpu.postgres) / b_req(b.cpu.postgres).max(f64::MIN_POSITIVE);
-                    fast.cpu(w, c, sx, px);
+                    if judged {
+                        fast.cpu(w, c, sx, px);
+                    }
                     (format!("{sx:.2}×"), format!("{px:.2}×"))
                 }
                 _ => ("1×".to_owned(), "1×".to_owned()),
             };
             if c != Cell::Baseline
+                && judged
                 && let Some(r) = ratio_value
             {
                 fast.throughput(w, c, r);
@@ -279,6 +307,7 @@ pub fn render(meta: &Meta, all: &[Measured], paced: &[Paced]) -> String {
             k as f64 / 1024.0
         );
     }
+    render_observed(&mut s, meta, all);
     render_open_loop(&mut s, meta, paced, &mut fast);
     let mut seal_lines = Vec::new();
     for (c, l) in &meta.seal {
@@ -316,6 +345,81 @@ pub fn render(meta: &Meta, all: &[Measured], paced: &[Paced]) -> String {
         let _ = writeln!(s, "| {goal} | {result} |");
     }
     s
+}
+
+/// Issue 21's overhead: the shared tenant with metrics and traces on against the same tenant on
+/// the other process in the same rounds (`--observed`).
+fn render_observed(s: &mut String, meta: &Meta, all: &[Measured]) {
+    let mut rows = Vec::new();
+    for w in Workload::ALL {
+        let in_round = |c: Cell, round: usize| {
+            all.iter()
+                .find(|m| m.workload == w && m.cell == c && m.round == round)
+        };
+        let mut ratios: Vec<f64> = all
+            .iter()
+            .filter(|m| m.workload == w && m.cell == Cell::SharedObserved)
+            .filter_map(|m| {
+                let off = in_round(Cell::SharedTenant, m.round)?;
+                Some(m.outcome.rps() / off.outcome.rps().max(f64::MIN_POSITIVE))
+            })
+            .collect();
+        let (Some(on), Some(off)) = (
+            aggregate(all, w, Cell::SharedObserved),
+            aggregate(all, w, Cell::SharedTenant),
+        ) else {
+            continue;
+        };
+        let per_round = ratios
+            .iter()
+            .map(|r| format!("{:.3}", r))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ratios.sort_by(f64::total_cmp);
+        let n = ratios.len();
+        let median = match n {
+            0 => continue,
+            _ if n % 2 == 1 => ratios[n / 2],
+            _ => f64::midpoint(ratios[n / 2 - 1], ratios[n / 2]),
+        };
+        let mean = ratios.iter().sum::<f64>() / n as f64;
+        let per_req =
+            |a: &Aggregate, ticks: u64| (ticks * TICK_US) as f64 / a.total.ok.max(1) as f64;
+        let cpu = |f: fn(&CpuSnapshot) -> u64| {
+            let (x, y) = (per_req(&on, f(&on.cpu)), per_req(&off, f(&off.cpu)));
+            format!(
+                "{x:.1} / {y:.1} ({:+.1}%)",
+                (x / y.max(f64::MIN_POSITIVE) - 1.0) * 100.0
+            )
+        };
+        rows.push(format!(
+            "| {} | {per_round} | {:+.1}% | {:+.1}% | {} | {} | {} |",
+            w.label(),
+            (median - 1.0) * 100.0,
+            (mean - 1.0) * 100.0,
+            cpu(|c| c.server),
+            cpu(|c| c.postgres),
+            if median > 0.97 { "met" } else { "**missed**" }
+        ));
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n### Observability overhead (issue 21)\n\n{} against the same tenant on the first \
+         process, round by round (each round measures both, taking turns going first). \
+         Throughput change: the median (and mean) over rounds of on / off req/s. CPU per \
+         request: on / off, µs.\n",
+        meta.cell_label(Cell::SharedObserved)
+    );
+    let _ = writeln!(
+        s,
+        "| workload | on / off req/s, per round | throughput change, median | mean | server CPU µs/req | PostgreSQL CPU µs/req | goal: under 3% |\n|---|---|---:|---:|---:|---:|---|"
+    );
+    for r in rows {
+        let _ = writeln!(s, "{r}");
+    }
 }
 
 /// The open-loop table: latency added by the platform at a fixed rate below saturation.
@@ -417,6 +521,7 @@ impl FastGoals {
         let short = |c: Cell| match c {
             Cell::Baseline => "baseline".to_owned(),
             Cell::SharedTenant => "shared".to_owned(),
+            Cell::SharedObserved => "shared, observed".to_owned(),
             Cell::DedicatedTenant => "dedicated".to_owned(),
             Cell::ManyTenants => {
                 format!("{} tenants", meta.shared_tenants + meta.dedicated_tenants)

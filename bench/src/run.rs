@@ -77,9 +77,19 @@ pub struct RunArgs {
     /// and counts them), parent-based, sampling `--trace-ratio` of new traces.
     #[arg(long)]
     pub traces: bool,
-    /// With `--traces`: the share of new traces sampled (0 measures the unsampled path alone).
+    /// With `--traces` or `--observed`: the share of new traces sampled (0 measures the
+    /// unsampled path alone).
     #[arg(long, default_value_t = 0.01)]
     pub trace_ratio: f64,
+    /// Also drive the shared tenant on a second platform process with metrics recorded and
+    /// traces exported (sampling `--trace-ratio`), in every round next to the first process
+    /// (which `--metrics` and `--traces` leave off by default), in alternating order: the
+    /// observability overhead measured in one run, on the same machine state. `--observed=metrics`
+    /// or `--observed=traces` turns on only one of them in the second process; `--observed=none`
+    /// neither (two identical processes: the method's own noise and bias).
+    #[arg(long, num_args = 0..=1, default_missing_value = "both",
+          value_parser = ["both", "metrics", "traces", "none"])]
+    pub observed: Option<String>,
     /// The markdown file to write the section into.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md"))]
     pub output: PathBuf,
@@ -141,34 +151,59 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
             ("BENCH_POOL_SIZE", args.shared_pool.to_string()),
         ],
     )?;
-    let otlp_sink = if args.traces {
+    let (observed_metrics, observed_traces) = match args.observed.as_deref() {
+        Some("metrics") => (true, false),
+        Some("traces") => (false, true),
+        Some("none") => (false, false),
+        Some(_) => (true, true),
+        None => (false, false),
+    };
+    let otlp_sink = if args.traces || observed_traces {
         Some(crate::otlp_sink::OtlpSink::start().await?)
     } else {
         None
     };
-    let platform = spawn(
-        &[
-            "serve-platform",
-            "--log-file",
-            &args.platform_log.display().to_string(),
-        ],
-        &{
-            let mut env = world.platform_env(&platform_addr.to_string());
-            if args.metrics {
-                env.push(("PLATFORM_METRICS_LISTEN", local_addr()?.to_string()));
-            }
-            if let Some(sink) = &otlp_sink {
-                env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint()));
-                env.push(("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()));
-                env.push(("OTEL_TRACES_SAMPLER_ARG", args.trace_ratio.to_string()));
-            }
-            env
-        },
-    )?;
+    let platform_process = |addr: SocketAddr, metrics: bool, traces: bool| {
+        let mut env = world.platform_env(&addr.to_string());
+        if metrics {
+            env.push(("PLATFORM_METRICS_LISTEN", local_addr()?.to_string()));
+        }
+        if let (true, Some(sink)) = (traces, &otlp_sink) {
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint()));
+            env.push(("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()));
+            env.push(("OTEL_TRACES_SAMPLER_ARG", args.trace_ratio.to_string()));
+        }
+        spawn(
+            &[
+                "serve-platform",
+                "--log-file",
+                &args.platform_log.display().to_string(),
+            ],
+            &env,
+        )
+    };
+    let platform = platform_process(platform_addr, args.metrics, args.traces)?;
+    let observed_addr = local_addr()?;
+    let observed = if args.observed.is_some() {
+        Some(platform_process(
+            observed_addr,
+            observed_metrics,
+            observed_traces,
+        )?)
+    } else {
+        None
+    };
     let platform_pid = platform.id().context("platform process id")?;
+    let observed_pid = match &observed {
+        Some(o) => o.id().context("observed platform process id")?,
+        None => platform_pid,
+    };
     let baseline_pid = baseline.id().context("baseline process id")?;
     load::wait_ready(baseline_addr, Duration::from_secs(60)).await?;
     load::wait_ready(platform_addr, Duration::from_secs(60)).await?;
+    if observed.is_some() {
+        load::wait_ready(observed_addr, Duration::from_secs(60)).await?;
+    }
 
     let probe =
         ConnectionProbe::connect(&[world.primary.url("postgres"), world.second.url("postgres")])
@@ -187,6 +222,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
             .filter(|(c, _)| match c {
                 Cell::Baseline => true,
                 Cell::SharedTenant => picked(&args.cells, "shared"),
+                Cell::SharedObserved => args.observed.is_some(),
                 Cell::DedicatedTenant => picked(&args.cells, "dedicated"),
                 Cell::ManyTenants => picked(&args.cells, "many"),
             })
@@ -219,8 +255,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
         };
         let cells = pick_cells(targets(
             world,
-            baseline_addr,
-            platform_addr,
+            [baseline_addr, platform_addr, observed_addr],
             tokens.as_ref(),
         )?);
         for (cell, target) in &cells {
@@ -228,16 +263,24 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
             load::run(target, w, args.connections, warmup).await;
         }
         for round in 1..=args.rounds {
-            for (cell, target) in &cells {
-                let server = if *cell == Cell::Baseline {
-                    baseline_pid
-                } else {
-                    platform_pid
+            // The two processes of the shared tenant take turns going first.
+            let mut order: Vec<&(Cell, Target)> = cells.iter().collect();
+            if round % 2 == 0
+                && let Some(a) = order.iter().position(|(c, _)| *c == Cell::SharedTenant)
+                && let Some(b) = order.iter().position(|(c, _)| *c == Cell::SharedObserved)
+            {
+                order.swap(a, b);
+            }
+            for (cell, target) in order {
+                let server = match cell {
+                    Cell::Baseline => baseline_pid,
+                    Cell::SharedObserved => observed_pid,
+                    _ => platform_pid,
                 };
                 // Seal latency of the audited writes (POST on the platform only).
                 let sealing = if w == Workload::PostTask && *cell != Cell::Baseline {
                     let urls = world.tenant_db_urls(match cell {
-                        Cell::SharedTenant => {
+                        Cell::SharedTenant | Cell::SharedObserved => {
                             Box::new(world.shared_tenants().take(1)) as Box<dyn Iterator<Item = _>>
                         }
                         Cell::DedicatedTenant => Box::new(world.dedicated_tenants().take(1)),
@@ -259,7 +302,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
                         None => seal.push((*cell, l)),
                     }
                 }
-                let rss_kib = probe::memory_kib(platform_pid, "VmRSS");
+                let rss_kib = probe::memory_kib(server, "VmRSS");
                 eprintln!(
                     "[{}] round {round}/{}: {cell:?}: {:.0} req/s, p99 {:.2} ms, errors {}",
                     w.label(),
@@ -310,7 +353,7 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
         }
     }
     let peak_rss_kib = probe::memory_kib(platform_pid, "VmHWM");
-    drop((baseline, platform));
+    drop((baseline, platform, observed));
     let meta = Meta {
         date: {
             let t = time::OffsetDateTime::now_utc();
@@ -331,6 +374,8 @@ async fn drive(args: &RunArgs, world: &World) -> anyhow::Result<String> {
         setup: setup_lines(args),
         peak_rss_kib,
         seal,
+        observed: args.observed.clone().unwrap_or_default(),
+        trace_ratio: args.trace_ratio,
         shared_pool: args.shared_pool,
         budget: args.budget,
     };
@@ -350,6 +395,25 @@ fn setup_lines(args: &RunArgs) -> Vec<String> {
             "Load: {} HTTP/1.1 keep-alive connections (closed loop), {} s per cell and round, {} rounds, {} s unmeasured warm-up per cell and workload; cells alternate baseline → shared → dedicated → many within each round. The single-tenant cells put all {} connections on one tenant (the dedicated one is the promoted-tenant case)",
             args.connections, args.duration, args.rounds, args.warmup, args.connections
         ),
+        if let Some(what) = &args.observed {
+            format!(
+                "Observed: the shared-tenant cell also runs on a second platform process with {}, in every round next to the first process ({}), the two taking turns going first",
+                match what.as_str() {
+                    "metrics" => "metrics recorded (`PLATFORM_METRICS_LISTEN`, not scraped), traces off".to_owned(),
+                    "none" => "metrics and traces off (the same as the first: the comparison's own noise)".to_owned(),
+                    "traces" => format!("metrics off, traces exported to an OTLP/HTTP receiver in the load generator (parent-based, {}% of new traces sampled)", args.trace_ratio * 100.0),
+                    _ => format!("metrics recorded (`PLATFORM_METRICS_LISTEN`, not scraped) and traces exported to an OTLP/HTTP receiver in the load generator (parent-based, {}% of new traces sampled)", args.trace_ratio * 100.0),
+                },
+                match (args.metrics, args.traces) {
+                    (false, false) => "metrics and traces off",
+                    (true, false) => "metrics on, traces off",
+                    (false, true) => "metrics off, traces on",
+                    (true, true) => "metrics and traces on",
+                }
+            )
+        } else {
+            "Observed: not run (`--observed` adds the shared-tenant cell with metrics and traces on)".into()
+        },
         if args.no_open_loop {
             "Open loop: skipped (`--no-open-loop`)".into()
         } else {
@@ -409,10 +473,10 @@ pub(crate) fn identity(
     })
 }
 
+/// Every cell's target; `[baseline, platform, observed platform]` addresses.
 fn targets(
     world: &World,
-    baseline: SocketAddr,
-    platform: SocketAddr,
+    [baseline, platform, observed]: [SocketAddr; 3],
     tokens: Option<&HashMap<Uuid, String>>,
 ) -> anyhow::Result<Vec<(Cell, Target)>> {
     let one = |t: Option<&BenchTenant>| -> anyhow::Result<Arc<[Identity]>> {
@@ -442,6 +506,10 @@ fn targets(
         (
             Cell::SharedTenant,
             target(platform, one(world.shared_tenants().next())?),
+        ),
+        (
+            Cell::SharedObserved,
+            target(observed, one(world.shared_tenants().next())?),
         ),
         (
             Cell::DedicatedTenant,
