@@ -154,7 +154,7 @@ pub struct InFlight<'a>(Option<&'a Inner>);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if let Some(m) = self.0 {
-            m.handles.local().ended();
+            m.handles.ended();
         }
     }
 }
@@ -272,7 +272,7 @@ impl Metrics {
     /// Counts a request in flight until the returned guard drops.
     #[must_use]
     pub fn start(&self) -> InFlight<'_> {
-        InFlight(self.0.as_deref().inspect(|m| m.handles.local().began()))
+        InFlight(self.0.as_deref().inspect(|m| m.handles.began()))
     }
 
     /// Records a finished request, into this thread's buffers ([`handles`]).

@@ -16,7 +16,7 @@
 //! belong to an earlier epoch adds what they hold and empties them before it records again, and
 //! the next request registers again, which puts a dropped series back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use metrics::{Counter, Histogram};
@@ -24,6 +24,10 @@ use thread_local::ThreadLocal;
 
 use super::FastMap as HashMap;
 use tenancy::ids::TenantId;
+
+/// The maps keyed by text (route templates, plans, servers): looked up by a borrowed key once,
+/// inserting an owned one only when missing (`entry_ref`), not a look-up and then another.
+type TextMap<V> = hashbrown::HashMap<Box<str>, V, foldhash::fast::RandomState>;
 
 /// Buffered samples of one thread after which the thread adds them to the exporter's
 /// histograms itself (bounds the buffers' memory between scrapes: 32 KiB per thread).
@@ -97,16 +101,16 @@ pub struct PlanSeries {
 #[derive(Default)]
 pub struct Series {
     /// Route template → status class (index) × method (index).
-    http: HashMap<Box<str>, [[Option<Samples>; METHODS]; CLASSES]>,
+    http: TextMap<[[Option<Samples>; METHODS]; CLASSES]>,
     /// Whether a tenant has a series of its own (the top-N's answer, asked once per epoch).
     admitted: HashMap<TenantId, bool>,
     /// `None`: the `other` bucket.
     tenants: HashMap<Option<TenantId>, TenantSeries>,
     /// Plan → placement (shared, dedicated).
-    plans: HashMap<Box<str>, [Option<PlanSeries>; 2]>,
+    plans: TextMap<[Option<PlanSeries>; 2]>,
     rate_limits: HashMap<(&'static str, bool), Tally>,
     /// Database server → its checkout-wait histogram.
-    checkouts: HashMap<Box<str>, Samples>,
+    checkouts: TextMap<Samples>,
 }
 
 /// Methods with a label of their own, plus `_OTHER`.
@@ -140,11 +144,8 @@ impl Series {
         class: usize,
         make: impl FnOnce() -> Histogram,
     ) -> &mut Samples {
-        if !self.http.contains_key(route) {
-            self.http.insert(route.into(), Default::default());
-        }
-        let slot = &mut self.http.get_mut(route).expect("inserted above")[class][method];
-        slot.get_or_insert_with(|| Samples::new(make()))
+        self.http.entry_ref(route).or_default()[class][method]
+            .get_or_insert_with(|| Samples::new(make()))
     }
 
     /// Whether `tenant` has a series of its own, `ask`ed once per thread and epoch (the top-N
@@ -176,11 +177,7 @@ impl Series {
         placement: usize,
         make: impl FnOnce() -> Histogram,
     ) -> &mut PlanSeries {
-        if !self.plans.contains_key(plan) {
-            self.plans.insert(plan.into(), Default::default());
-        }
-        let slot = &mut self.plans.get_mut(plan).expect("inserted above")[placement];
-        slot.get_or_insert_with(|| PlanSeries {
+        self.plans.entry_ref(plan).or_default()[placement].get_or_insert_with(|| PlanSeries {
             requests: Default::default(),
             duration: Samples::new(make()),
         })
@@ -200,10 +197,9 @@ impl Series {
 
     /// The checkout-wait histogram of a database server.
     pub fn checkout(&mut self, server: &str, make: impl FnOnce() -> Histogram) -> &mut Samples {
-        if !self.checkouts.contains_key(server) {
-            self.checkouts.insert(server.into(), Samples::new(make()));
-        }
-        self.checkouts.get_mut(server).expect("inserted above")
+        self.checkouts
+            .entry_ref(server)
+            .or_insert_with(|| Samples::new(make()))
     }
 }
 
@@ -214,9 +210,6 @@ pub struct Local {
     pub series: Series,
     /// Requests per tenant not yet handed to the top-N ranking.
     counts: HashMap<TenantId, u64>,
-    /// Requests this thread began minus those it ended (a request may end on another thread:
-    /// only the sum over threads means anything).
-    in_flight: i64,
     /// Samples buffered since the last flush.
     buffered: usize,
 }
@@ -234,14 +227,6 @@ impl Local {
         *self.counts.entry(tenant).or_insert(0) += 1;
     }
 
-    pub fn began(&mut self) {
-        self.in_flight += 1;
-    }
-
-    pub fn ended(&mut self) {
-        self.in_flight -= 1;
-    }
-
     /// Adds every buffered increment and sample to the exporter's series.
     pub fn flush(&mut self) {
         self.series.flush();
@@ -249,11 +234,21 @@ impl Local {
     }
 }
 
+/// One thread's part.
+#[derive(Default)]
+struct Thread {
+    /// Requests this thread began minus those it ended (a request may end on another thread:
+    /// only the sum over threads means anything). Outside the mutex: one uncontended atomic
+    /// add on the thread's own cache line.
+    in_flight: AtomicI64,
+    local: Mutex<Local>,
+}
+
 /// Every thread's buffers and the render epoch.
 #[derive(Default)]
 pub struct Handles {
     epoch: AtomicU64,
-    threads: ThreadLocal<Mutex<Local>>,
+    threads: ThreadLocal<Thread>,
 }
 
 /// What a flush of every thread gathered besides the series.
@@ -268,7 +263,7 @@ pub struct Gathered {
 impl Handles {
     /// This thread's buffers, emptied first if they belong to an earlier epoch.
     pub fn local(&self) -> MutexGuard<'_, Local> {
-        let mut local = lock(self.threads.get_or_default());
+        let mut local = lock(&self.threads.get_or_default().local);
         let epoch = self.epoch.load(Ordering::Acquire);
         if local.epoch != epoch {
             local.flush();
@@ -282,15 +277,31 @@ impl Handles {
     /// the requests in flight.
     pub fn flush(&self) -> Gathered {
         let mut all = Gathered::default();
-        for local in &self.threads {
-            let mut local = lock(local);
+        for thread in &self.threads {
+            all.in_flight += thread.in_flight.load(Ordering::Relaxed);
+            let mut local = lock(&thread.local);
             local.flush();
-            all.in_flight += local.in_flight;
             for (tenant, n) in local.counts.drain() {
                 *all.counts.entry(tenant).or_insert(0) += n;
             }
         }
         all
+    }
+
+    /// A request began on this thread.
+    pub fn began(&self) {
+        self.threads
+            .get_or_default()
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request ended on this thread (it may have begun on another).
+    pub fn ended(&self) {
+        self.threads
+            .get_or_default()
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Ends the epoch: called once the exporter may have dropped idle series.
@@ -407,10 +418,10 @@ mod tests {
     #[test]
     fn requests_in_flight_are_summed_over_threads() {
         let h = Handles::default();
-        h.local().began();
-        h.local().began();
+        h.began();
+        h.began();
         std::thread::scope(|s| {
-            s.spawn(|| h.local().ended());
+            s.spawn(|| h.ended());
         });
         assert_eq!(h.flush().in_flight, 1);
     }
