@@ -12,6 +12,7 @@
 //! placements, database servers, rate-limit scopes, flag names.
 
 pub mod handles;
+pub mod histograms;
 pub mod operations;
 pub mod process;
 pub mod tenants;
@@ -31,10 +32,8 @@ use axum::extract::State;
 use axum::http::{Method, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder as _};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder as _};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::MetricKindMask;
 use tenancy::catalog::{Placement, Tenant};
 use tenancy::dataplane::DataPlane;
@@ -42,6 +41,7 @@ use tenancy::ids::TenantId;
 use tenancy::settings::MetricsSettings;
 
 use self::handles::{Handles, Tally};
+use self::histograms::{Samples, labels};
 use self::tenants::TopTenants;
 
 static META: Metadata<'static> = Metadata::new("platform", Level::INFO, Some(module_path!()));
@@ -72,6 +72,8 @@ struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     top: TopTenants,
+    /// Series unchanged this long are dropped at a scrape.
+    idle: Duration,
     /// The per-request series, buffered per thread ([`handles`]).
     handles: Handles,
     dataplane: DataPlane,
@@ -170,39 +172,18 @@ impl Metrics {
         if settings.listen.is_none() {
             return Self(None);
         }
-        let builder = PrometheusBuilder::new()
+        // The histograms are counted and rendered by this module ([`histograms`]); the
+        // exporter holds the counters and gauges.
+        let recorder = PrometheusBuilder::new()
             .idle_timeout(MetricKindMask::ALL, Some(settings.idle))
-            .set_buckets_for_metric(
-                Matcher::Full("http_server_request_duration_seconds".into()),
-                HTTP_BUCKETS,
-            )
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    Matcher::Suffix("request_duration_seconds".into()),
-                    TENANT_BUCKETS,
-                )
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    Matcher::Full("db_client_connection_wait_time_seconds".into()),
-                    CHECKOUT_BUCKETS,
-                )
-            });
-        let builder = match builder {
-            Ok(b) => b,
-            Err(e) => {
-                // Only for empty bucket lists, which the constants are not.
-                tracing::error!(error = %e, "metrics buckets refused; metrics are off");
-                return Self(None);
-            }
-        };
-        let recorder = builder.build_recorder();
+            .build_recorder();
         let handle = recorder.handle();
         let active = recorder.register_gauge(&Key::from_name("http_server_active_requests"), &META);
         let inner = Arc::new(Inner {
             recorder,
             handle,
             top: TopTenants::new(settings.top_tenants),
+            idle: settings.idle,
             handles: Handles::default(),
             dataplane,
             flags,
@@ -213,12 +194,9 @@ impl Metrics {
             seen: operations::Seen::default(),
             runtime: std::sync::Mutex::default(),
         });
-        // Histogram samples wait in per-series buckets until an upkeep folds them into the
-        // exported distributions; the exporter's own upkeep thread comes only with its global
-        // install, which this recorder never has. Without this task a listener nobody scrapes
-        // would keep every sample of every request in memory (a few bytes per sample, four
-        // samples per request: gigabytes a day on a busy instance). It also adds what the
-        // threads buffered ([`handles`]).
+        // Every 5 s: what the threads buffered is added ([`handles`]), so a scrape finds the
+        // counters current to within that, and the exporter's upkeep runs (its own thread comes
+        // only with its global install, which this recorder never has).
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&inner);
             rt.spawn(async move {
@@ -242,15 +220,13 @@ impl Metrics {
                     local
                         .series
                         .checkout(server, || {
-                            m.histogram(
+                            Samples::new(
                                 "db_client_connection_wait_time_seconds",
-                                vec![Label::new("db_server", server.to_owned())],
+                                CHECKOUT_BUCKETS,
+                                labels(&[("db_server", server)]),
                             )
                         })
                         .record(wait.as_secs_f64());
-                    if local.buffered(1) {
-                        local.flush();
-                    }
                 }
             }));
         Self(Some(inner))
@@ -284,17 +260,17 @@ impl Metrics {
         local
             .series
             .http(r.route, method, class, || {
-                m.histogram(
+                Samples::new(
                     "http_server_request_duration_seconds",
-                    vec![
-                        Label::new("http_route", r.route.to_owned()),
-                        Label::new("http_request_method", METHOD_LABELS[method]),
-                        Label::new("http_response_status_code", CLASS_LABELS[class]),
-                    ],
+                    HTTP_BUCKETS,
+                    labels(&[
+                        ("http_route", r.route),
+                        ("http_request_method", METHOD_LABELS[method]),
+                        ("http_response_status_code", CLASS_LABELS[class]),
+                    ]),
                 )
             })
             .record(r.seconds);
-        let mut samples = 1;
         if let Some(t) = r.tenant.and_then(|s| s.0.get()) {
             local.count(t.id);
             let own = local
@@ -302,10 +278,17 @@ impl Metrics {
                 .admitted(t.id, || m.top.admit(t.id))
                 .then_some(t.id);
             let series = local.series.tenant(own, || {
-                let label = || vec![Label::new("tenant_id", tenant_label(own))];
+                let label = tenant_label(own);
                 (
-                    m.counter("platform_tenant_requests_total", label()),
-                    m.histogram("platform_tenant_request_duration_seconds", label()),
+                    m.counter(
+                        "platform_tenant_requests_total",
+                        vec![Label::new("tenant_id", label.clone())],
+                    ),
+                    Samples::new(
+                        "platform_tenant_request_duration_seconds",
+                        TENANT_BUCKETS,
+                        labels(&[("tenant_id", &label)]),
+                    ),
                 )
             });
             series.requests.add(1);
@@ -334,7 +317,11 @@ impl Metrics {
             let plan = local
                 .series
                 .plan(&t.plan, usize::from(placement == "dedicated"), || {
-                    m.histogram("platform_plan_request_duration_seconds", by_plan())
+                    Samples::new(
+                        "platform_plan_request_duration_seconds",
+                        TENANT_BUCKETS,
+                        labels(&[("plan", &t.plan), ("placement", placement)]),
+                    )
                 });
             plan.requests[class]
                 .get_or_insert_with(|| {
@@ -344,7 +331,6 @@ impl Metrics {
                 })
                 .add(1);
             plan.duration.record(r.seconds);
-            samples += 2;
         }
         if let Some(d) = r.rate_limit {
             let scope = d.scope.as_str();
@@ -360,9 +346,6 @@ impl Metrics {
                     )
                 })
                 .add(1);
-        }
-        if local.buffered(samples) {
-            local.flush();
         }
         drop(local);
         if r.problem == Some("query-timeout") {
@@ -468,7 +451,8 @@ impl Metrics {
             }
         }
         m.handle.run_upkeep();
-        let text = m.handle.render();
+        let mut text = m.handle.render();
+        m.handles.render_histograms(m.idle, &mut text);
         // The render may have dropped idle series: handles kept from before are not kept on.
         m.handles.renew();
         Some(text)
@@ -546,11 +530,6 @@ impl Inner {
     fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
         self.recorder
             .register_gauge(&Key::from_parts(name, labels), &META)
-    }
-
-    fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {
-        self.recorder
-            .register_histogram(&Key::from_parts(name, labels), &META)
     }
 }
 

@@ -1,6 +1,6 @@
-//! The per-request series, recorded by each worker thread into buffers of its own and added to
-//! the exporter's series in batches: at every scrape (before the render), at every upkeep, and
-//! when a thread's buffered samples reach [`FLUSH_AT`].
+//! The per-request series, recorded by each worker thread into buffers of its own and added in
+//! batches, at every scrape (before the render) and every upkeep: counters to the exporter's,
+//! histograms to the totals rendered beside the exporter's text ([`super::histograms`]).
 //!
 //! A request touches no memory another thread writes: no lock both worker threads take, no
 //! shared reference count, no shared atomic counter or histogram bucket. (Each of those is a
@@ -9,29 +9,28 @@
 //! own buffers sit behind a mutex only its thread takes, except while a scrape or the upkeep
 //! flushes them.
 //!
-//! A thread keeps the handles it registered (no label vector, no registry look-up by a freshly
-//! built key per request) until the next render: the exporter drops a series that has not
-//! changed for its idle timeout, and only while it renders, so a handle kept across that would
-//! record into a series no longer exported. Every render ends an epoch; a thread whose buffers
-//! belong to an earlier epoch adds what they hold and empties them before it records again, and
-//! the next request registers again, which puts a dropped series back.
+//! A thread keeps the counter handles it registered (no label vector, no registry look-up by a
+//! freshly built key per request) until the next render: the exporter drops a series that has
+//! not changed for its idle timeout, and only while it renders, so a handle kept across that
+//! would record into a series no longer exported. Every render ends an epoch; a thread whose
+//! buffers belong to an earlier epoch adds what they hold and empties them before it records
+//! again, and the next request registers again, which puts a dropped series back.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use metrics::{Counter, Histogram};
+use metrics::Counter;
 use thread_local::ThreadLocal;
 
 use super::FastMap as HashMap;
+pub use super::histograms::Samples;
+use super::histograms::Totals;
 use tenancy::ids::TenantId;
 
 /// The maps keyed by text (route templates, plans, servers): looked up by a borrowed key once,
 /// inserting an owned one only when missing (`entry_ref`), not a look-up and then another.
 type TextMap<V> = hashbrown::HashMap<Box<str>, V, foldhash::fast::RandomState>;
-
-/// Buffered samples of one thread after which the thread adds them to the exporter's
-/// histograms itself (bounds the buffers' memory between scrapes: 32 KiB per thread).
-pub const FLUSH_AT: usize = 4096;
 
 /// A counter and the increments this thread has not added to it yet.
 pub struct Tally {
@@ -52,32 +51,6 @@ impl Tally {
         if self.n > 0 {
             self.counter.increment(self.n);
             self.n = 0;
-        }
-    }
-}
-
-/// A histogram and the samples this thread has not recorded into it yet.
-pub struct Samples {
-    histogram: Histogram,
-    values: Vec<f64>,
-}
-
-impl Samples {
-    pub fn new(histogram: Histogram) -> Self {
-        Self {
-            histogram,
-            values: Vec::new(),
-        }
-    }
-
-    /// Buffers one sample (count it with [`Local::buffered`]).
-    pub fn record(&mut self, v: f64) {
-        self.values.push(v);
-    }
-
-    fn flush(&mut self) {
-        for v in self.values.drain(..) {
-            self.histogram.record(v);
         }
     }
 }
@@ -119,21 +92,25 @@ pub const METHODS: usize = 8;
 pub const CLASSES: usize = 5;
 
 impl Series {
-    fn flush(&mut self) {
+    fn flush(&mut self, totals: &mut Totals, now: Instant) {
         for row in self.http.values_mut().flatten() {
-            row.iter_mut().flatten().for_each(Samples::flush);
+            for s in row.iter_mut().flatten() {
+                s.flush(totals, now);
+            }
         }
         for t in self.tenants.values_mut() {
             t.requests.flush();
-            t.duration.flush();
+            t.duration.flush(totals, now);
             t.errors.iter_mut().for_each(Tally::flush);
         }
         for p in self.plans.values_mut().flatten().flatten() {
             p.requests.iter_mut().flatten().for_each(Tally::flush);
-            p.duration.flush();
+            p.duration.flush(totals, now);
         }
         self.rate_limits.values_mut().for_each(Tally::flush);
-        self.checkouts.values_mut().for_each(Samples::flush);
+        for s in self.checkouts.values_mut() {
+            s.flush(totals, now);
+        }
     }
 
     /// The duration histogram of a route, method and status class.
@@ -142,10 +119,9 @@ impl Series {
         route: &str,
         method: usize,
         class: usize,
-        make: impl FnOnce() -> Histogram,
+        make: impl FnOnce() -> Samples,
     ) -> &mut Samples {
-        self.http.entry_ref(route).or_default()[class][method]
-            .get_or_insert_with(|| Samples::new(make()))
+        self.http.entry_ref(route).or_default()[class][method].get_or_insert_with(make)
     }
 
     /// Whether `tenant` has a series of its own, `ask`ed once per thread and epoch (the top-N
@@ -158,13 +134,13 @@ impl Series {
     pub fn tenant(
         &mut self,
         tenant: Option<TenantId>,
-        make: impl FnOnce() -> (Counter, Histogram),
+        make: impl FnOnce() -> (Counter, Samples),
     ) -> &mut TenantSeries {
         self.tenants.entry(tenant).or_insert_with(|| {
             let (requests, duration) = make();
             TenantSeries {
                 requests: Tally::new(requests),
-                duration: Samples::new(duration),
+                duration,
                 errors: None,
             }
         })
@@ -175,11 +151,11 @@ impl Series {
         &mut self,
         plan: &str,
         placement: usize,
-        make: impl FnOnce() -> Histogram,
+        make: impl FnOnce() -> Samples,
     ) -> &mut PlanSeries {
         self.plans.entry_ref(plan).or_default()[placement].get_or_insert_with(|| PlanSeries {
             requests: Default::default(),
-            duration: Samples::new(make()),
+            duration: make(),
         })
     }
 
@@ -196,10 +172,8 @@ impl Series {
     }
 
     /// The checkout-wait histogram of a database server.
-    pub fn checkout(&mut self, server: &str, make: impl FnOnce() -> Histogram) -> &mut Samples {
-        self.checkouts
-            .entry_ref(server)
-            .or_insert_with(|| Samples::new(make()))
+    pub fn checkout(&mut self, server: &str, make: impl FnOnce() -> Samples) -> &mut Samples {
+        self.checkouts.entry_ref(server).or_insert_with(make)
     }
 }
 
@@ -210,27 +184,17 @@ pub struct Local {
     pub series: Series,
     /// Requests per tenant not yet handed to the top-N ranking.
     counts: HashMap<TenantId, u64>,
-    /// Samples buffered since the last flush.
-    buffered: usize,
 }
 
 impl Local {
-    /// Notes `n` samples buffered; `true`: [`FLUSH_AT`] samples wait, the buffers should be
-    /// flushed now.
-    pub fn buffered(&mut self, n: usize) -> bool {
-        self.buffered += n;
-        self.buffered >= FLUSH_AT
-    }
-
     /// Counts a request of `tenant` for the top-N ranking.
     pub fn count(&mut self, tenant: TenantId) {
         *self.counts.entry(tenant).or_insert(0) += 1;
     }
 
-    /// Adds every buffered increment and sample to the exporter's series.
-    pub fn flush(&mut self) {
-        self.series.flush();
-        self.buffered = 0;
+    /// Adds every buffered increment to the exporter's series and every sample to `totals`.
+    fn flush(&mut self, totals: &mut Totals, now: Instant) {
+        self.series.flush(totals, now);
     }
 }
 
@@ -249,6 +213,8 @@ struct Thread {
 pub struct Handles {
     epoch: AtomicU64,
     threads: ThreadLocal<Thread>,
+    /// The histograms' totals (taken after a thread's own lock, never before).
+    totals: Mutex<Totals>,
 }
 
 /// What a flush of every thread gathered besides the series.
@@ -266,7 +232,7 @@ impl Handles {
         let mut local = lock(&self.threads.get_or_default().local);
         let epoch = self.epoch.load(Ordering::Acquire);
         if local.epoch != epoch {
-            local.flush();
+            local.flush(&mut lock(&self.totals), Instant::now());
             local.series = Series::default();
             local.epoch = epoch;
         }
@@ -277,10 +243,11 @@ impl Handles {
     /// the requests in flight.
     pub fn flush(&self) -> Gathered {
         let mut all = Gathered::default();
+        let now = Instant::now();
         for thread in &self.threads {
             all.in_flight += thread.in_flight.load(Ordering::Relaxed);
             let mut local = lock(&thread.local);
-            local.flush();
+            local.flush(&mut lock(&self.totals), now);
             for (tenant, n) in local.counts.drain() {
                 *all.counts.entry(tenant).or_insert(0) += n;
             }
@@ -304,13 +271,18 @@ impl Handles {
             .fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Appends the histograms in the text format, after dropping those idle for `idle`.
+    pub fn render_histograms(&self, idle: Duration, out: &mut String) {
+        lock(&self.totals).render(idle, Instant::now(), out);
+    }
+
     /// Ends the epoch: called once the exporter may have dropped idle series.
     pub fn renew(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-fn lock(m: &Mutex<Local>) -> MutexGuard<'_, Local> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -336,8 +308,18 @@ mod tests {
         r.register_counter(&Key::from_name("requests_total"), &super::super::META)
     }
 
-    fn histogram(r: &PrometheusRecorder) -> Histogram {
-        r.register_histogram(&Key::from_name("seconds"), &super::super::META)
+    fn histogram() -> Samples {
+        Samples::new(
+            "seconds",
+            &[1.0],
+            super::super::histograms::labels(&[("db", "x")]),
+        )
+    }
+
+    fn histograms(h: &Handles) -> String {
+        let mut out = String::new();
+        h.render_histograms(Duration::from_secs(60), &mut out);
+        out
     }
 
     /// Record on this thread's buffers, as `Metrics::finish` does.
@@ -345,8 +327,7 @@ mod tests {
         let mut local = h.local();
         local.count(tenant);
         local.series.rate_limit("ip", true, || counter(r)).add(1);
-        local.series.checkout("db", || histogram(r)).record(0.5);
-        let _ = local.buffered(1);
+        local.series.checkout("db", histogram).record(0.5);
     }
 
     #[test]
@@ -368,14 +349,14 @@ mod tests {
             Some(0.0),
             "buffered, not added"
         );
-        assert_eq!(
-            value(&r, "seconds_count"),
-            Some(0.0),
-            "no sample recorded yet"
-        );
+        assert_eq!(histograms(&h), "", "no sample added yet");
         let gathered = h.flush();
         assert_eq!(value(&r, "requests_total"), Some(21.0));
-        assert_eq!(value(&r, "seconds_count"), Some(21.0));
+        assert!(
+            histograms(&h).contains("seconds_count{db=\"x\"} 21\n"),
+            "{}",
+            histograms(&h)
+        );
         assert_eq!(gathered.counts.get(&tenant), Some(&21));
         assert!(h.flush().counts.is_empty(), "counts are handed over once");
         assert_eq!(
@@ -383,16 +364,6 @@ mod tests {
             Some(21.0),
             "and increments once"
         );
-    }
-
-    #[test]
-    fn a_thread_flushes_once_its_samples_reach_the_bound() {
-        let h = Handles::default();
-        let mut local = h.local();
-        assert!(!local.buffered(FLUSH_AT - 1));
-        assert!(local.buffered(1));
-        local.flush();
-        assert!(!local.buffered(1), "the flush starts the count again");
     }
 
     #[test]
@@ -408,6 +379,7 @@ mod tests {
             Some(1.0),
             "the earlier epoch's buffer was added"
         );
+        assert!(histograms(&h).contains("seconds_count{db=\"x\"} 1\n"));
         local.series.rate_limit("ip", true, || {
             registered = true;
             counter(&r)
